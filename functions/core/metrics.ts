@@ -1,0 +1,152 @@
+/**
+ * Metrics as commutative monoids. `combine` is the one merge function used by
+ * the speed layer, the batch loader, the query merge and the tests.
+ *
+ * State components per metric fn (also the SQL/DynamoDB column suffixes):
+ *   count -> count;  sum -> sum;  min -> min;  max -> max;  avg -> sum, count
+ * A missing (or non-numeric) field leaves sum/min/max/avg untouched; count()
+ * counts every matching event.
+ */
+import { checkRange, Decimal, decimalText } from './decimal.ts';
+import type { Metric, MetricFn, View } from './views.ts';
+
+export type Component = 'count' | 'sum' | 'min' | 'max';
+
+export const COMPONENTS: Record<MetricFn, readonly Component[]> = {
+  count: ['count'],
+  sum: ['sum'],
+  min: ['min'],
+  max: ['max'],
+  avg: ['sum', 'count'],
+};
+
+/** One metric's state: a value per component (min/max are null until a value is seen). */
+export type MetricState = Partial<Record<Component, Decimal | null>>;
+/** A view row's state: one MetricState per metric name. */
+export type ViewState = Record<string, MetricState>;
+
+const ZERO = new Decimal(0);
+const ONE = new Decimal(1);
+
+export function identity(metric: Metric): MetricState {
+  switch (metric.fn) {
+    case 'count':
+      return { count: ZERO };
+    case 'sum':
+      return { sum: ZERO };
+    case 'min':
+      return { min: null };
+    case 'max':
+      return { max: null };
+    case 'avg':
+      return { sum: ZERO, count: ZERO };
+  }
+}
+
+const pick = (a: Decimal | null | undefined, b: Decimal | null | undefined, take: (x: Decimal, y: Decimal) => Decimal) =>
+  a == null ? (b ?? null) : b == null ? a : take(a, b);
+
+/** The monoid operation: associative, commutative, with `identity` as unit. */
+export function combine(metric: Metric, a: MetricState, b: MetricState): MetricState {
+  const add = (c: 'count' | 'sum') => checkRange((a[c] ?? ZERO).plus(b[c] ?? ZERO), `${metric.fn} ${c}`);
+  switch (metric.fn) {
+    case 'count':
+      return { count: add('count') };
+    case 'sum':
+      return { sum: add('sum') };
+    case 'min':
+      return { min: pick(a.min, b.min, Decimal.min) };
+    case 'max':
+      return { max: pick(a.max, b.max, Decimal.max) };
+    case 'avg':
+      return { sum: add('sum'), count: add('count') };
+  }
+}
+
+/** The state one event contributes; `value` is the metric field's exact value, null when absent. */
+export function lift(metric: Metric, value: Decimal | null): MetricState {
+  switch (metric.fn) {
+    case 'count':
+      return { count: ONE };
+    case 'sum':
+      return { sum: value ?? ZERO };
+    case 'min':
+      return { min: value };
+    case 'max':
+      return { max: value };
+    case 'avg':
+      return value === null ? { sum: ZERO, count: ZERO } : { sum: value, count: ONE };
+  }
+}
+
+/** The value a user sees: avg = sum / count (null when count is 0), min/max null when empty. */
+export function finalize(metric: Metric, s: MetricState): Decimal | null {
+  switch (metric.fn) {
+    case 'count':
+      return s.count ?? ZERO;
+    case 'sum':
+      return s.sum ?? ZERO;
+    case 'min':
+      return s.min ?? null;
+    case 'max':
+      return s.max ?? null;
+    case 'avg':
+      return s.count && !s.count.isZero() ? (s.sum ?? ZERO).div(s.count) : null;
+  }
+}
+
+export function emptyViewState(view: View): ViewState {
+  return Object.fromEntries(Object.entries(view.metrics).map(([n, m]) => [n, identity(m)]));
+}
+
+export function combineViewStates(view: View, a: ViewState, b: ViewState): ViewState {
+  return Object.fromEntries(
+    Object.entries(view.metrics).map(([n, m]) => [n, combine(m, a[n] ?? identity(m), b[n] ?? identity(m))]),
+  );
+}
+
+export function finalizeViewState(view: View, s: ViewState): Record<string, Decimal | null> {
+  return Object.fromEntries(Object.entries(view.metrics).map(([n, m]) => [n, finalize(m, s[n] ?? identity(m))]));
+}
+
+/** Column name of one state component: `<metric>__<component>` (SQL output, DynamoDB attribute). */
+export function stateColumn(metricName: string, component: Component): string {
+  return `${metricName}__${component}`;
+}
+
+export interface StateColumn {
+  readonly metric: string;
+  readonly component: Component;
+  readonly column: string;
+}
+
+/** Every state column of a view, in declaration order. */
+export function stateColumns(view: View): StateColumn[] {
+  return Object.entries(view.metrics).flatMap(([metric, m]) =>
+    COMPONENTS[m.fn].map((component) => ({ metric, component, column: stateColumn(metric, component) })),
+  );
+}
+
+/** State as plain decimal text per column (null for an empty min/max): for JSON, DynamoDB and SQL rows. */
+export function stateToColumns(view: View, s: ViewState): Record<string, string | null> {
+  const out: Record<string, string | null> = {};
+  for (const c of stateColumns(view)) {
+    const v = s[c.metric]?.[c.component];
+    out[c.column] = v == null ? null : decimalText(v);
+  }
+  return out;
+}
+
+/** Reads a state back from columns (strings, numbers or bigints as SQL engines and DynamoDB return them). */
+export function stateFromColumns(view: View, row: Readonly<Record<string, unknown>>): ViewState {
+  const s: ViewState = {};
+  for (const [metric, m] of Object.entries(view.metrics)) {
+    const ms: MetricState = identity(m);
+    for (const component of COMPONENTS[m.fn]) {
+      const raw = row[stateColumn(metric, component)];
+      if (raw !== null && raw !== undefined) ms[component] = new Decimal(String(raw));
+    }
+    s[metric] = ms;
+  }
+  return s;
+}

@@ -1,0 +1,63 @@
+/**
+ * Settings shared by both layers, and the one place where the speed TTL and the
+ * batch-lag alarm threshold are derived from each other (DESIGN invariant 8):
+ * the alarm fires at `maxBatchLag`, and a speed delta lives 3 x that past its
+ * arrival window, so an alarm always comes before uncovered data can expire.
+ */
+
+export interface Settings {
+  /** Arrival window length in seconds (cutoffs are multiples of it). */
+  readonly windowSeconds: number;
+  /** How long event-id claims are kept (the speed layer's dedup horizon). */
+  readonly dedupHorizonSeconds: number;
+  /** The longest the published cutoff may lag before the lag alarm fires. */
+  readonly maxBatchLagSeconds: number;
+  /** Published batch versions kept readable (for rollback and in-flight queries). */
+  readonly keepVersions: number;
+  /** Safety margin below archived-through arrival times, as arrival timestamps are approximate. */
+  readonly cutoffMarginSeconds: number;
+}
+
+export const DEFAULT_SETTINGS: Settings = {
+  windowSeconds: 60,
+  dedupHorizonSeconds: 7 * 24 * 3600,
+  maxBatchLagSeconds: 6 * 3600,
+  keepVersions: 3,
+  cutoffMarginSeconds: 5,
+};
+
+/** Factor between the lag alarm threshold and the life of a speed delta. */
+export const SPEED_TTL_FACTOR = 3;
+
+/** Seconds a speed delta lives after the end of its arrival window. */
+export function speedTtlSeconds(s: Pick<Settings, 'maxBatchLagSeconds'>): number {
+  return SPEED_TTL_FACTOR * s.maxBatchLagSeconds;
+}
+
+/** The batch-lag alarm threshold in seconds (always < speedTtlSeconds). */
+export function lagAlarmThresholdSeconds(s: Pick<Settings, 'maxBatchLagSeconds'>): number {
+  return s.maxBatchLagSeconds;
+}
+
+/** Epoch seconds at which a speed delta of the window starting at `windowStartMs` expires. */
+export function speedExpiry(windowStartMs: number, s: Settings): number {
+  return Math.ceil((windowStartMs + s.windowSeconds * 1000) / 1000) + speedTtlSeconds(s);
+}
+
+/** Epoch seconds at which a dedup claim made at `nowMs` expires. */
+export function dedupExpiry(nowMs: number, s: Settings): number {
+  return Math.ceil(nowMs / 1000) + s.dedupHorizonSeconds;
+}
+
+export function validateSettings(s: Settings): Settings {
+  const whole = (n: number, name: string, min: number) => {
+    if (!Number.isInteger(n) || n < min) throw new RangeError(`${name} must be a whole number >= ${min}, received ${n}`);
+  };
+  whole(s.windowSeconds, 'windowSeconds', 1);
+  if (86400 % s.windowSeconds !== 0) throw new RangeError(`windowSeconds must divide a day (86400) evenly, received ${s.windowSeconds}`);
+  whole(s.dedupHorizonSeconds, 'dedupHorizonSeconds', 60);
+  whole(s.maxBatchLagSeconds, 'maxBatchLagSeconds', 60);
+  whole(s.keepVersions, 'keepVersions', 1);
+  whole(s.cutoffMarginSeconds, 'cutoffMarginSeconds', 0);
+  return s;
+}
