@@ -96,6 +96,9 @@ export const SETTINGS_ENV = {
   athenaDatabase: 'TANDEM_ATHENA_DATABASE',
   athenaTable: 'TANDEM_ATHENA_TABLE',
   apiKeyHashes: 'TANDEM_API_KEY_HASHES',
+  /** Local directory where the DuckDB batch engine caches raw objects between runs. */
+  stageDir: 'TANDEM_STAGE_DIR',
+  corsOrigin: 'TANDEM_CORS_ORIGIN',
 } as const;
 
 /** Physical names the local cloud uses (AWS names come from CloudFormation through the env). */

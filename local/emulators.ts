@@ -6,6 +6,7 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { existsSync, mkdirSync } from 'node:fs';
 import { createRequire } from 'node:module';
+import { request as httpRequest } from 'node:http';
 import { createServer } from 'node:net';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -87,22 +88,35 @@ interface Launch {
   readonly ready: (endpoint: string) => Promise<boolean>;
 }
 
-async function awsCallReady(endpoint: string, target: string, body: string): Promise<boolean> {
-  try {
-    const r = await fetch(endpoint, {
-      method: 'POST',
-      headers: {
-        'content-type': 'application/x-amz-json-1.1',
-        'x-amz-target': target,
-        authorization: 'AWS4-HMAC-SHA256 Credential=local/20240101/us-east-1/service/aws4_request, SignedHeaders=host, Signature=0',
-      },
-      body,
+/**
+ * One HTTP request on a connection of its own (`agent: false` sends
+ * `Connection: close`): a kept-alive readiness connection would make an
+ * emulator's graceful shutdown wait for it (kinesis-local then needs SIGKILL).
+ */
+function probe(url: string, init: { method?: string; headers?: Record<string, string>; body?: string } = {}): Promise<number> {
+  return new Promise((res) => {
+    const req = httpRequest(url, { method: init.method ?? 'GET', headers: init.headers, agent: false, timeout: 5000 }, (r) => {
+      r.resume();
+      r.on('end', () => res(r.statusCode ?? 0));
+      r.on('error', () => res(0));
     });
-    await r.arrayBuffer();
-    return r.status < 500;
-  } catch {
-    return false;
-  }
+    req.on('error', () => res(0));
+    req.on('timeout', () => req.destroy());
+    req.end(init.body);
+  });
+}
+
+async function awsCallReady(endpoint: string, target: string, body: string): Promise<boolean> {
+  const status = await probe(endpoint, {
+    method: 'POST',
+    headers: {
+      'content-type': 'application/x-amz-json-1.1',
+      'x-amz-target': target,
+      authorization: 'AWS4-HMAC-SHA256 Credential=local/20240101/us-east-1/service/aws4_request, SignedHeaders=host, Signature=0',
+    },
+    body,
+  });
+  return status > 0 && status < 500;
 }
 
 function launchSpec(name: EmulatorName, port: number, opts: EmulatorOptions): Launch {
@@ -149,13 +163,8 @@ function launchSpec(name: EmulatorName, port: number, opts: EmulatorOptions): La
         // s3rver answers 500 to ListObjectsV2 past 1,000 keys on Node 20 without the legacy provider.
         env: { NODE_OPTIONS: '--openssl-legacy-provider' },
         ready: async (ep) => {
-          try {
-            const r = await fetch(ep);
-            await r.arrayBuffer();
-            return r.status < 500;
-          } catch {
-            return false;
-          }
+          const status = await probe(ep);
+          return status > 0 && status < 500;
         },
       };
     }

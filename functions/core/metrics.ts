@@ -54,10 +54,11 @@ export function combine(metric: Metric, a: MetricState, b: MetricState): MetricS
       return { count: add('count') };
     case 'sum':
       return { sum: add('sum') };
+    // not Decimal.min/max: decimal.js statics read their constructor from `this` and fail unbound
     case 'min':
-      return { min: pick(a.min, b.min, Decimal.min) };
+      return { min: pick(a.min, b.min, (x, y) => (y.lt(x) ? y : x)) };
     case 'max':
-      return { max: pick(a.max, b.max, Decimal.max) };
+      return { max: pick(a.max, b.max, (x, y) => (y.gt(x) ? y : x)) };
     case 'avg':
       return { sum: add('sum'), count: add('count') };
   }

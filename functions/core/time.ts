@@ -42,7 +42,7 @@ export function parseTime(value: unknown): number {
       const fraction = (m[7] ?? '').padEnd(3, '0').slice(0, 3);
       const normalized = `${m[1]}-${m[2]}-${m[3]}T${m[4] ?? '00'}:${m[5] ?? '00'}:${m[6] ?? '00'}.${fraction}${zone.length === 5 ? `${zone.slice(0, 3)}:${zone.slice(3)}` : zone}`;
       ms = Date.parse(normalized);
-      if (Number.isNaN(ms) || !sameCalendarDate(m, ms, zone)) {
+      if (Number.isNaN(ms) || !validFields(m)) {
         throw new TimeParseError(`is not a valid date-time, received "${value}"`);
       }
     }
@@ -55,11 +55,16 @@ export function parseTime(value: unknown): number {
   return ms;
 }
 
-// Date.parse rolls 2024-02-30 over to March: reject dates that do not exist.
-function sameCalendarDate(m: RegExpExecArray, ms: number, zone: string): boolean {
-  if (zone !== 'Z') return true; // offsets shift the day; the range checks of Date.parse suffice there
-  const d = new Date(ms);
-  return d.getUTCFullYear() === Number(m[1]) && d.getUTCMonth() + 1 === Number(m[2]) && d.getUTCDate() === Number(m[3]);
+// Date.parse rolls 2024-02-30 over to March and reads 24:00 as the next day,
+// with or without a zone offset: reject dates and times that do not exist, as written.
+function validFields(m: RegExpExecArray): boolean {
+  const [y, mo, d] = [Number(m[1]), Number(m[2]), Number(m[3])];
+  const day = new Date(0);
+  day.setUTCFullYear(y, mo - 1, d);
+  if (day.getUTCFullYear() !== y || day.getUTCMonth() !== mo - 1 || day.getUTCDate() !== d) return false;
+  if (Number(m[4] ?? 0) > 23 || Number(m[5] ?? 0) > 59 || Number(m[6] ?? 0) > 59) return false;
+  const zone = /^[+-](\d{2}):?(\d{2})$/.exec(m[8] ?? '');
+  return !zone || (Number(zone[1]) <= 23 && Number(zone[2]) <= 59);
 }
 
 /** Start of the event-time bucket of `tsMs` at `grain`. */

@@ -17,6 +17,9 @@ const name = (what: string) =>
 
 const field = name('field');
 
+// zod reports a bad record key as a bare "Invalid key in record": surface the key schema's own message.
+const keyError = { error: (i: { code?: string; issues?: readonly { message: string }[] }) => (i.code === 'invalid_key' ? i.issues?.[0]?.message : undefined) };
+
 export const MetricSchema = z.discriminatedUnion(
   'fn',
   [
@@ -37,10 +40,10 @@ export const ViewSchema = z
   .object({
     name: name('view name'),
     description: z.string().max(500).optional(),
-    filter: z.record(field, FilterValue).optional(),
+    filter: z.record(field, FilterValue, keyError).optional(),
     dimensions: z.array(name('dimension')).max(8, { error: 'at most 8 dimensions' }),
     grain: z.enum(GRAINS, { error: (i) => `grain must be one of ${GRAINS.join(', ')}, received ${JSON.stringify(i.input)}` }),
-    metrics: z.record(name('metric name'), MetricSchema).refine((m) => Object.keys(m).length > 0, { error: 'a view needs at least one metric' }),
+    metrics: z.record(name('metric name'), MetricSchema, keyError).refine((m) => Object.keys(m).length > 0, { error: 'a view needs at least one metric' }),
   })
   .strict()
   .superRefine((v, ctx) => {

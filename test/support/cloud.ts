@@ -50,6 +50,10 @@ export async function startTestCloud(opts: TestCloudOptions = {}): Promise<TestC
     names,
     clients,
     ...(dataDir ? { dataDir } : {}),
-    stop: () => emulators.stop(),
+    stop: async () => {
+      // Close kept-alive connections first: emulators shut down gracefully only without open ones.
+      for (const c of Object.values(clients)) c.destroy();
+      await emulators.stop();
+    },
   };
 }

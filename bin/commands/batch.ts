@@ -1,0 +1,163 @@
+/**
+ * `tandem batch run [--wait]` (POST /batch/runs, then GET /batch/runs/{id}) and
+ * `tandem batch rollback <version>` (POST /batch/rollback).
+ */
+import { SingleBar } from 'cli-progress';
+import type { Command } from 'commander';
+import { type ApiClient, sleep } from '../client.ts';
+import { action, clientFor, EXIT_FAILURE, narrate, positiveInt, printJson, ReportedFailure, renderTable, type TargetFlags, usageExits, withTarget } from '../output.ts';
+
+/** A batch run as GET /batch/runs/{id} answers (the control table's `run / <id>` item). */
+export interface BatchRun {
+  readonly id?: string;
+  readonly runId?: string;
+  readonly state: 'RUNNING' | 'SUCCEEDED' | 'FAILED' | 'SKIPPED' | string;
+  readonly stage?: string;
+  readonly startedAt?: string | number;
+  readonly finishedAt?: string | number;
+  readonly version?: number;
+  readonly cutoff?: string | number;
+  readonly views?: Readonly<Record<string, { readonly rows?: number; readonly sqlMs?: number; readonly loadMs?: number }>>;
+  readonly error?: string;
+  readonly note?: string;
+}
+
+/**
+ * Where a run is, as a fraction of its work: `plan`, then each view's SQL and
+ * load (`views`, one step per view as it completes), then `publish`.
+ */
+export function progressOf(run: Pick<BatchRun, 'state' | 'stage' | 'views'>, viewCount: number): { value: number; total: number; step: string } {
+  const total = viewCount + 2;
+  const done = Object.keys(run.views ?? {}).length;
+  if (FINAL.has(run.state) || run.stage === 'done') return { value: total, total, step: 'done' };
+  switch (run.stage) {
+    case 'plan':
+    case undefined:
+      return { value: 0, total, step: 'plan' };
+    case 'publish':
+      return { value: total - 1, total, step: 'publish' };
+    default:
+      return { value: 1 + Math.min(done, viewCount), total, step: `SQL + load (${done}/${viewCount} views)` };
+  }
+}
+
+const FINAL = new Set(['SUCCEEDED', 'FAILED', 'SKIPPED', 'ABORTED', 'TIMED_OUT']);
+
+export function registerBatch(program: Command): void {
+  const batch = program.command('batch').description('run the batch layer now, or roll back to an earlier batch version');
+  usageExits(batch);
+
+  const run = batch
+    .command('run')
+    .description('start a batch run (POST /batch/runs); with --wait, follow it through plan, SQL, load and publish')
+    .option('--wait', 'wait for the run to finish, showing its progress; exit 1 if it fails')
+    .option('--timeout <seconds>', 'give up waiting after this long', '600')
+    .option('--json', 'print the run as one JSON document')
+    .addHelpText('after', '\nExamples:\n  tandem batch run\n  tandem batch run --wait --json');
+  withTarget(run);
+  usageExits(run);
+  run.action(action(async (flags: RunFlags) => runBatch(flags)));
+
+  const rollback = batch
+    .command('rollback')
+    .description('serve an earlier published batch version again (POST /batch/rollback)')
+    .argument('<version>', 'a version still kept (see `tandem status`)')
+    .option('--json', 'print the API answer as one JSON document')
+    .addHelpText('after', '\nExample:\n  tandem batch rollback 3');
+  withTarget(rollback);
+  usageExits(rollback);
+  rollback.action(
+    action(async (version: string, flags: TargetFlags & { json?: boolean }) => {
+      const n = positiveInt('<version>', version);
+      const { body } = await clientFor(flags).post<Record<string, unknown>>('/batch/rollback', { version: n });
+      if (flags.json) printJson(body);
+      else process.stdout.write(`now serving batch version ${String(body?.version ?? n)}${body?.cutoff ? `, cutoff ${String(body.cutoff)}` : ''}\n`);
+    }),
+  );
+}
+
+interface RunFlags extends TargetFlags {
+  readonly wait?: boolean;
+  readonly timeout: string;
+  readonly json?: boolean;
+}
+
+async function runBatch(flags: RunFlags): Promise<void> {
+  const timeoutMs = positiveInt('--timeout', flags.timeout) * 1000;
+  const client = clientFor(flags);
+  const { body: started } = await client.post<Record<string, unknown>>('/batch/runs', {});
+  const id = String(started?.id ?? started?.runId ?? '');
+  if (!id) throw new Error(`POST /batch/runs answered without a run id: ${JSON.stringify(started)}`);
+  if (!flags.wait) {
+    if (flags.json) printJson(started);
+    else process.stdout.write(`${id}\n`);
+    narrate(`batch run ${id} started; follow it with: tandem batch run --wait, or GET /batch/runs/${id}`);
+    return;
+  }
+  narrate(`batch run ${id} started`);
+  const done = await follow(client, id, timeoutMs);
+  if (flags.json) printJson({ id, ...done });
+  else printRun(id, done);
+  if (done.state === 'FAILED' || !FINAL.has(done.state)) throw new ReportedFailure(EXIT_FAILURE);
+}
+
+/** Polls a run until it ends, showing its progress: a bar on a terminal, a line per step otherwise. */
+async function follow(client: ApiClient, id: string, timeoutMs: number): Promise<BatchRun> {
+  const deadline = Date.now() + timeoutMs;
+  const { body: declared } = await client.get<{ views: unknown[] } | unknown[]>('/views');
+  const viewCount = (Array.isArray(declared) ? declared : declared.views).length;
+  const t0 = Date.now();
+  const seconds = () => ((Date.now() - t0) / 1000).toFixed(1);
+  const bar = process.stderr.isTTY ? new SingleBar({ format: '{bar} {step} | {seconds} s', stream: process.stderr, hideCursor: true, barsize: 24 }) : undefined;
+  bar?.start(viewCount + 2, 0, { step: 'plan', seconds: '0.0' });
+  let lastStep: string | undefined;
+  const reported = new Set<string>();
+  try {
+    for (;;) {
+      const { body: run } = await client.get<BatchRun>(`/batch/runs/${encodeURIComponent(id)}`);
+      const p = progressOf(run, viewCount);
+      if (bar) bar.update(p.value, { step: p.step, seconds: seconds() });
+      else {
+        if (run.stage === 'plan' && lastStep === undefined) narrate(`${seconds()} s  plan: choosing the cutoff`);
+        for (const [name, v] of Object.entries(run.views ?? {})) {
+          if (reported.has(name)) continue;
+          reported.add(name);
+          narrate(`${seconds()} s  ${name}: ${v.rows ?? '?'} rows (SQL ${v.sqlMs ?? '?'} ms, load ${v.loadMs ?? '?'} ms)`);
+        }
+        if (run.stage === 'publish' && lastStep !== 'publish') narrate(`${seconds()} s  publish: flipping the pointer`);
+      }
+      lastStep = p.step === 'publish' ? 'publish' : run.stage;
+      if (FINAL.has(run.state)) return run;
+      if (Date.now() > deadline) {
+        narrate(`tandem: batch run ${id} still ${run.state} after ${timeoutMs / 1000} s; it goes on in the background`);
+        return run;
+      }
+      await sleep(300);
+    }
+  } finally {
+    bar?.stop();
+  }
+}
+
+function printRun(id: string, run: BatchRun): void {
+  const lines = [`batch run ${id}: ${run.state}`];
+  if (run.version !== undefined) lines.push(`version ${run.version}, cutoff ${String(run.cutoff ?? '')}`);
+  if (run.startedAt !== undefined && run.finishedAt !== undefined) {
+    const ms = new Date(run.finishedAt).getTime() - new Date(run.startedAt).getTime();
+    if (Number.isFinite(ms)) lines.push(`took ${(ms / 1000).toFixed(1)} s`);
+  }
+  if (run.error) lines.push(`error: ${run.error}`);
+  if (run.note) lines.push(`note: ${run.note}`);
+  process.stdout.write(`${lines.join('\n')}\n`);
+  const views = Object.entries(run.views ?? {});
+  if (views.length > 0) {
+    process.stdout.write(
+      `${renderTable(
+        ['view', 'rows', 'sql ms', 'load ms'],
+        views.map(([name, v]) => [name, v.rows ?? null, v.sqlMs ?? null, v.loadMs ?? null]),
+        ['left', 'right', 'right', 'right'],
+      )}\n`,
+    );
+  }
+}
+

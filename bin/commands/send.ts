@@ -1,0 +1,348 @@
+/**
+ * `tandem send [file|-]`: events from an NDJSON or JSON file (or stdin) to
+ * POST /events in requests of at most 500, with progress on stderr and the
+ * rejected events, with their reasons, in a file.
+ */
+import { randomUUID } from 'node:crypto';
+import { createReadStream, createWriteStream, statSync, type WriteStream } from 'node:fs';
+import { createInterface } from 'node:readline';
+import type { Readable } from 'node:stream';
+import { SingleBar } from 'cli-progress';
+import type { Command } from 'commander';
+import { type ApiClient, ApiError, sleep, UnreachableError } from '../client.ts';
+import { action, clientFor, EXIT_FAILURE, narrate, positiveInt, printJson, ReportedFailure, type TargetFlags, UsageError, usageExits, withTarget } from '../output.ts';
+
+/** The contract's limit on events per request. */
+const MAX_BATCH = 500;
+/** Attempts per request when the API is briefly unavailable (503, 429, 502, 504, network). */
+const ATTEMPTS = 6;
+
+interface SendFlags extends TargetFlags {
+  readonly rejected: string;
+  readonly batchSize: string;
+  readonly concurrency: string;
+  readonly json?: boolean;
+}
+
+/** Where an event was in the input: its NDJSON line (1-based) or its JSON array index (0-based). */
+type Position = { readonly line: number } | { readonly index: number };
+
+interface Item {
+  readonly position: Position;
+  /** The event as read (what a rejection reports). */
+  readonly event: unknown;
+  /** Set when the input itself could not be read as an event (bad JSON line). */
+  readonly invalid?: string;
+}
+
+export interface Rejection {
+  readonly position: Position;
+  readonly field: string | null;
+  readonly message: string;
+  readonly event: unknown;
+}
+
+interface PostResult {
+  readonly accepted: number;
+  readonly rejected: Rejection[];
+}
+
+export function registerSend(program: Command): void {
+  const cmd = program
+    .command('send')
+    .description('send events (NDJSON, or a JSON array / {"events": [...]}) from a file or stdin to POST /events')
+    .argument('[file]', 'file of events; "-" or nothing reads stdin')
+    .option('--rejected <file>', 'where rejected events go, one JSON line each with their reasons', 'rejected.ndjson')
+    .option('--batch-size <n>', `events per request (at most ${MAX_BATCH})`, String(MAX_BATCH))
+    .option('--concurrency <n>', 'requests in flight', '2')
+    .option('--json', 'print the summary as one JSON document')
+    .addHelpText(
+      'after',
+      `
+Events without an "id" get a random one before they are sent, so a retried request never counts twice.
+Exit code: 0 when every event was accepted, 1 when any was rejected or the API failed, 2 on usage errors.
+
+Examples:
+  tandem send events.ndjson
+  generate-events | tandem send - --rejected bad.ndjson`,
+    );
+  withTarget(cmd);
+  usageExits(cmd);
+  cmd.action(action(async (file: string | undefined, flags: SendFlags) => send(file, flags)));
+}
+
+async function send(file: string | undefined, flags: SendFlags): Promise<void> {
+  const batchSize = positiveInt('--batch-size', flags.batchSize);
+  if (batchSize > MAX_BATCH) throw new UsageError(`--batch-size must be at most ${MAX_BATCH}, received ${batchSize}`);
+  const concurrency = positiveInt('--concurrency', flags.concurrency);
+  const fromStdin = file === undefined || file === '-';
+  if (fromStdin && process.stdin.isTTY) throw new UsageError('give a file of events, or pipe them to stdin (tandem send - < events.ndjson)');
+  let input: Readable;
+  let totalBytes = 0;
+  if (fromStdin) {
+    input = process.stdin;
+  } else {
+    try {
+      totalBytes = statSync(file).size;
+    } catch (e) {
+      throw new UsageError(`cannot read ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+    }
+    input = createReadStream(file);
+  }
+
+  const client = clientFor(flags);
+  const progress = new Progress(totalBytes);
+  let bytesRead = 0;
+  input.on('data', (chunk: Buffer | string) => {
+    bytesRead += typeof chunk === 'string' ? Buffer.byteLength(chunk) : chunk.length;
+  });
+  const rejectedFile = new LazyFile(flags.rejected);
+  const stats = { sent: 0, accepted: 0, rejected: 0 };
+  const started = Date.now();
+  const record = (r: PostResult, sent: number) => {
+    stats.sent += sent;
+    stats.accepted += r.accepted;
+    stats.rejected += r.rejected.length;
+    for (const rej of r.rejected) rejectedFile.write(`${JSON.stringify({ ...rej.position, field: rej.field, message: rej.message, event: rej.event })}\n`);
+    progress.update(bytesRead, stats);
+  };
+
+  const inFlight = new Set<Promise<void>>();
+  let failure: unknown;
+  const dispatch = async (batch: Item[]) => {
+    const invalid = batch.filter((i) => i.invalid !== undefined);
+    const valid = batch.filter((i) => i.invalid === undefined);
+    const result: PostResult = {
+      accepted: 0,
+      rejected: invalid.map((i) => ({ position: i.position, field: null, message: i.invalid!, event: i.event })),
+    };
+    if (valid.length > 0) {
+      const r = await postBatch(client, valid);
+      result.rejected.push(...r.rejected);
+      (result as { accepted: number }).accepted = r.accepted;
+    }
+    record(result, batch.length);
+  };
+  const launch = (batch: Item[]) => {
+    const p: Promise<void> = dispatch(batch)
+      .catch((e) => {
+        failure ??= e;
+      })
+      .finally(() => inFlight.delete(p));
+    inFlight.add(p);
+  };
+
+  try {
+    let batch: Item[] = [];
+    for await (const item of readEvents(input)) {
+      batch.push(item);
+      if (batch.length < batchSize) continue;
+      launch(batch);
+      batch = [];
+      while (inFlight.size >= concurrency) await Promise.race(inFlight);
+      if (failure) break;
+    }
+    if (!failure && batch.length > 0) launch(batch);
+    await Promise.all(inFlight);
+  } finally {
+    progress.stop(bytesRead, stats);
+    await rejectedFile.close();
+  }
+  if (failure) {
+    narrate(`tandem: ${(failure as Error).message}`);
+    narrate(`tandem: stopped after ${stats.sent} events (${stats.accepted} accepted, ${stats.rejected} rejected)`);
+    throw new ReportedFailure(EXIT_FAILURE);
+  }
+
+  const seconds = (Date.now() - started) / 1000;
+  const summary = {
+    sent: stats.sent,
+    accepted: stats.accepted,
+    rejected: stats.rejected,
+    rejectedFile: stats.rejected > 0 ? flags.rejected : null,
+    seconds: Number(seconds.toFixed(3)),
+  };
+  if (flags.json) printJson(summary);
+  else
+    process.stdout.write(
+      `accepted ${stats.accepted} of ${stats.sent} events` +
+        (stats.rejected > 0 ? `; ${stats.rejected} rejected (reasons in ${flags.rejected})` : '; none rejected') +
+        ` in ${seconds.toFixed(1)} s\n`,
+    );
+  if (stats.rejected > 0) throw new ReportedFailure(EXIT_FAILURE);
+}
+
+/**
+ * Reads events from NDJSON (one per line) or from one JSON document (an array,
+ * `{"events": [...]}`, or a single event, possibly spread over lines). The mode
+ * is chosen from the start of the input so NDJSON streams without being held in
+ * memory; a JSON document is read whole.
+ */
+export async function* readEvents(input: Readable): AsyncGenerator<Item> {
+  const lines = createInterface({ input, crlfDelay: Number.POSITIVE_INFINITY });
+  let mode: 'undecided' | 'ndjson' | 'document' = 'undecided';
+  const held: string[] = [];
+  let lineNo = 0;
+  for await (const line of lines) {
+    lineNo++;
+    if (mode === 'document') {
+      held.push(line);
+      continue;
+    }
+    const text = line.trim();
+    if (mode === 'undecided') {
+      if (text === '') {
+        held.push(line);
+        continue;
+      }
+      // An array, or an object that does not close on its first line, is one JSON document.
+      mode = text.startsWith('[') || (text.startsWith('{') && !parses(text)) ? 'document' : 'ndjson';
+      if (mode === 'document') {
+        held.push(line);
+        continue;
+      }
+      held.length = 0;
+    }
+    if (text === '') continue;
+    try {
+      yield { position: { line: lineNo }, event: JSON.parse(text) };
+    } catch (e) {
+      yield { position: { line: lineNo }, event: text, invalid: `line ${lineNo} is not valid JSON: ${(e as Error).message}` };
+    }
+  }
+  if (mode !== 'document') return;
+  let doc: unknown;
+  try {
+    doc = JSON.parse(held.join('\n'));
+  } catch (e) {
+    throw new Error(`the input is neither NDJSON nor one JSON document: ${(e as Error).message}`);
+  }
+  const events =
+    Array.isArray(doc) ? doc : doc && typeof doc === 'object' && Array.isArray((doc as { events?: unknown }).events) ? (doc as { events: unknown[] }).events : [doc];
+  for (let i = 0; i < events.length; i++) yield { position: { index: i }, event: events[i] };
+}
+
+function parses(text: string): boolean {
+  try {
+    JSON.parse(text);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** An id for events that lack one, so that resending a request cannot count an event twice. */
+function withId(event: unknown): unknown {
+  if (event && typeof event === 'object' && !Array.isArray(event) && !('id' in event)) return { id: randomUUID(), ...event };
+  return event;
+}
+
+interface EventsAnswer {
+  accepted?: number;
+  rejected?: { index: number; field?: string | null; message?: string }[];
+  error?: string;
+  field?: string;
+}
+
+/**
+ * Posts one batch: 200/207 as the contract says; 400 rejects the batch with the
+ * API's reasons; 413 halves the batch; 429/502/503/504 and network errors are
+ * retried with backoff (safe: every event carries an id).
+ */
+async function postBatch(client: ApiClient, items: readonly Item[]): Promise<PostResult> {
+  const events = items.map((i) => withId(i.event));
+  for (let attempt = 1; ; attempt++) {
+    try {
+      const { status, body } = await client.post<EventsAnswer>('/events', events, { accept: [400, 413] });
+      if (status === 413) {
+        if (items.length === 1) return { accepted: 0, rejected: [{ position: items[0]!.position, field: null, message: 'the event is larger than the API accepts (413)', event: items[0]!.event }] };
+        const half = Math.ceil(items.length / 2);
+        const [a, b] = [await postBatch(client, items.slice(0, half)), await postBatch(client, items.slice(half))];
+        return { accepted: a.accepted + b.accepted, rejected: [...a.rejected, ...b.rejected] };
+      }
+      const listed = Array.isArray(body?.rejected) ? body.rejected : [];
+      if (status === 400 && listed.length === 0) {
+        const message = body?.error ?? 'rejected (400)';
+        return { accepted: 0, rejected: items.map((i) => ({ position: i.position, field: body?.field ?? null, message, event: i.event })) };
+      }
+      const rejected = listed.map((r) => {
+        const item = items[r.index];
+        return { position: item?.position ?? { index: r.index }, field: r.field ?? null, message: r.message ?? 'rejected', event: item?.event };
+      });
+      return { accepted: typeof body?.accepted === 'number' ? body.accepted : items.length - rejected.length, rejected };
+    } catch (e) {
+      const transient = e instanceof UnreachableError || (e instanceof ApiError && [429, 502, 503, 504].includes(e.status));
+      if (!transient || attempt >= ATTEMPTS) throw e;
+      await sleep(Math.min(8_000, 250 * 2 ** attempt));
+    }
+  }
+}
+
+/** A file created on the first write only, so a clean run leaves none behind. */
+class LazyFile {
+  private stream: WriteStream | undefined;
+  constructor(private readonly path: string) {}
+  write(text: string): void {
+    this.stream ??= createWriteStream(this.path);
+    this.stream.write(text);
+  }
+  close(): Promise<void> {
+    const s = this.stream;
+    return s ? new Promise((res, rej) => s.end((err?: Error | null) => (err ? rej(err) : res()))) : Promise.resolve();
+  }
+}
+
+interface Counts {
+  readonly sent: number;
+  readonly accepted: number;
+  readonly rejected: number;
+}
+
+/**
+ * Progress on stderr: a cli-progress bar on a terminal (over the file's bytes,
+ * or a counter for stdin), plain lines at most every two seconds otherwise.
+ */
+class Progress {
+  private readonly bar: SingleBar | undefined;
+  private readonly started = Date.now();
+  private lastLine = 0;
+
+  constructor(private readonly totalBytes: number) {
+    if (process.stderr.isTTY) {
+      const counts = '{sent} events sent | {rate} events/s | {rejected} rejected';
+      this.bar = new SingleBar({
+        format: totalBytes > 0 ? `{bar} {percentage}% | ${counts}` : counts,
+        stream: process.stderr,
+        hideCursor: true,
+        clearOnComplete: false,
+      });
+      this.bar.start(Math.max(totalBytes, 1), 0, this.payload({ sent: 0, accepted: 0, rejected: 0 }));
+    }
+  }
+
+  private rate(sent: number): number {
+    const s = (Date.now() - this.started) / 1000;
+    return s > 0 ? Math.round(sent / s) : 0;
+  }
+
+  private payload(c: Counts) {
+    return { sent: c.sent, rejected: c.rejected, rate: this.rate(c.sent) };
+  }
+
+  update(bytes: number, c: Counts): void {
+    if (this.bar) {
+      this.bar.update(this.totalBytes > 0 ? bytes : 0, this.payload(c));
+      return;
+    }
+    if (Date.now() - this.lastLine < 2_000) return;
+    this.lastLine = Date.now();
+    narrate(`sent ${c.sent} events (${c.accepted} accepted, ${c.rejected} rejected, ${this.rate(c.sent)} events/s)`);
+  }
+
+  stop(bytes: number, c: Counts): void {
+    if (this.bar) {
+      this.bar.update(this.totalBytes > 0 ? Math.max(bytes, this.totalBytes) : 0, this.payload(c));
+      this.bar.stop();
+    }
+  }
+}

@@ -1,0 +1,327 @@
+/**
+ * The raw archive (DESIGN invariant 6), a function of its clients; the Lambda
+ * entry is functions/archive.ts. Per Kinesis shard of a batch, in this order:
+ *
+ *   1. normalize each record with `toRawRecord` (the one poison rule of both
+ *      layers); poison goes to the failures bucket and `stats / poison`, is not
+ *      archived and is not reported as failed (it must not block the shard);
+ *   2. write one gzip NDJSON object per arrival hour of the batch, keyed by
+ *      shard and the sequence range it holds, with `If-None-Match: *` (a 412
+ *      means a previous attempt wrote it: success);
+ *   3. add each object, with its line count, to the shard-hour manifest (a
+ *      string set: adding twice is adding once);
+ *   4. advance `checkpoint / <shard>` to the batch's last record, with a
+ *      condition that never moves it back.
+ *
+ * Idempotence: a retried batch has the same records, so the same keys and the
+ * same bytes (s3rver ignores If-None-Match and overwrites: the same bytes, so
+ * still harmless); a retry with other boundaries (bisect, a re-created
+ * mapping) writes overlapping objects, which the batch's per-id dedup absorbs.
+ * A crash anywhere before step 4 leaves the checkpoint behind, so the batch
+ * planner never cuts past records whose object or manifest entry may be
+ * missing. Any write failure reports the batch's first record as failed: the
+ * event source mapping retries the whole batch with the same boundaries (no
+ * bisect), which rewrites the same keys instead of overlapping ones.
+ */
+import { ConditionalCheckFailedException, type DynamoDBClient, GetItemCommand, UpdateItemCommand } from '@aws-sdk/client-dynamodb';
+import { PutObjectCommand, type S3Client, S3ServiceException } from '@aws-sdk/client-s3';
+import { promisify } from 'node:util';
+import { gzip as gzipCb } from 'node:zlib';
+import { padSeq, type RawRecord, RecordError, toRawRecord } from '../core/record.ts';
+import { FAILURE_PREFIX } from '../resources.ts';
+import { CHECKPOINT_PK, HOUR_MS, MANIFEST_PK, manifestEntry, manifestSk, rawObjectKey } from './layout.ts';
+
+const gzip = promisify(gzipCb);
+
+/** One Kinesis record as the entry hands it over (envelope parsed, data base64-decoded). */
+export interface ArchiveRecord {
+  readonly shard: string;
+  /** Sequence number exactly as Kinesis gave it (the batch item identifier). */
+  readonly seq: string;
+  /** ApproximateArrivalTimestamp, epoch ms. */
+  readonly arrival: number;
+  readonly data: Uint8Array;
+}
+
+export interface PoisonRecord {
+  readonly shard: string;
+  /** Padded sequence number. */
+  readonly seq: string;
+  readonly arrival: number;
+  readonly data: Uint8Array;
+  readonly field: string;
+  readonly reason: string;
+}
+
+/** The part of a logger the core uses (Powertools' Logger fits). */
+export interface LogSink {
+  warn(message: string, attributes: Record<string, unknown>): void;
+  error(message: string, attributes: Record<string, unknown>): void;
+}
+
+/** Fault-injection points for tests (a crash is a thrown error). */
+export interface ArchiveHooks {
+  /** After the objects and manifest entries are written, before the checkpoint moves. */
+  beforeCheckpoint?(shard: string): void | Promise<void>;
+}
+
+export interface ArchiveDeps {
+  readonly s3: S3Client;
+  readonly ddb: DynamoDBClient;
+  readonly rawBucket: string;
+  readonly failureBucket: string;
+  readonly controlTable: string;
+  readonly now?: () => number;
+  readonly log?: LogSink | undefined;
+  readonly hooks?: ArchiveHooks | undefined;
+}
+
+export interface ArchiveStats {
+  records: number;
+  archived: number;
+  poison: number;
+  objects: number;
+  /** Compressed bytes written. */
+  bytes: number;
+  /** Objects a previous attempt had already written (412). */
+  alreadyWritten: number;
+  /** Age of the oldest record when the batch started, ms. */
+  batchAgeMs: number;
+  failedShards: number;
+}
+
+export interface ArchiveResult {
+  /** Sequence numbers to report as batchItemFailures (the first record of each failed shard). */
+  readonly failures: string[];
+  readonly stats: ArchiveStats;
+}
+
+export function normalize(r: ArchiveRecord): { ok: true; record: RawRecord } | { ok: false; poison: PoisonRecord } {
+  const poison = (field: string, reason: string) => ({
+    ok: false as const,
+    poison: { shard: r.shard, seq: padSeq(r.seq), arrival: r.arrival, data: r.data, field, reason },
+  });
+  let data: unknown;
+  try {
+    data = JSON.parse(Buffer.from(r.data).toString('utf8'));
+  } catch (e) {
+    return poison('data', `is not JSON: ${(e as Error).message}`);
+  }
+  try {
+    return { ok: true, record: toRawRecord(data, r.arrival, r.shard, r.seq) };
+  } catch (e) {
+    if (e instanceof RecordError) return poison(e.field, e.message);
+    return poison('event', (e as Error).message);
+  }
+}
+
+/** Archives one Lambda batch (normally one shard's; several shards are handled independently). */
+export async function archiveBatch(records: readonly ArchiveRecord[], deps: ArchiveDeps): Promise<ArchiveResult> {
+  const now = deps.now ?? Date.now;
+  const stats: ArchiveStats = { records: records.length, archived: 0, poison: 0, objects: 0, bytes: 0, alreadyWritten: 0, batchAgeMs: 0, failedShards: 0 };
+  if (records.length > 0) stats.batchAgeMs = Math.max(0, now() - Math.min(...records.map((r) => r.arrival)));
+  const byShard = new Map<string, { r: ArchiveRecord; seq: string }[]>();
+  for (const r of records) {
+    const list = byShard.get(r.shard) ?? [];
+    list.push({ r, seq: padSeq(r.seq) });
+    byShard.set(r.shard, list);
+  }
+  const failures: string[] = [];
+  await Promise.all(
+    [...byShard.entries()].map(async ([shard, list]) => {
+      const sorted = list.sort((a, b) => (a.seq < b.seq ? -1 : a.seq > b.seq ? 1 : 0)).map((x) => x.r);
+      try {
+        await archiveShard(shard, sorted, deps, stats, now);
+      } catch (e) {
+        stats.failedShards++;
+        failures.push(sorted[0]!.seq);
+        deps.log?.error('archive batch failed; the whole batch will be retried', {
+          shard,
+          firstSeq: sorted[0]!.seq,
+          lastSeq: sorted[sorted.length - 1]!.seq,
+          records: sorted.length,
+          error: e instanceof Error ? { name: e.name, message: e.message } : String(e),
+        });
+      }
+    }),
+  );
+  return { failures, stats };
+}
+
+async function archiveShard(shard: string, list: readonly ArchiveRecord[], deps: ArchiveDeps, stats: ArchiveStats, now: () => number): Promise<void> {
+  const byHour = new Map<number, RawRecord[]>();
+  const poison: PoisonRecord[] = [];
+  for (const r of list) {
+    const n = normalize(r);
+    if (!n.ok) {
+      poison.push(n.poison);
+      continue;
+    }
+    const hour = Math.floor(n.record.arrival / HOUR_MS) * HOUR_MS;
+    const group = byHour.get(hour) ?? [];
+    group.push(n.record);
+    byHour.set(hour, group);
+  }
+
+  await Promise.all(
+    [...byHour.entries()].map(async ([hour, group]) => {
+      const first = group[0]!.seq;
+      const last = group[group.length - 1]!.seq;
+      const body = await gzip(Buffer.from(`${group.map((r) => JSON.stringify(r)).join('\n')}\n`));
+      const written = await putOnce(deps.s3, deps.rawBucket, rawObjectKey(shard, hour, first, last), body);
+      if (!written) stats.alreadyWritten++;
+      await deps.ddb.send(
+        new UpdateItemCommand({
+          TableName: deps.controlTable,
+          Key: { pk: { S: MANIFEST_PK }, sk: { S: manifestSk(hour, shard) } },
+          UpdateExpression: 'ADD #objects :entry SET #hour = :hour, #shard = :shard',
+          ExpressionAttributeNames: { '#objects': 'objects', '#hour': 'hour', '#shard': 'shard' },
+          ExpressionAttributeValues: {
+            ':entry': { SS: [manifestEntry(first, last, group.length)] },
+            ':hour': { N: String(hour) },
+            ':shard': { S: shard },
+          },
+        }),
+      );
+      stats.objects++;
+      stats.bytes += body.length;
+      stats.archived += group.length;
+    }),
+  );
+
+  if (poison.length > 0) {
+    for (const p of poison) deps.log?.warn('poison record sent to the failures bucket', { shard, seq: p.seq, field: p.field, reason: p.reason });
+    await Promise.all(poison.map((p) => writePoison(deps.s3, deps.failureBucket, p)));
+    await countPoison(deps.ddb, deps.controlTable, shard, poison.map((p) => p.seq));
+    stats.poison += poison.length;
+  }
+
+  await deps.hooks?.beforeCheckpoint?.(shard);
+  const last = list[list.length - 1]!;
+  await advanceCheckpoint(deps.ddb, deps.controlTable, {
+    shard,
+    seq: padSeq(last.seq),
+    arrival: last.arrival,
+    records: list.length - poison.length,
+    now: now(),
+  });
+}
+
+/**
+ * PutObject that never replaces an existing object where the store supports
+ * it. Returns false when the object was already there (412). Deterministic
+ * keys make the overwrite that s3rver does instead just as harmless.
+ */
+async function putOnce(s3: S3Client, bucket: string, key: string, body: Buffer): Promise<boolean> {
+  try {
+    await s3.send(
+      new PutObjectCommand({ Bucket: bucket, Key: key, Body: body, IfNoneMatch: '*', ContentType: 'application/x-ndjson', ContentEncoding: 'gzip' }),
+    );
+    return true;
+  } catch (e) {
+    if (e instanceof S3ServiceException && e.$metadata.httpStatusCode === 412) return false;
+    throw e;
+  }
+}
+
+/**
+ * Moves `checkpoint / <shard>` to (seq, arrival), never backwards: a
+ * redelivered batch that ends at or before the checkpoint changes nothing.
+ * `records` adds the batch's archived records (informational: an overlapping
+ * retry adds its overlap again).
+ */
+export async function advanceCheckpoint(
+  ddb: DynamoDBClient,
+  table: string,
+  c: { shard: string; seq: string; arrival: number; records: number; now: number },
+): Promise<boolean> {
+  try {
+    await ddb.send(
+      new UpdateItemCommand({
+        TableName: table,
+        Key: { pk: { S: CHECKPOINT_PK }, sk: { S: c.shard } },
+        UpdateExpression: 'SET #seq = :seq, #arrival = :arrival, #updatedAt = :now ADD #records :records',
+        ConditionExpression: 'attribute_not_exists(#seq) OR #seq < :seq',
+        ExpressionAttributeNames: { '#seq': 'seq', '#arrival': 'arrival', '#updatedAt': 'updatedAt', '#records': 'records' },
+        ExpressionAttributeValues: {
+          ':seq': { S: c.seq },
+          ':arrival': { N: String(c.arrival) },
+          ':now': { N: String(c.now) },
+          ':records': { N: String(c.records) },
+        },
+      }),
+    );
+    return true;
+  } catch (e) {
+    if (e instanceof ConditionalCheckFailedException) return false;
+    throw e;
+  }
+}
+
+/** Object key of one poison record of the archive in the failures bucket. */
+export function archivePoisonKey(shard: string, seq: string): string {
+  return `${FAILURE_PREFIX}archive/${shard}/${seq}.json`;
+}
+
+async function writePoison(s3: S3Client, bucket: string, p: PoisonRecord): Promise<void> {
+  const body = {
+    layer: 'archive',
+    shard: p.shard,
+    seq: p.seq,
+    arrival: new Date(p.arrival).toISOString(),
+    field: p.field,
+    reason: p.reason,
+    data: Buffer.from(p.data).toString('base64'),
+    text: Buffer.from(p.data).toString('utf8'),
+  };
+  await s3.send(
+    new PutObjectCommand({ Bucket: bucket, Key: archivePoisonKey(p.shard, p.seq), Body: Buffer.from(JSON.stringify(body)), ContentType: 'application/json' }),
+  );
+}
+
+const POISON_KEY = { pk: { S: 'stats' }, sk: { S: 'poison' } };
+/** Attributes of `stats / poison` the archive owns (the speed layer keeps `count` and `speedHw`). */
+const ARCHIVE_COUNT = 'archive';
+const ARCHIVE_HW = 'archiveHw';
+
+/**
+ * Adds the shard's poison records to `stats / poison`.archive once: both
+ * consumers see every poison record, so the archive keeps its own count and
+ * per-shard high-water mark beside the speed layer's (a redelivered batch
+ * does not count again).
+ */
+async function countPoison(ddb: DynamoDBClient, table: string, shard: string, seqs: readonly string[]): Promise<void> {
+  const sorted = [...seqs].sort();
+  // A nested path can be SET only once the map exists, and not in the expression that creates it.
+  await ddb.send(
+    new UpdateItemCommand({
+      TableName: table,
+      Key: POISON_KEY,
+      UpdateExpression: 'SET #m = if_not_exists(#m, :empty)',
+      ExpressionAttributeNames: { '#m': ARCHIVE_HW },
+      ExpressionAttributeValues: { ':empty': { M: {} } },
+    }),
+  );
+  let pending = sorted;
+  for (let attempt = 0; pending.length > 0; attempt++) {
+    if (attempt >= 4) throw new Error(`stats / poison: condition still failing for shard ${shard}`);
+    try {
+      await ddb.send(
+        new UpdateItemCommand({
+          TableName: table,
+          Key: POISON_KEY,
+          UpdateExpression: 'ADD #count :n SET #m.#shard = :last',
+          ConditionExpression: 'attribute_not_exists(#m.#shard) OR #m.#shard < :first',
+          ExpressionAttributeNames: { '#m': ARCHIVE_HW, '#shard': shard, '#count': ARCHIVE_COUNT },
+          ExpressionAttributeValues: { ':n': { N: String(pending.length) }, ':first': { S: pending[0]! }, ':last': { S: pending[pending.length - 1]! } },
+        }),
+      );
+      return;
+    } catch (e) {
+      if (!(e instanceof ConditionalCheckFailedException)) throw e;
+      const got = await ddb.send(new GetItemCommand({ TableName: table, Key: POISON_KEY, ConsistentRead: true }));
+      const hw = got.Item?.[ARCHIVE_HW]?.M?.[shard]?.S ?? '';
+      pending = sorted.filter((s) => s > hw);
+    }
+  }
+}

@@ -1,0 +1,115 @@
+/**
+ * The Lambda that the batch state machine (functions/batch/state-machine.ts)
+ * calls for each step: `{ step: 'plan' | 'view' | 'publish' | 'fail', runId, ... }`
+ * -> the step's result (docs/batch-layer.md has the exact contract). Thin:
+ * the event is validated with zod, then functions/batch/steps.ts does the work.
+ * Publishes the age of the published cutoff as a metric after plan, publish
+ * and fail, the input of the batch-lag alarm (threshold from core/settings.ts).
+ */
+import { Logger } from '@aws-lambda-powertools/logger';
+import { Metrics, MetricUnit } from '@aws-lambda-powertools/metrics';
+import { z } from 'zod';
+import { type Clients, clients } from './adapters/clients.ts';
+import { RUN_ID_RE, getPointer } from './batch/control.ts';
+import { batchContext, errorText } from './batch/pipeline.ts';
+import { type BatchContext, failStep, planStep, publishStep, viewStep } from './batch/steps.ts';
+import { type Config, loadConfig } from './config.ts';
+
+const runId = z.string().regex(RUN_ID_RE, { error: 'runId must be 1-80 letters, digits, - or _' });
+const ms = z.number().int().nonnegative();
+
+export const BatchTaskEventSchema = z.discriminatedUnion('step', [
+  z.object({ step: z.literal('plan'), runId }),
+  z.object({ step: z.literal('view'), runId, version: z.number().int().positive(), cutoff: ms, view: z.string().min(1) }),
+  z.object({
+    step: z.literal('publish'),
+    runId,
+    skipped: z.boolean().optional(),
+    version: z.number().int().positive().nullish(),
+    cutoff: ms.nullish(),
+  }),
+  // `error` is what a Catch put at $.error: `{ Error, Cause }` (Cause: Lambda's JSON error text).
+  z.object({ step: z.literal('fail'), runId, version: z.number().int().positive().optional(), error: z.unknown().optional() }),
+]);
+export type BatchTaskEvent = z.infer<typeof BatchTaskEventSchema>;
+
+/** A readable message out of a Step Functions error object. */
+export function stepError(error: unknown): string {
+  if (error && typeof error === 'object') {
+    const e = error as { Error?: unknown; Cause?: unknown };
+    let cause = typeof e.Cause === 'string' ? e.Cause : '';
+    try {
+      const parsed = JSON.parse(cause) as { errorType?: string; errorMessage?: string };
+      if (parsed.errorMessage) cause = `${parsed.errorType ? `${parsed.errorType}: ` : ''}${parsed.errorMessage}`;
+    } catch {
+      // not JSON: keep the text
+    }
+    return [typeof e.Error === 'string' ? e.Error : 'Error', cause].filter(Boolean).join(': ');
+  }
+  return error === undefined ? 'the run failed' : String(error);
+}
+
+/** Seconds since the published cutoff (undefined before the first publish). */
+export async function cutoffAgeSeconds(ctx: BatchContext): Promise<number | undefined> {
+  const pointer = await getPointer({ doc: ctx.doc, table: ctx.tables.control }).catch(() => undefined);
+  return pointer ? Math.max(0, Math.round((ctx.now() - pointer.cutoff) / 1000)) : undefined;
+}
+
+export type BatchTaskHandler = (event: unknown) => Promise<Record<string, unknown>>;
+
+/** The handler over a given context (tests and the local interpreter pass theirs). */
+export function createBatchTaskHandler(context: () => BatchContext, logger: Logger, metrics: Metrics): BatchTaskHandler {
+  return async (event: unknown) => {
+    const parsed = BatchTaskEventSchema.safeParse(event);
+    if (!parsed.success) {
+      const issue = parsed.error.issues[0];
+      throw new Error(`invalid batch task event: ${issue ? `${issue.path.join('.') || 'event'}: ${issue.message}` : 'invalid'}`);
+    }
+    const e = parsed.data;
+    const ctx = context();
+    try {
+      switch (e.step) {
+        case 'plan': {
+          const { session: _s, ...out } = await planStep(ctx, e.runId);
+          // Always present, so the state machine's JSONPath never misses them.
+          return { ...out, version: out.version ?? null, cutoff: out.cutoff ?? null };
+        }
+        case 'view':
+          return { ...(await viewStep(ctx, e)) };
+        case 'publish':
+          return {
+            ...(await publishStep(ctx, {
+              runId: e.runId,
+              ...(e.skipped !== undefined && { skipped: e.skipped }),
+              ...(e.version != null && { version: e.version }),
+              ...(e.cutoff != null && { cutoff: e.cutoff }),
+            })),
+          };
+        case 'fail': {
+          metrics.addMetric('BatchRunsFailed', MetricUnit.Count, 1);
+          return { ...(await failStep(ctx, { runId: e.runId, ...(e.version && { version: e.version }), error: stepError(e.error) })) };
+        }
+      }
+    } catch (err) {
+      logger.error('batch step failed', { step: e.step, runId: e.runId, error: errorText(err) });
+      throw err;
+    } finally {
+      if (e.step !== 'view') {
+        const age = await cutoffAgeSeconds(ctx);
+        if (age !== undefined) metrics.addMetric('BatchCutoffAge', MetricUnit.Seconds, age);
+      }
+      metrics.publishStoredMetrics();
+    }
+  };
+}
+
+const logger = new Logger({ serviceName: 'tandem-batch' });
+const metrics = new Metrics({ namespace: 'Tandem', serviceName: 'batch' });
+let ctx: BatchContext | undefined;
+const context = (c: Clients = clients(), config: Config = loadConfig()) => {
+  ctx ??= batchContext(c, config);
+  return ctx;
+};
+
+/** The Lambda entry point. */
+export const handler: BatchTaskHandler = createBatchTaskHandler(() => context(), logger, metrics);

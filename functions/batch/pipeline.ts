@@ -1,0 +1,153 @@
+/**
+ * A whole batch run in this process: plan -> per view (SQL -> load) ->
+ * publish, with failure handling, behind the batch lock. Used by the local
+ * cloud (its scheduler and `POST /batch/runs` without Step Functions), tests
+ * and benchmarks. In AWS, Step Functions calls the same steps one by one
+ * through functions/batch-task.ts.
+ */
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { Clients } from '../adapters/clients.ts';
+import type { Config } from '../config.ts';
+import { SETTINGS_ENV } from '../resources.ts';
+import { athenaEngine } from './athena.ts';
+import { acquireLock, type Control, createRun, getRun, newRunId, RUN_ID_RE, refreshLock, type RunItem } from './control.ts';
+import { duckDbEngine } from './duckdb.ts';
+import type { BatchEngine, EngineSession } from './engine.ts';
+import { type BatchContext, type BatchHooks, DEFAULT_LOCK_TTL_SECONDS, failStep, planStep, publishStep, SimulatedCrash, viewStep } from './steps.ts';
+
+type Env = Readonly<Record<string, string | undefined>>;
+
+export type EngineName = 'duckdb' | 'athena';
+
+/** The engine `TANDEM_BATCH_ENGINE` selects (default duckdb; the CDK stack sets athena in AWS). */
+export function engineFromEnv(clients: Pick<Clients, 's3' | 'athena'>, config: Pick<Config, 'buckets'>, env: Env = process.env): BatchEngine {
+  const name = env[SETTINGS_ENV.batchEngine] || 'duckdb';
+  if (name === 'athena') {
+    const need = (key: string) => {
+      const v = env[key];
+      if (!v) throw new Error(`environment variable ${key} is not set (needed by the athena batch engine)`);
+      return v;
+    };
+    return athenaEngine({
+      athena: clients.athena,
+      database: need(SETTINGS_ENV.athenaDatabase),
+      table: need(SETTINGS_ENV.athenaTable),
+      workgroup: need(SETTINGS_ENV.athenaWorkgroup),
+      bucket: config.buckets.raw,
+    });
+  }
+  if (name !== 'duckdb') throw new Error(`environment variable ${SETTINGS_ENV.batchEngine} must be athena or duckdb, received "${name}"`);
+  return duckDbEngine({ s3: clients.s3, bucket: config.buckets.raw, stageDir: env[SETTINGS_ENV.stageDir] || join(tmpdir(), 'tandem-stage', config.buckets.raw) });
+}
+
+export interface BatchOptions {
+  /** The engine; from the environment when absent. */
+  readonly engine?: BatchEngine;
+  readonly hooks?: BatchHooks;
+  readonly now?: () => number;
+  /** A run id to use (else a new one). */
+  readonly runId?: string;
+  /** @default 300 */
+  readonly lockTtlSeconds?: number;
+  /** @default 8 */
+  readonly loadConcurrency?: number;
+  readonly env?: Env;
+}
+
+export function batchContext(clients: Pick<Clients, 'kinesis' | 'dynamodb' | 'doc' | 's3' | 'athena'>, config: Config, opts: BatchOptions = {}): BatchContext {
+  return {
+    kinesis: clients.kinesis,
+    ddb: clients.dynamodb,
+    doc: clients.doc,
+    get streamName() {
+      return config.streamName;
+    },
+    get tables() {
+      return { control: config.tables.control, batchViews: config.tables.batchViews };
+    },
+    views: config.views,
+    settings: config.settings,
+    engine: opts.engine ?? engineFromEnv(clients, config, opts.env),
+    now: opts.now ?? Date.now,
+    lockTtlSeconds: opts.lockTtlSeconds ?? DEFAULT_LOCK_TTL_SECONDS,
+    loadConcurrency: opts.loadConcurrency ?? 8,
+    hooks: opts.hooks,
+  };
+}
+
+export interface StartedRun {
+  readonly runId: string;
+  /** True when another run held the lock: `runId` is that run's. */
+  readonly alreadyRunning: boolean;
+  /** Settles with the final run item (this run's, or the running one's current state). */
+  readonly done: Promise<RunItem | undefined>;
+}
+
+/**
+ * Starts a run in this process and returns at once with its id, or with the
+ * id of the run already going (never two at once: the lock).
+ */
+export async function startBatchRun(
+  clients: Pick<Clients, 'kinesis' | 'dynamodb' | 'doc' | 's3' | 'athena'>,
+  config: Config,
+  opts: BatchOptions = {},
+): Promise<StartedRun> {
+  const ctx = batchContext(clients, config, opts);
+  const c: Control = { doc: ctx.doc, table: ctx.tables.control };
+  const runId = opts.runId ?? newRunId(ctx.now());
+  if (!RUN_ID_RE.test(runId)) throw new Error(`run id must be 1-80 letters, digits, - or _, received "${runId}"`);
+  const lock = await acquireLock(c, runId, ctx.now(), ctx.lockTtlSeconds);
+  if (!lock.acquired) return { runId: lock.holder, alreadyRunning: true, done: getRun(c, lock.holder) };
+  await createRun(c, runId, ctx.now());
+  return { runId, alreadyRunning: false, done: runSteps(ctx, runId) };
+}
+
+/** Runs a batch to its end (tests, the local scheduler, benchmarks); the final run item. */
+export async function runBatchToCompletion(
+  clients: Pick<Clients, 'kinesis' | 'dynamodb' | 'doc' | 's3' | 'athena'>,
+  config: Config,
+  opts: BatchOptions = {},
+): Promise<RunItem> {
+  const started = await startBatchRun(clients, config, opts);
+  const run = await started.done;
+  if (!run) throw new Error(`batch run ${started.runId} has no run item`);
+  return run;
+}
+
+async function runSteps(ctx: BatchContext, runId: string): Promise<RunItem | undefined> {
+  const c: Control = { doc: ctx.doc, table: ctx.tables.control };
+  const startedAt = ctx.now();
+  // Keep the lock alive while steps run (an Athena query or a big load may outlast its TTL).
+  const heartbeat = setInterval(
+    () => {
+      refreshLock(c, runId, ctx.now(), ctx.lockTtlSeconds).catch(() => undefined);
+    },
+    Math.max(1000, (ctx.lockTtlSeconds * 1000) / 3),
+  );
+  heartbeat.unref();
+  let session: EngineSession | undefined;
+  let version: number | undefined;
+  try {
+    const plan = await planStep(ctx, runId, { keepSession: true });
+    session = plan.session;
+    version = plan.version;
+    if (!plan.skipped && plan.version !== undefined && plan.cutoff !== undefined) {
+      for (const view of plan.views) await viewStep(ctx, { runId, version: plan.version, cutoff: plan.cutoff, view }, session);
+      await publishStep(ctx, { runId, version: plan.version, cutoff: plan.cutoff }, startedAt);
+    }
+  } catch (e) {
+    // A simulated crash leaves everything as a dead process would: no cleanup at all.
+    if (!(e instanceof SimulatedCrash)) {
+      await failStep(ctx, { runId, ...(version !== undefined && { version }), error: errorText(e) }).catch(() => undefined);
+    }
+  } finally {
+    clearInterval(heartbeat);
+    await session?.close().catch(() => undefined);
+  }
+  return getRun(c, runId);
+}
+
+export function errorText(e: unknown): string {
+  return e instanceof Error ? `${e.name === 'Error' ? '' : `${e.name}: `}${e.message}` : String(e);
+}

@@ -1,0 +1,196 @@
+/**
+ * The cutoff planner (DESIGN invariant 4: complete before cut).
+ *
+ * The batch may cover arrival < C only if every record with arrival < C is in
+ * the archive. Per shard, the archive's checkpoint says "every record up to
+ * `seq` is archived". Whether a shard holds anything past it is asked of the
+ * stream itself (a probe: GetShardIterator AFTER_SEQUENCE_NUMBER, or
+ * TRIM_HORIZON without a checkpoint, then GetRecords Limit 1):
+ *
+ * - nothing past the checkpoint: the shard is *idle* (or a drained closed
+ *   parent): archived up to the moment the probe started, whatever the age of
+ *   its checkpoint. A record arriving after the probe started gets a later
+ *   arrival time, up to the timestamps' approximation, which the margin absorbs;
+ * - a record past it: the shard is *lagging*, archived through just before that
+ *   record, the first unarchived one. Its arrival bounds C. (It is at least the
+ *   checkpoint's arrival, as arrival times grow along a shard; using it rather
+ *   than the checkpoint's lets a shard that was quiet for hours, then got one
+ *   record the archive has not seen yet, hold C back only to that record.)
+ *
+ * C = min over shards of the bound, less the safety margin, floored to a
+ * window; never below the published cutoff. The pure part, `computeCutoff`,
+ * takes everything as data so a property test can drive it.
+ */
+import { GetRecordsCommand, GetShardIteratorCommand, type KinesisClient, ListShardsCommand, type Shard } from '@aws-sdk/client-kinesis';
+import type { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
+import { QueryCommand } from '@aws-sdk/lib-dynamodb';
+import { padSeq } from '../core/record.ts';
+import type { Settings } from '../core/settings.ts';
+import { floorTo } from '../core/time.ts';
+import { CHECKPOINT_PK, kinesisSeq } from '../archive/layout.ts';
+
+export interface Checkpoint {
+  /** Arrival of the last archived record, epoch ms. */
+  readonly arrival: number;
+  /** Padded sequence number of the last archived record. */
+  readonly seq: string;
+}
+
+/** What the stream holds past a shard's checkpoint: nothing, or the first record there. */
+export type Probe = { readonly kind: 'empty' } | { readonly kind: 'record'; readonly arrival: number; readonly seq: string };
+
+export interface ShardProgress {
+  readonly shardId: string;
+  /** Closed (a split or merge parent): it gets no new records. */
+  readonly closed: boolean;
+  readonly checkpoint?: Checkpoint | undefined;
+  readonly probe: Probe;
+}
+
+export interface ShardBound {
+  readonly shardId: string;
+  readonly state: 'idle' | 'lagging';
+  /** Arrival time (epoch ms) before which everything of this shard is archived. */
+  readonly bound: number;
+}
+
+export interface CutoffPlan {
+  /** The cutoff to use: window-aligned, never below the published one. */
+  readonly cutoff: number;
+  /** The published cutoff (null before the first publish). */
+  readonly previous: number | null;
+  /** True when the cutoff passes the published one (else the run publishes nothing). */
+  readonly advanced: boolean;
+  /** The cutoff the archive alone allows (before the never-backwards rule). */
+  readonly candidate: number;
+  readonly shards: readonly ShardBound[];
+  /** The shard that bounds the cutoff (undefined when every shard is idle). */
+  readonly limitedBy?: string | undefined;
+}
+
+export interface CutoffInput {
+  readonly shards: readonly ShardProgress[];
+  /** When the probes started, epoch ms. */
+  readonly now: number;
+  readonly settings: Pick<Settings, 'windowSeconds' | 'cutoffMarginSeconds'>;
+  /** The published cutoff, null before the first publish. */
+  readonly published: number | null;
+}
+
+/** The pure planner: see the module comment. */
+export function computeCutoff(input: CutoffInput): CutoffPlan {
+  const shards: ShardBound[] = input.shards.map((s) =>
+    s.probe.kind === 'empty' ? { shardId: s.shardId, state: 'idle', bound: input.now } : { shardId: s.shardId, state: 'lagging', bound: s.probe.arrival },
+  );
+  let limit = input.now;
+  let limitedBy: string | undefined;
+  for (const s of shards) {
+    if (s.state === 'lagging' && s.bound < limit) {
+      limit = s.bound;
+      limitedBy = s.shardId;
+    }
+  }
+  const candidate = floorTo(limit - input.settings.cutoffMarginSeconds * 1000, input.settings.windowSeconds * 1000);
+  const previous = input.published;
+  const advanced = previous === null ? candidate > 0 : candidate > previous;
+  return {
+    cutoff: previous === null ? candidate : Math.max(candidate, previous),
+    previous,
+    advanced,
+    candidate,
+    shards,
+    limitedBy,
+  };
+}
+
+// ---- gathering the inputs -----------------------------------------------------------------------
+
+export async function listShards(kinesis: KinesisClient, streamName: string): Promise<Shard[]> {
+  const out: Shard[] = [];
+  let token: string | undefined;
+  do {
+    // With NextToken, ListShards refuses StreamName.
+    const page = await kinesis.send(new ListShardsCommand(token ? { NextToken: token } : { StreamName: streamName }));
+    out.push(...(page.Shards ?? []));
+    token = page.NextToken;
+  } while (token);
+  return out;
+}
+
+export async function readCheckpoints(doc: DynamoDBDocumentClient, table: string): Promise<Map<string, Checkpoint>> {
+  const out = new Map<string, Checkpoint>();
+  let start: Record<string, unknown> | undefined;
+  do {
+    const page = await doc.send(
+      new QueryCommand({
+        TableName: table,
+        KeyConditionExpression: 'pk = :pk',
+        ExpressionAttributeValues: { ':pk': CHECKPOINT_PK },
+        ConsistentRead: true,
+        ExclusiveStartKey: start,
+      }),
+    );
+    for (const item of page.Items ?? []) out.set(String(item.sk), { arrival: Number(item.arrival), seq: String(item.seq) });
+    start = page.LastEvaluatedKey;
+  } while (start);
+  return out;
+}
+
+/** Most GetRecords calls a probe follows through empty pages (sparse or trimmed shards). */
+const MAX_PROBE_PAGES = 20;
+
+/**
+ * Asks the stream for the first record past a checkpoint. GetRecords may
+ * answer an empty page while records lie further on (a long trimmed or sparse
+ * stretch), so the probe follows the iterator until it finds a record, reaches
+ * the tip (MillisBehindLatest 0) or the end of a closed shard.
+ */
+export async function probeShard(kinesis: KinesisClient, streamName: string, shardId: string, checkpoint: Checkpoint | undefined): Promise<Probe> {
+  let iterator: string | undefined;
+  try {
+    const it = await kinesis.send(
+      new GetShardIteratorCommand(
+        checkpoint
+          ? { StreamName: streamName, ShardId: shardId, ShardIteratorType: 'AFTER_SEQUENCE_NUMBER', StartingSequenceNumber: kinesisSeq(checkpoint.seq) }
+          : { StreamName: streamName, ShardId: shardId, ShardIteratorType: 'TRIM_HORIZON' },
+      ),
+    );
+    iterator = it.ShardIterator;
+  } catch (e) {
+    // A checkpoint older than the retention period: everything left is past it.
+    if (checkpoint && (e as Error).name === 'InvalidArgumentException') return probeShard(kinesis, streamName, shardId, undefined);
+    throw e;
+  }
+  for (let page = 0; iterator && page < MAX_PROBE_PAGES; page++) {
+    const got = await kinesis.send(new GetRecordsCommand({ ShardIterator: iterator, Limit: 1 }));
+    const r = got.Records?.[0];
+    if (r?.SequenceNumber) {
+      return { kind: 'record', arrival: r.ApproximateArrivalTimestamp?.getTime() ?? 0, seq: padSeq(r.SequenceNumber) };
+    }
+    if (got.MillisBehindLatest === 0 || !got.NextShardIterator) return { kind: 'empty' };
+    iterator = got.NextShardIterator;
+  }
+  if (!iterator) return { kind: 'empty' };
+  throw new Error(`probing ${shardId}: no record and not at the tip after ${MAX_PROBE_PAGES} GetRecords calls`);
+}
+
+/** Reads shards, checkpoints and probes; `now` is taken before the first probe. */
+export async function gatherProgress(
+  deps: { kinesis: KinesisClient; doc: DynamoDBDocumentClient; streamName: string; controlTable: string; now: () => number },
+): Promise<{ now: number; shards: ShardProgress[] }> {
+  const [shards, checkpoints] = await Promise.all([listShards(deps.kinesis, deps.streamName), readCheckpoints(deps.doc, deps.controlTable)]);
+  const now = deps.now();
+  const progress = await Promise.all(
+    shards.map(async (s): Promise<ShardProgress> => {
+      const shardId = s.ShardId!;
+      const checkpoint = checkpoints.get(shardId);
+      return {
+        shardId,
+        closed: s.SequenceNumberRange?.EndingSequenceNumber !== undefined,
+        checkpoint,
+        probe: await probeShard(deps.kinesis, deps.streamName, shardId, checkpoint),
+      };
+    }),
+  );
+  return { now, shards: progress };
+}

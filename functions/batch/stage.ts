@@ -1,0 +1,102 @@
+/**
+ * The DuckDB engine's staging cache: raw objects copied from S3 to a local
+ * directory, mirrored key for key (`<dir>/raw/dt=.../<shard>/<range>.json.gz`).
+ * DuckDB cannot read S3 here (httpfs is not bundled and is not downloaded), so
+ * it reads these files. Only objects missing locally (or of another size) are
+ * downloaded; the cache survives between runs. A run reads exactly the objects
+ * the listing returns: a cached file whose object is gone from S3 is not read
+ * (and is removed), so the cache can never hide a missing object.
+ */
+import { GetObjectCommand, ListObjectsV2Command, type S3Client } from '@aws-sdk/client-s3';
+import { randomBytes } from 'node:crypto';
+import { mkdir, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { dirname, join, relative, sep } from 'node:path';
+import { mapLimit } from '../speed/limit.ts';
+import { RAW_PREFIX } from '../resources.ts';
+import { parseRawObjectKey } from '../archive/layout.ts';
+
+export interface ListedObject {
+  readonly key: string;
+  readonly size: number;
+  readonly hour: number;
+}
+
+/** Every raw object (ListObjectsV2, all pages). Keys that are not archive objects are ignored. */
+export async function listRawObjects(s3: S3Client, bucket: string): Promise<ListedObject[]> {
+  const out: ListedObject[] = [];
+  let token: string | undefined;
+  do {
+    const page = await s3.send(new ListObjectsV2Command({ Bucket: bucket, Prefix: RAW_PREFIX, ContinuationToken: token }));
+    for (const o of page.Contents ?? []) {
+      const name = o.Key ? parseRawObjectKey(o.Key) : undefined;
+      if (name) out.push({ key: name.key, size: o.Size ?? 0, hour: name.hour });
+    }
+    token = page.IsTruncated ? page.NextContinuationToken : undefined;
+  } while (token);
+  return out;
+}
+
+export interface StageResult {
+  /** Local paths by object key, for the objects staged (hour start < cutoff). */
+  readonly files: Map<string, string>;
+  readonly downloaded: number;
+  readonly downloadedBytes: number;
+  readonly removed: number;
+}
+
+async function sizeOf(path: string): Promise<number | undefined> {
+  try {
+    return (await stat(path)).size;
+  } catch {
+    return undefined;
+  }
+}
+
+async function walk(dir: string): Promise<string[]> {
+  let entries: import('node:fs').Dirent[];
+  try {
+    entries = await readdir(dir, { withFileTypes: true });
+  } catch {
+    return [];
+  }
+  const nested = await Promise.all(entries.map((e) => (e.isDirectory() ? walk(join(dir, e.name)) : Promise.resolve([join(dir, e.name)]))));
+  return nested.flat();
+}
+
+/**
+ * Stages every raw object of an arrival hour starting before `cutoff` into
+ * `dir`, downloading only what is not there yet (at most `concurrency` at a
+ * time), and removes cached files whose object no longer exists.
+ */
+export async function stageObjects(s3: S3Client, bucket: string, dir: string, cutoff: number, concurrency = 16): Promise<StageResult> {
+  const listed = await listRawObjects(s3, bucket);
+  const wanted = listed.filter((o) => o.hour < cutoff);
+  const files = new Map<string, string>();
+  let downloaded = 0;
+  let downloadedBytes = 0;
+  await mapLimit(wanted, concurrency, async (o) => {
+    const path = join(dir, ...o.key.split('/'));
+    files.set(o.key, path);
+    if ((await sizeOf(path)) === o.size) return;
+    const got = await s3.send(new GetObjectCommand({ Bucket: bucket, Key: o.key }));
+    if (!got.Body) throw new Error(`s3://${bucket}/${o.key} has no body`);
+    const bytes = await got.Body.transformToByteArray();
+    await mkdir(dirname(path), { recursive: true });
+    // Write aside, then rename: a crash never leaves a partial file under the object's name.
+    const tmp = `${path}.${randomBytes(4).toString('hex')}.part`;
+    await writeFile(tmp, bytes);
+    await rename(tmp, path);
+    downloaded++;
+    downloadedBytes += bytes.length;
+  });
+  const present = new Set(listed.map((o) => o.key));
+  let removed = 0;
+  for (const path of await walk(join(dir, RAW_PREFIX))) {
+    const key = relative(dir, path).split(sep).join('/');
+    if (!present.has(key)) {
+      await rm(path, { force: true });
+      removed++;
+    }
+  }
+  return { files, downloaded, downloadedBytes, removed };
+}

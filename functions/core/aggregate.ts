@@ -1,0 +1,109 @@
+/**
+ * The speed layer's aggregation of one batch of already-deduplicated records
+ * into deltas, one per (view, dimension values, event-time bucket, arrival
+ * window, Kinesis shard). The arrival window keys each delta so the query can
+ * take exactly the windows the published batch does not cover (DESIGN invariant 2).
+ */
+import { combineViewStates, lift, type ViewState } from './metrics.ts';
+import { compareDims } from './query.ts';
+import { numericValue, type RawRecord } from './record.ts';
+import { bucketStart, windowStart } from './time.ts';
+import { matchesFilter, type View } from './views.ts';
+
+export interface Delta {
+  readonly view: string;
+  /** Dimension values in the view's `dimensions` order (canonical text, null when absent). */
+  readonly dims: readonly (string | null)[];
+  /** Event-time bucket start, ms. */
+  readonly bucket: number;
+  /** Arrival window start, ms. */
+  readonly window: number;
+  /** Kinesis shard id the records came from. */
+  readonly shard: string;
+  readonly state: ViewState;
+  /** Records counted in this delta. */
+  readonly records: number;
+  /** Smallest and largest (padded) sequence number of those records. */
+  readonly firstSeq: string;
+  readonly lastSeq: string;
+}
+
+/** Dimension values of a record for a view, in the view's order. */
+export function dimensionValues(view: View, r: RawRecord): (string | null)[] {
+  return view.dimensions.map((d) => r.fields[d] ?? null);
+}
+
+/** The state one record contributes to a view. */
+export function recordState(view: View, r: RawRecord): ViewState {
+  return Object.fromEntries(Object.entries(view.metrics).map(([n, m]) => [n, lift(m, m.fn === 'count' ? null : numericValue(r, m.field))]));
+}
+
+const deltaKey = (d: Pick<Delta, 'view' | 'dims' | 'bucket' | 'window' | 'shard'>) => JSON.stringify([d.view, d.dims, d.bucket, d.window, d.shard]);
+
+/** Combines two deltas of the same key (as a retried or split batch would produce). */
+export function combineDeltas(view: View, a: Delta, b: Delta): Delta {
+  return {
+    ...a,
+    state: combineViewStates(view, a.state, b.state),
+    records: a.records + b.records,
+    // biome-ignore lint/complexity/useMathMinMax: padded sequence numbers are strings; Math.min would make them imprecise floats
+    firstSeq: a.firstSeq < b.firstSeq ? a.firstSeq : b.firstSeq,
+    // biome-ignore lint/complexity/useMathMinMax: as above
+    lastSeq: a.lastSeq > b.lastSeq ? a.lastSeq : b.lastSeq,
+  };
+}
+
+/**
+ * Aggregates records for every view. The caller has removed duplicate ids;
+ * records a view's filter does not match count nowhere for that view.
+ * Output is sorted by view (declaration order), shard, window, bucket, dimensions.
+ */
+export function aggregate(views: readonly View[], records: readonly RawRecord[], windowMs: number): Delta[] {
+  const out: Delta[] = [];
+  for (const view of views) {
+    const byKey = new Map<string, Delta>();
+    for (const r of records) {
+      if (!matchesFilter(view, r.fields)) continue;
+      const one: Delta = {
+        view: view.name,
+        dims: dimensionValues(view, r),
+        bucket: bucketStart(r.ts, view.grain),
+        window: windowStart(r.arrival, windowMs),
+        shard: r.shard,
+        state: recordState(view, r),
+        records: 1,
+        firstSeq: r.seq,
+        lastSeq: r.seq,
+      };
+      const key = deltaKey(one);
+      const seen = byKey.get(key);
+      byKey.set(key, seen ? combineDeltas(view, seen, one) : one);
+    }
+    out.push(...sortDeltas([...byKey.values()]));
+  }
+  return out;
+}
+
+/**
+ * Combines deltas with equal keys (e.g. of several batches) into one per key,
+ * in the order `aggregate` returns. Deltas of views not in `views` are dropped.
+ */
+export function mergeDeltas(views: readonly View[], deltas: readonly Delta[]): Delta[] {
+  const out: Delta[] = [];
+  for (const view of views) {
+    const byKey = new Map<string, Delta>();
+    for (const d of deltas) {
+      if (d.view !== view.name) continue;
+      const key = deltaKey(d);
+      const seen = byKey.get(key);
+      byKey.set(key, seen ? combineDeltas(view, seen, d) : d);
+    }
+    out.push(...sortDeltas([...byKey.values()]));
+  }
+  return out;
+}
+
+function sortDeltas(deltas: Delta[]): Delta[] {
+  const cmp = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0);
+  return deltas.sort((a, b) => cmp(a.shard, b.shard) || a.window - b.window || a.bucket - b.bucket || compareDims(a.dims, b.dims));
+}

@@ -1,0 +1,220 @@
+/**
+ * The speed layer's batch logic, a function of its clients (the Lambda entry
+ * is functions/speed.ts). Per Kinesis shard of the batch, in this order:
+ *   1. normalize each record (`toRawRecord`); rejects are poison: failures
+ *      bucket + `stats / poison`, never reported as failed;
+ *   2. dedup: read the claims of the batch's ids, decide, write the new claims;
+ *   3. aggregate the counted records into deltas (`aggregate` of the core);
+ *   4. apply each delta with one conditional UpdateItem (apply.ts);
+ *   5. record progress in the control item `speed / <shard>`.
+ * Any failure makes the shard's FIRST record the failed item, so the whole
+ * batch is retried: a later record is never reported while an earlier one's
+ * effects may be incomplete, and steps 2 and 4 make the retry exact.
+ */
+import { ConditionalCheckFailedException, type DynamoDBClient, UpdateItemCommand } from '@aws-sdk/client-dynamodb';
+import type { S3Client } from '@aws-sdk/client-s3';
+import { aggregate } from '../core/aggregate.ts';
+import { padSeq, type RawRecord, RecordError, toRawRecord } from '../core/record.ts';
+import { dedupExpiry, type Settings } from '../core/settings.ts';
+import { findView, type View } from '../core/views.ts';
+import { type ApplyStats, applyDelta, emptyApplyStats, type ItemCache } from './apply.ts';
+import { decide, readClaims, writeClaims } from './dedup.ts';
+import { mapLimit } from './limit.ts';
+import { countPoison, type PoisonRecord, writePoison } from './poison.ts';
+
+/** One Kinesis record as the entry hands it over (envelope parsed, base64 decoded). */
+export interface StreamRecord {
+  readonly shard: string;
+  /** Sequence number exactly as Kinesis gave it (the batch item identifier). */
+  readonly seq: string;
+  /** ApproximateArrivalTimestamp, epoch ms. */
+  readonly arrival: number;
+  readonly data: Uint8Array;
+}
+
+/** The part of a logger the core uses (Powertools' Logger fits). */
+export interface LogSink {
+  warn(message: string, attributes: Record<string, unknown>): void;
+  error(message: string, attributes: Record<string, unknown>): void;
+}
+
+export interface SpeedDeps {
+  readonly ddb: DynamoDBClient;
+  readonly s3: S3Client;
+  readonly tables: { readonly speed: string; readonly dedup: string; readonly control: string };
+  readonly failureBucket: string;
+  readonly views: readonly View[];
+  readonly settings: Settings;
+  /** Known speed items, kept across invocations of a warm container. */
+  readonly cache?: ItemCache | undefined;
+  readonly now?: () => number;
+  readonly log?: LogSink | undefined;
+  /** Delta UpdateItems in flight (default 16). */
+  readonly concurrency?: number;
+}
+
+export interface SpeedStats {
+  records: number;
+  poison: number;
+  duplicates: number;
+  counted: number;
+  /** Delta items of the batch (items touched). */
+  deltas: number;
+  /** Ids looked up / claims written in the dedup table. */
+  claimsRead: number;
+  claimsWritten: number;
+  /** BatchGetItem + BatchWriteItem requests. */
+  dedupRequests: number;
+  apply: ApplyStats;
+  /** Age of the oldest record when the batch started, ms. */
+  batchAgeMs: number;
+  failedShards: number;
+}
+
+export interface SpeedResult {
+  /** Sequence numbers to report as batchItemFailures (the first record of each failed shard). */
+  readonly failures: string[];
+  readonly stats: SpeedStats;
+}
+
+export const emptyStats = (): SpeedStats => ({
+  records: 0,
+  poison: 0,
+  duplicates: 0,
+  counted: 0,
+  deltas: 0,
+  claimsRead: 0,
+  claimsWritten: 0,
+  dedupRequests: 0,
+  apply: emptyApplyStats(),
+  batchAgeMs: 0,
+  failedShards: 0,
+});
+
+export const PROGRESS_PK = 'speed';
+
+type Normalized = { ok: true; record: RawRecord; source: StreamRecord } | { ok: false; poison: PoisonRecord };
+
+export function normalize(r: StreamRecord): Normalized {
+  const poison = (field: string, reason: string): Normalized => ({
+    ok: false,
+    poison: { shard: r.shard, seq: padSeq(r.seq), arrival: r.arrival, data: r.data, field, reason },
+  });
+  let data: unknown;
+  try {
+    data = JSON.parse(Buffer.from(r.data).toString('utf8'));
+  } catch (e) {
+    return poison('data', `is not JSON: ${(e as Error).message}`);
+  }
+  try {
+    return { ok: true, record: toRawRecord(data, r.arrival, r.shard, r.seq), source: r };
+  } catch (e) {
+    if (e instanceof RecordError) return poison(e.field, e.message);
+    return poison('event', (e as Error).message);
+  }
+}
+
+/** Processes one Lambda batch (normally one shard's; several shards are handled independently). */
+export async function processSpeedBatch(records: readonly StreamRecord[], deps: SpeedDeps): Promise<SpeedResult> {
+  const now = deps.now ?? Date.now;
+  const stats = emptyStats();
+  const byShard = new Map<string, StreamRecord[]>();
+  for (const r of records) {
+    const list = byShard.get(r.shard);
+    if (list) list.push(r);
+    else byShard.set(r.shard, [r]);
+  }
+  stats.records = records.length;
+  if (records.length > 0) stats.batchAgeMs = Math.max(0, now() - records.reduce((m, r) => Math.min(m, r.arrival), Number.POSITIVE_INFINITY));
+  const failures: string[] = [];
+  await Promise.all(
+    [...byShard.entries()].map(async ([shard, list]) => {
+      const sorted = list
+        .map((r) => ({ r, seq: padSeq(r.seq) }))
+        .sort((a, b) => (a.seq < b.seq ? -1 : a.seq > b.seq ? 1 : 0))
+        .map((x) => x.r);
+      try {
+        await processShard(shard, sorted, deps, stats, now);
+      } catch (e) {
+        stats.failedShards++;
+        // The shard's first record: Lambda retries from the lowest failed sequence number.
+        failures.push(sorted[0]!.seq);
+        deps.log?.error('speed batch failed; the whole batch will be retried', {
+          shard,
+          firstSeq: sorted[0]!.seq,
+          lastSeq: sorted[sorted.length - 1]!.seq,
+          records: sorted.length,
+          error: e instanceof Error ? { name: e.name, message: e.message } : String(e),
+        });
+      }
+    }),
+  );
+  return { failures, stats };
+}
+
+async function processShard(shard: string, list: readonly StreamRecord[], deps: SpeedDeps, stats: SpeedStats, now: () => number): Promise<void> {
+  const windowMs = deps.settings.windowSeconds * 1000;
+  const good: RawRecord[] = [];
+  const poison: PoisonRecord[] = [];
+  for (const r of list) {
+    const n = normalize(r);
+    if (n.ok) good.push(n.record);
+    else poison.push(n.poison);
+  }
+
+  if (poison.length > 0) {
+    for (const p of poison) deps.log?.warn('poison record sent to the failures bucket', { shard: p.shard, seq: p.seq, field: p.field, reason: p.reason });
+    await writePoison(deps.s3, deps.failureBucket, poison);
+    await countPoison(deps.ddb, deps.tables.control, shard, poison.map((p) => p.seq));
+    stats.poison += poison.length;
+  }
+
+  const io = { requests: 0 };
+  let counted: RawRecord[] = [];
+  try {
+    if (good.length > 0) {
+      const ids = [...new Set(good.map((r) => r.id))];
+      stats.claimsRead += ids.length;
+      const claims = await readClaims(deps.ddb, deps.tables.dedup, ids, now(), io);
+      const decision = decide(good, claims);
+      await writeClaims(deps.ddb, deps.tables.dedup, decision.newClaims, dedupExpiry(now(), deps.settings), io);
+      stats.claimsWritten += decision.newClaims.length;
+      stats.duplicates += decision.duplicates.length;
+      counted = decision.counted;
+    }
+  } finally {
+    stats.dedupRequests += io.requests;
+  }
+  stats.counted += counted.length;
+
+  const deltas = aggregate(deps.views, counted, windowMs);
+  stats.deltas += deltas.length;
+  const ctx = { ddb: deps.ddb, table: deps.tables.speed, settings: deps.settings, cache: deps.cache, stats: stats.apply };
+  await mapLimit(deltas, deps.concurrency ?? 16, async (d) => {
+    const view = findView(deps.views, d.view);
+    if (!view) throw new Error(`aggregate returned a delta of unknown view ${d.view}`);
+    await applyDelta(ctx, view, d, counted, windowMs);
+  });
+
+  const last = list[list.length - 1];
+  if (last) await recordProgress(deps.ddb, deps.tables.control, shard, padSeq(last.seq), last.arrival, now());
+}
+
+/** `speed / <shard>`: how far the speed layer got (GET /status's speed lag). Never moves back. */
+export async function recordProgress(ddb: DynamoDBClient, table: string, shard: string, seq: string, arrival: number, nowMs: number): Promise<void> {
+  try {
+    await ddb.send(
+      new UpdateItemCommand({
+        TableName: table,
+        Key: { pk: { S: PROGRESS_PK }, sk: { S: shard } },
+        UpdateExpression: 'SET #seq = :seq, #arrival = :arrival, #updatedAt = :now',
+        ConditionExpression: 'attribute_not_exists(#seq) OR #seq < :seq',
+        ExpressionAttributeNames: { '#seq': 'seq', '#arrival': 'arrival', '#updatedAt': 'updatedAt' },
+        ExpressionAttributeValues: { ':seq': { S: seq }, ':arrival': { N: String(arrival) }, ':now': { N: String(nowMs) } },
+      }),
+    );
+  } catch (e) {
+    // A redelivered batch: progress is already at or past it.
+    if (!(e instanceof ConditionalCheckFailedException)) throw e;
+  }
+}

@@ -1,0 +1,135 @@
+/**
+ * The speed layer: a Lambda on the stream (small batches, short window) that
+ * folds each batch into per-arrival-window deltas in the speed table, claiming
+ * event ids in the dedup table. Both tables expire items by TTL.
+ */
+import { Duration, RemovalPolicy } from 'aws-cdk-lib';
+import type * as cloudwatch from 'aws-cdk-lib/aws-cloudwatch';
+import type * as dynamodb from 'aws-cdk-lib/aws-dynamodb';
+import type * as iam from 'aws-cdk-lib/aws-iam';
+import type * as kinesis from 'aws-cdk-lib/aws-kinesis';
+import * as lambda from 'aws-cdk-lib/aws-lambda';
+import type { KinesisEventSource } from 'aws-cdk-lib/aws-lambda-event-sources';
+import type * as s3 from 'aws-cdk-lib/aws-s3';
+import { Construct } from 'constructs';
+import { BUCKETS, FAILURE_PREFIX, STREAM, TABLES } from '../functions/resources.ts';
+import { acknowledge, grantTableRead, grantTableReadWrite, grantWritePrefix, nagResource, tandemTable } from './common.ts';
+import { addConsumerMapping } from './consumer.ts';
+import { type FunctionDefaults, functionDefaults, TandemFunction } from './function.ts';
+
+export interface SpeedLayerProps extends FunctionDefaults {
+  /** The event stream. */
+  readonly stream: kinesis.IStream;
+  /** Record retention of the stream (bounds `maxRecordAge`). */
+  readonly streamRetention: Duration;
+  /** The control table (speed progress per shard, poison counter). */
+  readonly controlTable: dynamodb.ITable;
+  /** On-failure destination of the mapping; poison records are written there too. */
+  readonly failureBucket: s3.IBucket;
+  /** Views and settings variables (lib/environment.ts). */
+  readonly environment: Readonly<Record<string, string>>;
+  /**
+   * Records per invocation.
+   *
+   * @default 100
+   */
+  readonly batchSize?: number;
+  /**
+   * Longest wait to fill a batch.
+   *
+   * @default Duration.seconds(1)
+   */
+  readonly maxBatchingWindow?: Duration;
+  /**
+   * Retries of a failing batch (bisected each time) before its records go to the on-failure destination.
+   *
+   * @default 10
+   */
+  readonly retryAttempts?: number;
+  /**
+   * Records older than this go to the on-failure destination unprocessed (the
+   * batch layer still counts them: the archive has them).
+   *
+   * @default Duration.hours(6)
+   */
+  readonly maxRecordAge?: Duration;
+  /**
+   * Memory of the speed function in MB.
+   *
+   * @default 512
+   */
+  readonly memorySize?: number;
+  /**
+   * What happens to the speed and dedup tables when they leave the stack.
+   *
+   * @default RemovalPolicy.RETAIN
+   */
+  readonly removalPolicy?: RemovalPolicy;
+}
+
+/** Speed function, speed table, dedup table and the speed mapping. */
+export class SpeedLayer extends Construct {
+  /** Speed-layer deltas (TTL on `expiresAt`). */
+  readonly speedTable: dynamodb.Table;
+  /** Event-id claims (TTL on `expiresAt`). */
+  readonly dedupTable: dynamodb.Table;
+  /** The speed function. */
+  readonly function: lambda.Function;
+  /** The event source mapping. */
+  readonly eventSource: KinesisEventSource;
+
+  constructor(scope: Construct, id: string, props: SpeedLayerProps) {
+    super(scope, id);
+    const removalPolicy = props.removalPolicy ?? RemovalPolicy.RETAIN;
+    this.speedTable = tandemTable(this, 'SpeedTable', TABLES.speed, { removalPolicy });
+    this.dedupTable = tandemTable(this, 'DedupTable', TABLES.dedup, { removalPolicy });
+    const fn = new TandemFunction(this, 'Function', {
+      ...functionDefaults(props),
+      handler: 'speed',
+      memorySize: props.memorySize ?? 512,
+      timeout: Duration.minutes(2),
+      environment: {
+        ...props.environment,
+        [STREAM.env]: props.stream.streamName,
+        [TABLES.speed.env]: this.speedTable.tableName,
+        [TABLES.dedup.env]: this.dedupTable.tableName,
+        [TABLES.control.env]: props.controlTable.tableName,
+        [BUCKETS.failures.env]: props.failureBucket.bucketName,
+      },
+    });
+    this.function = fn.function;
+    grantTableReadWrite(this.speedTable, this.function);
+    grantTableReadWrite(this.dedupTable, this.function);
+    grantTableReadWrite(props.controlTable, this.function);
+    grantWritePrefix(props.failureBucket, this.function, FAILURE_PREFIX);
+    this.eventSource = addConsumerMapping(this, this.function, {
+      stream: props.stream,
+      streamRetention: props.streamRetention,
+      failureBucket: props.failureBucket,
+      batchSize: props.batchSize ?? 100,
+      maxBatchingWindow: props.maxBatchingWindow ?? Duration.seconds(1),
+      retryAttempts: props.retryAttempts ?? 10,
+      maxRecordAge: props.maxRecordAge ?? Duration.hours(6),
+      startingPosition: lambda.StartingPosition.TRIM_HORIZON,
+    });
+    acknowledge(fn.role, {
+      [`IAM5[Resource::${nagResource(this, props.failureBucket.arnForObjects(`${FAILURE_PREFIX}*`))}]`]: 'Poison records are written under keys derived at run time; limited to the failures/ prefix',
+      [`IAM5[Resource::${nagResource(this, props.failureBucket.arnForObjects('*'))}]`]: 'Lambda writes on-failure records under aws/lambda/<mapping id>/... keys it chooses; PutObject only',
+    });
+  }
+
+  /** Lets a principal read the speed deltas (the query side of the speed layer). */
+  grantRead(grantee: iam.IGrantable): iam.Grant {
+    return grantTableRead(this.speedTable, grantee);
+  }
+
+  /** Age of the newest record the speed mapping has read, per poll (Maximum, 1 minute). */
+  metricIteratorAge(props?: cloudwatch.MetricOptions): cloudwatch.Metric {
+    return this.function.metric('IteratorAge', { statistic: 'Maximum', period: Duration.minutes(1), ...props });
+  }
+
+  /** Failed invocations of the speed function (Sum, 5 minutes). */
+  metricErrors(props?: cloudwatch.MetricOptions): cloudwatch.Metric {
+    return this.function.metricErrors({ statistic: 'Sum', ...props });
+  }
+}

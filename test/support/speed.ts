@@ -1,0 +1,227 @@
+/**
+ * Test helpers for the speed layer: synthetic Kinesis events with real-looking
+ * sequence numbers, an independent oracle of the speed table, a reader of the
+ * table, fresh table sets, and a fault-injecting wrapper around the real
+ * DynamoDB client.
+ */
+import { type AttributeValue, CreateTableCommand, type DynamoDBClient, ScanCommand } from '@aws-sdk/client-dynamodb';
+import { Logger } from '@aws-lambda-powertools/logger';
+import { Metrics } from '@aws-lambda-powertools/metrics';
+import { TABLES } from '../../functions/resources.ts';
+import { Decimal } from '../../functions/core/decimal.ts';
+import type { View } from '../../functions/core/views.ts';
+
+/** A record as it sits in a shard: what producers sent and what Kinesis stamped on it. */
+export interface ShardRecord {
+  readonly shard: string;
+  readonly seq: string;
+  /** Epoch ms. */
+  readonly arrival: number;
+  /** The event (JSON-encoded into the record), or raw bytes for poison tests. */
+  readonly event: Record<string, unknown> | Uint8Array;
+}
+
+const SEQ_BASE = [
+  49_590_338_271_490_256_608_559_692_538_361_571_095_921_575_989_136_588_898n,
+  49_590_338_271_512_557_353_758_223_161_503_106_814_194_224_350_642_569_314n,
+  49_590_338_271_534_858_098_956_753_784_644_642_532_466_872_712_148_549_730n,
+  49_590_338_271_557_158_844_155_284_407_786_178_250_739_521_073_654_530_146n,
+];
+
+/** Kinesis-like shard id. */
+export const shardId = (i: number) => `shardId-${String(i).padStart(12, '0')}`;
+
+/** The n-th sequence number of shard i: 56 digits, strictly increasing, with uneven gaps as in Kinesis. */
+export function seqOf(shard: number, n: number): string {
+  const base = SEQ_BASE[shard % SEQ_BASE.length]! + BigInt(Math.floor(shard / SEQ_BASE.length)) * 10n ** 40n;
+  return String(base + BigInt(n) * 7_919_000_000n + BigInt((n * 37) % 1000));
+}
+
+/** A Lambda Kinesis event holding `records` (as the ESM builds it). */
+export function kinesisEvent(records: readonly ShardRecord[]) {
+  return {
+    Records: records.map((r) => ({
+      kinesis: {
+        kinesisSchemaVersion: '1.0',
+        partitionKey: r.event instanceof Uint8Array ? 'poison' : String(r.event.id ?? 'none'),
+        sequenceNumber: r.seq,
+        data: Buffer.from(r.event instanceof Uint8Array ? r.event : Buffer.from(JSON.stringify(r.event))).toString('base64'),
+        approximateArrivalTimestamp: r.arrival / 1000,
+      },
+      eventSource: 'aws:kinesis',
+      eventVersion: '1.0',
+      eventID: `${r.shard}:${r.seq}`,
+      eventName: 'aws:kinesis:record',
+      invokeIdentityArn: 'arn:aws:iam::000000000000:role/tandem-speed',
+      awsRegion: 'us-east-1',
+      eventSourceARN: 'arn:aws:kinesis:us-east-1:000000000000:stream/tandem-events',
+    })),
+  };
+}
+
+/** One expected speed item: records, hw (the last counted sequence number, padded) and every state column as normalized decimal text. */
+export type ItemValues = Record<string, string>;
+
+const norm = (v: string | number) => new Decimal(String(v)).toFixed();
+
+/** Event time of the contract (epoch ms or ISO-8601 with a zone), undefined when invalid: such records are poison. */
+function eventTime(ts: unknown): number | undefined {
+  if (typeof ts === 'number') return Number.isInteger(ts) ? ts : undefined;
+  if (typeof ts !== 'string' || !/^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$/.test(ts)) return undefined;
+  const ms = Date.parse(ts);
+  return Number.isNaN(ms) ? undefined : ms;
+}
+
+/**
+ * The speed table computed straight from the definition, independently of
+ * functions/core: per id the copy with the smallest sequence number counts
+ * (copies of an id share a shard); it counts in every view whose filter it
+ * passes, under (view, arrival window, event-time bucket, dimension values,
+ * shard). Keys are `view|window|bucket|dims json|shard`.
+ */
+export function oracle(views: readonly View[], records: readonly ShardRecord[], windowMs: number): Map<string, ItemValues> {
+  const first = new Map<string, ShardRecord>();
+  for (const r of records) {
+    if (r.event instanceof Uint8Array) continue;
+    const e = r.event;
+    if (typeof e.id !== 'string' || typeof e.type !== 'string' || eventTime(e.ts) === undefined) continue;
+    const seen = first.get(e.id);
+    if (!seen || BigInt(r.seq) < BigInt(seen.seq)) first.set(e.id, r);
+  }
+  const grainMs = { minute: 60_000, hour: 3_600_000, day: 86_400_000 } as const;
+  const text = (v: unknown) => (v === null || v === undefined ? null : String(v));
+  const out = new Map<string, ItemValues>();
+  for (const r of first.values()) {
+    const e = r.event as Record<string, unknown>;
+    const ts = eventTime(e.ts)!;
+    for (const v of views) {
+      if (v.filter && !Object.entries(v.filter).every(([k, want]) => text(e[k]) === String(want))) continue;
+      const window = Math.floor(r.arrival / windowMs) * windowMs;
+      const bucket = Math.floor(ts / grainMs[v.grain]) * grainMs[v.grain];
+      const key = `${v.name}|${window}|${bucket}|${JSON.stringify(v.dimensions.map((d) => text(e[d])))}|${r.shard}`;
+      const item = out.get(key) ?? { records: '0' };
+      item.records = norm(Number(item.records) + 1);
+      const hw = r.seq.padStart(64, '0');
+      if (item.hw === undefined || hw > item.hw) item.hw = hw;
+      for (const [name, m] of Object.entries(v.metrics)) {
+        const raw = m.fn === 'count' ? undefined : e[m.field];
+        const x = typeof raw === 'number' ? new Decimal(String(raw)) : null;
+        const addTo = (col: string, by: Decimal) => {
+          item[col] = new Decimal(item[col] ?? '0').plus(by).toFixed();
+        };
+        if (m.fn === 'count') addTo(`${name}__count`, new Decimal(1));
+        if (m.fn === 'sum') addTo(`${name}__sum`, x ?? new Decimal(0));
+        if (m.fn === 'avg') {
+          addTo(`${name}__sum`, x ?? new Decimal(0));
+          addTo(`${name}__count`, new Decimal(x ? 1 : 0));
+        }
+        if (m.fn === 'min' && x) item[`${name}__min`] = item[`${name}__min`] === undefined ? x.toFixed() : Decimal.min(item[`${name}__min`]!, x).toFixed();
+        if (m.fn === 'max' && x) item[`${name}__max`] = item[`${name}__max`] === undefined ? x.toFixed() : Decimal.max(item[`${name}__max`]!, x).toFixed();
+      }
+      out.set(key, item);
+    }
+  }
+  return out;
+}
+
+/** Every item of the speed table keyed like `oracle`, with records and the state columns. */
+export async function readSpeedTable(ddb: DynamoDBClient, table: string): Promise<Map<string, ItemValues>> {
+  const out = new Map<string, ItemValues>();
+  let start: Record<string, AttributeValue> | undefined;
+  do {
+    const res = await ddb.send(new ScanCommand({ TableName: table, ConsistentRead: true, ...(start && { ExclusiveStartKey: start }) }));
+    for (const item of res.Items ?? []) {
+      const dims = (item.dims?.L ?? []).map((d) => (d.NULL ? null : (d.S ?? null)));
+      const key = `${item.view?.S}|${item.window?.N}|${item.bucket?.N}|${JSON.stringify(dims)}|${item.shard?.S}`;
+      const values: ItemValues = {};
+      for (const [k, v] of Object.entries(item)) if (k === 'records' || k.includes('__')) values[k] = norm(v.N ?? 'NaN');
+      if (item.hw?.S !== undefined) values.hw = item.hw.S;
+      out.set(key, values);
+    }
+    start = res.LastEvaluatedKey;
+  } while (start);
+  return out;
+}
+
+/** Sorted plain object of a key map (readable diffs in `toEqual`). */
+export const asObject = (m: Map<string, ItemValues>) => Object.fromEntries([...m.entries()].sort(([a], [b]) => (a < b ? -1 : 1)));
+
+/** Creates fresh speed, dedup and control tables named `<prefix>-<id>` (dynalite creates them at once). */
+export async function createSpeedTables(ddb: DynamoDBClient, prefix: string): Promise<{ speed: string; dedup: string; control: string }> {
+  const names = { speed: `${prefix}-speed`, dedup: `${prefix}-dedup`, control: `${prefix}-control` };
+  await Promise.all(
+    (['speed', 'dedup', 'control'] as const).map((t) => {
+      const spec = TABLES[t];
+      const keys = [spec.partitionKey, ...('sortKey' in spec ? [spec.sortKey] : [])];
+      return ddb.send(
+        new CreateTableCommand({
+          TableName: names[t],
+          BillingMode: 'PAY_PER_REQUEST',
+          AttributeDefinitions: keys.map((k) => ({ AttributeName: k.name, AttributeType: k.type })),
+          KeySchema: keys.map((k, i) => ({ AttributeName: k.name, KeyType: i === 0 ? ('HASH' as const) : ('RANGE' as const) })),
+        }),
+      );
+    }),
+  );
+  return names;
+}
+
+export interface Fault {
+  /** Requests of this kind that pass before the fault: the (after + 1)-th one fails. */
+  readonly after: number;
+  /** `throw`: fail before sending; `lost`: send (the write lands), then fail as if the response was lost. */
+  readonly kind: 'throw' | 'lost';
+  /** Which commands count: UpdateItem only, or every request. */
+  readonly on: 'UpdateItemCommand' | 'any';
+}
+
+export class InjectedFault extends Error {
+  constructor(what: string) {
+    super(`injected fault at ${what}`);
+    this.name = 'InjectedFault';
+  }
+}
+
+/**
+ * The real client behind a seam: `arm(fault)` makes one request fail, then the
+ * client is healthy again. Counts every request by command name.
+ */
+export function faultyClient(real: DynamoDBClient) {
+  let fault: Fault | undefined;
+  let seen = 0;
+  const counts: Record<string, number> = {};
+  const send = async (command: { constructor: { name: string } }, ...rest: unknown[]) => {
+    const name = command.constructor.name;
+    if (fault && (fault.on === 'any' || fault.on === name)) {
+      if (seen++ === fault.after) {
+        const f = fault;
+        fault = undefined;
+        // The request reaches the store whatever it answers; the caller sees only a lost response.
+        if (f.kind === 'lost') await (real.send as (c: unknown, ...r: unknown[]) => Promise<unknown>)(command, ...rest).catch(() => undefined);
+        counts[name] = (counts[name] ?? 0) + (f.kind === 'lost' ? 1 : 0);
+        throw new InjectedFault(`${name} #${f.after + 1} (${f.kind})`);
+      }
+    }
+    counts[name] = (counts[name] ?? 0) + 1;
+    return (real.send as (c: unknown, ...r: unknown[]) => Promise<unknown>)(command, ...rest);
+  };
+  const client = new Proxy(real, { get: (t, p, r) => (p === 'send' ? send : Reflect.get(t, p, r)) }) as DynamoDBClient;
+  return {
+    client,
+    counts,
+    arm(f: Fault | undefined) {
+      fault = f;
+      seen = 0;
+    },
+    /** Whether the armed fault has not fired yet. */
+    get armed() {
+      return fault !== undefined;
+    },
+  };
+}
+
+/** A logger and metrics that stay quiet in tests. */
+export function quietTelemetry() {
+  process.env.POWERTOOLS_METRICS_DISABLED = 'true';
+  return { logger: new Logger({ serviceName: 'tandem-speed-test', logLevel: 'SILENT' }), metrics: new Metrics({ namespace: 'TandemTest', serviceName: 'speed' }) };
+}

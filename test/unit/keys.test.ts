@@ -1,0 +1,97 @@
+import { describe, expect, it } from 'vitest';
+import {
+  BATCH_PARTITION_MS,
+  batchPartitionStart,
+  batchPartitions,
+  batchPk,
+  batchSk,
+  dimsKey,
+  fnv1a,
+  pad13,
+  padVersion,
+  SPEED_WRITE_SHARDS,
+  speedPartitions,
+  speedPk,
+  speedSk,
+  speedWriteShard,
+} from '../../functions/core/keys.ts';
+
+const HOUR = 3_600_000;
+const DAY = 24 * HOUR;
+const W = Date.UTC(2024, 2, 15, 13, 47); // a window start
+const B = Date.UTC(2024, 2, 15, 13); // a bucket start
+
+describe('keys: encodings', () => {
+  it('pads times and versions so they sort as strings', () => {
+    expect(pad13(5)).toBe('0000000000005');
+    expect(pad13(W)).toHaveLength(13);
+    expect(padVersion(7)).toBe('0000000007');
+    expect(padVersion(9) < padVersion(10)).toBe(true);
+  });
+
+  it('encodes dimension values as self-delimiting JSON, null distinct from "null"', () => {
+    expect(dimsKey(['DE', null])).toBe('["DE",null]');
+    expect(dimsKey([null])).not.toBe(dimsKey(['null']));
+    expect(dimsKey(['a#b'])).not.toBe(dimsKey(['a', 'b']));
+  });
+
+  it('hashes with FNV-1a 32-bit', () => {
+    expect(fnv1a('')).toBe(0x811c9dc5);
+    expect(fnv1a('a')).toBe(0xe40c292c);
+    expect(fnv1a('foobar')).toBe(0xbf9cf968);
+  });
+
+  it('spreads shard ids over the write shards, stably', () => {
+    const shards = Array.from({ length: 64 }, (_, i) => `shardId-${String(i).padStart(12, '0')}`).map(speedWriteShard);
+    expect(new Set(shards).size).toBe(SPEED_WRITE_SHARDS);
+    expect(shards.every((s) => s >= 0 && s < SPEED_WRITE_SHARDS)).toBe(true);
+    expect(speedWriteShard('shardId-000000000001')).toBe(speedWriteShard('shardId-000000000001'));
+  });
+});
+
+describe('keys: speed table', () => {
+  it('partitions by view, arrival hour and write shard; sorts by window, bucket, dims, shard', () => {
+    const shard = 'shardId-000000000003';
+    expect(speedPk('v', W, shard)).toBe(`v#${Date.UTC(2024, 2, 15, 13)}#${speedWriteShard(shard)}`);
+    expect(speedSk(W, B, ['DE'], shard)).toBe(`${pad13(W)}#${pad13(B)}#["DE"]#${shard}`);
+    expect(speedSk(W, B, ['DE'], shard) < speedSk(W + 60_000, 0, [], shard)).toBe(true);
+  });
+
+  it('lists the partitions of windows >= a cutoff, with a key lower bound in the first hour', () => {
+    const from = Date.UTC(2024, 2, 15, 13, 30);
+    const to = Date.UTC(2024, 2, 15, 15, 0);
+    const parts = speedPartitions('v', from, to);
+    expect(parts).toHaveLength(2 * SPEED_WRITE_SHARDS);
+    expect(parts[0]).toEqual({ pk: `v#${Date.UTC(2024, 2, 15, 13)}#0`, skFrom: pad13(from) });
+    expect(parts[SPEED_WRITE_SHARDS]).toEqual({ pk: `v#${Date.UTC(2024, 2, 15, 14)}#0`, skFrom: pad13(Date.UTC(2024, 2, 15, 14)) });
+    // every window in range falls in a listed partition at or after its lower bound
+    for (let w = from; w < to; w += 60_000) {
+      const pk = speedPk('v', w, 'shardId-000000000000');
+      const part = parts.find((p) => p.pk === pk);
+      expect(part).toBeDefined();
+      expect(speedSk(w, 0, [], 's') >= part!.skFrom).toBe(true);
+    }
+  });
+});
+
+describe('keys: batch-view table', () => {
+  it('partitions by view, version and a span per grain', () => {
+    expect(BATCH_PARTITION_MS).toEqual({ minute: DAY, hour: 30 * DAY, day: 360 * DAY });
+    expect(batchPartitionStart(B + 5 * HOUR, 'minute')).toBe(Date.UTC(2024, 2, 15));
+    expect(batchPartitionStart(B, 'hour') % (30 * DAY)).toBe(0);
+    expect(batchPk('v', 3, B, 'minute')).toBe(`v#0000000003#${Date.UTC(2024, 2, 15)}`);
+    expect(batchSk(B, ['DE', null])).toBe(`${pad13(B)}#["DE",null]`);
+  });
+
+  it('lists the partitions covering a bucket range', () => {
+    const from = Date.UTC(2024, 2, 14, 23);
+    const to = Date.UTC(2024, 2, 16, 1);
+    expect(batchPartitions('v', 1, 'minute', from, to)).toEqual([
+      `v#0000000001#${Date.UTC(2024, 2, 14)}`,
+      `v#0000000001#${Date.UTC(2024, 2, 15)}`,
+      `v#0000000001#${Date.UTC(2024, 2, 16)}`,
+    ]);
+    for (let b = from; b < to; b += HOUR) expect(batchPartitions('v', 1, 'minute', from, to)).toContain(batchPk('v', 1, b, 'minute'));
+    expect(batchPartitions('v', 1, 'day', from, to)).toHaveLength(1);
+  });
+});

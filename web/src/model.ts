@@ -1,0 +1,162 @@
+/**
+ * From a query answer to what the chart draws: one x per bucket of the range,
+ * and either a batch/speed split (when the API sends per-row parts), one
+ * total series, or one series per group. Pure, so it is unit-tested without a
+ * browser.
+ */
+import type { QueryAnswer, ViewInfo } from './api.ts';
+
+export const GRAIN_MS = { minute: 60_000, hour: 3_600_000, day: 86_400_000 } as const;
+export type ChartGrain = keyof typeof GRAIN_MS;
+
+/** Most groups drawn as their own series; the rest are named in the caption. */
+export const MAX_GROUPS = 8;
+/** Beyond this many buckets the x axis holds only buckets that have rows. */
+const MAX_DENSE_BUCKETS = 20_000;
+
+export interface ChartSeries {
+  readonly label: string;
+  readonly kind: 'total' | 'batch' | 'speed' | 'group';
+  /** One value per x; null where nothing is known (min/max/avg of an empty bucket). */
+  readonly values: (number | null)[];
+}
+
+export interface ChartModel {
+  /** Bucket starts, epoch seconds (uPlot's time unit). */
+  readonly xs: number[];
+  readonly series: ChartSeries[];
+  /** True when the batch and speed parts of each bucket are known (stacked). */
+  readonly split: boolean;
+  /** Sum over the range per series kind, for count/sum metrics; null for min/max/avg. */
+  readonly totals: { readonly all: number | null; readonly batch: number | null; readonly speed: number | null };
+  /** Groups left out of the chart (more than MAX_GROUPS). */
+  readonly hiddenGroups: number;
+  /** The published cutoff, epoch ms (batch covers arrivals before it); null before the first batch. */
+  readonly cutoff: number | null;
+  readonly metric: string;
+}
+
+/** Can the metric's values of several buckets (or of batch and speed) be added up? */
+export function additive(view: ViewInfo, metric: string): boolean {
+  const fn = view.metrics[metric]?.fn;
+  return fn === 'count' || fn === 'sum';
+}
+
+/** Dimension columns of a response row: everything but the bucket, the metrics and the parts. */
+export function groupColumns(view: ViewInfo, answer: QueryAnswer): string[] {
+  const cols: string[] = [];
+  for (const r of answer.rows) {
+    for (const k of Object.keys(r)) if (k !== 'bucket' && k !== 'parts' && !(k in view.metrics) && !cols.includes(k)) cols.push(k);
+  }
+  return cols;
+}
+
+const label = (v: string | number | null | undefined) => (v === null || v === undefined ? '(none)' : String(v));
+
+// Adds money-like decimals without drifting in the last digit for display (the API's values are exact).
+const add = (a: number, b: number) => Number((a + b).toPrecision(15));
+
+export function buildModel(view: ViewInfo, answer: QueryAnswer, metric: string, grain: ChartGrain): ChartModel {
+  const step = GRAIN_MS[grain];
+  const canAdd = additive(view, metric);
+  const from = Math.floor(Date.parse(answer.from) / step) * step;
+  const to = Date.parse(answer.to);
+  const rowBuckets = [...new Set(answer.rows.map((r) => Date.parse(String(r.bucket))))].sort((a, b) => a - b);
+  let buckets: number[];
+  if ((to - from) / step <= MAX_DENSE_BUCKETS) {
+    buckets = [];
+    for (let b = from; b < to; b += step) buckets.push(b);
+    // Rows always fall in [from, to); keep any that would not (a server with other alignment) visible anyway.
+    const dense = new Set(buckets);
+    for (const b of rowBuckets) if (!dense.has(b)) buckets.push(b);
+    buckets.sort((a, b) => a - b);
+  } else {
+    buckets = rowBuckets;
+  }
+  const index = new Map(buckets.map((b, i) => [b, i]));
+  const empty = () => buckets.map(() => (canAdd ? 0 : null)) as (number | null)[];
+  const numberOr = (v: unknown) => (typeof v === 'number' ? v : null);
+  const cutoff = answer.batch ? Date.parse(answer.batch.cutoff) : null;
+  const groups = groupColumns(view, answer);
+  const sumOf = (values: readonly (number | null)[]) => (canAdd ? values.reduce<number>((s, v) => add(s, v ?? 0), 0) : null);
+
+  if (groups.length === 0) {
+    const split = canAdd && answer.rows.length > 0 && answer.rows.every((r) => r.parts !== undefined);
+    const total = empty();
+    const batch = empty();
+    const speed = empty();
+    for (const r of answer.rows) {
+      const i = index.get(Date.parse(String(r.bucket)));
+      if (i === undefined) continue;
+      total[i] = numberOr(r[metric]);
+      if (split && r.parts) {
+        batch[i] = numberOr(r.parts.batch[metric]) ?? 0;
+        speed[i] = numberOr(r.parts.speed[metric]) ?? 0;
+      }
+    }
+    const series: ChartSeries[] = split
+      ? [
+          { label: 'batch view', kind: 'batch', values: batch },
+          { label: 'speed deltas', kind: 'speed', values: speed },
+        ]
+      : [{ label: metric, kind: 'total', values: total }];
+    return {
+      xs: buckets.map((b) => b / 1000),
+      series,
+      split,
+      totals: { all: sumOf(total), batch: split ? sumOf(batch) : null, speed: split ? sumOf(speed) : null },
+      hiddenGroups: 0,
+      cutoff,
+      metric,
+    };
+  }
+
+  const byGroup = new Map<string, (number | null)[]>();
+  const weight = new Map<string, number>();
+  for (const r of answer.rows) {
+    const i = index.get(Date.parse(String(r.bucket)));
+    if (i === undefined) continue;
+    const key = groups.map((g) => label(r[g])).join(' · ');
+    const values = byGroup.get(key) ?? empty();
+    byGroup.set(key, values);
+    const v = numberOr(r[metric]);
+    values[i] = v;
+    weight.set(key, (weight.get(key) ?? 0) + (canAdd ? Math.abs(v ?? 0) : 1));
+  }
+  const ranked = [...byGroup.keys()].sort((a, b) => (weight.get(b) ?? 0) - (weight.get(a) ?? 0) || (a < b ? -1 : 1));
+  const shown = ranked.slice(0, MAX_GROUPS).sort();
+  const all = canAdd ? [...byGroup.values()].reduce<number>((s, vs) => add(s, sumOf(vs) ?? 0), 0) : null;
+  return {
+    xs: buckets.map((b) => b / 1000),
+    series: shown.map((g) => ({ label: g, kind: 'group' as const, values: byGroup.get(g)! })),
+    split: false,
+    totals: { all, batch: null, speed: null },
+    hiddenGroups: ranked.length - shown.length,
+    cutoff,
+    metric,
+  };
+}
+
+/** Grains the dashboard offers for a view: its own and the coarser ones. */
+export function grainsFor(view: ViewInfo): ChartGrain[] {
+  const order: ChartGrain[] = ['minute', 'hour', 'day'];
+  return order.slice(order.indexOf(view.grain));
+}
+
+/** The range choices, and the finest grain that keeps a range's chart readable. */
+export const RANGES = [
+  { id: '15m', label: 'last 15 minutes', ms: 15 * 60_000 },
+  { id: '1h', label: 'last hour', ms: 3_600_000 },
+  { id: '6h', label: 'last 6 hours', ms: 6 * 3_600_000 },
+  { id: '24h', label: 'last 24 hours', ms: 24 * 3_600_000 },
+  { id: '7d', label: 'last 7 days', ms: 7 * 86_400_000 },
+  { id: '30d', label: 'last 30 days', ms: 30 * 86_400_000 },
+] as const;
+export type RangeId = (typeof RANGES)[number]['id'];
+
+/** [from, to) of "the last <range>" at a grain: `to` is the end of the current bucket. */
+export function rangeBounds(rangeMs: number, grain: ChartGrain, now: number): { from: number; to: number } {
+  const step = GRAIN_MS[grain];
+  const to = Math.floor(now / step) * step + step;
+  return { from: Math.floor((to - rangeMs) / step) * step, to };
+}
