@@ -95,10 +95,10 @@ export async function propsFromContext(ctx: Context, env = process.env): Promise
   };
 }
 
-/** Builds the app (bin/app.ts main, and the whole-app synth test). */
-export async function buildApp(app = new App()): Promise<{ app: App; stack: TandemStack }> {
+/** Builds the app (bin/app.ts main, and the whole-app synth test, which may override props). */
+export async function buildApp(app = new App(), overrides: Partial<TandemStackProps> = {}): Promise<{ app: App; stack: TandemStack }> {
   const ctx: Context = (key) => app.node.tryGetContext(key);
-  const props = await propsFromContext(ctx);
+  const props = { ...(await propsFromContext(ctx)), ...overrides };
   const stack = new TandemStack(app, props.stackName, props);
   if (flag(ctx, 'nag') !== false) Validations.of(app).addPlugins(new AwsSolutionsChecks(app));
   return { app, stack };

@@ -68,7 +68,7 @@ export function printJson(value: unknown): void {
 export function renderTable(head: readonly string[], rows: readonly (readonly unknown[])[], align?: readonly ('left' | 'right')[]): string {
   const table = new Table({
     head: [...head],
-    style: { head: [], border: [], compact: false },
+    style: { head: [], border: [], compact: true },
     ...(align ? { colAligns: [...align] } : {}),
   });
   for (const r of rows) table.push(r.map(cell));

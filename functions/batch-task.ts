@@ -55,6 +55,10 @@ export async function cutoffAgeSeconds(ctx: BatchContext): Promise<number | unde
   return pointer ? Math.max(0, Math.round((ctx.now() - pointer.cutoff) / 1000)) : undefined;
 }
 
+function publishCutoffAge(metrics: Metrics, age: number | undefined): void {
+  if (age !== undefined) metrics.addMetric('BatchCutoffAge', MetricUnit.Seconds, age);
+}
+
 export type BatchTaskHandler = (event: unknown) => Promise<Record<string, unknown>>;
 
 /** The handler over a given context (tests and the local interpreter pass theirs). */
@@ -95,8 +99,7 @@ export function createBatchTaskHandler(context: () => BatchContext, logger: Logg
       throw err;
     } finally {
       if (e.step !== 'view') {
-        const age = await cutoffAgeSeconds(ctx);
-        if (age !== undefined) metrics.addMetric('BatchCutoffAge', MetricUnit.Seconds, age);
+        publishCutoffAge(metrics, await cutoffAgeSeconds(ctx));
       }
       metrics.publishStoredMetrics();
     }

@@ -276,7 +276,7 @@ export class BatchLayer extends Construct {
       const stack = Stack.of(this);
       iam.Grant.addToPrincipal({
         grantee: this.function,
-        actions: ['athena:StartQueryExecution', 'athena:GetQueryExecution', 'athena:GetQueryResults', 'athena:StopQueryExecution', 'athena:GetWorkGroup'],
+        actions: ['athena:StartQueryExecution', 'athena:GetQueryExecution', 'athena:GetQueryResults', 'athena:StopQueryExecution'],
         resourceArns: [stack.formatArn({ service: 'athena', resource: 'workgroup', resourceName: this.workGroup.name })],
       });
       iam.Grant.addToPrincipal({
@@ -340,7 +340,7 @@ export class BatchLayer extends Construct {
     });
   }
 
-  /** Lets a principal start runs and read their state (POST /batch/runs, GET /batch/runs/{id}). */
+  /** Lets a principal start runs and describe their executions (POST /batch/runs). */
   grantStartRun(grantee: iam.IGrantable): iam.Grant {
     this.stateMachine.grantStartExecution(grantee);
     const executions = Stack.of(this).formatArn({
@@ -349,7 +349,7 @@ export class BatchLayer extends Construct {
       resourceName: `${this.stateMachine.stateMachineName}:*`,
       arnFormat: ArnFormat.COLON_RESOURCE_NAME,
     });
-    const grant = iam.Grant.addToPrincipal({ grantee, actions: ['states:DescribeExecution', 'states:StopExecution'], resourceArns: [executions] });
+    const grant = iam.Grant.addToPrincipal({ grantee, actions: ['states:DescribeExecution'], resourceArns: [executions] });
     const principal = principalConstruct(grantee);
     if (principal) {
       acknowledge(principal, {

@@ -238,7 +238,7 @@ export class IngestApi extends Construct {
   addRoute(route: Route, fn: lambda.IFunction): apigateway.Method {
     if (this.routes.some((r) => r.method === route.method && r.path === route.path)) invalid(this, `route ${route.method} ${route.path} is wired twice`);
     const resource = this.api.root.resourceForPath(route.path);
-    const integration = new apigateway.LambdaIntegration(fn, { proxy: true });
+    const integration = new apigateway.LambdaIntegration(fn, { proxy: true, allowTestInvoke: false });
     const params = Object.fromEntries([...route.path.matchAll(/\{(\w+)\}/g)].map((m) => [`method.request.path.${m[1]}`, true]));
     const method = resource.addMethod(route.method, integration, {
       requestValidator: this.validator,

@@ -72,13 +72,13 @@ export class Serving extends Construct {
         ...props.environment,
         ...props.apiEnvironment,
         [TABLES.control.env]: props.controlTable.tableName,
+        // Named because the configuration requires it; POST /batch/rollback only flips the pointer in the control table.
         [TABLES.batchViews.env]: props.batch.batchViewsTable.tableName,
         [SETTINGS_ENV.stateMachineArn]: props.batch.stateMachine.stateMachineArn,
         [SETTINGS_ENV.batchEngine]: props.batch.engine,
       },
     }).function;
     grantTableReadWrite(props.controlTable, this.batchApiFunction);
-    grantTableRead(props.batch.batchViewsTable, this.batchApiFunction);
     props.batch.grantStartRun(this.batchApiFunction);
   }
 

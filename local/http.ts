@@ -30,6 +30,8 @@ export interface HttpServerOptions {
   readonly host?: string;
   /** The valid API keys (`x-api-key`). */
   readonly apiKeys: string | readonly string[];
+  /** Also accepts a key this says is valid (keys created with `tandem keys`, kept as hashes in the control table). */
+  readonly lookupKey?: (key: string) => Promise<boolean>;
   /** Calls a route's handler (through the local runtime) with the proxy event. */
   readonly invoke: (handler: HandlerName, event: APIGatewayProxyEvent) => Promise<unknown>;
   /** Where the dashboard is looked for, first found wins. @default [web/dist, web] */
@@ -292,6 +294,15 @@ export async function startHttpServer(opts: HttpServerOptions): Promise<HttpServ
   const staticDirs = opts.staticDirs ?? [join(REPO_ROOT, 'web', 'dist'), join(REPO_ROOT, 'web')];
   const log = opts.logger ?? { info: () => {}, warn: (m, ...x) => console.warn(m, ...x), error: (m, ...x) => console.error(m, ...x) };
 
+  const lookup = async (key: string) => {
+    try {
+      return (await opts.lookupKey?.(key)) === true;
+    } catch (e) {
+      log.warn('API key lookup failed; refusing the key', e);
+      return false;
+    }
+  };
+
   const handle = async (req: IncomingMessage, res: ServerResponse) => {
     const requestId = randomUUID();
     const method = (req.method ?? 'GET').toUpperCase();
@@ -328,7 +339,7 @@ export async function startHttpServer(opts: HttpServerOptions): Promise<HttpServ
       const given = req.headers['x-api-key'];
       apiKey = Array.isArray(given) ? given[0] : given;
       if (!apiKey) return sendJson(res, 401, { error: 'missing API key: send it in the x-api-key header' });
-      if (!keyMatches(apiKey, valid)) return sendJson(res, 403, { error: 'invalid API key (x-api-key)' });
+      if (!keyMatches(apiKey, valid) && !(await lookup(apiKey))) return sendJson(res, 403, { error: 'invalid API key (x-api-key)' });
     }
     const declared = Number(req.headers['content-length']);
     if (Number.isFinite(declared) && declared > limit) {

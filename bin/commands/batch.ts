@@ -91,10 +91,10 @@ async function runBatch(flags: RunFlags): Promise<void> {
   if (!flags.wait) {
     if (flags.json) printJson(started);
     else process.stdout.write(`${id}\n`);
-    narrate(`batch run ${id} started; follow it with: tandem batch run --wait, or GET /batch/runs/${id}`);
+    narrate(`batch run ${id} ${started?.alreadyRunning ? 'was already running' : 'started'}; follow it with GET /batch/runs/${id}`);
     return;
   }
-  narrate(`batch run ${id} started`);
+  narrate(started?.alreadyRunning ? `batch run ${id} was already running: following it` : `batch run ${id} started`);
   const done = await follow(client, id, timeoutMs);
   if (flags.json) printJson({ id, ...done });
   else printRun(id, done);

@@ -110,18 +110,13 @@ async function send(file: string | undefined, flags: SendFlags): Promise<void> {
   const inFlight = new Set<Promise<void>>();
   let failure: unknown;
   const dispatch = async (batch: Item[]) => {
-    const invalid = batch.filter((i) => i.invalid !== undefined);
-    const valid = batch.filter((i) => i.invalid === undefined);
-    const result: PostResult = {
-      accepted: 0,
-      rejected: invalid.map((i) => ({ position: i.position, field: null, message: i.invalid!, event: i.event })),
-    };
-    if (valid.length > 0) {
-      const r = await postBatch(client, valid);
-      result.rejected.push(...r.rejected);
-      (result as { accepted: number }).accepted = r.accepted;
-    }
-    record(result, batch.length);
+    // Lines that are not JSON never leave the machine; the rest go in one request.
+    const unreadable: Rejection[] = batch
+      .filter((i) => i.invalid !== undefined)
+      .map((i) => ({ position: i.position, field: null, message: i.invalid!, event: i.event }));
+    const readable = batch.filter((i) => i.invalid === undefined);
+    const posted = readable.length > 0 ? await postBatch(client, readable) : { accepted: 0, rejected: [] };
+    record({ accepted: posted.accepted, rejected: [...unreadable, ...posted.rejected] }, batch.length);
   };
   const launch = (batch: Item[]) => {
     const p: Promise<void> = dispatch(batch)

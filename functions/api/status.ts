@@ -79,14 +79,23 @@ export async function readStatus(deps: StatusDeps, now: number): Promise<Record<
       ...(pointer.publishedAt && { publishedAt: isoTime(pointer.publishedAt) }),
       ...(pointer.runId && { runId: pointer.runId }),
     },
+    // The same shape as GET /batch/runs/{id}, plus the run's duration.
     lastRun: last
       ? {
-          ...without(last, 'pk', 'sk', 'expiresAt'),
-          id: last.runId ?? last.id ?? last.sk,
-          ...(started !== undefined && { startedAt: new Date(started).toISOString() }),
-          ...(finished !== undefined && { finishedAt: new Date(finished).toISOString() }),
-          ...(started !== undefined && finished !== undefined && { durationMs: finished - started }),
-          ...(last.cutoff !== undefined && { cutoff: isoTime(last.cutoff) }),
+          id: String(last.runId ?? last.sk),
+          state: last.state,
+          stage: last.stage,
+          startedAt: isoTime(last.startedAt) ?? null,
+          finishedAt: isoTime(last.finishedAt) ?? null,
+          durationMs: started !== undefined && finished !== undefined ? finished - started : null,
+          version: last.version ?? null,
+          cutoff: isoTime(last.cutoff) ?? null,
+          previousCutoff: isoTime(last.previousCutoff) ?? null,
+          views: last.views ?? {},
+          timings: last.timings ?? {},
+          ...(last.archive !== undefined && { archive: last.archive }),
+          ...(last.note !== undefined && { note: last.note }),
+          ...(last.error !== undefined && { error: last.error }),
         }
       : null,
     speed: {

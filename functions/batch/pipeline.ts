@@ -117,7 +117,7 @@ export async function runBatchToCompletion(
 
 async function runSteps(ctx: BatchContext, runId: string): Promise<RunItem | undefined> {
   const c: Control = { doc: ctx.doc, table: ctx.tables.control };
-  const startedAt = ctx.now();
+  const startedAt = performance.now();
   // Keep the lock alive while steps run (an Athena query or a big load may outlast its TTL).
   const heartbeat = setInterval(
     () => {

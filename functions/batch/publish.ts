@@ -69,7 +69,12 @@ export async function applyRetention(deps: PublishDeps, current: number): Promis
 export async function publishVersion(deps: PublishDeps, version: number, runId: string, viewNames: readonly string[]): Promise<PublishResult> {
   const m = await getManifest(deps.control, version);
   if (!m) throw new Error(`version ${version} has no manifest`);
-  if (m.state === 'retired') throw new Error(`version ${version} is retired and cannot be published`);
+  if (m.state === 'retired') {
+    // A higher version was published meanwhile and its retention retired ours: we lost the race.
+    const current = await getPointer(deps.control);
+    if (current && current.version > version) return { published: false, current };
+    throw new Error(`version ${version} is retired and cannot be published`);
+  }
   for (const name of viewNames) {
     if (!m.views?.[name]?.loaded) throw new Error(`version ${version}: view ${name} is not fully loaded; refusing to publish`);
   }

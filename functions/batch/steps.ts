@@ -112,10 +112,10 @@ export interface PlanOutput {
  * runs read the staged objects once for every view).
  */
 export async function planStep(ctx: BatchContext, runId: string, opts: { keepSession?: boolean } = {}): Promise<PlanOutput & { session?: EngineSession }> {
-  const t0 = ctx.now();
+  const t0 = performance.now();
   const c = control(ctx);
-  const lock = await acquireLock(c, runId, t0, ctx.lockTtlSeconds);
-  await createRun(c, runId, t0);
+  const lock = await acquireLock(c, runId, ctx.now(), ctx.lockTtlSeconds);
+  await createRun(c, runId, ctx.now());
   if (!lock.acquired) {
     const note = `another batch run (${lock.holder}) holds the lock`;
     await updateRun(c, runId, { state: 'SKIPPED', stage: 'done', finishedAt: ctx.now(), note });
@@ -124,11 +124,11 @@ export async function planStep(ctx: BatchContext, runId: string, opts: { keepSes
   const pointer = await getPointer(c);
   const progress = await gatherProgress({ kinesis: ctx.kinesis, doc: ctx.doc, streamName: ctx.streamName, controlTable: ctx.tables.control, now: ctx.now });
   const plan = computeCutoff({ shards: progress.shards, now: progress.now, settings: ctx.settings, published: pointer?.cutoff ?? null });
-  const planMs = ctx.now() - t0;
+  const planMs = performance.now() - t0;
   if (!plan.advanced) {
     const note = skipNote(plan);
     await updateRun(c, runId, { state: 'SKIPPED', stage: 'done', finishedAt: ctx.now(), cutoff: plan.cutoff, previousCutoff: plan.previous, note });
-    await recordRunTimings(c, runId, { plan: planMs, total: ctx.now() - t0 });
+    await recordRunTimings(c, runId, { plan: planMs, total: performance.now() - t0 });
     await releaseLock(c, runId);
     return { runId, skipped: true, cutoff: plan.cutoff, views: [], note };
   }
@@ -160,12 +160,12 @@ function skipNote(plan: CutoffPlan): string {
 
 /** The completeness check (verify.ts); throws IncompleteArchiveError. Returns its duration. */
 async function verifyArchive(ctx: BatchContext, runId: string, session: EngineSession): Promise<number> {
-  const t = ctx.now();
+  const t = performance.now();
   const [expected, reads] = await Promise.all([readArchiveManifest(ctx.doc, ctx.tables.control, session.cutoff), session.objectReads()]);
   const result = checkCompleteness(expected, reads);
   await updateRun(control(ctx), runId, { archive: { objects: result.objects, records: result.records, extraObjects: result.extraObjects } });
   if (!result.complete) throw new IncompleteArchiveError(result);
-  return ctx.now() - t;
+  return performance.now() - t;
 }
 
 // ---- view ---------------------------------------------------------------------------------------
@@ -208,11 +208,11 @@ export async function viewStep(ctx: BatchContext, input: ViewInput, shared?: Eng
     }
   }
   try {
-    const t0 = ctx.now();
+    const t0 = performance.now();
     const rows = await session.runView(view);
-    const sqlMs = ctx.now() - t0;
+    const sqlMs = Math.round(performance.now() - t0);
     await recordManifestView(c, input.version, view.name, { rows: rows.length, partitions: rowPartitions(view, input.version, rows), loaded: false });
-    const t1 = ctx.now();
+    const t1 = performance.now();
     await loadRows(
       {
         ddb: ctx.ddb,
@@ -224,7 +224,7 @@ export async function viewStep(ctx: BatchContext, input: ViewInput, shared?: Eng
       input.version,
       rows,
     );
-    const loadMs = ctx.now() - t1;
+    const loadMs = Math.round(performance.now() - t1);
     await recordManifestView(c, input.version, view.name, { rows: rows.length, partitions: rowPartitions(view, input.version, rows), loaded: true });
     const out: ViewOutput = { view: view.name, rows: rows.length, sqlMs, loadMs };
     await recordRunView(c, input.runId, view.name, { rows: out.rows, sqlMs, loadMs });
@@ -256,6 +256,7 @@ export interface PublishOutput {
 }
 
 /** Flips the pointer, retires old versions, finishes the run and releases the lock. */
+/** `startedAt`: performance.now() at the start of an in-process run. */
 export async function publishStep(ctx: BatchContext, input: PublishInput, startedAt?: number): Promise<PublishOutput> {
   const c = control(ctx);
   if (input.skipped || input.version === undefined) {
@@ -265,7 +266,7 @@ export async function publishStep(ctx: BatchContext, input: PublishInput, starte
   await holdLock(ctx, input.runId);
   await updateRun(c, input.runId, { stage: 'publish' });
   await ctx.hooks?.afterStage?.('publish', input.runId);
-  const t0 = ctx.now();
+  const t0 = performance.now();
   const result = await publishVersion(
     publishDeps(ctx),
     input.version,
@@ -273,8 +274,11 @@ export async function publishStep(ctx: BatchContext, input: PublishInput, starte
     ctx.views.map((v) => v.name),
   );
   const finishedAt = ctx.now();
-  const run = await getRun(c, input.runId);
-  await recordRunTimings(c, input.runId, { publish: finishedAt - t0, total: finishedAt - (startedAt ?? run?.startedAt ?? t0) });
+  const publishMs = performance.now() - t0;
+  // In process, the total is measured on the monotonic clock from the start; across Lambda
+  // invocations (Step Functions) only wall-clock start and finish exist.
+  const total = startedAt !== undefined ? performance.now() - startedAt : finishedAt - ((await getRun(c, input.runId))?.startedAt ?? finishedAt);
+  await recordRunTimings(c, input.runId, { publish: publishMs, total });
   if (!result.published) {
     const error = `lost the publish race: version ${result.current.version} (cutoff ${iso(result.current.cutoff)}) was published first; version ${input.version} is retired`;
     await updateRun(c, input.runId, { state: 'FAILED', stage: 'done', finishedAt, error });

@@ -111,12 +111,15 @@ export const GLUE_PARTITION_KEYS: readonly { readonly name: string; readonly typ
 ];
 
 /**
- * SerDe of the Glue table. OpenX's JSON SerDe lowercases JSON keys unless told
- * otherwise, and the keys of `fields`/`num` are case-sensitive field names.
+ * SerDe of the Glue table: the Hive JSON SerDe. Not OpenX's: Athena documents
+ * that it may return non-deterministic rows, and its `case.insensitive` default
+ * folds keys, while the keys of `fields`/`num` are case-sensitive field names
+ * (Trino's readers keep map keys as written: trinodb/trino#20400). Malformed
+ * lines fail the query rather than being skipped, so nothing is silently lost.
  */
 export const GLUE_SERDE = {
-  serializationLibrary: 'org.openx.data.jsonserde.JsonSerDe',
-  parameters: { 'case.insensitive': 'false', 'ignore.malformed.json': 'false' },
+  serializationLibrary: 'org.apache.hive.hcatalog.data.JsonSerDe',
+  parameters: {},
 } as const;
 
 /**
@@ -273,6 +276,9 @@ export function duckdbSource(files: readonly string[]): string {
     const columns = RAW_COLUMNS.map((c) => `CAST(NULL AS ${c.duckdb}) AS ${c.name}`).join(', ');
     return `(SELECT ${columns} WHERE false)`;
   }
+  // DuckDB reads each path as a glob pattern: a staged name with one would read other files.
+  const glob = files.find((f) => /[*?[\]{}]/.test(f));
+  if (glob !== undefined) throw new SqlCompileError(`staged file paths must not contain glob characters (* ? [ ] { }), received ${JSON.stringify(glob)}`);
   const columns = RAW_COLUMNS.map((c) => `${literal(c.name)}: ${literal(c.duckdb)}`).join(', ');
   return [
     'read_json(',

@@ -196,7 +196,7 @@ export function buildUpdate(view: View, d: Delta, pk: string, sk: string, expire
   const values: Record<string, AttributeValue> = { ':first': { S: d.firstSeq }, ':last': { S: d.lastSeq } };
   const add: string[] = [];
   const set: string[] = ['#hw = :last'];
-  const conditions: string[] = ['(attribute_not_exists(#hw) OR #hw <= :last)'];
+  const conditions: string[] = ['(attribute_not_exists(#hw) OR #hw < :first)'];
   let n = 0;
   const name = (attr: string) => {
     const p = `#a${n++}`;

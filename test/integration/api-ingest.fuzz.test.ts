@@ -135,7 +135,7 @@ describe('POST /events fuzzing', () => {
     const handler = createIngestHandler({ kinesis: cloud.clients.kinesis, streamName: cloud.names.TANDEM_STREAM_NAME!, views: DEMO_VIEWS, logger: silentLogger() });
     const expected = new Map<string, Record<string, unknown>>();
     let n = 0;
-    let statuses: Record<number, number> = {};
+    const statuses: Record<number, number> = {};
     await fc.assert(
       fc.asyncProperty(body, async (b) => {
         n++;

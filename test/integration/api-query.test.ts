@@ -1,16 +1,16 @@
 /**
  * GET /views, /views/{name} and /status against real dynalite. Speed items are
- * written by the real speed layer (processSpeedBatch); batch rows are written
- * in the documented layout (keys.ts, metrics.ts columns). Every answer is
+ * written by the real speed layer (processSpeedBatch), batch rows by the batch
+ * layer's loader (loadRows). Every answer is
  * compared with an independent oracle over the unique events.
  */
 import { GetCommand, PutCommand, QueryCommand } from '@aws-sdk/lib-dynamodb';
-import { NumberValue } from '@aws-sdk/lib-dynamodb';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { exactDocClient } from '../../functions/api/read-view.ts';
 import { aggregate } from '../../functions/core/aggregate.ts';
 import { DEMO_VIEWS } from '../../functions/core/demo-views.ts';
-import { batchPk, batchSk, speedPk, speedSk } from '../../functions/core/keys.ts';
+import { loadRows } from '../../functions/batch/load.ts';
+import { speedPk, speedSk } from '../../functions/core/keys.ts';
 import { combineViewStates, stateToColumns, type ViewState } from '../../functions/core/metrics.ts';
 import { toRawRecord } from '../../functions/core/record.ts';
 import { DEFAULT_SETTINGS } from '../../functions/core/settings.ts';
@@ -79,7 +79,7 @@ function unique(list: readonly Sent[]): Sent[] {
   return [...first.values()];
 }
 
-/** Writes batch-view rows of `version` for the unique events with arrival < c, in the documented layout. */
+/** Writes batch-view rows of `version` for the unique events with arrival < c with the batch layer's loader. */
 async function writeBatchVersion(version: number, c: number, list: readonly Sent[], garbage = false): Promise<void> {
   const covered = unique(list).filter((s) => s.arrival < c);
   const raws = covered.map((s) => toRawRecord(s.event, s.arrival, s.shard, s.seq));
@@ -90,19 +90,12 @@ async function writeBatchVersion(version: number, c: number, list: readonly Sent
       const seen = rows.get(key);
       rows.set(key, { bucket: d.bucket, dims: d.dims, state: seen ? combineViewStates(view, seen.state, d.state) : d.state });
     }
-    for (const r of rows.values()) {
-      const cols = Object.fromEntries(
-        Object.entries(stateToColumns(view, r.state))
-          .filter(([, v]) => v !== null)
-          .map(([k, v]) => [k, NumberValue.from(garbage ? '999' : (v as string))]),
-      );
-      await doc.send(
-        new PutCommand({
-          TableName: tables.batchViews,
-          Item: { pk: batchPk(view.name, version, r.bucket, view.grain), sk: batchSk(r.bucket, r.dims), view: view.name, version, bucket: r.bucket, dims: r.dims, ...cols },
-        }),
-      );
-    }
+    const loaded = [...rows.values()].map((r) => ({
+      bucket: r.bucket,
+      dims: r.dims,
+      values: Object.fromEntries(Object.entries(stateToColumns(view, r.state)).map(([k, v]) => [k, garbage && v !== null ? '999' : v])),
+    }));
+    await loadRows({ ddb: cloud.clients.dynamodb, table: tables.batchViews }, view, version, loaded);
   }
 }
 
@@ -327,6 +320,7 @@ describe('GET /status', () => {
     await doc.send(new PutCommand({ TableName: control, Item: { pk: 'stats', sk: 'poison', count: 3 } }));
     const r = await get('/status');
     expect(r.status).toBe(200);
+    // biome-ignore lint/suspicious/noExplicitAny: a JSON response body, checked field by field below
     const b = r.body as Record<string, any>;
     expect(b.batch).toMatchObject({ version: 4, cutoff: new Date(cutoff + 10 * MIN).toISOString() });
     expect(b.lastRun).toMatchObject({ id: 'run-20991231T000000000Z-bbbbbb', state: 'FAILED', error: 'boom', durationMs: 2500 });

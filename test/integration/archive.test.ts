@@ -21,6 +21,7 @@ import {
   generateStream,
   kinesisEvent,
   readBatchRows,
+  removeStageDirs,
   type Resources,
   type ShardRecord,
   seqOf,
@@ -39,6 +40,7 @@ describe('archive', () => {
   });
   afterAll(async () => {
     await cloud?.stop();
+    removeStageDirs();
   });
 
   const stream = () => cloud.names.TANDEM_STREAM_NAME!;

@@ -3,12 +3,11 @@
  * (asserted first, so this test fails if the workaround is removed or
  * becomes unnecessary). The sweeper deletes exactly the expired items.
  */
-import { GetItemCommand, PutItemCommand, ScanCommand } from '@aws-sdk/client-dynamodb';
+import { CreateTableCommand, GetItemCommand, PutItemCommand, ScanCommand } from '@aws-sdk/client-dynamodb';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createClients } from '../../functions/adapters/clients.ts';
-import { localNames } from '../../functions/resources.ts';
+import { localNames, TABLES } from '../../functions/resources.ts';
 import { emulatorEnv, type RunningEmulator, startEmulator } from '../../local/emulators.ts';
-import { provision } from '../../local/provision.ts';
 import { startSweeper, sweepOnce, sweepTargets } from '../../local/sweeper.ts';
 
 let dynamo: RunningEmulator;
@@ -18,15 +17,11 @@ const names = localNames('sweep');
 beforeAll(async () => {
   dynamo = await startEmulator('dynamodb');
   clients = createClients(emulatorEnv({ dynamodb: dynamo, kinesis: { endpoint: 'http://127.0.0.1:9' }, s3: { endpoint: 'http://127.0.0.1:9' } }));
-  // Tables only (the stream and buckets need the other emulators).
-  const { TABLES } = await import('../../functions/resources.ts');
-  const tableNames = Object.fromEntries(Object.values(TABLES).map((t) => [t.env, names[t.env]!]));
-  const { CreateTableCommand } = await import('@aws-sdk/client-dynamodb');
-  void provision;
+  // Only the tables of resources.ts: this file needs no stream or bucket.
   for (const t of Object.values(TABLES)) {
     await clients.dynamodb.send(
       new CreateTableCommand({
-        TableName: tableNames[t.env],
+        TableName: names[t.env],
         BillingMode: 'PAY_PER_REQUEST',
         AttributeDefinitions: [t.partitionKey, ...('sortKey' in t ? [t.sortKey] : [])].map((k) => ({ AttributeName: k.name, AttributeType: k.type })),
         KeySchema: [{ AttributeName: t.partitionKey.name, KeyType: 'HASH' }, ...('sortKey' in t ? [{ AttributeName: t.sortKey.name, KeyType: 'RANGE' as const }] : [])],

@@ -8,7 +8,7 @@
 import { type AttributeValue, CreateTableCommand, type DynamoDBClient, ScanCommand } from '@aws-sdk/client-dynamodb';
 import { CreateBucketCommand } from '@aws-sdk/client-s3';
 import { Decimal as DecimalJs } from 'decimal.js';
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Clients } from '../../functions/adapters/clients.ts';
@@ -34,6 +34,12 @@ export interface Resources {
 }
 
 let counter = 0;
+const stageDirs: string[] = [];
+
+/** Removes the staging directories `freshResources` made (call in afterAll). */
+export function removeStageDirs(): void {
+  for (const d of stageDirs.splice(0)) rmSync(d, { recursive: true, force: true });
+}
 
 /** Creates fresh tables and buckets (`<prefix>-<n>-<id>`): each test starts from empty stores. */
 export async function freshResources(c: Pick<Clients, 'dynamodb' | 's3'>, prefix = 'b'): Promise<Resources> {
@@ -55,7 +61,9 @@ export async function freshResources(c: Pick<Clients, 'dynamodb' | 's3'>, prefix
     }),
     ...Object.keys(BUCKETS).map((b) => c.s3.send(new CreateBucketCommand({ Bucket: buckets[b as keyof typeof buckets] }))),
   ]);
-  return { tables, buckets, stageDir: mkdtempSync(join(tmpdir(), 'tandem-stage-test-')) };
+  const stageDir = mkdtempSync(join(tmpdir(), 'tandem-stage-test-'));
+  stageDirs.push(stageDir);
+  return { tables, buckets, stageDir };
 }
 
 export function testConfig(r: Resources, streamName: string, views: readonly View[], settings: Partial<Settings> = {}): Config {

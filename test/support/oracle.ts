@@ -48,8 +48,8 @@ export function oracleRows(view: View, events: readonly Record<string, unknown>[
     const b = spec.grain === 'all' ? spec.from : Math.floor(bucket / STEP[spec.grain]) * STEP[spec.grain];
     const dims = spec.groupBy.map((d) => text(e[d]));
     const key = JSON.stringify([b, dims]);
-    let row = groups.get(key);
-    if (!row) groups.set(key, (row = { bucket: b, dims, events: [] }));
+    const row = groups.get(key) ?? { bucket: b, dims, events: [] };
+    groups.set(key, row);
     row.events.push(e);
   }
   return [...groups.values()].sort(cmp).map((r) => {

@@ -284,6 +284,11 @@ WHERE arrival < 1714568400000
     );
   });
 
+  it('duckdbSource rejects paths DuckDB would read as globs', () => {
+    expect(() => duckdbSource(['/stage/*.json.gz'])).toThrow(/glob characters/);
+    expect(() => duckdbSource(['/stage/a[1].json.gz'])).toThrow(/glob characters/);
+  });
+
   it('athenaSource keeps the partitions up to the hour of cutoff - 1 ms', () => {
     expect(arrivalPartition(Date.UTC(2024, 4, 1, 0, 0) - 1)).toEqual({ dt: '2024-04-30', hr: '23' });
     expect(athenaSource('db', 'raw', Date.UTC(2024, 4, 1, 0, 0))).toContain(`WHERE dt < '2024-04-30' OR (dt = '2024-04-30' AND hr <= '23')`);
@@ -299,6 +304,7 @@ WHERE arrival < 1714568400000
 
   it('partition projection parameters match the archive key layout', () => {
     const p = glueProjectionParameters('s3://bucket/raw/', '2024-05-01');
+    // biome-ignore lint/suspicious/noTemplateCurlyInString: Athena's projection template syntax, not a JS template
     expect(p['storage.location.template']).toBe('s3://bucket/raw/dt=${dt}/hr=${hr}/');
     expect(p['projection.dt.range']).toBe('2024-05-01,NOW');
     expect(p['projection.hr.digits']).toBe('2');

@@ -5,7 +5,7 @@
  * itself is a DOM element over the plot, so it can be seen, styled and tested.
  */
 import uPlot from 'uplot';
-import { clock, num, utc } from './format.ts';
+import { axisTimes, clock, num, utc } from './format.ts';
 import type { ChartModel } from './model.ts';
 
 export const COLORS = {
@@ -96,7 +96,7 @@ export class Chart {
       tzDate: utcDate,
       series,
       scales: { x: { time: true }, y: { range: (_u, min, max) => [Math.min(0, min ?? 0), max == null || max <= 0 ? 1 : max * 1.1] } },
-      axes: [{ stroke: '#555', grid: { stroke: '#eee' } }, { stroke: '#555', grid: { stroke: '#eee' }, size: 60, values: (_u, ticks) => ticks.map((t) => num(t)) }],
+      axes: [{ stroke: '#555', grid: { stroke: '#eee' }, values: (_u, ticks, _axis, _space, incr) => axisTimes(ticks, incr) }, { stroke: '#555', grid: { stroke: '#eee' }, size: 60, values: (_u, ticks) => ticks.map((t) => num(t)) }],
       legend: { live: true },
       cursor: { drag: { x: false, y: false } },
       hooks: { draw: [() => this.placeCutoff()], setSize: [() => this.placeCutoff()] },

@@ -15,6 +15,21 @@ export function clock(ms: number): string {
   return `${pad(d.getUTCHours())}:${pad(d.getUTCMinutes())}:${pad(d.getUTCSeconds())}`;
 }
 
+/**
+ * Labels of time-axis ticks (epoch seconds), 24-hour UTC: `14:05`, with the
+ * date under the first tick and under midnight; just the date when ticks are
+ * a day or more apart.
+ */
+export function axisTimes(ticks: readonly number[], incrSeconds: number): string[] {
+  return ticks.map((t, i) => {
+    const d = new Date(t * 1000);
+    const date = `${pad(d.getUTCMonth() + 1)}-${pad(d.getUTCDate())}`;
+    if (incrSeconds >= 86_400) return date;
+    const time = `${pad(d.getUTCHours())}:${pad(d.getUTCMinutes())}`;
+    return i === 0 || (d.getUTCHours() === 0 && d.getUTCMinutes() === 0) ? `${time}\n${date}` : time;
+  });
+}
+
 /** A duration in words: `45 s`, `3 min 4 s`, `2 h 5 min`, `3 d 4 h`. */
 export function age(seconds: number): string {
   const s = Math.max(0, seconds);

@@ -419,7 +419,8 @@ function renderView(view: ViewInfo, sel: Selection, answer: QueryAnswer): void {
   if (model.split) parts.push(`batch ${num(model.totals.batch)} · speed ${num(model.totals.speed)}`);
   parts.push(answer.batch ? `batch version ${answer.batch.version}, cutoff ${utc(Date.parse(answer.batch.cutoff), true)} UTC` : 'no batch published yet: all from the speed layer');
   if (model.hiddenGroups > 0) parts.push(`${model.hiddenGroups} smaller group(s) not drawn`);
-  if (!model.split && answer.batch) parts.push('shaded: after the cutoff (speed layer)');
+  $('key-split').hidden = !model.split;
+  $('key-shade').hidden = model.split;
   $('chart-caption').textContent = parts.join(' · ');
   showEmpty(answer.rows.length === 0 ? `No events in ${RANGES.find((r) => r.id === sel.range)!.label}${Object.keys(sel.filters).length ? ' matching the filters' : ''}.` : undefined);
   renderTable(view, sel, answer, model.split);
@@ -518,8 +519,10 @@ function renderRun(run: RunInfo | undefined): void {
   );
 }
 
+/** `shardId-000000000001` as `#1`. */
 function shortShard(id: string): string {
-  return id.replace(/^shardId-0*/, '#');
+  const m = /^shardId-(\d+)$/.exec(id);
+  return m ? `#${Number(m[1])}` : id;
 }
 
 function miniTable(head: string[], rows: string[][]): HTMLTableElement {

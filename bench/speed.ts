@@ -1,0 +1,397 @@
+/**
+ * `npm run bench -- speed [--records N] [--sizes 100,1000,10000] [--kinesis-records N] [--no-write]`
+ *
+ * Part 1, same events and same run, against dynalite (a child process):
+ *   (a) the real speed handler fed synthetic Kinesis events of B records;
+ *   (b) a naive handler: one unconditional UpdateItem per (record, matching
+ *       view), no dedup, no exactly-once (the baseline).
+ * Reports records/s, delta writes, dedup requests and claim writes, all
+ * DynamoDB requests per record, and delta items per batch, at each batch size,
+ * on the demo mix (local/demo.ts: page views, purchases, signups, 5 % late,
+ * 3 % resent ids), 1,000 records/s of arrival time on one shard.
+ * Requests are counted by a middleware on the real client.
+ *
+ * Part 2, through the local cloud: records/s from kinesis-local through the
+ * local event source mapping and the handler, next to a bare GetRecords loop
+ * over the same stream in the same run.
+ *
+ * Writes the tables into docs/benchmarks.md under `## speed` (unless --no-write).
+ */
+import { CreateTableCommand, type DynamoDBClient, UpdateItemCommand } from '@aws-sdk/client-dynamodb';
+import { CreateStreamCommand, DescribeStreamSummaryCommand, GetRecordsCommand, GetShardIteratorCommand, ListShardsCommand, PutRecordsCommand } from '@aws-sdk/client-kinesis';
+import { Logger } from '@aws-lambda-powertools/logger';
+import { Metrics } from '@aws-lambda-powertools/metrics';
+import Table from 'cli-table3';
+import { Command } from 'commander';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { createClients } from '../functions/adapters/clients.ts';
+import { aggregate } from '../functions/core/aggregate.ts';
+import { decimalText } from '../functions/core/decimal.ts';
+import { DEMO_VIEWS } from '../functions/core/demo-views.ts';
+import { stateColumns } from '../functions/core/metrics.ts';
+import { DEFAULT_SETTINGS } from '../functions/core/settings.ts';
+import { TABLES, TTL_ATTRIBUTE } from '../functions/resources.ts';
+import { createSpeedHandler } from '../functions/speed.ts';
+import { ItemCache, speedKey } from '../functions/speed/apply.ts';
+import { mapLimit } from '../functions/speed/limit.ts';
+import { normalize, type StreamRecord } from '../functions/speed/process.ts';
+import { DemoGenerator } from '../local/demo.ts';
+import { emulatorEnv, startEmulator } from '../local/emulators.ts';
+import { startEventSourceMapping } from '../local/esm.ts';
+
+process.env.POWERTOOLS_METRICS_DISABLED = 'true';
+process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED = 'true';
+
+const opts = new Command()
+  .option('--records <n>', 'records per batch size (part 1)', (v) => Number.parseInt(v, 10), 10_000)
+  .option('--sizes <list>', 'batch sizes', '100,1000,10000')
+  .option('--kinesis-records <n>', 'records put into kinesis-local (part 2; 0 skips it)', (v) => Number.parseInt(v, 10), 3_000)
+  .option('--no-write', 'do not update docs/benchmarks.md')
+  .parse(process.argv)
+  .opts<{ records: number; sizes: string; kinesisRecords: number; write: boolean }>();
+
+const SHARD = 'shardId-000000000000';
+const SEQ0 = 49_590_338_271_490_256_608_559_692_538_361_571_095_921_575_989_136_588_898n;
+const T0 = Date.UTC(2025, 2, 3, 12, 0, 0);
+
+/** The demo mix at 1,000 records/s of arrival time: 100 events per 100 ms tick, plus resent ids. */
+function demoRecords(n: number): StreamRecord[] {
+  const gen = new DemoGenerator({ seed: 42 });
+  const out: StreamRecord[] = [];
+  for (let tick = 0; out.length < n; tick++) {
+    const at = T0 + tick * 100;
+    const { events, retries } = gen.tick(at, 100);
+    for (const e of [...events, ...retries]) {
+      if (out.length >= n) break;
+      // Arrival: spread over the tick, as PutRecords calls would land.
+      out.push({ shard: SHARD, seq: String(SEQ0 + BigInt(out.length) * 1_000_003n), arrival: at + (out.length % 100), data: Buffer.from(JSON.stringify(e)) });
+    }
+  }
+  return out;
+}
+
+function kinesisEvent(records: readonly StreamRecord[]) {
+  return {
+    Records: records.map((r) => ({
+      kinesis: {
+        kinesisSchemaVersion: '1.0',
+        partitionKey: 'k',
+        sequenceNumber: r.seq,
+        data: Buffer.from(r.data).toString('base64'),
+        approximateArrivalTimestamp: r.arrival / 1000,
+      },
+      eventSource: 'aws:kinesis',
+      eventVersion: '1.0',
+      eventID: `${r.shard}:${r.seq}`,
+      eventName: 'aws:kinesis:record',
+      invokeIdentityArn: 'arn:aws:iam::000000000000:role/bench',
+      awsRegion: 'us-east-1',
+      eventSourceARN: 'arn:aws:kinesis:us-east-1:000000000000:stream/bench',
+    })),
+  };
+}
+
+/** Requests by command, and UpdateItems by table, counted on the real client. */
+function countRequests(client: DynamoDBClient) {
+  const c = { byCommand: {} as Record<string, number>, updatesByTable: {} as Record<string, number>, total: 0, claimItems: 0 };
+  client.middlewareStack.add(
+    (next, context) => async (args) => {
+      const name = context.commandName ?? '?';
+      c.byCommand[name] = (c.byCommand[name] ?? 0) + 1;
+      c.total++;
+      if (name === 'UpdateItemCommand') {
+        const t = (args.input as { TableName?: string }).TableName ?? '?';
+        c.updatesByTable[t] = (c.updatesByTable[t] ?? 0) + 1;
+      }
+      if (name === 'BatchWriteItemCommand') {
+        for (const items of Object.values((args.input as { RequestItems?: Record<string, unknown[]> }).RequestItems ?? {})) c.claimItems += items.length;
+      }
+      return next(args);
+    },
+    { step: 'initialize', name: 'benchCountRequests' },
+  );
+  return {
+    counts: c,
+    reset() {
+      c.byCommand = {};
+      c.updatesByTable = {};
+      c.total = 0;
+      c.claimItems = 0;
+    },
+  };
+}
+
+async function createTables(ddb: DynamoDBClient, prefix: string) {
+  const names = { speed: `${prefix}-speed`, dedup: `${prefix}-dedup`, control: `${prefix}-control` };
+  for (const t of ['speed', 'dedup', 'control'] as const) {
+    const spec = TABLES[t];
+    const keys = [spec.partitionKey, ...('sortKey' in spec ? [spec.sortKey] : [])];
+    await ddb.send(
+      new CreateTableCommand({
+        TableName: names[t],
+        BillingMode: 'PAY_PER_REQUEST',
+        AttributeDefinitions: keys.map((k) => ({ AttributeName: k.name, AttributeType: k.type })),
+        KeySchema: keys.map((k, i) => ({ AttributeName: k.name, KeyType: i === 0 ? ('HASH' as const) : ('RANGE' as const) })),
+      }),
+    );
+  }
+  return names;
+}
+
+/**
+ * The baseline: per record and matching view, one unconditional UpdateItem
+ * (ADD count/sum; min/max only through if_not_exists, as it has no way to
+ * compare), same keys, 16 in flight. What a first speed layer usually does;
+ * it double counts every redelivery.
+ */
+async function naiveBatch(ddb: DynamoDBClient, table: string, records: readonly StreamRecord[]) {
+  const raws = records.flatMap((r) => {
+    const n = normalize(r);
+    return n.ok ? [n.record] : [];
+  });
+  const updates: { view: (typeof DEMO_VIEWS)[number]; delta: ReturnType<typeof aggregate>[number] }[] = [];
+  for (const r of raws) for (const view of DEMO_VIEWS) for (const delta of aggregate([view], [r], DEFAULT_SETTINGS.windowSeconds * 1000)) updates.push({ view, delta });
+  await mapLimit(updates, 16, async ({ view, delta }) => {
+    const { pk, sk } = speedKey(delta);
+    const names: Record<string, string> = { '#records': 'records' };
+    const values: Record<string, { N: string }> = { ':one': { N: '1' } };
+    const add = ['#records :one'];
+    const set: string[] = [];
+    stateColumns(view).forEach((c, i) => {
+      const v = delta.state[c.metric]?.[c.component];
+      if (v == null) return;
+      names[`#c${i}`] = c.column;
+      values[`:c${i}`] = { N: decimalText(v) };
+      if (c.component === 'count' || c.component === 'sum') add.push(`#c${i} :c${i}`);
+      else set.push(`#c${i} = if_not_exists(#c${i}, :c${i})`);
+    });
+    names['#exp'] = TTL_ATTRIBUTE;
+    values[':exp'] = { N: String(Math.floor(delta.window / 1000) + 86_400) };
+    set.push('#exp = :exp');
+    await ddb.send(
+      new UpdateItemCommand({
+        TableName: table,
+        Key: { pk: { S: pk }, sk: { S: sk } },
+        UpdateExpression: `ADD ${add.join(', ')} SET ${set.join(', ')}`,
+        ExpressionAttributeNames: names,
+        ExpressionAttributeValues: values,
+      }),
+    );
+  });
+}
+
+interface Row {
+  size: number;
+  records: number;
+  realRps: number;
+  naiveRps: number;
+  deltaWrites: number;
+  dedupRequests: number;
+  claimWrites: number;
+  requests: number;
+  itemsPerBatch: number;
+  naiveRequests: number;
+}
+
+const fmt = (n: number, digits = 3) => (Number.isFinite(n) ? n.toFixed(digits) : '-');
+const int = (n: number) => Math.round(n).toLocaleString('en-US');
+
+async function part1(): Promise<Row[]> {
+  const dynamo = await startEmulator('dynamodb');
+  try {
+    const env = { ...emulatorEnv({ kinesis: dynamo, dynamodb: dynamo, s3: dynamo }) };
+    const clients = createClients(env);
+    const counter = countRequests(clients.dynamodb);
+    const records = demoRecords(opts.records);
+    const rows: Row[] = [];
+    const sizes = opts.sizes.split(',').map((s) => Number.parseInt(s, 10));
+    let run = 0;
+    for (const size of sizes) {
+      const batches: StreamRecord[][] = [];
+      for (let i = 0; i < records.length; i += size) batches.push(records.slice(i, i + size));
+      // (a) the real handler: one batch at a time, as one shard is processed.
+      const real = await createTables(clients.dynamodb, `bench${++run}`);
+      const handler = createSpeedHandler({
+        ddb: clients.dynamodb,
+        s3: clients.s3,
+        tables: real,
+        failureBucket: 'unused',
+        views: DEMO_VIEWS,
+        settings: DEFAULT_SETTINGS,
+        cache: new ItemCache(),
+        logger: new Logger({ logLevel: 'SILENT' }),
+        metrics: new Metrics({ namespace: 'Bench' }),
+      });
+      const events = batches.map(kinesisEvent);
+      counter.reset();
+      let t = performance.now();
+      for (const e of events) {
+        const res = await handler(e);
+        if (res.batchItemFailures.length > 0) throw new Error('a benchmark batch failed');
+      }
+      const realMs = performance.now() - t;
+      const c = { total: counter.counts.total, claimItems: counter.counts.claimItems, byCommand: { ...counter.counts.byCommand }, updates: counter.counts.updatesByTable[real.speed] ?? 0 };
+
+      // (b) the naive handler over the same batches.
+      const naive = await createTables(clients.dynamodb, `naive${run}`);
+      counter.reset();
+      t = performance.now();
+      for (const b of batches) await naiveBatch(clients.dynamodb, naive.speed, b);
+      const naiveMs = performance.now() - t;
+      const naiveRequests = counter.counts.total;
+
+      rows.push({
+        size,
+        records: records.length,
+        realRps: (records.length / realMs) * 1000,
+        naiveRps: (records.length / naiveMs) * 1000,
+        deltaWrites: c.updates / records.length,
+        dedupRequests: ((c.byCommand.BatchGetItemCommand ?? 0) + (c.byCommand.BatchWriteItemCommand ?? 0)) / records.length,
+        claimWrites: c.claimItems / records.length,
+        requests: c.total / records.length,
+        itemsPerBatch: c.updates / batches.length,
+        naiveRequests: naiveRequests / records.length,
+      });
+      console.error(`batch ${size}: real ${fmt(realMs / 1000, 2)} s, naive ${fmt(naiveMs / 1000, 2)} s`);
+    }
+    return rows;
+  } finally {
+    await dynamo.stop();
+  }
+}
+
+interface KinesisRow {
+  records: number;
+  bareRps: number;
+  handlerRps: number;
+  batchSize: number;
+}
+
+async function part2(): Promise<KinesisRow | undefined> {
+  const n = opts.kinesisRecords;
+  if (n <= 0) return undefined;
+  const [kinesis, dynamo] = await Promise.all([startEmulator('kinesis'), startEmulator('dynamodb')]);
+  try {
+    const clients = createClients(emulatorEnv({ kinesis, dynamodb: dynamo, s3: dynamo }));
+    const StreamName = 'bench-speed';
+    await clients.kinesis.send(new CreateStreamCommand({ StreamName, ShardCount: 1 }));
+    for (let i = 0; i < 200; i++) {
+      const d = await clients.kinesis.send(new DescribeStreamSummaryCommand({ StreamName }));
+      if (d.StreamDescriptionSummary?.StreamStatus === 'ACTIVE') break;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    const gen = new DemoGenerator({ seed: 7 });
+    const events = Array.from({ length: n }, () => gen.event(Date.now()));
+    for (let i = 0; i < events.length; i += 500) {
+      const chunk = events.slice(i, i + 500);
+      await clients.kinesis.send(
+        new PutRecordsCommand({ StreamName, Records: chunk.map((e) => ({ PartitionKey: e.id, Data: Buffer.from(JSON.stringify(e)) })) }),
+      );
+    }
+    // Bare GetRecords loop: read the shard from the start until it is drained.
+    const shard = (await clients.kinesis.send(new ListShardsCommand({ StreamName }))).Shards![0]!.ShardId!;
+    let t = performance.now();
+    let iterator = (await clients.kinesis.send(new GetShardIteratorCommand({ StreamName, ShardId: shard, ShardIteratorType: 'TRIM_HORIZON' }))).ShardIterator;
+    let read = 0;
+    while (iterator && read < n) {
+      const r = await clients.kinesis.send(new GetRecordsCommand({ ShardIterator: iterator, Limit: 10_000 }));
+      read += r.Records?.length ?? 0;
+      iterator = r.NextShardIterator;
+    }
+    const bareMs = performance.now() - t;
+
+    const tables = await createTables(clients.dynamodb, 'esm');
+    const handler = createSpeedHandler({
+      ddb: clients.dynamodb,
+      s3: clients.s3,
+      tables,
+      failureBucket: 'unused',
+      views: DEMO_VIEWS,
+      settings: DEFAULT_SETTINGS,
+      cache: new ItemCache(),
+      logger: new Logger({ logLevel: 'SILENT' }),
+      metrics: new Metrics({ namespace: 'Bench' }),
+    });
+    const batchSize = 1000;
+    t = performance.now();
+    const esm = await startEventSourceMapping({
+      name: 'bench-speed',
+      kinesis: clients.kinesis,
+      streamName: StreamName,
+      batchSize,
+      reportBatchItemFailures: true,
+      pollIntervalMs: 20,
+      invoke: (e) => handler(e),
+      logger: { info: () => {}, warn: (m) => console.error(m), error: (m) => console.error(m) },
+    });
+    await esm.idle();
+    const handlerMs = performance.now() - t;
+    const processed = Object.values(esm.stats().perShard).reduce((a, s) => a + s.records, 0);
+    await esm.stop();
+    if (processed !== n) throw new Error(`the mapping processed ${processed} of ${n} records`);
+    return { records: n, bareRps: (read / bareMs) * 1000, handlerRps: (n / handlerMs) * 1000, batchSize };
+  } finally {
+    await Promise.all([kinesis.stop(), dynamo.stop()]);
+  }
+}
+
+function render(rows: Row[], k: KinesisRow | undefined): string {
+  const lines: string[] = [];
+  lines.push(`Demo mix (local/demo.ts, seed 42: 80 % page views, 13 % purchases, 7 % signups; 5 % late by 2 min to 3 h; 3 % ids resent), 1,000 records/s of arrival time on one shard, ${int(rows[0]?.records ?? 0)} records per batch size, dynalite as a child process. Baseline: the naive handler (one UpdateItem per record and matching view, no dedup, not exactly-once) over the same batches in the same run.`);
+  lines.push('');
+  lines.push('| batch size | real records/s | naive records/s | speed-up | delta writes / record | dedup requests / record | claim writes / record | DynamoDB requests / record (naive) | delta items / batch |');
+  lines.push('|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
+  for (const r of rows) {
+    lines.push(
+      `| ${int(r.size)} | ${int(r.realRps)} | ${int(r.naiveRps)} | ${fmt(r.realRps / r.naiveRps, 1)}x | ${fmt(r.deltaWrites)} | ${fmt(r.dedupRequests)} | ${fmt(r.claimWrites)} | ${fmt(r.requests)} (${fmt(r.naiveRequests, 2)}) | ${fmt(r.itemsPerBatch, 1)} |`,
+    );
+  }
+  if (k) {
+    lines.push('');
+    lines.push(`Through the local cloud: ${int(k.records)} demo records put into kinesis-local (one shard), then read by a bare GetRecords loop (baseline) and by the local event source mapping (batch size ${int(k.batchSize)}) invoking the real handler against dynalite, in the same run.`);
+    lines.push('');
+    lines.push('| path | records/s | ratio |');
+    lines.push('|---|---:|---:|');
+    lines.push(`| bare GetRecords loop | ${int(k.bareRps)} | 1.00x |`);
+    lines.push(`| kinesis-local -> ESM -> speed handler -> dynalite | ${int(k.handlerRps)} | ${fmt(k.handlerRps / k.bareRps, 2)}x |`);
+  }
+  return lines.join('\n');
+}
+
+const rows = await part1();
+const kinesisRow = await part2();
+
+const table = new Table({ head: ['batch', 'real rec/s', 'naive rec/s', 'x', 'delta w/rec', 'dedup req/rec', 'claims/rec', 'req/rec', 'naive req/rec', 'items/batch'] });
+for (const r of rows) {
+  table.push([
+    int(r.size),
+    int(r.realRps),
+    int(r.naiveRps),
+    fmt(r.realRps / r.naiveRps, 1),
+    fmt(r.deltaWrites),
+    fmt(r.dedupRequests),
+    fmt(r.claimWrites),
+    fmt(r.requests),
+    fmt(r.naiveRequests, 2),
+    fmt(r.itemsPerBatch, 1),
+  ]);
+}
+console.log(table.toString());
+if (kinesisRow) console.log(`kinesis-local: bare GetRecords ${int(kinesisRow.bareRps)} records/s; through the ESM and the handler ${int(kinesisRow.handlerRps)} records/s (${fmt(kinesisRow.handlerRps / kinesisRow.bareRps, 2)}x)`);
+
+if (opts.write) {
+  const path = join(dirname(fileURLToPath(import.meta.url)), '..', 'docs', 'benchmarks.md');
+  const body = `## speed\n\n\`npm run bench -- speed\` (bench/speed.ts; see docs/speed-layer.md for what the numbers mean).\n\n${render(rows, kinesisRow)}\n`;
+  const doc = readFileSync(path, 'utf8');
+  const start = doc.search(/^## speed\s*$/m);
+  let next = -1;
+  if (start >= 0) {
+    const rest = doc.slice(start + 1).search(/^## /m);
+    next = rest >= 0 ? start + 1 + rest : -1;
+  }
+  const updated = start < 0 ? `${doc.trimEnd()}\n\n${body}` : `${doc.slice(0, start)}${body}${next >= 0 ? `\n${doc.slice(next)}` : ''}`;
+  writeFileSync(path, updated);
+  console.error('wrote docs/benchmarks.md ## speed');
+}

@@ -1,0 +1,367 @@
+/**
+ * The batch layer against real emulators and DuckDB: planning over
+ * kinesis-local, exact versions, skipped runs, crashes mid-load, a missing or
+ * truncated raw object, a lost publish race, retention, rollback, the lock,
+ * and the HTTP routes of functions/batch-api.ts.
+ */
+import { DeleteObjectCommand, ListObjectsV2Command, PutObjectCommand } from '@aws-sdk/client-s3';
+import { GetRecordsCommand, GetShardIteratorCommand, ListShardsCommand } from '@aws-sdk/client-kinesis';
+import { gzipSync } from 'node:zlib';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createBatchApiHandler } from '../../functions/batch-api.ts';
+import { acquireLock, getManifest, getPointer, getRun, releaseLock } from '../../functions/batch/control.ts';
+import { batchContext, type BatchOptions, runBatchToCompletion, startBatchRun } from '../../functions/batch/pipeline.ts';
+import { computeCutoff, gatherProgress } from '../../functions/batch/planner.ts';
+import { planStep, publishStep, SimulatedCrash, viewStep } from '../../functions/batch/steps.ts';
+import { DEMO_VIEWS } from '../../functions/core/demo-views.ts';
+import { apiEvent, lambdaContext, silentLogger } from '../support/api.ts';
+import {
+  archiveHandler,
+  batchesOf,
+  batchOptions,
+  batchOracle,
+  freshResources,
+  generateStream,
+  kinesisEvent,
+  readBatchRows,
+  removeStageDirs,
+  type Resources,
+  type ShardRecord,
+  scanAll,
+  sorted,
+  testConfig,
+} from '../support/batch.ts';
+import { startTestCloud, type TestCloud } from '../support/cloud.ts';
+import { createStream, put } from '../support/kinesis.ts';
+
+const T0 = Date.UTC(2030, 0, 15, 10, 0, 0);
+const MIN = 60_000;
+
+describe('batch layer', () => {
+  let cloud: TestCloud;
+  beforeAll(async () => {
+    cloud = await startTestCloud();
+  });
+  afterAll(async () => {
+    await cloud?.stop();
+    removeStageDirs();
+  });
+
+  /** A test world: fresh stores, the archive handler, a clock, and helpers to add events and run. */
+  interface World {
+    readonly r: Resources;
+    readonly config: ReturnType<typeof testConfig>;
+    readonly records: ShardRecord[];
+    now: number;
+    add(events?: number, at?: number): Promise<ShardRecord[]>;
+    opts(extra?: BatchOptions): BatchOptions;
+    run(extra?: BatchOptions): ReturnType<typeof runBatchToCompletion>;
+    expectVersion(version: number, cutoff: number): Promise<void>;
+    control(): { doc: TestCloud['clients']['doc']; table: string };
+    api(extra?: BatchOptions): (method: string, path: string, body?: unknown) => Promise<{ status: number; body: Record<string, unknown> }>;
+  }
+
+  async function world(settings: { keepVersions?: number } = {}): Promise<World> {
+    const r = await freshResources(cloud.clients);
+    const config = testConfig(r, cloud.names.TANDEM_STREAM_NAME!, DEMO_VIEWS, settings);
+    const archive = archiveHandler(cloud.clients, r);
+    const records: ShardRecord[] = [];
+    let round = 0;
+    const w: World = {
+      r,
+      config,
+      records,
+      now: T0,
+      /** Archives a round of events arriving over the 5 minutes after `at`, and moves the clock past them. */
+      async add(events = 120, at = w.now) {
+        const batch = generateStream({ events, shards: 2, start: at, span: 5 * MIN, duplicates: 0.05, late: 0.1, seed: 100 + round++ });
+        // Later rounds continue the shards' sequence numbers.
+        const offset = records.length;
+        const shifted = batch.map((x, i) => ({ ...x, seq: (BigInt(x.seq) + BigInt(offset + i) * 10n ** 20n).toString() }));
+        for (const b of batchesOf(shifted, 50)) expect((await archive(kinesisEvent(b))).batchItemFailures).toEqual([]);
+        records.push(...shifted);
+        w.now = Math.max(w.now, ...shifted.map((x) => x.arrival)) + 2 * MIN;
+        return shifted;
+      },
+      opts(extra: BatchOptions = {}): BatchOptions {
+        return batchOptions(cloud.clients, r, { now: () => w.now, ...extra });
+      },
+      run(extra: BatchOptions = {}) {
+        return runBatchToCompletion(cloud.clients, config, w.opts(extra));
+      },
+      async expectVersion(version: number, cutoff: number) {
+        for (const view of DEMO_VIEWS) {
+          const want = batchOracle(view, records, cutoff);
+          expect(sorted(await readBatchRows(cloud.clients.dynamodb, r.tables.batchViews, view, version))).toEqual(sorted(want));
+        }
+      },
+      control: () => ({ doc: cloud.clients.doc, table: r.tables.control }),
+      api(extra: BatchOptions = {}) {
+        const handler = createBatchApiHandler(() => ({ clients: cloud.clients, config, env: {}, batch: w.opts(extra) }), silentLogger());
+        return async (method: string, path: string, body?: unknown) => {
+          const res = await handler(
+            apiEvent(method, path, {
+              ...(body !== undefined && { body: typeof body === 'string' ? body : JSON.stringify(body) }),
+              ...(path.startsWith('/batch/runs/') && { resource: '/batch/runs/{id}', pathParameters: { id: path.split('/')[3]! } }),
+            }),
+            lambdaContext(),
+          );
+          return { status: res.statusCode, body: JSON.parse(res.body) as Record<string, unknown> };
+        };
+      },
+    };
+    return w;
+  }
+
+  it('plans over kinesis-local: a lagging shard holds C back, an idle one does not', async () => {
+    const r = await freshResources(cloud.clients);
+    const stream = await createStream(cloud.clients.kinesis, 2);
+    const shards = (await cloud.clients.kinesis.send(new ListShardsCommand({ StreamName: stream }))).Shards!;
+    const hashKeys = shards.map((s) => s.HashKeyRange!.StartingHashKey!);
+    const ts = Date.now();
+    await put(cloud.clients.kinesis, stream, [0, 1, 2].map((i) => ({ id: `a${i}`, type: 'signup', ts })), hashKeys[0]);
+    await new Promise((res) => setTimeout(res, 50));
+    await put(cloud.clients.kinesis, stream, [0, 1].map((i) => ({ id: `b${i}`, type: 'signup', ts })), hashKeys[1]);
+    const read = async (shardId: string): Promise<ShardRecord[]> => {
+      const it = await cloud.clients.kinesis.send(new GetShardIteratorCommand({ StreamName: stream, ShardId: shardId, ShardIteratorType: 'TRIM_HORIZON' }));
+      const got = await cloud.clients.kinesis.send(new GetRecordsCommand({ ShardIterator: it.ShardIterator! }));
+      return (got.Records ?? []).map((x) => ({
+        shard: shardId,
+        seq: x.SequenceNumber!,
+        arrival: x.ApproximateArrivalTimestamp!.getTime(),
+        event: JSON.parse(Buffer.from(x.Data!).toString()) as Record<string, unknown>,
+      }));
+    };
+    const [s0, s1] = [await read(shards[0]!.ShardId!), await read(shards[1]!.ShardId!)];
+    expect([s0.length, s1.length]).toEqual([3, 2]);
+    const archive = archiveHandler(cloud.clients, r);
+    const settings = { windowSeconds: 1, cutoffMarginSeconds: 0 };
+    const plan = async () => {
+      const p = await gatherProgress({ kinesis: cloud.clients.kinesis, doc: cloud.clients.doc, streamName: stream, controlTable: r.tables.control, now: Date.now });
+      return computeCutoff({ shards: p.shards, now: p.now, settings, published: null });
+    };
+
+    // Nothing archived: both shards lag, C is bounded by the first record of the stream.
+    const none = await plan();
+    expect(none.shards.map((s) => s.state)).toEqual(['lagging', 'lagging']);
+    expect(none.cutoff).toBeLessThanOrEqual(s0[0]!.arrival);
+
+    // Shard 0 archived (twice, then the first two again: the checkpoint stays), shard 1 not: shard 1 holds C back.
+    await archive(kinesisEvent(s0));
+    await archive(kinesisEvent(s0.slice(0, 2)));
+    const one = await plan();
+    expect(one.shards.map((s) => s.state)).toEqual(['idle', 'lagging']);
+    expect(one.limitedBy).toBe(shards[1]!.ShardId);
+    expect(one.cutoff).toBeLessThanOrEqual(s1[0]!.arrival);
+    expect(one.cutoff).toBeGreaterThan(s1[0]!.arrival - 1000);
+
+    // Everything archived: the checkpoints are old but nothing lies past them, so both shards are idle.
+    await archive(kinesisEvent(s1));
+    const before = Date.now();
+    const all = await plan();
+    expect(all.shards.map((s) => s.state)).toEqual(['idle', 'idle']);
+    expect(all.cutoff).toBeGreaterThanOrEqual(Math.floor(before / 1000) * 1000 - 1000);
+  });
+
+  it('publishes version 1 equal to the oracle; a run with nothing new is SKIPPED and publishes nothing', async () => {
+    const w = await world();
+    await w.add(200);
+    const run = await w.run();
+    expect(run).toMatchObject({ state: 'SUCCEEDED', stage: 'done', version: 1 });
+    expect(run.cutoff).toBe(Math.floor((w.now - 5000) / MIN) * MIN);
+    expect(Object.keys(run.views).sort()).toEqual(DEMO_VIEWS.map((v) => v.name).sort());
+    expect(run.archive?.records).toBe(200);
+    await w.expectVersion(1, run.cutoff!);
+    const pointer = await getPointer(w.control());
+    expect(pointer).toMatchObject({ version: 1, cutoff: run.cutoff, runId: run.runId });
+
+    const again = await w.run();
+    expect(again.state).toBe('SKIPPED');
+    expect(again.note).toMatch(/has not advanced/);
+    expect((await getPointer(w.control()))?.version).toBe(1);
+  });
+
+  it('a crash mid-load leaves the pointer and the reads on the old version; the next run retires the partial one', async () => {
+    const w = await world();
+    await w.add(150);
+    const v1 = await w.run();
+    expect(v1.version).toBe(1);
+    await w.add(150);
+    // A dead process: no cleanup, the run item stays RUNNING, the lock stays until it expires.
+    const crashed = await w.run({
+      hooks: {
+        afterItems: (view, written) => {
+          if (view === 'page_views' && written >= 25) throw new SimulatedCrash('mid-load');
+        },
+      },
+    });
+    expect(crashed).toMatchObject({ state: 'RUNNING', version: 2 });
+    expect((await getPointer(w.control()))?.version).toBe(1);
+    await w.expectVersion(1, v1.cutoff!);
+    expect((await getManifest(w.control(), 2))?.state).toBe('loading');
+
+    // The lock blocks new runs until it expires...
+    const blocked = await startBatchRun(cloud.clients, w.config, w.opts());
+    expect(blocked).toMatchObject({ runId: crashed.runId, alreadyRunning: true });
+    // ...then the next run takes over, publishes version 3 and retires the partial version 2 with its rows.
+    w.now += 301_000;
+    const v3 = await w.run();
+    expect(v3).toMatchObject({ state: 'SUCCEEDED', version: 3 });
+    await w.expectVersion(3, v3.cutoff!);
+    expect((await getManifest(w.control(), 2))?.state).toBe('retired');
+    const left = await scanAll(cloud.clients.dynamodb, w.r.tables.batchViews);
+    expect(left.filter((i) => i.version?.N === '2')).toEqual([]);
+  });
+
+  it('a failing load marks the run FAILED, releases the lock and retires its rows at once', async () => {
+    const w = await world();
+    await w.add(120);
+    await w.run();
+    await w.add(120);
+    const failed = await w.run({
+      hooks: {
+        afterItems: (view, written) => {
+          if (view === 'events_by_type' && written >= 1) throw new Error('DynamoDB went away');
+        },
+      },
+    });
+    expect(failed).toMatchObject({ state: 'FAILED', version: 2 });
+    expect(failed.error).toMatch(/DynamoDB went away/);
+    expect((await getPointer(w.control()))?.version).toBe(1);
+    expect((await scanAll(cloud.clients.dynamodb, w.r.tables.batchViews)).filter((i) => i.version?.N === '2')).toEqual([]);
+    expect((await w.run()).state).toBe('SUCCEEDED');
+  });
+
+  it('a missing raw object fails the run without flipping, even when the staging cache still holds it', async () => {
+    const w = await world();
+    await w.add(150);
+    const v1 = await w.run();
+    await w.add(150);
+    const objects = (await cloud.clients.s3.send(new ListObjectsV2Command({ Bucket: w.r.buckets.raw, Prefix: 'raw/' }))).Contents!.map((o) => o.Key!);
+    // An object run 1 staged (so it sits in the cache) disappears from S3.
+    await cloud.clients.s3.send(new DeleteObjectCommand({ Bucket: w.r.buckets.raw, Key: objects.sort()[0]! }));
+    const run = await w.run();
+    expect(run.state).toBe('FAILED');
+    expect(run.error).toMatch(/IncompleteArchiveError: the archive is incomplete: 1 raw object\(s\) missing/);
+    expect(await getPointer(w.control())).toMatchObject({ version: v1.version, cutoff: v1.cutoff });
+    await w.expectVersion(1, v1.cutoff!);
+  });
+
+  it('a truncated raw object fails the run without flipping', async () => {
+    const w = await world();
+    await w.add(100);
+    const key = (await cloud.clients.s3.send(new ListObjectsV2Command({ Bucket: w.r.buckets.raw, Prefix: 'raw/' }))).Contents![0]!.Key!;
+    await cloud.clients.s3.send(new PutObjectCommand({ Bucket: w.r.buckets.raw, Key: key, Body: gzipSync('{"id":"x","type":"t","ts":1,"arrival":1,"shard":"s","seq":"1","fields":{},"num":{}}\n') }));
+    const run = await w.run();
+    expect(run.state).toBe('FAILED');
+    expect(run.error).toMatch(/wrong number of records.*\(1 read, \d+ written\)/);
+    expect(await getPointer(w.control())).toBeUndefined();
+  });
+
+  it('two runs racing to publish: the higher version wins and the other reports it lost', async () => {
+    const w = await world();
+    await w.add(120);
+    const ctxA = batchContext(cloud.clients, w.config, w.opts());
+    const a = await planStep(ctxA, 'run-a', { keepSession: true });
+    for (const view of a.views) await viewStep(ctxA, { runId: 'run-a', version: a.version!, cutoff: a.cutoff!, view }, a.session);
+    await a.session?.close();
+    // Run B gets the lock (A's expired, say) and publishes a higher version first.
+    await releaseLock(w.control(), 'run-a');
+    await w.add(60);
+    const b = await w.run({ runId: 'run-b' });
+    expect(b).toMatchObject({ state: 'SUCCEEDED', version: a.version! + 1 });
+    // A comes back and tries to publish its lower version.
+    expect(await acquireLock(w.control(), 'run-a', w.now, 300)).toEqual({ acquired: true });
+    const lost = await publishStep(ctxA, { runId: 'run-a', version: a.version!, cutoff: a.cutoff! });
+    expect(lost).toMatchObject({ state: 'FAILED', published: false, current: b.version });
+    expect((await getRun(w.control(), 'run-a'))?.error).toMatch(/lost the publish race: version 2/);
+    expect((await getPointer(w.control()))?.version).toBe(b.version);
+    expect((await getManifest(w.control(), a.version!))?.state).toBe('retired');
+    expect((await scanAll(cloud.clients.dynamodb, w.r.tables.batchViews)).filter((i) => i.version?.N === String(a.version))).toEqual([]);
+    await w.expectVersion(b.version!, b.cutoff!);
+  });
+
+  it('keeps the last K versions readable and deletes older ones', async () => {
+    const w = await world({ keepVersions: 2 });
+    const runs = [];
+    for (let i = 0; i < 3; i++) {
+      await w.add(80);
+      runs.push(await w.run());
+    }
+    expect(runs.map((x) => x.version)).toEqual([1, 2, 3]);
+    expect((await getManifest(w.control(), 1))?.state).toBe('retired');
+    expect((await getManifest(w.control(), 2))?.state).toBe('published');
+    const versions = new Set((await scanAll(cloud.clients.dynamodb, w.r.tables.batchViews)).map((i) => i.version?.N));
+    expect([...versions].sort()).toEqual(['2', '3']);
+    await w.expectVersion(2, runs[1]!.cutoff!);
+    const api = w.api();
+    expect(await api('POST', '/batch/rollback', { version: 1 })).toMatchObject({ status: 409, body: { field: 'version', error: expect.stringMatching(/retired/) } });
+  });
+
+  it('rollback serves the old version, refuses a cutoff the speed layer no longer covers, 404s an unknown version', async () => {
+    const w = await world();
+    await w.add(120);
+    const v1 = await w.run();
+    await w.add(120);
+    const v2 = await w.run();
+    expect(v2.version).toBe(2);
+    const api = w.api();
+    const back = await api('POST', '/batch/rollback', { version: 1 });
+    expect(back).toMatchObject({ status: 200, body: { version: 1, cutoff: new Date(v1.cutoff!).toISOString(), rolledBackFrom: 2 } });
+    expect(await getPointer(w.control())).toMatchObject({ version: 1, cutoff: v1.cutoff });
+    await w.expectVersion(1, v1.cutoff!);
+    // Forward again to 2 (kept), then time passes: version 1's speed windows are about to expire.
+    expect((await api('POST', '/batch/rollback', { version: 2 })).status).toBe(200);
+    w.now = v1.cutoff! + (2 * 6 * 3600 + 60) * 1000 + 1000;
+    const late = await w.api()('POST', '/batch/rollback', { version: 1 });
+    expect(late).toMatchObject({ status: 409, body: { field: 'version', error: expect.stringMatching(/older than the speed layer's coverage/) } });
+    expect((await getPointer(w.control()))?.version).toBe(2);
+    expect(await api('POST', '/batch/rollback', { version: 99 })).toMatchObject({ status: 404, body: { field: 'version' } });
+    expect(await api('POST', '/batch/rollback', { version: 'one' })).toMatchObject({ status: 400, body: { field: 'version' } });
+    expect(await api('POST', '/batch/rollback', { version: 1.5 })).toMatchObject({ status: 400, body: { field: 'version' } });
+    expect(await api('POST', '/batch/rollback', '{not json')).toMatchObject({ status: 400, body: { field: 'body' } });
+    expect(await api('POST', '/batch/rollback', [])).toMatchObject({ status: 400, body: { field: 'version' } });
+  });
+
+  it('never two runs at once: a start while one runs answers with its id, over the API too', async () => {
+    const w = await world();
+    await w.add(100);
+    let open!: () => void;
+    const gate = new Promise<void>((res) => {
+      open = res;
+    });
+    const first = await startBatchRun(cloud.clients, w.config, w.opts({ hooks: { afterStage: (s) => (s === 'plan' ? gate : undefined) } }));
+    expect(first.alreadyRunning).toBe(false);
+    const second = await startBatchRun(cloud.clients, w.config, w.opts());
+    expect(second).toMatchObject({ runId: first.runId, alreadyRunning: true });
+    const api = w.api();
+    expect(await api('POST', '/batch/runs')).toMatchObject({ status: 202, body: { id: first.runId, state: 'RUNNING' } });
+    const during = await api('GET', `/batch/runs/${first.runId}`);
+    expect(during).toMatchObject({ status: 200, body: { id: first.runId, state: 'RUNNING' } });
+    open();
+    const done = await first.done;
+    expect(done?.state).toBe('SUCCEEDED');
+  });
+
+  it('POST /batch/runs runs in process and GET /batch/runs/{id} reports state, version, cutoff and per-view timings', async () => {
+    const w = await world();
+    await w.add(100);
+    const api = w.api();
+    const started = await api('POST', '/batch/runs');
+    expect(started).toMatchObject({ status: 202, body: { state: 'RUNNING' } });
+    const id = String(started.body.id);
+    let got = await api('GET', `/batch/runs/${id}`);
+    for (let i = 0; i < 200 && got.body.state === 'RUNNING'; i++) {
+      await new Promise((res) => setTimeout(res, 50));
+      got = await api('GET', `/batch/runs/${id}`);
+    }
+    expect(got.status).toBe(200);
+    expect(got.body).toMatchObject({ id, state: 'SUCCEEDED', stage: 'done', version: 1, cutoff: new Date(Math.floor((w.now - 5000) / MIN) * MIN).toISOString() });
+    const views = got.body.views as Record<string, { rows: number; sqlMs: number; loadMs: number }>;
+    expect(Object.keys(views).sort()).toEqual(DEMO_VIEWS.map((v) => v.name).sort());
+    for (const v of Object.values(views)) expect(v).toEqual({ rows: expect.any(Number), sqlMs: expect.any(Number), loadMs: expect.any(Number) });
+    expect(got.body.timings).toMatchObject({ plan: expect.any(Number), publish: expect.any(Number), total: expect.any(Number) });
+    expect(await api('GET', '/batch/runs/run-nope')).toMatchObject({ status: 404, body: { field: 'id' } });
+    expect(await api('GET', '/batch/runs/bad%20id')).toMatchObject({ status: 400, body: { field: 'id' } });
+  });
+});

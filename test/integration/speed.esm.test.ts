@@ -1,0 +1,176 @@
+/**
+ * The speed handler driven by the local event source mapping (local/esm.ts)
+ * from records put into kinesis-local, with a crash hook around each
+ * invocation: a function error before the handler runs, a function error
+ * after it ran (a timeout after the writes landed: Lambda bisects and
+ * retries), and DynamoDB faults inside it (the handler reports the batch's
+ * first record). Property: the speed table ends equal to the oracle over the
+ * records as Kinesis stored them (their real sequence numbers and arrival
+ * times), and poison is counted once.
+ */
+import { GetItemCommand } from '@aws-sdk/client-dynamodb';
+import {
+  CreateStreamCommand,
+  DeleteStreamCommand,
+  DescribeStreamSummaryCommand,
+  GetRecordsCommand,
+  GetShardIteratorCommand,
+  ListShardsCommand,
+  PutRecordsCommand,
+} from '@aws-sdk/client-kinesis';
+import fc from 'fast-check';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { DEMO_VIEWS } from '../../functions/core/demo-views.ts';
+import { DEFAULT_SETTINGS } from '../../functions/core/settings.ts';
+import { createSpeedHandler } from '../../functions/speed.ts';
+import { ItemCache } from '../../functions/speed/apply.ts';
+import { startEventSourceMapping } from '../../local/esm.ts';
+import { startTestCloud, type TestCloud } from '../support/cloud.ts';
+import { asObject, createSpeedTables, type Fault, faultyClient, oracle, quietTelemetry, readSpeedTable, type ShardRecord } from '../support/speed.ts';
+
+const telemetry = quietTelemetry();
+const WINDOW_MS = DEFAULT_SETTINGS.windowSeconds * 1000;
+const quiet = { info: () => {}, warn: () => {}, error: () => {} };
+
+type Hook = { kind: 'none' } | { kind: 'before' } | { kind: 'after' } | { kind: 'dynamo'; fault: Fault };
+
+const hookArb: fc.Arbitrary<Hook> = fc.oneof(
+  { weight: 3, arbitrary: fc.constant({ kind: 'none' } as Hook) },
+  { weight: 1, arbitrary: fc.constant({ kind: 'before' } as Hook) },
+  { weight: 1, arbitrary: fc.constant({ kind: 'after' } as Hook) },
+  {
+    weight: 2,
+    arbitrary: fc
+      .record({ after: fc.nat(5), kind: fc.constantFrom('throw', 'lost'), on: fc.constantFrom('UpdateItemCommand', 'any') })
+      .map((fault) => ({ kind: 'dynamo', fault: fault as Fault }) as Hook),
+  },
+);
+
+const eventArb = fc.record({
+  id: fc.nat(9),
+  type: fc.constantFrom('purchase', 'page_view', 'signup'),
+  country: fc.constantFrom('DE', 'FR'),
+  amount: fc.constantFrom(0.000000001, 12.5, 3),
+  lateMs: fc.constantFrom(0, 0, 7_200_000),
+  poison: fc.constantFrom(false, false, false, false, false, false, false, false, false, true),
+});
+
+async function readStream(cloud: TestCloud, StreamName: string): Promise<ShardRecord[]> {
+  const shards = (await cloud.clients.kinesis.send(new ListShardsCommand({ StreamName }))).Shards ?? [];
+  const out: ShardRecord[] = [];
+  for (const s of shards) {
+    const it = await cloud.clients.kinesis.send(new GetShardIteratorCommand({ StreamName, ShardId: s.ShardId!, ShardIteratorType: 'TRIM_HORIZON' }));
+    const got = await cloud.clients.kinesis.send(new GetRecordsCommand({ ShardIterator: it.ShardIterator!, Limit: 10_000 }));
+    for (const r of got.Records ?? []) {
+      const bytes = Buffer.from(r.Data ?? new Uint8Array());
+      let event: ShardRecord['event'];
+      try {
+        event = JSON.parse(bytes.toString('utf8'));
+      } catch {
+        event = bytes;
+      }
+      out.push({ shard: s.ShardId!, seq: r.SequenceNumber!, arrival: r.ApproximateArrivalTimestamp!.getTime(), event });
+    }
+  }
+  return out;
+}
+
+describe('speed layer through the local event source mapping', () => {
+  let cloud: TestCloud;
+  let run = 0;
+  beforeAll(async () => {
+    cloud = await startTestCloud();
+  });
+  afterAll(async () => {
+    await cloud?.stop();
+  });
+
+  it('ends equal to the oracle under random crashes, with Lambda retrying and bisecting', async () => {
+    await fc.assert(
+      fc.asyncProperty(
+        fc.array(eventArb, { minLength: 1, maxLength: 24 }),
+        fc.array(hookArb, { maxLength: 10 }),
+        fc.integer({ min: 1, max: 8 }),
+        async (events, hooks, batchSize) => {
+          const n = ++run;
+          const StreamName = `speed-esm-${n}`;
+          await cloud.clients.kinesis.send(new CreateStreamCommand({ StreamName, ShardCount: 2 }));
+          for (let i = 0; ; i++) {
+            const d = await cloud.clients.kinesis.send(new DescribeStreamSummaryCommand({ StreamName }));
+            if (d.StreamDescriptionSummary?.StreamStatus === 'ACTIVE') break;
+            if (i > 200) throw new Error('stream not ACTIVE');
+            await new Promise((r) => setTimeout(r, 20));
+          }
+          const tables = await createSpeedTables(cloud.clients.dynamodb, `esm${n}`);
+          // Two requests, as producers retrying would send them: the second repeats some ids.
+          const now = Date.now();
+          const entries = events.map((e, i) => ({
+            PartitionKey: `e${e.id}`,
+            Data: e.poison
+              ? Buffer.from(`not json ${i}`)
+              : Buffer.from(JSON.stringify({ id: `e${e.id}`, type: e.type, ts: now - e.lateMs - i, country: e.country, amount: e.amount })),
+          }));
+          const half = Math.ceil(entries.length / 2);
+          for (const part of [entries.slice(0, half), entries.slice(half)]) {
+            if (part.length === 0) continue;
+            const put = await cloud.clients.kinesis.send(new PutRecordsCommand({ StreamName, Records: part }));
+            expect(put.FailedRecordCount ?? 0).toBe(0);
+          }
+
+          const faulty = faultyClient(cloud.clients.dynamodb);
+          const handler = createSpeedHandler({
+            ddb: faulty.client,
+            s3: cloud.clients.s3,
+            tables,
+            failureBucket: cloud.names.TANDEM_FAILURE_BUCKET!,
+            views: DEMO_VIEWS,
+            settings: DEFAULT_SETTINGS,
+            cache: new ItemCache(),
+            ...telemetry,
+          });
+          const pending = [...hooks];
+          const esm = await startEventSourceMapping({
+            name: `speed-esm-${n}`,
+            kinesis: cloud.clients.kinesis,
+            streamName: StreamName,
+            batchSize,
+            bisectBatchOnError: true,
+            reportBatchItemFailures: true,
+            retryAttempts: -1,
+            maxRecordAgeSeconds: -1,
+            pollIntervalMs: 20,
+            retryBackoffMs: 1,
+            shardRefreshMs: 60_000,
+            logger: quiet,
+            invoke: async (event) => {
+              const hook = pending.shift() ?? { kind: 'none' };
+              if (hook.kind === 'before') throw new Error('crash hook: before the handler');
+              faulty.arm(hook.kind === 'dynamo' ? hook.fault : undefined);
+              try {
+                const res = await handler(event);
+                if (hook.kind === 'after') throw new Error('crash hook: after the handler (a timeout)');
+                return res;
+              } finally {
+                faulty.arm(undefined);
+              }
+            },
+          });
+          try {
+            await esm.idle();
+          } finally {
+            await esm.stop();
+          }
+          const stored = await readStream(cloud, StreamName);
+          expect(stored).toHaveLength(events.length);
+          const got = await readSpeedTable(cloud.clients.dynamodb, tables.speed);
+          expect(asObject(got)).toEqual(asObject(oracle(DEMO_VIEWS, stored, WINDOW_MS)));
+          const poison = stored.filter((r) => r.event instanceof Uint8Array).length;
+          const stats = await cloud.clients.dynamodb.send(new GetItemCommand({ TableName: tables.control, Key: { pk: { S: 'stats' }, sk: { S: 'poison' } } }));
+          expect(Number(stats.Item?.count?.N ?? 0)).toBe(poison);
+          await cloud.clients.kinesis.send(new DeleteStreamCommand({ StreamName, EnforceConsumerDeletion: true }));
+        },
+      ),
+      { numRuns: 100 },
+    );
+  });
+});

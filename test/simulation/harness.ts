@@ -1,0 +1,429 @@
+/**
+ * The simulation's local cloud. It is assembled from the local cloud's own
+ * parts exactly as local/cloud.ts assembles them (emulators as child
+ * processes, provisioning, the Lambda runtime, the Kinesis event source
+ * mappings with bisect, bounded retries, ReportBatchItemFailures and the
+ * on-failure bucket, the API Gateway stand-in), with one difference: the
+ * handlers are built with their factories (createSpeedHandler,
+ * createArchiveHandler, createIngestHandler, createQueryHandler,
+ * createBatchApiHandler) over clients wrapped by the fault seams of
+ * faults.ts, where local/cloud.ts imports the handler modules, whose clients
+ * live at module scope and cannot be wrapped.
+ *
+ * `SimCloud` owns the emulators (one set per process, data on disk so a
+ * restart keeps it); a `World` is one seed's Tandem: its own stream, tables,
+ * buckets and checkpoints (a fresh name prefix), torn down at the end.
+ */
+import { type AttributeValue, DeleteTableCommand } from '@aws-sdk/client-dynamodb';
+import {
+  DeleteStreamCommand,
+  DescribeStreamSummaryCommand,
+  ListShardsCommand,
+  PutRecordsCommand,
+  type Shard,
+  SplitShardCommand,
+  UpdateShardCountCommand,
+} from '@aws-sdk/client-kinesis';
+import type { APIGatewayProxyEvent } from 'aws-lambda';
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { type Clients, createClients } from '../../functions/adapters/clients.ts';
+import { readJsonBody } from '../../functions/api/http.ts';
+import { exactDocClient } from '../../functions/api/read-view.ts';
+import { createArchiveHandler } from '../../functions/archive.ts';
+import { createBatchApiHandler } from '../../functions/batch-api.ts';
+import type { RunItem } from '../../functions/batch/control.ts';
+import { duckDbEngine } from '../../functions/batch/duckdb.ts';
+import { type BatchOptions, runBatchToCompletion } from '../../functions/batch/pipeline.ts';
+import type { Config } from '../../functions/config.ts';
+import { DEMO_VIEWS } from '../../functions/core/demo-views.ts';
+import { DEFAULT_SETTINGS, type Settings } from '../../functions/core/settings.ts';
+import { createIngestHandler } from '../../functions/ingest.ts';
+import { createQueryHandler } from '../../functions/query.ts';
+import { BUCKETS, FAILURE_PREFIX, localNames, STREAM, TABLES } from '../../functions/resources.ts';
+import type { HandlerName } from '../../functions/routes.ts';
+import { ItemCache } from '../../functions/speed/apply.ts';
+import { createSpeedHandler } from '../../functions/speed.ts';
+import { type EmulatorSet, startEmulators } from '../../local/emulators.ts';
+import { type EventSourceMapping, startEventSourceMapping } from '../../local/esm.ts';
+import { type HttpServer, startHttpServer } from '../../local/http.ts';
+import { provision } from '../../local/provision.ts';
+import { type LocalFunction, wrapHandler } from '../../local/runtime.ts';
+import { quietTelemetry } from '../support/speed.ts';
+import { BatchFaults, IngestFaults, InvokeHook, Seam } from './faults.ts';
+
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+/**
+ * kinesis-local persists its state every second (PERSIST_INTERVAL=1s): a
+ * SIGKILL of it is sent only after this long without a PutRecords, so every
+ * acknowledged record is in its snapshot (see docs/reliability.md).
+ */
+export const KINESIS_QUIET_MS = 2500;
+
+/** The consumers' Lambda timeout in the simulation (AWS: 120 s / 300 s) and how long a `timeout` fault holds its request. */
+export const CONSUMER_TIMEOUT_S = 3;
+const HOLD_MS = CONSUMER_TIMEOUT_S * 1000 + 500;
+
+/** The batch lock lives this long without a refresh, so a crashed run blocks the next ones only briefly. */
+export const LOCK_TTL_S = 4;
+
+/** Arrival windows of 2 s and a 1 s cutoff margin: cutoffs advance many times within a short schedule. */
+export const SIM_SETTINGS: Settings = { ...DEFAULT_SETTINGS, windowSeconds: 2, cutoffMarginSeconds: 1 };
+
+export interface Logger {
+  (line: string): void;
+}
+
+export class SimError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'SimError';
+  }
+}
+
+/** The emulators, shared by every seed of a process; data on disk so a restart keeps it. */
+export class SimCloud {
+  restarts = 0;
+  private constructor(
+    readonly dataDir: string,
+    public emulators: EmulatorSet,
+  ) {}
+
+  static async start(dataDir?: string): Promise<SimCloud> {
+    // Powertools' EMF output and the SDK's Node 20 notice would flood the output.
+    process.env.POWERTOOLS_METRICS_DISABLED = 'true';
+    process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED = 'true';
+    const dir = dataDir ?? mkdtempSync(join(tmpdir(), 'tandem-sim-'));
+    mkdirSync(dir, { recursive: true });
+    return new SimCloud(dir, await startEmulators({ dataDir: join(dir, 'emulators') }));
+  }
+
+  get env(): Record<string, string> {
+    return this.emulators.env;
+  }
+
+  /**
+   * Stops every emulator and starts them again on their data. `hard`: SIGKILL
+   * (kinesis-local only after KINESIS_QUIET_MS without a put); else SIGTERM.
+   */
+  async restart(hard: boolean, lastPutAt: number): Promise<void> {
+    const e = this.emulators;
+    if (hard) {
+      const wait = KINESIS_QUIET_MS - (Date.now() - lastPutAt);
+      if (wait > 0) await sleep(wait);
+      await Promise.all([e.kinesis.kill(), e.dynamodb.kill(), e.s3.kill()]);
+    } else {
+      await e.stop();
+    }
+    this.emulators = await startEmulators({ dataDir: join(this.dataDir, 'emulators') });
+    this.restarts++;
+  }
+
+  async stop(): Promise<void> {
+    await this.emulators.stop();
+  }
+}
+
+export interface WorldOptions {
+  readonly seed: number;
+  readonly shards: number;
+  readonly speedBatchSize: number;
+  readonly archiveBatchSize: number;
+  readonly log: Logger;
+}
+
+type ApiFunction = LocalFunction<APIGatewayProxyEvent, unknown>;
+
+let worlds = 0;
+
+/** One seed's Tandem on the shared emulators. */
+export class World {
+  readonly prefix: string;
+  readonly names: Record<string, string>;
+  readonly config: Config;
+  readonly apiKey = `sim-key-${Math.random().toString(36).slice(2)}`;
+  readonly speedSeam = new Seam('speed', HOLD_MS);
+  readonly archiveSeam = new Seam('archive', HOLD_MS);
+  readonly speedHook = new InvokeHook();
+  readonly archiveHook = new InvokeHook();
+  readonly ingest = new IngestFaults();
+  readonly batch = new BatchFaults(DEMO_VIEWS.map((v) => v.name));
+  /** Wall-clock time of the last PutRecords (ingest or a poison put). */
+  lastPutAt = 0;
+  clients!: Clients;
+  url = '';
+  private esm: { speed: EventSourceMapping; archive: EventSourceMapping } | undefined;
+  private http: HttpServer | undefined;
+  private readonly esmDir: string;
+  private readonly stageDir: string;
+  /** Warnings of the mappings (for the log of a failing seed). */
+  readonly warnings: string[] = [];
+
+  constructor(
+    readonly cloud: SimCloud,
+    readonly o: WorldOptions,
+  ) {
+    this.prefix = `sim${o.seed}x${worlds++}p${process.pid}`.toLowerCase();
+    this.names = localNames(this.prefix);
+    const n = (env: string) => this.names[env]!;
+    this.config = {
+      streamName: n(STREAM.env),
+      tables: { speed: n(TABLES.speed.env), dedup: n(TABLES.dedup.env), batchViews: n(TABLES.batchViews.env), control: n(TABLES.control.env) },
+      buckets: { raw: n(BUCKETS.raw.env), failures: n(BUCKETS.failures.env) },
+      views: DEMO_VIEWS,
+      settings: SIM_SETTINGS,
+    };
+    this.esmDir = join(cloud.dataDir, 'esm', this.prefix);
+    this.stageDir = join(cloud.dataDir, 'stage', this.prefix);
+  }
+
+  async start(): Promise<void> {
+    this.clients = createClients({ ...this.cloud.env, ...this.names });
+    await provision(this.clients, { names: this.names, shards: this.o.shards });
+    await this.startWorkers();
+  }
+
+  /** Options of every batch run: the DuckDB engine and the fault hooks. */
+  batchOptions(): BatchOptions {
+    return {
+      engine: this.batch.wrapEngine(duckDbEngine({ s3: this.clients.s3, bucket: this.config.buckets.raw, stageDir: this.stageDir })),
+      hooks: this.batch.hooks,
+      lockTtlSeconds: LOCK_TTL_S,
+    };
+  }
+
+  runBatch(): Promise<RunItem> {
+    return runBatchToCompletion(this.clients, this.config, this.batchOptions());
+  }
+
+  /** Builds the handlers over the current clients (a cold start: fresh caches) and starts the mappings and the API. */
+  async startWorkers(): Promise<void> {
+    const c = this.clients;
+    const { logger, metrics } = quietTelemetry();
+    const { tables, buckets, views, settings } = this.config;
+    const speed = wrapHandler(
+      createSpeedHandler({
+        ddb: this.speedSeam.wrap(c.dynamodb),
+        s3: this.speedSeam.wrap(c.s3),
+        tables: { speed: tables.speed, dedup: tables.dedup, control: tables.control },
+        failureBucket: buckets.failures,
+        views,
+        settings,
+        cache: new ItemCache(),
+        logger,
+        metrics,
+      }),
+      { name: 'tandem-speed', entry: 'functions/speed.ts', timeoutSeconds: CONSUMER_TIMEOUT_S },
+    );
+    const archive = wrapHandler(
+      createArchiveHandler({
+        s3: this.archiveSeam.wrap(c.s3),
+        ddb: this.archiveSeam.wrap(c.dynamodb),
+        rawBucket: buckets.raw,
+        failureBucket: buckets.failures,
+        controlTable: tables.control,
+        logger,
+        metrics,
+      }),
+      { name: 'tandem-archive', entry: 'functions/archive.ts', timeoutSeconds: CONSUMER_TIMEOUT_S },
+    );
+    const api: Partial<Record<HandlerName, ApiFunction>> = {
+      ingest: wrapHandler(
+        createIngestHandler({
+          kinesis: this.ingest.wrap(c.kinesis),
+          streamName: this.config.streamName,
+          views,
+          logger,
+          put: { baseDelayMs: 10, maxDelayMs: 100, maxRounds: 3 },
+        }),
+        { name: 'tandem-ingest', entry: 'functions/ingest.ts', timeoutSeconds: 29 },
+      ) as ApiFunction,
+      query: wrapHandler(
+        createQueryHandler({ doc: exactDocClient(c.dynamodb), tables: { speed: tables.speed, batchViews: tables.batchViews, control: tables.control }, views, settings, logger }),
+        { name: 'tandem-query', entry: 'functions/query.ts', timeoutSeconds: 29 },
+      ) as ApiFunction,
+      batchApi: wrapHandler(
+        createBatchApiHandler(() => ({ clients: this.clients, config: this.config, batch: this.batchOptions() }), logger),
+        { name: 'tandem-batch-api', entry: 'functions/batch-api.ts', timeoutSeconds: 29 },
+      ) as ApiFunction,
+    };
+    const esmLogger = {
+      info: () => {},
+      warn: (m: string) => this.note(m),
+      error: (m: string) => this.note(m),
+    };
+    const common = {
+      kinesis: c.kinesis,
+      streamName: this.config.streamName,
+      startingPosition: 'TRIM_HORIZON' as const,
+      bisectBatchOnError: true,
+      reportBatchItemFailures: true,
+      onFailure: { s3: c.s3, bucket: buckets.failures, prefix: FAILURE_PREFIX },
+      checkpointDir: this.esmDir,
+      pollIntervalMs: 50,
+      shardRefreshMs: 500,
+      retryBackoffMs: 50,
+      logger: esmLogger,
+    };
+    // The AWS settings (lib/speed-layer.ts, lib/raw-archive.ts) with short batching windows.
+    const speedEsm = await startEventSourceMapping({
+      ...common,
+      name: 'speed',
+      batchSize: this.o.speedBatchSize,
+      maxBatchingWindowMs: 20,
+      retryAttempts: 10,
+      maxRecordAgeSeconds: 6 * 3600,
+      invoke: this.speedHook.wrap((e) => speed.invoke(e)),
+    });
+    const archiveEsm = await startEventSourceMapping({
+      ...common,
+      name: 'archive',
+      batchSize: this.o.archiveBatchSize,
+      maxBatchingWindowMs: 50,
+      retryAttempts: 1000,
+      maxRecordAgeSeconds: 24 * 3600,
+      invoke: this.archiveHook.wrap((e) => archive.invoke(e)),
+    });
+    this.esm = { speed: speedEsm, archive: archiveEsm };
+    this.http = await startHttpServer({
+      port: 0,
+      apiKeys: this.apiKey,
+      staticDirs: [],
+      invoke: (h, event) => {
+        const fn = api[h];
+        if (!fn) throw new Error(`the simulation does not serve ${h}`);
+        return fn.invoke(event);
+      },
+      logger: { info: () => {}, warn: (m: string) => this.note(m), error: (m: string) => this.note(m) },
+    });
+    this.url = this.http.url;
+  }
+
+  private note(m: string): void {
+    this.warnings.push(`${new Date().toISOString()} ${m}`);
+    if (this.warnings.length > 400) this.warnings.splice(0, 100);
+  }
+
+  /** Stops the mappings and the API at once (a batch in flight is not checkpointed and comes again). */
+  async stopWorkers(): Promise<void> {
+    const esm = this.esm;
+    this.esm = undefined;
+    await Promise.all([esm?.speed.stop(), esm?.archive.stop(), this.http?.close()]);
+    this.http = undefined;
+  }
+
+  /** Restarts the handlers' workers: new containers (empty caches) and new mappings resuming from their checkpoints. */
+  async restartWorkers(): Promise<void> {
+    await this.stopWorkers();
+    await this.startWorkers();
+  }
+
+  /** Restarts the emulators under this world (they keep their data) and everything that talks to them. */
+  async restartCloud(hard: boolean): Promise<void> {
+    await this.stopWorkers();
+    for (const c of Object.values(this.clients)) c.destroy();
+    await this.cloud.restart(hard, this.lastPutAt);
+    this.clients = createClients({ ...this.cloud.env, ...this.names });
+    // Idempotent: keeps what survived, and says so by failing loudly if a table or the stream is gone.
+    await provision(this.clients, { names: this.names, shards: this.o.shards });
+    await this.startWorkers();
+  }
+
+  /** Waits until both mappings have applied everything the stream holds now. */
+  async idle(timeoutMs = 90_000): Promise<void> {
+    const esm = this.esm;
+    if (!esm) throw new SimError('the mappings are not running');
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(
+        () => reject(new SimError(`the mappings did not catch up within ${timeoutMs} ms: ${JSON.stringify({ speed: esm.speed.stats(), archive: esm.archive.stats() })}`)),
+        timeoutMs,
+      );
+    });
+    try {
+      await Promise.race([Promise.all([esm.speed.idle(), esm.archive.idle()]), timeout]);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  stats(): Record<string, unknown> {
+    return { speed: this.esm?.speed.stats(), archive: this.esm?.archive.stats() };
+  }
+
+  /** Puts raw records straight into the stream (poison), bypassing ingest. */
+  async putRaw(records: readonly { data: Uint8Array; partitionKey: string }[]): Promise<{ shard: string; seq: string }[]> {
+    this.lastPutAt = Date.now();
+    const out = await this.clients.kinesis.send(
+      new PutRecordsCommand({ StreamName: this.config.streamName, Records: records.map((r) => ({ Data: r.data, PartitionKey: r.partitionKey })) }),
+    );
+    this.lastPutAt = Date.now();
+    if (out.FailedRecordCount) throw new SimError(`poison put failed: ${JSON.stringify(out.Records)}`);
+    return (out.Records ?? []).map((r) => ({ shard: r.ShardId!, seq: r.SequenceNumber! }));
+  }
+
+  async shards(): Promise<Shard[]> {
+    return (await this.clients.kinesis.send(new ListShardsCommand({ StreamName: this.config.streamName }))).Shards ?? [];
+  }
+
+  /** Reshards the stream: doubles the open shards (UpdateShardCount) or splits one (SplitShard); waits until ACTIVE. */
+  async reshard(how: 'double' | 'split', pick: number): Promise<string> {
+    const open = (await this.shards()).filter((s) => s.SequenceNumberRange?.EndingSequenceNumber === undefined);
+    if (open.length >= 8) return `not resharded: ${open.length} open shards already`;
+    const k = this.clients.kinesis;
+    let what: string;
+    if (how === 'double') {
+      await k.send(new UpdateShardCountCommand({ StreamName: this.config.streamName, TargetShardCount: open.length * 2, ScalingType: 'UNIFORM_SCALING' }));
+      what = `UpdateShardCount ${open.length} -> ${open.length * 2}`;
+    } else {
+      const s = open[pick % open.length]!;
+      const lo = BigInt(s.HashKeyRange!.StartingHashKey!);
+      const hi = BigInt(s.HashKeyRange!.EndingHashKey!);
+      await k.send(new SplitShardCommand({ StreamName: this.config.streamName, ShardToSplit: s.ShardId!, NewStartingHashKey: String((lo + hi + 1n) / 2n) }));
+      what = `SplitShard ${s.ShardId}`;
+    }
+    for (let i = 0; i < 400; i++) {
+      const d = await k.send(new DescribeStreamSummaryCommand({ StreamName: this.config.streamName }));
+      if (d.StreamDescriptionSummary?.StreamStatus === 'ACTIVE') return what;
+      await sleep(50);
+    }
+    throw new SimError(`the stream did not become ACTIVE after ${what}`);
+  }
+
+  /** Calls the API as a client would. */
+  async api(method: 'GET' | 'POST', path: string, body?: unknown): Promise<{ status: number; body: Record<string, unknown> }> {
+    const res = await fetch(`${this.url}${path}`, {
+      method,
+      headers: { 'x-api-key': this.apiKey, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
+      ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+    });
+    const text = await res.text();
+    let parsed: Record<string, unknown>;
+    try {
+      parsed = JSON.parse(text) as Record<string, unknown>;
+    } catch {
+      throw new SimError(`${method} ${path} answered ${res.status} with a body that is not JSON: ${text.slice(0, 300)}`);
+    }
+    return { status: res.status, body: parsed };
+  }
+
+  /** Stops everything of this world, lets held requests land, and deletes its stream, tables and local files. */
+  async close(): Promise<void> {
+    await this.stopWorkers().catch(() => undefined);
+    await Promise.all([this.speedSeam.settled(), this.archiveSeam.settled()]);
+    const c = this.clients;
+    await c.kinesis.send(new DeleteStreamCommand({ StreamName: this.config.streamName, EnforceConsumerDeletion: true })).catch(() => undefined);
+    await Promise.all(Object.values(this.config.tables).map((t) => c.dynamodb.send(new DeleteTableCommand({ TableName: t })).catch(() => undefined)));
+    for (const x of Object.values(c)) x.destroy();
+    rmSync(this.esmDir, { recursive: true, force: true });
+    rmSync(this.stageDir, { recursive: true, force: true });
+  }
+}
+
+/** A DynamoDB string or number attribute as text. */
+export const attr = (v: AttributeValue | undefined): string | undefined => v?.S ?? v?.N;
+
+/** Used by tests of the harness itself: the parsed body of a proxy event. */
+export const bodyOf = (e: APIGatewayProxyEvent): unknown => readJsonBody(e);
