@@ -17,7 +17,7 @@
  *
  * Writes the tables into docs/benchmarks.md under `## speed` (unless --no-write).
  */
-import { CreateTableCommand, type DynamoDBClient, UpdateItemCommand } from '@aws-sdk/client-dynamodb';
+import { CreateTableCommand, DescribeTableCommand, type DynamoDBClient, UpdateItemCommand } from '@aws-sdk/client-dynamodb';
 import { CreateStreamCommand, DescribeStreamSummaryCommand, GetRecordsCommand, GetShardIteratorCommand, ListShardsCommand, PutRecordsCommand } from '@aws-sdk/client-kinesis';
 import { Logger } from '@aws-lambda-powertools/logger';
 import { Metrics } from '@aws-lambda-powertools/metrics';
@@ -136,6 +136,8 @@ async function createTables(ddb: DynamoDBClient, prefix: string) {
         KeySchema: keys.map((k, i) => ({ AttributeName: k.name, KeyType: i === 0 ? ('HASH' as const) : ('RANGE' as const) })),
       }),
     );
+    // dynalite flips a new table to ACTIVE on a timer.
+    while ((await ddb.send(new DescribeTableCommand({ TableName: names[t] }))).Table?.TableStatus !== 'ACTIVE') await new Promise((r) => setTimeout(r, 10));
   }
   return names;
 }
@@ -193,10 +195,15 @@ interface Row {
   requests: number;
   itemsPerBatch: number;
   naiveRequests: number;
+  /** Shares of the real handler's time spent on claims and on delta items. */
+  dedupShare: number;
+  applyShare: number;
+  conflicts: number;
 }
 
 const fmt = (n: number, digits = 3) => (Number.isFinite(n) ? n.toFixed(digits) : '-');
 const int = (n: number) => Math.round(n).toLocaleString('en-US');
+const pct = (x: number) => `${Math.round(x * 100)} %`;
 
 async function part1(): Promise<Row[]> {
   const dynamo = await startEmulator('dynamodb');
@@ -213,6 +220,7 @@ async function part1(): Promise<Row[]> {
       for (let i = 0; i < records.length; i += size) batches.push(records.slice(i, i + size));
       // (a) the real handler: one batch at a time, as one shard is processed.
       const real = await createTables(clients.dynamodb, `bench${++run}`);
+      const phases = { dedupMs: 0, applyMs: 0, conflicts: 0 };
       const handler = createSpeedHandler({
         ddb: clients.dynamodb,
         s3: clients.s3,
@@ -223,6 +231,11 @@ async function part1(): Promise<Row[]> {
         cache: new ItemCache(),
         logger: new Logger({ logLevel: 'SILENT' }),
         metrics: new Metrics({ namespace: 'Bench' }),
+        onStats: (st) => {
+          phases.dedupMs += st.dedupMs;
+          phases.applyMs += st.applyMs;
+          phases.conflicts += st.apply.conflicts;
+        },
       });
       const events = batches.map(kinesisEvent);
       counter.reset();
@@ -253,6 +266,9 @@ async function part1(): Promise<Row[]> {
         requests: c.total / records.length,
         itemsPerBatch: c.updates / batches.length,
         naiveRequests: naiveRequests / records.length,
+        dedupShare: phases.dedupMs / realMs,
+        applyShare: phases.applyMs / realMs,
+        conflicts: phases.conflicts,
       });
       console.error(`batch ${size}: real ${fmt(realMs / 1000, 2)} s, naive ${fmt(naiveMs / 1000, 2)} s`);
     }
@@ -341,11 +357,13 @@ function render(rows: Row[], k: KinesisRow | undefined): string {
   const lines: string[] = [];
   lines.push(`Demo mix (local/demo.ts, seed 42: 80 % page views, 13 % purchases, 7 % signups; 5 % late by 2 min to 3 h; 3 % ids resent), 1,000 records/s of arrival time on one shard, ${int(rows[0]?.records ?? 0)} records per batch size, dynalite as a child process. Baseline: the naive handler (one UpdateItem per record and matching view, no dedup, not exactly-once) over the same batches in the same run.`);
   lines.push('');
-  lines.push('| batch size | real records/s | naive records/s | speed-up | delta writes / record | dedup requests / record | claim writes / record | DynamoDB requests / record (naive) | delta items / batch |');
-  lines.push('|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
+  lines.push(
+    '| batch size | real records/s | naive records/s | speed-up | delta writes / record | dedup requests / record | claim writes / record | DynamoDB requests / record (naive) | delta items / batch | time in claims / deltas | conflicts |',
+  );
+  lines.push('|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
   for (const r of rows) {
     lines.push(
-      `| ${int(r.size)} | ${int(r.realRps)} | ${int(r.naiveRps)} | ${fmt(r.realRps / r.naiveRps, 1)}x | ${fmt(r.deltaWrites)} | ${fmt(r.dedupRequests)} | ${fmt(r.claimWrites)} | ${fmt(r.requests)} (${fmt(r.naiveRequests, 2)}) | ${fmt(r.itemsPerBatch, 1)} |`,
+      `| ${int(r.size)} | ${int(r.realRps)} | ${int(r.naiveRps)} | ${fmt(r.realRps / r.naiveRps, 1)}x | ${fmt(r.deltaWrites)} | ${fmt(r.dedupRequests)} | ${fmt(r.claimWrites)} | ${fmt(r.requests)} (${fmt(r.naiveRequests, 2)}) | ${fmt(r.itemsPerBatch, 1)} | ${pct(r.dedupShare)} / ${pct(r.applyShare)} | ${int(r.conflicts)} |`,
     );
   }
   if (k) {
@@ -363,7 +381,7 @@ function render(rows: Row[], k: KinesisRow | undefined): string {
 const rows = await part1();
 const kinesisRow = await part2();
 
-const table = new Table({ head: ['batch', 'real rec/s', 'naive rec/s', 'x', 'delta w/rec', 'dedup req/rec', 'claims/rec', 'req/rec', 'naive req/rec', 'items/batch'] });
+const table = new Table({ head: ['batch', 'real rec/s', 'naive rec/s', 'x', 'delta w/rec', 'dedup req/rec', 'claims/rec', 'req/rec', 'naive req/rec', 'items/batch', 'claims/deltas time'] });
 for (const r of rows) {
   table.push([
     int(r.size),
@@ -376,6 +394,7 @@ for (const r of rows) {
     fmt(r.requests),
     fmt(r.naiveRequests, 2),
     fmt(r.itemsPerBatch, 1),
+    `${pct(r.dedupShare)} / ${pct(r.applyShare)}`,
   ]);
 }
 console.log(table.toString());

@@ -74,7 +74,8 @@ export async function propsFromContext(ctx: Context, env = process.env): Promise
   const cors = text(ctx, 'corsAllowOrigin');
   const webAcl = flag(ctx, 'createWebAcl');
   const removal = oneOf(ctx, 'removalPolicy', ['retain', 'destroy'] as const) ?? (localstack ? 'destroy' : 'retain');
-  const arch = oneOf(ctx, 'architecture', ['arm64', 'x86_64'] as const);
+  // LocalStack runs functions in containers of the host's architecture unless it emulates.
+  const arch = oneOf(ctx, 'architecture', ['arm64', 'x86_64'] as const) ?? (localstack ? (process.arch === 'arm64' ? 'arm64' : 'x86_64') : undefined);
   const account = env.CDK_DEFAULT_ACCOUNT;
   const region = env.CDK_DEFAULT_REGION;
   return {

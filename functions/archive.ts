@@ -82,7 +82,7 @@ export function createArchiveHandler(deps: ArchiveHandlerDeps): ArchiveHandler {
       logger.debug('archive batch', { ...stats });
       return { batchItemFailures: failures.map((itemIdentifier) => ({ itemIdentifier })) };
     } finally {
-      metrics.publishStoredMetrics();
+      if (metrics.hasStoredMetrics()) metrics.publishStoredMetrics();
     }
   };
 }

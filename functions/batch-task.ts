@@ -37,14 +37,16 @@ export type BatchTaskEvent = z.infer<typeof BatchTaskEventSchema>;
 export function stepError(error: unknown): string {
   if (error && typeof error === 'object') {
     const e = error as { Error?: unknown; Cause?: unknown };
-    let cause = typeof e.Cause === 'string' ? e.Cause : '';
+    const name = typeof e.Error === 'string' ? e.Error : 'Error';
+    const cause = typeof e.Cause === 'string' ? e.Cause : '';
     try {
+      // A Lambda error: its own type and message say it all.
       const parsed = JSON.parse(cause) as { errorType?: string; errorMessage?: string };
-      if (parsed.errorMessage) cause = `${parsed.errorType ? `${parsed.errorType}: ` : ''}${parsed.errorMessage}`;
+      if (parsed.errorMessage) return `${parsed.errorType ?? name}: ${parsed.errorMessage}`;
     } catch {
       // not JSON: keep the text
     }
-    return [typeof e.Error === 'string' ? e.Error : 'Error', cause].filter(Boolean).join(': ');
+    return cause ? `${name}: ${cause}` : name;
   }
   return error === undefined ? 'the run failed' : String(error);
 }
@@ -78,8 +80,13 @@ export function createBatchTaskHandler(context: () => BatchContext, logger: Logg
           // Always present, so the state machine's JSONPath never misses them.
           return { ...out, version: out.version ?? null, cutoff: out.cutoff ?? null };
         }
-        case 'view':
-          return { ...(await viewStep(ctx, e)) };
+        case 'view': {
+          const out = await viewStep(ctx, e);
+          metrics.addMetric('BatchViewRows', MetricUnit.Count, out.rows);
+          metrics.addMetric('BatchViewSqlTime', MetricUnit.Milliseconds, out.sqlMs);
+          metrics.addMetric('BatchViewLoadTime', MetricUnit.Milliseconds, out.loadMs);
+          return { ...out };
+        }
         case 'publish':
           return {
             ...(await publishStep(ctx, {
@@ -101,7 +108,7 @@ export function createBatchTaskHandler(context: () => BatchContext, logger: Logg
       if (e.step !== 'view') {
         publishCutoffAge(metrics, await cutoffAgeSeconds(ctx));
       }
-      metrics.publishStoredMetrics();
+      if (metrics.hasStoredMetrics()) metrics.publishStoredMetrics();
     }
   };
 }

@@ -13,7 +13,7 @@ import type { Settings } from './core/settings.ts';
 import { iso } from './core/time.ts';
 import { findView, type View } from './core/views.ts';
 import { type ApiHandler, guarded, HttpError, json, queryParams } from './api/http.ts';
-import { exactDocClient, type ReadDeps, readView } from './api/read-view.ts';
+import { exactDocClient, type ReadDeps, type ReadOptions, readView } from './api/read-view.ts';
 import { readStatus } from './api/status.ts';
 import { matchRoute } from './routes.ts';
 
@@ -22,6 +22,8 @@ export interface QueryDeps extends Omit<ReadDeps, 'settings'> {
   readonly settings: Settings;
   readonly logger: Logger;
   readonly now?: () => number;
+  /** Read options (benchmarks: a batch-only read of the same range). */
+  readonly read?: ReadOptions;
 }
 
 /** The view as GET /views shows it: the declaration, loadable again with parseViews. */
@@ -43,7 +45,7 @@ export async function queryView(deps: QueryDeps, name: string, params: Record<st
   const now = (deps.now ?? Date.now)();
   const spec = parseQuery(view, params, now);
   if (isQueryError(spec)) throw new HttpError(400, `${spec.field} ${spec.message}`, spec.field);
-  const read = await readView(deps, view, spec.from, spec.to, now);
+  const read = await readView(deps, view, spec.from, spec.to, now, deps.read);
   const merged = mergeRows(view, read.batchRows, read.speedRows, read.pointer?.cutoff ?? null);
   return {
     view: view.name,

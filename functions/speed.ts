@@ -59,6 +59,8 @@ export function toStreamRecords(event: unknown): StreamRecord[] {
 export interface SpeedHandlerDeps extends Omit<SpeedDeps, 'log'> {
   readonly logger: Logger;
   readonly metrics: Metrics;
+  /** Sees each batch's statistics (benchmarks, tests). */
+  readonly onStats?: (stats: SpeedStats) => void;
 }
 
 export type SpeedHandler = (event: unknown) => Promise<KinesisStreamBatchResponse>;
@@ -97,6 +99,7 @@ export function createSpeedHandler(deps: SpeedHandlerDeps): SpeedHandler {
       };
       const { failures, stats } = await processSpeedBatch(records, core);
       publishStats(metrics, stats);
+      deps.onStats?.(stats);
       logger.debug('speed batch', { ...stats, apply: { ...stats.apply } });
       return { batchItemFailures: failures.map((itemIdentifier) => ({ itemIdentifier })) };
     } finally {

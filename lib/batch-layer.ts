@@ -71,8 +71,10 @@ export interface BatchLayerProps extends FunctionDefaults {
   readonly batchEngine?: BatchEngine;
   /**
    * How often the scheduler starts a batch run. Must be shorter than maxBatchLag.
+   * Each published version is a full copy of every view (invariant 7), so a
+   * run costs about two DynamoDB writes per batch-view row: see docs/deploy.md.
    *
-   * @default Duration.minutes(15)
+   * @default Duration.hours(1)
    */
   readonly batchEvery?: Duration;
   /**
@@ -167,7 +169,7 @@ export class BatchLayer extends Construct {
     super(scope, id);
     this.engine = props.batchEngine ?? 'athena';
     if (!BATCH_ENGINES.includes(this.engine)) invalid(this, `batchEngine must be one of ${BATCH_ENGINES.join(', ')}. Received ${JSON.stringify(this.engine)}`);
-    const every = props.batchEvery ?? Duration.minutes(15);
+    const every = props.batchEvery ?? Duration.hours(1);
     checkDuration(this, 'batchEvery', every, 60, 86_400);
     if (!every.isUnresolved() && !props.maxBatchLag.isUnresolved() && every.toSeconds() >= props.maxBatchLag.toSeconds()) {
       invalid(this, `batchEvery must be shorter than maxBatchLag (${props.maxBatchLag.toHumanString()}), or the lag alarm fires between runs. Received ${every.toHumanString()}`);
@@ -313,6 +315,7 @@ export class BatchLayer extends Construct {
     this.stateMachine = new sfn.StateMachine(this, 'StateMachine', {
       // The same ASL the local interpreter runs (functions/batch/state-machine.ts), the task ARN substituted.
       definitionBody: sfn.DefinitionBody.fromString(
+        // biome-ignore lint/suspicious/noTemplateCurlyInString: a Step Functions definition substitution, not a JS template
         JSON.stringify(batchStateMachineDefinition('${BatchTaskArn}', { maxConcurrency: props.viewConcurrency ?? 2, taskTimeoutSeconds: TASK_TIMEOUT.toSeconds() })),
       ),
       definitionSubstitutions: { BatchTaskArn: this.function.functionArn },

@@ -72,6 +72,8 @@ export class Monitoring extends Construct {
   readonly batchFailureAlarm: cloudwatch.Alarm;
   /** No batch run succeeded for lagAlarmThresholdSeconds: the published cutoff lags. */
   readonly batchLagAlarm: cloudwatch.Alarm;
+  /** The published cutoff is older than lagAlarmThresholdSeconds (runs succeed but do not advance it). */
+  readonly batchCutoffAgeAlarm: cloudwatch.Alarm;
   /** API answered 5xx. */
   readonly apiServerErrorAlarm: cloudwatch.Alarm;
   /** Lambda or Kinesis throttled. */
@@ -147,6 +149,23 @@ export class Monitoring extends Construct {
       treatMissingData: cloudwatch.TreatMissingData.BREACHING,
     });
 
+    // What functions/batch-task.ts publishes after plan, publish and fail (Powertools: namespace Tandem, service batch).
+    const cutoffAge = new cloudwatch.Metric({
+      namespace: 'Tandem',
+      metricName: 'BatchCutoffAge',
+      dimensionsMap: { service: 'batch' },
+      statistic: 'Maximum',
+      period: five,
+    });
+    this.batchCutoffAgeAlarm = cutoffAge.createAlarm(this, 'BatchCutoffAge', {
+      alarmDescription: `The published batch cutoff is more than ${lag} s old (maxBatchLag) although runs happen: the archive or the planner holds it back`,
+      threshold: lag,
+      comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+      evaluationPeriods: 1,
+      // Silence is the other alarm's business (no successful run).
+      treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
+    });
+
     this.apiServerErrorAlarm = props.api.metricServerErrors({ period: five }).createAlarm(this, 'ApiServerErrors', {
       alarmDescription: 'The API answered 5xx (the contract allows none)',
       threshold: 1,
@@ -194,6 +213,7 @@ export class Monitoring extends Construct {
       this.failureDestinationAlarm,
       this.batchFailureAlarm,
       this.batchLagAlarm,
+      this.batchCutoffAgeAlarm,
       this.apiServerErrorAlarm,
       this.throttleAlarm,
     ];
@@ -220,7 +240,7 @@ export class Monitoring extends Construct {
     this.dashboard.addWidgets(
       graph('Iterator age (ms)', [props.speed.metricIteratorAge(), props.archive.metricIteratorAge()]),
       graph('Consumer errors', [props.speed.metricErrors(), props.archive.metricErrors()], [failurePuts]),
-      graph('Batch runs', [props.batch.metricSucceededRuns(), props.batch.metricFailedRuns()]),
+      graph('Batch runs', [props.batch.metricSucceededRuns(), props.batch.metricFailedRuns()], [cutoffAge]),
     );
     this.dashboard.addWidgets(
       graph('Query errors and duration', [props.serving.metricQueryErrors()], [props.serving.queryFunction.metricDuration({ statistic: 'p99' })]),

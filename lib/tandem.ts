@@ -12,7 +12,7 @@ import type * as kinesis from 'aws-cdk-lib/aws-kinesis';
 import type * as kms from 'aws-cdk-lib/aws-kms';
 import * as logs from 'aws-cdk-lib/aws-logs';
 import type * as lambda from 'aws-cdk-lib/aws-lambda';
-import * as s3 from 'aws-cdk-lib/aws-s3';
+import type * as s3 from 'aws-cdk-lib/aws-s3';
 import type * as sfn from 'aws-cdk-lib/aws-stepfunctions';
 import type * as sns from 'aws-cdk-lib/aws-sns';
 import { Construct } from 'constructs';
@@ -138,9 +138,9 @@ export interface TandemProps extends SettingsProps, FunctionDefaults {
    */
   readonly accessLogsRetention?: Duration;
   /**
-   * Batch schedule rate.
+   * Batch schedule rate (each run rewrites every batch-view row: docs/deploy.md).
    *
-   * @default Duration.minutes(15)
+   * @default Duration.hours(1)
    */
   readonly batchEvery?: Duration;
   /**

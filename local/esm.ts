@@ -337,8 +337,8 @@ class Mapping implements EventSourceMapping {
 
   async idle(): Promise<void> {
     if (this.stopped) return;
-    await this.refreshShards();
     const since = Date.now();
+    await this.refreshShards();
     await Promise.all([...this.shards.values()].map((w) => w.idle(since)));
   }
 
@@ -405,8 +405,9 @@ class ShardWorker {
     this.checkpoint = saved?.seq;
     this.checkpointArrival = saved?.arrival;
     if (saved?.done) this.state = 'done';
-    // Read ahead of the function, but not without bound: what is buffered is re-read after a restart anyway.
-    this.readAhead = Math.min(MAX_GET_RECORDS, Math.max(m.batchSize * 2, 1000));
+    // Read ahead of the function (one GetRecords call of kinesis-local costs about as much for
+    // 100 records as for 10,000), but not without bound: what is buffered is re-read after a restart.
+    this.readAhead = MAX_GET_RECORDS;
   }
 
   maybeStart(): void {

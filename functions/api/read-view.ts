@@ -14,7 +14,7 @@
  * Every read is strongly consistent: an eventually consistent batch read
  * right after a flip could miss rows of N that were written before it.
  */
-import type { DynamoDBClient } from '@aws-sdk/client-dynamodb';
+import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { DynamoDBDocumentClient, GetCommand, QueryCommand, type QueryCommandInput } from '@aws-sdk/lib-dynamodb';
 import { batchPartitions, pad13, speedPartitions } from '../core/keys.ts';
 import { stateFromColumns } from '../core/metrics.ts';
@@ -30,7 +30,12 @@ import { mapLimit } from '../speed/limit.ts';
  * would round them. Not a second client: the same configured DynamoDBClient.
  */
 export function exactDocClient(dynamodb: DynamoDBClient): DynamoDBDocumentClient {
-  return DynamoDBDocumentClient.from(dynamodb, {
+  // DynamoDBDocumentClient.from writes its translateConfig into the given client's *config
+  // object*: wrapping the shared client would make every other document client over it (the
+  // batch, the speed layer, in the local cloud's one process) return NumberValues too. So a
+  // client of its own with the same settings, built as lib-dynamodb itself rebuilds one.
+  const own = new DynamoDBClient({ ...dynamodb.config, defaultUserAgentProvider: undefined, retryStrategy: undefined, extensions: undefined } as never);
+  return DynamoDBDocumentClient.from(own, {
     marshallOptions: { removeUndefinedValues: true },
     unmarshallOptions: { wrapNumbers: true },
   });

@@ -196,7 +196,11 @@ export function buildUpdate(view: View, d: Delta, pk: string, sk: string, expire
   const values: Record<string, AttributeValue> = { ':first': { S: d.firstSeq }, ':last': { S: d.lastSeq } };
   const add: string[] = [];
   const set: string[] = ['#hw = :last'];
-  const conditions: string[] = ['(attribute_not_exists(#hw) OR #hw < :first)'];
+  // An item known to exist needs neither the attribute_not_exists branch nor its constant
+  // attributes again (shorter requests); if it vanished after all, the condition fails
+  // and the retry, knowing better, writes the full item.
+  const exists = known?.exists === true && known.hw !== undefined;
+  const conditions: string[] = [exists ? '#hw < :first' : '(attribute_not_exists(#hw) OR #hw < :first)'];
   let n = 0;
   const name = (attr: string) => {
     const p = `#a${n++}`;
@@ -223,12 +227,14 @@ export function buildUpdate(view: View, d: Delta, pk: string, sk: string, expire
     set.push(`${a} = ${p}`);
     conditions.push(`(attribute_not_exists(${a}) OR ${a} ${c.component === 'min' ? '>' : '<'} ${p})`);
   }
-  set.push(`${name(TTL_ATTRIBUTE)} = ${value({ N: String(expiresAt) })}`);
-  set.push(`${name('view')} = ${value({ S: d.view })}`);
-  set.push(`${name('window')} = ${value({ N: String(d.window) })}`);
-  set.push(`${name('bucket')} = ${value({ N: String(d.bucket) })}`);
-  set.push(`${name('dims')} = ${value({ L: d.dims.map((x) => (x === null ? { NULL: true } : { S: x })) })}`);
-  set.push(`${name('shard')} = ${value({ S: d.shard })}`);
+  if (!exists) {
+    set.push(`${name(TTL_ATTRIBUTE)} = ${value({ N: String(expiresAt) })}`);
+    set.push(`${name('view')} = ${value({ S: d.view })}`);
+    set.push(`${name('window')} = ${value({ N: String(d.window) })}`);
+    set.push(`${name('bucket')} = ${value({ N: String(d.bucket) })}`);
+    set.push(`${name('dims')} = ${value({ L: d.dims.map((x) => (x === null ? { NULL: true } : { S: x })) })}`);
+    set.push(`${name('shard')} = ${value({ S: d.shard })}`);
+  }
   return {
     Key: { pk: { S: pk }, sk: { S: sk } },
     UpdateExpression: `ADD ${add.join(', ')} SET ${set.join(', ')}`,

@@ -68,6 +68,9 @@ export interface SpeedStats {
   apply: ApplyStats;
   /** Age of the oldest record when the batch started, ms. */
   batchAgeMs: number;
+  /** Time spent on claims (read, decide, write) and on applying deltas (aggregate, UpdateItems), ms. */
+  dedupMs: number;
+  applyMs: number;
   failedShards: number;
 }
 
@@ -88,6 +91,8 @@ export const emptyStats = (): SpeedStats => ({
   dedupRequests: 0,
   apply: emptyApplyStats(),
   batchAgeMs: 0,
+  dedupMs: 0,
+  applyMs: 0,
   failedShards: 0,
 });
 
@@ -171,6 +176,7 @@ async function processShard(shard: string, list: readonly StreamRecord[], deps: 
 
   const io = { requests: 0 };
   let counted: RawRecord[] = [];
+  let started = performance.now();
   try {
     if (good.length > 0) {
       const ids = [...new Set(good.map((r) => r.id))];
@@ -184,9 +190,11 @@ async function processShard(shard: string, list: readonly StreamRecord[], deps: 
     }
   } finally {
     stats.dedupRequests += io.requests;
+    stats.dedupMs += performance.now() - started;
   }
   stats.counted += counted.length;
 
+  started = performance.now();
   const deltas = aggregate(deps.views, counted, windowMs);
   stats.deltas += deltas.length;
   const ctx = { ddb: deps.ddb, table: deps.tables.speed, settings: deps.settings, cache: deps.cache, stats: stats.apply };
@@ -195,6 +203,7 @@ async function processShard(shard: string, list: readonly StreamRecord[], deps: 
     if (!view) throw new Error(`aggregate returned a delta of unknown view ${d.view}`);
     await applyDelta(ctx, view, d, counted, windowMs);
   });
+  stats.applyMs += performance.now() - started;
 
   const last = list[list.length - 1];
   if (last) await recordProgress(deps.ddb, deps.tables.control, shard, padSeq(last.seq), last.arrival, now());

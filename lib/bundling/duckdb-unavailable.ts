@@ -5,6 +5,7 @@
  * `batchEngine: 'duckdb'` deployment ships it. Code paths that reach it there
  * are misconfigured, so it fails loudly instead of at import time.
  */
+// biome-ignore lint/complexity/noStaticOnlyClass: mirrors the one API of @duckdb/node-api that functions/batch/duckdb.ts uses
 export class DuckDBInstance {
   static create(): Promise<never> {
     return Promise.reject(

@@ -36,6 +36,7 @@ describe('context', () => {
   it('the LocalStack target picks DuckDB, a provisioned stream and removable resources', async () => {
     const p = await propsFromContext(ctx({ target: 'localstack' }), { CDK_DEFAULT_ACCOUNT: '000000000000', CDK_DEFAULT_REGION: 'us-east-1' });
     expect(p).toMatchObject({ batchEngine: 'duckdb', streamMode: 'provisioned', removalPolicy: RemovalPolicy.DESTROY, env: { account: '000000000000', region: 'us-east-1' } });
+    expect(p.architecture?.name).toBe(process.arch === 'arm64' ? 'arm64' : 'x86_64');
   });
 
   it('reads numbers, lists and flags', async () => {
@@ -66,17 +67,18 @@ describe('cdk-nag in the app', () => {
   it('a violation anywhere in the app fails synthesis', async () => {
     const { app, stack } = await buildApp(new App({ outdir: outdir() }), { handlerCode: () => PLACEHOLDER });
     new s3.Bucket(stack, 'UnloggedBucket');
-    expect(() => app.synth()).toThrow(/AwsSolutions-S1|AwsSolutions-S10|Validation failed/);
+    expect(() => app.synth()).toThrow(/Validation failed/);
+    const report = readFileSync(join(app.outdir, 'validation-report.json'), 'utf8');
+    expect(report).toContain('AwsSolutions-S1');
+    expect(report).toContain('UnloggedBucket');
+    expect(report).not.toContain('Tandem/Tandem/');
   });
 
-  it('the app itself synthesizes with the checks on', async () => {
-    const { app } = await buildApp(new App({ outdir: outdir() }), { handlerCode: () => PLACEHOLDER });
-    expect(() => app.synth()).not.toThrow();
-  });
 });
 
 describe('whole app', () => {
-  it('synthesizes offline with every handler bundled by local esbuild', async () => {
+  // The checks are on here too: any cdk-nag finding would fail this synthesis.
+  it('synthesizes offline with every handler bundled by local esbuild', { timeout: 300_000 }, async () => {
     const dir = outdir();
     const { app, stack } = await buildApp(new App({ outdir: dir }));
     const assembly = app.synth();

@@ -168,7 +168,12 @@ describe('buckets', () => {
 
 describe('glue and athena', () => {
   it('the raw table has the archive columns and projects dt/hr partitions over raw/', () => {
-    const table = Object.values(resources(template, 'AWS::Glue::Table'))[0]!.Properties.TableInput as Record<string, any>;
+    const table = Object.values(resources(template, 'AWS::Glue::Table'))[0]!.Properties.TableInput as {
+      Name: string;
+      PartitionKeys: unknown;
+      Parameters: Record<string, unknown>;
+      StorageDescriptor: { Columns: unknown; Location: unknown; SerdeInfo: { SerializationLibrary: string } };
+    };
     expect(table.Name).toBe('raw_events');
     expect(table.PartitionKeys).toEqual([
       { Name: 'dt', Type: 'string' },
@@ -186,6 +191,7 @@ describe('glue and athena', () => {
       'projection.hr.type': 'integer',
       'projection.hr.range': '0,23',
       'projection.hr.digits': '2',
+      // biome-ignore lint/suspicious/noTemplateCurlyInString: Athena's projection template syntax
       'storage.location.template': { 'Fn::Join': ['', ['s3://', { Ref: id(tandem.rawBucket) }, '/raw/dt=${dt}/hr=${hr}/']] },
     });
   });
@@ -219,6 +225,7 @@ describe('batch state machine and schedule', () => {
     const asl = JSON.parse(sm.DefinitionString as string) as { States: Record<string, { Type: string; Resource?: string; Retry?: unknown[]; Catch?: unknown[] }> };
     const tasks = Object.entries(asl.States).filter(([, s]) => s.Type === 'Task');
     expect(tasks.map(([n]) => n)).toEqual(['Plan', 'Publish', 'MarkFailed']);
+    // biome-ignore lint/suspicious/noTemplateCurlyInString: a Step Functions definition substitution
     for (const [, s] of tasks) expect(s.Resource).toBe('${BatchTaskArn}');
     for (const name of ['Plan', 'Views', 'Publish']) expect(asl.States[name]!.Catch, name).toEqual([{ ErrorEquals: ['States.ALL'], ResultPath: '$.error', Next: 'MarkFailed' }]);
     for (const [, s] of tasks) expect(s.Retry).toBeDefined();
@@ -231,9 +238,9 @@ describe('batch state machine and schedule', () => {
     expect(actual).toEqual(JSON.parse(readFileSync(ASL_FILE, 'utf8')));
   });
 
-  it('is started every 15 minutes with a flexible window and a retry policy', () => {
+  it('is started every hour with a flexible window and a retry policy', () => {
     template.hasResourceProperties('AWS::Scheduler::Schedule', {
-      ScheduleExpression: 'rate(15 minutes)',
+      ScheduleExpression: 'rate(1 hour)',
       State: 'ENABLED',
       FlexibleTimeWindow: { Mode: 'FLEXIBLE', MaximumWindowInMinutes: 1 },
       Target: {
@@ -497,6 +504,17 @@ describe('alarms and dashboard', () => {
       Threshold: 1,
       DatapointsToAlarm: p.EvaluationPeriods,
       TreatMissingData: 'breaching',
+    });
+  });
+
+  it('fires when the published cutoff is older than the lag threshold', () => {
+    expect(alarm(tandem.monitoring.batchCutoffAgeAlarm)).toMatchObject({
+      Namespace: 'Tandem',
+      MetricName: 'BatchCutoffAge',
+      Dimensions: [{ Name: 'service', Value: 'batch' }],
+      Statistic: 'Maximum',
+      Threshold: lagAlarmThresholdSeconds(DEFAULT_SETTINGS),
+      ComparisonOperator: 'GreaterThanThreshold',
     });
   });
 

@@ -43,7 +43,7 @@ async function call(method: string, path: string, opts: { body?: unknown; raw?: 
     body = JSON.stringify(opts.body);
     headers['content-type'] ??= 'application/json';
   }
-  const r = await fetch(`${cloud.url}${path}`, { method, headers, ...(body !== undefined && { body }) });
+  const r = await fetch(`${cloud.url}${path}`, { method, headers, ...(body !== undefined && { body: typeof body === 'string' ? body : new Uint8Array(body) }) });
   const text = await r.text();
   let json: Record<string, unknown> = {};
   try {

@@ -126,5 +126,6 @@ describe('batch recompute == oracle (property)', () => {
       ),
       { numRuns: 50 },
     );
-  });
+    // 50 full runs (archive, plan over kinesis-local, DuckDB, load, publish): about a second each.
+  }, 600_000);
 });

@@ -368,13 +368,12 @@ describe('event source mapping on kinesis-local', () => {
 
   it('records older than maxRecordAge are not retried forever: they go to the destination as RecordAgeExceeded', async () => {
     const stream = await createStream(kinesis, 1);
-    const puts = await put(kinesis, stream, ['old']);
     let calls = 0;
     const m = await start({
       name: 'age',
       streamName: stream,
       retryAttempts: -1,
-      maxRecordAgeSeconds: 1,
+      maxRecordAgeSeconds: 2,
       retryBackoffMs: 300,
       onFailure: { s3, bucket: BUCKET, prefix: `age-${stream}/` },
       invoke: async () => {
@@ -383,10 +382,13 @@ describe('event source mapping on kinesis-local', () => {
       },
     });
     await m.idle();
-    expect(calls).toBeGreaterThan(0);
+    const puts = await put(kinesis, stream, ['old']);
+    // Infinite retries, yet idle() returns: the record expires and the shard moves on.
+    await m.idle();
     const [f] = await failureObjects(`age-${stream}/`);
-    expect(f).toMatchObject({ condition: 'RecordAgeExceeded', firstSequenceNumber: puts[0]!.seq });
-    expect(m.stats().perShard[puts[0]!.shard]?.checkpoint).toBe(puts[0]!.seq);
+    // How many invocations happened before it expired depends on the machine's speed; the object says.
+    expect(f).toMatchObject({ condition: 'RecordAgeExceeded', firstSequenceNumber: puts[0]!.seq, approximateInvokeCount: calls });
+    expect(m.stats().perShard[puts[0]!.shard]).toMatchObject({ checkpoint: puts[0]!.seq, discarded: 1, records: 0 });
   });
 
   it('a closed parent shard is drained before its children start', async () => {

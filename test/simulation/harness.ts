@@ -24,6 +24,7 @@ import {
   SplitShardCommand,
   UpdateShardCountCommand,
 } from '@aws-sdk/client-kinesis';
+import { Logger as PowertoolsLogger } from '@aws-lambda-powertools/logger';
 import type { APIGatewayProxyEvent } from 'aws-lambda';
 import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -63,7 +64,7 @@ const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 export const KINESIS_QUIET_MS = 2500;
 
 /** The consumers' Lambda timeout in the simulation (AWS: 120 s / 300 s) and how long a `timeout` fault holds its request. */
-export const CONSUMER_TIMEOUT_S = 3;
+export const CONSUMER_TIMEOUT_S = 6;
 const HOLD_MS = CONSUMER_TIMEOUT_S * 1000 + 500;
 
 /** The batch lock lives this long without a refresh, so a crashed run blocks the next ones only briefly. */
@@ -72,8 +73,22 @@ export const LOCK_TTL_S = 4;
 /** Arrival windows of 2 s and a 1 s cutoff margin: cutoffs advance many times within a short schedule. */
 export const SIM_SETTINGS: Settings = { ...DEFAULT_SETTINGS, windowSeconds: 2, cutoffMarginSeconds: 1 };
 
-export interface Logger {
-  (line: string): void;
+export type Logger = (line: string) => void;
+
+const text = (x: unknown): string =>
+  x instanceof Error ? `${x.name}: ${x.message}${x.stack ? ` ${x.stack.split('\n').slice(1, 4).join(' |')}` : ''}` : typeof x === 'string' ? x : JSON.stringify(x, (_k, v) => (v instanceof Error ? text(v) : v));
+
+/** A silent Powertools logger that keeps the handlers' warnings and errors for the log of a failing seed. */
+class SinkLogger extends PowertoolsLogger {
+  constructor(private readonly sink: (line: string) => void) {
+    super({ serviceName: 'tandem-sim', logLevel: 'SILENT' });
+  }
+  override error(...args: Parameters<PowertoolsLogger['error']>): void {
+    this.sink(`ERROR ${args.map(text).join(' ')}`);
+  }
+  override warn(...args: Parameters<PowertoolsLogger['warn']>): void {
+    this.sink(`WARN ${args.map(text).join(' ')}`);
+  }
 }
 
 export class SimError extends Error {
@@ -201,7 +216,8 @@ export class World {
   /** Builds the handlers over the current clients (a cold start: fresh caches) and starts the mappings and the API. */
   async startWorkers(): Promise<void> {
     const c = this.clients;
-    const { logger, metrics } = quietTelemetry();
+    const { metrics } = quietTelemetry();
+    const logger = new SinkLogger((m) => this.note(m));
     const { tables, buckets, views, settings } = this.config;
     const speed = wrapHandler(
       createSpeedHandler({

@@ -4,7 +4,7 @@
  * table, fresh table sets, and a fault-injecting wrapper around the real
  * DynamoDB client.
  */
-import { type AttributeValue, CreateTableCommand, type DynamoDBClient, ScanCommand } from '@aws-sdk/client-dynamodb';
+import { type AttributeValue, CreateTableCommand, DescribeTableCommand, type DynamoDBClient, ScanCommand } from '@aws-sdk/client-dynamodb';
 import { Logger } from '@aws-lambda-powertools/logger';
 import { Metrics } from '@aws-lambda-powertools/metrics';
 import { TABLES } from '../../functions/resources.ts';
@@ -163,6 +163,13 @@ export async function createSpeedTables(ddb: DynamoDBClient, prefix: string): Pr
       );
     }),
   );
+  // dynalite answers CreateTable at once but flips the table to ACTIVE on a timer: wait for it.
+  for (const TableName of Object.values(names)) {
+    for (let i = 0; (await ddb.send(new DescribeTableCommand({ TableName }))).Table?.TableStatus !== 'ACTIVE'; i++) {
+      if (i > 200) throw new Error(`table ${TableName} did not become ACTIVE`);
+      await new Promise((r) => setTimeout(r, 10));
+    }
+  }
   return names;
 }
 
@@ -223,5 +230,6 @@ export function faultyClient(real: DynamoDBClient) {
 /** A logger and metrics that stay quiet in tests. */
 export function quietTelemetry() {
   process.env.POWERTOOLS_METRICS_DISABLED = 'true';
-  return { logger: new Logger({ serviceName: 'tandem-speed-test', logLevel: 'SILENT' }), metrics: new Metrics({ namespace: 'TandemTest', serviceName: 'speed' }) };
+  // TANDEM_TEST_LOG=1 shows the handler's log (e.g. why a batch failed) when a test needs debugging.
+  return { logger: new Logger({ serviceName: 'tandem-speed-test', logLevel: process.env.TANDEM_TEST_LOG ? 'DEBUG' : 'SILENT' }), metrics: new Metrics({ namespace: 'TandemTest', serviceName: 'speed' }) };
 }

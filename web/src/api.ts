@@ -14,7 +14,14 @@ export interface ViewInfo {
   readonly metrics: Readonly<Record<string, { readonly fn: 'count' | 'sum' | 'min' | 'max' | 'avg'; readonly field?: string }>>;
 }
 
-export type Row = Record<string, string | number | null>;
+/** A cell of a response row: the bucket and dimensions are text, metrics numbers (null when undefined). */
+export type Cell = string | number | null;
+
+/** A response row, and the batch/speed split when the API sends it. */
+export interface Row {
+  readonly [column: string]: Cell | RowParts | undefined;
+  readonly parts?: RowParts;
+}
 
 /** Per-row split of the merged metrics (`parts=1`, when the API offers it). */
 export interface RowParts {
@@ -28,7 +35,7 @@ export interface QueryAnswer {
   readonly from: string;
   readonly to: string;
   readonly batch: { readonly version: number; readonly cutoff: string } | null;
-  readonly rows: readonly (Row & { parts?: RowParts })[];
+  readonly rows: readonly Row[];
 }
 
 export interface ShardProgress {

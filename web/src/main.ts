@@ -543,6 +543,7 @@ async function runBatch(): Promise<void> {
   const progress = $('run-progress');
   button.disabled = true;
   progress.textContent = 'Starting a batch run…';
+  progress.dataset.state = 'STARTING';
   try {
     const started = await api.startRun();
     const id = String(started.id ?? started.runId ?? '');
@@ -563,8 +564,10 @@ async function runBatch(): Promise<void> {
     }
     await refresh();
   } catch (e) {
+    const id = state.runId;
     handleFailure(e, (msg) => {
-      progress.textContent = `The batch run could not start: ${msg}`;
+      progress.textContent = id ? `Run ${id} started, but its state cannot be read: ${msg}` : `The batch run could not start: ${msg}`;
+      progress.dataset.state = 'ERROR';
     });
   } finally {
     state.runId = undefined;

@@ -51,7 +51,7 @@ export function groupColumns(view: ViewInfo, answer: QueryAnswer): string[] {
   return cols;
 }
 
-const label = (v: string | number | null | undefined) => (v === null || v === undefined ? '(none)' : String(v));
+const label = (v: unknown) => (v === null || v === undefined ? '(none)' : String(v));
 
 // Adds money-like decimals without drifting in the last digit for display (the API's values are exact).
 const add = (a: number, b: number) => Number((a + b).toPrecision(15));

@@ -1,0 +1,277 @@
+/**
+ * `npm run bench -- batch [--events 1000000,4000000] [--batch-size 10000] [--span-hours 24] [--shards 4] [--no-write]`
+ *
+ * For each event count: demo-mix events (local/demo.ts; 1 % resent ids, 5 %
+ * late) with arrivals spread over `--span-hours`, fed as synthetic Kinesis
+ * events of `--batch-size` records to the real archive handler, which writes
+ * them to s3rver (kinesis-local cannot carry millions of records). Then one
+ * full batch run (runBatchToCompletion: plan, stage the objects from s3rver
+ * into an empty cache, completeness check, DuckDB SQL per view, load into
+ * dynalite, publish), split into its stages. The baseline, in the same run:
+ * the same SQL run directly by DuckDB over the already staged files (the
+ * floor). Reports the ratio full run / (floor + load), rows loaded per second,
+ * the growth from the first to the last event count, and peak RSS.
+ *
+ * Writes the table into docs/benchmarks.md under `## batch` (unless --no-write).
+ */
+import { Logger } from '@aws-lambda-powertools/logger';
+import { Metrics } from '@aws-lambda-powertools/metrics';
+import Table from 'cli-table3';
+import { Command } from 'commander';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { createClients } from '../functions/adapters/clients.ts';
+import { createArchiveHandler } from '../functions/archive.ts';
+import { duckDbEngine, openDuckDb } from '../functions/batch/duckdb.ts';
+import { runBatchToCompletion } from '../functions/batch/pipeline.ts';
+import type { Config } from '../functions/config.ts';
+import { DEMO_VIEWS } from '../functions/core/demo-views.ts';
+import { DEFAULT_SETTINGS } from '../functions/core/settings.ts';
+import { compileView, duckdbSource } from '../functions/core/sql.ts';
+import { localNames, STREAM } from '../functions/resources.ts';
+import { DemoGenerator } from '../local/demo.ts';
+import { emulatorEnv, startEmulator } from '../local/emulators.ts';
+import { provision } from '../local/provision.ts';
+
+process.env.POWERTOOLS_METRICS_DISABLED = 'true';
+process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED = 'true';
+
+const opts = new Command()
+  .option('--events <list>', 'event counts, comma-separated', '1000000,4000000')
+  .option('--batch-size <n>', 'records per archive invocation', (v) => Number.parseInt(v, 10), 10_000)
+  .option('--span-hours <n>', 'hours of arrival time the events spread over', (v) => Number(v), 24)
+  .option('--shards <n>', 'Kinesis shards the events spread over', (v) => Number.parseInt(v, 10), 4)
+  .option('--no-write', 'do not update docs/benchmarks.md')
+  .parse(process.argv)
+  .opts<{ events: string; batchSize: number; spanHours: number; shards: number; write: boolean }>();
+
+const counts = opts.events.split(',').map((s) => Number.parseInt(s.trim(), 10));
+if (counts.some((n) => !Number.isInteger(n) || n < 1)) throw new Error(`--events must be whole numbers, received "${opts.events}"`);
+
+const T0 = Date.UTC(2025, 2, 3, 0, 0, 0);
+const SEQ0 = 49_590_338_271_490_256_608_559_692_538_361_571_095_921_575_989_136_588_898n;
+const shardId = (i: number) => `shardId-${String(i).padStart(12, '0')}`;
+const log = (...a: unknown[]) => console.error(...a);
+const mb = (bytes: number) => `${(bytes / 1024 / 1024).toFixed(0)} MB`;
+const sec = (ms: number) => `${(ms / 1000).toFixed(1)} s`;
+
+function hashShard(id: string, shards: number): number {
+  let h = 0;
+  for (let i = 0; i < id.length; i++) h = (h * 31 + id.charCodeAt(i)) >>> 0;
+  return h % shards;
+}
+
+interface Pending {
+  readonly arrival: number;
+  readonly seq: string;
+  readonly data: string;
+}
+
+function kinesisEvent(shard: string, records: readonly Pending[]) {
+  return {
+    Records: records.map((r) => ({
+      kinesis: { kinesisSchemaVersion: '1.0', partitionKey: 'k', sequenceNumber: r.seq, data: r.data, approximateArrivalTimestamp: r.arrival / 1000 },
+      eventSource: 'aws:kinesis',
+      eventVersion: '1.0',
+      eventID: `${shard}:${r.seq}`,
+      eventName: 'aws:kinesis:record',
+      invokeIdentityArn: 'arn:aws:iam::000000000000:role/tandem-archive',
+      awsRegion: 'us-east-1',
+      eventSourceARN: 'arn:aws:kinesis:us-east-1:000000000000:stream/tandem-events',
+    })),
+  };
+}
+
+function walk(dir: string): string[] {
+  return readdirSync(dir, { withFileTypes: true }).flatMap((e) => (e.isDirectory() ? walk(join(dir, e.name)) : [join(dir, e.name)]));
+}
+
+interface Result {
+  events: number;
+  records: number;
+  objects: number;
+  rawBytes: number;
+  archiveMs: number;
+  rows: number;
+  totalMs: number;
+  planMs: number;
+  stageMs: number;
+  verifyMs: number;
+  sqlMs: number;
+  loadMs: number;
+  publishMs: number;
+  floorMs: number;
+  rssBytes: number;
+}
+
+const kinesis = await startEmulator('kinesis');
+const dynamodb = await startEmulator('dynamodb');
+const s3dir = mkdtempSync(join(tmpdir(), 'tandem-bench-s3-'));
+const s3 = await startEmulator('s3', { dataDir: s3dir });
+const stageDirs: string[] = [];
+const results: Result[] = [];
+try {
+  const env = emulatorEnv({ kinesis, dynamodb, s3 });
+  const clients = createClients(env);
+  for (const [i, n] of counts.entries()) {
+    const names = localNames(`bench${i}`);
+    await provision(clients, { names, shards: opts.shards });
+    const config: Config = {
+      streamName: names[STREAM.env]!,
+      tables: { speed: names.TANDEM_SPEED_TABLE!, dedup: names.TANDEM_DEDUP_TABLE!, batchViews: names.TANDEM_BATCH_VIEWS_TABLE!, control: names.TANDEM_CONTROL_TABLE! },
+      buckets: { raw: names.TANDEM_RAW_BUCKET!, failures: names.TANDEM_FAILURE_BUCKET! },
+      views: DEMO_VIEWS,
+      settings: DEFAULT_SETTINGS,
+    };
+    const archive = createArchiveHandler({
+      s3: clients.s3,
+      ddb: clients.dynamodb,
+      rawBucket: config.buckets.raw,
+      failureBucket: config.buckets.failures,
+      controlTable: config.tables.control,
+      logger: new Logger({ logLevel: 'SILENT' }),
+      metrics: new Metrics({ namespace: 'TandemBench' }),
+    });
+
+    // ---- archive: the real handler, fed batches per shard as the event source mapping would ----
+    log(`\n${n.toLocaleString('en-US')} events: archiving through the archive handler...`);
+    const gen = new DemoGenerator({ seed: 7 + i, duplicateFraction: 0.01, lateFraction: 0.05 });
+    const spanMs = opts.spanHours * 3_600_000;
+    const perTick = 100;
+    const ticks = Math.ceil(n / perTick);
+    const pending: Pending[][] = Array.from({ length: opts.shards }, () => []);
+    const seqs = Array.from({ length: opts.shards }, () => 0n);
+    let records = 0;
+    const tArchive = performance.now();
+    const flush = async (s: number) => {
+      const batch = pending[s]!;
+      if (batch.length === 0) return;
+      pending[s] = [];
+      const out = await archive(kinesisEvent(shardId(s), batch));
+      if (out.batchItemFailures.length > 0) throw new Error(`archive batch of ${shardId(s)} failed`);
+    };
+    for (let t = 0; t < ticks; t++) {
+      const at = T0 + Math.floor((t * spanMs) / ticks);
+      const { events, retries } = gen.tick(at, Math.min(perTick, n - t * perTick));
+      for (const [j, e] of [...events, ...retries].entries()) {
+        const s = hashShard(e.id, opts.shards);
+        seqs[s] = seqs[s]! + 1n;
+        pending[s]!.push({ arrival: at + (j % 100), seq: String(SEQ0 + seqs[s]! * 1_000_003n), data: Buffer.from(JSON.stringify(e)).toString('base64') });
+        records++;
+        if (pending[s]!.length >= opts.batchSize) await flush(s);
+      }
+      if (t % 1000 === 0 && process.stderr.isTTY) process.stderr.write(`\r  ${records.toLocaleString('en-US')} records`);
+    }
+    for (let s = 0; s < opts.shards; s++) await flush(s);
+    const archiveMs = performance.now() - tArchive;
+    log(`\r  ${records.toLocaleString('en-US')} records archived in ${sec(archiveMs)}`);
+
+    // ---- the full run, from an empty staging cache ----
+    const stageDir = mkdtempSync(join(tmpdir(), 'tandem-bench-stage-'));
+    stageDirs.push(stageDir);
+    const now = T0 + spanMs + 600_000;
+    log('  full batch run...');
+    const t0 = performance.now();
+    const run = await runBatchToCompletion(clients, config, {
+      engine: duckDbEngine({ s3: clients.s3, bucket: config.buckets.raw, stageDir }),
+      now: () => now,
+    });
+    const totalMs = performance.now() - t0;
+    if (run.state !== 'SUCCEEDED') throw new Error(`batch run ${run.state}: ${run.error ?? run.note ?? ''}`);
+    const views = Object.values(run.views);
+    const timing = (k: string) => run.timings?.[k] ?? 0;
+
+    // ---- the floor: the same SQL, DuckDB straight over the staged files ----
+    log('  floor: the same SQL over the staged files...');
+    const files = walk(join(stageDir, 'raw')).sort();
+    const db = await openDuckDb();
+    const tf = performance.now();
+    for (const v of DEMO_VIEWS) await db.query(compileView(v, { dialect: 'duckdb', cutoff: run.cutoff!, source: duckdbSource(files) }));
+    const floorMs = performance.now() - tf;
+    db.close();
+
+    results.push({
+      events: n,
+      records,
+      objects: files.length,
+      rawBytes: files.reduce((a, f) => a + statSync(f).size, 0),
+      archiveMs,
+      rows: views.reduce((a, v) => a + v.rows, 0),
+      totalMs,
+      planMs: timing('plan'),
+      stageMs: timing('stage'),
+      verifyMs: timing('verify'),
+      sqlMs: views.reduce((a, v) => a + v.sqlMs, 0),
+      loadMs: views.reduce((a, v) => a + v.loadMs, 0),
+      publishMs: timing('publish'),
+      floorMs,
+      rssBytes: process.resourceUsage().maxRSS * 1024,
+    });
+    log(`  done: ${sec(totalMs)} total`);
+  }
+} finally {
+  await Promise.all([kinesis.stop(), dynamodb.stop(), s3.stop()]);
+  for (const d of [...stageDirs, s3dir]) rmSync(d, { recursive: true, force: true });
+}
+
+// ---- report ----
+const head = ['', ...results.map((r) => `${r.events.toLocaleString('en-US')} events`)];
+const row = (label: string, f: (r: Result) => string) => [label, ...results.map(f)];
+const first = results[0]!;
+const last = results[results.length - 1]!;
+const rows: string[][] = [
+  row('records archived (with resent copies)', (r) => r.records.toLocaleString('en-US')),
+  row('raw objects / gzip size', (r) => `${r.objects} / ${mb(r.rawBytes)}`),
+  row('archive handler (synthetic events)', (r) => `${sec(r.archiveMs)} (${Math.round(r.records / (r.archiveMs / 1000)).toLocaleString('en-US')} records/s)`),
+  row('full run', (r) => sec(r.totalMs)),
+  row('  plan (cutoff)', (r) => sec(r.planMs)),
+  row('  stage (download to the cache)', (r) => sec(r.stageMs)),
+  row('  completeness check', (r) => sec(r.verifyMs)),
+  row('  SQL, 3 views', (r) => sec(r.sqlMs)),
+  row('  load', (r) => `${sec(r.loadMs)} (${r.rows.toLocaleString('en-US')} rows)`),
+  row('  publish', (r) => sec(r.publishMs)),
+  row('floor: same SQL, DuckDB over the staged files (baseline)', (r) => sec(r.floorMs)),
+  row('full run / (floor + load)  [goal <= 1.3]', (r) => (r.totalMs / (r.floorMs + r.loadMs)).toFixed(2)),
+  row('SQL in the run / floor', (r) => (r.sqlMs / r.floorMs).toFixed(2)),
+  row('rows loaded per second', (r) => Math.round(r.rows / (r.loadMs / 1000)).toLocaleString('en-US')),
+  row('peak RSS of the benchmark process', (r) => mb(r.rssBytes)),
+];
+if (results.length > 1) {
+  const growth = last.totalMs / first.totalMs;
+  rows.push([`growth of the full run, ${first.events.toLocaleString('en-US')} -> ${last.events.toLocaleString('en-US')}  [goal <= 4.4]`, ...results.map((r) => (r === last ? `${growth.toFixed(2)}x` : ''))]);
+  rows.push([`growth of the floor, same`, ...results.map((r) => (r === last ? `${(last.floorMs / first.floorMs).toFixed(2)}x` : ''))]);
+}
+const table = new Table({ head, style: { head: [], border: [] } });
+for (const r of rows) table.push(r);
+console.log(table.toString());
+
+if (opts.write) {
+  const here = dirname(fileURLToPath(import.meta.url));
+  const file = join(here, '..', 'docs', 'benchmarks.md');
+  const md = [
+    '## batch',
+    '',
+    `\`npm run bench -- batch --events ${opts.events}\` (${new Date().toISOString().slice(0, 10)}). Demo-mix events (1 % resent ids, 5 % late by`,
+    `up to 3 h) with arrivals over ${opts.spanHours} h on ${opts.shards} shards, archived to s3rver by the real archive handler in batches of`,
+    `${opts.batchSize.toLocaleString('en-US')}; then one full run (\`runBatchToCompletion\`, DuckDB engine, empty staging cache, dynalite as the`,
+    'table store). Baseline in the same run: the floor, the same three SQL statements run by DuckDB directly over',
+    'the staged files. Same time span for every count, so the number of view rows barely grows while the events do.',
+    '',
+    `| | ${head.slice(1).join(' | ')} |`,
+    `|---|${head.slice(1).map(() => '---:').join('|')}|`,
+    ...rows.map((r) => `| ${r.map((c) => c.trim() || ' ').join(' | ')} |`),
+    '',
+  ].join('\n');
+  const current = readFileSync(file, 'utf8');
+  const start = current.indexOf('\n## batch\n');
+  let next: string;
+  if (start < 0) next = `${current.trimEnd()}\n\n${md}`;
+  else {
+    const end = current.indexOf('\n## ', start + 1);
+    next = `${current.slice(0, start + 1)}${md}${end < 0 ? '' : current.slice(end)}`;
+  }
+  writeFileSync(file, next);
+  log('\nwrote docs/benchmarks.md (## batch)');
+}
