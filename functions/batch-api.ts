@@ -8,7 +8,8 @@
  * - `GET /batch/runs/{id}` -> the run: state, stage, version, cutoff, per-view
  *   rows and timings, error; 404 when unknown.
  * - `POST /batch/rollback` `{ "version": N }` -> 200 with the pointer, 404 for an
- *   unknown version, 409 when the rollback rule forbids it (publish.ts).
+ *   unknown version, 409 when the rollback rule forbids it (publish.ts) or a run
+ *   holds the batch lock.
  *
  * The API key is checked before this handler (local server / authorizer).
  */
@@ -18,7 +19,19 @@ import type { APIGatewayProxyEvent } from 'aws-lambda';
 import { z } from 'zod';
 import { type Clients, clients } from './adapters/clients.ts';
 import { guarded, HttpError, json, readJsonBody } from './api/http.ts';
-import { type Control, createRun, getRun, lockHolder, newRunId, type Pointer, RUN_ID_RE, type RunItem, updateRun } from './batch/control.ts';
+import {
+  acquireLock,
+  type Control,
+  createRun,
+  getRun,
+  lockHolder,
+  newRunId,
+  type Pointer,
+  RUN_ID_RE,
+  type RunItem,
+  releaseLock,
+  updateRun,
+} from './batch/control.ts';
 import { type BatchOptions, errorText, startBatchRun } from './batch/pipeline.ts';
 import { rollbackTo } from './batch/publish.ts';
 import { type Config, loadConfig } from './config.ts';
@@ -74,7 +87,7 @@ export function createBatchApiHandler(deps: () => BatchApiDeps, logger: Logger) 
     const env = d.env ?? process.env;
     const control: Control = { doc: d.clients.doc, table: d.config.tables.control };
     const route = matchRoute(event.httpMethod, event.path) ?? matchRoute(event.httpMethod, event.resource ?? '');
-    if (!route || route.route.handler !== 'batchApi') throw new HttpError(404, `no route ${event.httpMethod} ${event.path}`);
+    if (route?.route.handler !== 'batchApi') throw new HttpError(404, `no route ${event.httpMethod} ${event.path}`);
     const now = d.batch?.now ?? Date.now;
 
     if (route.route.path === '/batch/runs') {
@@ -111,10 +124,19 @@ export function createBatchApiHandler(deps: () => BatchApiDeps, logger: Logger) 
       const issue = body.error.issues[0];
       throw new HttpError(400, issue?.path.length ? issue.message : 'the body must be {"version": <number>}', 'version');
     }
-    const result = await rollbackTo(
-      { control, ddb: d.clients.dynamodb, batchViewsTable: d.config.tables.batchViews, settings: d.config.settings, now },
-      body.data.version,
-    );
+    // The rollback holds the batch lock: a run publishing right after it would silently undo it.
+    const lockId = `rollback-${now()}`;
+    const lock = await acquireLock(control, lockId, now(), 60);
+    if (!lock.acquired) throw new HttpError(409, `batch run ${lock.holder} is going: roll back once it has finished`, 'version');
+    let result: Awaited<ReturnType<typeof rollbackTo>>;
+    try {
+      result = await rollbackTo(
+        { control, ddb: d.clients.dynamodb, batchViewsTable: d.config.tables.batchViews, settings: d.config.settings, now },
+        body.data.version,
+      );
+    } finally {
+      await releaseLock(control, lockId);
+    }
     if (result.status === 'unknown') throw new HttpError(404, result.message, 'version');
     if (result.status === 'conflict') throw new HttpError(409, result.message, 'version');
     return json(200, pointerResponse(result.pointer));

@@ -5,6 +5,7 @@
  * not be stored (the body names their indices; ids make the client's retry safe).
  */
 import { Logger } from '@aws-lambda-powertools/logger';
+import { Metrics, MetricUnit } from '@aws-lambda-powertools/metrics';
 import type { APIGatewayProxyEvent, Context } from 'aws-lambda';
 import { clients } from './adapters/clients.ts';
 import { type Config, loadConfig } from './config.ts';
@@ -19,6 +20,8 @@ export interface IngestDeps {
   readonly streamName: string;
   readonly views: readonly View[];
   readonly logger: Logger;
+  /** Counts accepted, rejected and unstored events and resent entries (flushed after every request). */
+  readonly metrics?: Metrics;
   readonly put?: PutOptions;
 }
 
@@ -34,6 +37,22 @@ function eventCount(body: unknown): number {
 
 /** The ingest core for given clients and views (tests inject a wrapped Kinesis client here). */
 export function createIngestHandler(deps: IngestDeps): ApiHandler {
+  const handle = ingestCore(deps);
+  if (!deps.metrics) return handle;
+  const metrics = deps.metrics;
+  return async (event, context) => {
+    try {
+      return await handle(event, context);
+    } finally {
+      metrics.publishStoredMetrics();
+    }
+  };
+}
+
+function ingestCore(deps: IngestDeps): ApiHandler {
+  const count = (name: string, n: number) => {
+    if (n > 0) deps.metrics?.addMetric(name, MetricUnit.Count, n);
+  };
   return guarded(deps.logger, async (event: APIGatewayProxyEvent, context: Context) => {
     const body = readJsonBody(event);
     const n = eventCount(body);
@@ -43,6 +62,7 @@ export function createIngestHandler(deps: IngestDeps): ApiHandler {
     const result = validateEvents(body, deps.views, { maxEvents: MAX_EVENTS_PER_REQUEST });
     if (isBodyError(result)) throw new HttpError(400, result.error.message, result.error.field ?? 'body');
     const { rejected } = result;
+    count('EventsRejected', rejected.length);
     if (result.accepted.length === 0) {
       const first = rejected[0];
       return json(400, errorBody('no event could be accepted', first?.field, { accepted: 0, rejected }));
@@ -59,6 +79,9 @@ export function createIngestHandler(deps: IngestDeps): ApiHandler {
       },
     );
     const ids = events.map(({ event: e }) => e.id);
+    count('EventsAccepted', outcome.stored.length);
+    count('EventsNotStored', outcome.failed.length);
+    count('PutRecordsResent', outcome.resent);
     if (outcome.failed.length > 0) {
       deps.logger.error('accepted events not stored', { notStored: outcome.failed.length, codes: [...new Set(outcome.failed.map((f) => f.code))] });
       return json(
@@ -77,6 +100,7 @@ export function createIngestHandler(deps: IngestDeps): ApiHandler {
 }
 
 const logger = new Logger({ serviceName: 'tandem-ingest' });
+const metrics = new Metrics({ namespace: 'Tandem', serviceName: 'ingest' });
 const config: Config = loadConfig();
 
 /** The Lambda entry point: module-scope clients and views, as Powertools examples do. */
@@ -87,4 +111,5 @@ export const handler: ApiHandler = createIngestHandler({
   },
   views: config.views,
   logger,
+  metrics,
 });

@@ -143,12 +143,17 @@ export class FailureBucketDestination implements lambda.IEventSourceDlq {
   }
 }
 
-/** Grants DynamoDB item reads (no scan of other tables, no writes). */
-export function grantTableRead(table: dynamodb.ITable, grantee: iam.IGrantable): iam.Grant {
+/**
+ * Grants DynamoDB item reads, no Scan and no writes. Hand-written (like the
+ * other grants here) because aws-cdk-lib's grantReadData also allows Scan and
+ * the table's stream.
+ */
+export function grantTableRead(table: dynamodb.ITable | readonly dynamodb.ITable[], grantee: iam.IGrantable): iam.Grant {
+  const tables = Array.isArray(table) ? table : [table as dynamodb.ITable];
   return iam.Grant.addToPrincipal({
     grantee,
     actions: ['dynamodb:GetItem', 'dynamodb:BatchGetItem', 'dynamodb:Query', 'dynamodb:DescribeTable'],
-    resourceArns: [table.tableArn],
+    resourceArns: tables.map((t) => t.tableArn),
   });
 }
 

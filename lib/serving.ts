@@ -61,7 +61,7 @@ export class Serving extends Construct {
         [TABLES.control.env]: props.controlTable.tableName,
       },
     }).function;
-    for (const t of this.tables) grantTableRead(t, this.queryFunction);
+    grantTableRead(this.tables, this.queryFunction);
 
     this.batchApiFunction = new TandemFunction(this, 'BatchApiFunction', {
       ...defaults,
@@ -83,8 +83,8 @@ export class Serving extends Construct {
   }
 
   /** Lets a principal read what the query function reads (speed, batch-views and control tables), nothing more. */
-  grantQuery(grantee: iam.IGrantable): void {
-    for (const t of this.tables) grantTableRead(t, grantee);
+  grantQuery(grantee: iam.IGrantable): iam.Grant {
+    return grantTableRead(this.tables, grantee);
   }
 
   /** Query function errors (Sum, 5 minutes). */

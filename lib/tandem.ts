@@ -412,7 +412,7 @@ export class Tandem extends Construct {
   }
 
   /** Lets a principal read what the query function reads (no writes). */
-  grantQuery(grantee: iam.IGrantable): void {
-    this.serving.grantQuery(grantee);
+  grantQuery(grantee: iam.IGrantable): iam.Grant {
+    return this.serving.grantQuery(grantee);
   }
 }

@@ -59,6 +59,11 @@ export interface LocalCloudOptions {
     readonly speed?: Partial<Pick<EventSourceMappingOptions, 'batchSize' | 'maxBatchingWindowMs' | 'pollIntervalMs'>>;
     readonly archive?: Partial<Pick<EventSourceMappingOptions, 'batchSize' | 'maxBatchingWindowMs' | 'pollIntervalMs'>>;
   };
+  /**
+   * Called when the local cloud cannot go on (an emulator died); it has already
+   * stopped everything. @default - the error is only logged
+   */
+  readonly onFatal?: (error: Error) => void;
   /** Runs one batch to completion; the batch pipeline's own when absent. */
   readonly runBatch?: () => Promise<unknown>;
   readonly logger?: CloudLogger;
@@ -150,12 +155,22 @@ export async function startLocalCloud(opts: LocalCloudOptions = {}): Promise<Loc
   const { key: apiKey, generated } = readOrCreateKey(dataDir, opts.apiKey, generateKey);
 
   const stops: (() => Promise<void>)[] = [];
+  let stopping = false;
   const stopAll = async () => {
+    stopping = true;
     for (const s of stops.splice(0).reverse()) await s().catch((e) => log.warn('local cloud: error while stopping', e));
   };
   try {
     const emulators = await startEmulators({ dataDir });
     stops.push(() => emulators.stop());
+    for (const e of [emulators.kinesis, emulators.dynamodb, emulators.s3]) {
+      e.process.once('exit', (code, signal) => {
+        if (stopping) return;
+        const err = new Error(`the ${e.name} emulator (pid ${e.pid}) exited unexpectedly (code ${code}, signal ${signal}); the local cloud stopped`);
+        log.error(err.message);
+        stopAll().finally(() => opts.onFatal?.(err));
+      });
+    }
     const names = localNames();
     const env: Record<string, string> = {
       ...emulators.env,
@@ -197,7 +212,8 @@ export async function startLocalCloud(opts: LocalCloudOptions = {}): Promise<Loc
       startingPosition: 'TRIM_HORIZON',
       bisectBatchOnError: true,
       reportBatchItemFailures: true,
-      onFailure: { s3: own.s3, bucket: names[BUCKETS.failures.env]!, prefix: FAILURE_PREFIX },
+      // Beside the handlers' own poison objects (failures/speed/, failures/archive/), not among them.
+      onFailure: { s3: own.s3, bucket: names[BUCKETS.failures.env]!, prefix: `${FAILURE_PREFIX}esm/` },
       checkpointDir: join(dataDir, 'esm'),
       logger: esmLogger,
     };

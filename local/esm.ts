@@ -393,6 +393,8 @@ class ShardWorker {
   private readonly waiters: IdleWaiter[] = [];
   private loops: Promise<void> | undefined;
   private readonly readAhead: number;
+  /** When this shard's first LATEST iterator was taken. */
+  private latestAt: number | undefined;
   private readonly counters = { batches: 0, records: 0, failures: 0, discarded: 0 };
 
   constructor(
@@ -428,7 +430,12 @@ class ShardWorker {
     } else if ((this.m.o.startingPosition ?? 'TRIM_HORIZON') === 'LATEST') {
       // A fresh mapping starts at the tip; after a restart (or for a shard born later) it
       // starts where the mapping was created, so records put while it was down are not skipped.
-      input = this.inFirstListing ? { ...base, ShardIteratorType: 'LATEST' } : { ...base, ShardIteratorType: 'AT_TIMESTAMP', Timestamp: new Date(this.m.file.createdAt) };
+      // (A renewed iterator starts where the first LATEST one did, so nothing put meanwhile is skipped.)
+      input =
+        this.inFirstListing && this.latestAt === undefined
+          ? { ...base, ShardIteratorType: 'LATEST' }
+          : { ...base, ShardIteratorType: 'AT_TIMESTAMP', Timestamp: new Date(this.latestAt ?? this.m.file.createdAt) };
+      this.latestAt ??= Date.now();
     } else {
       input = { ...base, ShardIteratorType: 'TRIM_HORIZON' };
     }

@@ -56,7 +56,9 @@ export function registerLocal(program: Command): void {
       // Loaded here so `tandem --help` and the other commands start fast.
       const { shownPath, startLocalCloud } = await import('../../local/cloud.ts');
       narrate('tandem local: starting emulators (kinesis-local, dynalite, s3rver)...');
+      let fatal: ((e: Error) => void) | undefined;
       const cloud = await startLocalCloud({
+        onFatal: (e) => fatal?.(e),
         port,
         demo: flags.demo,
         ...(flags.views ? { viewsFile: flags.views } : {}),
@@ -85,6 +87,11 @@ export function registerLocal(program: Command): void {
       );
       await new Promise<void>((resolve) => {
         let stopping = false;
+        fatal = () => {
+          // startLocalCloud has stopped everything and said why.
+          process.exitCode = 1;
+          resolve();
+        };
         const onSignal = (signal: NodeJS.Signals) => {
           if (stopping) {
             narrate(`tandem local: ${signal} again, exiting now`);

@@ -78,24 +78,23 @@ async function send(file: string | undefined, flags: SendFlags): Promise<void> {
   const fromStdin = file === undefined || file === '-';
   if (fromStdin && process.stdin.isTTY) throw new UsageError('give a file of events, or pipe them to stdin (tandem send - < events.ndjson)');
   let input: Readable;
-  let totalBytes = 0;
+  let expected = 0;
   if (fromStdin) {
     input = process.stdin;
   } else {
     try {
-      totalBytes = statSync(file).size;
+      if (!statSync(file).isFile()) throw new UsageError(`${file} is not a file`);
     } catch (e) {
+      if (e instanceof UsageError) throw e;
       throw new UsageError(`cannot read ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
     }
+    // The bar's total: lines of an NDJSON file (a one-line JSON document shows a counter instead).
+    if (process.stderr.isTTY) expected = await countLines(file);
     input = createReadStream(file);
   }
 
   const client = clientFor(flags);
-  const progress = new Progress(totalBytes);
-  let bytesRead = 0;
-  input.on('data', (chunk: Buffer | string) => {
-    bytesRead += typeof chunk === 'string' ? Buffer.byteLength(chunk) : chunk.length;
-  });
+  const progress = new Progress(expected > 1 ? expected : 0);
   const rejectedFile = new LazyFile(flags.rejected);
   const stats = { sent: 0, accepted: 0, rejected: 0 };
   const started = Date.now();
@@ -104,7 +103,7 @@ async function send(file: string | undefined, flags: SendFlags): Promise<void> {
     stats.accepted += r.accepted;
     stats.rejected += r.rejected.length;
     for (const rej of r.rejected) rejectedFile.write(`${JSON.stringify({ ...rej.position, field: rej.field, message: rej.message, event: rej.event })}\n`);
-    progress.update(bytesRead, stats);
+    progress.update(stats);
   };
 
   const inFlight = new Set<Promise<void>>();
@@ -140,7 +139,7 @@ async function send(file: string | undefined, flags: SendFlags): Promise<void> {
     if (!failure && batch.length > 0) launch(batch);
     await Promise.all(inFlight);
   } finally {
-    progress.stop(bytesRead, stats);
+    progress.stop(stats);
     await rejectedFile.close();
   }
   if (failure) {
@@ -293,25 +292,37 @@ interface Counts {
   readonly rejected: number;
 }
 
+/** Lines in a file (newlines, plus an unterminated last line), read in chunks. */
+async function countLines(file: string): Promise<number> {
+  let lines = 0;
+  let last = 10;
+  for await (const chunk of createReadStream(file)) {
+    const buf = chunk as Buffer;
+    for (let i = buf.indexOf(10); i !== -1; i = buf.indexOf(10, i + 1)) lines++;
+    if (buf.length > 0) last = buf[buf.length - 1]!;
+  }
+  return last === 10 ? lines : lines + 1;
+}
+
 /**
- * Progress on stderr: a cli-progress bar on a terminal (over the file's bytes,
- * or a counter for stdin), plain lines at most every two seconds otherwise.
+ * Progress on stderr: a cli-progress bar on a terminal (over the lines of a
+ * file, or a counter for stdin), plain lines at most every two seconds otherwise.
  */
 class Progress {
   private readonly bar: SingleBar | undefined;
   private readonly started = Date.now();
   private lastLine = 0;
 
-  constructor(private readonly totalBytes: number) {
+  constructor(private readonly total: number) {
     if (process.stderr.isTTY) {
       const counts = '{sent} events sent | {rate} events/s | {rejected} rejected';
       this.bar = new SingleBar({
-        format: totalBytes > 0 ? `{bar} {percentage}% | ${counts}` : counts,
+        format: total > 0 ? `{bar} {percentage}% | ${counts}` : counts,
         stream: process.stderr,
         hideCursor: true,
         clearOnComplete: false,
       });
-      this.bar.start(Math.max(totalBytes, 1), 0, this.payload({ sent: 0, accepted: 0, rejected: 0 }));
+      this.bar.start(Math.max(total, 1), 0, this.payload({ sent: 0, accepted: 0, rejected: 0 }));
     }
   }
 
@@ -324,9 +335,10 @@ class Progress {
     return { sent: c.sent, rejected: c.rejected, rate: this.rate(c.sent) };
   }
 
-  update(bytes: number, c: Counts): void {
+  update(c: Counts): void {
     if (this.bar) {
-      this.bar.update(this.totalBytes > 0 ? bytes : 0, this.payload(c));
+      if (c.sent > this.total && this.total > 0) this.bar.setTotal(c.sent);
+      this.bar.update(this.total > 0 ? c.sent : 0, this.payload(c));
       return;
     }
     if (Date.now() - this.lastLine < 2_000) return;
@@ -334,9 +346,11 @@ class Progress {
     narrate(`sent ${c.sent} events (${c.accepted} accepted, ${c.rejected} rejected, ${this.rate(c.sent)} events/s)`);
   }
 
-  stop(bytes: number, c: Counts): void {
+  stop(c: Counts): void {
     if (this.bar) {
-      this.bar.update(this.totalBytes > 0 ? Math.max(bytes, this.totalBytes) : 0, this.payload(c));
+      // Blank lines made the estimate high: end the bar full.
+      if (this.total > 0) this.bar.setTotal(Math.max(c.sent, 1));
+      this.bar.update(this.total > 0 ? c.sent : 0, this.payload(c));
       this.bar.stop();
     }
   }

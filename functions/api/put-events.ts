@@ -49,6 +49,10 @@ export function chunkEntries<E extends PutEntry>(entries: readonly E[], maxRecor
   return chunks;
 }
 
+/** Time kept back from the invocation's deadline to answer after an aborted PutRecords. */
+const REPLY_RESERVE_MS = 1500;
+const MIN_REQUEST_MS = 500;
+
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
 export interface PutOptions {
@@ -111,7 +115,13 @@ export async function putEntries(kinesis: KinesisPut, streamName: string, entrie
         requests++;
         const Records: PutRecordsRequestEntry[] = chunk.map((e) => ({ Data: e.data, PartitionKey: e.partitionKey }));
         try {
-          const out = await kinesis.send(new PutRecordsCommand({ StreamName: streamName, Records }));
+          // Give up on a request before the invocation's deadline: the client then hears which events
+          // are not confirmed (a 503 naming them) instead of a gateway timeout that names nothing.
+          const budget = opts.remainingMs ? opts.remainingMs() - REPLY_RESERVE_MS : Number.POSITIVE_INFINITY;
+          const out = await kinesis.send(
+            new PutRecordsCommand({ StreamName: streamName, Records }),
+            Number.isFinite(budget) ? { abortSignal: AbortSignal.timeout(Math.max(MIN_REQUEST_MS, budget)) } : {},
+          );
           chunk.forEach((e, i) => {
             const r = out.Records?.[i];
             if (r && !r.ErrorCode && r.SequenceNumber) {

@@ -5,6 +5,7 @@
  * and benchmarks. In AWS, Step Functions calls the same steps one by one
  * through functions/batch-task.ts.
  */
+import { createHash } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Clients } from '../adapters/clients.ts';
@@ -38,7 +39,10 @@ export function engineFromEnv(clients: Pick<Clients, 's3' | 'athena'>, config: P
     });
   }
   if (name !== 'duckdb') throw new Error(`environment variable ${SETTINGS_ENV.batchEngine} must be athena or duckdb, received "${name}"`);
-  return duckDbEngine({ s3: clients.s3, bucket: config.buckets.raw, stageDir: env[SETTINGS_ENV.stageDir] || join(tmpdir(), 'tandem-stage', config.buckets.raw) });
+  // Without a configured directory, one per store and bucket: two local clouds never share a cache.
+  const store = createHash('sha256').update(env.AWS_ENDPOINT_URL_S3 ?? env.AWS_ENDPOINT_URL ?? 'aws').digest('hex').slice(0, 12);
+  const stageDir = env[SETTINGS_ENV.stageDir] || join(tmpdir(), 'tandem-stage', `${config.buckets.raw}-${store}`);
+  return duckDbEngine({ s3: clients.s3, bucket: config.buckets.raw, stageDir });
 }
 
 export interface BatchOptions {

@@ -3,13 +3,13 @@
  * directory, mirrored key for key (`<dir>/raw/dt=.../<shard>/<range>.json.gz`).
  * DuckDB cannot read S3 here (httpfs is not bundled and is not downloaded), so
  * it reads these files. Only objects missing locally (or of another size) are
- * downloaded; the cache survives between runs. A run reads exactly the objects
+ * downloaded (by ETag and size); the cache survives between runs. A run reads exactly the objects
  * the listing returns: a cached file whose object is gone from S3 is not read
  * (and is removed), so the cache can never hide a missing object.
  */
 import { GetObjectCommand, ListObjectsV2Command, type S3Client } from '@aws-sdk/client-s3';
 import { randomBytes } from 'node:crypto';
-import { mkdir, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { dirname, join, relative, sep } from 'node:path';
 import { mapLimit } from '../speed/limit.ts';
 import { RAW_PREFIX } from '../resources.ts';
@@ -18,6 +18,7 @@ import { parseRawObjectKey } from '../archive/layout.ts';
 export interface ListedObject {
   readonly key: string;
   readonly size: number;
+  readonly etag: string;
   readonly hour: number;
 }
 
@@ -29,7 +30,7 @@ export async function listRawObjects(s3: S3Client, bucket: string): Promise<List
     const page = await s3.send(new ListObjectsV2Command({ Bucket: bucket, Prefix: RAW_PREFIX, ContinuationToken: token }));
     for (const o of page.Contents ?? []) {
       const name = o.Key ? parseRawObjectKey(o.Key) : undefined;
-      if (name) out.push({ key: name.key, size: o.Size ?? 0, hour: name.hour });
+      if (name) out.push({ key: name.key, size: o.Size ?? 0, etag: o.ETag ?? '', hour: name.hour });
     }
     token = page.IsTruncated ? page.NextContinuationToken : undefined;
   } while (token);
@@ -52,6 +53,25 @@ async function sizeOf(path: string): Promise<number | undefined> {
   }
 }
 
+/** `<dir>/index.json`: the ETag each cached file was downloaded with. */
+const INDEX = 'index.json';
+
+async function readIndex(dir: string): Promise<Record<string, string>> {
+  try {
+    return JSON.parse(await readFile(join(dir, INDEX), 'utf8')) as Record<string, string>;
+  } catch {
+    return {};
+  }
+}
+
+async function writeAtomically(path: string, data: string | Uint8Array): Promise<void> {
+  await mkdir(dirname(path), { recursive: true });
+  // Write aside, then rename: a crash never leaves a partial file under the real name.
+  const tmp = `${path}.${randomBytes(4).toString('hex')}.part`;
+  await writeFile(tmp, data);
+  await rename(tmp, path);
+}
+
 async function walk(dir: string): Promise<string[]> {
   let entries: import('node:fs').Dirent[];
   try {
@@ -71,32 +91,37 @@ async function walk(dir: string): Promise<string[]> {
 export async function stageObjects(s3: S3Client, bucket: string, dir: string, cutoff: number, concurrency = 16): Promise<StageResult> {
   const listed = await listRawObjects(s3, bucket);
   const wanted = listed.filter((o) => o.hour < cutoff);
+  const index = await readIndex(dir);
   const files = new Map<string, string>();
   let downloaded = 0;
   let downloadedBytes = 0;
-  await mapLimit(wanted, concurrency, async (o) => {
-    const path = join(dir, ...o.key.split('/'));
-    files.set(o.key, path);
-    if ((await sizeOf(path)) === o.size) return;
-    const got = await s3.send(new GetObjectCommand({ Bucket: bucket, Key: o.key }));
-    if (!got.Body) throw new Error(`s3://${bucket}/${o.key} has no body`);
-    const bytes = await got.Body.transformToByteArray();
-    await mkdir(dirname(path), { recursive: true });
-    // Write aside, then rename: a crash never leaves a partial file under the object's name.
-    const tmp = `${path}.${randomBytes(4).toString('hex')}.part`;
-    await writeFile(tmp, bytes);
-    await rename(tmp, path);
-    downloaded++;
-    downloadedBytes += bytes.length;
-  });
+  try {
+    await mapLimit(wanted, concurrency, async (o) => {
+      const path = join(dir, ...o.key.split('/'));
+      files.set(o.key, path);
+      // Same ETag and size: the very object already cached (a rewritten object gets a new ETag).
+      if (index[o.key] === o.etag && (await sizeOf(path)) === o.size) return;
+      const got = await s3.send(new GetObjectCommand({ Bucket: bucket, Key: o.key }));
+      if (!got.Body) throw new Error(`s3://${bucket}/${o.key} has no body`);
+      const bytes = await got.Body.transformToByteArray();
+      await writeAtomically(path, bytes);
+      index[o.key] = got.ETag ?? o.etag;
+      downloaded++;
+      downloadedBytes += bytes.length;
+    });
+  } finally {
+    await writeAtomically(join(dir, INDEX), JSON.stringify(index));
+  }
   const present = new Set(listed.map((o) => o.key));
   let removed = 0;
   for (const path of await walk(join(dir, RAW_PREFIX))) {
     const key = relative(dir, path).split(sep).join('/');
     if (!present.has(key)) {
       await rm(path, { force: true });
+      delete index[key];
       removed++;
     }
   }
+  await writeAtomically(join(dir, INDEX), JSON.stringify(index));
   return { files, downloaded, downloadedBytes, removed };
 }

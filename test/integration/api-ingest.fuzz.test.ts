@@ -2,13 +2,17 @@
  * Fuzzing POST /events (fast-check) against the real kinesis-local: bodies of
  * valid events, events with exactly one fault, junk items, arbitrary JSON and
  * arbitrary text. Never a 5xx; never an invalid event accepted; every
- * rejection names the faulty field; every valid neighbour accepted, and
- * finally found in the stream exactly once, as sent.
+ * rejection names the faulty field; every valid neighbour accepted, finally
+ * found in the stream exactly once, as sent, and counted once by the real
+ * speed layer.
  */
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ScanCommand } from '@aws-sdk/lib-dynamodb';
 import { DEMO_VIEWS } from '../../functions/core/demo-views.ts';
+import { DEFAULT_SETTINGS } from '../../functions/core/settings.ts';
 import { createIngestHandler } from '../../functions/ingest.ts';
+import { processSpeedBatch } from '../../functions/speed/process.ts';
 import { startTestCloud, type TestCloud } from '../support/cloud.ts';
 import { lambdaContext, parse, postEvents, readStream, silentLogger } from '../support/api.ts';
 
@@ -214,5 +218,34 @@ describe('POST /events fuzzing', () => {
       expect(r.data).toEqual(expected.get(r.partitionKey));
     }
     expect(Object.keys(statuses).sort()).toEqual(expect.arrayContaining(['200', '207', '400']));
+
+    // ...and later counted: the real speed layer over what the stream holds counts every accepted event once.
+    const res = await processSpeedBatch(
+      recs.map((r) => ({ shard: r.shard, seq: r.seq, arrival: r.arrival, data: Buffer.from(JSON.stringify(r.data)) })),
+      {
+        ddb: cloud.clients.dynamodb,
+        s3: cloud.clients.s3,
+        tables: { speed: cloud.names.TANDEM_SPEED_TABLE!, dedup: cloud.names.TANDEM_DEDUP_TABLE!, control: cloud.names.TANDEM_CONTROL_TABLE! },
+        failureBucket: cloud.names.TANDEM_FAILURE_BUCKET!,
+        views: DEMO_VIEWS,
+        settings: DEFAULT_SETTINGS,
+      },
+    );
+    expect(res.failures).toEqual([]);
+    expect(res.stats.poison).toBe(0);
+    const counted = new Map<string, number>();
+    let start: Record<string, unknown> | undefined;
+    do {
+      const page = await cloud.clients.doc.send(new ScanCommand({ TableName: cloud.names.TANDEM_SPEED_TABLE!, ...(start && { ExclusiveStartKey: start }) }));
+      for (const item of page.Items ?? []) {
+        if (item.view !== 'events_by_type') continue;
+        const type = String((item.dims as string[])[0]);
+        counted.set(type, (counted.get(type) ?? 0) + Number(item.events__count));
+      }
+      start = page.LastEvaluatedKey;
+    } while (start);
+    const truth = new Map<string, number>();
+    for (const e of expected.values()) truth.set(String(e.type), (truth.get(String(e.type)) ?? 0) + 1);
+    expect(counted).toEqual(truth);
   });
 });

@@ -194,4 +194,23 @@ describe('PutRecords partial failures (wrapper around the real client)', () => {
     expect(r.body.notStored).toEqual([0, 1]);
     expect(r.body.error).toMatch(/could not be stored/);
   });
+
+  it('a PutRecords that outlasts the invocation is abandoned in time: 503 naming its events', async () => {
+    const p = prefix();
+    const signals: AbortSignal[] = [];
+    // Never answers unless aborted, like a stream endpoint that hangs.
+    const hanging = {
+      send: (_cmd: unknown, options?: { abortSignal?: AbortSignal }) =>
+        new Promise((_resolve, reject) => {
+          if (!options?.abortSignal) return;
+          signals.push(options.abortSignal);
+          options.abortSignal.addEventListener('abort', () => reject(Object.assign(new Error('Request aborted'), { name: 'AbortError' })));
+        }),
+    } as unknown as KinesisPut;
+    const r = parse(await ingest(hanging)(postEvents([ev(`${p}a`), ev(`${p}b`)]), lambdaContext(2500)));
+    expect(signals).toHaveLength(1);
+    expect(signals[0]!.aborted).toBe(true);
+    expect(r.status).toBe(503);
+    expect(r.body.notStored).toEqual([0, 1]);
+  });
 });

@@ -338,6 +338,8 @@ describe('batch layer', () => {
     expect(await api('POST', '/batch/runs')).toMatchObject({ status: 202, body: { id: first.runId, state: 'RUNNING' } });
     const during = await api('GET', `/batch/runs/${first.runId}`);
     expect(during).toMatchObject({ status: 200, body: { id: first.runId, state: 'RUNNING' } });
+    // A rollback would be undone by the running run's publish: refused while it runs.
+    expect(await api('POST', '/batch/rollback', { version: 1 })).toMatchObject({ status: 409, body: { error: expect.stringMatching(/is going/) } });
     open();
     const done = await first.done;
     expect(done?.state).toBe('SUCCEEDED');

@@ -29,8 +29,8 @@ const dirs: string[] = [];
 
 /** The current minute: the newest bucket of the test events (all inside "the last hour"). */
 const TS = Math.floor(Date.now() / 60_000) * 60_000;
-/** Events per bucket over the last half hour, of two types, plus two purchases; a shape worth a screenshot. */
-const SPREAD = Array.from({ length: 30 }, (_, k) => ({ bucket: TS - k * 60_000, clicks: 1 + ((k * 7) % 5), views: (k * 3) % 4 }));
+/** Events per bucket over most of the last hour, of two types, plus two purchases; a shape worth a screenshot. */
+const SPREAD = Array.from({ length: 55 }, (_, k) => ({ bucket: TS - k * 60_000, clicks: 1 + ((k * 7) % 5), views: (k * 3) % 4 }));
 const FIRST = [
   ...SPREAD.flatMap(({ bucket, clicks, views }) => [
     ...Array.from({ length: clicks }, (_, i) => ({ id: `dash-click-${bucket}-${i}`, type: 'dash_click', ts: bucket + 1_000 * i })),
@@ -159,6 +159,8 @@ describe('dashboard', () => {
     expect(await chart().getAttribute('data-cutoff')).not.toBe('');
     // The canvas is drawn and the cutoff is a visible line over it.
     expect(await page.locator('#chart canvas').count()).toBeGreaterThan(0);
+    expect(await page.locator('#chart .cutoff-line').isVisible()).toBe(true);
+    expect(await chart().getAttribute('data-cutoff-x')).not.toBe('');
 
     // One row per bucket with totals; then grouped by type, a row per type and bucket.
     const rowsOf = (cols: string[]) =>
@@ -201,6 +203,9 @@ describe('dashboard', () => {
     const after = await chart().getAttribute('data-cutoff');
     expect(after).not.toBe('');
     expect(Date.parse(after!)).toBeGreaterThan(Date.parse(before!));
+    // ...and the line is drawn at the new cutoff (pixels are not compared: the "last hour" axis slides too).
+    expect(await page.locator('#chart .cutoff-label').textContent()).toBe(`cutoff ${after!.slice(11, 19)}`);
+    expect(await page.locator('#chart .cutoff-line').isVisible()).toBe(true);
     expect(await page.locator('#st-version').textContent()).toBe('2');
     // The numbers do not change when the batch takes over from the speed layer.
     expect(await chart().getAttribute('data-total')).toBe(String(total));

@@ -309,7 +309,11 @@ describe('event source mapping on kinesis-local', () => {
     const stream = await createStream(kinesis, 1);
     const puts = await put(kinesis, stream, ['j0', 'j1']);
     const rec = new Recorder();
-    const m = await start({ streamName: stream, invoke: async (e) => (rec.note(e), { batchItemFailures: [{ itemIdentifier: puts[0]!.seq }] }) });
+    const m = await start({ streamName: stream, invoke: async (e) => {
+        rec.note(e);
+        return { batchItemFailures: [{ itemIdentifier: puts[0]!.seq }] };
+      },
+    });
     await m.idle();
     expect(rec.events).toHaveLength(1);
   });
@@ -325,7 +329,10 @@ describe('event source mapping on kinesis-local', () => {
       retryAttempts: 1,
       onFailure: { s3, bucket: BUCKET, prefix: `invalid-${stream}/` },
       // Wrong key casing: Lambda treats this as a complete failure.
-      invoke: async (e) => (rec.note(e), { batchItemFailures: [{ ItemIdentifier: puts[1]!.seq }] }),
+      invoke: async (e) => {
+        rec.note(e);
+        return { batchItemFailures: [{ ItemIdentifier: puts[1]!.seq }] };
+      },
     });
     await m.idle();
     expect(rec.events.map((e) => e.data)).toEqual([

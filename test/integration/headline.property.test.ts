@@ -30,7 +30,6 @@ import { SimulatedCrash } from '../../functions/batch/steps.ts';
 import { type Config, loadConfig } from '../../functions/config.ts';
 import { DEMO_VIEWS } from '../../functions/core/demo-views.ts';
 import { QUERY_GRAINS, grainRank } from '../../functions/core/time.ts';
-import type { View } from '../../functions/core/views.ts';
 import { type LocalCloud, startLocalCloud } from '../../local/cloud.ts';
 import { oracleRows } from '../support/oracle.ts';
 
@@ -227,7 +226,7 @@ async function batch(o: Extract<Op, { kind: 'batch' }>): Promise<void> {
   }
 }
 
-function dimValues(view: View, d: string): (string | null)[] {
+function dimValues(d: string): (string | null)[] {
   if (d === 'country') return [...COUNTRIES, 'XX'];
   if (d === 'page') return [...PAGES];
   if (d === 'type') return ['page_view', 'purchase', 'signup', 'custom'];
@@ -244,14 +243,23 @@ async function query(o: Extract<Op, { kind: 'query' }>): Promise<void> {
   else if (typeof o.groupBy === 'number') params.set('groupBy', view.dimensions[o.groupBy % view.dimensions.length]!);
   if (o.filter !== null && view.dimensions.length > 0) {
     const d = view.dimensions[o.filter % view.dimensions.length]!;
-    const value = dimValues(view, d)[o.filter % dimValues(view, d).length];
+    const value = dimValues(d)[o.filter % dimValues(d).length];
     if (value !== null && value !== undefined) params.set(d, value);
   }
   const now = Date.now();
   const iso = (t: number) => new Date(t).toISOString();
-  if (o.range === 'wide') params.set('from', iso(Math.floor((now - 4 * DAY) / DAY) * DAY)), params.set('to', iso(Math.ceil((now + HOUR) / DAY) * DAY));
-  else if (o.range === 'narrow') params.set('from', iso(Math.floor((now - 2 * HOUR) / HOUR) * HOUR)), params.set('to', iso(now + HOUR));
-  else if (o.range === 'late') params.set('from', String(now - 3 * DAY)), params.set('to', String(now - HOUR));
+  const range =
+    o.range === 'wide'
+      ? [iso(Math.floor((now - 4 * DAY) / DAY) * DAY), iso(Math.ceil((now + HOUR) / DAY) * DAY)]
+      : o.range === 'narrow'
+        ? [iso(Math.floor((now - 2 * HOUR) / HOUR) * HOUR), iso(now + HOUR)]
+        : o.range === 'late'
+          ? [String(now - 3 * DAY), String(now - HOUR)]
+          : undefined;
+  if (range) {
+    params.set('from', range[0]!);
+    params.set('to', range[1]!);
+  }
   const t = performance.now();
   await cloud.idle(['speed']);
   timing.idle = (timing.idle ?? 0) + performance.now() - t;

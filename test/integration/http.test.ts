@@ -56,7 +56,7 @@ beforeAll(async () => {
   [server, bare, small] = await Promise.all([
     startHttpServer({ port: 0, apiKeys: KEY, invoke, staticDirs: [join(web, 'missing'), web], logger }),
     startHttpServer({ port: 0, apiKeys: [KEY], invoke, staticDirs: [join(web, 'missing')], logger }),
-    startHttpServer({ port: 0, apiKeys: KEY, invoke, maxBodyBytes: 1024, logger }),
+    startHttpServer({ port: 0, apiKeys: KEY, invoke, maxBodyBytes: 1024, logger, lookupKey: async (k) => k === 'made-with-tandem-keys' }),
   ]);
 });
 
@@ -121,6 +121,9 @@ describe('local API gateway', () => {
     expect((await fetch(`${server.url}/views`, { headers: { 'x-api-key': KEY } })).status).toBe(200);
     expect((await fetch(`${server.url}/health`)).status).toBe(200);
     expect(keyMatches(KEY, [Buffer.alloc(32)])).toBe(false);
+    // A key created with `tandem keys create` (looked up in the control table) works too.
+    expect((await fetch(`${small.url}/views`, { headers: { 'x-api-key': 'made-with-tandem-keys' } })).status).toBe(200);
+    expect((await fetch(`${server.url}/views`, { headers: { 'x-api-key': 'made-with-tandem-keys' } })).status).toBe(403);
   });
 
   it('answers 413 JSON to a body over the limit, declared or streamed', async () => {
@@ -171,6 +174,12 @@ describe('local API gateway', () => {
     const bin = await fetch(`${server.url}/views`, { headers: { 'x-api-key': KEY } });
     expect(Buffer.from(await bin.arrayBuffer())).toEqual(Buffer.from([0, 1, 2, 255]));
     behaviour = 'echo';
+  });
+
+  it('names the port when it is taken', async () => {
+    await expect(startHttpServer({ port: server.port, apiKeys: KEY, invoke: async () => ({ statusCode: 200 }) })).rejects.toThrow(
+      `HTTP port ${server.port} is already in use (choose another with --port)`,
+    );
   });
 
   it('serves the dashboard files, and a placeholder page when there is none', async () => {

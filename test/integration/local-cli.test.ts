@@ -83,6 +83,33 @@ describe('tandem local', () => {
     for (const d of ['kinesis', 'dynamodb', 's3', 'esm/speed.json', 'esm/archive.json']) expect(existsSync(join(dataDir, d))).toBe(true);
   });
 
+  it('stops with exit code 1 and names the emulator when one dies', async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), 'tandem-local-'));
+    dirs.push(dataDir);
+    child = cli(['local', '--no-demo', '--port', '0', '--data-dir', dataDir, '--batch-every', 'off']);
+    let out = '';
+    let err = '';
+    child.stdout!.on('data', (d: Buffer) => {
+      out += d.toString();
+    });
+    child.stderr!.on('data', (d: Buffer) => {
+      err += d.toString();
+    });
+    const exited = new Promise<number | null>((res) => child!.once('exit', (code) => res(code)));
+    const deadline = Date.now() + 90_000;
+    while (!/^API key: /m.test(out)) {
+      if (child.exitCode !== null) throw new Error(`tandem local exited (${child.exitCode}): ${err}`);
+      if (Date.now() > deadline) throw new Error(`tandem local did not come up: ${err}`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    const emulators = childPids(child.pid!).filter((p) => /kinesis-local|dynalite|s3rver/.test(cmdline(p)));
+    const dynalite = emulators.find((p) => /dynalite/.test(cmdline(p)))!;
+    process.kill(dynalite, 'SIGKILL');
+    expect(await exited).toBe(1);
+    expect(err).toMatch(/dynamodb emulator \(pid \d+\) exited unexpectedly/);
+    expect(await waitGone(emulators, 5000)).toEqual([]);
+  });
+
   it('refuses bad flags with exit code 2 and a message naming the flag', () => {
     const r = spawnSync(process.execPath, [join(REPO_ROOT, 'bin/tandem.js'), 'local', '--window', '7'], { cwd: REPO_ROOT, encoding: 'utf8' });
     expect(r.status).toBe(2);

@@ -34,6 +34,7 @@ import { padSeq } from '../../functions/core/record.ts';
 import type { View } from '../../functions/core/views.ts';
 import { rng } from '../support/batch.ts';
 import { type OracleSpec, oracleRows } from '../support/oracle.ts';
+import { diagnose } from './diagnose.ts';
 import type { PutFault } from './faults.ts';
 import { LOCK_TTL_S, type Logger, SIM_SETTINGS, type SimCloud, SimError, World } from './harness.ts';
 import { describeStep, type EventDraw, type QueryDraw, type Step } from './schedule.ts';
@@ -140,6 +141,13 @@ export async function runSeed(cloud: SimCloud, seed: number, steps: readonly Ste
     log(`FAILED at step #${stepIndex} (${what}): ${failure.message}`);
     log(`mapping stats: ${JSON.stringify(world.stats())}`);
     for (const w of world.warnings.slice(-40)) log(`  warn ${w}`);
+    if (e instanceof CheckFailure) {
+      try {
+        for (const line of await diagnose(world, [...d.ledger.acked.keys()])) log(`  diag ${line}`);
+      } catch (err) {
+        log(`  diagnosis failed: ${errorText(err)}`);
+      }
+    }
   } finally {
     await world.close().catch((e) => log(`close failed: ${errorText(e)}`));
   }
@@ -555,7 +563,7 @@ class Driver {
       return;
     }
     const older = [...this.published].filter((v) => v < current.version).sort((a, b) => b - a);
-    const target = older[back - 1] ?? current.version - back;
+    const target = older[back - 1] ?? Math.max(1, current.version - back);
     const res = await this.world.api('POST', '/batch/rollback', { version: target });
     this.log(`   rollback to v${target}: ${res.status} ${JSON.stringify(res.body).slice(0, 200)}`);
     this.checks++;

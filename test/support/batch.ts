@@ -12,7 +12,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Clients } from '../../functions/adapters/clients.ts';
-import { type ArchiveHooks } from '../../functions/archive/archive.ts';
+import type { ArchiveHooks } from '../../functions/archive/archive.ts';
 import { createArchiveHandler } from '../../functions/archive.ts';
 import { duckDbEngine } from '../../functions/batch/duckdb.ts';
 import type { BatchOptions } from '../../functions/batch/pipeline.ts';

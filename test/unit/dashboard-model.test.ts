@@ -31,6 +31,7 @@ describe('buildModel', () => {
     const m = buildModel(events, answer([{ bucket: at(2), events: 5 }, { bucket: at(7), events: 2 }]), 'events', 'minute');
     expect(m.xs).toHaveLength(10);
     expect(m.xs[0]).toBe(T0 / 1000);
+    expect(m.xRange).toEqual([T0 / 1000, T0 / 1000 + 600]);
     expect(m.series).toHaveLength(1);
     expect(m.series[0]!.values).toEqual([0, 0, 5, 0, 0, 0, 0, 2, 0, 0]);
     expect(m.totals.all).toBe(7);

@@ -65,7 +65,8 @@ export class Chart {
   }
 
   private options(model: ChartModel): uPlot.Options {
-    const bars = uPlot.paths.bars!({ size: [0.7, 40], gap: 1 });
+    // align 1: a bar starts at its bucket's start and covers the bucket, so the cutoff line reads against it.
+    const bars = uPlot.paths.bars!({ size: [0.8, 40], gap: 1, align: 1 });
     const series: uPlot.Series[] = [{ label: 'bucket (UTC)', value: (_u, v) => (v == null ? '–' : utc(v * 1000)) }];
     if (model.split) {
       const speed = model.series[1]!;
@@ -95,7 +96,7 @@ export class Chart {
       height: HEIGHT,
       tzDate: utcDate,
       series,
-      scales: { x: { time: true }, y: { range: (_u, min, max) => [Math.min(0, min ?? 0), max == null || max <= 0 ? 1 : max * 1.1] } },
+      scales: { x: { time: true, range: () => [...(this.model?.xRange ?? model.xRange)] as [number, number] }, y: { range: (_u, min, max) => [Math.min(0, min ?? 0), max == null || max <= 0 ? 1 : max * 1.1] } },
       axes: [{ stroke: '#555', grid: { stroke: '#eee' }, values: (_u, ticks, _axis, _space, incr) => axisTimes(ticks, incr) }, { stroke: '#555', grid: { stroke: '#eee' }, size: 60, values: (_u, ticks) => ticks.map((t) => num(t)) }],
       legend: { live: true },
       cursor: { drag: { x: false, y: false } },
@@ -138,7 +139,10 @@ export class Chart {
     const inside = x >= 0 && x <= width;
     line.hidden = !inside;
     line.style.left = `${Math.round(x)}px`;
-    line.querySelector('.cutoff-label')!.textContent = `cutoff ${clock(cutoff)}`;
+    const label = line.querySelector<HTMLElement>('.cutoff-label')!;
+    label.textContent = `cutoff ${clock(cutoff)}`;
+    // Near the right edge the label goes on the line's left, inside the plot.
+    label.classList.toggle('flip', x > width - 110);
     const left = Math.min(Math.max(x, 0), width);
     shade!.hidden = !shadeOn || left >= width;
     shade!.style.left = `${left}px`;

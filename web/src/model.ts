@@ -24,6 +24,8 @@ export interface ChartSeries {
 export interface ChartModel {
   /** Bucket starts, epoch seconds (uPlot's time unit). */
   readonly xs: number[];
+  /** The x range drawn, epoch seconds: the query's [from, to), so "now" and the cutoff are on the axis. */
+  readonly xRange: readonly [number, number];
   readonly series: ChartSeries[];
   /** True when the batch and speed parts of each bucket are known (stacked). */
   readonly split: boolean;
@@ -74,6 +76,7 @@ export function buildModel(view: ViewInfo, answer: QueryAnswer, metric: string, 
     buckets = rowBuckets;
   }
   const index = new Map(buckets.map((b, i) => [b, i]));
+  const xRange = [Math.min(from, buckets[0] ?? from) / 1000, Math.max(to, (buckets.at(-1) ?? from) + step) / 1000] as const;
   const empty = () => buckets.map(() => (canAdd ? 0 : null)) as (number | null)[];
   const numberOr = (v: unknown) => (typeof v === 'number' ? v : null);
   const cutoff = answer.batch ? Date.parse(answer.batch.cutoff) : null;
@@ -102,6 +105,7 @@ export function buildModel(view: ViewInfo, answer: QueryAnswer, metric: string, 
       : [{ label: metric, kind: 'total', values: total }];
     return {
       xs: buckets.map((b) => b / 1000),
+      xRange,
       series,
       split,
       totals: { all: sumOf(total), batch: split ? sumOf(batch) : null, speed: split ? sumOf(speed) : null },
@@ -128,6 +132,7 @@ export function buildModel(view: ViewInfo, answer: QueryAnswer, metric: string, 
   const all = canAdd ? [...byGroup.values()].reduce<number>((s, vs) => add(s, sumOf(vs) ?? 0), 0) : null;
   return {
     xs: buckets.map((b) => b / 1000),
+    xRange,
     series: shown.map((g) => ({ label: g, kind: 'group' as const, values: byGroup.get(g)! })),
     split: false,
     totals: { all, batch: null, speed: null },

@@ -1,0 +1,96 @@
+/**
+ * Triage of a failed check: where each acknowledged event is in every store
+ * (the stream, the dedup claims, the speed table, the raw archive) relative to
+ * the published cutoff, so a log says which layer lost or doubled what.
+ * Read-only; runs after the failure, before the world is torn down.
+ */
+import { type AttributeValue, ScanCommand } from '@aws-sdk/client-dynamodb';
+import { GetObjectCommand, ListObjectsV2Command } from '@aws-sdk/client-s3';
+import { gunzipSync } from 'node:zlib';
+import { readStream } from '../support/api.ts';
+import type { World } from './harness.ts';
+
+async function scan(w: World, table: string): Promise<Record<string, AttributeValue>[]> {
+  const out: Record<string, AttributeValue>[] = [];
+  let start: Record<string, AttributeValue> | undefined;
+  do {
+    const page = await w.clients.dynamodb.send(new ScanCommand({ TableName: table, ConsistentRead: true, ...(start && { ExclusiveStartKey: start }) }));
+    out.push(...(page.Items ?? []));
+    start = page.LastEvaluatedKey;
+  } while (start);
+  return out;
+}
+
+async function archived(w: World): Promise<Map<string, { shard: string; seq: string; arrival: number; key: string }[]>> {
+  const out = new Map<string, { shard: string; seq: string; arrival: number; key: string }[]>();
+  let token: string | undefined;
+  do {
+    const page = await w.clients.s3.send(new ListObjectsV2Command({ Bucket: w.config.buckets.raw, Prefix: 'raw/', ...(token && { ContinuationToken: token }) }));
+    for (const o of page.Contents ?? []) {
+      const obj = await w.clients.s3.send(new GetObjectCommand({ Bucket: w.config.buckets.raw, Key: o.Key! }));
+      const text = gunzipSync(Buffer.from(await obj.Body!.transformToByteArray())).toString('utf8');
+      for (const line of text.split('\n')) {
+        if (!line) continue;
+        const r = JSON.parse(line) as { id: string; shard: string; seq: string; arrival: number };
+        out.set(r.id, [...(out.get(r.id) ?? []), { shard: r.shard, seq: r.seq, arrival: r.arrival, key: o.Key!.split('/').slice(-2).join('/') }]);
+      }
+    }
+    token = page.IsTruncated ? page.NextContinuationToken : undefined;
+  } while (token);
+  return out;
+}
+
+const iso = (ms: number) => new Date(ms).toISOString().slice(11, 23);
+
+/** Lines describing where the events of `ids` are (all acknowledged ids of a type, typically). */
+export async function diagnose(w: World, ids: readonly string[], maxLines = 60): Promise<string[]> {
+  const lines: string[] = [];
+  const control = await scan(w, w.config.tables.control);
+  const pointer = control.find((i) => i.pk?.S === 'pointer');
+  const cutoff = pointer ? Number(pointer.cutoff?.N) : null;
+  lines.push(`pointer: ${pointer ? `v${pointer.version?.N} cutoff ${iso(cutoff!)}` : 'none'}`);
+  for (const i of control) {
+    if (i.pk?.S === 'checkpoint' || i.pk?.S === 'speed') lines.push(`${i.pk.S} ${i.sk?.S}: seq …${i.seq?.S?.slice(-8)} arrival ${iso(Number(i.arrival?.N))}`);
+    if (i.pk?.S === 'archive') lines.push(`manifest ${i.sk?.S}: ${(i.objects?.SS ?? []).map((e) => `…${e.slice(58, 64)}-…${e.slice(123)}`).join(' ')}`);
+    if (i.pk?.S === 'version') lines.push(`version ${i.version?.N}: ${i.state?.S} cutoff ${iso(Number(i.cutoff?.N))} run ${i.runId?.S}`);
+  }
+  const stream = await readStream(w.clients.kinesis, w.config.streamName);
+  const claims = new Map((await scan(w, w.config.tables.dedup)).map((i) => [i.id?.S ?? '', { shard: i.shard?.S ?? '', seq: i.seq?.S ?? '' }]));
+  const arch = await archived(w);
+  const windowMs = w.config.settings.windowSeconds * 1000;
+  let shown = 0;
+  for (const id of ids) {
+    const copies = stream.filter((r) => r.partitionKey === id).sort((a, b) => a.arrival - b.arrival);
+    const claim = claims.get(id);
+    const a = arch.get(id) ?? [];
+    const first = copies[0];
+    const firstWindow = first ? Math.floor(first.arrival / windowMs) * windowMs : undefined;
+    const layer = first === undefined ? 'NOT IN STREAM' : cutoff !== null && first.arrival < cutoff ? 'batch' : 'speed';
+    const claimed = claim ? copies.find((c) => c.seq.padStart(64, '0') === claim.seq) : undefined;
+    const problem =
+      layer === 'batch' && a.length === 0
+        ? ' <- covered by the cut but not archived'
+        : layer === 'speed' && !claim
+          ? ' <- after the cut but never claimed by the speed layer'
+          : claim && !claimed
+            ? ' <- claimed by a copy that is not in the stream'
+            : claimed && firstWindow !== undefined && claimed !== first
+              ? ' <- the speed layer claimed a later copy'
+              : '';
+    if (problem === '' && shown >= maxLines / 2) continue;
+    shown++;
+    lines.push(
+      `${id}: ${copies.length} cop${copies.length === 1 ? 'y' : 'ies'} [${copies.map((c) => `${c.shard.slice(-2)}/…${c.seq.slice(-6)}@${iso(c.arrival)}`).join(', ')}] ` +
+        `claim ${claim ? `${claim.shard.slice(-2)}/…${claim.seq.slice(-6)}` : '-'} archived ${a.length}× layer ${layer}${problem}`,
+    );
+  }
+  const speed = await scan(w, w.config.tables.speed);
+  const byWindow = new Map<string, number>();
+  for (const i of speed) {
+    if (i.view?.S !== 'events_by_type') continue;
+    const k = `${iso(Number(i.window?.N))} ${i.shard?.S?.slice(-2)} ${JSON.stringify((i.dims?.L ?? []).map((d) => d.S ?? null))}`;
+    byWindow.set(k, (byWindow.get(k) ?? 0) + Number(i.records?.N ?? 0));
+  }
+  lines.push(`speed items of events_by_type (window shard dims: records): ${[...byWindow.entries()].sort().map(([k, v]) => `${k}: ${v}`).join('; ')}`);
+  return lines.slice(0, maxLines + 20);
+}
