@@ -5,7 +5,7 @@
  * and the HTTP routes of functions/batch-api.ts.
  */
 import { DeleteObjectCommand, ListObjectsV2Command, PutObjectCommand } from '@aws-sdk/client-s3';
-import { GetRecordsCommand, GetShardIteratorCommand, ListShardsCommand } from '@aws-sdk/client-kinesis';
+import { DescribeStreamSummaryCommand, GetRecordsCommand, GetShardIteratorCommand, ListShardsCommand, SplitShardCommand } from '@aws-sdk/client-kinesis';
 import { gzipSync } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createBatchApiHandler } from '../../functions/batch-api.ts';
@@ -161,6 +161,47 @@ describe('batch layer', () => {
     const all = await plan();
     expect(all.shards.map((s) => s.state)).toEqual(['idle', 'idle']);
     expect(all.cutoff).toBeGreaterThanOrEqual(Math.floor(before / 1000) * 1000 - 1000);
+  });
+
+  it('a closed parent shard holds C back until it is drained, then counts as idle', async () => {
+    const r = await freshResources(cloud.clients);
+    const stream = await createStream(cloud.clients.kinesis, 1);
+    const ts = Date.now();
+    await put(cloud.clients.kinesis, stream, [0, 1, 2].map((i) => ({ id: `p${i}`, type: 'signup', ts })));
+    const [parent] = (await cloud.clients.kinesis.send(new ListShardsCommand({ StreamName: stream }))).Shards!;
+    const mid = ((BigInt(parent!.HashKeyRange!.EndingHashKey!) + 1n) / 2n).toString();
+    await cloud.clients.kinesis.send(new SplitShardCommand({ StreamName: stream, ShardToSplit: parent!.ShardId!, NewStartingHashKey: mid }));
+    for (let i = 0; i < 100; i++) {
+      const d = await cloud.clients.kinesis.send(new DescribeStreamSummaryCommand({ StreamName: stream }));
+      if (d.StreamDescriptionSummary?.StreamStatus === 'ACTIVE') break;
+      await new Promise((res) => setTimeout(res, 50));
+    }
+    const plan = async () => {
+      const p = await gatherProgress({ kinesis: cloud.clients.kinesis, doc: cloud.clients.doc, streamName: stream, controlTable: r.tables.control, now: Date.now });
+      return { p, c: computeCutoff({ shards: p.shards, now: p.now, settings: { windowSeconds: 1, cutoffMarginSeconds: 0 }, published: null }) };
+    };
+    const before = await plan();
+    const closed = before.p.shards.find((s) => s.shardId === parent!.ShardId)!;
+    expect(closed.closed).toBe(true);
+    expect(before.p.shards).toHaveLength(3);
+    // The parent's records are not archived: it bounds C although no new record can arrive on it.
+    expect(before.c.limitedBy).toBe(parent!.ShardId);
+    const it = await cloud.clients.kinesis.send(new GetShardIteratorCommand({ StreamName: stream, ShardId: parent!.ShardId!, ShardIteratorType: 'TRIM_HORIZON' }));
+    const got = await cloud.clients.kinesis.send(new GetRecordsCommand({ ShardIterator: it.ShardIterator! }));
+    expect(got.Records).toHaveLength(3);
+    await archiveHandler(cloud.clients, r)(
+      kinesisEvent(
+        got.Records!.map((x) => ({
+          shard: parent!.ShardId!,
+          seq: x.SequenceNumber!,
+          arrival: x.ApproximateArrivalTimestamp!.getTime(),
+          event: JSON.parse(Buffer.from(x.Data!).toString()) as Record<string, unknown>,
+        })),
+      ),
+    );
+    const after = await plan();
+    expect(after.c.shards.map((s) => s.state)).toEqual(['idle', 'idle', 'idle']);
+    expect(after.c.limitedBy).toBeUndefined();
   });
 
   it('publishes version 1 equal to the oracle; a run with nothing new is SKIPPED and publishes nothing', async () => {

@@ -100,6 +100,7 @@ describe('tandem CLI', () => {
     expect(badFlag.stderr).toContain('--from');
     expect((await tandem(['send', 'events.ndjson', '--batch-size', '501'])).code).toBe(2);
     expect((await tandem(['batch', 'rollback', 'x'])).code).toBe(2);
+    expect((await tandem(['no-such-command'])).code).toBe(2);
   });
 
   it('lists the views as a table and as one JSON document', async () => {
@@ -238,8 +239,13 @@ describe('tandem CLI', () => {
     expect(listed[0]).not.toHaveProperty('key');
     expect((await tandem(['keys', 'create', 'ci-bot'])).code).toBe(1);
     expect((await tandem(['keys', 'create', 'bad name!'])).code).toBe(2);
+    // The local cloud's gateway honours table keys as the AWS authorizer does.
+    expect((await tandem(['views', '--api-key', key])).code).toBe(0);
     const revoked = await tandem(['keys', 'revoke', 'ci-bot', '--json']);
     expect(revoked.code).toBe(0);
     expect(JSON.parse(revoked.stdout).revoked).toEqual([expect.objectContaining({ name: 'ci-bot', revoked: true })]);
+    const refused = await tandem(['views', '--api-key', key]);
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toContain('refused');
   });
 });

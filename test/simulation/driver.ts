@@ -22,6 +22,7 @@
  * past every arrival, the same checks run on every view, and the raw archive
  * must hold every acknowledged id and no poison record.
  */
+import { DeleteItemCommand, ScanCommand, UpdateItemCommand } from '@aws-sdk/client-dynamodb';
 import { GetObjectCommand, ListObjectsV2Command } from '@aws-sdk/client-s3';
 import { GetCommand } from '@aws-sdk/lib-dynamodb';
 import { isDeepStrictEqual } from 'node:util';
@@ -256,6 +257,8 @@ class Driver {
         return this.query(s.q);
       case 'pause':
         return sleep(s.ms);
+      case 'sabotage':
+        return this.sabotage(s.what);
     }
   }
 
@@ -461,10 +464,10 @@ class Driver {
         const res = await w.api('POST', '/batch/runs');
         if (res.status !== 202) throw new CheckFailure('batch api', `POST /batch/runs answered ${res.status} ${JSON.stringify(res.body)}`);
         if (res.body.alreadyRunning) {
+          // The holder is a run that crashed earlier (its lock expires) or one this driver is not waiting for.
           this.batches.refused = (this.batches.refused ?? 0) + 1;
           this.log(`   refused: ${String(res.body.id)} holds the lock`);
-        }
-        run = await this.waitRun(String(res.body.id), () => fault?.mode === 'crash' && this.firedTotal() > before);
+        } else run = await this.waitRun(String(res.body.id), () => fault?.mode === 'crash' && this.firedTotal() > before);
       }
       this.noteRun(run, this.firedTotal() > before, fault?.mode === 'crash');
     } finally {
@@ -716,6 +719,25 @@ class Driver {
     const lost = [...this.ledger.acked.keys()].filter((id) => !ids.has(id));
     this.checks++;
     if (lost.length > 0) throw new SimError(`kinesis-local lost ${lost.length} acknowledged record(s) on SIGKILL despite a ${'quiet period'}: ${lost.slice(0, 5).join(', ')}`);
+  }
+
+  /** Corrupts one events_by_type speed item the query will read: a count added twice, or an item lost. */
+  private async sabotage(what: 'double' | 'drop'): Promise<void> {
+    const w = this.world;
+    await w.idle();
+    const pointer = await this.readPointer();
+    const table = w.config.tables.speed;
+    const items = (await w.clients.dynamodb.send(new ScanCommand({ TableName: table, ConsistentRead: true }))).Items ?? [];
+    const item = items.find((i) => i.view?.S === 'events_by_type' && (pointer === null || Number(i.window?.N) >= pointer.cutoff));
+    if (!item) throw new SimError('sabotage: no speed item after the cutoff to corrupt');
+    const Key = { pk: item.pk!, sk: item.sk! };
+    if (what === 'drop') await w.clients.dynamodb.send(new DeleteItemCommand({ TableName: table, Key }));
+    else {
+      await w.clients.dynamodb.send(
+        new UpdateItemCommand({ TableName: table, Key, UpdateExpression: 'ADD events__count :one, #records :one', ExpressionAttributeNames: { '#records': 'records' }, ExpressionAttributeValues: { ':one': { N: '1' } } }),
+      );
+    }
+    this.count(`sabotage.${what}`);
   }
 
   // ---- the end of a schedule ------------------------------------------------------------------

@@ -57,7 +57,9 @@ export type Step =
   | { readonly kind: 'restartCloud'; readonly hard: boolean }
   | { readonly kind: 'reshard'; readonly how: 'double' | 'split'; readonly pick: number }
   | { readonly kind: 'query'; readonly q: QueryDraw }
-  | { readonly kind: 'pause'; readonly ms: number };
+  | { readonly kind: 'pause'; readonly ms: number }
+  /** Not in any profile: corrupts one speed item behind Tandem's back, to show the checks are not blind. */
+  | { readonly kind: 'sabotage'; readonly what: 'double' | 'drop' };
 
 export type StepKind = Step['kind'];
 
@@ -78,6 +80,7 @@ export const FULL: Profile = {
   reshard: 0.8,
   query: 14,
   pause: 4,
+  sabotage: 0,
 };
 
 /** `npm test`: the same faults, fewer slow ones (a restart of the emulators costs seconds). */
@@ -167,6 +170,7 @@ const stepArbs: Record<StepKind, fc.Arbitrary<Step>> = {
   reshard: fc.record({ kind: fc.constant('reshard' as const), how: fc.constantFrom('double', 'split'), pick: fc.nat(7) }),
   query: fc.record({ kind: fc.constant('query' as const), q: queryDraw }),
   pause: fc.record({ kind: fc.constant('pause' as const), ms: fc.integer({ min: 100, max: 2500 }) }),
+  sabotage: fc.record({ kind: fc.constant('sabotage' as const), what: fc.constantFrom('double', 'drop') }),
 };
 
 export function stepArbitrary(profile: Profile): fc.Arbitrary<Step> {
@@ -211,6 +215,8 @@ export function describeStep(s: Step): string {
       return `query view=${s.q.view} from=-${s.q.fromBackMin}m span=${s.q.spanMin}m coarser=${s.q.coarser} groupBy=${s.q.groupBy} filter=${s.q.filter ?? '-'}`;
     case 'pause':
       return `pause ${s.ms} ms`;
+    case 'sabotage':
+      return `sabotage (${s.what} a speed item)`;
     default:
       return s.kind;
   }

@@ -487,7 +487,8 @@ function renderStatus(s: StatusAnswer): void {
       ? el('p', { class: 'note' }, 'No speed progress yet.')
       : miniTable(
           ['shard', 'through', 'lag'],
-          speed.map((x) => [shortShard(x.shard), x.arrival ? clock(Date.parse(x.arrival)) : '–', x.lagMs !== undefined ? age(x.lagMs / 1000) : x.millisBehindLatest !== undefined ? `${x.millisBehindLatest} ms` : '–']),
+          // Behind the stream's tip when the poller reports it; else the age of the last record applied.
+          speed.map((x) => [shortShard(x.shard), x.arrival ? clock(Date.parse(x.arrival)) : '–', x.millisBehindLatest !== undefined ? age(x.millisBehindLatest / 1000) : x.lagMs !== undefined ? age(x.lagMs / 1000) : '–']),
         ),
   );
   const archive = s.archive?.shards ?? [];
