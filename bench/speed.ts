@@ -57,8 +57,8 @@ const SEQ0 = 49_590_338_271_490_256_608_559_692_538_361_571_095_921_575_989_136_
 const T0 = Date.UTC(2025, 2, 3, 12, 0, 0);
 
 /** The demo mix at 1,000 records/s of arrival time: 100 events per 100 ms tick, plus resent ids. */
-function demoRecords(n: number): StreamRecord[] {
-  const gen = new DemoGenerator({ seed: 42 });
+function demoRecords(n: number, lateFraction?: number): StreamRecord[] {
+  const gen = new DemoGenerator({ seed: 42, ...(lateFraction !== undefined && { lateFraction }) });
   const out: StreamRecord[] = [];
   for (let tick = 0; out.length < n; tick++) {
     const at = T0 + tick * 100;
@@ -282,6 +282,35 @@ async function part1(): Promise<Row[]> {
   }
 }
 
+/** Delta items per record the key design implies for a mix at a batch size: aggregate() alone, no DynamoDB. */
+function itemsPerRecord(records: readonly StreamRecord[], size: number): number {
+  let items = 0;
+  for (let i = 0; i < records.length; i += size) {
+    const seen = new Set<string>();
+    const counted = records.slice(i, i + size).flatMap((r) => {
+      const n = normalize(r);
+      if (!n.ok || seen.has(n.record.id)) return [];
+      seen.add(n.record.id);
+      return [n.record];
+    });
+    items += aggregate(DEMO_VIEWS, counted, DEFAULT_SETTINGS.windowSeconds * 1000).length;
+  }
+  return items / records.length;
+}
+
+interface MixRow {
+  size: number;
+  demo: number;
+  onTime: number;
+}
+
+function mixes(sizes: readonly number[]): MixRow[] {
+  const n = Math.max(opts.records, ...sizes);
+  const demo = demoRecords(n);
+  const onTime = demoRecords(n, 0);
+  return sizes.map((size) => ({ size, demo: itemsPerRecord(demo, size), onTime: itemsPerRecord(onTime, size) }));
+}
+
 interface KinesisRow {
   records: number;
   bareRps: number;
@@ -357,7 +386,7 @@ async function part2(): Promise<KinesisRow | undefined> {
   }
 }
 
-function render(rows: Row[], k: KinesisRow | undefined): string {
+function render(rows: Row[], k: KinesisRow | undefined, m: MixRow[]): string {
   const lines: string[] = [];
   lines.push(`Demo mix (local/demo.ts, seed 42: 80 % page views, 13 % purchases, 7 % signups; 5 % late by 2 min to 3 h; 3 % ids resent), 1,000 records/s of arrival time on one shard, ${int(rows[0]?.records ?? 0)} records per batch size, dynalite as a child process. Baseline: the naive handler (one UpdateItem per record and matching view, no dedup, not exactly-once) over the same batches in the same run.`);
   lines.push('');
@@ -370,6 +399,12 @@ function render(rows: Row[], k: KinesisRow | undefined): string {
       `| ${int(r.size)} | ${int(r.realRps)} | ${int(r.naiveRps)} | ${fmt(r.realRps / r.naiveRps, 1)}x | ${fmt(r.deltaWrites)} | ${fmt(r.dedupRequests)} | ${fmt(r.claimWrites)} | ${fmt(r.requests)} (${fmt(r.naiveRequests, 2)}) | ${fmt(r.itemsPerBatch, 1)} | ${pct(r.dedupShare)} / ${pct(r.applyShare)} | ${int(r.conflicts)} |`,
     );
   }
+  lines.push('');
+  lines.push('What the key design implies (one item per view, arrival window, bucket, dimension values and shard; computed with `aggregate` alone, no DynamoDB): delta items per record of the demo mix, and of the same mix without late events.');
+  lines.push('');
+  lines.push('| batch size | demo mix (5 % late) | demo mix, no late events |');
+  lines.push('|---:|---:|---:|');
+  for (const r of m) lines.push(`| ${int(r.size)} | ${fmt(r.demo)} | ${fmt(r.onTime)} |`);
   if (k) {
     lines.push('');
     lines.push(`Through the local cloud: ${int(k.records)} demo records put into kinesis-local (one shard), then read by a bare GetRecords loop (baseline) and by the local event source mapping (batch size ${int(k.batchSize)}) invoking the real handler against dynalite, in the same run.`);
@@ -384,6 +419,7 @@ function render(rows: Row[], k: KinesisRow | undefined): string {
 
 const rows = await part1();
 const kinesisRow = await part2();
+const mixRows = mixes(rows.map((r) => r.size));
 
 const table = new Table({ head: ['batch', 'real rec/s', 'naive rec/s', 'x', 'delta w/rec', 'dedup req/rec', 'claims/rec', 'req/rec', 'naive req/rec', 'items/batch', 'claims/deltas time'] });
 for (const r of rows) {
@@ -402,11 +438,12 @@ for (const r of rows) {
   ]);
 }
 console.log(table.toString());
+for (const r of mixRows) console.log(`delta items / record at batch ${int(r.size)}: demo mix ${fmt(r.demo)}, without late events ${fmt(r.onTime)}`);
 if (kinesisRow) console.log(`kinesis-local: bare GetRecords ${int(kinesisRow.bareRps)} records/s; through the ESM and the handler ${int(kinesisRow.handlerRps)} records/s (${fmt(kinesisRow.handlerRps / kinesisRow.bareRps, 2)}x)`);
 
 if (opts.write) {
   const path = join(dirname(fileURLToPath(import.meta.url)), '..', 'docs', 'benchmarks.md');
-  const body = `## speed\n\n\`npm run bench -- speed\` (bench/speed.ts; see docs/speed-layer.md for what the numbers mean).\n\n${render(rows, kinesisRow)}\n`;
+  const body = `## speed\n\n\`npm run bench -- speed\` (bench/speed.ts; see docs/speed-layer.md for what the numbers mean).\n\n${render(rows, kinesisRow, mixRows)}\n`;
   const doc = readFileSync(path, 'utf8');
   const start = doc.search(/^## speed\s*$/m);
   let next = -1;

@@ -37,7 +37,7 @@ export interface PublishDeps {
 }
 
 export type PublishResult =
-  | { readonly published: true; readonly pointer: Pointer; readonly retired: number[] }
+  | { readonly published: true; readonly pointer: Pointer }
   | { readonly published: false; readonly current: Pointer };
 
 /** Retires one version: no rollback can reach it any more, then its rows go. */
@@ -65,7 +65,7 @@ export async function applyRetention(deps: PublishDeps, current: number): Promis
   return retired;
 }
 
-/** Flips the pointer to a fully loaded version; see the module comment. */
+/** Flips the pointer to a fully loaded version; see the module comment. Retention (`applyRetention`) comes after. */
 export async function publishVersion(deps: PublishDeps, version: number, runId: string, viewNames: readonly string[]): Promise<PublishResult> {
   const m = await getManifest(deps.control, version);
   if (!m) throw new Error(`version ${version} has no manifest`);
@@ -92,8 +92,7 @@ export async function publishVersion(deps: PublishDeps, version: number, runId: 
     return { published: false, current: flip.current };
   }
   await setManifestState(deps.control, version, 'published', deps.now());
-  const retired = await applyRetention(deps, version);
-  return { published: true, pointer: flip.current, retired };
+  return { published: true, pointer: flip.current };
 }
 
 // ---- rollback -----------------------------------------------------------------------------------

@@ -30,7 +30,7 @@ import {
 import type { BatchEngine, EngineSession } from './engine.ts';
 import { loadRows, rowPartitions } from './load.ts';
 import { computeCutoff, type CutoffPlan, gatherProgress } from './planner.ts';
-import { publishVersion, retireVersion } from './publish.ts';
+import { applyRetention, publishVersion, retireVersion } from './publish.ts';
 import { checkCompleteness, IncompleteArchiveError, readArchiveManifest } from './verify.ts';
 
 /** Fault-injection points (tests). A hook crashes the run by throwing. */
@@ -285,7 +285,11 @@ export async function publishStep(ctx: BatchContext, input: PublishInput, starte
     await releaseLock(c, input.runId);
     return { runId: input.runId, state: 'FAILED', published: false, version: input.version, current: result.current.version };
   }
-  await updateRun(c, input.runId, { state: 'SUCCEEDED', stage: 'done', finishedAt });
+  // The new version serves from here on; retiring old versions (deleting their rows) is cleanup.
+  const t1 = performance.now();
+  const retired = await applyRetention(publishDeps(ctx), input.version);
+  await recordRunTimings(c, input.runId, { retire: performance.now() - t1 });
+  await updateRun(c, input.runId, { state: 'SUCCEEDED', stage: 'done', finishedAt: ctx.now() });
   await releaseLock(c, input.runId);
   return {
     runId: input.runId,
@@ -294,7 +298,7 @@ export async function publishStep(ctx: BatchContext, input: PublishInput, starte
     version: input.version,
     cutoff: result.pointer.cutoff,
     current: input.version,
-    retired: result.retired,
+    retired,
   };
 }
 

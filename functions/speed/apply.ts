@@ -22,7 +22,7 @@
  * from stale knowledge. Since the whole update is one conditional write, the
  * ADDs, the hw move and the min/max change apply together or not at all, so a
  * retry never double-applies nor loses them. The item's values come for free:
- * from the previous write's ALL_NEW (kept in an ItemCache across invocations of
+ * from the previous write's UPDATED_NEW (kept in an ItemCache across invocations of
  * a warm container) or from the failed condition's ALL_OLD (a GetItem where the
  * store, like dynalite, does not return it). Without knowledge the update
  * optimistically SETs every min/max; in steady state it costs one write per item.
@@ -141,10 +141,12 @@ export async function applyDelta(ctx: ApplyContext, view: View, delta: Delta, re
     try {
       ctx.stats.requests++;
       const res = await ctx.ddb.send(
-        new UpdateItemCommand({ TableName: ctx.table, ...update, ReturnValues: 'ALL_NEW', ReturnValuesOnConditionCheckFailure: 'ALL_OLD' }),
+        // UPDATED_NEW: hw and the min/max this write set (the rest is known already); a smaller answer than ALL_NEW.
+        new UpdateItemCommand({ TableName: ctx.table, ...update, ReturnValues: 'UPDATED_NEW', ReturnValuesOnConditionCheckFailure: 'ALL_OLD' }),
       );
       ctx.stats.written++;
-      ctx.cache?.set(cacheKey, knowledge(view, res.Attributes));
+      const learned = knowledge(view, res.Attributes);
+      ctx.cache?.set(cacheKey, { exists: true, hw: learned.hw, extremes: { ...known?.extremes, ...learned.extremes } });
       return;
     } catch (e) {
       if (!(e instanceof ConditionalCheckFailedException)) throw e;

@@ -163,5 +163,6 @@ describe('speed layer property', () => {
       ),
       { numRuns: 100 },
     );
-  });
+    // 100 runs against real emulators: about a minute on a busy 2-core machine.
+  }, 600_000);
 });

@@ -2,7 +2,7 @@
  * The speed layer against real dynalite and s3rver: each case ends with the
  * speed table equal to an oracle computed in the test over unique events.
  */
-import { GetItemCommand } from '@aws-sdk/client-dynamodb';
+import { DeleteItemCommand, GetItemCommand, ScanCommand } from '@aws-sdk/client-dynamodb';
 import { GetObjectCommand } from '@aws-sdk/client-s3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DEMO_VIEWS } from '../../functions/core/demo-views.ts';
@@ -290,6 +290,19 @@ describe('speed layer against dynalite', () => {
     expect(reasons).toEqual(['data', 'id', 'ts']);
     const stats = await cloud.clients.dynamodb.send(new GetItemCommand({ TableName: s.tables.control, Key: { pk: { S: 'stats' }, sk: { S: 'poison' } } }));
     expect(stats.Item?.count?.N).toBe('3');
+  });
+
+  it('writes an item whole again when it vanished under a warm cache', async () => {
+    const s = await setup();
+    const recs = records(30);
+    expect((await s.invoke(recs.slice(0, 15))).batchItemFailures).toEqual([]);
+    // As if TTL had deleted every item the warm container knows.
+    const scan = await cloud.clients.dynamodb.send(new ScanCommand({ TableName: s.tables.speed }));
+    for (const item of scan.Items ?? []) await cloud.clients.dynamodb.send(new DeleteItemCommand({ TableName: s.tables.speed, Key: { pk: item.pk!, sk: item.sk! } }));
+    expect((await s.invoke(recs.slice(15))).batchItemFailures).toEqual([]);
+    await s.expectOracle(recs.slice(15));
+    const again = await cloud.clients.dynamodb.send(new ScanCommand({ TableName: s.tables.speed }));
+    expect(again.Items?.every((i) => i.view?.S && i.window?.N && i.bucket?.N && i.dims?.L && i.shard?.S && i.expiresAt?.N)).toBe(true);
   });
 
   it('records progress per shard and never moves it back', async () => {

@@ -64,7 +64,7 @@ const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 export const KINESIS_QUIET_MS = 2500;
 
 /** The consumers' Lambda timeout in the simulation (AWS: 120 s / 300 s) and how long a `timeout` fault holds its request. */
-export const CONSUMER_TIMEOUT_S = 6;
+export const CONSUMER_TIMEOUT_S = Number(process.env.TANDEM_SIM_CONSUMER_TIMEOUT_S ?? 6);
 const HOLD_MS = CONSUMER_TIMEOUT_S * 1000 + 500;
 
 /** The batch lock lives this long without a refresh, so a crashed run blocks the next ones only briefly. */

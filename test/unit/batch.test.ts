@@ -10,6 +10,7 @@ import { requestToken, resultRows, retryThrottled } from '../../functions/batch/
 import { newRunId, RUN_ID_RE } from '../../functions/batch/control.ts';
 import { toBatchRows } from '../../functions/batch/engine.ts';
 import { rowItem, rowPartitions } from '../../functions/batch/load.ts';
+import { engineFromEnv } from '../../functions/batch/pipeline.ts';
 import { rollbackAllowed } from '../../functions/batch/publish.ts';
 import { batchStateMachineDefinition } from '../../functions/batch/state-machine.ts';
 import { checkCompleteness } from '../../functions/batch/verify.ts';
@@ -158,6 +159,27 @@ describe('batch task contract', () => {
     expect(a < b).toBe(true);
     expect(a).toMatch(RUN_ID_RE);
     expect(a).toMatch(/^run-20300101T000000000Z-[0-9a-f]{6}$/);
+  });
+});
+
+describe('engine selection', () => {
+  const clients = { s3: {} as never, athena: {} as never };
+  const config = { buckets: { raw: 'raw-bucket', failures: 'f' } };
+  it('defaults to duckdb, selects athena with its names, and names what is missing or wrong', () => {
+    expect(engineFromEnv(clients, config, {}).name).toBe('duckdb');
+    expect(
+      engineFromEnv(clients, config, {
+        TANDEM_BATCH_ENGINE: 'athena',
+        TANDEM_ATHENA_DATABASE: 'tandem',
+        TANDEM_ATHENA_TABLE: 'raw',
+        TANDEM_ATHENA_WORKGROUP: 'wg',
+      }).name,
+    ).toBe('athena');
+    expect(() => engineFromEnv(clients, config, { TANDEM_BATCH_ENGINE: 'athena' })).toThrow(/TANDEM_ATHENA_DATABASE is not set/);
+    expect(() => engineFromEnv(clients, config, { TANDEM_BATCH_ENGINE: 'spark' })).toThrow(/must be athena or duckdb, received "spark"/);
+    expect(() =>
+      engineFromEnv(clients, config, { TANDEM_BATCH_ENGINE: 'athena', TANDEM_ATHENA_DATABASE: 'Bad"Name', TANDEM_ATHENA_TABLE: 'raw', TANDEM_ATHENA_WORKGROUP: 'wg' }),
+    ).toThrow(/lowercase/);
   });
 });
 
