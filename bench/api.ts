@@ -39,7 +39,7 @@ import { createContext } from '../local/runtime.ts';
 process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED = 'true';
 
 const opts = new Command()
-  .option('--rounds <n>', 'ingest rounds per side (each: 4 clients x 1 request of 500 events)', (v) => Number.parseInt(v, 10), 3)
+  .option('--rounds <n>', 'ingest rounds per side (each: 4 clients x 1 request of 500 events)', (v) => Number.parseInt(v, 10), 2)
   .option('--probes <n>', 'freshness probes', (v) => Number.parseInt(v, 10), 200)
   .option('--queries <n>', 'query repetitions per kind', (v) => Number.parseInt(v, 10), 30)
   .option('--no-write', 'do not update docs/benchmarks.md')

@@ -161,6 +161,9 @@ describe('speed layer against dynalite', () => {
     // Attempt 1 fully applies [0, 20) but its response is lost; the re-created mapping sends [0, 30).
     const a = await processSpeedBatch(toStreamRecords(kinesisEvent(recs.slice(0, 20))), deps);
     expect(a.failures).toEqual([]);
+    // A warm container knows every item's hw: the redelivery costs no item request at all.
+    const again = await processSpeedBatch(toStreamRecords(kinesisEvent(recs.slice(0, 20))), deps);
+    expect(again.stats.apply).toMatchObject({ requests: 0, skipped: a.stats.deltas, written: 0 });
     // A cold container: the repair must come from the table, not from the warm cache.
     const b = await processSpeedBatch(toStreamRecords(kinesisEvent(recs.slice(0, 30))), { ...deps, cache: new ItemCache() });
     expect(b.failures).toEqual([]);

@@ -32,6 +32,7 @@ export interface CampaignSummary {
   readonly batches: Record<string, number>;
   readonly events: Record<string, number>;
   readonly failures: { seed: number; step: number; what: string; message: string }[];
+  readonly notes: { seed: number; note: string }[];
 }
 
 export function summarize(results: readonly SeedResult[], ms: number): CampaignSummary {
@@ -56,6 +57,7 @@ export function summarize(results: readonly SeedResult[], ms: number): CampaignS
     batches,
     events,
     failures: results.flatMap((r) => (r.failure ? [{ seed: r.seed, ...r.failure }] : [])),
+    notes: results.flatMap((r) => r.notes.map((note) => ({ seed: r.seed, note }))),
   };
 }
 

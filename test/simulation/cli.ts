@@ -73,6 +73,7 @@ const program = new Command('test:sim')
       });
       if (o.json) process.stdout.write(`${JSON.stringify(summary)}\n`);
       else process.stdout.write(`${summaryTable(summary)}\n`);
+      for (const n of summary.notes) log(`note: seed ${n.seed}: ${n.note}`);
       if (summary.failures.length > 0) {
         exitCode = 1;
         for (const f of summary.failures) log(`FAILED seed ${f.seed} step #${f.step} (${f.what}): ${f.message.split('\n')[0]}`);

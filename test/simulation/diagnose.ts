@@ -5,10 +5,37 @@
  * Read-only; runs after the failure, before the world is torn down.
  */
 import { type AttributeValue, ScanCommand } from '@aws-sdk/client-dynamodb';
+import { GetRecordsCommand, GetShardIteratorCommand, ListShardsCommand } from '@aws-sdk/client-kinesis';
 import { GetObjectCommand, ListObjectsV2Command } from '@aws-sdk/client-s3';
 import { gunzipSync } from 'node:zlib';
-import { readStream } from '../support/api.ts';
 import type { World } from './harness.ts';
+
+export interface StreamEntry {
+  readonly shard: string;
+  readonly seq: string;
+  readonly partitionKey: string;
+  readonly arrival: number;
+}
+
+/**
+ * Every record the stream holds, without decoding its data (poison records
+ * are not JSON; test/support/api.ts `readStream` parses every record).
+ */
+export async function streamEntries(w: World): Promise<StreamEntry[]> {
+  const k = w.clients.kinesis;
+  const shards = (await k.send(new ListShardsCommand({ StreamName: w.config.streamName }))).Shards ?? [];
+  const out: StreamEntry[] = [];
+  for (const s of shards) {
+    let iterator = (await k.send(new GetShardIteratorCommand({ StreamName: w.config.streamName, ShardId: s.ShardId!, ShardIteratorType: 'TRIM_HORIZON' }))).ShardIterator;
+    while (iterator) {
+      const got = await k.send(new GetRecordsCommand({ ShardIterator: iterator, Limit: 10_000 }));
+      for (const r of got.Records ?? []) out.push({ shard: s.ShardId!, seq: r.SequenceNumber!, partitionKey: r.PartitionKey!, arrival: r.ApproximateArrivalTimestamp!.getTime() });
+      if ((got.Records?.length ?? 0) === 0) break;
+      iterator = got.NextShardIterator;
+    }
+  }
+  return out;
+}
 
 async function scan(w: World, table: string): Promise<Record<string, AttributeValue>[]> {
   const out: Record<string, AttributeValue>[] = [];
@@ -54,7 +81,7 @@ export async function diagnose(w: World, ids: readonly string[], maxLines = 60):
     if (i.pk?.S === 'archive') lines.push(`manifest ${i.sk?.S}: ${(i.objects?.SS ?? []).map((e) => `…${e.slice(58, 64)}-…${e.slice(123)}`).join(' ')}`);
     if (i.pk?.S === 'version') lines.push(`version ${i.version?.N}: ${i.state?.S} cutoff ${iso(Number(i.cutoff?.N))} run ${i.runId?.S}`);
   }
-  const stream = await readStream(w.clients.kinesis, w.config.streamName);
+  const stream = await streamEntries(w);
   const claims = new Map((await scan(w, w.config.tables.dedup)).map((i) => [i.id?.S ?? '', { shard: i.shard?.S ?? '', seq: i.seq?.S ?? '' }]));
   const arch = await archived(w);
   const windowMs = w.config.settings.windowSeconds * 1000;

@@ -35,9 +35,9 @@ import { padSeq } from '../../functions/core/record.ts';
 import type { View } from '../../functions/core/views.ts';
 import { rng } from '../support/batch.ts';
 import { type OracleSpec, oracleRows } from '../support/oracle.ts';
-import { diagnose } from './diagnose.ts';
+import { diagnose, streamEntries } from './diagnose.ts';
 import type { PutFault } from './faults.ts';
-import { LOCK_TTL_S, type Logger, SIM_SETTINGS, type SimCloud, SimError, World } from './harness.ts';
+import { KINESIS_QUIET_MS, LOCK_TTL_S, type Logger, SIM_SETTINGS, type SimCloud, SimError, World } from './harness.ts';
 import { describeStep, type EventDraw, type QueryDraw, type Step } from './schedule.ts';
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
@@ -67,6 +67,7 @@ export interface SeedResult {
   readonly batches: Record<string, number>;
   readonly events: { sent: number; acknowledged: number; rejected: number; late: number; retried: number; poison: number };
   readonly failure?: { readonly step: number; readonly what: string; readonly message: string };
+  readonly notes: readonly string[];
 }
 
 export interface RunOptions {
@@ -161,6 +162,7 @@ export async function runSeed(cloud: SimCloud, seed: number, steps: readonly Ste
     checks: d.checks,
     batches: d.batches,
     events: d.eventStats(),
+    notes: d.notes,
     ...(failure ? { failure } : {}),
     log: lines,
   };
@@ -172,6 +174,8 @@ class Driver {
   checks = 0;
   readonly batches: Record<string, number> = { succeeded: 0, skipped: 0, failed: 0, crashed: 0, refused: 0 };
   private readonly counts: Record<string, number> = {};
+  /** Things worth a look that are not failures (e.g. a batch run that failed on its own). */
+  readonly notes: string[] = [];
   private n = 0;
   private rejectedEvents = 0;
   private lateEvents = 0;
@@ -446,7 +450,10 @@ class Driver {
     const state = run.state === 'RUNNING' && faultFired && crash ? 'crashed' : run.state === 'SUCCEEDED' ? 'succeeded' : run.state === 'SKIPPED' ? 'skipped' : run.state === 'FAILED' ? 'failed' : 'running';
     this.batches[state] = (this.batches[state] ?? 0) + 1;
     this.log(`   run ${run.runId}: ${run.state}${run.version ? ` v${run.version}` : ''}${run.cutoff ? ` cutoff ${isoOf(run.cutoff)}` : ''}${run.error ? ` error: ${run.error}` : ''}${run.note ? ` (${run.note})` : ''}`);
-    if (run.state === 'FAILED' && !faultFired) this.count('batch.failedWithoutFault');
+    if (run.state === 'FAILED' && !faultFired) {
+      this.count('batch.failedWithoutFault');
+      this.notes.push(`batch run ${run.runId} failed without an injected fault: ${run.error ?? '?'}`);
+    }
   }
 
   private firedTotal(): number {
@@ -714,11 +721,10 @@ class Driver {
 
   /** After a SIGKILL of kinesis-local (after a quiet period): every acknowledged id is still in the stream. */
   private async checkStreamKeptAcknowledged(): Promise<void> {
-    const { readStream } = await import('../support/api.ts');
-    const ids = new Set((await readStream(this.world.clients.kinesis, this.world.config.streamName)).map((r) => r.partitionKey));
+    const ids = new Set((await streamEntries(this.world)).map((r) => r.partitionKey));
     const lost = [...this.ledger.acked.keys()].filter((id) => !ids.has(id));
     this.checks++;
-    if (lost.length > 0) throw new SimError(`kinesis-local lost ${lost.length} acknowledged record(s) on SIGKILL despite a ${'quiet period'}: ${lost.slice(0, 5).join(', ')}`);
+    if (lost.length > 0) throw new SimError(`kinesis-local lost ${lost.length} acknowledged record(s) on SIGKILL despite ${KINESIS_QUIET_MS} ms without a put: ${lost.slice(0, 5).join(', ')}`);
   }
 
   /** Corrupts one events_by_type speed item the query will read: a count added twice, or an item lost. */
