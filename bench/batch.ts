@@ -19,7 +19,7 @@ import { Metrics } from '@aws-lambda-powertools/metrics';
 import Table from 'cli-table3';
 import { Command } from 'commander';
 import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { availableParallelism, loadavg, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createClients } from '../functions/adapters/clients.ts';
@@ -112,6 +112,10 @@ const s3dir = mkdtempSync(join(tmpdir(), 'tandem-bench-s3-'));
 const s3 = await startEmulator('s3', { dataDir: s3dir });
 const stageDirs: string[] = [];
 const results: Result[] = [];
+// The machine may be shared: sample the load average so the figures can be read in context.
+const loads: number[] = [];
+const sampler = setInterval(() => loads.push(loadavg()[0]!), 5000);
+sampler.unref();
 try {
   const env = emulatorEnv({ kinesis, dynamodb, s3 });
   const clients = createClients(env);
@@ -212,6 +216,7 @@ try {
     log(`  done: ${sec(totalMs)} total`);
   }
 } finally {
+  clearInterval(sampler);
   await Promise.all([kinesis.stop(), dynamodb.stop(), s3.stop()]);
   for (const d of [...stageDirs, s3dir]) rmSync(d, { recursive: true, force: true });
 }
@@ -258,10 +263,14 @@ if (opts.write) {
     `${opts.batchSize.toLocaleString('en-US')}; then one full run (\`runBatchToCompletion\`, DuckDB engine, empty staging cache, dynalite as the`,
     'table store). Baseline in the same run: the floor, the same three SQL statements run by DuckDB directly over',
     'the staged files. Same time span for every count, so the number of view rows barely grows while the events do.',
+    `Mean 1-minute load average while it ran: ${(loads.reduce((a, b) => a + b, 0) / Math.max(1, loads.length)).toFixed(1)} on ${availableParallelism()} cores.`,
     '',
     `| | ${head.slice(1).join(' | ')} |`,
     `|---|${head.slice(1).map(() => '---:').join('|')}|`,
-    ...rows.map((r) => `| ${r.map((c) => c.trim() || ' ').join(' | ')} |`),
+    // Stage rows are indented in the terminal; in Markdown they say what they are part of.
+    ...rows.map((r) => `| ${r.map((c, i) => (i === 0 && c.startsWith('  ') ? `of which ${c.trim()}` : c.trim() || ' ')).join(' | ')} |`),
+    '',
+    'What the figures mean: docs/batch-layer.md, "Performance".',
     '',
   ].join('\n');
   const current = readFileSync(file, 'utf8');

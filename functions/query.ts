@@ -12,7 +12,7 @@ import { isQueryError, mergeRows, parseQuery, shapeRows } from './core/query.ts'
 import type { Settings } from './core/settings.ts';
 import { iso } from './core/time.ts';
 import { findView, type View } from './core/views.ts';
-import { type ApiHandler, guarded, HttpError, json, queryParams } from './api/http.ts';
+import { type ApiHandler, guarded, HttpError, json, jsonText, MAX_RESPONSE_BYTES, queryParams } from './api/http.ts';
 import { exactDocClient, type ReadDeps, type ReadOptions, readView } from './api/read-view.ts';
 import { readStatus } from './api/status.ts';
 import { matchRoute } from './routes.ts';
@@ -24,6 +24,8 @@ export interface QueryDeps extends Omit<ReadDeps, 'settings'> {
   readonly now?: () => number;
   /** Read options (benchmarks: a batch-only read of the same range). */
   readonly read?: ReadOptions;
+  /** @default MAX_RESPONSE_BYTES */
+  readonly maxResponseBytes?: number;
 }
 
 /** The view as GET /views shows it: the declaration, loadable again with parseViews. */
@@ -74,7 +76,19 @@ export function createQueryHandler(deps: QueryDeps): ApiHandler {
       case '/views/{name}': {
         const name = route.params.name;
         if (!name) throw new HttpError(400, 'the view name is missing from the path', 'name');
-        return json(200, await queryView(deps, name, queryParams(event)));
+        const answer = await queryView(deps, name, queryParams(event));
+        const text = JSON.stringify(answer);
+        const bytes = Buffer.byteLength(text, 'utf8');
+        const limit = deps.maxResponseBytes ?? MAX_RESPONSE_BYTES;
+        if (bytes > limit) {
+          const rows = (answer.rows as unknown[]).length;
+          throw new HttpError(
+            400,
+            `the answer has ${rows} rows (${(bytes / 1e6).toFixed(1)} MB), more than one response may carry (${(limit / 1e6).toFixed(1)} MB): ask for a coarser grain, fewer groupBy dimensions, a dimension filter or a shorter range`,
+            answer.grain === 'all' ? 'groupBy' : 'grain',
+          );
+        }
+        return jsonText(200, text);
       }
       case '/status':
         return json(200, await readStatus(deps, (deps.now ?? Date.now)()));

@@ -283,6 +283,16 @@ describe('GET /views/{name}', () => {
     expect(after.body.rows).toEqual(r.body.rows);
   });
 
+  it('refuses an answer too large for one response, naming what to coarsen', async () => {
+    const small = { maxResponseBytes: 600 };
+    const r = await get('/views/page_views', { grain: 'minute' }, small);
+    expect(r.status).toBe(400);
+    expect(r.body.field).toBe('grain');
+    expect(String(r.body.error)).toMatch(/rows .* more than one response may carry/);
+    expect((await get('/views/page_views', { grain: 'all', groupBy: 'page,country' }, small)).body.field).toBe('groupBy');
+    expect((await get('/views/page_views', { grain: 'all', groupBy: '' }, small)).status).toBe(200);
+  });
+
   it('404 for an unknown view, 400 naming the bad parameter', async () => {
     const nf = await get('/views/nope');
     expect(nf.status).toBe(404);

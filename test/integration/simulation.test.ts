@@ -31,7 +31,7 @@ async function expectExact(seed: number, steps: readonly Step[], replay: string)
     throw new Error(`seed ${seed} failed at step #${r.failure.step} (${r.failure.what}): ${r.failure.message}\n${r.log.join('\n')}\nreplay: ${replay}`);
   }
   // The final phase always queries every view: a seed that checked nothing did not run.
-  expect(r.queries).toBeGreaterThanOrEqual(16);
+  expect(r.queries).toBeGreaterThanOrEqual(8);
   expect(r.checks).toBeGreaterThan(r.queries);
 }
 
@@ -46,14 +46,12 @@ describe('simulation: the checks are not blind', () => {
   ];
   const query: Step = { kind: 'query', q: { view: 0, fromBackMin: 60, spanMin: 120, align: true, coarser: 3, groupBy: 'all', filter: null } };
 
-  it.each([
-    ['double', 'counted twice'],
-    ['drop', 'lost'],
-  ] as const)('a speed item corrupted behind Tandem\'s back (%s) fails the next query', async (what, words) => {
+  it.each(['double', 'drop'] as const)('a speed item corrupted behind Tandem\'s back (%s) fails the next query', async (what) => {
     const r = await runSeed(cloud, 900, [...sends, { kind: 'sabotage', what }, query]);
     expect(r.failure?.step, r.log.join('\n')).toBe(2);
-    expect(r.failure?.what).toBe('nothing lost, nothing twice');
-    expect(r.failure?.message).toContain(words);
+    expect(r.failure?.what).toBe('rows equal the oracle');
+    // The one grain=all row of type click: one event too many, or the events of the dropped item missing.
+    expect(r.failure?.message).toMatch(what === 'double' ? /got \{[^}]*"events":7\}/ : /(got \{[^}]*"events":[0-5]\})|missing row/);
   });
 });
 
