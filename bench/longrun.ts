@@ -20,7 +20,7 @@ import { childPids, cmdline } from '../test/support/procs.ts';
 const opts = new Command()
   .option('--minutes <n>', 'how long to run', (v) => Number(v), 60)
   .option('--every <seconds>', 'seconds between samples', (v) => Number(v), 30)
-  .option('--rate <n>', 'demo events per second (the local cloud default is 20)', '20')
+  .option('--rate <n>', 'demo events per second (the local cloud default is 10)', '10')
   .option('--no-write', 'do not update docs/benchmarks.md')
   .parse(process.argv)
   .opts<{ minutes: number; every: number; rate: string; write: boolean }>();

@@ -46,7 +46,7 @@ export interface LocalCloudOptions {
   readonly apiKey?: string;
   /** Shards of the stream when it is created. @default 2 */
   readonly shards?: number;
-  /** Demo events per second. @default 20 */
+  /** Demo events per second. @default DEFAULT_DEMO_RATE (10) */
   readonly demoRate?: number;
   /** @default '127.0.0.1' */
   readonly host?: string;
@@ -84,6 +84,11 @@ export interface LocalCloud {
   idle(mappings?: readonly ('speed' | 'archive')[]): Promise<void>;
   stop(): Promise<void>;
 }
+
+/** How often kinesis-local writes its state (a crash loses at most this much of the stream). */
+export const KINESIS_PERSIST_INTERVAL = '10s';
+/** Demo events per second (kinesis-local slows as a shard grows: docs/local-cloud.md, "Long runs"). */
+export const DEFAULT_DEMO_RATE = 10;
 
 /** The file where the API key is kept for the CLI (bin/client.ts reads it). */
 export const API_KEY_FILE = 'api-key';
@@ -161,7 +166,9 @@ export async function startLocalCloud(opts: LocalCloudOptions = {}): Promise<Loc
     for (const s of stops.splice(0).reverse()) await s().catch((e) => log.warn('local cloud: error while stopping', e));
   };
   try {
-    const emulators = await startEmulators({ dataDir });
+    // kinesis-local rewrites its whole state (every record) as one JSON file per interval; each
+    // second costs more CPU as the stream grows. A clean stop still writes it (docs/local-cloud.md).
+    const emulators = await startEmulators({ dataDir, kinesisPersistInterval: KINESIS_PERSIST_INTERVAL });
     stops.push(() => emulators.stop());
     for (const e of [emulators.kinesis, emulators.dynamodb, emulators.s3]) {
       e.process.once('exit', (code, signal) => {
@@ -279,7 +286,7 @@ export async function startLocalCloud(opts: LocalCloudOptions = {}): Promise<Loc
 
     let demo: Demo | undefined;
     if (opts.demo ?? true) {
-      demo = startDemo({ send: httpSender(http.url, apiKey), ratePerSecond: opts.demoRate ?? 20, generator: new DemoGenerator(), logger: log });
+      demo = startDemo({ send: httpSender(http.url, apiKey), ratePerSecond: opts.demoRate ?? DEFAULT_DEMO_RATE, generator: new DemoGenerator(), logger: log });
       stops.push(() => demo!.stop());
     }
 

@@ -150,14 +150,14 @@ export interface Demo {
 /** Sends `ratePerSecond` events per second (one request per tick, retries in another). */
 export function startDemo(opts: {
   send: DemoSender;
-  /** @default 20 */
+  /** @default 10 */
   ratePerSecond?: number;
   /** @default 1000 */
   tickMs?: number;
   generator?: DemoGenerator;
   logger?: { warn(message: string, ...extra: unknown[]): void };
 }): Demo {
-  const rate = opts.ratePerSecond ?? 20;
+  const rate = opts.ratePerSecond ?? 10;
   const tickMs = opts.tickMs ?? 1000;
   if (!(rate > 0)) throw new RangeError(`ratePerSecond must be positive, received ${rate}`);
   const gen = opts.generator ?? new DemoGenerator();

@@ -250,10 +250,17 @@ export function emulatorEnv(e: { kinesis: { endpoint: string }; dynamodb: { endp
   };
 }
 
-/** Starts all three emulators in parallel; data under `<dataDir>/{kinesis,dynamodb,s3}` when given. */
-export async function startEmulators(opts: { dataDir?: string } = {}): Promise<EmulatorSet> {
+/**
+ * Starts all three emulators in parallel; data under `<dataDir>/{kinesis,dynamodb,s3}` when given.
+ * `kinesisPersistInterval`: how often kinesis-local rewrites its whole state file (default 1s).
+ */
+export async function startEmulators(opts: { dataDir?: string; kinesisPersistInterval?: string } = {}): Promise<EmulatorSet> {
   const sub = (n: string) => (opts.dataDir ? { dataDir: join(opts.dataDir, n) } : {});
-  const results = await Promise.allSettled([startEmulator('kinesis', sub('kinesis')), startEmulator('dynamodb', sub('dynamodb')), startEmulator('s3', sub('s3'))]);
+  const results = await Promise.allSettled([
+    startEmulator('kinesis', { ...sub('kinesis'), ...(opts.kinesisPersistInterval ? { persistInterval: opts.kinesisPersistInterval } : {}) }),
+    startEmulator('dynamodb', sub('dynamodb')),
+    startEmulator('s3', sub('s3')),
+  ]);
   const ok = results.flatMap((r) => (r.status === 'fulfilled' ? [r.value] : []));
   const failed = results.find((r) => r.status === 'rejected');
   if (failed) {

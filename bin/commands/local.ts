@@ -38,7 +38,7 @@ export function registerLocal(program: Command): void {
     .option('--data-dir <dir>', 'where emulator data, checkpoints and the API key are kept', '.tandem')
     .option('--api-key <key>', 'the API key (default: the one saved in the data dir, else a new one)')
     .option('--shards <n>', 'shards of the stream when it is first created', '2')
-    .option('--demo-rate <n>', 'demo events per second', '20')
+    .option('--demo-rate <n>', 'demo events per second (kept modest: kinesis-local slows as a shard grows)', '10')
     .option('--host <address>', 'address to listen on', '127.0.0.1')
     .addHelpText(
       'after',

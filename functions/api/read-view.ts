@@ -17,7 +17,7 @@
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { DynamoDBDocumentClient, GetCommand, QueryCommand, type QueryCommandInput } from '@aws-sdk/lib-dynamodb';
 import { batchPartitions, pad13, speedPartitions } from '../core/keys.ts';
-import { stateFromColumns } from '../core/metrics.ts';
+import { stateColumns, stateFromColumns } from '../core/metrics.ts';
 import type { Row, SpeedRow } from '../core/query.ts';
 import { type Settings, speedTtlSeconds } from '../core/settings.ts';
 import { bucketStart, floorTo } from '../core/time.ts';
@@ -102,15 +102,29 @@ export async function queryAll(doc: Pick<ReadDeps, 'doc'>['doc'], input: QueryCo
 
 const dimsOf = (v: unknown): (string | null)[] => (Array.isArray(v) ? v.map((d) => (d === null || d === undefined ? null : String(d))) : []);
 
+/**
+ * Reads only what the merge uses (bucket, dims, window, the view's state
+ * columns): less to transfer and unmarshal. DynamoDB still charges reads by
+ * whole item size. The first name is always `#a0` = `bucket`.
+ */
+function projectionOf(view: View, attributes: readonly string[]): { names: Record<string, string>; projection: string } {
+  const all = [...attributes, ...stateColumns(view).map((c) => c.column)];
+  const names = Object.fromEntries(all.map((a, i) => [`#a${i}`, a]));
+  return { names, projection: Object.keys(names).join(', ') };
+}
+
 /** The batch partitions of version N that hold buckets in [fromMs, toMs), each one key-range Query. */
 export function batchQueries(deps: Pick<ReadDeps, 'tables'>, view: View, version: number, fromMs: number, toMs: number): QueryCommandInput[] {
   const lo = bucketStart(fromMs, view.grain);
   // sk = <bucket 13d>#<dims>: BETWEEN pad13(lo) AND pad13(to) holds exactly the buckets in [lo, to),
   // since "<to>#..." sorts after "<to>".
+  const { names, projection } = projectionOf(view, ['bucket', 'dims']);
   return batchPartitions(view.name, version, view.grain, lo, toMs).map((pk) => ({
     TableName: deps.tables.batchViews,
     KeyConditionExpression: 'pk = :pk AND sk BETWEEN :lo AND :hi',
     ExpressionAttributeValues: { ':pk': pk, ':lo': pad13(lo), ':hi': pad13(toMs) },
+    ExpressionAttributeNames: names,
+    ProjectionExpression: projection,
     ConsistentRead: true,
   }));
 }
@@ -130,12 +144,14 @@ export function speedWindowRange(settings: Settings, cutoff: number | null, now:
 /** The speed partitions holding windows >= `fromWindow`, filtered to live items with buckets in range. */
 export function speedQueries(deps: Pick<ReadDeps, 'tables'>, view: View, fromWindow: number, toArrival: number, fromMs: number, toMs: number, now: number): QueryCommandInput[] {
   const lo = bucketStart(fromMs, view.grain);
+  const { names, projection } = projectionOf(view, ['bucket', 'dims', 'window']);
   return speedPartitions(view.name, fromWindow, toArrival).map(({ pk, skFrom }) => ({
     TableName: deps.tables.speed,
     KeyConditionExpression: 'pk = :pk AND sk >= :from',
     // dynalite never deletes expired items and DynamoDB deletes them only within days: readers filter.
-    FilterExpression: '#b BETWEEN :blo AND :bhi AND (attribute_not_exists(#exp) OR #exp > :now)',
-    ExpressionAttributeNames: { '#b': 'bucket', '#exp': 'expiresAt' },
+    FilterExpression: '#a0 BETWEEN :blo AND :bhi AND (attribute_not_exists(#exp) OR #exp > :now)',
+    ExpressionAttributeNames: { ...names, '#exp': 'expiresAt' },
+    ProjectionExpression: projection,
     ExpressionAttributeValues: { ':pk': pk, ':from': skFrom, ':blo': lo, ':bhi': toMs - 1, ':now': Math.floor(now / 1000) },
     ConsistentRead: true,
   }));

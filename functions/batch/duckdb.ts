@@ -82,7 +82,7 @@ export function duckDbEngine(opts: DuckDbEngineOptions): BatchEngine {
           return out;
         },
         async runView(view: View) {
-          return toBatchRows(view, await query(compileView(view, { dialect: 'duckdb', cutoff: cutoff + 60_000, source: duckdbSource(files) })));
+          return toBatchRows(view, await query(compileView(view, { dialect: 'duckdb', cutoff, source: duckdbSource(files) })));
         },
         async close() {
           db.close();

@@ -124,7 +124,8 @@ describe('batch recompute == oracle (property)', () => {
           }
         },
       ),
-      { numRuns: 50 },
+      // Each case is a full run (about a second): report the first counterexample without shrinking.
+      { numRuns: 50, endOnFailure: true },
     );
     // 50 full runs (archive, plan over kinesis-local, DuckDB, load, publish): about a second each.
   }, 600_000);

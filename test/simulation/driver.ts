@@ -248,7 +248,12 @@ class Driver {
         return w.restartWorkers();
       case 'restartCloud':
         this.count(s.hard ? 'restart.cloud.sigkill' : 'restart.cloud.sigterm');
+        const restored = w.cloud.kinesisDataRestored;
         await w.restartCloud(s.hard);
+        if (w.cloud.kinesisDataRestored > restored) {
+          this.count('env.kinesisDataRestored');
+          this.notes.push('kinesis-local left its data file empty when stopped; the harness restored the copy taken after the quiet period');
+        }
         if (s.hard) await this.checkStreamKeptAcknowledged();
         return;
       case 'reshard': {

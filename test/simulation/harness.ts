@@ -26,7 +26,7 @@ import {
 } from '@aws-sdk/client-kinesis';
 import { Logger as PowertoolsLogger } from '@aws-lambda-powertools/logger';
 import type { APIGatewayProxyEvent } from 'aws-lambda';
-import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { type Clients, createClients } from '../../functions/adapters/clients.ts';
@@ -125,15 +125,41 @@ export class SimCloud {
    */
   async restart(hard: boolean, lastPutAt: number): Promise<void> {
     const e = this.emulators;
-    if (hard) {
-      const wait = KINESIS_QUIET_MS - (Date.now() - lastPutAt);
-      if (wait > 0) await sleep(wait);
-      await Promise.all([e.kinesis.kill(), e.dynamodb.kill(), e.s3.kill()]);
-    } else {
-      await e.stop();
+    const wait = KINESIS_QUIET_MS - (Date.now() - lastPutAt);
+    if (wait > 0) await sleep(wait);
+    const saved = await this.readKinesisData();
+    if (hard) await Promise.all([e.kinesis.kill(), e.dynamodb.kill(), e.s3.kill()]);
+    else await e.stop();
+    // kinesis-local rewrites its file in place (truncate, then write): a stop that lands in a
+    // rewrite leaves it empty, and kinesis-local then refuses to start (docs/reliability.md).
+    // What it held after the quiet period is restored; nothing was put since.
+    if (saved !== undefined && (await this.readKinesisData()) === undefined) {
+      writeFileSync(this.kinesisDataFile, saved);
+      this.kinesisDataRestored++;
     }
     this.emulators = await startEmulators({ dataDir: join(this.dataDir, 'emulators') });
     this.restarts++;
+  }
+
+  /** Times kinesis-local's data file had to be restored after a stop left it torn. */
+  kinesisDataRestored = 0;
+
+  private get kinesisDataFile(): string {
+    return join(this.dataDir, 'emulators', 'kinesis', 'kinesis-data.json');
+  }
+
+  /** kinesis-local's data file when it is complete JSON (it may be mid-rewrite: try a few times). */
+  private async readKinesisData(): Promise<string | undefined> {
+    for (let i = 0; i < 20; i++) {
+      try {
+        const text = readFileSync(this.kinesisDataFile, 'utf8');
+        JSON.parse(text);
+        return text;
+      } catch {
+        await sleep(50);
+      }
+    }
+    return undefined;
   }
 
   async stop(): Promise<void> {
