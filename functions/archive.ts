@@ -1,49 +1,16 @@
 /**
  * The archive function, on its own Kinesis event source mapping (big batches,
  * ReportBatchItemFailures on, ParallelizationFactor 1). Thin, like the speed
- * function: the Powertools parser validates the envelope (with `data` kept as
- * text, for the reasons given in functions/speed.ts), record bytes are decoded
- * here, and functions/archive/archive.ts writes the objects, manifest entries
+ * function: adapters/kinesis-event.ts validates the envelope and decodes the records, and functions/archive/archive.ts writes the objects, manifest entries
  * and checkpoint with the module-scope clients.
  */
 import { Logger } from '@aws-lambda-powertools/logger';
 import { Metrics, MetricUnit } from '@aws-lambda-powertools/metrics';
-import { KinesisDataStreamRecord, KinesisDataStreamRecordPayload, KinesisDataStreamSchema } from '@aws-lambda-powertools/parser/schemas/kinesis';
 import type { KinesisStreamBatchResponse } from 'aws-lambda';
-import { z } from 'zod';
 import { clients } from './adapters/clients.ts';
-import { type ArchiveDeps, type ArchiveRecord, type ArchiveStats, archiveBatch } from './archive/archive.ts';
+import { toStreamRecords } from './adapters/kinesis-event.ts';
+import { type ArchiveDeps, type ArchiveStats, archiveBatch } from './archive/archive.ts';
 import { loadConfig } from './config.ts';
-
-export const ArchiveEventSchema = KinesisDataStreamSchema.extend({
-  Records: z.array(KinesisDataStreamRecord.extend({ kinesis: KinesisDataStreamRecordPayload.extend({ data: z.string() }) })).min(1),
-});
-
-export class ArchiveEventError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = 'ArchiveEventError';
-  }
-}
-
-/** Records of a validated event: arrival in epoch ms, the shard from eventID (`<shardId>:<sequenceNumber>`). */
-export function toArchiveRecords(event: unknown): ArchiveRecord[] {
-  const parsed = ArchiveEventSchema.safeParse(event);
-  if (!parsed.success) {
-    const issue = parsed.error.issues[0];
-    throw new ArchiveEventError(`not a Kinesis event: ${issue ? `${issue.path.join('.')}: ${issue.message}` : 'invalid'}`);
-  }
-  return parsed.data.Records.map((r) => {
-    const cut = r.eventID.lastIndexOf(':');
-    return {
-      shard: cut > 0 ? r.eventID.slice(0, cut) : r.eventID,
-      seq: r.kinesis.sequenceNumber,
-      // Lambda gives seconds with millisecond precision: round, never truncate, a float product.
-      arrival: Math.round(r.kinesis.approximateArrivalTimestamp * 1000),
-      data: Buffer.from(r.kinesis.data, 'base64'),
-    };
-  });
-}
 
 export function publishStats(metrics: Metrics, s: ArchiveStats): void {
   metrics.addMetric('RecordsIn', MetricUnit.Count, s.records);
@@ -67,7 +34,7 @@ export function createArchiveHandler(deps: ArchiveHandlerDeps): ArchiveHandler {
   const { logger, metrics } = deps;
   return async (event: unknown) => {
     try {
-      const records = toArchiveRecords(event);
+      const records = toStreamRecords(event);
       const { failures, stats } = await archiveBatch(records, {
         s3: deps.s3,
         ddb: deps.ddb,

@@ -23,6 +23,7 @@
  * event source mapping retries the whole batch with the same boundaries (no
  * bisect), which rewrites the same keys instead of overlapping ones.
  */
+import type { StreamRecord as ArchiveRecord } from '../adapters/kinesis-event.ts';
 import { ConditionalCheckFailedException, type DynamoDBClient, GetItemCommand, UpdateItemCommand } from '@aws-sdk/client-dynamodb';
 import { PutObjectCommand, type S3Client, S3ServiceException } from '@aws-sdk/client-s3';
 import { promisify } from 'node:util';
@@ -33,15 +34,7 @@ import { CHECKPOINT_PK, HOUR_MS, MANIFEST_PK, manifestEntry, manifestSk, rawObje
 
 const gzip = promisify(gzipCb);
 
-/** One Kinesis record as the entry hands it over (envelope parsed, data base64-decoded). */
-export interface ArchiveRecord {
-  readonly shard: string;
-  /** Sequence number exactly as Kinesis gave it (the batch item identifier). */
-  readonly seq: string;
-  /** ApproximateArrivalTimestamp, epoch ms. */
-  readonly arrival: number;
-  readonly data: Uint8Array;
-}
+export type { ArchiveRecord };
 
 export interface PoisonRecord {
   readonly shard: string;

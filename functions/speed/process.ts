@@ -11,6 +11,7 @@
  * batch is retried: a later record is never reported while an earlier one's
  * effects may be incomplete, and steps 2 and 4 make the retry exact.
  */
+import type { StreamRecord } from '../adapters/kinesis-event.ts';
 import { ConditionalCheckFailedException, type DynamoDBClient, UpdateItemCommand } from '@aws-sdk/client-dynamodb';
 import type { S3Client } from '@aws-sdk/client-s3';
 import { aggregate } from '../core/aggregate.ts';
@@ -22,15 +23,8 @@ import { decide, readClaims, writeClaims } from './dedup.ts';
 import { mapLimit } from './limit.ts';
 import { countPoison, type PoisonRecord, writePoison } from './poison.ts';
 
-/** One Kinesis record as the entry hands it over (envelope parsed, base64 decoded). */
-export interface StreamRecord {
-  readonly shard: string;
-  /** Sequence number exactly as Kinesis gave it (the batch item identifier). */
-  readonly seq: string;
-  /** ApproximateArrivalTimestamp, epoch ms. */
-  readonly arrival: number;
-  readonly data: Uint8Array;
-}
+/** One Kinesis record as the entry hands it over (envelope parsed, data base64-decoded). */
+export type { StreamRecord };
 
 /** The part of a logger the core uses (Powertools' Logger fits). */
 export interface LogSink {

@@ -57,6 +57,10 @@ export type Step =
   | { readonly kind: 'restartCloud'; readonly hard: boolean }
   | { readonly kind: 'reshard'; readonly how: 'double' | 'split'; readonly pick: number }
   | { readonly kind: 'query'; readonly q: QueryDraw }
+  /** Queries, each checked, while a batch run loads and publishes a version. */
+  | { readonly kind: 'queryDuringBatch'; readonly q: QueryDraw }
+  /** Concurrent POST /events, with identical copies of some events in flight at once (a client retrying before its first try answered). */
+  | { readonly kind: 'burst'; readonly requests: number; readonly perRequest: number; readonly copies: number }
   | { readonly kind: 'pause'; readonly ms: number }
   /** Not in any profile: corrupts one speed item behind Tandem's back, to show the checks are not blind. */
   | { readonly kind: 'sabotage'; readonly what: 'double' | 'drop' };
@@ -79,6 +83,8 @@ export const FULL: Profile = {
   restartCloud: 1.2,
   reshard: 0.8,
   query: 14,
+  queryDuringBatch: 3,
+  burst: 4,
   pause: 4,
   sabotage: 0,
 };
@@ -169,6 +175,13 @@ const stepArbs: Record<StepKind, fc.Arbitrary<Step>> = {
   restartCloud: fc.record({ kind: fc.constant('restartCloud' as const), hard: fc.boolean() }),
   reshard: fc.record({ kind: fc.constant('reshard' as const), how: fc.constantFrom('double', 'split'), pick: fc.nat(7) }),
   query: fc.record({ kind: fc.constant('query' as const), q: queryDraw }),
+  queryDuringBatch: fc.record({ kind: fc.constant('queryDuringBatch' as const), q: queryDraw }),
+  burst: fc.record({
+    kind: fc.constant('burst' as const),
+    requests: fc.integer({ min: 2, max: 5 }),
+    perRequest: fc.integer({ min: 1, max: 12 }),
+    copies: fc.integer({ min: 0, max: 6 }),
+  }),
   pause: fc.record({ kind: fc.constant('pause' as const), ms: fc.integer({ min: 100, max: 2500 }) }),
   sabotage: fc.record({ kind: fc.constant('sabotage' as const), what: fc.constantFrom('double', 'drop') }),
 };
@@ -215,6 +228,10 @@ export function describeStep(s: Step): string {
       return `query view=${s.q.view} from=-${s.q.fromBackMin}m span=${s.q.spanMin}m coarser=${s.q.coarser} groupBy=${s.q.groupBy} filter=${s.q.filter ?? '-'}`;
     case 'pause':
       return `pause ${s.ms} ms`;
+    case 'queryDuringBatch':
+      return `queries during a batch run, view=${s.q.view} coarser=${s.q.coarser} groupBy=${s.q.groupBy}`;
+    case 'burst':
+      return `burst of ${s.requests} concurrent sends x${s.perRequest} events, ${s.copies} copies in flight`;
     case 'sabotage':
       return `sabotage (${s.what} a speed item)`;
     default:
