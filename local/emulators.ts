@@ -183,6 +183,10 @@ export async function startEmulator(name: EmulatorName, opts: EmulatorOptions = 
   const child = spawn(process.execPath, ['--require', join(here, 'watchdog.cjs'), ...spec.args], {
     env: { ...process.env, ...spec.env, TANDEM_PARENT_PID: String(process.pid) },
     stdio: ['pipe', 'ignore', 'pipe'],
+    // A process group of its own: Ctrl-C in a terminal signals the whole foreground group,
+    // and the emulators must outlive the parent's orderly stop (pollers finishing their batch).
+    // The watchdog still ends them when the parent goes.
+    detached: true,
   });
   let stderr = '';
   child.stderr?.on('data', (d: Buffer) => {

@@ -86,7 +86,7 @@ export function registerLocal(program: Command): void {
         `tandem local: up in ${(cloud.startupMs / 1000).toFixed(1)} s; demo ${flags.demo ? `on (${demoRate} events/s)` : 'off'}; batch ${batchEverySeconds === null ? 'off' : `every ${batchEverySeconds} s`}; data in ${shownPath(cloud.dataDir)}. Ctrl-C stops.`,
       );
       await new Promise<void>((resolve) => {
-        let stopping = false;
+        let stopping = 0;
         fatal = () => {
           // startLocalCloud has stopped everything and said why.
           process.exitCode = 1;
@@ -94,10 +94,13 @@ export function registerLocal(program: Command): void {
         };
         const onSignal = (signal: NodeJS.Signals) => {
           if (stopping) {
+            // Under `npm start` a Ctrl-C arrives twice (from the terminal and relayed by tsx): only a
+            // second press, a moment later, means "now".
+            if (Date.now() - stopping < 1000) return;
             narrate(`tandem local: ${signal} again, exiting now`);
             process.exit(130);
           }
-          stopping = true;
+          stopping = Date.now();
           narrate(`tandem local: ${signal}, stopping...`);
           cloud.stop().then(
             () => {

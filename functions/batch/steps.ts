@@ -31,7 +31,7 @@ import type { BatchEngine, EngineSession } from './engine.ts';
 import { loadRows, rowPartitions } from './load.ts';
 import { computeCutoff, type CutoffPlan, gatherProgress } from './planner.ts';
 import { applyRetention, publishVersion, retireVersion } from './publish.ts';
-import { checkCompleteness, IncompleteArchiveError, readArchiveManifest } from './verify.ts';
+import { checkCompleteness, type ExpectedObject, IncompleteArchiveError, readArchiveManifest } from './verify.ts';
 
 /** Fault-injection points (tests). A hook crashes the run by throwing. */
 export interface BatchHooks {
@@ -140,9 +140,12 @@ export async function planStep(ctx: BatchContext, runId: string, opts: { keepSes
     previousCutoff: plan.previous,
     ...(plan.limitedBy ? { note: `cutoff held back by ${plan.limitedBy}` } : {}),
   });
+  // The manifest is read before the engine lists the objects: an object the archive writes after the
+  // listing (same arrival hour, later records) is then not taken for a missing one.
+  const expected = await readArchiveManifest(ctx.doc, ctx.tables.control, plan.cutoff);
   const session = await ctx.engine.open(plan.cutoff, runId);
   try {
-    const verifyMs = await verifyArchive(ctx, runId, session);
+    const verifyMs = await verifyArchive(ctx, runId, session, expected);
     await recordRunTimings(c, runId, { plan: planMs, stage: session.stats.stageMs, verify: verifyMs });
     await ctx.hooks?.afterStage?.('plan', runId);
   } catch (e) {
@@ -159,9 +162,9 @@ function skipNote(plan: CutoffPlan): string {
 }
 
 /** The completeness check (verify.ts); throws IncompleteArchiveError. Returns its duration. */
-async function verifyArchive(ctx: BatchContext, runId: string, session: EngineSession): Promise<number> {
+async function verifyArchive(ctx: BatchContext, runId: string, session: EngineSession, expected: readonly ExpectedObject[]): Promise<number> {
   const t = performance.now();
-  const [expected, reads] = await Promise.all([readArchiveManifest(ctx.doc, ctx.tables.control, session.cutoff), session.objectReads()]);
+  const reads = await session.objectReads();
   const result = checkCompleteness(expected, reads);
   await updateRun(control(ctx), runId, { archive: { objects: result.objects, records: result.records, extraObjects: result.extraObjects } });
   if (!result.complete) throw new IncompleteArchiveError(result);
@@ -196,11 +199,12 @@ export async function viewStep(ctx: BatchContext, input: ViewInput, shared?: Eng
   if (!view) throw new Error(`unknown view ${input.view}`);
   let session = shared;
   if (!session) {
+    const expected = await readArchiveManifest(ctx.doc, ctx.tables.control, input.cutoff);
     session = await ctx.engine.open(input.cutoff, input.runId);
     // A separate step stages its own copy of the objects: check that copy too (cheap on DuckDB).
     if (session.engine === 'duckdb') {
       try {
-        await verifyArchive(ctx, input.runId, session);
+        await verifyArchive(ctx, input.runId, session, expected);
       } catch (e) {
         await session.close();
         throw e;

@@ -10,23 +10,32 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { REPO_ROOT } from '../../local/runtime.ts';
-import { alive, childPids, cmdline, waitGone } from '../support/procs.ts';
+import { alive, cmdline, descendants, waitGone } from '../support/procs.ts';
 
 const dirs: string[] = [];
 let child: ChildProcess | undefined;
 
 afterAll(async () => {
-  if (child?.pid && alive(child.pid)) child.kill('SIGKILL');
+  if (child?.pid && alive(child.pid)) {
+    try {
+      process.kill(-child.pid, 'SIGKILL');
+    } catch {
+      child.kill('SIGKILL');
+    }
+  }
   for (const d of dirs) rmSync(d, { recursive: true, force: true });
 });
 
 const cli = (args: string[]) => spawn(process.execPath, [join(REPO_ROOT, 'bin/tandem.js'), ...args], { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+/** As `npm start` runs it: through tsx's CLI (which relays signals), in a process group of its own like a terminal's. */
+const npmStartLike = (args: string[]) =>
+  spawn(process.execPath, [join(REPO_ROOT, 'node_modules/tsx/dist/cli.mjs'), 'bin/tandem.ts', ...args], { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
 
 describe('tandem local', () => {
-  it('starts with --no-demo, enforces the API key, runs the handlers, and stops cleanly on SIGINT', async () => {
+  it('starts with --no-demo, enforces the API key, runs the handlers, and stops cleanly on Ctrl-C', async () => {
     const dataDir = mkdtempSync(join(tmpdir(), 'tandem-local-'));
     dirs.push(dataDir);
-    child = cli(['local', '--no-demo', '--port', '0', '--data-dir', dataDir, '--batch-every', 'off']);
+    child = npmStartLike(['local', '--no-demo', '--port', '0', '--data-dir', dataDir, '--batch-every', 'off']);
     let out = '';
     let err = '';
     child.stdout!.on('data', (d: Buffer) => {
@@ -73,9 +82,10 @@ describe('tandem local', () => {
     }
     expect(count).toBe(1);
 
-    const emulators = childPids(child.pid!).filter((p) => /kinesis-local|dynalite|s3rver/.test(cmdline(p)));
+    const emulators = descendants(child.pid!).filter((p) => /kinesis-local|dynalite|s3rver/.test(cmdline(p)));
     expect(emulators).toHaveLength(3);
-    child.kill('SIGINT');
+    // Ctrl-C in a terminal: SIGINT to the whole foreground process group (tsx relays it once more).
+    process.kill(-child.pid!, 'SIGINT');
     expect(await exited).toBe(0);
     expect(err).toMatch(/stopped/);
     expect(await waitGone(emulators, 5000)).toEqual([]);
@@ -102,7 +112,7 @@ describe('tandem local', () => {
       if (Date.now() > deadline) throw new Error(`tandem local did not come up: ${err}`);
       await new Promise((r) => setTimeout(r, 100));
     }
-    const emulators = childPids(child.pid!).filter((p) => /kinesis-local|dynalite|s3rver/.test(cmdline(p)));
+    const emulators = descendants(child.pid!).filter((p) => /kinesis-local|dynalite|s3rver/.test(cmdline(p)));
     const dynalite = emulators.find((p) => /dynalite/.test(cmdline(p)))!;
     process.kill(dynalite, 'SIGKILL');
     expect(await exited).toBe(1);

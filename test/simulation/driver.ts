@@ -267,7 +267,7 @@ class Driver {
       case 'query':
         return this.query(s.q);
       case 'queryDuringBatch':
-        return this.queryDuringBatch(s.q);
+        return this.queryDuringBatch(s.q, s.slowMs);
       case 'burst':
         return this.burst(s.requests, s.perRequest, s.copies);
       case 'pause':
@@ -673,8 +673,11 @@ class Driver {
   }
 
   /** Queries while a batch run loads and flips (after idle, so the truth does not move meanwhile). */
-  private async queryDuringBatch(q: QueryDraw): Promise<void> {
+  private async queryDuringBatch(q: QueryDraw, slowMs: number): Promise<void> {
     await this.world.idle();
+    // Slow reads keep a query in flight across the flip: it must still read a complete version.
+    this.world.batchReadDelayMs = slowMs;
+    const slowed = this.world.slowedReads;
     let done = false;
     const running = this.world.runBatch().finally(() => {
       done = true;
@@ -684,9 +687,11 @@ class Driver {
     try {
       for (; !done || n === 0; n++) await this.checkQuery({ ...q, coarser: (q.coarser + n) % 4, groupBy: n % 2 === 0 ? q.groupBy : 'all' });
     } finally {
+      this.world.batchReadDelayMs = 0;
       this.noteRun(await running, false, false);
     }
     this.count('query.duringBatch', n);
+    this.count('query.slowBatchReads', this.world.slowedReads - slowed);
     this.checkPointer(await this.readPointer(), 'after queries during a batch run');
   }
 

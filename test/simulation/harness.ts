@@ -25,6 +25,7 @@ import {
   UpdateShardCountCommand,
 } from '@aws-sdk/client-kinesis';
 import { Logger as PowertoolsLogger } from '@aws-lambda-powertools/logger';
+import { type DynamoDBDocumentClient, QueryCommand } from '@aws-sdk/lib-dynamodb';
 import type { APIGatewayProxyEvent } from 'aws-lambda';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -283,7 +284,7 @@ export class World {
         { name: 'tandem-ingest', entry: 'functions/ingest.ts', timeoutSeconds: 29 },
       ) as ApiFunction,
       query: wrapHandler(
-        createQueryHandler({ doc: exactDocClient(c.dynamodb), tables: { speed: tables.speed, batchViews: tables.batchViews, control: tables.control }, views, settings, logger }),
+        createQueryHandler({ doc: this.slowBatchReads(exactDocClient(c.dynamodb)), tables: { speed: tables.speed, batchViews: tables.batchViews, control: tables.control }, views, settings, logger }),
         { name: 'tandem-query', entry: 'functions/query.ts', timeoutSeconds: 29 },
       ) as ApiFunction,
       batchApi: wrapHandler(
@@ -341,6 +342,23 @@ export class World {
       logger: { info: () => {}, warn: (m: string) => this.note(m), error: (m: string) => this.note(m) },
     });
     this.url = this.http.url;
+  }
+
+  /** While > 0, the query handler's reads of batch-view rows take this much longer (a slow read). */
+  batchReadDelayMs = 0;
+  /** Batch-view reads that were slowed. */
+  slowedReads = 0;
+
+  /** The query handler's document client, with batch-view reads delayed while `batchReadDelayMs` > 0. */
+  private slowBatchReads(doc: DynamoDBDocumentClient): Pick<DynamoDBDocumentClient, 'send'> {
+    const send = async (command: unknown) => {
+      if (this.batchReadDelayMs > 0 && command instanceof QueryCommand && command.input.TableName === this.config.tables.batchViews) {
+        this.slowedReads++;
+        await sleep(this.batchReadDelayMs);
+      }
+      return (doc.send as (c: unknown) => Promise<unknown>)(command);
+    };
+    return { send: send as DynamoDBDocumentClient['send'] };
   }
 
   private note(m: string): void {

@@ -58,7 +58,7 @@ export type Step =
   | { readonly kind: 'reshard'; readonly how: 'double' | 'split'; readonly pick: number }
   | { readonly kind: 'query'; readonly q: QueryDraw }
   /** Queries, each checked, while a batch run loads and publishes a version. */
-  | { readonly kind: 'queryDuringBatch'; readonly q: QueryDraw }
+  | { readonly kind: 'queryDuringBatch'; readonly q: QueryDraw; readonly slowMs: number }
   /** Concurrent POST /events, with identical copies of some events in flight at once (a client retrying before its first try answered). */
   | { readonly kind: 'burst'; readonly requests: number; readonly perRequest: number; readonly copies: number }
   | { readonly kind: 'pause'; readonly ms: number }
@@ -78,7 +78,7 @@ export const FULL: Profile = {
   deliveryFault: 5,
   batch: 8,
   concurrentBatch: 2,
-  rollback: 2,
+  rollback: 3,
   restartWorkers: 2,
   restartCloud: 1.2,
   reshard: 0.8,
@@ -175,7 +175,7 @@ const stepArbs: Record<StepKind, fc.Arbitrary<Step>> = {
   restartCloud: fc.record({ kind: fc.constant('restartCloud' as const), hard: fc.boolean() }),
   reshard: fc.record({ kind: fc.constant('reshard' as const), how: fc.constantFrom('double', 'split'), pick: fc.nat(7) }),
   query: fc.record({ kind: fc.constant('query' as const), q: queryDraw }),
-  queryDuringBatch: fc.record({ kind: fc.constant('queryDuringBatch' as const), q: queryDraw }),
+  queryDuringBatch: fc.record({ kind: fc.constant('queryDuringBatch' as const), q: queryDraw, slowMs: fc.constantFrom(0, 0, 300, 1500) }),
   burst: fc.record({
     kind: fc.constant('burst' as const),
     requests: fc.integer({ min: 2, max: 5 }),
@@ -229,7 +229,7 @@ export function describeStep(s: Step): string {
     case 'pause':
       return `pause ${s.ms} ms`;
     case 'queryDuringBatch':
-      return `queries during a batch run, view=${s.q.view} coarser=${s.q.coarser} groupBy=${s.q.groupBy}`;
+      return `queries during a batch run, view=${s.q.view} coarser=${s.q.coarser} groupBy=${s.q.groupBy}${s.slowMs ? `, batch reads ${s.slowMs} ms slower` : ''}`;
     case 'burst':
       return `burst of ${s.requests} concurrent sends x${s.perRequest} events, ${s.copies} copies in flight`;
     case 'sabotage':

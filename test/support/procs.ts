@@ -51,3 +51,16 @@ export async function waitGone(pids: readonly number[], ms = 15_000): Promise<nu
   }
   return left;
 }
+
+/** Every descendant of a process (children, their children, ...). */
+export function descendants(pid: number): number[] {
+  const out: number[] = [];
+  const queue = [pid];
+  while (queue.length > 0) {
+    for (const c of childPids(queue.shift()!)) {
+      out.push(c);
+      queue.push(c);
+    }
+  }
+  return out;
+}
