@@ -672,20 +672,27 @@ class Driver {
     await this.checkPoison();
   }
 
-  /** Queries while a batch run loads and flips (after idle, so the truth does not move meanwhile). */
+  /**
+   * Queries while a batch run loads and flips (after idle, so the truth does
+   * not move meanwhile). The first query starts just before the run: with slow
+   * batch-view reads it reads the pointer before the flip and the rows after it.
+   */
   private async queryDuringBatch(q: QueryDraw, slowMs: number): Promise<void> {
     await this.world.idle();
-    // Slow reads keep a query in flight across the flip: it must still read a complete version.
     this.world.batchReadDelayMs = slowMs;
     const slowed = this.world.slowedReads;
+    const first = this.checkQuery(q);
+    first.catch(() => undefined);
+    await sleep(50);
     let done = false;
     const running = this.world.runBatch().finally(() => {
       done = true;
     });
     running.catch(() => undefined);
-    let n = 0;
+    let n = 1;
     try {
-      for (; !done || n === 0; n++) await this.checkQuery({ ...q, coarser: (q.coarser + n) % 4, groupBy: n % 2 === 0 ? q.groupBy : 'all' });
+      await first;
+      for (; !done; n++) await this.checkQuery({ ...q, coarser: (q.coarser + n) % 4, groupBy: n % 2 === 0 ? q.groupBy : 'all' });
     } finally {
       this.world.batchReadDelayMs = 0;
       this.noteRun(await running, false, false);

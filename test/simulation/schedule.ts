@@ -175,7 +175,7 @@ const stepArbs: Record<StepKind, fc.Arbitrary<Step>> = {
   restartCloud: fc.record({ kind: fc.constant('restartCloud' as const), hard: fc.boolean() }),
   reshard: fc.record({ kind: fc.constant('reshard' as const), how: fc.constantFrom('double', 'split'), pick: fc.nat(7) }),
   query: fc.record({ kind: fc.constant('query' as const), q: queryDraw }),
-  queryDuringBatch: fc.record({ kind: fc.constant('queryDuringBatch' as const), q: queryDraw, slowMs: fc.constantFrom(0, 0, 300, 1500) }),
+  queryDuringBatch: fc.record({ kind: fc.constant('queryDuringBatch' as const), q: queryDraw, slowMs: fc.constantFrom(0, 0, 500, 3000) }),
   burst: fc.record({
     kind: fc.constant('burst' as const),
     requests: fc.integer({ min: 2, max: 5 }),
