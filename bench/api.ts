@@ -16,7 +16,7 @@
  * Writes a summary under `## api` in docs/benchmarks.md (unless --no-write).
  */
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { loadavg, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Logger } from '@aws-lambda-powertools/logger';
@@ -59,6 +59,7 @@ const ms = (n: number) => `${Math.round(n).toLocaleString('en-US')} ms`;
 const int = (n: number) => Math.round(n).toLocaleString('en-US');
 const log = (m: string) => process.stderr.write(`${m}\n`);
 
+const loadStart = loadavg()[0]!;
 const dataDir = mkdtempSync(join(tmpdir(), 'tandem-bench-api-'));
 const SPEED_WINDOW_MS = 500;
 const SPEED_POLL_MS = 250;
@@ -228,7 +229,9 @@ try {
   const lines = [
     '## api',
     '',
-    `\`npm run bench -- api\` (bench/api.ts), on the local cloud (kinesis-local, dynalite, s3rver; 2 shards), one run. ${new Date().toISOString().slice(0, 10)}.`,
+    `\`npm run bench -- api\` (bench/api.ts), on the local cloud (kinesis-local, dynalite, s3rver; 2 shards), one run, ${new Date().toISOString().slice(0, 10)}, ` +
+      `load average ${loadStart.toFixed(1)} at the start and ${loadavg()[0]!.toFixed(1)} at the end (other work on the machine slows every figure alike; the ratios hold). ` +
+      'Ingest is bound by kinesis-local (PutRecords); query latency by dynalite reading ~52,000 items and by the exact-decimal state of each row.',
     '',
     '| ingest (4 concurrent clients, 500 events a request) | events/s | vs. baseline |',
     '|---|---:|---:|',

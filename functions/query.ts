@@ -8,7 +8,7 @@ import { Logger } from '@aws-lambda-powertools/logger';
 import type { APIGatewayProxyEvent } from 'aws-lambda';
 import { clients } from './adapters/clients.ts';
 import { type Config, loadConfig } from './config.ts';
-import { isQueryError, mergeRows, parseQuery, shapeRows } from './core/query.ts';
+import { isQueryError, parseQuery, shapeResponse } from './core/query.ts';
 import type { Settings } from './core/settings.ts';
 import { iso } from './core/time.ts';
 import { findView, type View } from './core/views.ts';
@@ -48,14 +48,13 @@ export async function queryView(deps: QueryDeps, name: string, params: Record<st
   const spec = parseQuery(view, params, now);
   if (isQueryError(spec)) throw new HttpError(400, `${spec.field} ${spec.message}`, spec.field);
   const read = await readView(deps, view, spec.from, spec.to, now, deps.read);
-  const merged = mergeRows(view, read.batchRows, read.speedRows, read.pointer?.cutoff ?? null);
   return {
     view: view.name,
     grain: spec.grain,
     from: iso(spec.from),
     to: iso(spec.to),
     batch: read.pointer && { version: read.pointer.version, cutoff: iso(read.pointer.cutoff) },
-    rows: shapeRows(view, spec, merged),
+    rows: shapeResponse(view, spec, read.batchRows, read.speedRows, read.pointer?.cutoff ?? null),
   };
 }
 

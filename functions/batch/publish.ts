@@ -47,9 +47,17 @@ export async function retireVersion(deps: PublishDeps, m: VersionManifest): Prom
   return deletePartitions({ ddb: deps.ddb, table: deps.batchViewsTable }, partitions);
 }
 
-/** Keeps the newest `keepVersions` published versions up to `current` (itself included); retires older ones. */
+/**
+ * Keeps `current` and the `keepVersions - 1` versions below it that were
+ * current most recently; retires the others. "Most recently current", not
+ * "highest": after a rollback the current version may be the oldest one, and
+ * queries in flight when the next version is published still read it
+ * (rollbackTo stamps its publishedAt; found by the simulation, seed 633).
+ */
 export async function applyRetention(deps: PublishDeps, current: number): Promise<number[]> {
-  const below = (await listManifests(deps.control)).filter((m) => m.version < current && m.state !== 'retired').sort((a, b) => b.version - a.version);
+  const below = (await listManifests(deps.control))
+    .filter((m) => m.version < current && m.state !== 'retired')
+    .sort((a, b) => (b.publishedAt ?? 0) - (a.publishedAt ?? 0) || b.version - a.version);
   const keep = new Set(
     below
       .filter((m) => m.state === 'published')
@@ -155,6 +163,9 @@ export async function rollbackTo(deps: PublishDeps, version: number): Promise<Ro
     views: Object.fromEntries(Object.entries(m.views ?? {}).map(([n, v]) => [n, { rows: v.rows }])),
     ...(current ? { rolledBackFrom: current.version } : {}),
   };
+  // Before the pointer moves: the version becomes the most recently current, so the next
+  // publish keeps it for the queries reading it then (applyRetention).
+  await setManifestState(deps.control, version, 'published', now);
   if (!(await replacePointer(deps.control, pointer, current?.version))) {
     return { status: 'conflict', message: 'the published version changed during the rollback; try again' };
   }

@@ -15,7 +15,7 @@ export const DEFAULT_RANGE_MS = 24 * 3_600_000;
 const DAY_MS = 86_400_000;
 
 /** The parameters the contract names; any other parameter filters a dimension. */
-export const QUERY_PARAMS = ['from', 'to', 'grain', 'groupBy'] as const;
+export const QUERY_PARAMS = ['from', 'to', 'grain', 'groupBy', 'parts'] as const;
 
 export interface QuerySpec {
   /** Inclusive start, ms: a view bucket counts when its start is in [from, to). */
@@ -27,6 +27,8 @@ export interface QuerySpec {
   readonly groupBy: readonly string[];
   /** Equality filters on dimensions (canonical text). */
   readonly filters: Readonly<Record<string, string>>;
+  /** `parts=1`: each row also carries its batch and speed parts (the dashboard's split). */
+  readonly parts?: boolean;
 }
 
 export interface QueryError {
@@ -51,7 +53,13 @@ export interface SpeedRow extends Row {
 }
 
 /** A response row: `bucket` (ISO-8601), the grouped dimensions, then the metrics. */
-export type ResponseRow = Record<string, string | number | null>;
+export type ResponseRow = Record<string, string | number | null | RowParts>;
+
+/** The batch and speed parts of one response row (`parts=1`): each side rolled up alone, then finalized. */
+export interface RowParts {
+  readonly batch: Record<string, number | null>;
+  readonly speed: Record<string, number | null>;
+}
 
 /** Reads the query parameters of GET /views/{name}; `now` (ms) sets the default range. */
 export function parseQuery(view: View, params: Readonly<Record<string, string | undefined>>, now: number): QuerySpec | QueryError {
@@ -119,7 +127,11 @@ export function parseQuery(view: View, params: Readonly<Record<string, string | 
     const v = params[d];
     if (v !== undefined) filters[d] = v;
   }
-  return { from, to, grain, groupBy, filters };
+  const partsText = given('parts');
+  if (partsText !== undefined && !['0', '1', 'true', 'false'].includes(partsText)) {
+    return { field: 'parts', message: `must be 1 or 0 (true or false), received "${partsText}"` };
+  }
+  return { from, to, grain, groupBy, filters, ...(partsText === '1' || partsText === 'true' ? { parts: true } : {}) };
 }
 
 const rowKey = (bucket: number, dims: readonly (string | null)[]) => JSON.stringify([bucket, dims]);
@@ -195,4 +207,33 @@ export function shapeRows(view: View, spec: QuerySpec, rows: readonly Row[]): Re
     for (const [metric, value] of Object.entries(finalizeViewState(view, r.state))) out[metric] = value === null ? null : decimalToNumber(value);
     return out;
   });
+}
+
+/**
+ * The response rows with, when `spec.parts`, each row's batch part (from the
+ * batch view's rows alone) and speed part (from the speed deltas of windows >=
+ * cutoff alone). For count and sum the parts add up to the row; for min, max
+ * and avg they are each side's own value.
+ */
+export function shapeResponse(view: View, spec: QuerySpec, batchRows: readonly Row[], speedDeltas: readonly SpeedRow[], cutoff: number | null): ResponseRow[] {
+  const rows = shapeRows(view, spec, mergeRows(view, batchRows, speedDeltas, cutoff));
+  if (!spec.parts) return rows;
+  const metricsOnly = (r: ResponseRow | undefined): Record<string, number | null> =>
+    Object.fromEntries(
+      Object.keys(view.metrics).map((m) => {
+        const v = r?.[m];
+        return [m, typeof v === 'number' ? v : r === undefined ? emptyValue(view, m) : null];
+      }),
+    );
+  const key = (r: ResponseRow) => JSON.stringify([r.bucket, ...spec.groupBy.map((d) => r[d] ?? null)]);
+  const index = (side: ResponseRow[]) => new Map(side.map((r) => [key(r), r]));
+  const batch = index(shapeRows(view, spec, mergeRows(view, batchRows, [], cutoff)));
+  const speed = index(shapeRows(view, spec, mergeRows(view, [], speedDeltas, cutoff)));
+  return rows.map((r) => ({ ...r, parts: { batch: metricsOnly(batch.get(key(r))), speed: metricsOnly(speed.get(key(r))) } }));
+}
+
+/** A metric's value over no events: 0 for count and sum, null for the others. */
+function emptyValue(view: View, metric: string): number | null {
+  const fn = view.metrics[metric]?.fn;
+  return fn === 'count' || fn === 'sum' ? 0 : null;
 }

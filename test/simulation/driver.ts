@@ -677,7 +677,9 @@ class Driver {
    * not move meanwhile). The first query starts just before the run: with slow
    * batch-view reads it reads the pointer before the flip and the rows after it.
    */
-  private async queryDuringBatch(q: QueryDraw, slowMs: number): Promise<void> {
+  private async queryDuringBatch(drawn: QueryDraw, slowMs: number): Promise<void> {
+    // Every bucket from the oldest late event to now: any row the flip could disturb is in range.
+    const q: QueryDraw = { ...drawn, fromBackMin: 4 * 24 * 60, spanMin: 4 * 24 * 60 + 120 };
     await this.world.idle();
     this.world.batchReadDelayMs = slowMs;
     const slowed = this.world.slowedReads;
