@@ -35,7 +35,7 @@ import { DEFAULT_SETTINGS } from '../functions/core/settings.ts';
 import { TABLES, TTL_ATTRIBUTE } from '../functions/resources.ts';
 import { createSpeedHandler } from '../functions/speed.ts';
 import { ItemCache, speedKey } from '../functions/speed/apply.ts';
-import { mapLimit } from '../functions/speed/limit.ts';
+import { mapLimit } from '../functions/core/limit.ts';
 import { normalize, type StreamRecord } from '../functions/speed/process.ts';
 import { DemoGenerator } from '../local/demo.ts';
 import { emulatorEnv, startEmulator } from '../local/emulators.ts';

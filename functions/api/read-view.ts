@@ -22,7 +22,7 @@ import type { Row, SpeedRow } from '../core/query.ts';
 import { type Settings, speedTtlSeconds } from '../core/settings.ts';
 import { bucketStart, floorTo } from '../core/time.ts';
 import type { View } from '../core/views.ts';
-import { mapLimit } from '../speed/limit.ts';
+import { mapLimit } from '../core/limit.ts';
 
 /**
  * A document client over the shared DynamoDB client that keeps numbers as

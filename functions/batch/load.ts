@@ -9,7 +9,7 @@ import { type AttributeValue, BatchWriteItemCommand, type DynamoDBClient, QueryC
 import { batchPk, batchSk } from '../core/keys.ts';
 import { stateColumns } from '../core/metrics.ts';
 import type { View } from '../core/views.ts';
-import { backoff, chunks, mapLimit } from '../speed/limit.ts';
+import { backoff, chunks, mapLimit } from '../core/limit.ts';
 import type { BatchRow } from './engine.ts';
 
 export const BATCH_WRITE_MAX = 25;

@@ -11,7 +11,7 @@ import { GetObjectCommand, ListObjectsV2Command, type S3Client } from '@aws-sdk/
 import { randomBytes } from 'node:crypto';
 import { mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { dirname, join, relative, sep } from 'node:path';
-import { mapLimit } from '../speed/limit.ts';
+import { mapLimit } from '../core/limit.ts';
 import { RAW_PREFIX } from '../resources.ts';
 import { parseRawObjectKey } from '../archive/layout.ts';
 

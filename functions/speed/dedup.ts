@@ -19,7 +19,7 @@ import {
 } from '@aws-sdk/client-dynamodb';
 import type { RawRecord } from '../core/record.ts';
 import { TTL_ATTRIBUTE } from '../resources.ts';
-import { backoff, chunks, mapLimit } from './limit.ts';
+import { backoff, chunks, mapLimit } from '../core/limit.ts';
 
 /** DynamoDB's per-request limits. */
 export const BATCH_GET_MAX = 100;

@@ -8,7 +8,7 @@
 import { ConditionalCheckFailedException, type DynamoDBClient, GetItemCommand, UpdateItemCommand } from '@aws-sdk/client-dynamodb';
 import { PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { FAILURE_PREFIX } from '../resources.ts';
-import { mapLimit } from './limit.ts';
+import { mapLimit } from '../core/limit.ts';
 
 export interface PoisonRecord {
   readonly shard: string;

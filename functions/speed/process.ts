@@ -20,7 +20,7 @@ import { dedupExpiry, type Settings } from '../core/settings.ts';
 import { findView, type View } from '../core/views.ts';
 import { type ApplyStats, applyDelta, emptyApplyStats, type ItemCache } from './apply.ts';
 import { decide, readClaims, writeClaims } from './dedup.ts';
-import { mapLimit } from './limit.ts';
+import { mapLimit } from '../core/limit.ts';
 import { countPoison, type PoisonRecord, writePoison } from './poison.ts';
 
 /** One Kinesis record as the entry hands it over (envelope parsed, data base64-decoded). */

@@ -8,7 +8,7 @@ import { count, max, min, sum, view } from '../../functions/core/views.ts';
 import { SpeedEventError, toStreamRecords } from '../../functions/speed.ts';
 import { buildUpdate, ItemCache } from '../../functions/speed/apply.ts';
 import { type Claim, decide } from '../../functions/speed/dedup.ts';
-import { mapLimit } from '../../functions/speed/limit.ts';
+import { mapLimit } from '../../functions/core/limit.ts';
 import { normalize } from '../../functions/speed/process.ts';
 
 const rec = (id: string, shard: string, seq: number): RawRecord => ({
