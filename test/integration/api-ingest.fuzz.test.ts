@@ -60,7 +60,8 @@ function oracleValid(e: unknown): boolean {
     if (k === 'ts') continue;
     if (!(v === null || typeof v === 'string' || typeof v === 'boolean' || (typeof v === 'number' && Number.isFinite(v)))) return false;
   }
-  for (const f of METRIC_FIELDS[o.type as string] ?? []) {
+  // Own keys only: a type such as "__proto__" must not reach Object.prototype.
+  for (const f of Object.hasOwn(METRIC_FIELDS, o.type as string) ? (METRIC_FIELDS[o.type as string] ?? []) : []) {
     const v = o[f];
     if (v !== undefined && v !== null && !(typeof v === 'number' && exactEnough(v))) return false;
   }

@@ -127,6 +127,7 @@ export async function runSeed(cloud: SimCloud, seed: number, steps: readonly Ste
   let failure: SeedResult['failure'];
   let stepIndex = -1;
   try {
+    await cloud.ensureUp();
     await world.start();
     for (stepIndex = 0; stepIndex < steps.length; stepIndex++) {
       const s = steps[stepIndex]!;
@@ -267,7 +268,7 @@ class Driver {
       case 'query':
         return this.query(s.q);
       case 'queryDuringBatch':
-        return this.queryDuringBatch(s.q, s.slowMs);
+        return this.queryDuringBatch(s.q, s.hold);
       case 'burst':
         return this.burst(s.requests, s.perRequest, s.copies);
       case 'pause':
@@ -333,7 +334,11 @@ class Driver {
         const acked = this.ledger.acked.get(id);
         const base = acked ?? this.ledger.unacked.get(id)!;
         // A changed copy only of an acknowledged event: the acknowledged copy arrived first, so it wins.
-        const e: Ev = acked && d.changed ? { ...base, amount: d.amount / 100, country: COUNTRIES[d.country % COUNTRIES.length]! } : { ...base };
+        // Other values, sometimes another type: a later copy must not count, not even in a view the first copy's type is not in.
+        const e: Ev =
+          acked && d.changed
+            ? { ...base, amount: d.amount / 100, country: COUNTRIES[d.country % COUNTRIES.length]!, ...(d.amount % 3 === 0 && { type: TYPES[d.amount % TYPES.length]! }) }
+            : { ...base };
         if (acked && d.changed) this.count('client.retry.changed');
         else this.count('client.retry.same');
         this.retriedEvents++;
@@ -674,33 +679,49 @@ class Driver {
 
   /**
    * Queries while a batch run loads and flips (after idle, so the truth does
-   * not move meanwhile). The first query starts just before the run: with slow
-   * batch-view reads it reads the pointer before the flip and the rows after it.
+   * not move meanwhile). With `hold`, the first query reads the pointer before
+   * the run starts and its batch-view reads wait until the run has published
+   * and retired old versions: a query in flight across the flip.
    */
-  private async queryDuringBatch(drawn: QueryDraw, slowMs: number): Promise<void> {
+  private async queryDuringBatch(drawn: QueryDraw, hold: boolean): Promise<void> {
     // Every bucket from the oldest late event to now: any row the flip could disturb is in range.
     const q: QueryDraw = { ...drawn, fromBackMin: 4 * 24 * 60, spanMin: 4 * 24 * 60 + 120 };
-    await this.world.idle();
-    this.world.batchReadDelayMs = slowMs;
-    const slowed = this.world.slowedReads;
-    const first = this.checkQuery(q);
-    first.catch(() => undefined);
-    await sleep(50);
+    const w = this.world;
+    await w.idle();
     let done = false;
-    const running = this.world.runBatch().finally(() => {
+    let release: () => void = () => {};
+    let n = 0;
+    let first: Promise<void> | undefined;
+    const held = w.heldReads;
+    if (hold) {
+      w.holdBatchReads = new Promise<void>((r) => {
+        release = r;
+      });
+      const pointerRead = new Promise<void>((r) => {
+        w.onPointerRead = r;
+      });
+      first = this.checkQuery(q);
+      first.catch(() => undefined);
+      await Promise.race([pointerRead, first]);
+      w.onPointerRead = undefined;
+      n++;
+    }
+    const running = w.runBatch().finally(() => {
       done = true;
+      release();
     });
     running.catch(() => undefined);
-    let n = 1;
     try {
       await first;
-      for (; !done; n++) await this.checkQuery({ ...q, coarser: (q.coarser + n) % 4, groupBy: n % 2 === 0 ? q.groupBy : 'all' });
+      for (; !done || n === 0; n++) await this.checkQuery({ ...q, coarser: (q.coarser + n) % 4, groupBy: n % 2 === 0 ? q.groupBy : 'all' });
     } finally {
-      this.world.batchReadDelayMs = 0;
+      w.holdBatchReads = undefined;
+      w.onPointerRead = undefined;
+      release();
       this.noteRun(await running, false, false);
     }
     this.count('query.duringBatch', n);
-    this.count('query.slowBatchReads', this.world.slowedReads - slowed);
+    if (w.heldReads > held) this.count('query.heldAcrossFlip');
     this.checkPointer(await this.readPointer(), 'after queries during a batch run');
   }
 

@@ -7,9 +7,11 @@
  *   parameters). Armed with a one-shot fault, it lets `after` write requests
  *   through and then, on the next one, throws before sending (a crash after k
  *   of n writes), sends and then throws (the write lands, the response is
- *   lost), or holds the request longer than the function's timeout (the local
+ *   lost), holds the request longer than the function's timeout (the local
  *   runtime then fails the invocation while the request lands late, as a
- *   timed-out Lambda's last request may).
+ *   timed-out Lambda's last request may), or throttles it (a BatchWriteItem
+ *   does half its items and returns the rest as UnprocessedItems; another
+ *   write fails with ProvisionedThroughputExceededException).
  * - `IngestFaults`: around the real Kinesis client ingest is given. Partial
  *   PutRecords failures reuse test/support/api.ts `flakyKinesis` (H6's seam);
  *   on top of it a request can be sent and its response lost.
@@ -24,6 +26,7 @@
  * because the simulation also needs S3 clients, delays and several clients
  * sharing one write count (the archive writes to S3 and DynamoDB).
  */
+import { BatchWriteItemCommand, type BatchWriteItemCommandOutput, type WriteRequest } from '@aws-sdk/client-dynamodb';
 import type { KinesisClient } from '@aws-sdk/client-kinesis';
 import type { KinesisStreamEvent } from 'aws-lambda';
 import type { KinesisPut } from '../../functions/api/put-events.ts';
@@ -38,7 +41,7 @@ export class InjectedFault extends Error {
   }
 }
 
-export type WriteFaultKind = 'crash' | 'lost' | 'timeout';
+export type WriteFaultKind = 'crash' | 'lost' | 'timeout' | 'throttle';
 
 export interface WriteFault {
   /** Write requests that pass before the fault: the (after + 1)-th fails. */
@@ -58,7 +61,7 @@ export class Seam {
   private fault: WriteFault | undefined;
   private seen = 0;
   /** Faults that fired, by kind. */
-  readonly fired: Record<WriteFaultKind, number> = { crash: 0, lost: 0, timeout: 0 };
+  readonly fired: Record<WriteFaultKind, number> = { crash: 0, lost: 0, timeout: 0, throttle: 0 };
   /** Requests that were held past the function timeout and have not landed yet. */
   private late = new Set<Promise<unknown>>();
 
@@ -96,6 +99,22 @@ export class Seam {
       if (f.kind === 'lost') {
         await forward().catch(() => undefined);
         throw new InjectedFault(what);
+      }
+      if (f.kind === 'throttle') {
+        // DynamoDB under throttling: a BatchWriteItem does part of its work and returns the rest
+        // as UnprocessedItems; any other write fails with the throttling error (after the SDK's retries).
+        if (command instanceof BatchWriteItemCommand) {
+          const done: Record<string, WriteRequest[]> = {};
+          const rest: Record<string, WriteRequest[]> = {};
+          for (const [table, requests] of Object.entries(command.input.RequestItems ?? {})) {
+            const half = Math.ceil(requests.length / 2);
+            if (half > 0) done[table] = requests.slice(0, half);
+            if (requests.length > half) rest[table] = requests.slice(half);
+          }
+          const out = (await (real.send as (c: unknown) => Promise<BatchWriteItemCommandOutput>).call(real, new BatchWriteItemCommand({ RequestItems: done }))) ?? {};
+          return { ...out, UnprocessedItems: { ...(out.UnprocessedItems ?? {}), ...rest } };
+        }
+        throw Object.assign(new Error(`${what}: rate of requests exceeds the allowed throughput`), { name: 'ProvisionedThroughputExceededException' });
       }
       // timeout: the request lands after the invocation has been failed by the runtime.
       const landing = sleep(this.holdMs).then(forward);

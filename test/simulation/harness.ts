@@ -25,7 +25,7 @@ import {
   UpdateShardCountCommand,
 } from '@aws-sdk/client-kinesis';
 import { Logger as PowertoolsLogger } from '@aws-lambda-powertools/logger';
-import { type DynamoDBDocumentClient, QueryCommand } from '@aws-sdk/lib-dynamodb';
+import { type DynamoDBDocumentClient, GetCommand, QueryCommand } from '@aws-sdk/lib-dynamodb';
 import type { APIGatewayProxyEvent } from 'aws-lambda';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -161,6 +161,21 @@ export class SimCloud {
       }
     }
     return undefined;
+  }
+
+  /**
+   * Before a seed: if an emulator died (or a restart of a failed seed left
+   * none running), starts them again; a kinesis-local data file left torn is
+   * moved aside (the seeds it held are over; each seed creates its own stream).
+   */
+  async ensureUp(): Promise<void> {
+    const e = this.emulators;
+    const dead = [e.kinesis, e.dynamodb, e.s3].some((x) => x.process.exitCode !== null || x.process.signalCode !== null);
+    if (!dead) return;
+    await e.stop().catch(() => undefined);
+    if ((await this.readKinesisData()) === undefined) rmSync(this.kinesisDataFile, { force: true });
+    this.emulators = await startEmulators({ dataDir: join(this.dataDir, 'emulators') });
+    this.restarts++;
   }
 
   async stop(): Promise<void> {
@@ -344,19 +359,27 @@ export class World {
     this.url = this.http.url;
   }
 
-  /** While > 0, the query handler's reads of batch-view rows take this much longer (a slow read). */
-  batchReadDelayMs = 0;
-  /** Batch-view reads that were slowed. */
-  slowedReads = 0;
+  /**
+   * A slow query, made deterministic: while set, the query handler's reads of
+   * batch-view rows wait for this promise (the end of a batch run), and
+   * `onPointerRead` is told when it has read the published pointer.
+   */
+  holdBatchReads: Promise<unknown> | undefined;
+  onPointerRead: (() => void) | undefined;
+  /** Batch-view reads that were held. */
+  heldReads = 0;
 
-  /** The query handler's document client, with batch-view reads delayed while `batchReadDelayMs` > 0. */
+  /** The query handler's document client behind the slow-read seam above. */
   private slowBatchReads(doc: DynamoDBDocumentClient): Pick<DynamoDBDocumentClient, 'send'> {
     const send = async (command: unknown) => {
-      if (this.batchReadDelayMs > 0 && command instanceof QueryCommand && command.input.TableName === this.config.tables.batchViews) {
-        this.slowedReads++;
-        await sleep(this.batchReadDelayMs);
+      const hold = this.holdBatchReads;
+      if (hold && command instanceof QueryCommand && command.input.TableName === this.config.tables.batchViews) {
+        this.heldReads++;
+        await hold;
       }
-      return (doc.send as (c: unknown) => Promise<unknown>)(command);
+      const out = await (doc.send as (c: unknown) => Promise<unknown>)(command);
+      if (command instanceof GetCommand && command.input.TableName === this.config.tables.control && command.input.Key?.pk === 'pointer') this.onPointerRead?.();
+      return out;
     };
     return { send: send as DynamoDBDocumentClient['send'] };
   }

@@ -58,7 +58,7 @@ export type Step =
   | { readonly kind: 'reshard'; readonly how: 'double' | 'split'; readonly pick: number }
   | { readonly kind: 'query'; readonly q: QueryDraw }
   /** Queries, each checked, while a batch run loads and publishes a version. */
-  | { readonly kind: 'queryDuringBatch'; readonly q: QueryDraw; readonly slowMs: number }
+  | { readonly kind: 'queryDuringBatch'; readonly q: QueryDraw; readonly hold: boolean }
   /** Concurrent POST /events, with identical copies of some events in flight at once (a client retrying before its first try answered). */
   | { readonly kind: 'burst'; readonly requests: number; readonly perRequest: number; readonly copies: number }
   | { readonly kind: 'pause'; readonly ms: number }
@@ -154,7 +154,7 @@ const stepArbs: Record<StepKind, fc.Arbitrary<Step>> = {
   writeFault: fc.record({
     kind: fc.constant('writeFault' as const),
     consumer: fc.constantFrom('speed', 'archive'),
-    fault: fc.record({ after: fc.nat(12), kind: fc.constantFrom('crash', 'crash', 'lost', 'lost', 'timeout') }),
+    fault: fc.record({ after: fc.nat(12), kind: fc.constantFrom('crash', 'crash', 'lost', 'lost', 'timeout', 'throttle') }),
   }),
   deliveryFault: fc.record({
     kind: fc.constant('deliveryFault' as const),
@@ -175,7 +175,7 @@ const stepArbs: Record<StepKind, fc.Arbitrary<Step>> = {
   restartCloud: fc.record({ kind: fc.constant('restartCloud' as const), hard: fc.boolean() }),
   reshard: fc.record({ kind: fc.constant('reshard' as const), how: fc.constantFrom('double', 'split'), pick: fc.nat(7) }),
   query: fc.record({ kind: fc.constant('query' as const), q: queryDraw }),
-  queryDuringBatch: fc.record({ kind: fc.constant('queryDuringBatch' as const), q: queryDraw, slowMs: fc.constantFrom(0, 0, 500, 3000) }),
+  queryDuringBatch: fc.record({ kind: fc.constant('queryDuringBatch' as const), q: queryDraw, hold: fc.boolean() }),
   burst: fc.record({
     kind: fc.constant('burst' as const),
     requests: fc.integer({ min: 2, max: 5 }),
@@ -229,7 +229,7 @@ export function describeStep(s: Step): string {
     case 'pause':
       return `pause ${s.ms} ms`;
     case 'queryDuringBatch':
-      return `queries during a batch run, view=${s.q.view} coarser=${s.q.coarser} groupBy=${s.q.groupBy}${s.slowMs ? `, batch reads ${s.slowMs} ms slower` : ''}`;
+      return `queries during a batch run, view=${s.q.view} coarser=${s.q.coarser} groupBy=${s.q.groupBy}${s.hold ? ', the first held across the flip' : ''}`;
     case 'burst':
       return `burst of ${s.requests} concurrent sends x${s.perRequest} events, ${s.copies} copies in flight`;
     case 'sabotage':
