@@ -24,27 +24,19 @@
  * bisect), which rewrites the same keys instead of overlapping ones.
  */
 import type { StreamRecord as ArchiveRecord } from '../adapters/kinesis-event.ts';
-import { ConditionalCheckFailedException, type DynamoDBClient, GetItemCommand, UpdateItemCommand } from '@aws-sdk/client-dynamodb';
+import { ConditionalCheckFailedException, type DynamoDBClient, UpdateItemCommand } from '@aws-sdk/client-dynamodb';
 import { PutObjectCommand, type S3Client, S3ServiceException } from '@aws-sdk/client-s3';
 import { promisify } from 'node:util';
 import { gzip as gzipCb } from 'node:zlib';
-import { padSeq, type RawRecord, RecordError, toRawRecord } from '../core/record.ts';
-import { FAILURE_PREFIX } from '../resources.ts';
+import { padSeq, type RawRecord } from '../core/record.ts';
+import { countPoison, normalize, type PoisonRecord, writePoison } from '../adapters/poison.ts';
 import { CHECKPOINT_PK, HOUR_MS, MANIFEST_PK, manifestEntry, manifestSk, rawObjectKey } from './layout.ts';
 
 const gzip = promisify(gzipCb);
 
 export type { ArchiveRecord };
 
-export interface PoisonRecord {
-  readonly shard: string;
-  /** Padded sequence number. */
-  readonly seq: string;
-  readonly arrival: number;
-  readonly data: Uint8Array;
-  readonly field: string;
-  readonly reason: string;
-}
+export type { PoisonRecord };
 
 /** The part of a logger the core uses (Powertools' Logger fits). */
 export interface LogSink {
@@ -89,24 +81,6 @@ export interface ArchiveResult {
   readonly stats: ArchiveStats;
 }
 
-export function normalize(r: ArchiveRecord): { ok: true; record: RawRecord } | { ok: false; poison: PoisonRecord } {
-  const poison = (field: string, reason: string) => ({
-    ok: false as const,
-    poison: { shard: r.shard, seq: padSeq(r.seq), arrival: r.arrival, data: r.data, field, reason },
-  });
-  let data: unknown;
-  try {
-    data = JSON.parse(Buffer.from(r.data).toString('utf8'));
-  } catch (e) {
-    return poison('data', `is not JSON: ${(e as Error).message}`);
-  }
-  try {
-    return { ok: true, record: toRawRecord(data, r.arrival, r.shard, r.seq) };
-  } catch (e) {
-    if (e instanceof RecordError) return poison(e.field, e.message);
-    return poison('event', (e as Error).message);
-  }
-}
 
 /** Archives one Lambda batch (normally one shard's; several shards are handled independently). */
 export async function archiveBatch(records: readonly ArchiveRecord[], deps: ArchiveDeps): Promise<ArchiveResult> {
@@ -184,8 +158,8 @@ async function archiveShard(shard: string, list: readonly ArchiveRecord[], deps:
 
   if (poison.length > 0) {
     for (const p of poison) deps.log?.warn('poison record sent to the failures bucket', { shard, seq: p.seq, field: p.field, reason: p.reason });
-    await Promise.all(poison.map((p) => writePoison(deps.s3, deps.failureBucket, p)));
-    await countPoison(deps.ddb, deps.controlTable, shard, poison.map((p) => p.seq));
+    await writePoison(deps.s3, deps.failureBucket, 'archive', poison);
+    await countPoison(deps.ddb, deps.controlTable, 'archive', shard, poison.map((p) => p.seq));
     stats.poison += poison.length;
   }
 
@@ -251,70 +225,4 @@ export async function advanceCheckpoint(
   }
 }
 
-/** Object key of one poison record of the archive in the failures bucket. */
-export function archivePoisonKey(shard: string, seq: string): string {
-  return `${FAILURE_PREFIX}archive/${shard}/${seq}.json`;
-}
 
-async function writePoison(s3: S3Client, bucket: string, p: PoisonRecord): Promise<void> {
-  const body = {
-    layer: 'archive',
-    shard: p.shard,
-    seq: p.seq,
-    arrival: new Date(p.arrival).toISOString(),
-    field: p.field,
-    reason: p.reason,
-    data: Buffer.from(p.data).toString('base64'),
-    text: Buffer.from(p.data).toString('utf8'),
-  };
-  await s3.send(
-    new PutObjectCommand({ Bucket: bucket, Key: archivePoisonKey(p.shard, p.seq), Body: Buffer.from(JSON.stringify(body)), ContentType: 'application/json' }),
-  );
-}
-
-const POISON_KEY = { pk: { S: 'stats' }, sk: { S: 'poison' } };
-/** Attributes of `stats / poison` the archive owns (the speed layer keeps `count` and `speedHw`). */
-const ARCHIVE_COUNT = 'archive';
-const ARCHIVE_HW = 'archiveHw';
-
-/**
- * Adds the shard's poison records to `stats / poison`.archive once: both
- * consumers see every poison record, so the archive keeps its own count and
- * per-shard high-water mark beside the speed layer's (a redelivered batch
- * does not count again).
- */
-async function countPoison(ddb: DynamoDBClient, table: string, shard: string, seqs: readonly string[]): Promise<void> {
-  const sorted = [...seqs].sort();
-  // A nested path can be SET only once the map exists, and not in the expression that creates it.
-  await ddb.send(
-    new UpdateItemCommand({
-      TableName: table,
-      Key: POISON_KEY,
-      UpdateExpression: 'SET #m = if_not_exists(#m, :empty)',
-      ExpressionAttributeNames: { '#m': ARCHIVE_HW },
-      ExpressionAttributeValues: { ':empty': { M: {} } },
-    }),
-  );
-  let pending = sorted;
-  for (let attempt = 0; pending.length > 0; attempt++) {
-    if (attempt >= 4) throw new Error(`stats / poison: condition still failing for shard ${shard}`);
-    try {
-      await ddb.send(
-        new UpdateItemCommand({
-          TableName: table,
-          Key: POISON_KEY,
-          UpdateExpression: 'ADD #count :n SET #m.#shard = :last',
-          ConditionExpression: 'attribute_not_exists(#m.#shard) OR #m.#shard < :first',
-          ExpressionAttributeNames: { '#m': ARCHIVE_HW, '#shard': shard, '#count': ARCHIVE_COUNT },
-          ExpressionAttributeValues: { ':n': { N: String(pending.length) }, ':first': { S: pending[0]! }, ':last': { S: pending[pending.length - 1]! } },
-        }),
-      );
-      return;
-    } catch (e) {
-      if (!(e instanceof ConditionalCheckFailedException)) throw e;
-      const got = await ddb.send(new GetItemCommand({ TableName: table, Key: POISON_KEY, ConsistentRead: true }));
-      const hw = got.Item?.[ARCHIVE_HW]?.M?.[shard]?.S ?? '';
-      pending = sorted.filter((s) => s > hw);
-    }
-  }
-}

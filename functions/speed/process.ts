@@ -15,13 +15,15 @@ import type { StreamRecord } from '../adapters/kinesis-event.ts';
 import { ConditionalCheckFailedException, type DynamoDBClient, UpdateItemCommand } from '@aws-sdk/client-dynamodb';
 import type { S3Client } from '@aws-sdk/client-s3';
 import { aggregate } from '../core/aggregate.ts';
-import { padSeq, type RawRecord, RecordError, toRawRecord } from '../core/record.ts';
+import { padSeq, type RawRecord } from '../core/record.ts';
 import { dedupExpiry, type Settings } from '../core/settings.ts';
 import { findView, type View } from '../core/views.ts';
 import { type ApplyStats, applyDelta, emptyApplyStats, type ItemCache } from './apply.ts';
 import { decide, readClaims, writeClaims } from './dedup.ts';
 import { mapLimit } from '../core/limit.ts';
-import { countPoison, type PoisonRecord, writePoison } from './poison.ts';
+import { countPoison, normalize, type PoisonRecord, writePoison } from '../adapters/poison.ts';
+
+export { normalize };
 
 /** One Kinesis record as the entry hands it over (envelope parsed, data base64-decoded). */
 export type { StreamRecord };
@@ -92,27 +94,6 @@ export const emptyStats = (): SpeedStats => ({
 
 export const PROGRESS_PK = 'speed';
 
-type Normalized = { ok: true; record: RawRecord; source: StreamRecord } | { ok: false; poison: PoisonRecord };
-
-export function normalize(r: StreamRecord): Normalized {
-  const poison = (field: string, reason: string): Normalized => ({
-    ok: false,
-    poison: { shard: r.shard, seq: padSeq(r.seq), arrival: r.arrival, data: r.data, field, reason },
-  });
-  let data: unknown;
-  try {
-    data = JSON.parse(Buffer.from(r.data).toString('utf8'));
-  } catch (e) {
-    return poison('data', `is not JSON: ${(e as Error).message}`);
-  }
-  try {
-    return { ok: true, record: toRawRecord(data, r.arrival, r.shard, r.seq), source: r };
-  } catch (e) {
-    if (e instanceof RecordError) return poison(e.field, e.message);
-    return poison('event', (e as Error).message);
-  }
-}
-
 /** Processes one Lambda batch (normally one shard's; several shards are handled independently). */
 export async function processSpeedBatch(records: readonly StreamRecord[], deps: SpeedDeps): Promise<SpeedResult> {
   const now = deps.now ?? Date.now;
@@ -163,8 +144,8 @@ async function processShard(shard: string, list: readonly StreamRecord[], deps: 
 
   if (poison.length > 0) {
     for (const p of poison) deps.log?.warn('poison record sent to the failures bucket', { shard: p.shard, seq: p.seq, field: p.field, reason: p.reason });
-    await writePoison(deps.s3, deps.failureBucket, poison);
-    await countPoison(deps.ddb, deps.tables.control, shard, poison.map((p) => p.seq));
+    await writePoison(deps.s3, deps.failureBucket, 'speed', poison);
+    await countPoison(deps.ddb, deps.tables.control, 'speed', shard, poison.map((p) => p.seq));
     stats.poison += poison.length;
   }
 

@@ -10,7 +10,7 @@ import { padSeq } from '../../functions/core/record.ts';
 import { DEFAULT_SETTINGS } from '../../functions/core/settings.ts';
 import { createSpeedHandler, toStreamRecords } from '../../functions/speed.ts';
 import { ItemCache } from '../../functions/speed/apply.ts';
-import { poisonKey } from '../../functions/speed/poison.ts';
+import { poisonKey } from '../../functions/adapters/poison.ts';
 import { processSpeedBatch } from '../../functions/speed/process.ts';
 import { startTestCloud, type TestCloud } from '../support/cloud.ts';
 import {
@@ -284,7 +284,7 @@ describe('speed layer against dynalite', () => {
     expect(poisoned.map((p) => p.event)).toEqual(bad.map((b) => b.event));
     const reasons: string[] = [];
     for (const p of poisoned) {
-      const obj = await cloud.clients.s3.send(new GetObjectCommand({ Bucket: cloud.names.TANDEM_FAILURE_BUCKET!, Key: poisonKey(p.shard, padSeq(p.seq)) }));
+      const obj = await cloud.clients.s3.send(new GetObjectCommand({ Bucket: cloud.names.TANDEM_FAILURE_BUCKET!, Key: poisonKey('speed', p.shard, padSeq(p.seq)) }));
       const body = JSON.parse(await obj.Body!.transformToString());
       expect(body.shard).toBe(p.shard);
       expect(body.seq).toBe(padSeq(p.seq));

@@ -14,7 +14,7 @@
  * restart keeps it); a `World` is one seed's Tandem: its own stream, tables,
  * buckets and checkpoints (a fresh name prefix), torn down at the end.
  */
-import { type AttributeValue, DeleteTableCommand } from '@aws-sdk/client-dynamodb';
+import { DeleteTableCommand } from '@aws-sdk/client-dynamodb';
 import {
   DeleteStreamCommand,
   DescribeStreamSummaryCommand,
@@ -31,7 +31,6 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'nod
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { type Clients, createClients } from '../../functions/adapters/clients.ts';
-import { readJsonBody } from '../../functions/api/http.ts';
 import { exactDocClient } from '../../functions/api/read-view.ts';
 import { createArchiveHandler } from '../../functions/archive.ts';
 import { createBatchApiHandler } from '../../functions/batch-api.ts';
@@ -504,9 +503,3 @@ export class World {
     rmSync(this.stageDir, { recursive: true, force: true });
   }
 }
-
-/** A DynamoDB string or number attribute as text. */
-export const attr = (v: AttributeValue | undefined): string | undefined => v?.S ?? v?.N;
-
-/** Used by tests of the harness itself: the parsed body of a proxy event. */
-export const bodyOf = (e: APIGatewayProxyEvent): unknown => readJsonBody(e);
