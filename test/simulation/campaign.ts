@@ -120,3 +120,29 @@ export async function shrinkSchedule(
   if (!out.failed || !out.counterexample) return undefined;
   return { steps: out.counterexample[0] ?? [], tries };
 }
+
+/** The summary as Markdown (docs/reliability.md): totals, then faults injected by kind. */
+export function summaryMarkdown(s: CampaignSummary, title: string): string {
+  const rows = (pairs: [string, number | string][]) => pairs.map(([k, v]) => `| ${k} | ${typeof v === 'number' ? v.toLocaleString('en-US') : v} |`).join('\n');
+  const sorted = (o: Record<string, number>) => Object.entries(o).sort(([a], [b]) => (a < b ? -1 : 1));
+  return [
+    `**${title}**`,
+    '',
+    '| | |',
+    '|---|---:|',
+    rows([
+      ['seeds', s.seeds],
+      ['steps', s.steps],
+      ['queries checked', s.queries],
+      ['checks', s.checks],
+      ['failures', s.failures.length],
+      ['duration', `${(s.ms / 60_000).toFixed(0)} min`],
+      ...sorted(s.events).map(([k, v]): [string, number] => [`events ${k}`, v]),
+      ...sorted(s.batches).map(([k, v]): [string, number] => [`batch runs ${k}`, v]),
+    ]),
+    '',
+    '| fault injected | count |',
+    '|---|---:|',
+    rows(sorted(s.faults)),
+  ].join('\n');
+}

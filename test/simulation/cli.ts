@@ -5,6 +5,7 @@
  * one JSON document) to stdout. Exit code 1 when any seed failed.
  */
 import { Command, InvalidArgumentError } from 'commander';
+import { appendFileSync } from 'node:fs';
 import { describeStep, PROFILES, type ProfileName, scheduleFor } from './schedule.ts';
 
 // Before the handler modules load (they build SDK clients at import): no Node 20 notice, no EMF output.
@@ -29,8 +30,10 @@ const program = new Command('test:sim')
   .option('--fail-fast', 'stop a campaign at its first failure')
   .option('--data-dir <dir>', 'where the emulators keep their data (a temp dir by default)')
   .option('--print-schedule', 'print the schedule of --seed and exit (no emulators)')
+  .option('--results <file>', 'append one JSON line per seed to this file (a long campaign can be summarized even if cut short)')
   .option('--verbose', 'log every step')
   .option('--json', 'print the summary as one JSON document')
+  .option('--markdown', 'print the summary as Markdown tables (docs/reliability.md)')
   .action(async (o: {
     seed?: number;
     seeds?: number;
@@ -43,7 +46,9 @@ const program = new Command('test:sim')
     dataDir?: string;
     printSchedule?: boolean;
     verbose?: boolean;
+    results?: string;
     json?: boolean;
+    markdown?: boolean;
   }) => {
     if (!(o.profile in PROFILES)) throw new InvalidArgumentError(`--profile must be one of ${Object.keys(PROFILES).join(', ')}, received "${o.profile}"`);
     const profile = o.profile as ProfileName;
@@ -54,7 +59,7 @@ const program = new Command('test:sim')
       for (const [i, s] of scheduleFor(o.seed, o.steps, PROFILES[profile]).entries()) process.stdout.write(`#${i} ${describeStep(s)}\n`);
       return;
     }
-    const { runCampaign, shrinkSchedule, summaryTable } = await import('./campaign.ts');
+    const { runCampaign, shrinkSchedule, summaryMarkdown, summaryTable } = await import('./campaign.ts');
     const { SimCloud } = await import('./harness.ts');
     const seeds = o.seed !== undefined ? [o.seed] : Array.from({ length: o.seeds! }, (_, i) => o.from + i);
     const cloud = await SimCloud.start(o.dataDir);
@@ -68,10 +73,12 @@ const program = new Command('test:sim')
         log,
         failFast: o.failFast ?? false,
         onSeed: (r, done) => {
+          if (o.results) appendFileSync(o.results, `${JSON.stringify(r)}\n`);
           if (seeds.length > 1) log(`[${done}/${seeds.length}] seed ${r.seed}: ${r.failure ? `FAILED (${r.failure.what})` : 'ok'} in ${(r.ms / 1000).toFixed(1)} s, ${r.queries} queries`);
         },
       });
       if (o.json) process.stdout.write(`${JSON.stringify(summary)}\n`);
+      else if (o.markdown) process.stdout.write(`${summaryMarkdown(summary, `seeds ${seeds[0]}..${seeds[seeds.length - 1]}, ${o.steps} steps, profile ${profile}`)}\n`);
       else process.stdout.write(`${summaryTable(summary)}\n`);
       for (const n of summary.notes) log(`note: seed ${n.seed}: ${n.note}`);
       if (summary.failures.length > 0) {

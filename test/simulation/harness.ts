@@ -19,6 +19,7 @@ import {
   DeleteStreamCommand,
   DescribeStreamSummaryCommand,
   ListShardsCommand,
+  MergeShardsCommand,
   PutRecordsCommand,
   type Shard,
   SplitShardCommand,
@@ -450,13 +451,25 @@ export class World {
     return (await this.clients.kinesis.send(new ListShardsCommand({ StreamName: this.config.streamName }))).Shards ?? [];
   }
 
-  /** Reshards the stream: doubles the open shards (UpdateShardCount) or splits one (SplitShard); waits until ACTIVE. */
-  async reshard(how: 'double' | 'split', pick: number): Promise<string> {
-    const open = (await this.shards()).filter((s) => s.SequenceNumberRange?.EndingSequenceNumber === undefined);
-    if (open.length >= 8) return `not resharded: ${open.length} open shards already`;
+  /**
+   * Reshards the stream: doubles the open shards (UpdateShardCount), splits
+   * one (SplitShard) or merges two adjacent ones (MergeShards: the child has
+   * two parents); waits until ACTIVE.
+   */
+  async reshard(how: 'double' | 'split' | 'merge', pick: number): Promise<string> {
+    const open = (await this.shards())
+      .filter((s) => s.SequenceNumberRange?.EndingSequenceNumber === undefined)
+      .sort((a, b) => (BigInt(a.HashKeyRange!.StartingHashKey!) < BigInt(b.HashKeyRange!.StartingHashKey!) ? -1 : 1));
+    if (how !== 'merge' && open.length >= 8) return `not resharded: ${open.length} open shards already`;
+    if (how === 'merge' && open.length < 2) return 'not resharded: one open shard, nothing to merge';
     const k = this.clients.kinesis;
     let what: string;
-    if (how === 'double') {
+    if (how === 'merge') {
+      const i = pick % (open.length - 1);
+      const [a, b] = [open[i]!, open[i + 1]!];
+      await k.send(new MergeShardsCommand({ StreamName: this.config.streamName, ShardToMerge: a.ShardId!, AdjacentShardToMerge: b.ShardId! }));
+      what = `MergeShards ${a.ShardId} + ${b.ShardId}`;
+    } else if (how === 'double') {
       await k.send(new UpdateShardCountCommand({ StreamName: this.config.streamName, TargetShardCount: open.length * 2, ScalingType: 'UNIFORM_SCALING' }));
       what = `UpdateShardCount ${open.length} -> ${open.length * 2}`;
     } else {

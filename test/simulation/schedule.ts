@@ -55,7 +55,7 @@ export type Step =
   | { readonly kind: 'rollback'; readonly back: number }
   | { readonly kind: 'restartWorkers' }
   | { readonly kind: 'restartCloud'; readonly hard: boolean }
-  | { readonly kind: 'reshard'; readonly how: 'double' | 'split'; readonly pick: number }
+  | { readonly kind: 'reshard'; readonly how: 'double' | 'split' | 'merge'; readonly pick: number }
   | { readonly kind: 'query'; readonly q: QueryDraw }
   /** Queries, each checked, while a batch run loads and publishes a version. */
   | { readonly kind: 'queryDuringBatch'; readonly q: QueryDraw; readonly hold: boolean }
@@ -173,7 +173,7 @@ const stepArbs: Record<StepKind, fc.Arbitrary<Step>> = {
   rollback: fc.record({ kind: fc.constant('rollback' as const), back: fc.integer({ min: 1, max: 3 }) }),
   restartWorkers: fc.constant({ kind: 'restartWorkers' as const }),
   restartCloud: fc.record({ kind: fc.constant('restartCloud' as const), hard: fc.boolean() }),
-  reshard: fc.record({ kind: fc.constant('reshard' as const), how: fc.constantFrom('double', 'split'), pick: fc.nat(7) }),
+  reshard: fc.record({ kind: fc.constant('reshard' as const), how: fc.constantFrom('double', 'split', 'merge'), pick: fc.nat(7) }),
   query: fc.record({ kind: fc.constant('query' as const), q: queryDraw }),
   queryDuringBatch: fc.record({ kind: fc.constant('queryDuringBatch' as const), q: queryDraw, hold: fc.boolean() }),
   burst: fc.record({
