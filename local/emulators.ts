@@ -171,14 +171,29 @@ function launchSpec(name: EmulatorName, port: number, opts: EmulatorOptions): La
   }
 }
 
-/** Starts one emulator and resolves once it answers a real API call. */
+/**
+ * Starts one emulator and resolves once it answers a real API call. Without a
+ * fixed port it picks a free one, and picks again when the emulator still finds
+ * its port taken: a free port can be taken by another process between the
+ * check and the emulator's bind (kinesis-local also binds port + 1 for TLS).
+ */
 export async function startEmulator(name: EmulatorName, opts: EmulatorOptions = {}): Promise<RunningEmulator> {
-  const port = opts.port ?? (await freePort());
-  if (opts.port) await assertPortFree(name, port);
-  if (name === 'kinesis' && !opts.port) {
-    // kinesis-local also opens port + 1 for TLS: make sure that one is free too.
-    await assertPortFree(name, port + 1).catch(() => undefined);
+  if (opts.port) {
+    await assertPortFree(name, opts.port);
+    return startOnPort(name, opts.port, opts);
   }
+  for (let attempt = 1; ; attempt++) {
+    let port = await freePort();
+    while (name === 'kinesis' && !(await assertPortFree(name, port + 1).then(() => true, () => false))) port = await freePort();
+    try {
+      return await startOnPort(name, port, opts);
+    } catch (e) {
+      if (attempt >= 5 || !(e instanceof EmulatorError && /EADDRINUSE|already in use/i.test(e.message))) throw e;
+    }
+  }
+}
+
+async function startOnPort(name: EmulatorName, port: number, opts: EmulatorOptions): Promise<RunningEmulator> {
   const spec = launchSpec(name, port, opts);
   const child = spawn(process.execPath, ['--require', join(here, 'watchdog.cjs'), ...spec.args], {
     env: { ...process.env, ...spec.env, TANDEM_PARENT_PID: String(process.pid) },
@@ -203,9 +218,11 @@ export async function startEmulator(name: EmulatorName, opts: EmulatorOptions = 
   const deadline = Date.now() + 60_000;
   while (!(await spec.ready(endpoint))) {
     if (exited) throw new EmulatorError(name, `exited during start-up (code ${exited.code}, signal ${exited.signal}): ${stderr.trim().slice(-800)}`);
-    if (Date.now() > deadline) {
+    // kinesis-local does not exit when a port is taken: it logs and hangs. Fail at once.
+    if (Date.now() > deadline || /EADDRINUSE/.test(stderr)) {
       child.kill('SIGKILL');
-      throw new EmulatorError(name, `did not answer on ${endpoint} within 60 s: ${stderr.trim().slice(-800)}`);
+      await exit;
+      throw new EmulatorError(name, `did not answer on ${endpoint}${Date.now() > deadline ? ' within 60 s' : ''}: ${stderr.trim().slice(-800)}`);
     }
     await new Promise((r) => setTimeout(r, 100));
   }

@@ -1,7 +1,9 @@
 import { PutItemCommand, GetItemCommand } from '@aws-sdk/client-dynamodb';
 import { GetRecordsCommand, GetShardIteratorCommand, ListShardsCommand, PutRecordCommand } from '@aws-sdk/client-kinesis';
 import { GetObjectCommand, PutObjectCommand } from '@aws-sdk/client-s3';
+import { createServer } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { EmulatorError, freePort, startEmulator } from '../../local/emulators.ts';
 import { startTestCloud, type TestCloud } from '../support/cloud.ts';
 
 describe('emulators through the AWS SDK', () => {
@@ -38,5 +40,31 @@ describe('emulators through the AWS SDK', () => {
     await cloud.clients.s3.send(new PutObjectCommand({ Bucket, Key: 'raw/a.txt', Body: Buffer.from('hello') }));
     const got = await cloud.clients.s3.send(new GetObjectCommand({ Bucket, Key: 'raw/a.txt' }));
     expect(await got.Body?.transformToString()).toBe('hello');
+  });
+});
+
+describe('emulator start-up', () => {
+  it('fails at once, naming the emulator, when kinesis-local finds its TLS port (port + 1) taken', async () => {
+    const port = await freePort();
+    const blocker = createServer();
+    await new Promise<void>((res, rej) => {
+      blocker.once('error', rej);
+      blocker.listen(port + 1, () => res());
+    });
+    try {
+      const err = await startEmulator('kinesis', { port }).then(
+        async (e) => {
+          await e.stop();
+          return undefined;
+        },
+        (e: unknown) => e,
+      );
+      expect(err).toBeInstanceOf(EmulatorError);
+      expect((err as Error).message).toMatch(/kinesis emulator: .*EADDRINUSE/s);
+      // seen in the emulator's own output, not after the 60 s readiness deadline
+      expect((err as Error).message).not.toMatch(/within 60 s/);
+    } finally {
+      blocker.close();
+    }
   });
 });
