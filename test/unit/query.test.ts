@@ -85,7 +85,7 @@ describe('parseQuery', () => {
     [{ grain: 'week' }, 'grain', 'must be one of minute, hour, day, all, received "week"'],
     [{ grain: 'minute' }, 'grain', 'must be the view\'s grain or coarser (hour, day, all), received "minute"'],
     [{ groupBy: 'country,city' }, 'groupBy', '"city" is not a dimension of view "revenue_by_country" (dimensions: country)'],
-    [{ city: 'Paris' }, 'city', 'is not a parameter (from, to, grain, groupBy) nor a dimension of view "revenue_by_country" (its dimensions are country)'],
+    [{ city: 'Paris' }, 'city', 'is not a parameter (from, to, grain, groupBy, parts) nor a dimension of view "revenue_by_country" (its dimensions are country)'],
     [{ amount: '5' }, 'amount', 'nor a dimension'],
   ])('rejects %j naming %s', (params, field, message) => {
     const e = error(revenue, params);
