@@ -391,6 +391,14 @@ class Driver {
     const bad = expected.map((x, i) => ({ i, field: x.badField })).filter((x) => x.field !== undefined);
     const valid = expected.length - bad.length;
     this.rejectedEvents += bad.length;
+    if (!Array.isArray(body) && (body === null || typeof body !== 'object')) {
+      // One bare JSON value that is not an object: the body itself is at fault (400 with an error, no per-event list).
+      this.checks++;
+      if (res.status !== 400 || typeof res.body.error !== 'string' || res.body.error === '') {
+        throw new CheckFailure('ingest status', `a body that is a bare ${typeof body}: expected 400 with an error, received ${res.status} ${JSON.stringify(res.body)}`);
+      }
+      return;
+    }
     const rejected = (res.body.rejected ?? []) as { index: number; field: string; message: string }[];
     this.checks++;
     const gotRejected = rejected.map((x) => `${x.index}:${x.field}`).sort();
