@@ -1,7 +1,14 @@
 /**
  * The local cloud's emulators as child processes on free loopback ports:
- * kinesis-local (Kinesis), dynalite (DynamoDB), s3rver (S3). Readiness is a
+ * kinesalite (Kinesis), dynalite (DynamoDB), s3rver (S3). Readiness is a
  * real call to each service. Children die with their parent (watchdog.cjs).
+ *
+ * kinesalite, not kinesis-local, by the numbers in docs/local-cloud.md ("Long
+ * runs"): kinesis-local keeps every record of its 24 h retention in memory and
+ * each put slows as a shard grows; kinesalite keeps records in LevelDB on disk
+ * (bounded memory, flat put latency, every acknowledged put durable). kinesis-local
+ * stays selectable (`TANDEM_KINESIS_ENGINE=kinesis-local`) so the long-run
+ * benchmark can measure both in one run.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { existsSync, mkdirSync } from 'node:fs';
@@ -21,8 +28,22 @@ export interface EmulatorOptions {
   readonly dataDir?: string;
   /** Fixed port; a free one when absent. */
   readonly port?: number;
-  /** kinesis-local persists on an interval: this one (e.g. '1s'). */
+  /** kinesis-local persists on an interval: this one (e.g. '1s'). Ignored by kinesalite (LevelDB writes every put). */
   readonly persistInterval?: string;
+  /**
+   * The Kinesis emulator.
+   * @default process.env.TANDEM_KINESIS_ENGINE, else 'kinesalite'
+   */
+  readonly kinesisEngine?: KinesisEngine;
+}
+
+export type KinesisEngine = 'kinesalite' | 'kinesis-local';
+
+/** The Kinesis emulator to start: an explicit choice, else TANDEM_KINESIS_ENGINE, else kinesalite. */
+export function kinesisEngine(explicit?: KinesisEngine): KinesisEngine {
+  const e = explicit ?? process.env.TANDEM_KINESIS_ENGINE ?? 'kinesalite';
+  if (e !== 'kinesalite' && e !== 'kinesis-local') throw new Error(`TANDEM_KINESIS_ENGINE must be kinesalite or kinesis-local, received "${e}"`);
+  return e;
 }
 
 export interface RunningEmulator {
@@ -122,6 +143,15 @@ async function awsCallReady(endpoint: string, target: string, body: string): Pro
 function launchSpec(name: EmulatorName, port: number, opts: EmulatorOptions): Launch {
   switch (name) {
     case 'kinesis': {
+      const ready = (ep: string) => awsCallReady(ep, 'Kinesis_20131202.ListStreams', '{}');
+      if (kinesisEngine(opts.kinesisEngine) === 'kinesalite') {
+        const args = [join(here, 'kinesalite.cjs'), packageFile(name, 'kinesalite', 'index.js'), String(port)];
+        if (opts.dataDir) {
+          mkdirSync(opts.dataDir, { recursive: true });
+          args.push(resolve(opts.dataDir));
+        }
+        return { args, env: {}, ready };
+      }
       const main = packageFile(name, 'kinesis-local', 'main.js');
       const env: Record<string, string> = {
         KINESIS_MOCK_PLAIN_PORT: String(port),
@@ -143,7 +173,7 @@ function launchSpec(name: EmulatorName, port: number, opts: EmulatorOptions): La
           PERSIST_INTERVAL: opts.persistInterval ?? '1s',
         });
       }
-      return { args: [main], env, ready: (ep) => awsCallReady(ep, 'Kinesis_20131202.ListStreams', '{}') };
+      return { args: [main], env, ready };
     }
     case 'dynamodb': {
       const cli = packageFile(name, 'dynalite', 'cli.js');
@@ -184,7 +214,7 @@ export async function startEmulator(name: EmulatorName, opts: EmulatorOptions = 
   }
   for (let attempt = 1; ; attempt++) {
     let port = await freePort();
-    while (name === 'kinesis' && !(await assertPortFree(name, port + 1).then(() => true, () => false))) port = await freePort();
+    while (name === 'kinesis' && kinesisEngine(opts.kinesisEngine) === 'kinesis-local' && !(await assertPortFree(name, port + 1).then(() => true, () => false))) port = await freePort();
     try {
       return await startOnPort(name, port, opts);
     } catch (e) {
@@ -275,10 +305,14 @@ export function emulatorEnv(e: { kinesis: { endpoint: string }; dynamodb: { endp
  * Starts all three emulators in parallel; data under `<dataDir>/{kinesis,dynamodb,s3}` when given.
  * `kinesisPersistInterval`: how often kinesis-local rewrites its whole state file (default 1s).
  */
-export async function startEmulators(opts: { dataDir?: string; kinesisPersistInterval?: string } = {}): Promise<EmulatorSet> {
+export async function startEmulators(opts: { dataDir?: string; kinesisPersistInterval?: string; kinesisEngine?: KinesisEngine } = {}): Promise<EmulatorSet> {
   const sub = (n: string) => (opts.dataDir ? { dataDir: join(opts.dataDir, n) } : {});
   const results = await Promise.allSettled([
-    startEmulator('kinesis', { ...sub('kinesis'), ...(opts.kinesisPersistInterval ? { persistInterval: opts.kinesisPersistInterval } : {}) }),
+    startEmulator('kinesis', {
+      ...sub('kinesis'),
+      ...(opts.kinesisPersistInterval ? { persistInterval: opts.kinesisPersistInterval } : {}),
+      ...(opts.kinesisEngine ? { kinesisEngine: opts.kinesisEngine } : {}),
+    }),
     startEmulator('dynamodb', sub('dynamodb')),
     startEmulator('s3', sub('s3')),
   ]);

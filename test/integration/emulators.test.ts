@@ -1,9 +1,13 @@
 import { PutItemCommand, GetItemCommand } from '@aws-sdk/client-dynamodb';
-import { GetRecordsCommand, GetShardIteratorCommand, ListShardsCommand, PutRecordCommand } from '@aws-sdk/client-kinesis';
+import { CreateStreamCommand, GetRecordsCommand, GetShardIteratorCommand, ListShardsCommand, PutRecordCommand, PutRecordsCommand } from '@aws-sdk/client-kinesis';
 import { GetObjectCommand, PutObjectCommand } from '@aws-sdk/client-s3';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { EmulatorError, freePort, startEmulator } from '../../local/emulators.ts';
+import { createClients } from '../../functions/adapters/clients.ts';
+import { EmulatorError, emulatorEnv, freePort, startEmulator } from '../../local/emulators.ts';
 import { startTestCloud, type TestCloud } from '../support/cloud.ts';
 
 describe('emulators through the AWS SDK', () => {
@@ -15,7 +19,7 @@ describe('emulators through the AWS SDK', () => {
     await cloud?.stop();
   });
 
-  it('kinesis-local stores and returns a record with an arrival timestamp', async () => {
+  it('the Kinesis emulator (kinesalite) stores and returns a record with an arrival timestamp and a 56-digit sequence number', async () => {
     const StreamName = cloud.names.TANDEM_STREAM_NAME!;
     const put = await cloud.clients.kinesis.send(new PutRecordCommand({ StreamName, PartitionKey: 'a', Data: Buffer.from('{"x":1}') }));
     const it = await cloud.clients.kinesis.send(
@@ -24,6 +28,7 @@ describe('emulators through the AWS SDK', () => {
     const got = await cloud.clients.kinesis.send(new GetRecordsCommand({ ShardIterator: it.ShardIterator! }));
     expect(got.Records?.[0]?.SequenceNumber).toBe(put.SequenceNumber);
     expect(got.Records?.[0]?.ApproximateArrivalTimestamp).toBeInstanceOf(Date);
+    expect(put.SequenceNumber).toMatch(/^\d{56}$/);
     const shards = await cloud.clients.kinesis.send(new ListShardsCommand({ StreamName }));
     expect(shards.Shards).toHaveLength(2);
   });
@@ -44,6 +49,41 @@ describe('emulators through the AWS SDK', () => {
 });
 
 describe('emulator start-up', () => {
+  it('names the emulator when its fixed port is taken', async () => {
+    const port = await freePort();
+    const blocker = createServer();
+    await new Promise<void>((res) => blocker.listen(port, '127.0.0.1', () => res()));
+    try {
+      await expect(startEmulator('kinesis', { port })).rejects.toThrow(new RegExp(`kinesis emulator: port ${port} is already in use`));
+    } finally {
+      blocker.close();
+    }
+  });
+
+  it('kinesalite keeps every acknowledged put across a SIGKILL (LevelDB on disk, no persist interval)', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'tandem-kinesalite-'));
+    const kinesisOf = (e: { endpoint: string }) =>
+      createClients({ ...process.env, ...emulatorEnv({ kinesis: e, dynamodb: e, s3: e }) }).kinesis;
+    let k = await startEmulator('kinesis', { dataDir: dir, kinesisEngine: 'kinesalite' });
+    try {
+      await kinesisOf(k).send(new CreateStreamCommand({ StreamName: 's', ShardCount: 1 }));
+      await new Promise((r) => setTimeout(r, 200));
+      const put = await kinesisOf(k).send(
+        new PutRecordsCommand({ StreamName: 's', Records: Array.from({ length: 50 }, (_, i) => ({ PartitionKey: `p${i}`, Data: Buffer.from(`r${i}`) })) }),
+      );
+      expect(put.FailedRecordCount ?? 0).toBe(0);
+      await k.kill();
+      k = await startEmulator('kinesis', { dataDir: dir, kinesisEngine: 'kinesalite' });
+      const it = await kinesisOf(k).send(new GetShardIteratorCommand({ StreamName: 's', ShardId: 'shardId-000000000000', ShardIteratorType: 'TRIM_HORIZON' }));
+      const got = await kinesisOf(k).send(new GetRecordsCommand({ ShardIterator: it.ShardIterator! }));
+      expect(got.Records?.map((r) => Buffer.from(r.Data!).toString())).toEqual(Array.from({ length: 50 }, (_, i) => `r${i}`));
+      expect(got.Records?.map((r) => r.SequenceNumber)).toEqual(put.Records?.map((r) => r.SequenceNumber));
+    } finally {
+      await k.stop();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it('fails at once, naming the emulator, when kinesis-local finds its TLS port (port + 1) taken', async () => {
     const port = await freePort();
     const blocker = createServer();
@@ -52,7 +92,7 @@ describe('emulator start-up', () => {
       blocker.listen(port + 1, () => res());
     });
     try {
-      const err = await startEmulator('kinesis', { port }).then(
+      const err = await startEmulator('kinesis', { port, kinesisEngine: 'kinesis-local' }).then(
         async (e) => {
           await e.stop();
           return undefined;

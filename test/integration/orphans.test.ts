@@ -33,7 +33,7 @@ describe('emulator processes never outlive their parent', () => {
     const { pids } = JSON.parse(line) as { pids: number[] };
     expect(pids).toHaveLength(3);
     expect(pids.every(alive)).toBe(true);
-    expect(pids.map(cmdline).join('\n')).toMatch(/kinesis-local[\s\S]*dynalite[\s\S]*s3rver/);
+    expect(pids.map(cmdline).join('\n')).toMatch(/kinesalite[\s\S]*dynalite[\s\S]*s3rver/);
     parent.kill('SIGKILL');
     expect(await waitGone(pids)).toEqual([]);
   });

@@ -23,12 +23,11 @@ import {
   PutRecordsCommand,
   type Shard,
   SplitShardCommand,
-  UpdateShardCountCommand,
 } from '@aws-sdk/client-kinesis';
 import { Logger as PowertoolsLogger } from '@aws-lambda-powertools/logger';
 import { type DynamoDBDocumentClient, GetCommand, QueryCommand } from '@aws-sdk/lib-dynamodb';
 import type { APIGatewayProxyEvent } from 'aws-lambda';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { type Clients, createClients } from '../../functions/adapters/clients.ts';
@@ -56,13 +55,6 @@ import { quietTelemetry } from '../support/speed.ts';
 import { BatchFaults, IngestFaults, InvokeHook, Seam } from './faults.ts';
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
-
-/**
- * kinesis-local persists its state every second (PERSIST_INTERVAL=1s): a
- * SIGKILL of it is sent only after this long without a PutRecords, so every
- * acknowledged record is in its snapshot (see docs/reliability.md).
- */
-export const KINESIS_QUIET_MS = 2500;
 
 /** The consumers' Lambda timeout in the simulation (AWS: 120 s / 300 s) and how long a `timeout` fault holds its request. */
 export const CONSUMER_TIMEOUT_S = Number(process.env.TANDEM_SIM_CONSUMER_TIMEOUT_S ?? 6);
@@ -121,59 +113,24 @@ export class SimCloud {
   }
 
   /**
-   * Stops every emulator and starts them again on their data. `hard`: SIGKILL
-   * (kinesis-local only after KINESIS_QUIET_MS without a put); else SIGTERM.
+   * Stops every emulator and starts them again on their data. `hard`: SIGKILL,
+   * at any moment (kinesalite writes each put to LevelDB before answering, so
+   * nothing acknowledged may be lost: the driver checks it); else SIGTERM.
    */
-  async restart(hard: boolean, lastPutAt: number): Promise<void> {
+  async restart(hard: boolean): Promise<void> {
     const e = this.emulators;
-    const wait = KINESIS_QUIET_MS - (Date.now() - lastPutAt);
-    if (wait > 0) await sleep(wait);
-    const saved = await this.readKinesisData();
     if (hard) await Promise.all([e.kinesis.kill(), e.dynamodb.kill(), e.s3.kill()]);
     else await e.stop();
-    // kinesis-local rewrites its file in place (truncate, then write): a stop that lands in a
-    // rewrite leaves it empty, and kinesis-local then refuses to start (docs/reliability.md).
-    // What it held after the quiet period is restored; nothing was put since.
-    if (saved !== undefined && (await this.readKinesisData()) === undefined) {
-      writeFileSync(this.kinesisDataFile, saved);
-      this.kinesisDataRestored++;
-    }
     this.emulators = await startEmulators({ dataDir: join(this.dataDir, 'emulators') });
     this.restarts++;
   }
 
-  /** Times kinesis-local's data file had to be restored after a stop left it torn. */
-  kinesisDataRestored = 0;
-
-  private get kinesisDataFile(): string {
-    return join(this.dataDir, 'emulators', 'kinesis', 'kinesis-data.json');
-  }
-
-  /** kinesis-local's data file when it is complete JSON (it may be mid-rewrite: try a few times). */
-  private async readKinesisData(): Promise<string | undefined> {
-    for (let i = 0; i < 20; i++) {
-      try {
-        const text = readFileSync(this.kinesisDataFile, 'utf8');
-        JSON.parse(text);
-        return text;
-      } catch {
-        await sleep(50);
-      }
-    }
-    return undefined;
-  }
-
-  /**
-   * Before a seed: if an emulator died (or a restart of a failed seed left
-   * none running), starts them again; a kinesis-local data file left torn is
-   * moved aside (the seeds it held are over; each seed creates its own stream).
-   */
+  /** Before a seed: if an emulator died (or a restart of a failed seed left none running), starts them again. */
   async ensureUp(): Promise<void> {
     const e = this.emulators;
     const dead = [e.kinesis, e.dynamodb, e.s3].some((x) => x.process.exitCode !== null || x.process.signalCode !== null);
     if (!dead) return;
     await e.stop().catch(() => undefined);
-    if ((await this.readKinesisData()) === undefined) rmSync(this.kinesisDataFile, { force: true });
     this.emulators = await startEmulators({ dataDir: join(this.dataDir, 'emulators') });
     this.restarts++;
   }
@@ -407,7 +364,7 @@ export class World {
   async restartCloud(hard: boolean): Promise<void> {
     await this.stopWorkers();
     for (const c of Object.values(this.clients)) c.destroy();
-    await this.cloud.restart(hard, this.lastPutAt);
+    await this.cloud.restart(hard);
     this.clients = createClients({ ...this.cloud.env, ...this.names });
     // Idempotent: keeps what survived, and says so by failing loudly if a table or the stream is gone.
     await provision(this.clients, { names: this.names, shards: this.o.shards });
@@ -452,9 +409,10 @@ export class World {
   }
 
   /**
-   * Reshards the stream: doubles the open shards (UpdateShardCount), splits
-   * one (SplitShard) or merges two adjacent ones (MergeShards: the child has
-   * two parents); waits until ACTIVE.
+   * Reshards the stream: doubles the open shards (a SplitShard of each, as
+   * UpdateShardCount's uniform scaling does; kinesalite has no
+   * UpdateShardCount), splits one (SplitShard) or merges two adjacent ones
+   * (MergeShards: the child has two parents); waits until ACTIVE.
    */
   async reshard(how: 'double' | 'split' | 'merge', pick: number): Promise<string> {
     const open = (await this.shards())
@@ -463,6 +421,12 @@ export class World {
     if (how !== 'merge' && open.length >= 8) return `not resharded: ${open.length} open shards already`;
     if (how === 'merge' && open.length < 2) return 'not resharded: one open shard, nothing to merge';
     const k = this.clients.kinesis;
+    const split = async (s: Shard) => {
+      const lo = BigInt(s.HashKeyRange!.StartingHashKey!);
+      const hi = BigInt(s.HashKeyRange!.EndingHashKey!);
+      await k.send(new SplitShardCommand({ StreamName: this.config.streamName, ShardToSplit: s.ShardId!, NewStartingHashKey: String((lo + hi + 1n) / 2n) }));
+      await this.untilActive(`SplitShard ${s.ShardId}`);
+    };
     let what: string;
     if (how === 'merge') {
       const i = pick % (open.length - 1);
@@ -470,18 +434,22 @@ export class World {
       await k.send(new MergeShardsCommand({ StreamName: this.config.streamName, ShardToMerge: a.ShardId!, AdjacentShardToMerge: b.ShardId! }));
       what = `MergeShards ${a.ShardId} + ${b.ShardId}`;
     } else if (how === 'double') {
-      await k.send(new UpdateShardCountCommand({ StreamName: this.config.streamName, TargetShardCount: open.length * 2, ScalingType: 'UNIFORM_SCALING' }));
-      what = `UpdateShardCount ${open.length} -> ${open.length * 2}`;
+      for (const s of open) await split(s);
+      what = `SplitShard of each: ${open.length} -> ${open.length * 2} open shards`;
     } else {
       const s = open[pick % open.length]!;
-      const lo = BigInt(s.HashKeyRange!.StartingHashKey!);
-      const hi = BigInt(s.HashKeyRange!.EndingHashKey!);
-      await k.send(new SplitShardCommand({ StreamName: this.config.streamName, ShardToSplit: s.ShardId!, NewStartingHashKey: String((lo + hi + 1n) / 2n) }));
+      await split(s);
       what = `SplitShard ${s.ShardId}`;
     }
+    await this.untilActive(what);
+    return what;
+  }
+
+  private async untilActive(what: string): Promise<void> {
+    const k = this.clients.kinesis;
     for (let i = 0; i < 400; i++) {
       const d = await k.send(new DescribeStreamSummaryCommand({ StreamName: this.config.streamName }));
-      if (d.StreamDescriptionSummary?.StreamStatus === 'ACTIVE') return what;
+      if (d.StreamDescriptionSummary?.StreamStatus === 'ACTIVE') return;
       await sleep(50);
     }
     throw new SimError(`the stream did not become ACTIVE after ${what}`);
