@@ -2,18 +2,23 @@
  * `npm run bench -- longrun --minutes 60`: leaves `tandem local` running with
  * its demo (as people leave `npm start` running for a day) and samples, every
  * `--every` seconds: the resident memory of the local cloud process and of
- * each emulator, the latency of one POST /events (ingest -> PutRecords into
- * kinesis-local) and of one query, and the speed layer's lag. The baseline is
- * the first sample of the same run; the summary gives growth per hour.
+ * each emulator, the Kinesis emulator's data on disk, the latency of one POST
+ * /events (ingest -> PutRecords) and of one query, and the speed layer's lag.
+ * With `--engines kinesalite,kinesis-local` (the default) two local clouds run
+ * side by side, one per Kinesis emulator, under the same load on the same
+ * machine: the choice of emulator is made by these numbers. The baseline of
+ * each measure is the first sample of the same run; the summary gives growth
+ * per hour.
  *
  * Writes `### long run` under `## local cloud` in docs/benchmarks.md (unless --no-write).
  */
-import { spawn } from 'node:child_process';
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Command } from 'commander';
+import { type KinesisEngine, kinesisEngine } from '../local/emulators.ts';
 import { REPO_ROOT } from '../local/runtime.ts';
 import { childPids, cmdline } from '../test/support/procs.ts';
 
@@ -21,9 +26,11 @@ const opts = new Command()
   .option('--minutes <n>', 'how long to run', (v) => Number(v), 60)
   .option('--every <seconds>', 'seconds between samples', (v) => Number(v), 30)
   .option('--rate <n>', 'demo events per second (the local cloud default is 10)', '10')
+  .option('--engines <list>', 'Kinesis emulators to run side by side', 'kinesalite,kinesis-local')
   .option('--no-write', 'do not update docs/benchmarks.md')
   .parse(process.argv)
-  .opts<{ minutes: number; every: number; rate: string; write: boolean }>();
+  .opts<{ minutes: number; every: number; rate: string; engines: string; write: boolean }>();
+const engines = opts.engines.split(',').map((e) => kinesisEngine(e.trim() as KinesisEngine));
 
 const rssMb = (pid: number): number => {
   try {
@@ -33,11 +40,19 @@ const rssMb = (pid: number): number => {
     return Number.NaN;
   }
 };
+const diskMb = (dir: string): number => {
+  try {
+    return Number(execFileSync('du', ['-sk', dir], { encoding: 'utf8' }).split('\t')[0]) / 1024;
+  } catch {
+    return Number.NaN;
+  }
+};
 
 interface Sample {
   minute: number;
   cloudMb: number;
   kinesisMb: number;
+  kinesisDiskMb: number;
   dynamoMb: number;
   s3Mb: number;
   postMs: number;
@@ -46,96 +61,129 @@ interface Sample {
   events: number;
 }
 
-const dataDir = mkdtempSync(join(tmpdir(), 'tandem-longrun-'));
-const child = spawn(process.execPath, [join(REPO_ROOT, 'bin/tandem.js'), 'local', '--port', '0', '--data-dir', dataDir, '--demo-rate', opts.rate], {
-  cwd: REPO_ROOT,
-  stdio: ['ignore', 'pipe', 'pipe'],
-});
-let out = '';
-let errText = '';
-child.stdout!.on('data', (d: Buffer) => {
-  out += d.toString();
-});
-child.stderr!.on('data', (d: Buffer) => {
-  errText = (errText + d.toString()).slice(-5000);
-});
-const exited = new Promise<void>((res) => child.once('exit', () => res()));
+interface Cloud {
+  engine: KinesisEngine;
+  child: ChildProcess;
+  exited: Promise<void>;
+  dataDir: string;
+  url: string;
+  key: string;
+  pids: { kinesis: number; dynamo: number; s3: number };
+  samples: Sample[];
+}
 
-const samples: Sample[] = [];
-try {
+async function startCloud(engine: KinesisEngine): Promise<Cloud> {
+  const dataDir = mkdtempSync(join(tmpdir(), `tandem-longrun-${engine}-`));
+  const child = spawn(process.execPath, [join(REPO_ROOT, 'bin/tandem.js'), 'local', '--port', '0', '--data-dir', dataDir, '--demo-rate', opts.rate], {
+    cwd: REPO_ROOT,
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, TANDEM_KINESIS_ENGINE: engine },
+  });
+  let out = '';
+  let errText = '';
+  child.stdout!.on('data', (d: Buffer) => {
+    out += d.toString();
+  });
+  child.stderr!.on('data', (d: Buffer) => {
+    errText = (errText + d.toString()).slice(-5000);
+  });
+  const exited = new Promise<void>((res) => child.once('exit', () => res()));
   while (!/^API key:/m.test(out)) {
-    if (child.exitCode !== null) throw new Error(`tandem local exited: ${errText}`);
+    if (child.exitCode !== null) throw new Error(`tandem local (${engine}) exited: ${errText}`);
     await new Promise((r) => setTimeout(r, 200));
   }
-  const url = /^API:\s+(\S+)/m.exec(out)![1]!;
-  const key = /^API key:\s+(\S+)/m.exec(out)![1]!;
   const pids = childPids(child.pid!);
   const find = (re: RegExp) => pids.find((p) => re.test(cmdline(p))) ?? -1;
-  const kinesisPid = find(/kinesis-local/);
-  const dynamoPid = find(/dynalite/);
-  const s3Pid = find(/s3rver/);
+  return {
+    engine,
+    child,
+    exited,
+    dataDir,
+    url: /^API:\s+(\S+)/m.exec(out)![1]!,
+    key: /^API key:\s+(\S+)/m.exec(out)![1]!,
+    pids: { kinesis: find(engine === 'kinesalite' ? /kinesalite/ : /kinesis-local/), dynamo: find(/dynalite/), s3: find(/s3rver/) },
+    samples: [],
+  };
+}
+
+async function sample(c: Cloud, t0: number, i: number): Promise<Sample> {
+  const headers = { 'x-api-key': c.key, 'content-type': 'application/json' };
+  const tPost = performance.now();
+  await fetch(`${c.url}/events`, { method: 'POST', headers, body: JSON.stringify({ id: `longrun-${i}`, type: 'probe', ts: new Date().toISOString() }) });
+  const postMs = performance.now() - tPost;
+  const tQuery = performance.now();
+  const q = (await (await fetch(`${c.url}/views/events_by_type?grain=all&groupBy=&from=${encodeURIComponent(new Date(t0 - 6 * 3_600_000).toISOString())}`, { headers })).json()) as {
+    rows?: { events?: number }[];
+  };
+  const queryMs = performance.now() - tQuery;
+  const status = (await (await fetch(`${c.url}/status`, { headers })).json()) as { speed?: { shards?: { lagMs?: number }[] } };
+  return {
+    minute: (Date.now() - t0) / 60_000,
+    cloudMb: rssMb(c.child.pid!),
+    kinesisMb: rssMb(c.pids.kinesis),
+    kinesisDiskMb: diskMb(join(c.dataDir, 'kinesis')),
+    dynamoMb: rssMb(c.pids.dynamo),
+    s3Mb: rssMb(c.pids.s3),
+    postMs,
+    queryMs,
+    speedLagMs: Math.max(0, ...(status.speed?.shards ?? []).map((s) => s.lagMs ?? 0)),
+    events: q.rows?.[0]?.events ?? 0,
+  };
+}
+
+const clouds: Cloud[] = [];
+try {
+  for (const e of engines) clouds.push(await startCloud(e));
   const t0 = Date.now();
   const end = t0 + opts.minutes * 60_000;
-  const headers = { 'x-api-key': key, 'content-type': 'application/json' };
   for (let i = 0; ; i++) {
-    const tPost = performance.now();
-    await fetch(`${url}/events`, { method: 'POST', headers, body: JSON.stringify({ id: `longrun-${i}`, type: 'probe', ts: new Date().toISOString() }) });
-    const postMs = performance.now() - tPost;
-    const tQuery = performance.now();
-    const q = (await (await fetch(`${url}/views/events_by_type?grain=all&groupBy=&from=${encodeURIComponent(new Date(t0 - 6 * 3_600_000).toISOString())}`, { headers })).json()) as {
-      rows?: { events?: number }[];
-    };
-    const queryMs = performance.now() - tQuery;
-    const status = (await (await fetch(`${url}/status`, { headers })).json()) as { speed?: { shards?: { lagMs?: number }[] } };
-    const sample: Sample = {
-      minute: (Date.now() - t0) / 60_000,
-      cloudMb: rssMb(child.pid!),
-      kinesisMb: rssMb(kinesisPid),
-      dynamoMb: rssMb(dynamoPid),
-      s3Mb: rssMb(s3Pid),
-      postMs,
-      queryMs,
-      speedLagMs: Math.max(0, ...(status.speed?.shards ?? []).map((s) => s.lagMs ?? 0)),
-      events: q.rows?.[0]?.events ?? 0,
-    };
-    samples.push(sample);
-    console.log(
-      `${sample.minute.toFixed(1).padStart(6)} min  cloud ${sample.cloudMb.toFixed(0)} MB  kinesis-local ${sample.kinesisMb.toFixed(0)} MB  dynalite ${sample.dynamoMb.toFixed(0)} MB  s3rver ${sample.s3Mb.toFixed(0)} MB  POST ${postMs.toFixed(0)} ms  query ${queryMs.toFixed(0)} ms  speed lag ${sample.speedLagMs} ms  events ${sample.events}`,
-    );
+    for (const c of clouds) {
+      const x = await sample(c, t0, i);
+      c.samples.push(x);
+      console.log(
+        `${x.minute.toFixed(1).padStart(6)} min  ${c.engine.padEnd(13)} cloud ${x.cloudMb.toFixed(0)} MB  ${c.engine} ${x.kinesisMb.toFixed(0)} MB (disk ${x.kinesisDiskMb.toFixed(0)} MB)  dynalite ${x.dynamoMb.toFixed(0)} MB  s3rver ${x.s3Mb.toFixed(0)} MB  POST ${x.postMs.toFixed(0)} ms  query ${x.queryMs.toFixed(0)} ms  speed lag ${x.speedLagMs} ms  events ${x.events}`,
+      );
+    }
     if (Date.now() >= end) break;
     await new Promise((r) => setTimeout(r, Math.min(opts.every * 1000, Math.max(0, end - Date.now()))));
   }
 } finally {
-  child.kill('SIGINT');
-  await exited;
-  rmSync(dataDir, { recursive: true, force: true });
+  for (const c of clouds) c.child.kill('SIGINT');
+  for (const c of clouds) {
+    await c.exited;
+    rmSync(c.dataDir, { recursive: true, force: true });
+  }
 }
 
-const first = samples[0]!;
-const last = samples[samples.length - 1]!;
-const hours = Math.max(1e-9, (last.minute - first.minute) / 60);
 const avg = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / Math.max(1, xs.length);
-// Latency: the mean of the first and of the last quarter of the samples (single probes are noisy).
-const quarter = Math.max(1, Math.floor(samples.length / 4));
-const head = samples.slice(0, quarter);
-const tail = samples.slice(-quarter);
-const row = (name: string, a: number, b: number, unit: string) =>
-  `| ${name} | ${a.toFixed(0)} ${unit} | ${b.toFixed(0)} ${unit} | ${((b - a) / hours).toFixed(0)} ${unit}/h | ${(b / a).toFixed(2)}x |`;
 const lines = [
   '### long run',
   '',
-  `\`npm run bench -- longrun --minutes ${opts.minutes}\` (bench/longrun.ts): \`tandem local\` with its demo at ${opts.rate} events/s for ${last.minute.toFixed(0)} minutes, ${samples.length} samples; baseline = the start of the same run. ${last.events.toLocaleString('en-US')} events counted by the end.`,
+  `\`npm run bench -- longrun --minutes ${opts.minutes}\` (bench/longrun.ts): ${clouds.length === 1 ? '`tandem local`' : `${clouds.length} \`tandem local\` side by side, one per Kinesis emulator,`} with the demo at ${opts.rate} events/s for ${clouds[0]!.samples.at(-1)!.minute.toFixed(0)} minutes, a sample every ${opts.every} s; baseline = the start of the same run. Latencies are the mean of the first and of the last quarter of the samples (single probes are noisy).`,
   '',
-  '| measure | start | end | growth | end / start |',
-  '|---|---:|---:|---:|---:|',
-  row('kinesis-local RSS', first.kinesisMb, last.kinesisMb, 'MB'),
-  row('local cloud process RSS (handlers, ESM, HTTP)', first.cloudMb, last.cloudMb, 'MB'),
-  row('dynalite RSS', first.dynamoMb, last.dynamoMb, 'MB'),
-  row('s3rver RSS', first.s3Mb, last.s3Mb, 'MB'),
-  row('POST /events of 1 event (ingest + PutRecords), mean of first/last quarter', avg(head.map((s) => s.postMs)), avg(tail.map((s) => s.postMs)), 'ms'),
-  row('GET /views/events_by_type, mean of first/last quarter', avg(head.map((s) => s.queryMs)), avg(tail.map((s) => s.queryMs)), 'ms'),
-  row('speed-layer lag, mean of first/last quarter', avg(head.map((s) => s.speedLagMs)), avg(tail.map((s) => s.speedLagMs)), 'ms'),
+  '| emulator | measure | start | end | growth | end / start |',
+  '|---|---|---:|---:|---:|---:|',
 ];
+for (const c of clouds) {
+  const samples = c.samples;
+  const first = samples[0]!;
+  const last = samples[samples.length - 1]!;
+  const hours = Math.max(1e-9, (last.minute - first.minute) / 60);
+  const quarter = Math.max(1, Math.floor(samples.length / 4));
+  const head = samples.slice(0, quarter);
+  const tail = samples.slice(-quarter);
+  const row = (name: string, a: number, b: number, unit: string) =>
+    lines.push(`| ${c.engine} | ${name} | ${a.toFixed(0)} ${unit} | ${b.toFixed(0)} ${unit} | ${((b - a) / hours).toFixed(0)} ${unit}/h | ${(b / a).toFixed(2)}x |`);
+  row(`${c.engine} RSS`, first.kinesisMb, last.kinesisMb, 'MB');
+  row(`${c.engine} data on disk`, first.kinesisDiskMb, last.kinesisDiskMb, 'MB');
+  row('local cloud process RSS (handlers, ESM, HTTP)', first.cloudMb, last.cloudMb, 'MB');
+  row('dynalite RSS', first.dynamoMb, last.dynamoMb, 'MB');
+  row('s3rver RSS', first.s3Mb, last.s3Mb, 'MB');
+  row('POST /events of 1 event (ingest + PutRecords)', avg(head.map((s) => s.postMs)), avg(tail.map((s) => s.postMs)), 'ms');
+  row('GET /views/events_by_type', avg(head.map((s) => s.queryMs)), avg(tail.map((s) => s.queryMs)), 'ms');
+  row('speed-layer lag', avg(head.map((s) => s.speedLagMs)), avg(tail.map((s) => s.speedLagMs)), 'ms');
+  lines.push(`| ${c.engine} | events counted by the end | | ${last.events.toLocaleString('en-US')} | | |`);
+}
 console.log(lines.join('\n'));
 
 if (opts.write) {

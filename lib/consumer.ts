@@ -3,28 +3,53 @@
  * the safe settings the design requires: bisect on error, bounded retries and
  * record age, partial batch responses, an S3 on-failure destination, and one
  * batch per shard at a time (ParallelizationFactor 1: invariant 5 relies on it).
+ * The consumer also writes its poison records under failures/: the grant and
+ * its cdk-nag acknowledgement live here with the destination's.
  */
 import type { Duration } from 'aws-cdk-lib';
+import type * as iam from 'aws-cdk-lib/aws-iam';
 import type * as kinesis from 'aws-cdk-lib/aws-kinesis';
-import type * as lambda from 'aws-cdk-lib/aws-lambda';
+import * as lambda from 'aws-cdk-lib/aws-lambda';
 import { KinesisEventSource } from 'aws-cdk-lib/aws-lambda-event-sources';
 import type * as s3 from 'aws-cdk-lib/aws-s3';
 import type { IConstruct } from 'constructs';
-import { checkDuration, checkRange, FailureBucketDestination, invalid } from './common.ts';
+import { FAILURE_PREFIX } from '../functions/resources.ts';
+import { acknowledge, checkDuration, checkRange, FailureBucketDestination, grantWritePrefix, invalid, nagResource } from './common.ts';
 
-export interface ConsumerMappingOptions {
-  readonly stream: kinesis.IStream;
-  readonly streamRetention: Duration;
-  readonly failureBucket: s3.IBucket;
+/** The mapping settings a consumer's props may override (each consumer has its own defaults). */
+export interface ConsumerMappingSettings {
   readonly batchSize: number;
   readonly maxBatchingWindow: Duration;
   readonly retryAttempts: number;
   readonly maxRecordAge: Duration;
-  readonly startingPosition: lambda.StartingPosition;
 }
 
-/** Adds the mapping to `fn` (it also grants the function read access to the stream) and returns it. */
-export function addConsumerMapping(scope: IConstruct, fn: lambda.IFunction, o: ConsumerMappingOptions): KinesisEventSource {
+/** What a consumer construct's props carry for its mapping. */
+export interface ConsumerMappingProps extends Partial<ConsumerMappingSettings> {
+  readonly stream: kinesis.IStream;
+  readonly streamRetention: Duration;
+  readonly failureBucket: s3.IBucket;
+}
+
+/**
+ * Adds the mapping to `fn` from the consumer's props over its defaults (it also grants the
+ * function read access to the stream), lets `role` write poison records under failures/, and
+ * returns the mapping.
+ */
+export function addConsumerMapping(
+  scope: IConstruct,
+  fn: lambda.IFunction,
+  role: iam.IRole,
+  props: ConsumerMappingProps,
+  defaults: ConsumerMappingSettings,
+): KinesisEventSource {
+  const o = {
+    ...props,
+    batchSize: props.batchSize ?? defaults.batchSize,
+    maxBatchingWindow: props.maxBatchingWindow ?? defaults.maxBatchingWindow,
+    retryAttempts: props.retryAttempts ?? defaults.retryAttempts,
+    maxRecordAge: props.maxRecordAge ?? defaults.maxRecordAge,
+  };
   checkRange(scope, 'batchSize', o.batchSize, 1, 10_000);
   checkDuration(scope, 'maxBatchingWindow', o.maxBatchingWindow, 0, 300);
   // -1 (infinite) is what Kinesis mappings default to and what the design forbids.
@@ -34,7 +59,8 @@ export function addConsumerMapping(scope: IConstruct, fn: lambda.IFunction, o: C
     invalid(scope, `maxRecordAge cannot exceed the stream retention (${o.streamRetention.toHumanString()}). Received ${o.maxRecordAge.toHumanString()}`);
   }
   const source = new KinesisEventSource(o.stream, {
-    startingPosition: o.startingPosition,
+    // Every record, from the oldest kept: the layers are exact only if none is skipped.
+    startingPosition: lambda.StartingPosition.TRIM_HORIZON,
     batchSize: o.batchSize,
     maxBatchingWindow: o.maxBatchingWindow,
     bisectBatchOnError: true,
@@ -45,5 +71,10 @@ export function addConsumerMapping(scope: IConstruct, fn: lambda.IFunction, o: C
     onFailure: new FailureBucketDestination(o.failureBucket),
   });
   fn.addEventSource(source);
+  grantWritePrefix(props.failureBucket, fn, FAILURE_PREFIX);
+  acknowledge(role, {
+    [`IAM5[Resource::${nagResource(scope, props.failureBucket.arnForObjects(`${FAILURE_PREFIX}*`))}]`]: 'Poison records are written under keys derived at run time; limited to the failures/ prefix',
+    [`IAM5[Resource::${nagResource(scope, props.failureBucket.arnForObjects('*'))}]`]: 'Lambda writes on-failure records under aws/lambda/<mapping id>/... keys it chooses; PutObject only',
+  });
   return source;
 }

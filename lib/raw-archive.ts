@@ -9,11 +9,11 @@ import type * as cloudwatch from 'aws-cdk-lib/aws-cloudwatch';
 import type * as dynamodb from 'aws-cdk-lib/aws-dynamodb';
 import type * as iam from 'aws-cdk-lib/aws-iam';
 import type * as kinesis from 'aws-cdk-lib/aws-kinesis';
-import * as lambda from 'aws-cdk-lib/aws-lambda';
+import type * as lambda from 'aws-cdk-lib/aws-lambda';
 import type { KinesisEventSource } from 'aws-cdk-lib/aws-lambda-event-sources';
 import * as s3 from 'aws-cdk-lib/aws-s3';
 import { Construct } from 'constructs';
-import { BUCKETS, FAILURE_PREFIX, RAW_PREFIX, STREAM, TABLES } from '../functions/resources.ts';
+import { BUCKETS, RAW_PREFIX, STREAM, TABLES } from '../functions/resources.ts';
 import { acknowledge, checkDuration, grantReadPrefix, grantTableReadWrite, grantWritePrefix, nagResource, secureBucket } from './common.ts';
 import { addConsumerMapping } from './consumer.ts';
 import { type FunctionDefaults, functionDefaults, TandemFunction } from './function.ts';
@@ -126,21 +126,14 @@ export class RawArchive extends Construct {
     this.function = fn.function;
     grantWritePrefix(this.bucket, this.function, RAW_PREFIX);
     grantTableReadWrite(props.controlTable, this.function);
-    grantWritePrefix(props.failureBucket, this.function, FAILURE_PREFIX);
-    this.eventSource = addConsumerMapping(this, this.function, {
-      stream: props.stream,
-      streamRetention: props.streamRetention,
-      failureBucket: props.failureBucket,
-      batchSize: props.batchSize ?? 5000,
-      maxBatchingWindow: props.maxBatchingWindow ?? Duration.seconds(60),
-      retryAttempts: props.retryAttempts ?? 1000,
-      maxRecordAge: props.maxRecordAge ?? props.streamRetention,
-      startingPosition: lambda.StartingPosition.TRIM_HORIZON,
+    this.eventSource = addConsumerMapping(this, this.function, fn.role, props, {
+      batchSize: 5000,
+      maxBatchingWindow: Duration.seconds(60),
+      retryAttempts: 1000,
+      maxRecordAge: props.streamRetention,
     });
     acknowledge(fn.role, {
       [`IAM5[Resource::${nagResource(this, this.bucket.arnForObjects(`${RAW_PREFIX}*`))}]`]: 'Object keys are derived per shard and sequence range at run time; writes are limited to the raw/ prefix',
-      [`IAM5[Resource::${nagResource(this, props.failureBucket.arnForObjects(`${FAILURE_PREFIX}*`))}]`]: 'Poison records are written under keys derived at run time; limited to the failures/ prefix',
-      [`IAM5[Resource::${nagResource(this, props.failureBucket.arnForObjects('*'))}]`]: 'Lambda writes on-failure records under aws/lambda/<mapping id>/... keys it chooses; PutObject only',
     });
   }
 

@@ -8,12 +8,12 @@ import type * as cloudwatch from 'aws-cdk-lib/aws-cloudwatch';
 import type * as dynamodb from 'aws-cdk-lib/aws-dynamodb';
 import type * as iam from 'aws-cdk-lib/aws-iam';
 import type * as kinesis from 'aws-cdk-lib/aws-kinesis';
-import * as lambda from 'aws-cdk-lib/aws-lambda';
+import type * as lambda from 'aws-cdk-lib/aws-lambda';
 import type { KinesisEventSource } from 'aws-cdk-lib/aws-lambda-event-sources';
 import type * as s3 from 'aws-cdk-lib/aws-s3';
 import { Construct } from 'constructs';
-import { BUCKETS, FAILURE_PREFIX, STREAM, TABLES } from '../functions/resources.ts';
-import { acknowledge, grantTableRead, grantTableReadWrite, grantWritePrefix, nagResource, tandemTable } from './common.ts';
+import { BUCKETS, STREAM, TABLES } from '../functions/resources.ts';
+import { grantTableRead, grantTableReadWrite, tandemTable } from './common.ts';
 import { addConsumerMapping } from './consumer.ts';
 import { type FunctionDefaults, functionDefaults, TandemFunction } from './function.ts';
 
@@ -101,20 +101,11 @@ export class SpeedLayer extends Construct {
     grantTableReadWrite(this.speedTable, this.function);
     grantTableReadWrite(this.dedupTable, this.function);
     grantTableReadWrite(props.controlTable, this.function);
-    grantWritePrefix(props.failureBucket, this.function, FAILURE_PREFIX);
-    this.eventSource = addConsumerMapping(this, this.function, {
-      stream: props.stream,
-      streamRetention: props.streamRetention,
-      failureBucket: props.failureBucket,
-      batchSize: props.batchSize ?? 100,
-      maxBatchingWindow: props.maxBatchingWindow ?? Duration.seconds(1),
-      retryAttempts: props.retryAttempts ?? 10,
-      maxRecordAge: props.maxRecordAge ?? Duration.hours(6),
-      startingPosition: lambda.StartingPosition.TRIM_HORIZON,
-    });
-    acknowledge(fn.role, {
-      [`IAM5[Resource::${nagResource(this, props.failureBucket.arnForObjects(`${FAILURE_PREFIX}*`))}]`]: 'Poison records are written under keys derived at run time; limited to the failures/ prefix',
-      [`IAM5[Resource::${nagResource(this, props.failureBucket.arnForObjects('*'))}]`]: 'Lambda writes on-failure records under aws/lambda/<mapping id>/... keys it chooses; PutObject only',
+    this.eventSource = addConsumerMapping(this, this.function, fn.role, props, {
+      batchSize: 100,
+      maxBatchingWindow: Duration.seconds(1),
+      retryAttempts: 10,
+      maxRecordAge: Duration.hours(6),
     });
   }
 

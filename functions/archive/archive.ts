@@ -30,6 +30,7 @@ import { promisify } from 'node:util';
 import { gzip as gzipCb } from 'node:zlib';
 import { padSeq, type RawRecord } from '../core/record.ts';
 import { countPoison, normalize, type PoisonRecord, writePoison } from '../adapters/poison.ts';
+import { errorAttribute, forEachShard } from '../adapters/shards.ts';
 import { CHECKPOINT_PK, HOUR_MS, MANIFEST_PK, manifestEntry, manifestSk, rawObjectKey } from './layout.ts';
 
 const gzip = promisify(gzipCb);
@@ -87,30 +88,13 @@ export async function archiveBatch(records: readonly ArchiveRecord[], deps: Arch
   const now = deps.now ?? Date.now;
   const stats: ArchiveStats = { records: records.length, archived: 0, poison: 0, objects: 0, bytes: 0, alreadyWritten: 0, batchAgeMs: 0, failedShards: 0 };
   if (records.length > 0) stats.batchAgeMs = Math.max(0, now() - Math.min(...records.map((r) => r.arrival)));
-  const byShard = new Map<string, { r: ArchiveRecord; seq: string }[]>();
-  for (const r of records) {
-    const list = byShard.get(r.shard) ?? [];
-    list.push({ r, seq: padSeq(r.seq) });
-    byShard.set(r.shard, list);
-  }
-  const failures: string[] = [];
-  await Promise.all(
-    [...byShard.entries()].map(async ([shard, list]) => {
-      const sorted = list.sort((a, b) => (a.seq < b.seq ? -1 : a.seq > b.seq ? 1 : 0)).map((x) => x.r);
-      try {
-        await archiveShard(shard, sorted, deps, stats, now);
-      } catch (e) {
-        stats.failedShards++;
-        failures.push(sorted[0]!.seq);
-        deps.log?.error('archive batch failed; the whole batch will be retried', {
-          shard,
-          firstSeq: sorted[0]!.seq,
-          lastSeq: sorted[sorted.length - 1]!.seq,
-          records: sorted.length,
-          error: e instanceof Error ? { name: e.name, message: e.message } : String(e),
-        });
-      }
-    }),
+  const failures = await forEachShard(
+    records,
+    (shard, sorted) => archiveShard(shard, sorted, deps, stats, now),
+    ({ error, ...where }) => {
+      stats.failedShards++;
+      deps.log?.error('archive batch failed; the whole batch will be retried', { ...where, error: errorAttribute(error) });
+    },
   );
   return { failures, stats };
 }

@@ -22,6 +22,7 @@ import { type ApplyStats, applyDelta, emptyApplyStats, type ItemCache } from './
 import { decide, readClaims, writeClaims } from './dedup.ts';
 import { mapLimit } from '../core/limit.ts';
 import { countPoison, normalize, type PoisonRecord, writePoison } from '../adapters/poison.ts';
+import { errorAttribute, forEachShard } from '../adapters/shards.ts';
 
 export { normalize };
 
@@ -98,36 +99,15 @@ export const PROGRESS_PK = 'speed';
 export async function processSpeedBatch(records: readonly StreamRecord[], deps: SpeedDeps): Promise<SpeedResult> {
   const now = deps.now ?? Date.now;
   const stats = emptyStats();
-  const byShard = new Map<string, StreamRecord[]>();
-  for (const r of records) {
-    const list = byShard.get(r.shard);
-    if (list) list.push(r);
-    else byShard.set(r.shard, [r]);
-  }
   stats.records = records.length;
   if (records.length > 0) stats.batchAgeMs = Math.max(0, now() - records.reduce((m, r) => Math.min(m, r.arrival), Number.POSITIVE_INFINITY));
-  const failures: string[] = [];
-  await Promise.all(
-    [...byShard.entries()].map(async ([shard, list]) => {
-      const sorted = list
-        .map((r) => ({ r, seq: padSeq(r.seq) }))
-        .sort((a, b) => (a.seq < b.seq ? -1 : a.seq > b.seq ? 1 : 0))
-        .map((x) => x.r);
-      try {
-        await processShard(shard, sorted, deps, stats, now);
-      } catch (e) {
-        stats.failedShards++;
-        // The shard's first record: Lambda retries from the lowest failed sequence number.
-        failures.push(sorted[0]!.seq);
-        deps.log?.error('speed batch failed; the whole batch will be retried', {
-          shard,
-          firstSeq: sorted[0]!.seq,
-          lastSeq: sorted[sorted.length - 1]!.seq,
-          records: sorted.length,
-          error: e instanceof Error ? { name: e.name, message: e.message } : String(e),
-        });
-      }
-    }),
+  const failures = await forEachShard(
+    records,
+    (shard, sorted) => processShard(shard, sorted, deps, stats, now),
+    ({ error, ...where }) => {
+      stats.failedShards++;
+      deps.log?.error('speed batch failed; the whole batch will be retried', { ...where, error: errorAttribute(error) });
+    },
   );
   return { failures, stats };
 }
