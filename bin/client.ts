@@ -7,12 +7,40 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 
+type Env = Readonly<Record<string, string | undefined>>;
+
 /** Where `tandem local` listens unless told otherwise (the contract's default port). */
 export const DEFAULT_URL = 'http://localhost:3000';
 /** The local cloud's default data directory (`tandem local --data-dir`). */
 export const DEFAULT_DATA_DIR = '.tandem';
 /** File in the data directory where the local cloud keeps the API key it generated or was given. */
 export const API_KEY_FILE = 'api-key';
+/** File in the data directory where a running local cloud says where it listens (removed on a clean stop). */
+export const ENDPOINTS_FILE = 'endpoints.json';
+
+/** What a running local cloud writes to `<data dir>/endpoints.json`. */
+export interface LocalEndpoints {
+  readonly pid: number;
+  readonly api: string;
+  readonly kinesis: string;
+  readonly dynamodb: string;
+  readonly s3: string;
+}
+
+/**
+ * The endpoints of the local cloud running on this data directory, if one is:
+ * a file left by a local cloud that was killed (its pid gone) is ignored.
+ */
+export function readLocalEndpoints(dataDir: string | undefined, env: Env = process.env, cwd = process.cwd()): LocalEndpoints | undefined {
+  const file = join(resolve(cwd, dataDir ?? env.TANDEM_DATA_DIR ?? DEFAULT_DATA_DIR), ENDPOINTS_FILE);
+  try {
+    const e = JSON.parse(readFileSync(file, 'utf8')) as LocalEndpoints;
+    process.kill(e.pid, 0);
+    return typeof e.api === 'string' && typeof e.dynamodb === 'string' ? e : undefined;
+  } catch {
+    return undefined;
+  }
+}
 
 export interface Target {
   readonly url: string;
@@ -27,15 +55,14 @@ export interface TargetOptions {
   readonly dataDir?: string | undefined;
 }
 
-type Env = Readonly<Record<string, string | undefined>>;
-
 /**
  * The API to talk to: `--url`/`--api-key`, else `TANDEM_API_URL`/`TANDEM_API_KEY`,
- * else the local cloud's defaults (http://localhost:3000 and the key it saved in
+ * else the local cloud's (the URL a running `tandem local` wrote to
+ * `<data dir>/endpoints.json`, else http://localhost:3000, and the key it saved in
  * `<data dir>/api-key`, the data dir being `--data-dir`, `TANDEM_DATA_DIR` or `.tandem`).
  */
 export function resolveTarget(opts: TargetOptions, env: Env = process.env, cwd = process.cwd()): Target {
-  const url = (opts.url ?? env.TANDEM_API_URL ?? DEFAULT_URL).replace(/\/+$/, '');
+  const url = (opts.url ?? env.TANDEM_API_URL ?? readLocalEndpoints(opts.dataDir, env, cwd)?.api ?? DEFAULT_URL).replace(/\/+$/, '');
   if (opts.apiKey) return { url, apiKey: opts.apiKey, keySource: '--api-key' };
   if (env.TANDEM_API_KEY) return { url, apiKey: env.TANDEM_API_KEY, keySource: 'TANDEM_API_KEY' };
   const file = join(resolve(cwd, opts.dataDir ?? env.TANDEM_DATA_DIR ?? DEFAULT_DATA_DIR), API_KEY_FILE);

@@ -1,14 +1,15 @@
 /**
  * The local cloud: Tandem's own Lambda handlers, in this process, against the
- * emulators (kinesis-local, dynalite, s3rver as child processes), wired as the
+ * emulators (kinesalite, dynalite, s3rver as child processes), wired as the
  * CDK stacks wire them in AWS: two Kinesis event source mappings (speed,
  * archive), an API Gateway stand-in, a scheduler for the batch, plus what the
  * emulators lack (a TTL sweeper for dynalite). `tandem local` (bin/) is a thin
  * command around `startLocalCloud`.
  */
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { extname, join, relative, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
+import { API_KEY_FILE, ENDPOINTS_FILE, type LocalEndpoints } from '../bin/client.ts';
 import { type Clients, clients as sharedClients, createClients } from '../functions/adapters/clients.ts';
 import { parseViews, parseViewsJson, type View } from '../functions/core/views.ts';
 import { BUCKETS, FAILURE_PREFIX, localNames, SETTINGS_ENV, STREAM, TABLES } from '../functions/resources.ts';
@@ -85,13 +86,17 @@ export interface LocalCloud {
   stop(): Promise<void>;
 }
 
-/** How often kinesis-local writes its state (a crash loses at most this much of the stream). */
+/**
+ * How often kinesis-local writes its state (a crash loses at most this much of
+ * the stream). Only for kinesis-local (`TANDEM_KINESIS_ENGINE=kinesis-local`):
+ * kinesalite, the default, writes every put to LevelDB before answering and
+ * ignores it.
+ */
 export const KINESIS_PERSIST_INTERVAL = '10s';
-/** Demo events per second (kinesis-local slows as a shard grows: docs/local-cloud.md, "Long runs"). */
+/** Demo events per second: modest on purpose (see local/demo.ts). */
 export const DEFAULT_DEMO_RATE = 10;
 
 /** The file where the API key is kept for the CLI (bin/client.ts reads it). */
-export const API_KEY_FILE = 'api-key';
 
 /** Handlers the local cloud runs, with the timeouts of their AWS functions (lib/). */
 const FUNCTIONS: Record<Exclude<HandlerName, 'batchTask' | 'authorizer'>, { name: string; timeoutSeconds: number }> = {
@@ -166,8 +171,8 @@ export async function startLocalCloud(opts: LocalCloudOptions = {}): Promise<Loc
     for (const s of stops.splice(0).reverse()) await s().catch((e) => log.warn('local cloud: error while stopping', e));
   };
   try {
-    // kinesis-local rewrites its whole state (every record) as one JSON file per interval; each
-    // second costs more CPU as the stream grows. A clean stop still writes it (docs/local-cloud.md).
+    // The persist interval only reaches kinesis-local (if chosen): it rewrites its whole state as one
+    // JSON file per interval, each costing more CPU as the stream grows. kinesalite ignores it.
     const emulators = await startEmulators({ dataDir, kinesisPersistInterval: KINESIS_PERSIST_INTERVAL });
     stops.push(() => emulators.stop());
     for (const e of [emulators.kinesis, emulators.dynamodb, emulators.s3]) {
@@ -263,6 +268,11 @@ export async function startLocalCloud(opts: LocalCloudOptions = {}): Promise<Loc
       logger: log,
     });
     stops.push(() => http.close());
+    // So the CLI (`tandem status`, `tandem keys`) finds this cloud whatever ports it got.
+    const endpointsFile = join(dataDir, ENDPOINTS_FILE);
+    const endpoints: LocalEndpoints = { pid: process.pid, api: http.url, kinesis: emulators.kinesis.endpoint, dynamodb: emulators.dynamodb.endpoint, s3: emulators.s3.endpoint };
+    writeFileSync(endpointsFile, `${JSON.stringify(endpoints, null, 2)}\n`);
+    stops.push(async () => rmSync(endpointsFile, { force: true }));
 
     const sweeper: Sweeper = startSweeper({ dynamodb: own.dynamodb, targets: sweepTargets(names), intervalMs: 60_000, logger: log });
     stops.push(() => sweeper.stop());

@@ -7,18 +7,27 @@
  */
 import type { Command } from 'commander';
 import { localNames, TABLES } from '../../functions/resources.ts';
+import { readLocalEndpoints } from '../client.ts';
 import { action, narrate, printJson, renderTable, UsageError, usageExits } from '../output.ts';
 
 interface KeysFlags {
   readonly table?: string;
   readonly endpoint?: string;
+  readonly dataDir?: string;
   readonly json?: boolean;
 }
 
-/** The control table and a DynamoDB client for it: flags, then the environment, then the local cloud's names. */
+/**
+ * The control table and a DynamoDB client for it: flags, then the environment, then a
+ * local cloud running on the data directory (its endpoints.json), with the local names.
+ */
 async function target(flags: KeysFlags) {
   const env: Record<string, string | undefined> = { ...process.env };
   if (flags.endpoint) env.AWS_ENDPOINT_URL_DYNAMODB = flags.endpoint;
+  if (!env.AWS_ENDPOINT_URL_DYNAMODB && !env.AWS_ENDPOINT_URL && !flags.table && !env[TABLES.control.env]) {
+    const running = readLocalEndpoints(flags.dataDir);
+    if (running) env.AWS_ENDPOINT_URL_DYNAMODB = running.dynamodb;
+  }
   const local = Boolean(env.AWS_ENDPOINT_URL_DYNAMODB ?? env.AWS_ENDPOINT_URL);
   if (local) {
     // Emulators check no signature, but the SDK wants some credentials to sign with.
@@ -27,7 +36,9 @@ async function target(flags: KeysFlags) {
   }
   const table = flags.table ?? env[TABLES.control.env] ?? (local ? localNames()[TABLES.control.env] : undefined);
   if (!table) {
-    throw new UsageError(`which control table? pass --table <name> or set ${TABLES.control.env} (the stack's output), or --endpoint for the local cloud's DynamoDB`);
+    throw new UsageError(
+      `which control table? pass --table <name> or set ${TABLES.control.env} (the stack's output); for the local cloud, start it (tandem local) or pass --data-dir <its data dir> or --endpoint <its DynamoDB>`,
+    );
   }
   // Loaded here, not at the top: the AWS SDK would slow every other command's start.
   const { createClients } = await import('../../functions/adapters/clients.ts');
@@ -56,7 +67,7 @@ export function registerKeys(program: Command): void {
       'after',
       `
 In AWS: run with credentials that may write the control table, and --table (or ${TABLES.control.env}) set to its name.
-On the local cloud: --endpoint <dynalite URL> (or AWS_ENDPOINT_URL_DYNAMODB); the table defaults to ${localNames()[TABLES.control.env]}.`,
+On the local cloud: nothing to pass while \`tandem local\` runs on ./.tandem (else --data-dir <dir>); or --endpoint <dynalite URL>. The table defaults to ${localNames()[TABLES.control.env]}.`,
     );
   usageExits(keys);
   const common = (cmd: Command) =>
@@ -64,6 +75,7 @@ On the local cloud: --endpoint <dynalite URL> (or AWS_ENDPOINT_URL_DYNAMODB); th
       cmd
         .option('--table <name>', `the control table (env ${TABLES.control.env})`)
         .option('--endpoint <url>', 'DynamoDB endpoint (env AWS_ENDPOINT_URL_DYNAMODB), for the local cloud')
+        .option('--data-dir <dir>', 'the data directory of a running local cloud (env TANDEM_DATA_DIR; default .tandem)')
         .option('--json', 'print one JSON document'),
     );
 

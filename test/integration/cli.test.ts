@@ -229,6 +229,25 @@ describe('tandem CLI', () => {
     expect(r.code).toBe(0);
   });
 
+  it('finds a running local cloud by its endpoints.json (API URL, and DynamoDB for keys), and not after it is gone', async () => {
+    // As in a fresh shell: nothing says where the API or DynamoDB is (the local cloud in this process set some of these).
+    const none = { TANDEM_API_URL: undefined, TANDEM_API_KEY: undefined, TANDEM_CONTROL_TABLE: undefined, AWS_ENDPOINT_URL: undefined, AWS_ENDPOINT_URL_DYNAMODB: undefined };
+    const endpoints = JSON.parse(readFileSync(join(dataDir, 'endpoints.json'), 'utf8'));
+    expect(endpoints).toMatchObject({ pid: process.pid, api: cloud!.url });
+    const status = await tandem(['status', '--json', '--data-dir', dataDir], { env: none });
+    expect(status.code).toBe(0);
+    const keys = await tandem(['keys', 'list', '--json', '--data-dir', dataDir], { env: none });
+    expect(keys.stderr).toBe('');
+    expect(keys.code).toBe(0);
+    expect(JSON.parse(keys.stdout)).toHaveProperty('keys');
+    // A file left by a killed local cloud (its pid gone) is not followed.
+    const stale = mkdtempSync(join(tmpdir(), 'tandem-cli-stale-'));
+    writeFileSync(join(stale, 'endpoints.json'), JSON.stringify({ ...endpoints, pid: 2 ** 22 + 1 }));
+    const refused = await tandem(['keys', 'list', '--data-dir', stale], { env: none });
+    expect(refused.code).toBe(2);
+    expect(refused.stderr).toContain('which control table?');
+  });
+
   it('creates, lists and revokes API keys in the control table', async () => {
     const created = await tandem(['keys', 'create', 'ci-bot', '--json']);
     expect(created.code).toBe(0);
