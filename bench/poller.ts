@@ -1,7 +1,7 @@
 /**
  * `npm run bench -- poller`: the local cloud's own costs.
  *
- * 1. Read throughput from kinesis-local: one shard poller of the event source
+ * 1. Read throughput from the Kinesis emulator: one shard poller of the event source
  *    mapping (local/esm.ts, with a no-op function) against a bare
  *    GetRecords loop over the same shard in the same run (the baseline).
  * 2. Start-up time: emulators + provisioning (in process), and `tandem local
@@ -19,7 +19,7 @@ import { fileURLToPath } from 'node:url';
 import { Command } from 'commander';
 import { createClients } from '../functions/adapters/clients.ts';
 import { localNames } from '../functions/resources.ts';
-import { emulatorEnv, startEmulator, startEmulators } from '../local/emulators.ts';
+import { emulatorEnv, kinesisEngine, startEmulator, startEmulators } from '../local/emulators.ts';
 import { startEventSourceMapping } from '../local/esm.ts';
 import { provision } from '../local/provision.ts';
 import { REPO_ROOT } from '../local/runtime.ts';
@@ -74,6 +74,8 @@ async function pollerRead(kinesis: KinesisClient, stream: string, n: number, bat
 }
 
 // 1. Throughput.
+/** The Kinesis emulator started here and by `tandem local` below (TANDEM_KINESIS_ENGINE, else kinesalite). */
+const engine = kinesisEngine();
 const kinesisEmu = await startEmulator('kinesis');
 const { kinesis } = createClients(emulatorEnv({ kinesis: kinesisEmu, dynamodb: { endpoint: 'http://127.0.0.1:9' }, s3: { endpoint: 'http://127.0.0.1:9' } }));
 const sizes = opts.sizes.split(',').map(Number);
@@ -170,7 +172,7 @@ if (opts.write) {
   const lines = [
     '## local cloud',
     '',
-    `\`npm run bench -- poller\` (bench/poller.ts; medians of ${opts.rounds} interleaved rounds; ${int(opts.records)} records of ~150 bytes in one shard of kinesis-local).`,
+    `\`npm run bench -- poller\` (bench/poller.ts; medians of ${opts.rounds} interleaved rounds; ${int(opts.records)} records of ~150 bytes in one shard of ${engine}).`,
     '',
     '| reader | records/s | vs. baseline |',
     '|---|---:|---:|',
@@ -183,7 +185,7 @@ if (opts.write) {
           '',
           '| start-up | seconds |',
           '|---|---:|',
-          `| emulators + provisioning, in process (kinesis-local, dynalite, s3rver in parallel) | ${(startup.emulatorsMs / 1000).toFixed(1)} |`,
+          `| emulators + provisioning, in process (${engine}, dynalite, s3rver in parallel) | ${(startup.emulatorsMs / 1000).toFixed(1)} |`,
           `| \`tandem local --no-demo\` -> GET /health 200, empty data dir (\`npm start\` minus npm) | ${(startup.freshMs / 1000).toFixed(1)} |`,
           `| the same, restarting on the data it left | ${(startup.restartMs / 1000).toFixed(1)} |`,
         ]

@@ -11,7 +11,7 @@
  * 3 % resent ids), 1,000 records/s of arrival time on one shard.
  * Requests are counted by a middleware on the real client.
  *
- * Part 2, through the local cloud: records/s from kinesis-local through the
+ * Part 2, through the local cloud: records/s from the Kinesis emulator through the
  * local event source mapping and the handler, next to a bare GetRecords loop
  * over the same stream in the same run.
  *
@@ -38,7 +38,7 @@ import { ItemCache, speedKey } from '../functions/speed/apply.ts';
 import { mapLimit } from '../functions/core/limit.ts';
 import { normalize, type StreamRecord } from '../functions/speed/process.ts';
 import { DemoGenerator } from '../local/demo.ts';
-import { emulatorEnv, startEmulator } from '../local/emulators.ts';
+import { emulatorEnv, type KinesisEngine, kinesisEngine, startEmulator } from '../local/emulators.ts';
 import { startEventSourceMapping } from '../local/esm.ts';
 
 process.env.POWERTOOLS_METRICS_DISABLED = 'true';
@@ -47,7 +47,7 @@ process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED = 'true';
 const opts = new Command()
   .option('--records <n>', 'records per batch size (part 1)', (v) => Number.parseInt(v, 10), 10_000)
   .option('--sizes <list>', 'batch sizes', '100,1000,10000')
-  .option('--kinesis-records <n>', 'records put into kinesis-local (part 2; 0 skips it)', (v) => Number.parseInt(v, 10), 3_000)
+  .option('--kinesis-records <n>', 'records put into the Kinesis emulator (part 2; 0 skips it)', (v) => Number.parseInt(v, 10), 3_000)
   .option('--no-write', 'do not update docs/benchmarks.md')
   .parse(process.argv)
   .opts<{ records: number; sizes: string; kinesisRecords: number; write: boolean }>();
@@ -312,6 +312,8 @@ function mixes(sizes: readonly number[]): MixRow[] {
 }
 
 interface KinesisRow {
+  /** The Kinesis emulator part 2 ran against. */
+  engine: KinesisEngine;
   records: number;
   bareRps: number;
   handlerRps: number;
@@ -321,7 +323,8 @@ interface KinesisRow {
 async function part2(): Promise<KinesisRow | undefined> {
   const n = opts.kinesisRecords;
   if (n <= 0) return undefined;
-  const [kinesis, dynamo] = await Promise.all([startEmulator('kinesis'), startEmulator('dynamodb')]);
+  const engine = kinesisEngine();
+  const [kinesis, dynamo] = await Promise.all([startEmulator('kinesis', { kinesisEngine: engine }), startEmulator('dynamodb')]);
   try {
     const clients = createClients(emulatorEnv({ kinesis, dynamodb: dynamo, s3: dynamo }));
     const StreamName = 'bench-speed';
@@ -380,7 +383,7 @@ async function part2(): Promise<KinesisRow | undefined> {
     const processed = Object.values(esm.stats().perShard).reduce((a, s) => a + s.records, 0);
     await esm.stop();
     if (processed !== n) throw new Error(`the mapping processed ${processed} of ${n} records`);
-    return { records: n, bareRps: (read / bareMs) * 1000, handlerRps: (n / handlerMs) * 1000, batchSize };
+    return { engine, records: n, bareRps: (read / bareMs) * 1000, handlerRps: (n / handlerMs) * 1000, batchSize };
   } finally {
     await Promise.all([kinesis.stop(), dynamo.stop()]);
   }
@@ -407,12 +410,12 @@ function render(rows: Row[], k: KinesisRow | undefined, m: MixRow[]): string {
   for (const r of m) lines.push(`| ${int(r.size)} | ${fmt(r.demo)} | ${fmt(r.onTime)} |`);
   if (k) {
     lines.push('');
-    lines.push(`Through the local cloud: ${int(k.records)} demo records put into kinesis-local (one shard), then read by a bare GetRecords loop (baseline) and by the local event source mapping (batch size ${int(k.batchSize)}) invoking the real handler against dynalite, in the same run.`);
+    lines.push(`Through the local cloud: ${int(k.records)} demo records put into ${k.engine} (one shard), then read by a bare GetRecords loop (baseline) and by the local event source mapping (batch size ${int(k.batchSize)}) invoking the real handler against dynalite, in the same run.`);
     lines.push('');
     lines.push('| path | records/s | ratio |');
     lines.push('|---|---:|---:|');
     lines.push(`| bare GetRecords loop | ${int(k.bareRps)} | 1.00x |`);
-    lines.push(`| kinesis-local -> ESM -> speed handler -> dynalite | ${int(k.handlerRps)} | ${fmt(k.handlerRps / k.bareRps, 2)}x |`);
+    lines.push(`| ${k.engine} -> ESM -> speed handler -> dynalite | ${int(k.handlerRps)} | ${fmt(k.handlerRps / k.bareRps, 2)}x |`);
   }
   return lines.join('\n');
 }
@@ -439,7 +442,7 @@ for (const r of rows) {
 }
 console.log(table.toString());
 for (const r of mixRows) console.log(`delta items / record at batch ${int(r.size)}: demo mix ${fmt(r.demo)}, without late events ${fmt(r.onTime)}`);
-if (kinesisRow) console.log(`kinesis-local: bare GetRecords ${int(kinesisRow.bareRps)} records/s; through the ESM and the handler ${int(kinesisRow.handlerRps)} records/s (${fmt(kinesisRow.handlerRps / kinesisRow.bareRps, 2)}x)`);
+if (kinesisRow) console.log(`${kinesisRow.engine}: bare GetRecords ${int(kinesisRow.bareRps)} records/s; through the ESM and the handler ${int(kinesisRow.handlerRps)} records/s (${fmt(kinesisRow.handlerRps / kinesisRow.bareRps, 2)}x)`);
 
 if (opts.write) {
   const path = join(dirname(fileURLToPath(import.meta.url)), '..', 'docs', 'benchmarks.md');

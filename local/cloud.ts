@@ -274,7 +274,14 @@ export async function startLocalCloud(opts: LocalCloudOptions = {}): Promise<Loc
     writeFileSync(endpointsFile, `${JSON.stringify(endpoints, null, 2)}\n`);
     stops.push(async () => rmSync(endpointsFile, { force: true }));
 
-    const sweeper: Sweeper = startSweeper({ dynamodb: own.dynamodb, targets: sweepTargets(names), intervalMs: 60_000, logger: log });
+    const sweeper: Sweeper = startSweeper({
+      dynamodb: own.dynamodb,
+      targets: sweepTargets(names),
+      intervalMs: 60_000,
+      logger: log,
+      // Every tenth sweep (about every 10 minutes): kinesalite keeps expired records until read past.
+      ...(emulators.kinesisEngine === 'kinesalite' ? { stream: { kinesis: own.kinesis, streamName: names[STREAM.env]!, everySweeps: 10 } } : {}),
+    });
     stops.push(() => sweeper.stop());
 
     let scheduler: Scheduler | undefined;

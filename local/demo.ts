@@ -5,8 +5,11 @@
  * (`POST /events` with the API key, the way users send) or straight into the
  * stream with PutRecords (partition key = event id, as ingest does).
  *
- * The default rate is modest on purpose: kinesis-local keeps every record in
- * memory and slows as a shard grows (docs/local-cloud.md, "Long runs").
+ * The default rate is modest on purpose: the demo is left running for hours,
+ * and every event costs CPU in each layer and disk in each store (kinesalite
+ * keeps records in LevelDB and drops those past the retention, 24 h at least,
+ * only when a GetRecords passes them). It was set when the emulator was
+ * kinesis-local, which slowed as a shard grew (docs/local-cloud.md, "Long runs").
  */
 import { type KinesisClient, PutRecordsCommand } from '@aws-sdk/client-kinesis';
 

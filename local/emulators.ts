@@ -35,6 +35,8 @@ export interface EmulatorOptions {
    * @default process.env.TANDEM_KINESIS_ENGINE, else 'kinesalite'
    */
   readonly kinesisEngine?: KinesisEngine;
+  /** Extra environment for the child process (tests: a shifted clock, see test/support/clock-shift.cjs). */
+  readonly env?: Readonly<Record<string, string>>;
 }
 
 export type KinesisEngine = 'kinesalite' | 'kinesis-local';
@@ -226,7 +228,7 @@ export async function startEmulator(name: EmulatorName, opts: EmulatorOptions = 
 async function startOnPort(name: EmulatorName, port: number, opts: EmulatorOptions): Promise<RunningEmulator> {
   const spec = launchSpec(name, port, opts);
   const child = spawn(process.execPath, ['--require', join(here, 'watchdog.cjs'), ...spec.args], {
-    env: { ...process.env, ...spec.env, TANDEM_PARENT_PID: String(process.pid) },
+    env: { ...process.env, ...spec.env, ...opts.env, TANDEM_PARENT_PID: String(process.pid) },
     stdio: ['pipe', 'ignore', 'pipe'],
     // A process group of its own: Ctrl-C in a terminal signals the whole foreground group,
     // and the emulators must outlive the parent's orderly stop (pollers finishing their batch).
@@ -282,6 +284,8 @@ export interface EmulatorSet {
   readonly kinesis: RunningEmulator;
   readonly dynamodb: RunningEmulator;
   readonly s3: RunningEmulator;
+  /** Which Kinesis emulator runs. */
+  readonly kinesisEngine: KinesisEngine;
   /** The environment the handlers need to reach these emulators (AWS_ENDPOINT_URL_* and dummy credentials). */
   readonly env: Record<string, string>;
   stop(): Promise<void>;
@@ -294,7 +298,7 @@ export function emulatorEnv(e: { kinesis: { endpoint: string }; dynamodb: { endp
     AWS_ENDPOINT_URL_DYNAMODB: e.dynamodb.endpoint,
     AWS_ENDPOINT_URL_S3: e.s3.endpoint,
     AWS_REGION: 'us-east-1',
-    // s3rver only accepts this access key; dynalite and kinesis-local accept any.
+    // s3rver only accepts this access key; dynalite and the Kinesis emulators accept any.
     AWS_ACCESS_KEY_ID: 'S3RVER',
     AWS_SECRET_ACCESS_KEY: 'S3RVER',
     AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: 'true',
@@ -303,7 +307,8 @@ export function emulatorEnv(e: { kinesis: { endpoint: string }; dynamodb: { endp
 
 /**
  * Starts all three emulators in parallel; data under `<dataDir>/{kinesis,dynamodb,s3}` when given.
- * `kinesisPersistInterval`: how often kinesis-local rewrites its whole state file (default 1s).
+ * `kinesisPersistInterval`: how often kinesis-local, if chosen, rewrites its whole state file
+ * (default 1s); kinesalite ignores it.
  */
 export async function startEmulators(opts: { dataDir?: string; kinesisPersistInterval?: string; kinesisEngine?: KinesisEngine } = {}): Promise<EmulatorSet> {
   const sub = (n: string) => (opts.dataDir ? { dataDir: join(opts.dataDir, n) } : {});
@@ -327,6 +332,7 @@ export async function startEmulators(opts: { dataDir?: string; kinesisPersistInt
     kinesis,
     dynamodb,
     s3,
+    kinesisEngine: kinesisEngine(opts.kinesisEngine),
     env: emulatorEnv({ kinesis, dynamodb, s3 }),
     stop: async () => {
       await Promise.all([kinesis.stop(), dynamodb.stop(), s3.stop()]);

@@ -7,7 +7,9 @@
  */
 import { DeleteItemCommand, type DynamoDBClient, ScanCommand } from '@aws-sdk/client-dynamodb';
 import type { AttributeValue } from '@aws-sdk/client-dynamodb';
+import type { KinesisClient } from '@aws-sdk/client-kinesis';
 import { TABLES } from '../functions/resources.ts';
+import { trimStream } from './stream-trim.ts';
 
 export interface SweepTarget {
   readonly table: string;
@@ -82,12 +84,20 @@ export function startSweeper(opts: {
   targets: readonly SweepTarget[];
   /** @default 60000 */
   intervalMs?: number;
+  /** Also enforce the stream's retention (kinesalite: local/stream-trim.ts) every `everySweeps` sweeps. */
+  stream?: { kinesis: KinesisClient; streamName: string; everySweeps: number };
   logger?: { warn(message: string, ...extra: unknown[]): void; debug?(message: string, ...extra: unknown[]): void };
 }): Sweeper {
   let running: Promise<number> | undefined;
   let stopped = false;
+  let sweeps = 0;
+  const once = async () => {
+    const n = await sweepOnce(opts.dynamodb, opts.targets);
+    if (opts.stream && sweeps++ % opts.stream.everySweeps === 0) await trimStream(opts.stream.kinesis, opts.stream.streamName);
+    return n;
+  };
   const sweep = () => {
-    running ??= sweepOnce(opts.dynamodb, opts.targets).finally(() => {
+    running ??= once().finally(() => {
       running = undefined;
     });
     return running;

@@ -38,7 +38,7 @@ export function registerLocal(program: Command): void {
     .option('--data-dir <dir>', 'where emulator data, checkpoints and the API key are kept', '.tandem')
     .option('--api-key <key>', 'the API key (default: the one saved in the data dir, else a new one)')
     .option('--shards <n>', 'shards of the stream when it is first created', '2')
-    .option('--demo-rate <n>', 'demo events per second (kept modest: kinesis-local slows as a shard grows)', '10')
+    .option('--demo-rate <n>', 'demo events per second (kept modest: every event costs CPU and disk in each layer, all day long)', '10')
     .option('--host <address>', 'address to listen on', '127.0.0.1')
     .addHelpText(
       'after',
@@ -54,8 +54,8 @@ export function registerLocal(program: Command): void {
       const shards = wholeNumber('--shards', flags.shards, 1, 16);
       const demoRate = wholeNumber('--demo-rate', flags.demoRate, 1, 1000);
       // Loaded here so `tandem --help` and the other commands start fast.
-      const { shownPath, startLocalCloud } = await import('../../local/cloud.ts');
-      narrate('tandem local: starting emulators (kinesis-local, dynalite, s3rver)...');
+      const [{ shownPath, startLocalCloud }, { kinesisEngine }] = await Promise.all([import('../../local/cloud.ts'), import('../../local/emulators.ts')]);
+      narrate(`tandem local: starting emulators (${kinesisEngine()}, dynalite, s3rver)...`);
       let fatal: ((e: Error) => void) | undefined;
       const cloud = await startLocalCloud({
         onFatal: (e) => fatal?.(e),

@@ -40,8 +40,10 @@ export function endpointFor(service: 'KINESIS' | 'DYNAMODB' | 'S3' | 'ATHENA' | 
 }
 
 function common(env: Env) {
-  // HTTP/1.1 everywhere: kinesis-local fails intermittently under the SDK's
-  // HTTP/2 handler *after* storing records, and a retry would then duplicate.
+  // HTTP/1.1 everywhere: the Kinesis client defaults to an HTTP/2 handler, and the
+  // local Kinesis emulator, kinesalite, speaks only HTTP/1.1 (every call fails with
+  // "Protocol error"). kinesis-local, the emulator before it, failed intermittently
+  // under HTTP/2 *after* storing records, so a retry duplicated them.
   const requestHandler = new NodeHttpHandler({
     connectionTimeout: 3_000,
     requestTimeout: 30_000,

@@ -1,5 +1,5 @@
 /**
- * Fuzzing POST /events (fast-check) against the real kinesis-local: bodies of
+ * Fuzzing POST /events (fast-check) against the real Kinesis emulator: bodies of
  * valid events, events with exactly one fault, junk items, arbitrary JSON and
  * arbitrary text. Never a 5xx; never an invalid event accepted; every
  * rejection names the faulty field; every valid neighbour accepted, finally

@@ -1,5 +1,5 @@
 /**
- * POST /events against the real kinesis-local: every status code and
+ * POST /events against the real Kinesis emulator: every status code and
  * rejection of the contract, ids, partition keys, gzip, and PutRecords partial
  * failures injected through a wrapper around the real client.
  */

@@ -127,6 +127,6 @@ describe('batch recompute == oracle (property)', () => {
       // Each case is a full run (about a second): report the first counterexample without shrinking.
       { numRuns: 50, endOnFailure: true },
     );
-    // 50 full runs (archive, plan over kinesis-local, DuckDB, load, publish): about a second each.
+    // 50 full runs (archive, plan over the Kinesis emulator, DuckDB, load, publish): about a second each.
   }, 600_000);
 });

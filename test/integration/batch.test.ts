@@ -1,6 +1,6 @@
 /**
  * The batch layer against real emulators and DuckDB: planning over
- * kinesis-local, exact versions, skipped runs, crashes mid-load, a missing or
+ * the Kinesis emulator, exact versions, skipped runs, crashes mid-load, a missing or
  * truncated raw object, a lost publish race, retention, rollback, the lock,
  * and the HTTP routes of functions/batch-api.ts.
  */
@@ -113,7 +113,7 @@ describe('batch layer', () => {
     return w;
   }
 
-  it('plans over kinesis-local: a lagging shard holds C back, an idle one does not', async () => {
+  it('plans over the Kinesis emulator: a lagging shard holds C back, an idle one does not', async () => {
     const r = await freshResources(cloud.clients);
     const stream = await createStream(cloud.clients.kinesis, 2);
     const shards = (await cloud.clients.kinesis.send(new ListShardsCommand({ StreamName: stream }))).Shards!;

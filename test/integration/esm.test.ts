@@ -1,6 +1,7 @@
 /**
- * The event source mapping poller against kinesis-local (and s3rver for the
- * on-failure destination): each Lambda semantic with a test function that
+ * The event source mapping poller against the Kinesis emulator (kinesalite, or
+ * kinesis-local when TANDEM_KINESIS_ENGINE picks it), and s3rver for the
+ * on-failure destination: each Lambda semantic with a test function that
  * fails on purpose. One emulator pair per file; a fresh stream per test.
  */
 import type { KinesisStreamEvent } from 'aws-lambda';
@@ -61,7 +62,7 @@ async function failureObjects(prefix: string): Promise<FailureObject[]> {
 
 const range = (n: number, p = 'r') => Array.from({ length: n }, (_, i) => `${p}${i}`);
 
-describe('event source mapping on kinesis-local', () => {
+describe('event source mapping on the Kinesis emulator', () => {
   it('delivers every record once, in shard order, in batches of batchSize, as a Lambda Kinesis event', async () => {
     const stream = await createStream(kinesis, 2);
     const shards = (await kinesis.send(new ListShardsCommand({ StreamName: stream }))).Shards!;
@@ -161,7 +162,7 @@ describe('event source mapping on kinesis-local', () => {
     expect(second.events.flatMap((e) => e.data)).toEqual(['c4', 'c5']);
   });
 
-  it('the checkpoint survives a restart of kinesis-local itself (persisted stream, persisted checkpoint file)', async () => {
+  it('the checkpoint survives a restart of the Kinesis emulator itself (persisted stream, persisted checkpoint file)', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'esm-restart-'));
     dirs.push(dir);
     const env = (k: RunningEmulator) => emulatorEnv({ kinesis: k, s3: s3Emu, dynamodb: { endpoint: 'http://127.0.0.1:9' } });
@@ -176,7 +177,8 @@ describe('event source mapping on kinesis-local', () => {
       await m1.idle();
       await m1.stop();
       await put(c1, stream, ['s3']);
-      // kinesis-local persists on an interval (200 ms here): give it a few.
+      // kinesalite has every acknowledged put on disk already; kinesis-local (when chosen) persists
+      // on an interval (200 ms here): give it a few.
       await new Promise((r) => setTimeout(r, 1000));
       c1.destroy();
       await k1.stop();

@@ -82,7 +82,7 @@ describe('tandem local', () => {
     }
     expect(count).toBe(1);
 
-    const emulators = descendants(child.pid!).filter((p) => /kinesis-local|dynalite|s3rver/.test(cmdline(p)));
+    const emulators = descendants(child.pid!).filter((p) => /kinesalite|kinesis-local|dynalite|s3rver/.test(cmdline(p)));
     expect(emulators).toHaveLength(3);
     // Ctrl-C in a terminal: SIGINT to the whole foreground process group (tsx relays it once more).
     process.kill(-child.pid!, 'SIGINT');
@@ -112,7 +112,7 @@ describe('tandem local', () => {
       if (Date.now() > deadline) throw new Error(`tandem local did not come up: ${err}`);
       await new Promise((r) => setTimeout(r, 100));
     }
-    const emulators = descendants(child.pid!).filter((p) => /kinesis-local|dynalite|s3rver/.test(cmdline(p)));
+    const emulators = descendants(child.pid!).filter((p) => /kinesalite|kinesis-local|dynalite|s3rver/.test(cmdline(p)));
     const dynalite = emulators.find((p) => /dynalite/.test(cmdline(p)))!;
     process.kill(dynalite, 'SIGKILL');
     expect(await exited).toBe(1);

@@ -1,6 +1,6 @@
 /**
  * The speed handler driven by the local event source mapping (local/esm.ts)
- * from records put into kinesis-local, with a crash hook around each
+ * from records put into the Kinesis emulator, with a crash hook around each
  * invocation: a function error before the handler runs, a function error
  * after it ran (a timeout after the writes landed: Lambda bisects and
  * retries), and DynamoDB faults inside it (the handler reports the batch's

@@ -1,5 +1,5 @@
 /**
- * Test helpers for streams in kinesis-local: a fresh stream per test (so tests
+ * Test helpers for streams in the Kinesis emulator: a fresh stream per test (so tests
  * in one file share one emulator without sharing records), puts, and a
  * recorder of the Kinesis events a function received.
  */
