@@ -4,8 +4,8 @@
  * `--every` seconds: the resident memory of the local cloud process and of
  * each emulator, the Kinesis emulator's data on disk, the latency of one POST
  * /events (ingest -> PutRecords) and of one query, and the speed layer's lag.
- * With `--engines kinesalite,kinesis-local` (the default) two local clouds run
- * side by side, one per Kinesis emulator, under the same load on the same
+ * With `--clouds kinesalite,kinesalite:256,kinesis-local` (the default) three local clouds run
+ * side by side (the two Kinesis emulators; dynalite with and without a heap cap), under the same load on the same
  * machine: the choice of emulator is made by these numbers. The baseline of
  * each measure is the first sample of the same run; the summary gives growth
  * per hour.
@@ -26,11 +26,14 @@ const opts = new Command()
   .option('--minutes <n>', 'how long to run', (v) => Number(v), 60)
   .option('--every <seconds>', 'seconds between samples', (v) => Number(v), 30)
   .option('--rate <n>', 'demo events per second (the local cloud default is 10)', '10')
-  .option('--engines <list>', 'Kinesis emulators to run side by side', 'kinesalite,kinesis-local')
+  .option('--clouds <list>', 'local clouds to run side by side: <Kinesis emulator>[:<dynalite heap cap, MB>]', 'kinesalite,kinesalite:256,kinesis-local')
   .option('--no-write', 'do not update docs/benchmarks.md')
   .parse(process.argv)
-  .opts<{ minutes: number; every: number; rate: string; engines: string; write: boolean }>();
-const engines = opts.engines.split(',').map((e) => kinesisEngine(e.trim() as KinesisEngine));
+  .opts<{ minutes: number; every: number; rate: string; clouds: string; write: boolean }>();
+const variants = opts.clouds.split(',').map((c) => {
+  const [engine, heap] = c.trim().split(':');
+  return { engine: kinesisEngine(engine as KinesisEngine), heapMb: heap ? Number(heap) : undefined };
+});
 
 const rssMb = (pid: number): number => {
   try {
@@ -63,6 +66,8 @@ interface Sample {
 
 interface Cloud {
   engine: KinesisEngine;
+  /** The engine, and dynalite's heap cap when set. */
+  label: string;
   child: ChildProcess;
   exited: Promise<void>;
   dataDir: string;
@@ -72,12 +77,13 @@ interface Cloud {
   samples: Sample[];
 }
 
-async function startCloud(engine: KinesisEngine): Promise<Cloud> {
-  const dataDir = mkdtempSync(join(tmpdir(), `tandem-longrun-${engine}-`));
+async function startCloud(engine: KinesisEngine, heapMb: number | undefined): Promise<Cloud> {
+  const label = heapMb ? `${engine}, dynalite heap ${heapMb} MB` : engine;
+  const dataDir = mkdtempSync(join(tmpdir(), 'tandem-longrun-'));
   const child = spawn(process.execPath, [join(REPO_ROOT, 'bin/tandem.js'), 'local', '--port', '0', '--data-dir', dataDir, '--demo-rate', opts.rate], {
     cwd: REPO_ROOT,
     stdio: ['ignore', 'pipe', 'pipe'],
-    env: { ...process.env, TANDEM_KINESIS_ENGINE: engine },
+    env: { ...process.env, TANDEM_KINESIS_ENGINE: engine, ...(heapMb ? { TANDEM_DYNALITE_HEAP_MB: String(heapMb) } : {}) },
   });
   let out = '';
   let errText = '';
@@ -96,12 +102,14 @@ async function startCloud(engine: KinesisEngine): Promise<Cloud> {
   const find = (re: RegExp) => pids.find((p) => re.test(cmdline(p))) ?? -1;
   return {
     engine,
+    label,
     child,
     exited,
     dataDir,
     url: /^API:\s+(\S+)/m.exec(out)![1]!,
     key: /^API key:\s+(\S+)/m.exec(out)![1]!,
-    pids: { kinesis: find(engine === 'kinesalite' ? /kinesalite/ : /kinesis-local/), dynamo: find(/dynalite/), s3: find(/s3rver/) },
+    // By the script each runs (data directories are named alike, so never by the package name alone).
+    pids: { kinesis: find(engine === 'kinesalite' ? /kinesalite\.cjs / : /kinesis-local\/main\.js/), dynamo: find(/dynalite\/cli\.js /), s3: find(/s3rver\/bin\/s3rver\.js /) },
     samples: [],
   };
 }
@@ -133,7 +141,7 @@ async function sample(c: Cloud, t0: number, i: number): Promise<Sample> {
 
 const clouds: Cloud[] = [];
 try {
-  for (const e of engines) clouds.push(await startCloud(e));
+  for (const v of variants) clouds.push(await startCloud(v.engine, v.heapMb));
   const t0 = Date.now();
   const end = t0 + opts.minutes * 60_000;
   for (let i = 0; ; i++) {
@@ -141,7 +149,7 @@ try {
       const x = await sample(c, t0, i);
       c.samples.push(x);
       console.log(
-        `${x.minute.toFixed(1).padStart(6)} min  ${c.engine.padEnd(13)} cloud ${x.cloudMb.toFixed(0)} MB  ${c.engine} ${x.kinesisMb.toFixed(0)} MB (disk ${x.kinesisDiskMb.toFixed(0)} MB)  dynalite ${x.dynamoMb.toFixed(0)} MB  s3rver ${x.s3Mb.toFixed(0)} MB  POST ${x.postMs.toFixed(0)} ms  query ${x.queryMs.toFixed(0)} ms  speed lag ${x.speedLagMs} ms  events ${x.events}`,
+        `${x.minute.toFixed(1).padStart(6)} min  ${c.label.padEnd(34)} cloud ${x.cloudMb.toFixed(0)} MB  ${c.engine} ${x.kinesisMb.toFixed(0)} MB (disk ${x.kinesisDiskMb.toFixed(0)} MB)  dynalite ${x.dynamoMb.toFixed(0)} MB  s3rver ${x.s3Mb.toFixed(0)} MB  POST ${x.postMs.toFixed(0)} ms  query ${x.queryMs.toFixed(0)} ms  speed lag ${x.speedLagMs} ms  events ${x.events}`,
       );
     }
     if (Date.now() >= end) break;
@@ -159,9 +167,9 @@ const avg = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / Math.max(1, xs.len
 const lines = [
   '### long run',
   '',
-  `\`npm run bench -- longrun --minutes ${opts.minutes}\` (bench/longrun.ts): ${clouds.length === 1 ? '`tandem local`' : `${clouds.length} \`tandem local\` side by side, one per Kinesis emulator,`} with the demo at ${opts.rate} events/s for ${clouds[0]!.samples.at(-1)!.minute.toFixed(0)} minutes, a sample every ${opts.every} s; baseline = the start of the same run. Latencies are the mean of the first and of the last quarter of the samples (single probes are noisy).`,
+  `\`npm run bench -- longrun --minutes ${opts.minutes}\` (bench/longrun.ts): ${clouds.length === 1 ? '`tandem local`' : `${clouds.length} \`tandem local\` side by side (${clouds.map((c) => c.label).join('; ')}),`} with the demo at ${opts.rate} events/s for ${clouds[0]!.samples.at(-1)!.minute.toFixed(0)} minutes, a sample every ${opts.every} s; baseline = the start of the same run. Latencies are the mean of the first and of the last quarter of the samples (single probes are noisy).`,
   '',
-  '| emulator | measure | start | end | growth | end / start |',
+  '| local cloud | measure | start | end | growth | end / start |',
   '|---|---|---:|---:|---:|---:|',
 ];
 for (const c of clouds) {
@@ -173,7 +181,7 @@ for (const c of clouds) {
   const head = samples.slice(0, quarter);
   const tail = samples.slice(-quarter);
   const row = (name: string, a: number, b: number, unit: string) =>
-    lines.push(`| ${c.engine} | ${name} | ${a.toFixed(0)} ${unit} | ${b.toFixed(0)} ${unit} | ${((b - a) / hours).toFixed(0)} ${unit}/h | ${(b / a).toFixed(2)}x |`);
+    lines.push(`| ${c.label} | ${name} | ${a.toFixed(0)} ${unit} | ${b.toFixed(0)} ${unit} | ${((b - a) / hours).toFixed(0)} ${unit}/h | ${(b / a).toFixed(2)}x |`);
   row(`${c.engine} RSS`, first.kinesisMb, last.kinesisMb, 'MB');
   row(`${c.engine} data on disk`, first.kinesisDiskMb, last.kinesisDiskMb, 'MB');
   row('local cloud process RSS (handlers, ESM, HTTP)', first.cloudMb, last.cloudMb, 'MB');
@@ -182,7 +190,7 @@ for (const c of clouds) {
   row('POST /events of 1 event (ingest + PutRecords)', avg(head.map((s) => s.postMs)), avg(tail.map((s) => s.postMs)), 'ms');
   row('GET /views/events_by_type', avg(head.map((s) => s.queryMs)), avg(tail.map((s) => s.queryMs)), 'ms');
   row('speed-layer lag', avg(head.map((s) => s.speedLagMs)), avg(tail.map((s) => s.speedLagMs)), 'ms');
-  lines.push(`| ${c.engine} | events counted by the end | | ${last.events.toLocaleString('en-US')} | | |`);
+  lines.push(`| ${c.label} | events counted by the end | | ${last.events.toLocaleString('en-US')} | | |`);
 }
 console.log(lines.join('\n'));
 

@@ -184,7 +184,9 @@ function launchSpec(name: EmulatorName, port: number, opts: EmulatorOptions): La
         mkdirSync(opts.dataDir, { recursive: true });
         args.push('--path', resolve(opts.dataDir));
       }
-      return { args, env: {}, ready: (ep) => awsCallReady(ep, 'DynamoDB_20120810.ListTables', '{}') };
+      // A heap cap for dynalite, for measuring its memory over long runs (bench/longrun.ts).
+      const heapMb = process.env.TANDEM_DYNALITE_HEAP_MB;
+      return { args, env: heapMb ? { NODE_OPTIONS: `--max-old-space-size=${heapMb}` } : {}, ready: (ep) => awsCallReady(ep, 'DynamoDB_20120810.ListTables', '{}') };
     }
     case 's3': {
       const bin = packageFile(name, 's3rver', 'bin/s3rver.js');
