@@ -83,6 +83,28 @@ async function walk(dir: string): Promise<string[]> {
   return nested.flat();
 }
 
+/** Attempts at reading one object whole. */
+const READ_ATTEMPTS = 3;
+
+/**
+ * GetObject and its body read whole. The SDK retries a request that fails, but
+ * not the body stream it has handed over: a connection cut mid-body (Node's
+ * `aborted`, ECONNRESET) would fail the whole batch run, so the object is
+ * fetched again (seen once in the simulation campaign, docs/reliability.md).
+ */
+async function readObject(s3: S3Client, bucket: string, key: string): Promise<{ bytes: Uint8Array; etag: string | undefined }> {
+  for (let attempt = 1; ; attempt++) {
+    const got = await s3.send(new GetObjectCommand({ Bucket: bucket, Key: key }));
+    if (!got.Body) throw new Error(`s3://${bucket}/${key} has no body`);
+    try {
+      return { bytes: await got.Body.transformToByteArray(), etag: got.ETag };
+    } catch (e) {
+      if (attempt >= READ_ATTEMPTS) throw e;
+      await new Promise((r) => setTimeout(r, 100 * attempt));
+    }
+  }
+}
+
 /**
  * Stages every raw object of an arrival hour starting before `cutoff` into
  * `dir`, downloading only what is not there yet (at most `concurrency` at a
@@ -101,11 +123,10 @@ export async function stageObjects(s3: S3Client, bucket: string, dir: string, cu
       files.set(o.key, path);
       // Same ETag and size: the very object already cached (a rewritten object gets a new ETag).
       if (index[o.key] === o.etag && (await sizeOf(path)) === o.size) return;
-      const got = await s3.send(new GetObjectCommand({ Bucket: bucket, Key: o.key }));
-      if (!got.Body) throw new Error(`s3://${bucket}/${o.key} has no body`);
-      const bytes = await got.Body.transformToByteArray();
+      const got = await readObject(s3, bucket, o.key);
+      const bytes = got.bytes;
       await writeAtomically(path, bytes);
-      index[o.key] = got.ETag ?? o.etag;
+      index[o.key] = got.etag ?? o.etag;
       downloaded++;
       downloadedBytes += bytes.length;
     });

@@ -1,0 +1,73 @@
+/**
+ * Staging raw objects for the DuckDB engine: a body stream cut mid-read (Node's
+ * `aborted`) is fetched again instead of failing the batch run. The cut is
+ * injected by a wrapper around the real S3 client (s3rver behind it).
+ */
+import { GetObjectCommand, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { rawObjectKey } from '../../functions/archive/layout.ts';
+import { stageObjects } from '../../functions/batch/stage.ts';
+import { padSeq } from '../../functions/core/record.ts';
+import { startTestCloud, type TestCloud } from '../support/cloud.ts';
+
+const HOUR = 3_600_000;
+const T0 = Date.UTC(2030, 0, 15, 10, 0, 0);
+let cloud: TestCloud;
+let dir: string;
+
+/** The real client, whose first `cuts` GetObject bodies fail mid-read as a reset connection does. */
+function cuttingBodies(s3: S3Client, cuts: number): { client: S3Client; gets: () => number } {
+  let gets = 0;
+  const client = new Proxy(s3, {
+    get(target, prop, receiver) {
+      if (prop !== 'send') return Reflect.get(target, prop, receiver);
+      return async (command: unknown) => {
+        const out = await target.send(command as GetObjectCommand);
+        if (command instanceof GetObjectCommand && gets++ < cuts) {
+          const body = (out as { Body?: { transformToByteArray(): Promise<Uint8Array> } }).Body!;
+          body.transformToByteArray = async () => {
+            throw Object.assign(new Error('aborted'), { code: 'ECONNRESET' });
+          };
+        }
+        return out;
+      };
+    },
+  });
+  return { client, gets: () => gets };
+}
+
+beforeAll(async () => {
+  cloud = await startTestCloud();
+  dir = mkdtempSync(join(tmpdir(), 'tandem-stage-'));
+  const Bucket = cloud.names.TANDEM_RAW_BUCKET!;
+  for (let i = 0; i < 3; i++) {
+    const key = rawObjectKey('shardId-000000000000', T0 + i * HOUR, padSeq(String(100 + 2 * i)), padSeq(String(101 + 2 * i)));
+    await cloud.clients.s3.send(new PutObjectCommand({ Bucket, Key: key, Body: Buffer.from(`object ${i}`) }));
+  }
+}, 60_000);
+
+afterAll(async () => {
+  await cloud?.stop();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+describe('stageObjects', () => {
+  it('fetches an object again when its body is cut mid-read, and gives up after three cuts', async () => {
+    const Bucket = cloud.names.TANDEM_RAW_BUCKET!;
+    const once = cuttingBodies(cloud.clients.s3, 2);
+    const staged = await stageObjects(once.client, Bucket, dir, T0 + 3 * HOUR, 1);
+    expect(staged.downloaded).toBe(3);
+    expect(once.gets()).toBe(5);
+    expect([...staged.files.values()].map((p) => readFileSync(p, 'utf8')).sort()).toEqual(['object 0', 'object 1', 'object 2']);
+
+    const fresh = mkdtempSync(join(tmpdir(), 'tandem-stage-'));
+    try {
+      await expect(stageObjects(cuttingBodies(cloud.clients.s3, 3).client, Bucket, fresh, T0 + 3 * HOUR, 1)).rejects.toThrow('aborted');
+    } finally {
+      rmSync(fresh, { recursive: true, force: true });
+    }
+  });
+});
