@@ -65,7 +65,7 @@ const loadStart = loadavg()[0]!;
 /** The Kinesis emulator the local cloud starts (TANDEM_KINESIS_ENGINE, else kinesalite). */
 const engine = kinesisEngine();
 const dataDir = mkdtempSync(join(tmpdir(), 'tandem-bench-api-'));
-const SPEED_WINDOW_MS = 500;
+const SPEED_WINDOW_MS = 0;
 const SPEED_POLL_MS = 250;
 const cloud = await startLocalCloud({
   port: 0,

@@ -234,7 +234,9 @@ export async function startLocalCloud(opts: LocalCloudOptions = {}): Promise<Loc
       ...common,
       name: 'speed',
       batchSize: 100,
-      maxBatchingWindowMs: 500,
+      // Lambda's own default for Kinesis (no batching window): locally an invocation costs
+      // nothing, and an event is counted one poll (250 ms) after it is stored.
+      maxBatchingWindowMs: 0,
       retryAttempts: 10,
       maxRecordAgeSeconds: 6 * 3600,
       invoke: (e) => fns.speed.invoke(e),
