@@ -96,8 +96,6 @@ export const KINESIS_PERSIST_INTERVAL = '10s';
 /** Demo events per second: modest on purpose (see local/demo.ts). */
 export const DEFAULT_DEMO_RATE = 10;
 
-/** The file where the API key is kept for the CLI (bin/client.ts reads it). */
-
 /** Handlers the local cloud runs, with the timeouts of their AWS functions (lib/). */
 const FUNCTIONS: Record<Exclude<HandlerName, 'batchTask' | 'authorizer'>, { name: string; timeoutSeconds: number }> = {
   speed: { name: 'tandem-speed', timeoutSeconds: 120 },

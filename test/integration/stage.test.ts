@@ -1,6 +1,7 @@
 /**
  * Staging raw objects for the DuckDB engine: a body stream cut mid-read (Node's
- * `aborted`) is fetched again instead of failing the batch run. The cut is
+ * `aborted`) is fetched again instead of failing the batch run (the simulation
+ * campaign's seed 47, docs/reliability.md). The cut is
  * injected by a wrapper around the real S3 client (s3rver behind it).
  */
 import { GetObjectCommand, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
@@ -55,7 +56,7 @@ afterAll(async () => {
 });
 
 describe('stageObjects', () => {
-  it('fetches an object again when its body is cut mid-read, and gives up after three cuts', async () => {
+  it('seed 47: fetches an object again when its body is cut mid-read, and gives up after three cuts', async () => {
     const Bucket = cloud.names.TANDEM_RAW_BUCKET!;
     const once = cuttingBodies(cloud.clients.s3, 2);
     const staged = await stageObjects(once.client, Bucket, dir, T0 + 3 * HOUR, 1);
