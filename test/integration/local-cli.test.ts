@@ -27,15 +27,18 @@ afterAll(async () => {
 });
 
 const cli = (args: string[]) => spawn(process.execPath, [join(REPO_ROOT, 'bin/tandem.js'), ...args], { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
-/** As `npm start` runs it: through tsx's CLI (which relays signals), in a process group of its own like a terminal's. */
-const npmStartLike = (args: string[]) =>
-  spawn(process.execPath, [join(REPO_ROOT, 'node_modules/tsx/dist/cli.mjs'), 'bin/tandem.ts', ...args], { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+/**
+ * What `npm start` runs (`node bin/tandem.js local`), in a process group of its own like a
+ * terminal's. npm itself is left out: on Ctrl-C it dies of the signal (exit code null) while its
+ * script goes on stopping, so only the script's own exit code says whether the stop was clean.
+ */
+const npmStartLike = (args: string[]) => spawn(process.execPath, [join(REPO_ROOT, 'bin/tandem.js'), 'local', ...args], { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
 
 describe('tandem local', () => {
   it('starts with --no-demo, enforces the API key, runs the handlers, and stops cleanly on Ctrl-C', async () => {
     const dataDir = mkdtempSync(join(tmpdir(), 'tandem-local-'));
     dirs.push(dataDir);
-    child = npmStartLike(['local', '--no-demo', '--port', '0', '--data-dir', dataDir, '--batch-every', 'off']);
+    child = npmStartLike(['--no-demo', '--port', '0', '--data-dir', dataDir, '--batch-every', 'off']);
     let out = '';
     let err = '';
     child.stdout!.on('data', (d: Buffer) => {
@@ -84,8 +87,9 @@ describe('tandem local', () => {
 
     const emulators = descendants(child.pid!).filter((p) => /kinesalite|kinesis-local|dynalite|s3rver/.test(cmdline(p)));
     expect(emulators).toHaveLength(3);
-    // Ctrl-C in a terminal: SIGINT to the whole foreground process group (tsx relays it once more).
+    // Ctrl-C in a terminal: SIGINT to the whole foreground process group, and npm relays it once more.
     process.kill(-child.pid!, 'SIGINT');
+    process.kill(child.pid!, 'SIGINT');
     expect(await exited).toBe(0);
     expect(err).toMatch(/stopped/);
     expect(await waitGone(emulators, 5000)).toEqual([]);
