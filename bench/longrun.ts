@@ -4,9 +4,10 @@
  * `--every` seconds: the resident memory of the local cloud process and of
  * each emulator, the Kinesis emulator's data on disk, the latency of one POST
  * /events (ingest -> PutRecords) and of one query, and the speed layer's lag.
- * With `--clouds kinesalite,kinesalite:256,kinesis-local` (the default) three local clouds run
- * side by side (the two Kinesis emulators; dynalite with and without a heap cap), under the same load on the same
- * machine: the choice of emulator is made by these numbers. The baseline of
+ * With `--clouds kinesalite,kinesalite:as-shipped` (the default) local clouds run side by side
+ * under the same load on the same machine: here the local cloud as it is and one whose dynalite
+ * runs as published, without local/dynalite-iterators.cjs (`kinesis-local` in the list adds a
+ * cloud on the other Kinesis emulator: the choice of emulator was made by these numbers). The baseline of
  * each measure is the first sample of the same run; the summary gives growth
  * per hour.
  *
@@ -26,13 +27,14 @@ const opts = new Command()
   .option('--minutes <n>', 'how long to run', (v) => Number(v), 60)
   .option('--every <seconds>', 'seconds between samples', (v) => Number(v), 30)
   .option('--rate <n>', 'demo events per second (the local cloud default is 10)', '10')
-  .option('--clouds <list>', 'local clouds to run side by side: <Kinesis emulator>[:<dynalite heap cap, MB>]', 'kinesalite,kinesalite:256,kinesis-local')
+  .option('--clouds <list>', 'local clouds to run side by side: <Kinesis emulator>[:as-shipped] (dynalite without its iterator fix)', 'kinesalite,kinesalite:as-shipped')
   .option('--no-write', 'do not update docs/benchmarks.md')
   .parse(process.argv)
   .opts<{ minutes: number; every: number; rate: string; clouds: string; write: boolean }>();
 const variants = opts.clouds.split(',').map((c) => {
-  const [engine, heap] = c.trim().split(':');
-  return { engine: kinesisEngine(engine as KinesisEngine), heapMb: heap ? Number(heap) : undefined };
+  const [engine, variant] = c.trim().split(':');
+  if (variant !== undefined && variant !== 'as-shipped') throw new Error(`--clouds: a cloud is <Kinesis emulator>[:as-shipped], received "${c}"`);
+  return { engine: kinesisEngine(engine as KinesisEngine), dynaliteAsShipped: variant === 'as-shipped' };
 });
 
 const rssMb = (pid: number): number => {
@@ -56,6 +58,7 @@ interface Sample {
   cloudMb: number;
   kinesisMb: number;
   kinesisDiskMb: number;
+  dynamoDiskMb: number;
   dynamoMb: number;
   s3Mb: number;
   postMs: number;
@@ -66,7 +69,7 @@ interface Sample {
 
 interface Cloud {
   engine: KinesisEngine;
-  /** The engine, and dynalite's heap cap when set. */
+  /** The engine, and whether dynalite runs as shipped. */
   label: string;
   child: ChildProcess;
   exited: Promise<void>;
@@ -77,13 +80,13 @@ interface Cloud {
   samples: Sample[];
 }
 
-async function startCloud(engine: KinesisEngine, heapMb: number | undefined): Promise<Cloud> {
-  const label = heapMb ? `${engine}, dynalite heap ${heapMb} MB` : engine;
+async function startCloud(engine: KinesisEngine, dynaliteAsShipped: boolean): Promise<Cloud> {
+  const label = dynaliteAsShipped ? `${engine}, dynalite as shipped` : engine;
   const dataDir = mkdtempSync(join(tmpdir(), 'tandem-longrun-'));
   const child = spawn(process.execPath, [join(REPO_ROOT, 'bin/tandem.js'), 'local', '--port', '0', '--data-dir', dataDir, '--demo-rate', opts.rate], {
     cwd: REPO_ROOT,
     stdio: ['ignore', 'pipe', 'pipe'],
-    env: { ...process.env, TANDEM_KINESIS_ENGINE: engine, ...(heapMb ? { TANDEM_DYNALITE_HEAP_MB: String(heapMb) } : {}) },
+    env: { ...process.env, TANDEM_KINESIS_ENGINE: engine, TANDEM_DYNALITE_AS_SHIPPED: dynaliteAsShipped ? '1' : '0' },
   });
   let out = '';
   let errText = '';
@@ -130,6 +133,7 @@ async function sample(c: Cloud, t0: number, i: number): Promise<Sample> {
     cloudMb: rssMb(c.child.pid!),
     kinesisMb: rssMb(c.pids.kinesis),
     kinesisDiskMb: diskMb(join(c.dataDir, 'kinesis')),
+    dynamoDiskMb: diskMb(join(c.dataDir, 'dynamodb')),
     dynamoMb: rssMb(c.pids.dynamo),
     s3Mb: rssMb(c.pids.s3),
     postMs,
@@ -141,7 +145,7 @@ async function sample(c: Cloud, t0: number, i: number): Promise<Sample> {
 
 const clouds: Cloud[] = [];
 try {
-  for (const v of variants) clouds.push(await startCloud(v.engine, v.heapMb));
+  for (const v of variants) clouds.push(await startCloud(v.engine, v.dynaliteAsShipped));
   const t0 = Date.now();
   const end = t0 + opts.minutes * 60_000;
   for (let i = 0; ; i++) {
@@ -149,7 +153,7 @@ try {
       const x = await sample(c, t0, i);
       c.samples.push(x);
       console.log(
-        `${x.minute.toFixed(1).padStart(6)} min  ${c.label.padEnd(34)} cloud ${x.cloudMb.toFixed(0)} MB  ${c.engine} ${x.kinesisMb.toFixed(0)} MB (disk ${x.kinesisDiskMb.toFixed(0)} MB)  dynalite ${x.dynamoMb.toFixed(0)} MB  s3rver ${x.s3Mb.toFixed(0)} MB  POST ${x.postMs.toFixed(0)} ms  query ${x.queryMs.toFixed(0)} ms  speed lag ${x.speedLagMs} ms  events ${x.events}`,
+        `${x.minute.toFixed(1).padStart(6)} min  ${c.label.padEnd(34)} cloud ${x.cloudMb.toFixed(0)} MB  ${c.engine} ${x.kinesisMb.toFixed(0)} MB (disk ${x.kinesisDiskMb.toFixed(0)} MB)  dynalite ${x.dynamoMb.toFixed(0)} MB (disk ${x.dynamoDiskMb.toFixed(0)} MB)  s3rver ${x.s3Mb.toFixed(0)} MB  POST ${x.postMs.toFixed(0)} ms  query ${x.queryMs.toFixed(0)} ms  speed lag ${x.speedLagMs} ms  events ${x.events}`,
       );
     }
     if (Date.now() >= end) break;
@@ -186,6 +190,7 @@ for (const c of clouds) {
   row(`${c.engine} data on disk`, first.kinesisDiskMb, last.kinesisDiskMb, 'MB');
   row('local cloud process RSS (handlers, ESM, HTTP)', first.cloudMb, last.cloudMb, 'MB');
   row('dynalite RSS', first.dynamoMb, last.dynamoMb, 'MB');
+  row('dynalite data on disk', first.dynamoDiskMb, last.dynamoDiskMb, 'MB');
   row('s3rver RSS', first.s3Mb, last.s3Mb, 'MB');
   row('POST /events of 1 event (ingest + PutRecords)', avg(head.map((s) => s.postMs)), avg(tail.map((s) => s.postMs)), 'ms');
   row('GET /views/events_by_type', avg(head.map((s) => s.queryMs)), avg(tail.map((s) => s.queryMs)), 'ms');

@@ -1,13 +1,13 @@
 import { PutItemCommand, GetItemCommand } from '@aws-sdk/client-dynamodb';
 import { CreateStreamCommand, GetRecordsCommand, GetShardIteratorCommand, ListShardsCommand, PutRecordCommand, PutRecordsCommand } from '@aws-sdk/client-kinesis';
 import { GetObjectCommand, PutObjectCommand } from '@aws-sdk/client-s3';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createClients } from '../../functions/adapters/clients.ts';
-import { EmulatorError, emulatorEnv, freePort, startEmulator } from '../../local/emulators.ts';
+import { EmulatorError, emulatorEnv, freePort, startEmulator, startEmulators } from '../../local/emulators.ts';
 import { startTestCloud, type TestCloud } from '../support/cloud.ts';
 
 describe('emulators through the AWS SDK', () => {
@@ -48,7 +48,41 @@ describe('emulators through the AWS SDK', () => {
   });
 });
 
+/** Local addresses (hex, as /proc/net/tcp{,6} print them) of the sockets listening on a port. */
+function listeningAddresses(port: number): string[] {
+  const hexPort = port.toString(16).toUpperCase().padStart(4, '0');
+  return ['/proc/net/tcp', '/proc/net/tcp6'].flatMap((f) =>
+    readFileSync(f, 'utf8')
+      .split('\n')
+      .slice(1)
+      .map((line) => line.trim().split(/\s+/))
+      .filter((cols) => cols[1]?.endsWith(`:${hexPort}`) && cols[3] === '0A')
+      .map((cols) => cols[1]!.split(':')[0]!),
+  );
+}
+
 describe('emulator start-up', () => {
+  it('every emulator listens on 127.0.0.1 only, not on every interface', async () => {
+    const set = await startEmulators();
+    try {
+      for (const e of [set.kinesis, set.dynamodb, set.s3]) expect({ [e.name]: listeningAddresses(e.port) }).toEqual({ [e.name]: ['0100007F'] });
+    } finally {
+      await set.stop();
+    }
+  });
+
+  it('kinesalite closes its store and exits 0 on SIGTERM (its own CLI has no handler: the signal kills it)', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'tandem-kinesalite-'));
+    try {
+      const k = await startEmulator('kinesis', { dataDir: dir, kinesisEngine: 'kinesalite' });
+      const exit = new Promise<[number | null, string | null]>((res) => k.process.once('exit', (code, signal) => res([code, signal])));
+      k.process.kill('SIGTERM');
+      expect(await exit).toEqual([0, null]);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it('names the emulator when its fixed port is taken', async () => {
     const port = await freePort();
     const blocker = createServer();

@@ -4,12 +4,16 @@
  * its workaround is removed. (The TTL sweeper for dynalite has its own file:
  * sweeper.test.ts.)
  */
+import { BatchWriteItemCommand, CreateTableCommand, QueryCommand, ScanCommand } from '@aws-sdk/client-dynamodb';
 import { GetRecordsCommand, GetShardIteratorCommand, PutRecordsCommand } from '@aws-sdk/client-kinesis';
 import { CreateBucketCommand, GetObjectCommand, ListObjectsV2Command, PutObjectCommand } from '@aws-sdk/client-s3';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type Clients, createClients } from '../../functions/adapters/clients.ts';
-import { type EmulatorSet, startEmulators } from '../../local/emulators.ts';
+import { type EmulatorSet, emulatorEnv, startEmulator, startEmulators } from '../../local/emulators.ts';
 import { createStream } from '../support/kinesis.ts';
 
 // The emulators and the project's clients, without provisioning: each test creates what it uses,
@@ -64,5 +68,58 @@ describe('emulator workarounds', () => {
     const it = await clients.kinesis.send(new GetShardIteratorCommand({ StreamName, ShardId: 'shardId-000000000000', ShardIteratorType: 'TRIM_HORIZON' }));
     const got = await clients.kinesis.send(new GetRecordsCommand({ ShardIterator: it.ShardIterator! }));
     expect((got.Records ?? []).map((r) => Buffer.from(r.Data!).toString())).toEqual(Array.from({ length: n }, (_, i) => `r${i}`));
+  });
+
+  it('dynalite closes the LevelDB iterator of every Query and Scan (as published it leaves each one open, and they pin its memory: local/dynalite-iterators.cjs)', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'tandem-iterators-'));
+    /** Open iterators after a mix of reads: full, cut by Limit, backwards, scans. */
+    const openAfterReads = async (dynaliteAsShipped: boolean): Promise<number> => {
+      const file = join(dir, `open-${dynaliteAsShipped}`);
+      const e = await startEmulator('dynamodb', {
+        dataDir: join(dir, `db-${dynaliteAsShipped}`),
+        dynaliteAsShipped,
+        env: { NODE_OPTIONS: `--require ${join(import.meta.dirname, '../support/level-iterators.cjs')}`, TANDEM_ITERATORS_FILE: file },
+      });
+      const { dynamodb } = createClients(emulatorEnv({ kinesis: e, dynamodb: e, s3: e }));
+      try {
+        const TableName = 'iterators';
+        await dynamodb.send(
+          new CreateTableCommand({
+            TableName,
+            KeySchema: [{ AttributeName: 'pk', KeyType: 'HASH' }, { AttributeName: 'sk', KeyType: 'RANGE' }],
+            AttributeDefinitions: [{ AttributeName: 'pk', AttributeType: 'S' }, { AttributeName: 'sk', AttributeType: 'S' }],
+            BillingMode: 'PAY_PER_REQUEST',
+          }),
+        );
+        const Item = (i: number) => ({ pk: { S: 'p' }, sk: { S: String(i).padStart(3, '0') } });
+        await dynamodb.send(new BatchWriteItemCommand({ RequestItems: { [TableName]: Array.from({ length: 25 }, (_, i) => ({ PutRequest: { Item: Item(i) } })) } }));
+        const key = { KeyConditionExpression: 'pk = :p', ExpressionAttributeValues: { ':p': { S: 'p' } } };
+        for (let i = 0; i < 10; i++) {
+          await dynamodb.send(new QueryCommand({ TableName, ...key }));
+          await dynamodb.send(new QueryCommand({ TableName, ...key, Limit: 3 }));
+          await dynamodb.send(new QueryCommand({ TableName, ...key, Limit: 3, ScanIndexForward: false }));
+          await dynamodb.send(new ScanCommand({ TableName }));
+          await dynamodb.send(new ScanCommand({ TableName, Limit: 5 }));
+        }
+        // The count is written within 20 ms of a change; closing is asynchronous: let both settle.
+        let last = '';
+        for (let stable = 0; stable < 5; ) {
+          await new Promise((r) => setTimeout(r, 100));
+          const now = existsSync(file) ? readFileSync(file, 'utf8') : '';
+          stable = now === last && now !== '' ? stable + 1 : 0;
+          last = now;
+        }
+        return Number(last);
+      } finally {
+        dynamodb.destroy();
+        await e.stop();
+      }
+    };
+    try {
+      expect(await openAfterReads(true)).toBeGreaterThanOrEqual(50);
+      expect(await openAfterReads(false)).toBe(0);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
