@@ -34,7 +34,8 @@ import { stateColumns } from '../functions/core/metrics.ts';
 import { DEFAULT_SETTINGS } from '../functions/core/settings.ts';
 import { TABLES, TTL_ATTRIBUTE } from '../functions/resources.ts';
 import { createSpeedHandler } from '../functions/speed.ts';
-import { ItemCache, speedKey } from '../functions/speed/apply.ts';
+import { groupByItem, ItemCache } from '../functions/speed/apply.ts';
+import { cellAttribute, dimsKey, pad13, speedPk } from '../functions/core/keys.ts';
 import { mapLimit } from '../functions/core/limit.ts';
 import { normalize, type StreamRecord } from '../functions/speed/process.ts';
 import { DemoGenerator } from '../local/demo.ts';
@@ -156,7 +157,9 @@ async function naiveBatch(ddb: DynamoDBClient, table: string, records: readonly 
   const updates: { view: (typeof DEMO_VIEWS)[number]; delta: ReturnType<typeof aggregate>[number] }[] = [];
   for (const r of raws) for (const view of DEMO_VIEWS) for (const delta of aggregate([view], [r], DEFAULT_SETTINGS.windowSeconds * 1000)) updates.push({ view, delta });
   await mapLimit(updates, 16, async ({ view, delta }) => {
-    const { pk, sk } = speedKey(delta);
+    // One item per cell, keyed like Tandem's items but without packing.
+    const pk = speedPk(delta.view, delta.window, delta.shard);
+    const sk = `${pad13(delta.window)}#${pad13(delta.bucket)}#${dimsKey(delta.dims)}#${delta.shard}`;
     const names: Record<string, string> = { '#records': 'records' };
     const values: Record<string, { N: string }> = { ':one': { N: '1' } };
     const add = ['#records :one'];
@@ -283,8 +286,22 @@ async function part1(): Promise<Row[]> {
 }
 
 /** Delta items per record the key design implies for a mix at a batch size: aggregate() alone, no DynamoDB. */
-function itemsPerRecord(records: readonly StreamRecord[], size: number): number {
+/** DynamoDB's size of a number: one byte per two significant digits, plus one; 4 bytes holds up to 6 digits. */
+const NUMBER_BYTES = 4;
+
+/**
+ * Items a batch writes per record, and the write units those writes cost (DynamoDB charges an
+ * update ceil(item size / 1 KB), the item as it stands after the write; sizes by DynamoDB's rules:
+ * attribute names plus values), with one item per cell (the layout before) or one per event hour
+ * (`groupByItem`, now). Items live through their arrival window, so they grow batch by batch.
+ */
+function itemsPerRecord(records: readonly StreamRecord[], size: number, layout: 'cell' | 'hour'): { items: number; units: number } {
+  const windowMs = DEFAULT_SETTINGS.windowSeconds * 1000;
+  // pk, sk, view, window, slot or bucket + dims, shard, hw (64 digits), expiresAt: measured on a stored item.
+  const base = layout === 'cell' ? 260 : 220;
+  const itemBytes = new Map<string, Map<string, number>>();
   let items = 0;
+  let units = 0;
   for (let i = 0; i < records.length; i += size) {
     const seen = new Set<string>();
     const counted = records.slice(i, i + size).flatMap((r) => {
@@ -293,22 +310,47 @@ function itemsPerRecord(records: readonly StreamRecord[], size: number): number 
       seen.add(n.record.id);
       return [n.record];
     });
-    items += aggregate(DEMO_VIEWS, counted, DEFAULT_SETTINGS.windowSeconds * 1000).length;
+    const touched = new Set<string>();
+    // The items this batch writes, each with its cells' deltas: as the handler groups them, or one item per cell.
+    const written =
+      layout === 'hour'
+        ? groupByItem(DEMO_VIEWS, counted, windowMs).map((g) => ({ view: g.view, id: JSON.stringify(g.key), slot: g.key.slot, cells: aggregate([g.view], g.records, windowMs) }))
+        : DEMO_VIEWS.flatMap((view) => aggregate([view], counted, windowMs).map((d) => ({ view, id: JSON.stringify([d.view, d.window, d.bucket, d.dims]), slot: 0, cells: [d] })));
+    for (const w of written) {
+      touched.add(w.id);
+      const cells = itemBytes.get(w.id) ?? new Map<string, number>();
+      itemBytes.set(w.id, cells);
+      for (const d of w.cells) {
+        const name = (column: string) => (layout === 'cell' ? column : cellAttribute(w.slot, d.bucket, d.dims, column));
+        let bytes = name('records').length + NUMBER_BYTES;
+        for (const c of stateColumns(w.view)) bytes += name(c.column).length + NUMBER_BYTES;
+        cells.set(`${d.bucket}|${JSON.stringify(d.dims)}`, bytes);
+      }
+    }
+    for (const item of touched) {
+      let bytes = base;
+      for (const b of itemBytes.get(item)!.values()) bytes += b;
+      units += Math.ceil(bytes / 1024);
+    }
+    items += touched.size;
   }
-  return items / records.length;
+  return { items: items / records.length, units: units / records.length };
 }
 
 interface MixRow {
   size: number;
-  demo: number;
-  onTime: number;
+  /** Items and write units per record, demo mix: one item per cell, one per event hour; the same mix without late events. */
+  cells: { items: number; units: number };
+  demo: { items: number; units: number };
+  onTime: { items: number; units: number };
 }
 
 function mixes(sizes: readonly number[]): MixRow[] {
-  const n = Math.max(opts.records, ...sizes);
+  // Two minutes of arrivals at least, so items live through whole windows.
+  const n = Math.max(opts.records, 120_000, ...sizes);
   const demo = demoRecords(n);
   const onTime = demoRecords(n, 0);
-  return sizes.map((size) => ({ size, demo: itemsPerRecord(demo, size), onTime: itemsPerRecord(onTime, size) }));
+  return sizes.map((size) => ({ size, cells: itemsPerRecord(demo, size, 'cell'), demo: itemsPerRecord(demo, size, 'hour'), onTime: itemsPerRecord(onTime, size, 'hour') }));
 }
 
 interface KinesisRow {
@@ -403,11 +445,11 @@ function render(rows: Row[], k: KinesisRow | undefined, m: MixRow[]): string {
     );
   }
   lines.push('');
-  lines.push('What the key design implies (one item per view, arrival window, bucket, dimension values and shard; computed with `aggregate` alone, no DynamoDB): delta items per record of the demo mix, and of the same mix without late events.');
+  lines.push('What the key design implies (computed from the records alone, no DynamoDB; two minutes of arrivals at least): speed items written per record, and in parentheses the write units they cost in DynamoDB (ceil(item size / 1 KB) per write, sizes by DynamoDB\'s rules with 4-byte numbers), with one item per (view, arrival window, bucket, dimension values, shard), the layout before, and with one item per (view, arrival window, event hour, shard; a late hour cut in 10-second arrival parts), the layout now; and now, on the same mix without late events.');
   lines.push('');
-  lines.push('| batch size | demo mix (5 % late) | demo mix, no late events |');
-  lines.push('|---:|---:|---:|');
-  for (const r of m) lines.push(`| ${int(r.size)} | ${fmt(r.demo)} | ${fmt(r.onTime)} |`);
+  lines.push('| batch size | one item per cell (before) | one item per event hour (now) | now, no late events |');
+  lines.push('|---:|---:|---:|---:|');
+  for (const r of m) lines.push(`| ${int(r.size)} | ${fmt(r.cells.items)} (${fmt(r.cells.units)}) | ${fmt(r.demo.items)} (${fmt(r.demo.units)}) | ${fmt(r.onTime.items)} (${fmt(r.onTime.units)}) |`);
   if (k) {
     lines.push('');
     lines.push(`Through the local cloud: ${int(k.records)} demo records put into ${k.engine} (one shard), then read by a bare GetRecords loop (baseline) and by the local event source mapping (batch size ${int(k.batchSize)}) invoking the real handler against dynalite, in the same run.`);
@@ -441,7 +483,11 @@ for (const r of rows) {
   ]);
 }
 console.log(table.toString());
-for (const r of mixRows) console.log(`delta items / record at batch ${int(r.size)}: demo mix ${fmt(r.demo)}, without late events ${fmt(r.onTime)}`);
+for (const r of mixRows) {
+  console.log(
+    `speed items (write units) / record at batch ${int(r.size)}: one per cell ${fmt(r.cells.items)} (${fmt(r.cells.units)}), one per event hour ${fmt(r.demo.items)} (${fmt(r.demo.units)}), the same without late events ${fmt(r.onTime.items)} (${fmt(r.onTime.units)})`,
+  );
+}
 if (kinesisRow) console.log(`${kinesisRow.engine}: bare GetRecords ${int(kinesisRow.bareRps)} records/s; through the ESM and the handler ${int(kinesisRow.handlerRps)} records/s (${fmt(kinesisRow.handlerRps / kinesisRow.bareRps, 2)}x)`);
 
 if (opts.write) {

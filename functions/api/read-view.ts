@@ -16,7 +16,7 @@
  */
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { DynamoDBDocumentClient, GetCommand, QueryCommand, type QueryCommandInput } from '@aws-sdk/lib-dynamodb';
-import { batchPartitions, pad13, speedPartitions } from '../core/keys.ts';
+import { batchPartitions, cellsOf, pad13, speedPartitions, speedSlot } from '../core/keys.ts';
 import { stateColumns, stateFromColumns } from '../core/metrics.ts';
 import type { Row, SpeedRow } from '../core/query.ts';
 import { type Settings, speedTtlSeconds } from '../core/settings.ts';
@@ -141,18 +141,20 @@ export function speedWindowRange(settings: Settings, cutoff: number | null, now:
   return { from: cutoff === null ? horizon : Math.max(cutoff, horizon), to: now + 120_000 };
 }
 
-/** The speed partitions holding windows >= `fromWindow`, filtered to live items with buckets in range. */
+/**
+ * The speed partitions holding windows >= `fromWindow`, filtered to live items whose slot (event
+ * hour) meets [fromMs, toMs). Items hold many cells, so they are read whole; `readView` keeps the
+ * cells with buckets in range.
+ */
 export function speedQueries(deps: Pick<ReadDeps, 'tables'>, view: View, fromWindow: number, toArrival: number, fromMs: number, toMs: number, now: number): QueryCommandInput[] {
-  const lo = bucketStart(fromMs, view.grain);
-  const { names, projection } = projectionOf(view, ['bucket', 'dims', 'window']);
+  const lo = speedSlot(bucketStart(fromMs, view.grain));
   return speedPartitions(view.name, fromWindow, toArrival).map(({ pk, skFrom }) => ({
     TableName: deps.tables.speed,
     KeyConditionExpression: 'pk = :pk AND sk >= :from',
     // dynalite never deletes expired items and DynamoDB deletes them only within days: readers filter.
-    FilterExpression: '#a0 BETWEEN :blo AND :bhi AND (attribute_not_exists(#exp) OR #exp > :now)',
-    ExpressionAttributeNames: { ...names, '#exp': 'expiresAt' },
-    ProjectionExpression: projection,
-    ExpressionAttributeValues: { ':pk': pk, ':from': skFrom, ':blo': lo, ':bhi': toMs - 1, ':now': Math.floor(now / 1000) },
+    FilterExpression: '#slot BETWEEN :slo AND :shi AND (attribute_not_exists(#exp) OR #exp > :now)',
+    ExpressionAttributeNames: { '#slot': 'slot', '#exp': 'expiresAt' },
+    ExpressionAttributeValues: { ':pk': pk, ':from': skFrom, ':slo': lo, ':shi': toMs - 1, ':now': Math.floor(now / 1000) },
     ConsistentRead: true,
   }));
 }
@@ -183,12 +185,18 @@ export async function readView(deps: ReadDeps, view: View, fromMs: number, toMs:
   const results = await mapLimit(tasks, deps.concurrency ?? 8, (t) => queryAll(deps.doc, t.input, t.kind === 'batch' ? batchStats : speedStats));
   const batchRows: Row[] = [];
   const speedRows: SpeedRow[] = [];
+  const lo = bucketStart(fromMs, view.grain);
   results.forEach((items, i) => {
     const kind = tasks[i]!.kind;
     for (const item of items) {
-      const row = { bucket: num(item.bucket), dims: dimsOf(item.dims), state: stateFromColumns(view, item) };
-      if (kind === 'batch') batchRows.push(row);
-      else speedRows.push({ ...row, window: num(item.window) });
+      if (kind === 'batch') {
+        batchRows.push({ bucket: num(item.bucket), dims: dimsOf(item.dims), state: stateFromColumns(view, item) });
+        continue;
+      }
+      const window = num(item.window);
+      for (const cell of cellsOf(num(item.slot), item)) {
+        if (cell.bucket >= lo && cell.bucket < toMs) speedRows.push({ bucket: cell.bucket, dims: cell.dims, state: stateFromColumns(view, cell.columns), window });
+      }
     }
   });
   return { pointer, batchRows, speedRows, stats: { pointer: 1, batch: batchStats, speed: speedStats } };

@@ -2,25 +2,31 @@
  * Exactly-once application of deltas to the speed table without transactions
  * (DESIGN invariant 5).
  *
- * One conditional UpdateItem per delta item: ADD the count/sum components and
- * `records`, SET `hw` to the delta's last sequence number, all under
+ * A speed item is (view, arrival window, slot = event-time hour, Kinesis
+ * shard) and holds one cell per (bucket, dimension values) of the slot
+ * (functions/core/keys.ts). One conditional UpdateItem applies a run of the
+ * item's records: ADD each touched cell's count/sum components and `records`,
+ * SET `hw` to the run's last sequence number, all under
  * `attribute_not_exists(hw) OR hw < :first`. An item is written by one Kinesis
  * shard only (the shard id is part of its key) and a shard runs one batch at a
  * time, so `hw` is the last record applied to the item, and the records of the
- * item with seq <= hw are exactly the ones applied. When the condition fails:
- *   - hw >= last: the delta is already applied (a redelivered batch): skip;
- *   - first <= hw < last: a retry whose batch extends past an earlier attempt:
- *     re-aggregate the item's records with seq > hw and apply only those
- *     ("repair"), under the same condition.
+ * item with seq <= hw are exactly the ones applied. The writer always applies
+ * the item's records past the hw it knows, in order:
+ *   - none left (hw >= the last): already applied (a redelivered batch): skip;
+ *   - hw inside the batch: a retry whose batch extends past an earlier attempt:
+ *     only the records past hw ("repair");
+ *   - a run whose update would pass DynamoDB's 4 KB expression limit is cut
+ *     in two, and the halves are applied one after the other (each moves hw).
+ * When the condition fails the writer learns the item's hw and starts over.
  *
  * min/max: DynamoDB has no min() in update expressions. They are kept by a
  * read-modify-write that rides on the same UpdateItem: the update SETs a
- * min/max component only when the delta's value beats the item's known value,
+ * cell's min/max only when the delta's value beats the item's known value,
  * under the extra condition `attribute_not_exists(m) OR m > :v` (max: `<`). As
  * min only ever decreases, omitting a SET whose value does not beat a known
  * (possibly older) min is always right, and the condition protects a SET made
  * from stale knowledge. Since the whole update is one conditional write, the
- * ADDs, the hw move and the min/max change apply together or not at all, so a
+ * ADDs, the hw move and the min/max changes apply together or not at all, so a
  * retry never double-applies nor loses them. The item's values come for free:
  * from the previous write's UPDATED_NEW (kept in an ItemCache across invocations of
  * a warm container) or from the failed condition's ALL_OLD (a GetItem where the
@@ -36,18 +42,19 @@ import {
 } from '@aws-sdk/client-dynamodb';
 import { type Delta, aggregate } from '../core/aggregate.ts';
 import { Decimal, decimalText } from '../core/decimal.ts';
-import { speedPk, speedSk } from '../core/keys.ts';
+import { cellAttribute, speedPart, speedPk, speedSk, speedSlot } from '../core/keys.ts';
 import { stateColumns } from '../core/metrics.ts';
 import type { RawRecord } from '../core/record.ts';
 import { type Settings, speedExpiry } from '../core/settings.ts';
-import type { View } from '../core/views.ts';
+import { bucketStart, windowStart } from '../core/time.ts';
+import { matchesFilter, type View } from '../core/views.ts';
 import { TTL_ATTRIBUTE } from '../resources.ts';
 
 /** What a writer knows of a stored item: its hw and its min/max columns. */
 export interface ItemKnowledge {
   readonly exists: boolean;
   readonly hw: string | undefined;
-  /** min/max columns (`<metric>__min`, `<metric>__max`) as DynamoDB number text. */
+  /** min/max cell attributes (`<minute>|<dims>|<metric>__min`, `__max`) as DynamoDB number text. */
   readonly extremes: Readonly<Record<string, string>>;
 }
 
@@ -87,7 +94,7 @@ export class ItemCache {
 export interface ApplyStats {
   /** Successful UpdateItems. */
   written: number;
-  /** Deltas found already applied (hw >= last). */
+  /** Items found already applied (hw >= their last record). */
   skipped: number;
   /** Failed conditions. */
   conflicts: number;
@@ -107,79 +114,119 @@ export interface ApplyContext {
   readonly stats: ApplyStats;
 }
 
-/** Attempts per item; more than two or three means another writer, which the design excludes. */
-const MAX_ATTEMPTS = 6;
-
-export const speedKey = (d: Pick<Delta, 'view' | 'window' | 'bucket' | 'dims' | 'shard'>) => ({
-  pk: speedPk(d.view, d.window, d.shard),
-  sk: speedSk(d.window, d.bucket, d.dims, d.shard),
-});
+/** Failed conditions per item; more than two or three means another writer, which the design excludes. */
+const MAX_CONFLICTS = 6;
 
 /**
- * Applies one delta exactly once. `records` are the counted records the delta
- * was aggregated from (at least those of this item): a repair re-aggregates the
- * ones past the item's hw.
+ * DynamoDB's limit on each expression string is 4 KB (dynalite enforces it too). An update
+ * above this budget is cut into runs.
  */
-export async function applyDelta(ctx: ApplyContext, view: View, delta: Delta, records: readonly RawRecord[], windowMs: number): Promise<void> {
-  const { pk, sk } = speedKey(delta);
+const EXPRESSION_BUDGET = 4000;
+
+/** Which speed item a delta (or a record) belongs to. */
+export interface SpeedItemKey {
+  readonly view: string;
+  readonly window: number;
+  /** Event-time hour of the item's buckets, ms. */
+  readonly slot: number;
+  /** 0, or the 10-second arrival span of a late slot (`speedPart`). */
+  readonly part: number;
+  readonly shard: string;
+}
+
+export const speedKey = (k: SpeedItemKey) => ({ pk: speedPk(k.view, k.window, k.shard), sk: speedSk(k.window, k.slot, k.part, k.shard) });
+
+/** The item a record counts in for a view, or undefined when the view's filter drops it. */
+export function recordItem(view: View, r: RawRecord, windowMs: number): SpeedItemKey | undefined {
+  if (!matchesFilter(view, r.fields)) return undefined;
+  const window = windowStart(r.arrival, windowMs);
+  const slot = speedSlot(bucketStart(r.ts, view.grain));
+  return { view: view.name, window, slot, part: speedPart(window, slot, r.arrival), shard: r.shard };
+}
+
+/** Counted records grouped by the speed item they count in, per view, each group in sequence order. */
+export function groupByItem(views: readonly View[], records: readonly RawRecord[], windowMs: number): { view: View; key: SpeedItemKey; records: RawRecord[] }[] {
+  const out = new Map<string, { view: View; key: SpeedItemKey; records: RawRecord[] }>();
+  for (const view of views) {
+    for (const r of records) {
+      const key = recordItem(view, r, windowMs);
+      if (!key) continue;
+      const id = JSON.stringify([key.view, key.window, key.slot, key.part, key.shard]);
+      const group = out.get(id);
+      if (group) group.records.push(r);
+      else out.set(id, { view, key, records: [r] });
+    }
+  }
+  const bySeq = (a: RawRecord, b: RawRecord) => (a.seq < b.seq ? -1 : a.seq > b.seq ? 1 : 0);
+  for (const g of out.values()) g.records.sort(bySeq);
+  return [...out.values()];
+}
+
+/**
+ * Applies the records of one speed item exactly once: `records` are all the
+ * batch's counted records of this item (`groupByItem`), in sequence order.
+ */
+export async function applyItem(ctx: ApplyContext, view: View, key: SpeedItemKey, records: readonly RawRecord[], windowMs: number): Promise<void> {
+  const { pk, sk } = speedKey(key);
   const cacheKey = `${ctx.table}\n${pk}\n${sk}`;
   let known = ctx.cache?.get(cacheKey);
-  let d: Delta = delta;
-  for (let attempt = 0; ; attempt++) {
-    if (attempt >= MAX_ATTEMPTS) throw new Error(`speed item ${pk} / ${sk}: condition still failing after ${MAX_ATTEMPTS} attempts`);
+  let pending = records;
+  let conflicts = 0;
+  let wrote = false;
+  for (;;) {
     if (known?.hw !== undefined) {
-      if (known.hw >= delta.lastSeq) {
-        ctx.stats.skipped++;
+      const hw = known.hw;
+      const past = pending.filter((r) => r.seq > hw);
+      if (past.length === 0) {
+        if (!wrote) ctx.stats.skipped++;
         return;
       }
-      if (known.hw >= d.firstSeq) {
-        d = tail(view, delta, records, known.hw, windowMs);
-        ctx.stats.repairs++;
-      }
+      if (past.length < pending.length && !wrote) ctx.stats.repairs++;
+      pending = past;
     }
-    const update = buildUpdate(view, d, pk, sk, speedExpiry(d.window, ctx.settings), known);
+    // The longest run from the start whose update fits the expression limit.
+    let n = pending.length;
+    let update = buildUpdate(view, key, aggregate([view], pending, windowMs), speedExpiry(key.window, ctx.settings), known);
+    while (!fits(update)) {
+      if (n === 1) throw new Error(`speed item ${pk} / ${sk}: the update of one record passes the ${EXPRESSION_BUDGET}-byte expression limit`);
+      n = Math.ceil(n / 2);
+      update = buildUpdate(view, key, aggregate([view], pending.slice(0, n), windowMs), speedExpiry(key.window, ctx.settings), known);
+    }
     try {
       ctx.stats.requests++;
       const res = await ctx.ddb.send(
-        // UPDATED_NEW: hw and the min/max this write set (the rest is known already); a smaller answer than ALL_NEW.
+        // UPDATED_NEW: hw and what this write touched (the rest is known already); a smaller answer than ALL_NEW.
         new UpdateItemCommand({ TableName: ctx.table, ...update, ReturnValues: 'UPDATED_NEW', ReturnValuesOnConditionCheckFailure: 'ALL_OLD' }),
       );
       ctx.stats.written++;
-      const learned = knowledge(view, res.Attributes);
-      ctx.cache?.set(cacheKey, { exists: true, hw: learned.hw, extremes: { ...known?.extremes, ...learned.extremes } });
-      return;
+      wrote = true;
+      const learned = knowledge(res.Attributes);
+      known = { exists: true, hw: learned.hw, extremes: { ...known?.extremes, ...learned.extremes } };
+      ctx.cache?.set(cacheKey, known);
+      pending = pending.slice(n);
+      if (pending.length === 0) return;
     } catch (e) {
       if (!(e instanceof ConditionalCheckFailedException)) throw e;
       ctx.stats.conflicts++;
-      if (e.Item) known = knowledge(view, e.Item);
+      if (++conflicts >= MAX_CONFLICTS) throw new Error(`speed item ${pk} / ${sk}: condition still failing after ${MAX_CONFLICTS} attempts`);
+      if (e.Item) known = knowledge(e.Item);
       else {
         ctx.stats.requests++;
         const got = await ctx.ddb.send(new GetItemCommand({ TableName: ctx.table, Key: { pk: { S: pk }, sk: { S: sk } }, ConsistentRead: true }));
-        known = knowledge(view, got.Item);
+        known = knowledge(got.Item);
       }
     }
   }
 }
 
-/** The delta of the item's records past `hw` (non-empty: the caller checked hw < delta.lastSeq). */
-function tail(view: View, delta: Delta, records: readonly RawRecord[], hw: string, windowMs: number): Delta {
-  const { pk, sk } = speedKey(delta);
-  const later = records.filter((r) => r.shard === delta.shard && r.seq > hw);
-  const found = aggregate([view], later, windowMs).find((x) => {
-    const k = speedKey(x);
-    return k.pk === pk && k.sk === sk;
-  });
-  if (!found) throw new Error(`speed item ${pk} / ${sk}: hw ${hw} is below the delta's last record but no record past it was given`);
-  return found;
-}
+const fits = (u: Update) => u.UpdateExpression.length <= EXPRESSION_BUDGET && u.ConditionExpression.length <= EXPRESSION_BUDGET;
 
-export function knowledge(view: View, item: Record<string, AttributeValue> | undefined): ItemKnowledge {
+/** What an item (or the part of it an update returned) tells a writer: hw and the cells' min/max. */
+export function knowledge(item: Record<string, AttributeValue> | undefined): ItemKnowledge {
   if (!item) return { exists: false, hw: undefined, extremes: {} };
   const extremes: Record<string, string> = {};
-  for (const c of stateColumns(view)) {
-    if (c.component !== 'min' && c.component !== 'max') continue;
-    const n = item[c.column]?.N;
-    if (n !== undefined) extremes[c.column] = n;
+  for (const [name, v] of Object.entries(item)) {
+    if (v.N !== undefined && (name.endsWith('__min') || name.endsWith('__max')) && name.includes('|')) extremes[name] = v.N;
   }
   return { exists: true, hw: item.hw?.S, extremes };
 }
@@ -192,10 +239,16 @@ export interface Update {
   readonly ExpressionAttributeValues: Record<string, AttributeValue>;
 }
 
-/** The conditional UpdateItem of one delta (pure; exported for unit tests). */
-export function buildUpdate(view: View, d: Delta, pk: string, sk: string, expiresAt: number, known?: ItemKnowledge): Update {
+/** The conditional UpdateItem applying cell deltas (all of item `key`) in one write (pure; exported for unit tests). */
+export function buildUpdate(view: View, key: SpeedItemKey, cells: readonly Delta[], expiresAt: number, known?: ItemKnowledge): Update {
+  if (cells.length === 0) throw new Error('buildUpdate: no cell to apply');
+  const { pk, sk } = speedKey(key);
+  // biome-ignore lint/complexity/useMathMinMax: padded sequence numbers are strings; Math.min would make them imprecise floats
+  const firstSeq = cells.reduce((m, c) => (c.firstSeq < m ? c.firstSeq : m), cells[0]!.firstSeq);
+  // biome-ignore lint/complexity/useMathMinMax: as above
+  const lastSeq = cells.reduce((m, c) => (c.lastSeq > m ? c.lastSeq : m), cells[0]!.lastSeq);
   const names: Record<string, string> = { '#hw': 'hw' };
-  const values: Record<string, AttributeValue> = { ':first': { S: d.firstSeq }, ':last': { S: d.lastSeq } };
+  const values: Record<string, AttributeValue> = { ':first': { S: firstSeq }, ':last': { S: lastSeq } };
   const add: string[] = [];
   const set: string[] = ['#hw = :last'];
   // An item known to exist needs neither the attribute_not_exists branch nor its constant
@@ -203,39 +256,48 @@ export function buildUpdate(view: View, d: Delta, pk: string, sk: string, expire
   // and the retry, knowing better, writes the full item.
   const exists = known?.exists === true && known.hw !== undefined;
   const conditions: string[] = [exists ? '#hw < :first' : '(attribute_not_exists(#hw) OR #hw < :first)'];
+  // Short placeholders (the 4 KB limit counts them), with a prefix that keeps them from ever
+  // spelling a fixed one: a bare base-36 counter reaches `hw` at 644.
   let n = 0;
   const name = (attr: string) => {
-    const p = `#a${n++}`;
+    const p = `#c${(n++).toString(36)}`;
     names[p] = attr;
     return p;
   };
   const value = (v: AttributeValue) => {
-    const p = `:v${n++}`;
+    const p = `:c${(n++).toString(36)}`;
     values[p] = v;
     return p;
   };
-  add.push(`${name('records')} ${value({ N: String(d.records) })}`);
-  for (const c of stateColumns(view)) {
-    const v = d.state[c.metric]?.[c.component];
-    if (c.component === 'count' || c.component === 'sum') {
-      add.push(`${name(c.column)} ${value({ N: decimalText(v ?? new Decimal(0)) })}`);
-      continue;
+  const columns = stateColumns(view);
+  for (const d of cells) {
+    if (d.view !== key.view || d.window !== key.window || d.shard !== key.shard || speedSlot(d.bucket) !== key.slot) {
+      throw new Error(`buildUpdate: a cell of ${JSON.stringify([d.view, d.window, d.bucket, d.shard])} is not in item ${JSON.stringify(key)}`);
     }
-    if (v == null) continue;
-    const have = known?.extremes[c.column];
-    if (have !== undefined && (c.component === 'min' ? new Decimal(have).lte(v) : new Decimal(have).gte(v))) continue;
-    const a = name(c.column);
-    const p = value({ N: decimalText(v) });
-    set.push(`${a} = ${p}`);
-    conditions.push(`(attribute_not_exists(${a}) OR ${a} ${c.component === 'min' ? '>' : '<'} ${p})`);
+    const attr = (column: string) => cellAttribute(key.slot, d.bucket, d.dims, column);
+    add.push(`${name(attr('records'))} ${value({ N: String(d.records) })}`);
+    for (const c of columns) {
+      const v = d.state[c.metric]?.[c.component];
+      if (c.component === 'count' || c.component === 'sum') {
+        add.push(`${name(attr(c.column))} ${value({ N: decimalText(v ?? new Decimal(0)) })}`);
+        continue;
+      }
+      if (v == null) continue;
+      const have = known?.extremes[attr(c.column)];
+      if (have !== undefined && (c.component === 'min' ? new Decimal(have).lte(v) : new Decimal(have).gte(v))) continue;
+      const a = name(attr(c.column));
+      const p = value({ N: decimalText(v) });
+      set.push(`${a} = ${p}`);
+      conditions.push(`(attribute_not_exists(${a}) OR ${a} ${c.component === 'min' ? '>' : '<'} ${p})`);
+    }
   }
   if (!exists) {
     set.push(`${name(TTL_ATTRIBUTE)} = ${value({ N: String(expiresAt) })}`);
-    set.push(`${name('view')} = ${value({ S: d.view })}`);
-    set.push(`${name('window')} = ${value({ N: String(d.window) })}`);
-    set.push(`${name('bucket')} = ${value({ N: String(d.bucket) })}`);
-    set.push(`${name('dims')} = ${value({ L: d.dims.map((x) => (x === null ? { NULL: true } : { S: x })) })}`);
-    set.push(`${name('shard')} = ${value({ S: d.shard })}`);
+    set.push(`${name('view')} = ${value({ S: key.view })}`);
+    set.push(`${name('window')} = ${value({ N: String(key.window) })}`);
+    set.push(`${name('slot')} = ${value({ N: String(key.slot) })}`);
+    set.push(`${name('part')} = ${value({ N: String(key.part) })}`);
+    set.push(`${name('shard')} = ${value({ S: key.shard })}`);
   }
   return {
     Key: { pk: { S: pk }, sk: { S: sk } },

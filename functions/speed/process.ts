@@ -4,8 +4,9 @@
  *   1. normalize each record (`toRawRecord`); rejects are poison: failures
  *      bucket + `stats / poison`, never reported as failed;
  *   2. dedup: read the claims of the batch's ids, decide, write the new claims;
- *   3. aggregate the counted records into deltas (`aggregate` of the core);
- *   4. apply each delta with one conditional UpdateItem (apply.ts);
+ *   3. group the counted records by speed item (view, arrival window, event
+ *      hour, shard) and aggregate each group into its cells' deltas;
+ *   4. apply each item's deltas with one conditional UpdateItem (apply.ts);
  *   5. record progress in the control item `speed / <shard>`.
  * Any failure makes the shard's FIRST record the failed item, so the whole
  * batch is retried: a later record is never reported while an earlier one's
@@ -14,11 +15,10 @@
 import type { StreamRecord } from '../adapters/kinesis-event.ts';
 import { ConditionalCheckFailedException, type DynamoDBClient, UpdateItemCommand } from '@aws-sdk/client-dynamodb';
 import type { S3Client } from '@aws-sdk/client-s3';
-import { aggregate } from '../core/aggregate.ts';
 import { padSeq, type RawRecord } from '../core/record.ts';
 import { dedupExpiry, type Settings } from '../core/settings.ts';
-import { findView, type View } from '../core/views.ts';
-import { type ApplyStats, applyDelta, emptyApplyStats, type ItemCache } from './apply.ts';
+import type { View } from '../core/views.ts';
+import { type ApplyStats, applyItem, emptyApplyStats, groupByItem, type ItemCache } from './apply.ts';
 import { decide, readClaims, writeClaims } from './dedup.ts';
 import { mapLimit } from '../core/limit.ts';
 import { countPoison, normalize, type PoisonRecord, writePoison } from '../adapters/poison.ts';
@@ -55,7 +55,7 @@ export interface SpeedStats {
   poison: number;
   duplicates: number;
   counted: number;
-  /** Delta items of the batch (items touched). */
+  /** Speed items of the batch (items touched: one per view, arrival window, event-time hour). */
   deltas: number;
   /** Ids looked up / claims written in the dedup table. */
   claimsRead: number;
@@ -150,14 +150,10 @@ async function processShard(shard: string, list: readonly StreamRecord[], deps: 
   stats.counted += counted.length;
 
   started = performance.now();
-  const deltas = aggregate(deps.views, counted, windowMs);
-  stats.deltas += deltas.length;
+  const items = groupByItem(deps.views, counted, windowMs);
+  stats.deltas += items.length;
   const ctx = { ddb: deps.ddb, table: deps.tables.speed, settings: deps.settings, cache: deps.cache, stats: stats.apply };
-  await mapLimit(deltas, deps.concurrency ?? 16, async (d) => {
-    const view = findView(deps.views, d.view);
-    if (!view) throw new Error(`aggregate returned a delta of unknown view ${d.view}`);
-    await applyDelta(ctx, view, d, counted, windowMs);
-  });
+  await mapLimit(items, deps.concurrency ?? 16, (item) => applyItem(ctx, item.view, item.key, item.records, windowMs));
   stats.applyMs += performance.now() - started;
 
   const last = list[list.length - 1];

@@ -13,6 +13,7 @@ import { DEMO_VIEWS } from '../../functions/core/demo-views.ts';
 import { DEFAULT_SETTINGS } from '../../functions/core/settings.ts';
 import { createIngestHandler } from '../../functions/ingest.ts';
 import { processSpeedBatch } from '../../functions/speed/process.ts';
+import { cellsOf } from '../../functions/core/keys.ts';
 import { startTestCloud, type TestCloud } from '../support/cloud.ts';
 import { lambdaContext, parse, postEvents, readStream, silentLogger } from '../support/api.ts';
 
@@ -241,8 +242,10 @@ describe('POST /events fuzzing', () => {
       const page = await cloud.clients.doc.send(new ScanCommand({ TableName: cloud.names.TANDEM_SPEED_TABLE!, ...(start && { ExclusiveStartKey: start }) }));
       for (const item of page.Items ?? []) {
         if (item.view !== 'events_by_type') continue;
-        const type = String((item.dims as string[])[0]);
-        counted.set(type, (counted.get(type) ?? 0) + Number(item.events__count));
+        for (const cell of cellsOf(Number(item.slot), item)) {
+          const type = String(cell.dims[0]);
+          counted.set(type, (counted.get(type) ?? 0) + Number(cell.columns.events__count));
+        }
       }
       start = page.LastEvaluatedKey;
     } while (start);

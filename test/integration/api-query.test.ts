@@ -10,7 +10,7 @@ import { exactDocClient } from '../../functions/api/read-view.ts';
 import { aggregate } from '../../functions/core/aggregate.ts';
 import { DEMO_VIEWS } from '../../functions/core/demo-views.ts';
 import { loadRows } from '../../functions/batch/load.ts';
-import { speedPk, speedSk } from '../../functions/core/keys.ts';
+import { cellAttribute, speedPart, speedPk, speedSk, speedSlot } from '../../functions/core/keys.ts';
 import { combineViewStates, stateToColumns, type ViewState } from '../../functions/core/metrics.ts';
 import { toRawRecord } from '../../functions/core/record.ts';
 import { DEFAULT_SETTINGS } from '../../functions/core/settings.ts';
@@ -239,18 +239,15 @@ describe('GET /views/{name}', () => {
         TableName: tables.speed,
         Item: {
           pk: speedPk(view.name, window, shard),
-          sk: speedSk(window, bucket, ['ZZ'], shard),
+          sk: speedSk(window, speedSlot(bucket), speedPart(window, speedSlot(bucket), window), shard),
           view: view.name,
           window,
-          bucket,
-          dims: ['ZZ'],
+          slot: speedSlot(bucket),
           shard,
           hw: '1'.padStart(64, '0'),
-          records: 1,
-          orders__count: 1,
-          revenue__sum: 5,
-          avg_order__sum: 5,
-          avg_order__count: 1,
+          ...Object.fromEntries(
+            Object.entries({ records: 1, orders__count: 1, revenue__sum: 5, avg_order__sum: 5, avg_order__count: 1 }).map(([column, v]) => [cellAttribute(speedSlot(bucket), bucket, ['ZZ'], column), v]),
+          ),
           expiresAt: Math.floor(now / 1000) - 1,
         },
       }),

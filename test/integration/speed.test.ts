@@ -8,6 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DEMO_VIEWS } from '../../functions/core/demo-views.ts';
 import { padSeq } from '../../functions/core/record.ts';
 import { DEFAULT_SETTINGS } from '../../functions/core/settings.ts';
+import { count, max, min, sum, type View, view } from '../../functions/core/views.ts';
 import { createSpeedHandler, toStreamRecords } from '../../functions/speed.ts';
 import { ItemCache } from '../../functions/speed/apply.ts';
 import { poisonKey } from '../../functions/adapters/poison.ts';
@@ -63,7 +64,8 @@ describe('speed layer against dynalite', () => {
   });
 
   /** Fresh tables and a handler over a fault-injecting wrapper of the real client. */
-  async function setup(opts: { cache?: boolean } = {}) {
+  async function setup(opts: { cache?: boolean; views?: View[] } = {}) {
+    const views = opts.views ?? DEMO_VIEWS;
     const tables = await createSpeedTables(cloud.clients.dynamodb, `speed${++run}`);
     const faulty = faultyClient(cloud.clients.dynamodb);
     const deps = {
@@ -71,7 +73,7 @@ describe('speed layer against dynalite', () => {
       s3: cloud.clients.s3,
       tables,
       failureBucket: cloud.names.TANDEM_FAILURE_BUCKET!,
-      views: DEMO_VIEWS,
+      views,
       settings: DEFAULT_SETTINGS,
       cache: opts.cache === false ? undefined : new ItemCache(),
       ...telemetry,
@@ -80,7 +82,7 @@ describe('speed layer against dynalite', () => {
     const invoke = (recs: readonly ShardRecord[]) => handler(kinesisEvent(recs));
     const table = () => readSpeedTable(cloud.clients.dynamodb, tables.speed);
     const expectOracle = async (all: readonly ShardRecord[]) => {
-      const want = oracle(DEMO_VIEWS, all, WINDOW_MS);
+      const want = oracle(views, all, WINDOW_MS);
       expect(want.size).toBeGreaterThan(0);
       expect(asObject(await table())).toEqual(asObject(want));
     };
@@ -102,7 +104,8 @@ describe('speed layer against dynalite', () => {
   });
 
   it('recovers from a crash after k of n item writes on the retry', async () => {
-    const recs = records(40);
+    // Five arrival windows: an item per view, window and event hour, so more than ten items.
+    const recs = records(200);
     const clean = await setup();
     expect((await clean.invoke(recs)).batchItemFailures).toEqual([]);
     const n = clean.faulty.counts.UpdateItemCommand! - 1; // less the progress write
@@ -122,6 +125,35 @@ describe('speed layer against dynalite', () => {
       expect(first.batchItemFailures).toEqual([{ itemIdentifier: recs[0]!.seq }]);
       const retry = await s.invoke(recs);
       expect(retry.batchItemFailures).toEqual([]);
+      await s.expectOracle(recs);
+    }
+  });
+
+  it('cuts the update of an item with many cells into runs under the 4 KB expression limit, exact across a crash between runs', async () => {
+    const byUser = view({ name: 'by_user', dimensions: ['user'], grain: 'minute', metrics: { n: count(), total: sum('amount'), lo: min('amount'), hi: max('amount') } });
+    // 600 users in one arrival window and one event hour: one item of 600 cells.
+    const recs: ShardRecord[] = Array.from({ length: 600 }, (_, i) => ({
+      shard: shardId(0),
+      seq: seqOf(0, i),
+      arrival: T0 + i * 10,
+      event: { id: `u-${i}`, type: 'purchase', ts: Math.floor(T0 / 3_600_000) * 3_600_000 + (i % 50) * 60_000, user: `user-${i}`, amount: (i % 7) + 0.5 },
+    }));
+    const clean = await setup({ views: [byUser] });
+    expect((await clean.invoke(recs)).batchItemFailures).toEqual([]);
+    await clean.expectOracle(recs);
+    const scan = await cloud.clients.dynamodb.send(new ScanCommand({ TableName: clean.tables.speed }));
+    expect(scan.Items).toHaveLength(1);
+    const runs = clean.faulty.counts.UpdateItemCommand! - 1; // less the progress write
+    expect(runs).toBeGreaterThan(3);
+    for (const [after, kind] of [
+      [1, 'throw'],
+      [2, 'lost'],
+      [runs - 1, 'lost'],
+    ] as const) {
+      const s = await setup({ views: [byUser] });
+      s.faulty.arm({ after, kind, on: 'UpdateItemCommand' });
+      expect((await s.invoke(recs)).batchItemFailures).toEqual([{ itemIdentifier: recs[0]!.seq }]);
+      expect((await s.invoke(recs)).batchItemFailures).toEqual([]);
       await s.expectOracle(recs);
     }
   });
@@ -260,7 +292,7 @@ describe('speed layer against dynalite', () => {
     const [ra2, rb2] = await Promise.all([s.invoke(a), hb(kinesisEvent(b))]);
     expect([...ra2.batchItemFailures, ...rb2.batchItemFailures]).toEqual([]);
     await s.expectOracle([...a, ...b]);
-    const shards = new Set([...(await s.table()).keys()].map((k) => k.split('|')[4]));
+    const shards = new Set([...(await s.table()).keys()].map((k) => k.split('|').at(-1)));
     expect(shards).toEqual(new Set([shardId(0), shardId(1)]));
   });
 
@@ -305,7 +337,7 @@ describe('speed layer against dynalite', () => {
     expect((await s.invoke(recs.slice(15))).batchItemFailures).toEqual([]);
     await s.expectOracle(recs.slice(15));
     const again = await cloud.clients.dynamodb.send(new ScanCommand({ TableName: s.tables.speed }));
-    expect(again.Items?.every((i) => i.view?.S && i.window?.N && i.bucket?.N && i.dims?.L && i.shard?.S && i.expiresAt?.N)).toBe(true);
+    expect(again.Items?.every((i) => i.view?.S && i.window?.N && i.slot?.N && i.shard?.S && i.expiresAt?.N)).toBe(true);
   });
 
   it('records progress per shard and never moves it back', async () => {

@@ -8,6 +8,7 @@ import { type AttributeValue, ScanCommand } from '@aws-sdk/client-dynamodb';
 import { GetRecordsCommand, GetShardIteratorCommand, ListShardsCommand } from '@aws-sdk/client-kinesis';
 import { GetObjectCommand, ListObjectsV2Command } from '@aws-sdk/client-s3';
 import { gunzipSync } from 'node:zlib';
+import { storedCells } from '../support/speed.ts';
 import type { World } from './harness.ts';
 
 export interface StreamEntry {
@@ -115,8 +116,10 @@ export async function diagnose(w: World, ids: readonly string[], maxLines = 60):
   const byWindow = new Map<string, number>();
   for (const i of speed) {
     if (i.view?.S !== 'events_by_type') continue;
-    const k = `${iso(Number(i.window?.N))} ${i.shard?.S?.slice(-2)} ${JSON.stringify((i.dims?.L ?? []).map((d) => d.S ?? null))}`;
-    byWindow.set(k, (byWindow.get(k) ?? 0) + Number(i.records?.N ?? 0));
+    for (const cell of storedCells(i)) {
+      const k = `${iso(Number(i.window?.N))} ${i.shard?.S?.slice(-2)} ${JSON.stringify(cell.dims)}`;
+      byWindow.set(k, (byWindow.get(k) ?? 0) + Number(cell.columns.records ?? 0));
+    }
   }
   lines.push(`speed items of events_by_type (window shard dims: records): ${[...byWindow.entries()].sort().map(([k, v]) => `${k}: ${v}`).join('; ')}`);
   return lines.slice(0, maxLines + 20);

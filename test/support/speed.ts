@@ -8,6 +8,7 @@ import { type AttributeValue, CreateTableCommand, DescribeTableCommand, type Dyn
 import { Logger } from '@aws-lambda-powertools/logger';
 import { Metrics } from '@aws-lambda-powertools/metrics';
 import { TABLES } from '../../functions/resources.ts';
+import { cellsOf } from '../../functions/core/keys.ts';
 import { Decimal } from '../../functions/core/decimal.ts';
 import type { View } from '../../functions/core/views.ts';
 
@@ -59,7 +60,7 @@ export function kinesisEvent(records: readonly ShardRecord[]) {
   };
 }
 
-/** One expected speed item: records, hw (the last counted sequence number, padded) and every state column as normalized decimal text. */
+/** One expected speed cell (records and every state column as normalized decimal text), or an item's hw (the last counted sequence number, padded). */
 export type ItemValues = Record<string, string>;
 
 const norm = (v: string | number) => new Decimal(String(v)).toFixed();
@@ -77,7 +78,8 @@ function eventTime(ts: unknown): number | undefined {
  * functions/core: per id the copy with the smallest sequence number counts
  * (copies of an id share a shard); it counts in every view whose filter it
  * passes, under (view, arrival window, event-time bucket, dimension values,
- * shard). Keys are `view|window|bucket|dims json|shard`.
+ * shard). Keys are `view|window|bucket|dims json|shard` for cells and
+ * `hw|view|window|slot|part|shard` for the hw of each item (keys.ts).
  */
 export function oracle(views: readonly View[], records: readonly ShardRecord[], windowMs: number): Map<string, ItemValues> {
   const first = new Map<string, ShardRecord>();
@@ -101,8 +103,12 @@ export function oracle(views: readonly View[], records: readonly ShardRecord[], 
       const key = `${v.name}|${window}|${bucket}|${JSON.stringify(v.dimensions.map((d) => text(e[d])))}|${r.shard}`;
       const item = out.get(key) ?? { records: '0' };
       item.records = norm(Number(item.records) + 1);
+      // The item holding the cell: its hw is the last record applied to any of its cells.
+      const slot = Math.floor(bucket / 3_600_000) * 3_600_000;
+      const part = slot === Math.floor(window / 3_600_000) * 3_600_000 ? 0 : 1 + Math.floor((r.arrival - window) / 10_000);
+      const itemKey = `hw|${v.name}|${window}|${slot}|${part}|${r.shard}`;
       const hw = r.seq.padStart(64, '0');
-      if (item.hw === undefined || hw > item.hw) item.hw = hw;
+      if ((out.get(itemKey)?.hw ?? '') < hw) out.set(itemKey, { hw });
       for (const [name, m] of Object.entries(v.metrics)) {
         const raw = m.fn === 'count' ? undefined : e[m.field];
         const x = typeof raw === 'number' ? new Decimal(String(raw)) : null;
@@ -124,23 +130,36 @@ export function oracle(views: readonly View[], records: readonly ShardRecord[], 
   return out;
 }
 
-/** Every item of the speed table keyed like `oracle`, with records and the state columns. */
+/**
+ * The speed table keyed like `oracle`: every cell (summed over the parts of a late slot that
+ * hold it) with records and the state columns, and every item's hw.
+ */
 export async function readSpeedTable(ddb: DynamoDBClient, table: string): Promise<Map<string, ItemValues>> {
   const out = new Map<string, ItemValues>();
   let start: Record<string, AttributeValue> | undefined;
   do {
     const res = await ddb.send(new ScanCommand({ TableName: table, ConsistentRead: true, ...(start && { ExclusiveStartKey: start }) }));
     for (const item of res.Items ?? []) {
-      const dims = (item.dims?.L ?? []).map((d) => (d.NULL ? null : (d.S ?? null)));
-      const key = `${item.view?.S}|${item.window?.N}|${item.bucket?.N}|${JSON.stringify(dims)}|${item.shard?.S}`;
-      const values: ItemValues = {};
-      for (const [k, v] of Object.entries(item)) if (k === 'records' || k.includes('__')) values[k] = norm(v.N ?? 'NaN');
-      if (item.hw?.S !== undefined) values.hw = item.hw.S;
-      out.set(key, values);
+      out.set(`hw|${item.view?.S}|${item.window?.N}|${item.slot?.N}|${item.part?.N}|${item.shard?.S}`, { hw: item.hw?.S ?? 'none' });
+      for (const cell of storedCells(item)) {
+        const key = `${item.view?.S}|${item.window?.N}|${cell.bucket}|${JSON.stringify(cell.dims)}|${item.shard?.S}`;
+        const values = out.get(key) ?? {};
+        for (const [k, v] of Object.entries(cell.columns)) {
+          const x = new Decimal(String(v ?? 'NaN'));
+          const have = values[k];
+          values[k] = (have === undefined ? x : k.endsWith('__min') ? Decimal.min(have, x) : k.endsWith('__max') ? Decimal.max(have, x) : x.plus(have)).toFixed();
+        }
+        out.set(key, values);
+      }
     }
     start = res.LastEvaluatedKey;
   } while (start);
   return out;
+}
+
+/** The cells of a speed item as scanned (AttributeValues), column values as number text. */
+export function storedCells(item: Record<string, AttributeValue>) {
+  return cellsOf(Number(item.slot?.N), Object.fromEntries(Object.entries(item).map(([k, v]) => [k, v.N ?? v.S])));
 }
 
 /** Sorted plain object of a key map (readable diffs in `toEqual`). */

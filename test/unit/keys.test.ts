@@ -5,14 +5,19 @@ import {
   batchPartitions,
   batchPk,
   batchSk,
+  cellAttribute,
+  cellsOf,
   dimsKey,
   fnv1a,
   pad13,
   padVersion,
+  parseCellAttribute,
   SPEED_WRITE_SHARDS,
   speedPartitions,
   speedPk,
   speedSk,
+  speedPart,
+  speedSlot,
   speedWriteShard,
 } from '../../functions/core/keys.ts';
 
@@ -50,11 +55,36 @@ describe('keys: encodings', () => {
 });
 
 describe('keys: speed table', () => {
-  it('partitions by view, arrival hour and write shard; sorts by window, bucket, dims, shard', () => {
+  it('partitions by view, arrival hour and write shard; sorts by window, slot (event hour), shard', () => {
     const shard = 'shardId-000000000003';
     expect(speedPk('v', W, shard)).toBe(`v#${Date.UTC(2024, 2, 15, 13)}#${speedWriteShard(shard)}`);
-    expect(speedSk(W, B, ['DE'], shard)).toBe(`${pad13(W)}#${pad13(B)}#["DE"]#${shard}`);
-    expect(speedSk(W, B, ['DE'], shard) < speedSk(W + 60_000, 0, [], shard)).toBe(true);
+    expect(speedSlot(B + 17 * 60_000 + 5)).toBe(B);
+    expect(speedSk(W, B, 3, shard)).toBe(`${pad13(W)}#${pad13(B)}#3#${shard}`);
+    expect(speedSk(W, B, 6, shard) < speedSk(W + 60_000, 0, 0, shard)).toBe(true);
+  });
+
+  it('cuts the item of a late slot by 10-second arrival spans; the current hour is one part', () => {
+    const window = Date.UTC(2024, 2, 15, 13, 42);
+    expect(speedPart(window, Date.UTC(2024, 2, 15, 13), window + 59_999)).toBe(0);
+    expect(speedPart(window, Date.UTC(2024, 2, 15, 12), window)).toBe(1);
+    expect(speedPart(window, Date.UTC(2024, 2, 15, 12), window + 9_999)).toBe(1);
+    expect(speedPart(window, Date.UTC(2024, 2, 15, 12), window + 10_000)).toBe(2);
+    expect(speedPart(window, Date.UTC(2024, 2, 15, 9), window + 59_999)).toBe(6);
+    // A bucket ahead of the arrival (a producer's clock ahead) is not the current hour either.
+    expect(speedPart(window, Date.UTC(2024, 2, 15, 14), window + 20_000)).toBe(3);
+  });
+
+  it('names a cell column by its minute in the slot and its dimension values, and reads it back', () => {
+    const dims = ['a|b', null, '["x"]'];
+    const attr = cellAttribute(B, B + 42 * 60_000, dims, 'revenue__sum');
+    expect(attr).toBe(`42|${JSON.stringify(dims)}|revenue__sum`);
+    expect(parseCellAttribute(B, attr)).toEqual({ bucket: B + 42 * 60_000, dims, dimsKey: JSON.stringify(dims), column: 'revenue__sum' });
+    for (const other of ['hw', 'slot', 'expiresAt', 'view']) expect(parseCellAttribute(B, other)).toBeUndefined();
+    const cells = cellsOf(B, { [attr]: 3, [cellAttribute(B, B + 42 * 60_000, dims, 'records')]: 2, [cellAttribute(B, B, [], 'records')]: 1, hw: 'x', slot: B });
+    expect(cells).toEqual([
+      { bucket: B + 42 * 60_000, dims, columns: { revenue__sum: 3, records: 2 } },
+      { bucket: B, dims: [], columns: { records: 1 } },
+    ]);
   });
 
   it('lists the partitions of windows >= a cutoff, with a key lower bound in the first hour', () => {
@@ -69,7 +99,7 @@ describe('keys: speed table', () => {
       const pk = speedPk('v', w, 'shardId-000000000000');
       const part = parts.find((p) => p.pk === pk);
       expect(part).toBeDefined();
-      expect(speedSk(w, 0, [], 's') >= part!.skFrom).toBe(true);
+      expect(speedSk(w, 0, 0, 's') >= part!.skFrom).toBe(true);
     }
   });
 });

@@ -6,7 +6,7 @@ import { Decimal } from '../../functions/core/decimal.ts';
 import { padSeq, type RawRecord } from '../../functions/core/record.ts';
 import { count, max, min, sum, view } from '../../functions/core/views.ts';
 import { SpeedEventError, toStreamRecords } from '../../functions/speed.ts';
-import { buildUpdate, ItemCache } from '../../functions/speed/apply.ts';
+import { buildUpdate, groupByItem, ItemCache, knowledge } from '../../functions/speed/apply.ts';
 import { type Claim, decide } from '../../functions/speed/dedup.ts';
 import { mapLimit } from '../../functions/core/limit.ts';
 import { normalize } from '../../functions/speed/process.ts';
@@ -67,40 +67,90 @@ describe('dedup decisions', () => {
   });
 });
 
-describe('the conditional update of a delta', () => {
-  const v = view({ name: 'orders', dimensions: ['country'], grain: 'hour', metrics: { n: count(), total: sum('amount'), lo: min('amount'), hi: max('amount') } });
-  const delta: Delta = {
+describe('the conditional update of a speed item', () => {
+  const v = view({ name: 'orders', dimensions: ['country'], grain: 'minute', metrics: { n: count(), total: sum('amount'), lo: min('amount'), hi: max('amount') } });
+  const HOUR = 3_600_000;
+  const key = { view: 'orders', window: 2 * HOUR + 60_000, slot: HOUR, part: 1, shard: 'shard-1' };
+  const cell = (bucket: number, country: string, first: string, last: string): Delta => ({
     view: 'orders',
-    dims: ['DE'],
-    bucket: 3_600_000,
-    window: 3_660_000,
+    dims: [country],
+    bucket,
+    window: key.window,
     shard: 'shard-1',
     state: { n: { count: new Decimal(2) }, total: { sum: new Decimal('10.000000001') }, lo: { min: new Decimal(3) }, hi: { max: new Decimal('7.000000001') } },
     records: 2,
-    firstSeq: padSeq('10'),
-    lastSeq: padSeq('20'),
-  };
+    firstSeq: padSeq(first),
+    lastSeq: padSeq(last),
+  });
+  const cells = [cell(HOUR + 5 * 60_000, 'DE', '10', '20'), cell(HOUR + 59 * 60_000, 'FR', '12', '30')];
+  const nameOf = (u: ReturnType<typeof buildUpdate>, n: string) => Object.entries(u.ExpressionAttributeNames).find(([, x]) => x === n)?.[0];
 
-  it('adds counts and sums, sets hw, min and max under the hw and min/max conditions for an unknown item', () => {
-    const u = buildUpdate(v, delta, 'pk', 'sk', 99);
-    const name = (n: string) => Object.entries(u.ExpressionAttributeNames).find(([, x]) => x === n)?.[0];
+  it('adds every cell\'s counts and sums, sets hw, min and max under the hw and min/max conditions for an unknown item', () => {
+    const u = buildUpdate(v, key, cells, 99);
     expect(u.UpdateExpression).toMatch(/^ADD .* SET #hw = :last, /);
     expect(u.ConditionExpression).toContain('(attribute_not_exists(#hw) OR #hw < :first)');
-    expect(u.ConditionExpression).toContain(`(attribute_not_exists(${name('lo__min')}) OR ${name('lo__min')} > `);
-    expect(u.ConditionExpression).toContain(`(attribute_not_exists(${name('hi__max')}) OR ${name('hi__max')} < `);
+    for (const [minute, country] of [[5, 'DE'], [59, 'FR']] as const) {
+      const lo = nameOf(u, `${minute}|["${country}"]|lo__min`);
+      const hi = nameOf(u, `${minute}|["${country}"]|hi__max`);
+      expect(u.ConditionExpression).toContain(`(attribute_not_exists(${lo}) OR ${lo} > `);
+      expect(u.ConditionExpression).toContain(`(attribute_not_exists(${hi}) OR ${hi} < `);
+      expect(u.UpdateExpression).toContain(`${nameOf(u, `${minute}|["${country}"]|records`)} `);
+    }
     expect(Object.values(u.ExpressionAttributeValues)).toContainEqual({ N: '10.000000001' });
+    // The run spans both cells: first of the first, last of the last.
     expect(u.ExpressionAttributeValues[':first']).toEqual({ S: padSeq('10') });
-    expect(u.ExpressionAttributeValues[':last']).toEqual({ S: padSeq('20') });
-    expect(Object.values(u.ExpressionAttributeNames)).toEqual(expect.arrayContaining(['view', 'window', 'bucket', 'dims', 'shard', 'expiresAt']));
+    expect(u.ExpressionAttributeValues[':last']).toEqual({ S: padSeq('30') });
+    expect(Object.values(u.ExpressionAttributeNames)).toEqual(expect.arrayContaining(['view', 'window', 'slot', 'part', 'shard', 'expiresAt']));
   });
 
   it('leaves out a min or max the known item already beats, and the constant attributes of a known item', () => {
-    const u = buildUpdate(v, delta, 'pk', 'sk', 99, { exists: true, hw: padSeq('5'), extremes: { lo__min: '1', hi__max: '7' } });
+    const u = buildUpdate(v, key, cells.slice(0, 1), 99, { exists: true, hw: padSeq('5'), extremes: { '5|["DE"]|lo__min': '1', '5|["DE"]|hi__max': '7' } });
     const names = Object.values(u.ExpressionAttributeNames);
-    expect(names).not.toContain('lo__min');
-    expect(names).toContain('hi__max');
+    expect(names).not.toContain('5|["DE"]|lo__min');
+    expect(names).toContain('5|["DE"]|hi__max');
     expect(names).not.toContain('view');
     expect(u.ConditionExpression.startsWith('#hw < :first')).toBe(true);
+  });
+
+  it('never lets a generated placeholder spell a fixed one, however many cells (a bare base-36 counter reaches #hw at 644)', () => {
+    const many = Array.from({ length: 600 }, (_, i) => cell(HOUR + (i % 60) * 60_000, `C${Math.floor(i / 60)}`, String(10 + i), String(10 + i)));
+    const u = buildUpdate(v, key, many, 99);
+    expect(u.ExpressionAttributeNames['#hw']).toBe('hw');
+    expect(u.ExpressionAttributeValues[':first']).toEqual({ S: padSeq('10') });
+    const names = Object.values(u.ExpressionAttributeNames);
+    expect(new Set(names).size).toBe(names.length);
+    expect(names.length).toBeGreaterThan(644);
+  });
+
+  it('refuses a cell of another item', () => {
+    expect(() => buildUpdate(v, key, [cell(2 * HOUR, 'DE', '1', '2')], 99)).toThrow(/not in item/);
+  });
+
+  it('learns hw and the cells\' min/max from an item', () => {
+    expect(knowledge({ hw: { S: padSeq('7') }, '5|["DE"]|lo__min': { N: '1' }, '5|["DE"]|n__count': { N: '4' }, slot: { N: String(HOUR) } })).toEqual({
+      exists: true,
+      hw: padSeq('7'),
+      extremes: { '5|["DE"]|lo__min': '1' },
+    });
+    expect(knowledge(undefined)).toEqual({ exists: false, hw: undefined, extremes: {} });
+  });
+
+  it('groups counted records by item (view, window, event hour, shard), each group in sequence order', () => {
+    const at = (ts: number, seq: number, country: string): RawRecord => ({ ...rec(`id${seq}`, 'shard-1', seq), ts, arrival: key.window + 1, fields: { country } });
+    const records = [at(HOUR + 60_000, 9, 'DE'), at(HOUR + 120_000, 3, 'FR'), at(3 * HOUR, 5, 'DE'), at(HOUR, 4, 'DE')];
+    const groups = groupByItem([v], records, 60_000);
+    expect(groups.map((g) => [g.key, g.records.map((r) => Number(r.seq))])).toEqual([
+      [key, [3, 4, 9]],
+      [{ ...key, slot: 3 * HOUR }, [5]],
+    ]);
+    // The hour of the window is one part; a late hour's records split by 10-second arrival spans.
+    const now = (ts: number, seq: number, arrival: number): RawRecord => ({ ...at(ts, seq, 'DE'), arrival });
+    const split = groupByItem([v], [now(2 * HOUR + 5, 20, key.window + 15_000), now(HOUR, 21, key.window + 15_000), now(HOUR, 22, key.window + 25_000)], 60_000);
+    expect(split.map((g) => [g.key.slot, g.key.part, g.records.length])).toEqual([
+      [2 * HOUR, 0, 1],
+      [HOUR, 2, 1],
+      [HOUR, 3, 1],
+    ]);
   });
 });
 
