@@ -118,7 +118,8 @@ async function follow(client: ApiClient, id: string, timeoutMs: number): Promise
       const p = progressOf(run, viewCount);
       if (bar) bar.update(p.value, { step: p.step, seconds: seconds() });
       else {
-        if (run.stage === 'plan' && lastStep === undefined) narrate(`${seconds()} s  plan: choosing the cutoff`);
+        // A quick plan can be over by the first poll: say so rather than skip the step.
+        if (lastStep === undefined) narrate(`${seconds()} s  plan: ${run.stage === 'plan' || run.cutoff === undefined ? 'choosing the cutoff' : `cutoff ${String(run.cutoff)}`}`);
         for (const [name, v] of Object.entries(run.views ?? {})) {
           if (reported.has(name)) continue;
           reported.add(name);
