@@ -47,3 +47,10 @@ export async function forEachShard<R extends Pick<StreamRecord, 'shard' | 'seq'>
 
 /** An error as a log attribute: name and message, never a stack. */
 export const errorAttribute = (e: unknown) => (e instanceof Error ? { name: e.name, message: e.message } : String(e));
+
+/** Age of a batch's oldest record at `nowMs` (the BatchAge metric of both consumers); 0 for none. */
+export function batchAgeMs(records: readonly Pick<StreamRecord, 'arrival'>[], nowMs: number): number {
+  if (records.length === 0) return 0;
+  // A loop, not Math.min(...records): a spread of a large batch can pass the engine's argument limit.
+  return Math.max(0, nowMs - records.reduce((m, r) => Math.min(m, r.arrival), Number.POSITIVE_INFINITY));
+}

@@ -30,7 +30,7 @@ import { promisify } from 'node:util';
 import { gzip as gzipCb } from 'node:zlib';
 import { padSeq, type RawRecord } from '../core/record.ts';
 import { countPoison, normalize, type PoisonRecord, writePoison } from '../adapters/poison.ts';
-import { errorAttribute, forEachShard } from '../adapters/shards.ts';
+import { batchAgeMs, errorAttribute, forEachShard } from '../adapters/shards.ts';
 import { CHECKPOINT_PK, HOUR_MS, MANIFEST_PK, manifestEntry, manifestSk, rawObjectKey } from './layout.ts';
 
 const gzip = promisify(gzipCb);
@@ -87,7 +87,7 @@ export interface ArchiveResult {
 export async function archiveBatch(records: readonly ArchiveRecord[], deps: ArchiveDeps): Promise<ArchiveResult> {
   const now = deps.now ?? Date.now;
   const stats: ArchiveStats = { records: records.length, archived: 0, poison: 0, objects: 0, bytes: 0, alreadyWritten: 0, batchAgeMs: 0, failedShards: 0 };
-  if (records.length > 0) stats.batchAgeMs = Math.max(0, now() - Math.min(...records.map((r) => r.arrival)));
+  stats.batchAgeMs = batchAgeMs(records, now());
   const failures = await forEachShard(
     records,
     (shard, sorted) => archiveShard(shard, sorted, deps, stats, now),

@@ -22,7 +22,7 @@ import { type ApplyStats, applyItem, emptyApplyStats, groupByItem, type ItemCach
 import { decide, readClaims, writeClaims } from './dedup.ts';
 import { mapLimit } from '../core/limit.ts';
 import { countPoison, normalize, type PoisonRecord, writePoison } from '../adapters/poison.ts';
-import { errorAttribute, forEachShard } from '../adapters/shards.ts';
+import { batchAgeMs, errorAttribute, forEachShard } from '../adapters/shards.ts';
 
 export { normalize };
 
@@ -100,7 +100,7 @@ export async function processSpeedBatch(records: readonly StreamRecord[], deps: 
   const now = deps.now ?? Date.now;
   const stats = emptyStats();
   stats.records = records.length;
-  if (records.length > 0) stats.batchAgeMs = Math.max(0, now() - records.reduce((m, r) => Math.min(m, r.arrival), Number.POSITIVE_INFINITY));
+  stats.batchAgeMs = batchAgeMs(records, now());
   const failures = await forEachShard(
     records,
     (shard, sorted) => processShard(shard, sorted, deps, stats, now),

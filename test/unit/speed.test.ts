@@ -10,6 +10,7 @@ import { buildUpdate, groupByItem, ItemCache, knowledge } from '../../functions/
 import { type Claim, decide } from '../../functions/speed/dedup.ts';
 import { mapLimit } from '../../functions/core/limit.ts';
 import { normalize } from '../../functions/speed/process.ts';
+import { batchAgeMs } from '../../functions/adapters/shards.ts';
 
 const rec = (id: string, shard: string, seq: number): RawRecord => ({
   id,
@@ -224,5 +225,15 @@ describe('mapLimit', () => {
     await expect(run).rejects.toThrow('boom');
     expect(started).toEqual([0, 1]);
     expect(finished).toBe(1);
+  });
+});
+
+describe('batch age (the BatchAge metric of both consumers)', () => {
+  it('is the age of the oldest record, never negative, 0 for an empty batch', () => {
+    const at = (arrival: number) => ({ arrival });
+    expect(batchAgeMs([at(5_000), at(2_000), at(9_000)], 10_000)).toBe(8_000);
+    expect(batchAgeMs([at(12_000)], 10_000)).toBe(0);
+    expect(batchAgeMs([], 10_000)).toBe(0);
+    expect(batchAgeMs(Array.from({ length: 200_000 }, (_, i) => at(i + 1)), 300_000)).toBe(299_999);
   });
 });
