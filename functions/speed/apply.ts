@@ -206,7 +206,16 @@ export async function applyItem(ctx: ApplyContext, view: View, key: SpeedItemKey
       pending = pending.slice(n);
       if (pending.length === 0) return;
     } catch (e) {
-      if (!(e instanceof ConditionalCheckFailedException)) throw e;
+      if (!(e instanceof ConditionalCheckFailedException)) {
+        // DynamoDB (and dynalite) say "Item size to update has exceeded the maximum allowed size".
+        if (e instanceof Error && e.name === 'ValidationException' && /item size/i.test(e.message)) {
+          throw new Error(
+            `speed item ${pk} / ${sk} of view ${view.name} would pass DynamoDB's 400 KB item limit: the view has too many distinct (bucket, dimension values) per arrival window for the speed layer; declare a coarser view`,
+            { cause: e },
+          );
+        }
+        throw e;
+      }
       ctx.stats.conflicts++;
       if (++conflicts >= MAX_CONFLICTS) throw new Error(`speed item ${pk} / ${sk}: condition still failing after ${MAX_CONFLICTS} attempts`);
       if (e.Item) known = knowledge(e.Item);

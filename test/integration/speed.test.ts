@@ -158,6 +158,24 @@ describe('speed layer against dynalite', () => {
     }
   });
 
+  it('fails the batch with a message naming the view when an item would pass the 400 KB item limit', async () => {
+    const byUser = view({ name: 'by_user', dimensions: ['user'], grain: 'minute', metrics: { n: count(), total: sum('amount') } });
+    const hour = Math.floor(T0 / 3_600_000) * 3_600_000;
+    // 4,000 users in one arrival window of the current hour: one item of 4,000 cells of ~150 bytes.
+    const recs: ShardRecord[] = Array.from({ length: 4000 }, (_, i) => ({
+      shard: shardId(0),
+      seq: seqOf(0, i),
+      arrival: hour + 120_000 + i * 10,
+      event: { id: `big-${i}`, type: 'purchase', ts: hour + 60_000, user: `customer-${String(i).padStart(5, '0')}@example.com`, amount: 1 },
+    }));
+    const s = await setup({ views: [byUser] });
+    const errors: unknown[] = [];
+    const log = { warn: () => {}, error: (_: string, attributes: Record<string, unknown>) => void errors.push(attributes.error) };
+    const res = await processSpeedBatch(toStreamRecords(kinesisEvent(recs)), { ...s.deps, log });
+    expect(res.failures).toEqual([recs[0]!.seq]);
+    expect(JSON.stringify(errors)).toMatch(/of view by_user would pass DynamoDB's 400 KB item limit/);
+  });
+
   it('recovers from a failed dedup write and from a crash before any write', async () => {
     for (const after of [0, 1, 2]) {
       const s = await setup();
