@@ -103,12 +103,12 @@ export async function queryAll(doc: Pick<ReadDeps, 'doc'>['doc'], input: QueryCo
 const dimsOf = (v: unknown): (string | null)[] => (Array.isArray(v) ? v.map((d) => (d === null || d === undefined ? null : String(d))) : []);
 
 /**
- * Reads only what the merge uses (bucket, dims, window, the view's state
- * columns): less to transfer and unmarshal. DynamoDB still charges reads by
- * whole item size. The first name is always `#a0` = `bucket`.
+ * Batch rows: read only what the merge uses (bucket, dims, the view's state columns): less to
+ * transfer and unmarshal; DynamoDB still charges reads by whole item size. (Speed items are read
+ * whole: their cell attributes are not known in advance.)
  */
-function projectionOf(view: View, attributes: readonly string[]): { names: Record<string, string>; projection: string } {
-  const all = [...attributes, ...stateColumns(view).map((c) => c.column)];
+function batchProjection(view: View): { names: Record<string, string>; projection: string } {
+  const all = ['bucket', 'dims', ...stateColumns(view).map((c) => c.column)];
   const names = Object.fromEntries(all.map((a, i) => [`#a${i}`, a]));
   return { names, projection: Object.keys(names).join(', ') };
 }
@@ -118,7 +118,7 @@ export function batchQueries(deps: Pick<ReadDeps, 'tables'>, view: View, version
   const lo = bucketStart(fromMs, view.grain);
   // sk = <bucket 13d>#<dims>: BETWEEN pad13(lo) AND pad13(to) holds exactly the buckets in [lo, to),
   // since "<to>#..." sorts after "<to>".
-  const { names, projection } = projectionOf(view, ['bucket', 'dims']);
+  const { names, projection } = batchProjection(view);
   return batchPartitions(view.name, version, view.grain, lo, toMs).map((pk) => ({
     TableName: deps.tables.batchViews,
     KeyConditionExpression: 'pk = :pk AND sk BETWEEN :lo AND :hi',
