@@ -9,7 +9,9 @@
  * DynamoDB requests per record, and delta items per batch, at each batch size,
  * on the demo mix (local/demo.ts: page views, purchases, signups, 5 % late,
  * 3 % resent ids), 1,000 records/s of arrival time on one shard.
- * Requests are counted by a middleware on the real client.
+ * Requests are counted by a middleware on the real client; the CPU time of the
+ * dynalite process and of this one is read around every batch, which gives the
+ * ceiling dynalite alone puts on each handler.
  *
  * Part 2, through the local cloud: records/s from the Kinesis emulator through the
  * local event source mapping and the handler, next to a bare GetRecords loop
@@ -202,7 +204,27 @@ interface Row {
   dedupShare: number;
   applyShare: number;
   conflicts: number;
+  /** CPU per record (µs) of the dynalite process and of this process, real handler and naive handler. */
+  cpu: { realDynalite: number; realHandler: number; naiveDynalite: number; naiveHandler: number };
 }
+
+/**
+ * CPU time (user + system, ms) a process has used so far, from /proc (Linux; 10 ms ticks);
+ * NaN elsewhere. It shows which side of the socket a handler's time is spent on.
+ */
+function cpuMsOf(pid: number): number {
+  try {
+    const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+    // utime and stime are fields 14 and 15 of stat(5); fields[0] here is field 3.
+    return ((Number(fields[11]) + Number(fields[12])) * 1000) / 100;
+  } catch {
+    return Number.NaN;
+  }
+}
+const selfCpuMs = () => {
+  const u = process.cpuUsage();
+  return (u.user + u.system) / 1000;
+};
 
 const fmt = (n: number, digits = 3) => (Number.isFinite(n) ? n.toFixed(digits) : '-');
 const int = (n: number) => Math.round(n).toLocaleString('en-US');
@@ -250,15 +272,23 @@ async function part1(): Promise<Row[]> {
       // Interleaved batch by batch, so a change in the machine's load hits both alike.
       let realMs = 0;
       let naiveMs = 0;
+      const cpu = { realDynalite: 0, realHandler: 0, naiveDynalite: 0, naiveHandler: 0 };
       for (const [i, e] of events.entries()) {
         let t = performance.now();
+        let [d, h] = [cpuMsOf(dynamo.pid), selfCpuMs()];
         const res = await handler(e);
         realMs += performance.now() - t;
+        cpu.realDynalite += cpuMsOf(dynamo.pid) - d;
+        cpu.realHandler += selfCpuMs() - h;
         if (res.batchItemFailures.length > 0) throw new Error('a benchmark batch failed');
         t = performance.now();
+        [d, h] = [cpuMsOf(dynamo.pid), selfCpuMs()];
         await naiveBatch(naiveClient, naive.speed, batches[i]!);
         naiveMs += performance.now() - t;
+        cpu.naiveDynalite += cpuMsOf(dynamo.pid) - d;
+        cpu.naiveHandler += selfCpuMs() - h;
       }
+      const perRecordUs = (ms: number) => (ms * 1000) / records.length;
       const c = { total: counter.counts.total, claimItems: counter.counts.claimItems, byCommand: { ...counter.counts.byCommand }, updates: counter.counts.updatesByTable[real.speed] ?? 0 };
       const naiveRequests = naiveCounter.counts.total;
 
@@ -276,6 +306,12 @@ async function part1(): Promise<Row[]> {
         dedupShare: phases.dedupMs / realMs,
         applyShare: phases.applyMs / realMs,
         conflicts: phases.conflicts,
+        cpu: {
+          realDynalite: perRecordUs(cpu.realDynalite),
+          realHandler: perRecordUs(cpu.realHandler),
+          naiveDynalite: perRecordUs(cpu.naiveDynalite),
+          naiveHandler: perRecordUs(cpu.naiveHandler),
+        },
       });
       console.error(`batch ${size}: real ${fmt(realMs / 1000, 2)} s, naive ${fmt(naiveMs / 1000, 2)} s`);
     }
@@ -445,6 +481,16 @@ function render(rows: Row[], k: KinesisRow | undefined, m: MixRow[]): string {
     );
   }
   lines.push('');
+  lines.push(
+    "CPU per record on each side of the socket, in the same run (from /proc: dynalite's process, and this one's, which runs the handler and the SDK). dynalite's CPU per record of the real handler bounds it at 1 s / that many µs even if the handler cost nothing and overlapped perfectly: the ceiling, and the ceiling over the naive handler's records/s.",
+  );
+  lines.push('');
+  lines.push('| batch size | dynalite µs / record, real (naive) | handler process µs / record, real (naive) | ceiling on dynalite, records/s | ceiling / naive |');
+  lines.push('|---:|---:|---:|---:|---:|');
+  for (const r of rows) {
+    lines.push(`| ${int(r.size)} | ${int(r.cpu.realDynalite)} (${int(r.cpu.naiveDynalite)}) | ${int(r.cpu.realHandler)} (${int(r.cpu.naiveHandler)}) | ${int(1e6 / r.cpu.realDynalite)} | ${fmt(1e6 / r.cpu.realDynalite / r.naiveRps, 1)}x |`);
+  }
+  lines.push('');
   lines.push('What the key design implies (computed from the records alone, no DynamoDB; two minutes of arrivals at least): speed items written per record, and in parentheses the write units they cost in DynamoDB (ceil(item size / 1 KB) per write, sizes by DynamoDB\'s rules with 4-byte numbers), with one item per (view, arrival window, bucket, dimension values, shard), the layout before, and with one item per (view, arrival window, event hour, shard; a late hour cut in 10-second arrival parts), the layout now; and now, on the same mix without late events.');
   lines.push('');
   lines.push('| batch size | one item per cell (before) | one item per event hour (now) | now, no late events |');
@@ -483,6 +529,11 @@ for (const r of rows) {
   ]);
 }
 console.log(table.toString());
+for (const r of rows) {
+  console.log(
+    `CPU µs / record at batch ${int(r.size)}: dynalite ${int(r.cpu.realDynalite)} real, ${int(r.cpu.naiveDynalite)} naive; handler process ${int(r.cpu.realHandler)} real, ${int(r.cpu.naiveHandler)} naive; ceiling on dynalite ${int(1e6 / r.cpu.realDynalite)} records/s = ${fmt(1e6 / r.cpu.realDynalite / r.naiveRps, 1)}x naive`,
+  );
+}
 for (const r of mixRows) {
   console.log(
     `speed items (write units) / record at batch ${int(r.size)}: one per cell ${fmt(r.cells.items)} (${fmt(r.cells.units)}), one per event hour ${fmt(r.demo.items)} (${fmt(r.demo.units)}), the same without late events ${fmt(r.onTime.items)} (${fmt(r.onTime.units)})`,
