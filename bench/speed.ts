@@ -33,7 +33,7 @@ import { aggregate } from '../functions/core/aggregate.ts';
 import { decimalText } from '../functions/core/decimal.ts';
 import { DEMO_VIEWS } from '../functions/core/demo-views.ts';
 import { stateColumns } from '../functions/core/metrics.ts';
-import { DEFAULT_SETTINGS } from '../functions/core/settings.ts';
+import { DEFAULT_SETTINGS, dedupExpiry } from '../functions/core/settings.ts';
 import { TABLES, TTL_ATTRIBUTE } from '../functions/resources.ts';
 import { createSpeedHandler } from '../functions/speed.ts';
 import { groupByItem, ItemCache } from '../functions/speed/apply.ts';
@@ -146,6 +146,13 @@ async function createTables(ddb: DynamoDBClient, prefix: string) {
   return names;
 }
 
+/** The batch's records that parse (the demo mix has no poison), as the handler parses them. */
+const parsed = (records: readonly StreamRecord[]) =>
+  records.flatMap((r) => {
+    const n = normalize(r);
+    return n.ok ? [n.record] : [];
+  });
+
 /**
  * The baseline: per record and matching view, one unconditional UpdateItem
  * (ADD count/sum; min/max only through if_not_exists, as it has no way to
@@ -153,10 +160,7 @@ async function createTables(ddb: DynamoDBClient, prefix: string) {
  * it double counts every redelivery.
  */
 async function naiveBatch(ddb: DynamoDBClient, table: string, records: readonly StreamRecord[]) {
-  const raws = records.flatMap((r) => {
-    const n = normalize(r);
-    return n.ok ? [n.record] : [];
-  });
+  const raws = parsed(records);
   const updates: { view: (typeof DEMO_VIEWS)[number]; delta: ReturnType<typeof aggregate>[number] }[] = [];
   for (const r of raws) for (const view of DEMO_VIEWS) for (const delta of aggregate([view], [r], DEFAULT_SETTINGS.windowSeconds * 1000)) updates.push({ view, delta });
   await mapLimit(updates, 16, async ({ view, delta }) => {
@@ -217,13 +221,10 @@ interface Row {
  * dynalite CPU per record is a floor under any handler that claims each id.
  */
 async function claimsOnlyBatch(ddb: DynamoDBClient, table: string, records: readonly StreamRecord[]) {
-  const raws = records.flatMap((r) => {
-    const n = normalize(r);
-    return n.ok ? [n.record] : [];
-  });
+  const raws = parsed(records);
   const io = { requests: 0 };
   const claims = await readClaims(ddb, table, [...new Set(raws.map((r) => r.id))], T0, io);
-  await writeClaims(ddb, table, decide(raws, claims).newClaims, Math.floor(T0 / 1000) + 86_400, io);
+  await writeClaims(ddb, table, decide(raws, claims).newClaims, dedupExpiry(T0, DEFAULT_SETTINGS), io);
 }
 
 /**
