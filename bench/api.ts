@@ -98,7 +98,10 @@ try {
             if (r.status !== 200) throw new Error(`POST /events answered ${r.status}: ${await r.text()}`);
           } else {
             const out = await clients.kinesis.send(
-              new PutRecordsCommand({ StreamName: config.streamName, Records: events.map((e) => ({ Data: Buffer.from(JSON.stringify(e)), PartitionKey: e.id })) }),
+              new PutRecordsCommand({
+                StreamName: config.streamName,
+                Records: events.map((e) => ({ Data: Buffer.from(JSON.stringify(e)), PartitionKey: e.id })),
+              }),
             );
             if (out.FailedRecordCount) throw new Error(`${out.FailedRecordCount} records failed`);
           }
@@ -161,14 +164,29 @@ try {
     for (const page of PAGES)
       for (const country of COUNTRIES) {
         const n = 1 + ((b / MIN + page.length + country.charCodeAt(0)) % 5);
-        rows.push({ bucket: b, dims: [page, country], values: { views__count: String(n), load_ms__sum: String(n * 210), load_ms__count: String(n) } });
+        rows.push({
+          bucket: b,
+          dims: [page, country],
+          values: { views__count: String(n), load_ms__sum: String(n * 210), load_ms__count: String(n) },
+        });
       }
   }
   if (stateColumns(view).length !== 3) throw new Error('page_views changed: update the bench rows');
   const tLoad = performance.now();
   await loadRows({ ddb: clients.dynamodb, table: config.tables.batchViews }, view, version, rows);
   await clients.doc.send(
-    new PutCommand({ TableName: config.tables.control, Item: { pk: 'pointer', sk: 'current', version, cutoff, publishedAt: now, runId: 'bench', views: { [view.name]: { rows: rows.length } } } }),
+    new PutCommand({
+      TableName: config.tables.control,
+      Item: {
+        pk: 'pointer',
+        sk: 'current',
+        version,
+        cutoff,
+        publishedAt: now,
+        runId: 'bench',
+        views: { [view.name]: { rows: rows.length } },
+      },
+    }),
   );
   log(`loaded ${int(rows.length)} batch rows in ${ms(performance.now() - tLoad)}`);
   // Ten minutes of speed deltas past the cutoff, through the real speed layer: mostly fresh, 10 % late.
@@ -178,7 +196,14 @@ try {
     const arrival = cutoff + Math.floor((i / SPEED_EVENTS) * (now - cutoff));
     const ts = i % 10 === 0 ? arrival - ((i * 7919) % (23 * HOUR)) : arrival - (i % 5) * 1000;
     const shard = `shardId-00000000000${i % 2}`;
-    const event = { id: `speed-${i}`, type: 'page_view', ts, page: PAGES[i % 6], country: COUNTRIES[(i * 7) % 6], load_ms: 100 + (i % 400) };
+    const event = {
+      id: `speed-${i}`,
+      type: 'page_view',
+      ts,
+      page: PAGES[i % 6],
+      country: COUNTRIES[(i * 7) % 6],
+      load_ms: 100 + (i % 400),
+    };
     speedRecords.push({ shard, seq: `9${String(i).padStart(55, '0')}`, arrival, data: Buffer.from(JSON.stringify(event)) });
   }
   for (let i = 0; i < speedRecords.length; i += 500) {
@@ -227,7 +252,9 @@ try {
     await batchOnly(event, ctx);
     inBatch.push(performance.now() - t);
   }
-  log(`query: HTTP p50 ${ms(pct(http, 50))} p99 ${ms(pct(http, 99))}; in process merged p50 ${ms(pct(inMerged, 50))} p99 ${ms(pct(inMerged, 99))}, batch-only p50 ${ms(pct(inBatch, 50))} p99 ${ms(pct(inBatch, 99))}`);
+  log(
+    `query: HTTP p50 ${ms(pct(http, 50))} p99 ${ms(pct(http, 99))}; in process merged p50 ${ms(pct(inMerged, 50))} p99 ${ms(pct(inMerged, 99))}, batch-only p50 ${ms(pct(inBatch, 50))} p99 ${ms(pct(inBatch, 99))}`,
+  );
 
   const ratio = (a: number, b: number) => `${(a / b).toFixed(2)}x`;
   const lines = [

@@ -16,14 +16,15 @@
  *
  * Writes the table into docs/benchmarks.md under `## batch` (unless --no-write).
  */
-import { Logger } from '@aws-lambda-powertools/logger';
-import { Metrics } from '@aws-lambda-powertools/metrics';
-import Table from 'cli-table3';
-import { Command } from 'commander';
+
 import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { availableParallelism, loadavg, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { Logger } from '@aws-lambda-powertools/logger';
+import { Metrics } from '@aws-lambda-powertools/metrics';
+import Table from 'cli-table3';
+import { Command } from 'commander';
 import { createClients } from '../functions/adapters/clients.ts';
 import { createArchiveHandler } from '../functions/archive.ts';
 import { duckDbEngine, openDuckDb } from '../functions/batch/duckdb.ts';
@@ -74,7 +75,13 @@ interface Pending {
 function kinesisEvent(shard: string, records: readonly Pending[]) {
   return {
     Records: records.map((r) => ({
-      kinesis: { kinesisSchemaVersion: '1.0', partitionKey: 'k', sequenceNumber: r.seq, data: r.data, approximateArrivalTimestamp: r.arrival / 1000 },
+      kinesis: {
+        kinesisSchemaVersion: '1.0',
+        partitionKey: 'k',
+        sequenceNumber: r.seq,
+        data: r.data,
+        approximateArrivalTimestamp: r.arrival / 1000,
+      },
       eventSource: 'aws:kinesis',
       eventVersion: '1.0',
       eventID: `${shard}:${r.seq}`,
@@ -126,7 +133,12 @@ try {
     await provision(clients, { names, shards: opts.shards });
     const config: Config = {
       streamName: names[STREAM.env]!,
-      tables: { speed: names.TANDEM_SPEED_TABLE!, dedup: names.TANDEM_DEDUP_TABLE!, batchViews: names.TANDEM_BATCH_VIEWS_TABLE!, control: names.TANDEM_CONTROL_TABLE! },
+      tables: {
+        speed: names.TANDEM_SPEED_TABLE!,
+        dedup: names.TANDEM_DEDUP_TABLE!,
+        batchViews: names.TANDEM_BATCH_VIEWS_TABLE!,
+        control: names.TANDEM_CONTROL_TABLE!,
+      },
       buckets: { raw: names.TANDEM_RAW_BUCKET!, failures: names.TANDEM_FAILURE_BUCKET! },
       views: DEMO_VIEWS,
       settings: DEFAULT_SETTINGS,
@@ -164,7 +176,11 @@ try {
       for (const [j, e] of [...events, ...retries].entries()) {
         const s = hashShard(e.id, opts.shards);
         seqs[s] = seqs[s]! + 1n;
-        pending[s]!.push({ arrival: at + (j % 100), seq: String(SEQ0 + seqs[s]! * 1_000_003n), data: Buffer.from(JSON.stringify(e)).toString('base64') });
+        pending[s]!.push({
+          arrival: at + (j % 100),
+          seq: String(SEQ0 + seqs[s]! * 1_000_003n),
+          data: Buffer.from(JSON.stringify(e)).toString('base64'),
+        });
         records++;
         if (pending[s]!.length >= opts.batchSize) await flush(s);
       }
@@ -231,7 +247,10 @@ const last = results[results.length - 1]!;
 const rows: string[][] = [
   row('records archived (with resent copies)', (r) => r.records.toLocaleString('en-US')),
   row('raw objects / gzip size', (r) => `${r.objects} / ${mb(r.rawBytes)}`),
-  row('archive handler (synthetic events)', (r) => `${sec(r.archiveMs)} (${Math.round(r.records / (r.archiveMs / 1000)).toLocaleString('en-US')} records/s)`),
+  row(
+    'archive handler (synthetic events)',
+    (r) => `${sec(r.archiveMs)} (${Math.round(r.records / (r.archiveMs / 1000)).toLocaleString('en-US')} records/s)`,
+  ),
   row('full run', (r) => sec(r.totalMs)),
   row('  plan (cutoff)', (r) => sec(r.planMs)),
   row('  stage (download to the cache)', (r) => sec(r.stageMs)),
@@ -247,7 +266,10 @@ const rows: string[][] = [
 ];
 if (results.length > 1) {
   const growth = last.totalMs / first.totalMs;
-  rows.push([`growth of the full run, ${first.events.toLocaleString('en-US')} -> ${last.events.toLocaleString('en-US')}  [goal <= 4.4]`, ...results.map((r) => (r === last ? `${growth.toFixed(2)}x` : ''))]);
+  rows.push([
+    `growth of the full run, ${first.events.toLocaleString('en-US')} -> ${last.events.toLocaleString('en-US')}  [goal <= 4.4]`,
+    ...results.map((r) => (r === last ? `${growth.toFixed(2)}x` : '')),
+  ]);
   rows.push([`growth of the floor, same`, ...results.map((r) => (r === last ? `${(last.floorMs / first.floorMs).toFixed(2)}x` : ''))]);
 }
 const table = new Table({ head, style: { head: [], border: [] } });
@@ -268,7 +290,10 @@ if (opts.write) {
     `Mean 1-minute load average while it ran: ${(loads.reduce((a, b) => a + b, 0) / Math.max(1, loads.length)).toFixed(1)} on ${availableParallelism()} cores.`,
     '',
     `| | ${head.slice(1).join(' | ')} |`,
-    `|---|${head.slice(1).map(() => '---:').join('|')}|`,
+    `|---|${head
+      .slice(1)
+      .map(() => '---:')
+      .join('|')}|`,
     // Stage rows are indented in the terminal; in Markdown they say what they are part of.
     ...rows.map((r) => `| ${r.map((c, i) => (i === 0 && c.startsWith('  ') ? `of which ${c.trim()}` : c.trim() || ' ')).join(' | ')} |`),
     '',

@@ -27,13 +27,18 @@ const opts = new Command()
   .option('--minutes <n>', 'how long to run', (v) => Number(v), 60)
   .option('--every <seconds>', 'seconds between samples', (v) => Number(v), 30)
   .option('--rate <n>', 'demo events per second (the local cloud default is 10)', '10')
-  .option('--clouds <list>', 'local clouds to run side by side: <Kinesis emulator>[:as-shipped] (dynalite without its iterator fix)', 'kinesalite,kinesalite:as-shipped')
+  .option(
+    '--clouds <list>',
+    'local clouds to run side by side: <Kinesis emulator>[:as-shipped] (dynalite without its iterator fix)',
+    'kinesalite,kinesalite:as-shipped',
+  )
   .option('--no-write', 'do not update docs/benchmarks.md')
   .parse(process.argv)
   .opts<{ minutes: number; every: number; rate: string; clouds: string; write: boolean }>();
 const variants = opts.clouds.split(',').map((c) => {
   const [engine, variant] = c.trim().split(':');
-  if (variant !== undefined && variant !== 'as-shipped') throw new Error(`--clouds: a cloud is <Kinesis emulator>[:as-shipped], received "${c}"`);
+  if (variant !== undefined && variant !== 'as-shipped')
+    throw new Error(`--clouds: a cloud is <Kinesis emulator>[:as-shipped], received "${c}"`);
   return { engine: kinesisEngine(engine as KinesisEngine), dynaliteAsShipped: variant === 'as-shipped' };
 });
 
@@ -83,11 +88,15 @@ interface Cloud {
 async function startCloud(engine: KinesisEngine, dynaliteAsShipped: boolean): Promise<Cloud> {
   const label = dynaliteAsShipped ? `${engine}, dynalite as shipped` : engine;
   const dataDir = mkdtempSync(join(tmpdir(), 'tandem-longrun-'));
-  const child = spawn(process.execPath, [join(REPO_ROOT, 'bin/tandem.js'), 'local', '--port', '0', '--data-dir', dataDir, '--demo-rate', opts.rate], {
-    cwd: REPO_ROOT,
-    stdio: ['ignore', 'pipe', 'pipe'],
-    env: { ...process.env, TANDEM_KINESIS_ENGINE: engine, TANDEM_DYNALITE_AS_SHIPPED: dynaliteAsShipped ? '1' : '0' },
-  });
+  const child = spawn(
+    process.execPath,
+    [join(REPO_ROOT, 'bin/tandem.js'), 'local', '--port', '0', '--data-dir', dataDir, '--demo-rate', opts.rate],
+    {
+      cwd: REPO_ROOT,
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: { ...process.env, TANDEM_KINESIS_ENGINE: engine, TANDEM_DYNALITE_AS_SHIPPED: dynaliteAsShipped ? '1' : '0' },
+    },
+  );
   let out = '';
   let errText = '';
   child.stdout!.on('data', (d: Buffer) => {
@@ -112,7 +121,11 @@ async function startCloud(engine: KinesisEngine, dynaliteAsShipped: boolean): Pr
     url: /^API:\s+(\S+)/m.exec(out)![1]!,
     key: /^API key:\s+(\S+)/m.exec(out)![1]!,
     // By the script each runs (data directories are named alike, so never by the package name alone).
-    pids: { kinesis: find(engine === 'kinesalite' ? /kinesalite\.cjs / : /kinesis-local\/main\.js/), dynamo: find(/dynalite\/cli\.js /), s3: find(/s3rver\/bin\/s3rver\.js /) },
+    pids: {
+      kinesis: find(engine === 'kinesalite' ? /kinesalite\.cjs / : /kinesis-local\/main\.js/),
+      dynamo: find(/dynalite\/cli\.js /),
+      s3: find(/s3rver\/bin\/s3rver\.js /),
+    },
     samples: [],
   };
 }
@@ -120,10 +133,18 @@ async function startCloud(engine: KinesisEngine, dynaliteAsShipped: boolean): Pr
 async function sample(c: Cloud, t0: number, i: number): Promise<Sample> {
   const headers = { 'x-api-key': c.key, 'content-type': 'application/json' };
   const tPost = performance.now();
-  await fetch(`${c.url}/events`, { method: 'POST', headers, body: JSON.stringify({ id: `longrun-${i}`, type: 'probe', ts: new Date().toISOString() }) });
+  await fetch(`${c.url}/events`, {
+    method: 'POST',
+    headers,
+    body: JSON.stringify({ id: `longrun-${i}`, type: 'probe', ts: new Date().toISOString() }),
+  });
   const postMs = performance.now() - tPost;
   const tQuery = performance.now();
-  const q = (await (await fetch(`${c.url}/views/events_by_type?grain=all&groupBy=&from=${encodeURIComponent(new Date(t0 - 6 * 3_600_000).toISOString())}`, { headers })).json()) as {
+  const q = (await (
+    await fetch(`${c.url}/views/events_by_type?grain=all&groupBy=&from=${encodeURIComponent(new Date(t0 - 6 * 3_600_000).toISOString())}`, {
+      headers,
+    })
+  ).json()) as {
     rows?: { events?: number }[];
   };
   const queryMs = performance.now() - tQuery;
@@ -185,7 +206,9 @@ for (const c of clouds) {
   const head = samples.slice(0, quarter);
   const tail = samples.slice(-quarter);
   const row = (name: string, a: number, b: number, unit: string) =>
-    lines.push(`| ${c.label} | ${name} | ${a.toFixed(0)} ${unit} | ${b.toFixed(0)} ${unit} | ${((b - a) / hours).toFixed(0)} ${unit}/h | ${(b / a).toFixed(2)}x |`);
+    lines.push(
+      `| ${c.label} | ${name} | ${a.toFixed(0)} ${unit} | ${b.toFixed(0)} ${unit} | ${((b - a) / hours).toFixed(0)} ${unit}/h | ${(b / a).toFixed(2)}x |`,
+    );
   row(`${c.engine} RSS`, first.kinesisMb, last.kinesisMb, 'MB');
   row(`${c.engine} data on disk`, first.kinesisDiskMb, last.kinesisDiskMb, 'MB');
   row('local cloud process RSS (handlers, ESM, HTTP)', first.cloudMb, last.cloudMb, 'MB');

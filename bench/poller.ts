@@ -10,12 +10,13 @@
  *
  * Writes the summary into docs/benchmarks.md under `## local cloud` (unless --no-write).
  */
-import { GetRecordsCommand, GetShardIteratorCommand, type KinesisClient } from '@aws-sdk/client-kinesis';
+
 import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { GetRecordsCommand, GetShardIteratorCommand, type KinesisClient } from '@aws-sdk/client-kinesis';
 import { Command } from 'commander';
 import { createClients } from '../functions/adapters/clients.ts';
 import { localNames } from '../functions/resources.ts';
@@ -41,7 +42,11 @@ const int = (n: number) => Math.round(n).toLocaleString('en-US');
 
 async function bareRead(kinesis: KinesisClient, stream: string, n: number): Promise<number> {
   const t = performance.now();
-  let it = (await kinesis.send(new GetShardIteratorCommand({ StreamName: stream, ShardId: 'shardId-000000000000', ShardIteratorType: 'TRIM_HORIZON' }))).ShardIterator;
+  let it = (
+    await kinesis.send(
+      new GetShardIteratorCommand({ StreamName: stream, ShardId: 'shardId-000000000000', ShardIteratorType: 'TRIM_HORIZON' }),
+    )
+  ).ShardIterator;
   let got = 0;
   while (it && got < n) {
     const r = await kinesis.send(new GetRecordsCommand({ ShardIterator: it, Limit: 10_000 }));
@@ -77,16 +82,30 @@ async function pollerRead(kinesis: KinesisClient, stream: string, n: number, bat
 /** The Kinesis emulator started here and by `tandem local` below (TANDEM_KINESIS_ENGINE, else kinesalite). */
 const engine = kinesisEngine();
 const kinesisEmu = await startEmulator('kinesis');
-const { kinesis } = createClients(emulatorEnv({ kinesis: kinesisEmu, dynamodb: { endpoint: 'http://127.0.0.1:9' }, s3: { endpoint: 'http://127.0.0.1:9' } }));
+const { kinesis } = createClients(
+  emulatorEnv({ kinesis: kinesisEmu, dynamodb: { endpoint: 'http://127.0.0.1:9' }, s3: { endpoint: 'http://127.0.0.1:9' } }),
+);
 const sizes = opts.sizes.split(',').map(Number);
 let bareRps = 0;
 const pollerRps: Record<number, number> = {};
 let putRps = 0;
 try {
   const stream = await createStream(kinesis, 1);
-  const payload = (i: number) => ({ id: `bench-${i}`, type: 'page_view', ts: new Date().toISOString(), page: '/docs', country: 'DE', load_ms: 100 + (i % 900) });
+  const payload = (i: number) => ({
+    id: `bench-${i}`,
+    type: 'page_view',
+    ts: new Date().toISOString(),
+    page: '/docs',
+    country: 'DE',
+    load_ms: 100 + (i % 900),
+  });
   const tPut = performance.now();
-  for (let i = 0; i < opts.records; i += 500) await put(kinesis, stream, Array.from({ length: Math.min(500, opts.records - i) }, (_, k) => payload(i + k)));
+  for (let i = 0; i < opts.records; i += 500)
+    await put(
+      kinesis,
+      stream,
+      Array.from({ length: Math.min(500, opts.records - i) }, (_, k) => payload(i + k)),
+    );
   putRps = opts.records / ((performance.now() - tPut) / 1000);
   console.error(`put ${opts.records} records into one shard (${int(putRps)} records/s)`);
   const bare: number[] = [];
@@ -103,7 +122,8 @@ try {
   await kinesisEmu.stop();
 }
 console.log(`bare GetRecords loop: ${int(bareRps)} records/s (baseline)`);
-for (const s of sizes) console.log(`one shard poller, batchSize ${s}: ${int(pollerRps[s]!)} records/s (${(pollerRps[s]! / bareRps).toFixed(2)}x)`);
+for (const s of sizes)
+  console.log(`one shard poller, batchSize ${s}: ${int(pollerRps[s]!)} records/s (${(pollerRps[s]! / bareRps).toFixed(2)}x)`);
 
 // 2. Start-up.
 interface Startup {
@@ -115,10 +135,14 @@ let startup: Startup | undefined;
 
 async function healthAfterSpawn(dataDir: string): Promise<number> {
   const t = performance.now();
-  const child = spawn(process.execPath, [join(REPO_ROOT, 'bin/tandem.js'), 'local', '--no-demo', '--port', '0', '--batch-every', 'off', '--data-dir', dataDir], {
-    cwd: REPO_ROOT,
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
+  const child = spawn(
+    process.execPath,
+    [join(REPO_ROOT, 'bin/tandem.js'), 'local', '--no-demo', '--port', '0', '--batch-every', 'off', '--data-dir', dataDir],
+    {
+      cwd: REPO_ROOT,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    },
+  );
   let out = '';
   child.stdout!.on('data', (d: Buffer) => {
     out += d.toString();
@@ -164,7 +188,9 @@ if (opts.startup) {
   }
   startup = { emulatorsMs: median(em), freshMs: median(fresh), restartMs: median(restart) };
   console.log(`emulators + provisioning (in process): ${(startup.emulatorsMs / 1000).toFixed(1)} s`);
-  console.log(`tandem local --no-demo -> /health 200: ${(startup.freshMs / 1000).toFixed(1)} s with an empty data dir, ${(startup.restartMs / 1000).toFixed(1)} s restarting on its data`);
+  console.log(
+    `tandem local --no-demo -> /health 200: ${(startup.freshMs / 1000).toFixed(1)} s with an empty data dir, ${(startup.restartMs / 1000).toFixed(1)} s restarting on its data`,
+  );
 }
 
 if (opts.write) {
@@ -177,7 +203,10 @@ if (opts.write) {
     '| reader | records/s | vs. baseline |',
     '|---|---:|---:|',
     `| bare GetRecords loop (Limit 10,000) — baseline | ${int(bareRps)} | 1.00x |`,
-    ...sizes.map((s) => `| one shard poller (local/esm.ts), batchSize ${s}, no-op function | ${int(pollerRps[s]!)} | ${(pollerRps[s]! / bareRps).toFixed(2)}x |`),
+    ...sizes.map(
+      (s) =>
+        `| one shard poller (local/esm.ts), batchSize ${s}, no-op function | ${int(pollerRps[s]!)} | ${(pollerRps[s]! / bareRps).toFixed(2)}x |`,
+    ),
     '',
     `PutRecords into the same shard ran at ${int(putRps)} records/s (500 per call).`,
     ...(startup

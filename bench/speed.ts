@@ -19,28 +19,36 @@
  *
  * Writes the tables into docs/benchmarks.md under `## speed` (unless --no-write).
  */
-import { CreateTableCommand, DescribeTableCommand, type DynamoDBClient, UpdateItemCommand } from '@aws-sdk/client-dynamodb';
-import { CreateStreamCommand, DescribeStreamSummaryCommand, GetRecordsCommand, GetShardIteratorCommand, ListShardsCommand, PutRecordsCommand } from '@aws-sdk/client-kinesis';
-import { Logger } from '@aws-lambda-powertools/logger';
-import { Metrics } from '@aws-lambda-powertools/metrics';
-import Table from 'cli-table3';
-import { Command } from 'commander';
+
 import { readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { Logger } from '@aws-lambda-powertools/logger';
+import { Metrics } from '@aws-lambda-powertools/metrics';
+import { CreateTableCommand, DescribeTableCommand, type DynamoDBClient, UpdateItemCommand } from '@aws-sdk/client-dynamodb';
+import {
+  CreateStreamCommand,
+  DescribeStreamSummaryCommand,
+  GetRecordsCommand,
+  GetShardIteratorCommand,
+  ListShardsCommand,
+  PutRecordsCommand,
+} from '@aws-sdk/client-kinesis';
+import Table from 'cli-table3';
+import { Command } from 'commander';
 import { createClients } from '../functions/adapters/clients.ts';
 import { aggregate } from '../functions/core/aggregate.ts';
 import { decimalText } from '../functions/core/decimal.ts';
 import { DEMO_VIEWS } from '../functions/core/demo-views.ts';
+import { cellAttribute, dimsKey, pad13, speedPk } from '../functions/core/keys.ts';
+import { mapLimit } from '../functions/core/limit.ts';
 import { stateColumns } from '../functions/core/metrics.ts';
 import { DEFAULT_SETTINGS, dedupExpiry } from '../functions/core/settings.ts';
 import { TABLES, TTL_ATTRIBUTE } from '../functions/resources.ts';
-import { createSpeedHandler } from '../functions/speed.ts';
 import { groupByItem, ItemCache } from '../functions/speed/apply.ts';
-import { cellAttribute, dimsKey, pad13, speedPk } from '../functions/core/keys.ts';
-import { mapLimit } from '../functions/core/limit.ts';
-import { normalize, type StreamRecord } from '../functions/speed/process.ts';
 import { decide, readClaims, writeClaims } from '../functions/speed/dedup.ts';
+import { normalize, type StreamRecord } from '../functions/speed/process.ts';
+import { createSpeedHandler } from '../functions/speed.ts';
 import { DemoGenerator } from '../local/demo.ts';
 import { emulatorEnv, type KinesisEngine, kinesisEngine, startEmulator } from '../local/emulators.ts';
 import { startEventSourceMapping } from '../local/esm.ts';
@@ -70,7 +78,12 @@ function demoRecords(n: number, lateFraction?: number): StreamRecord[] {
     for (const e of [...events, ...retries]) {
       if (out.length >= n) break;
       // Arrival: spread over the tick, as PutRecords calls would land.
-      out.push({ shard: SHARD, seq: String(SEQ0 + BigInt(out.length) * 1_000_003n), arrival: at + (out.length % 100), data: Buffer.from(JSON.stringify(e)) });
+      out.push({
+        shard: SHARD,
+        seq: String(SEQ0 + BigInt(out.length) * 1_000_003n),
+        arrival: at + (out.length % 100),
+        data: Buffer.from(JSON.stringify(e)),
+      });
     }
   }
   return out;
@@ -110,7 +123,8 @@ function countRequests(client: DynamoDBClient) {
         c.updatesByTable[t] = (c.updatesByTable[t] ?? 0) + 1;
       }
       if (name === 'BatchWriteItemCommand') {
-        for (const items of Object.values((args.input as { RequestItems?: Record<string, unknown[]> }).RequestItems ?? {})) c.claimItems += items.length;
+        for (const items of Object.values((args.input as { RequestItems?: Record<string, unknown[]> }).RequestItems ?? {}))
+          c.claimItems += items.length;
       }
       return next(args);
     },
@@ -141,7 +155,8 @@ async function createTables(ddb: DynamoDBClient, prefix: string) {
       }),
     );
     // dynalite flips a new table to ACTIVE on a timer.
-    while ((await ddb.send(new DescribeTableCommand({ TableName: names[t] }))).Table?.TableStatus !== 'ACTIVE') await new Promise((r) => setTimeout(r, 10));
+    while ((await ddb.send(new DescribeTableCommand({ TableName: names[t] }))).Table?.TableStatus !== 'ACTIVE')
+      await new Promise((r) => setTimeout(r, 10));
   }
   return names;
 }
@@ -162,7 +177,9 @@ const parsed = (records: readonly StreamRecord[]) =>
 async function naiveBatch(ddb: DynamoDBClient, table: string, records: readonly StreamRecord[]) {
   const raws = parsed(records);
   const updates: { view: (typeof DEMO_VIEWS)[number]; delta: ReturnType<typeof aggregate>[number] }[] = [];
-  for (const r of raws) for (const view of DEMO_VIEWS) for (const delta of aggregate([view], [r], DEFAULT_SETTINGS.windowSeconds * 1000)) updates.push({ view, delta });
+  for (const r of raws)
+    for (const view of DEMO_VIEWS)
+      for (const delta of aggregate([view], [r], DEFAULT_SETTINGS.windowSeconds * 1000)) updates.push({ view, delta });
   await mapLimit(updates, 16, async ({ view, delta }) => {
     // One item per cell, keyed like Tandem's items but without packing.
     const pk = speedPk(delta.view, delta.window, delta.shard);
@@ -330,7 +347,12 @@ async function part1(): Promise<Row[]> {
         cpu.naiveHandler += naiveRun.selfMs;
       }
       const perRecordUs = (ms: number) => (ms * 1000) / records.length;
-      const c = { total: counter.counts.total, claimItems: counter.counts.claimItems, byCommand: { ...counter.counts.byCommand }, updates: counter.counts.updatesByTable[real.speed] ?? 0 };
+      const c = {
+        total: counter.counts.total,
+        claimItems: counter.counts.claimItems,
+        byCommand: { ...counter.counts.byCommand },
+        updates: counter.counts.updatesByTable[real.speed] ?? 0,
+      };
       const naiveRequests = naiveCounter.counts.total;
 
       rows.push({
@@ -355,7 +377,9 @@ async function part1(): Promise<Row[]> {
         },
         claimsOnly: { rps: (records.length / claimsMs) * 1000, dynalite: perRecordUs(claimsDynaliteMs) },
       });
-      console.error(`batch ${size}: real ${fmt(realMs / 1000, 2)} s, naive ${fmt(naiveMs / 1000, 2)} s, dedup alone ${fmt(claimsMs / 1000, 2)} s`);
+      console.error(
+        `batch ${size}: real ${fmt(realMs / 1000, 2)} s, naive ${fmt(naiveMs / 1000, 2)} s, dedup alone ${fmt(claimsMs / 1000, 2)} s`,
+      );
     }
     return rows;
   } finally {
@@ -392,8 +416,20 @@ function itemsPerRecord(records: readonly StreamRecord[], size: number, layout: 
     // The items this batch writes, each with its cells' deltas: as the handler groups them, or one item per cell.
     const written =
       layout === 'hour'
-        ? groupByItem(DEMO_VIEWS, counted, windowMs).map((g) => ({ view: g.view, id: JSON.stringify(g.key), slot: g.key.slot, cells: aggregate([g.view], g.records, windowMs) }))
-        : DEMO_VIEWS.flatMap((view) => aggregate([view], counted, windowMs).map((d) => ({ view, id: JSON.stringify([d.view, d.window, d.bucket, d.dims]), slot: 0, cells: [d] })));
+        ? groupByItem(DEMO_VIEWS, counted, windowMs).map((g) => ({
+            view: g.view,
+            id: JSON.stringify(g.key),
+            slot: g.key.slot,
+            cells: aggregate([g.view], g.records, windowMs),
+          }))
+        : DEMO_VIEWS.flatMap((view) =>
+            aggregate([view], counted, windowMs).map((d) => ({
+              view,
+              id: JSON.stringify([d.view, d.window, d.bucket, d.dims]),
+              slot: 0,
+              cells: [d],
+            })),
+          );
     for (const w of written) {
       touched.add(w.id);
       const cells = itemBytes.get(w.id) ?? new Map<string, number>();
@@ -428,7 +464,12 @@ function mixes(sizes: readonly number[]): MixRow[] {
   const n = Math.max(opts.records, 120_000, ...sizes);
   const demo = demoRecords(n);
   const onTime = demoRecords(n, 0);
-  return sizes.map((size) => ({ size, cells: itemsPerRecord(demo, size, 'cell'), demo: itemsPerRecord(demo, size, 'hour'), onTime: itemsPerRecord(onTime, size, 'hour') }));
+  return sizes.map((size) => ({
+    size,
+    cells: itemsPerRecord(demo, size, 'cell'),
+    demo: itemsPerRecord(demo, size, 'hour'),
+    onTime: itemsPerRecord(onTime, size, 'hour'),
+  }));
 }
 
 interface KinesisRow {
@@ -465,7 +506,9 @@ async function part2(): Promise<KinesisRow | undefined> {
     // Bare GetRecords loop: read the shard from the start until it is drained.
     const shard = (await clients.kinesis.send(new ListShardsCommand({ StreamName }))).Shards![0]!.ShardId!;
     let t = performance.now();
-    let iterator = (await clients.kinesis.send(new GetShardIteratorCommand({ StreamName, ShardId: shard, ShardIteratorType: 'TRIM_HORIZON' }))).ShardIterator;
+    let iterator = (
+      await clients.kinesis.send(new GetShardIteratorCommand({ StreamName, ShardId: shard, ShardIteratorType: 'TRIM_HORIZON' }))
+    ).ShardIterator;
     let read = 0;
     while (iterator && read < n) {
       const r = await clients.kinesis.send(new GetRecordsCommand({ ShardIterator: iterator, Limit: 10_000 }));
@@ -511,7 +554,9 @@ async function part2(): Promise<KinesisRow | undefined> {
 
 function render(rows: Row[], k: KinesisRow | undefined, m: MixRow[]): string {
   const lines: string[] = [];
-  lines.push(`Demo mix (local/demo.ts, seed 42: 80 % page views, 13 % purchases, 7 % signups; 5 % late by 2 min to 3 h; 3 % ids resent), 1,000 records/s of arrival time on one shard, ${int(rows[0]?.records ?? 0)} records per batch size, dynalite as a child process. Baseline: the naive handler (one UpdateItem per record and matching view, no dedup, not exactly-once) over the same batches in the same run.`);
+  lines.push(
+    `Demo mix (local/demo.ts, seed 42: 80 % page views, 13 % purchases, 7 % signups; 5 % late by 2 min to 3 h; 3 % ids resent), 1,000 records/s of arrival time on one shard, ${int(rows[0]?.records ?? 0)} records per batch size, dynalite as a child process. Baseline: the naive handler (one UpdateItem per record and matching view, no dedup, not exactly-once) over the same batches in the same run.`,
+  );
   lines.push('');
   lines.push(
     '| batch size | real records/s | naive records/s | speed-up | delta writes / record | dedup requests / record | claim writes / record | DynamoDB requests / record (naive) | delta items / batch | time in claims / deltas | conflicts |',
@@ -531,7 +576,9 @@ function render(rows: Row[], k: KinesisRow | undefined, m: MixRow[]): string {
     "The dedup alone, in the same run: the batch's claims read and the new ones written with the handler's own functions (`readClaims`, `decide`, `writeClaims`), nothing else; its dynalite CPU per record is a floor under any handler that claims each id, and its ceiling over naive the most such a handler can reach on dynalite before it writes a single delta.",
   );
   lines.push('');
-  lines.push('| batch size | dynalite µs / record, real (naive) | handler process µs / record, real (naive) | ceiling on dynalite, records/s | ceiling / naive | dedup alone: records/s | dedup alone: dynalite µs / record | dedup alone: ceiling / naive |');
+  lines.push(
+    '| batch size | dynalite µs / record, real (naive) | handler process µs / record, real (naive) | ceiling on dynalite, records/s | ceiling / naive | dedup alone: records/s | dedup alone: dynalite µs / record | dedup alone: ceiling / naive |',
+  );
   lines.push('|---:|---:|---:|---:|---:|---:|---:|---:|');
   for (const r of rows) {
     lines.push(
@@ -539,14 +586,21 @@ function render(rows: Row[], k: KinesisRow | undefined, m: MixRow[]): string {
     );
   }
   lines.push('');
-  lines.push('What the key design implies (computed from the records alone, no DynamoDB; two minutes of arrivals at least): speed items written per record, and in parentheses the write units they cost in DynamoDB (ceil(item size / 1 KB) per write, sizes by DynamoDB\'s rules with 4-byte numbers), with one item per (view, arrival window, bucket, dimension values, shard), the layout before, and with one item per (view, arrival window, event hour, shard; a late hour cut in 10-second arrival parts), the layout now; and now, on the same mix without late events.');
+  lines.push(
+    "What the key design implies (computed from the records alone, no DynamoDB; two minutes of arrivals at least): speed items written per record, and in parentheses the write units they cost in DynamoDB (ceil(item size / 1 KB) per write, sizes by DynamoDB's rules with 4-byte numbers), with one item per (view, arrival window, bucket, dimension values, shard), the layout before, and with one item per (view, arrival window, event hour, shard; a late hour cut in 10-second arrival parts), the layout now; and now, on the same mix without late events.",
+  );
   lines.push('');
   lines.push('| batch size | one item per cell (before) | one item per event hour (now) | now, no late events |');
   lines.push('|---:|---:|---:|---:|');
-  for (const r of m) lines.push(`| ${int(r.size)} | ${fmt(r.cells.items)} (${fmt(r.cells.units)}) | ${fmt(r.demo.items)} (${fmt(r.demo.units)}) | ${fmt(r.onTime.items)} (${fmt(r.onTime.units)}) |`);
+  for (const r of m)
+    lines.push(
+      `| ${int(r.size)} | ${fmt(r.cells.items)} (${fmt(r.cells.units)}) | ${fmt(r.demo.items)} (${fmt(r.demo.units)}) | ${fmt(r.onTime.items)} (${fmt(r.onTime.units)}) |`,
+    );
   if (k) {
     lines.push('');
-    lines.push(`Through the local cloud: ${int(k.records)} demo records put into ${k.engine} (one shard), then read by a bare GetRecords loop (baseline) and by the local event source mapping (batch size ${int(k.batchSize)}) invoking the real handler against dynalite, in the same run.`);
+    lines.push(
+      `Through the local cloud: ${int(k.records)} demo records put into ${k.engine} (one shard), then read by a bare GetRecords loop (baseline) and by the local event source mapping (batch size ${int(k.batchSize)}) invoking the real handler against dynalite, in the same run.`,
+    );
     lines.push('');
     lines.push('| path | records/s | ratio |');
     lines.push('|---|---:|---:|');
@@ -560,7 +614,21 @@ const rows = await part1();
 const kinesisRow = await part2();
 const mixRows = mixes(rows.map((r) => r.size));
 
-const table = new Table({ head: ['batch', 'real rec/s', 'naive rec/s', 'x', 'delta w/rec', 'dedup req/rec', 'claims/rec', 'req/rec', 'naive req/rec', 'items/batch', 'claims/deltas time'] });
+const table = new Table({
+  head: [
+    'batch',
+    'real rec/s',
+    'naive rec/s',
+    'x',
+    'delta w/rec',
+    'dedup req/rec',
+    'claims/rec',
+    'req/rec',
+    'naive req/rec',
+    'items/batch',
+    'claims/deltas time',
+  ],
+});
 for (const r of rows) {
   table.push([
     int(r.size),
@@ -587,7 +655,10 @@ for (const r of mixRows) {
     `speed items (write units) / record at batch ${int(r.size)}: one per cell ${fmt(r.cells.items)} (${fmt(r.cells.units)}), one per event hour ${fmt(r.demo.items)} (${fmt(r.demo.units)}), the same without late events ${fmt(r.onTime.items)} (${fmt(r.onTime.units)})`,
   );
 }
-if (kinesisRow) console.log(`${kinesisRow.engine}: bare GetRecords ${int(kinesisRow.bareRps)} records/s; through the ESM and the handler ${int(kinesisRow.handlerRps)} records/s (${fmt(kinesisRow.handlerRps / kinesisRow.bareRps, 2)}x)`);
+if (kinesisRow)
+  console.log(
+    `${kinesisRow.engine}: bare GetRecords ${int(kinesisRow.bareRps)} records/s; through the ESM and the handler ${int(kinesisRow.handlerRps)} records/s (${fmt(kinesisRow.handlerRps / kinesisRow.bareRps, 2)}x)`,
+  );
 
 if (opts.write) {
   const path = join(dirname(fileURLToPath(import.meta.url)), '..', 'docs', 'benchmarks.md');

@@ -75,7 +75,8 @@ export async function propsFromContext(ctx: Context, env = process.env): Promise
   const webAcl = flag(ctx, 'createWebAcl');
   const removal = oneOf(ctx, 'removalPolicy', ['retain', 'destroy'] as const) ?? (localstack ? 'destroy' : 'retain');
   // LocalStack runs functions in containers of the host's architecture unless it emulates.
-  const arch = oneOf(ctx, 'architecture', ['arm64', 'x86_64'] as const) ?? (localstack ? (process.arch === 'arm64' ? 'arm64' : 'x86_64') : undefined);
+  const arch =
+    oneOf(ctx, 'architecture', ['arm64', 'x86_64'] as const) ?? (localstack ? (process.arch === 'arm64' ? 'arm64' : 'x86_64') : undefined);
   const account = env.CDK_DEFAULT_ACCOUNT;
   const region = env.CDK_DEFAULT_REGION;
   return {
@@ -88,7 +89,14 @@ export async function propsFromContext(ctx: Context, env = process.env): Promise
     ...(shardCount !== undefined ? { shardCount } : {}),
     ...(batchEverySeconds !== undefined ? { batchEvery: Duration.seconds(batchEverySeconds) } : {}),
     ...(maxBatchLagSeconds !== undefined ? { maxBatchLag: Duration.seconds(maxBatchLagSeconds) } : {}),
-    ...(hashes ? { apiKeyHashes: hashes.split(',').map((h) => h.trim()).filter(Boolean) } : {}),
+    ...(hashes
+      ? {
+          apiKeyHashes: hashes
+            .split(',')
+            .map((h) => h.trim())
+            .filter(Boolean),
+        }
+      : {}),
     ...(cors ? { corsAllowOrigin: cors } : {}),
     ...(webAcl !== undefined ? { createWebAcl: webAcl } : {}),
     removalPolicy: removal === 'destroy' ? RemovalPolicy.DESTROY : RemovalPolicy.RETAIN,

@@ -3,8 +3,9 @@
  * `--json` prints exactly one JSON document, and stable exit codes (0 ok,
  * 1 failure, 2 usage) whatever the output mode.
  */
-import { type Command, type CommanderError, Option } from 'commander';
+
 import Table from 'cli-table3';
+import { type Command, type CommanderError, Option } from 'commander';
 import { ApiClient, ApiError, resolveTarget, UnreachableError } from './client.ts';
 
 export const EXIT_OK = 0;
@@ -38,7 +39,11 @@ export function withTarget(cmd: Command): Command {
   return cmd
     .addOption(new Option('--url <url>', 'API base URL').env('TANDEM_API_URL').default(undefined, 'http://localhost:3000'))
     .addOption(new Option('--api-key <key>', 'API key (x-api-key)').env('TANDEM_API_KEY'))
-    .addOption(new Option('--data-dir <dir>', "the local cloud's data directory, to read its saved API key").env('TANDEM_DATA_DIR').default(undefined, '.tandem'));
+    .addOption(
+      new Option('--data-dir <dir>', "the local cloud's data directory, to read its saved API key")
+        .env('TANDEM_DATA_DIR')
+        .default(undefined, '.tandem'),
+    );
 }
 
 export function clientFor(flags: TargetFlags): ApiClient {
@@ -115,6 +120,7 @@ export function action<A extends unknown[]>(fn: (...args: A) => Promise<void> | 
 /** Parses a whole positive number flag, or throws a UsageError naming it. */
 export function positiveInt(flag: string, value: string): number {
   const n = Number(value);
-  if (!/^\d+$/.test(value) || !Number.isSafeInteger(n) || n < 1) throw new UsageError(`${flag} must be a whole number >= 1, received "${value}"`);
+  if (!/^\d+$/.test(value) || !Number.isSafeInteger(n) || n < 1)
+    throw new UsageError(`${flag} must be a whole number >= 1, received "${value}"`);
   return n;
 }

@@ -37,7 +37,10 @@ export function apiWildcard(methodArn: string): string {
 export function policy(principalId: string, effect: 'Allow' | 'Deny', methodArn: string): APIGatewayAuthorizerResult {
   return {
     principalId,
-    policyDocument: { Version: '2012-10-17', Statement: [{ Action: 'execute-api:Invoke', Effect: effect, Resource: apiWildcard(methodArn) }] },
+    policyDocument: {
+      Version: '2012-10-17',
+      Statement: [{ Action: 'execute-api:Invoke', Effect: effect, Resource: apiWildcard(methodArn) }],
+    },
     ...(effect === 'Allow' && { context: { keyName: principalId } }),
   };
 }

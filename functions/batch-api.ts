@@ -71,7 +71,12 @@ export function pointerResponse(p: Pointer): Record<string, unknown> {
   };
 }
 
-const RollbackBody = z.object({ version: z.number({ error: 'version must be a whole number' }).int({ error: 'version must be a whole number' }).positive({ error: 'version must be positive' }) });
+const RollbackBody = z.object({
+  version: z
+    .number({ error: 'version must be a whole number' })
+    .int({ error: 'version must be a whole number' })
+    .positive({ error: 'version must be positive' }),
+});
 
 export interface BatchApiDeps {
   readonly clients: Pick<Clients, 'kinesis' | 'dynamodb' | 'doc' | 's3' | 'athena' | 'sfn'>;
@@ -104,7 +109,12 @@ export function createBatchApiHandler(deps: () => BatchApiDeps, logger: Logger) 
       try {
         await d.clients.sfn.send(new StartExecutionCommand({ stateMachineArn: arn, name: runId, input: JSON.stringify({ runId }) }));
       } catch (e) {
-        await updateRun(control, runId, { state: 'FAILED', stage: 'done', finishedAt: now(), error: `could not start the state machine: ${errorText(e)}` });
+        await updateRun(control, runId, {
+          state: 'FAILED',
+          stage: 'done',
+          finishedAt: now(),
+          error: `could not start the state machine: ${errorText(e)}`,
+        });
         throw e;
       }
       return json(202, { id: runId, state: 'RUNNING' });

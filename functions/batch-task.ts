@@ -10,7 +10,7 @@ import { Logger } from '@aws-lambda-powertools/logger';
 import { Metrics, MetricUnit } from '@aws-lambda-powertools/metrics';
 import { z } from 'zod';
 import { type Clients, clients } from './adapters/clients.ts';
-import { RUN_ID_RE, getPointer } from './batch/control.ts';
+import { getPointer, RUN_ID_RE } from './batch/control.ts';
 import { batchContext, errorText } from './batch/pipeline.ts';
 import { type BatchContext, failStep, planStep, publishStep, viewStep } from './batch/steps.ts';
 import { type Config, loadConfig } from './config.ts';

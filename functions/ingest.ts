@@ -8,11 +8,11 @@ import { Logger } from '@aws-lambda-powertools/logger';
 import { Metrics, MetricUnit } from '@aws-lambda-powertools/metrics';
 import type { APIGatewayProxyEvent, Context } from 'aws-lambda';
 import { clients } from './adapters/clients.ts';
+import { type ApiHandler, errorBody, guarded, HttpError, json, readJsonBody } from './api/http.ts';
+import { type KinesisPut, type PutOptions, putEntries, toEntry } from './api/put-events.ts';
 import { type Config, loadConfig } from './config.ts';
 import { isBodyError, validateEvents, withId } from './core/events.ts';
 import type { View } from './core/views.ts';
-import { type ApiHandler, errorBody, guarded, HttpError, json, readJsonBody } from './api/http.ts';
-import { type KinesisPut, type PutOptions, putEntries, toEntry } from './api/put-events.ts';
 import { MAX_EVENTS_PER_REQUEST } from './routes.ts';
 
 export interface IngestDeps {
@@ -74,7 +74,8 @@ function ingestCore(deps: IngestDeps): ApiHandler {
       events.map(({ index, event: e }) => toEntry(index, e)),
       {
         ...deps.put,
-        remainingMs: () => (typeof context?.getRemainingTimeInMillis === 'function' ? context.getRemainingTimeInMillis() : Number.POSITIVE_INFINITY),
+        remainingMs: () =>
+          typeof context?.getRemainingTimeInMillis === 'function' ? context.getRemainingTimeInMillis() : Number.POSITIVE_INFINITY,
         onRetry: (info) => deps.logger.warn('PutRecords entries failed, resending them', info),
       },
     );
@@ -83,15 +84,22 @@ function ingestCore(deps: IngestDeps): ApiHandler {
     count('EventsNotStored', outcome.failed.length);
     count('PutRecordsResent', outcome.resent);
     if (outcome.failed.length > 0) {
-      deps.logger.error('accepted events not stored', { notStored: outcome.failed.length, codes: [...new Set(outcome.failed.map((f) => f.code))] });
+      deps.logger.error('accepted events not stored', {
+        notStored: outcome.failed.length,
+        codes: [...new Set(outcome.failed.map((f) => f.code))],
+      });
       return json(
         503,
-        errorBody(`${outcome.failed.length} of ${events.length} accepted events could not be stored; send those again (with the same ids, a retry is not double counted)`, undefined, {
-          accepted: outcome.stored.length,
-          notStored: outcome.failed.map((f) => f.index),
-          rejected,
-          ids,
-        }),
+        errorBody(
+          `${outcome.failed.length} of ${events.length} accepted events could not be stored; send those again (with the same ids, a retry is not double counted)`,
+          undefined,
+          {
+            accepted: outcome.stored.length,
+            notStored: outcome.failed.map((f) => f.index),
+            rejected,
+            ids,
+          },
+        ),
         { 'retry-after': '1' },
       );
     }

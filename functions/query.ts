@@ -7,14 +7,14 @@
 import { Logger } from '@aws-lambda-powertools/logger';
 import type { APIGatewayProxyEvent } from 'aws-lambda';
 import { clients } from './adapters/clients.ts';
+import { type ApiHandler, guarded, HttpError, json, jsonText, MAX_RESPONSE_BYTES, queryParams } from './api/http.ts';
+import { exactDocClient, type ReadDeps, type ReadOptions, readView } from './api/read-view.ts';
+import { readStatus } from './api/status.ts';
 import { type Config, loadConfig } from './config.ts';
 import { isQueryError, parseQuery, shapeResponse } from './core/query.ts';
 import type { Settings } from './core/settings.ts';
 import { iso } from './core/time.ts';
 import { findView, type View } from './core/views.ts';
-import { type ApiHandler, guarded, HttpError, json, jsonText, MAX_RESPONSE_BYTES, queryParams } from './api/http.ts';
-import { exactDocClient, type ReadDeps, type ReadOptions, readView } from './api/read-view.ts';
-import { readStatus } from './api/status.ts';
 import { matchRoute } from './routes.ts';
 
 export interface QueryDeps extends Omit<ReadDeps, 'settings'> {
@@ -41,7 +41,11 @@ function describeView(v: View): Record<string, unknown> {
 }
 
 /** GET /views/{name}: the contract's response for one view. */
-export async function queryView(deps: QueryDeps, name: string, params: Record<string, string | undefined>): Promise<Record<string, unknown>> {
+export async function queryView(
+  deps: QueryDeps,
+  name: string,
+  params: Record<string, string | undefined>,
+): Promise<Record<string, unknown>> {
   const view = findView(deps.views, name);
   if (!view) throw new HttpError(404, `no view named "${name}" (views: ${deps.views.map((v) => v.name).join(', ')})`, 'name');
   const now = (deps.now ?? Date.now)();
@@ -60,7 +64,8 @@ export async function queryView(deps: QueryDeps, name: string, params: Record<st
 
 /** Which route an event is for: API Gateway sets `resource`; fall back to matching the path. */
 function routeOf(event: APIGatewayProxyEvent): { path: string; params: Record<string, string> } {
-  if (event.resource && event.resource !== '/{proxy+}') return { path: event.resource, params: { ...(event.pathParameters ?? {}) } as Record<string, string> };
+  if (event.resource && event.resource !== '/{proxy+}')
+    return { path: event.resource, params: { ...(event.pathParameters ?? {}) } as Record<string, string> };
   const m = matchRoute(event.httpMethod, event.path);
   return { path: m?.route.path ?? event.path, params: m?.params ?? {} };
 }

@@ -168,11 +168,15 @@ export class BatchLayer extends Construct {
   constructor(scope: Construct, id: string, props: BatchLayerProps) {
     super(scope, id);
     this.engine = props.batchEngine ?? 'athena';
-    if (!BATCH_ENGINES.includes(this.engine)) invalid(this, `batchEngine must be one of ${BATCH_ENGINES.join(', ')}. Received ${JSON.stringify(this.engine)}`);
+    if (!BATCH_ENGINES.includes(this.engine))
+      invalid(this, `batchEngine must be one of ${BATCH_ENGINES.join(', ')}. Received ${JSON.stringify(this.engine)}`);
     const every = props.batchEvery ?? Duration.hours(1);
     checkDuration(this, 'batchEvery', every, 60, 86_400);
     if (!every.isUnresolved() && !props.maxBatchLag.isUnresolved() && every.toSeconds() >= props.maxBatchLag.toSeconds()) {
-      invalid(this, `batchEvery must be shorter than maxBatchLag (${props.maxBatchLag.toHumanString()}), or the lag alarm fires between runs. Received ${every.toHumanString()}`);
+      invalid(
+        this,
+        `batchEvery must be shorter than maxBatchLag (${props.maxBatchLag.toHumanString()}), or the lag alarm fires between runs. Received ${every.toHumanString()}`,
+      );
     }
     const flexible = props.batchFlexibleWindow ?? Duration.minutes(1);
     checkDuration(this, 'batchFlexibleWindow', flexible, 60, 86_400);
@@ -192,10 +196,22 @@ export class BatchLayer extends Construct {
         removalPolicy,
         accessLogs: props.accessLogsBucket,
         accessLogsPrefix: 'athena-results/',
-        lifecycleRules: [{ id: 'expire-query-results', prefix: RESULTS_PREFIX, expiration: Duration.days(7), abortIncompleteMultipartUploadAfter: Duration.days(1) }],
+        lifecycleRules: [
+          {
+            id: 'expire-query-results',
+            prefix: RESULTS_PREFIX,
+            expiration: Duration.days(7),
+            abortIncompleteMultipartUploadAfter: Duration.days(1),
+          },
+        ],
       });
-      const databaseName = props.glueDatabaseName ?? Stack.of(this).stackName.toLowerCase().replace(/[^a-z0-9_]/g, '_');
-      if (!/^[a-z0-9_]{1,255}$/.test(databaseName)) invalid(this, `glueDatabaseName must be lowercase letters, digits or _. Received ${JSON.stringify(databaseName)}`);
+      const databaseName =
+        props.glueDatabaseName ??
+        Stack.of(this)
+          .stackName.toLowerCase()
+          .replace(/[^a-z0-9_]/g, '_');
+      if (!/^[a-z0-9_]{1,255}$/.test(databaseName))
+        invalid(this, `glueDatabaseName must be lowercase letters, digits or _. Received ${JSON.stringify(databaseName)}`);
       const database = new glue.Database(this, 'Database', { databaseName, description: 'Tandem raw archive', removalPolicy });
       const location = `s3://${props.rawBucket.bucketName}/${RAW_PREFIX}`;
       const table = new glue.CfnTable(this, 'RawTable', {
@@ -205,7 +221,12 @@ export class BatchLayer extends Construct {
           name: RAW_TABLE_NAME,
           description: 'Raw archive: one RawRecord (functions/core/record.ts) per gzip NDJSON line, partitioned by arrival hour',
           tableType: 'EXTERNAL_TABLE',
-          parameters: { classification: 'json', compressionType: 'gzip', EXTERNAL: 'TRUE', ...glueProjectionParameters(location, props.projectionStartDay ?? '2025-01-01') },
+          parameters: {
+            classification: 'json',
+            compressionType: 'gzip',
+            EXTERNAL: 'TRUE',
+            ...glueProjectionParameters(location, props.projectionStartDay ?? '2025-01-01'),
+          },
           partitionKeys: GLUE_PARTITION_KEYS.map((c) => ({ name: c.name, type: c.type })),
           storageDescriptor: {
             location,
@@ -272,7 +293,8 @@ export class BatchLayer extends Construct {
     });
     if (props.stream.encryptionKey) props.stream.encryptionKey.grantDecrypt(this.function);
     const ackFn: Record<string, string> = {
-      [`IAM5[Resource::${nagResource(this, props.rawBucket.arnForObjects(`${RAW_PREFIX}*`))}]`]: 'The batch reads every raw object up to the cutoff; keys are derived per shard and sequence range; read-only, raw/ prefix only',
+      [`IAM5[Resource::${nagResource(this, props.rawBucket.arnForObjects(`${RAW_PREFIX}*`))}]`]:
+        'The batch reads every raw object up to the cutoff; keys are derived per shard and sequence range; read-only, raw/ prefix only',
     };
     if (this.workGroup && this.database && this.table && this.resultsBucket) {
       const stack = Stack.of(this);
@@ -302,7 +324,8 @@ export class BatchLayer extends Construct {
         resourceArns: [this.resultsBucket.arnForObjects(`${RESULTS_PREFIX}*`)],
       });
       iam.Grant.addToPrincipal({ grantee: this.function, actions: ['s3:GetBucketLocation'], resourceArns: [props.rawBucket.bucketArn] });
-      ackFn[`IAM5[Resource::${nagResource(this, this.resultsBucket.arnForObjects(`${RESULTS_PREFIX}*`))}]`] = 'Athena names each result object after its query id; access is limited to the athena/ prefix of the results bucket';
+      ackFn[`IAM5[Resource::${nagResource(this, this.resultsBucket.arnForObjects(`${RESULTS_PREFIX}*`))}]`] =
+        'Athena names each result object after its query id; access is limited to the athena/ prefix of the results bucket';
     }
     acknowledge(fn.role, ackFn);
 
@@ -315,8 +338,13 @@ export class BatchLayer extends Construct {
     this.stateMachine = new sfn.StateMachine(this, 'StateMachine', {
       // The same ASL the local interpreter runs (functions/batch/state-machine.ts), the task ARN substituted.
       definitionBody: sfn.DefinitionBody.fromString(
-        // biome-ignore lint/suspicious/noTemplateCurlyInString: a Step Functions definition substitution, not a JS template
-        JSON.stringify(batchStateMachineDefinition('${BatchTaskArn}', { maxConcurrency: props.viewConcurrency ?? 2, taskTimeoutSeconds: TASK_TIMEOUT.toSeconds() })),
+        JSON.stringify(
+          // biome-ignore lint/suspicious/noTemplateCurlyInString: a Step Functions definition substitution, not a JS template
+          batchStateMachineDefinition('${BatchTaskArn}', {
+            maxConcurrency: props.viewConcurrency ?? 2,
+            taskTimeoutSeconds: TASK_TIMEOUT.toSeconds(),
+          }),
+        ),
       ),
       definitionSubstitutions: { BatchTaskArn: this.function.functionArn },
       stateMachineType: sfn.StateMachineType.STANDARD,
@@ -326,7 +354,8 @@ export class BatchLayer extends Construct {
     });
     this.function.grantInvoke(this.stateMachine);
     acknowledge(this.stateMachine.role, {
-      [`IAM5[Resource::${nagResource(this, fn.function.functionArn)}:*]`]: 'Step Functions invokes the batch-task function by ARN; CDK also allows its versions and aliases (ARN:*)',
+      [`IAM5[Resource::${nagResource(this, fn.function.functionArn)}:*]`]:
+        'Step Functions invokes the batch-task function by ARN; CDK also allows its versions and aliases (ARN:*)',
       'IAM5[Resource::*]': 'CloudWatch Logs delivery (logs:*LogDelivery*) and X-Ray actions support no resource-level permissions',
     });
 
@@ -356,7 +385,8 @@ export class BatchLayer extends Construct {
     const principal = principalConstruct(grantee);
     if (principal) {
       acknowledge(principal, {
-        [`IAM5[Resource::${nagResource(this, executions)}]`]: 'Executions of this state machine only; their names (run ids) are chosen at run time',
+        [`IAM5[Resource::${nagResource(this, executions)}]`]:
+          'Executions of this state machine only; their names (run ids) are chosen at run time',
       });
     }
     return grant;

@@ -21,16 +21,17 @@ export function invalid(scope: IConstruct, message: string): never {
 /** Validates a whole number in [min, max] unless it is an unresolved token. */
 export function checkRange(scope: IConstruct, name: string, value: number | undefined, min: number, max: number): void {
   if (value === undefined || Token.isUnresolved(value)) return;
-  if (!Number.isInteger(value) || value < min || value > max) invalid(scope, `${name} must be a whole number between ${min} and ${max}. Received ${value}`);
+  if (!Number.isInteger(value) || value < min || value > max)
+    invalid(scope, `${name} must be a whole number between ${min} and ${max}. Received ${value}`);
 }
 
 /** Validates a duration in [min, max] seconds unless it is an unresolved token. */
 export function checkDuration(scope: IConstruct, name: string, value: Duration | undefined, minSeconds: number, maxSeconds: number): void {
   if (value === undefined || value.isUnresolved()) return;
   const s = value.toSeconds();
-  if (s < minSeconds || s > maxSeconds) invalid(scope, `${name} must be between ${minSeconds} and ${maxSeconds} seconds. Received ${s} seconds`);
+  if (s < minSeconds || s > maxSeconds)
+    invalid(scope, `${name} must be between ${minSeconds} and ${maxSeconds} seconds. Received ${s} seconds`);
 }
-
 
 /** The text cdk-nag uses for any resource string (ARN with tokens) in IAM findings. */
 export function nagResource(scope: IConstruct, resource: string): string {
@@ -49,7 +50,8 @@ export function acknowledge(scope: IConstruct, findings: Readonly<Record<string,
 }
 
 /** Reason shared by every function that traces with X-Ray. */
-export const XRAY_REASON = 'X-Ray PutTraceSegments/PutTelemetryRecords support no resource-level permissions (AWS docs); the actions are explicit';
+export const XRAY_REASON =
+  'X-Ray PutTraceSegments/PutTelemetryRecords support no resource-level permissions (AWS docs); the actions are explicit';
 
 export interface TandemTableProps {
   /** What happens to the table when it leaves the stack. */
@@ -61,7 +63,10 @@ export interface TandemTableProps {
  * AWS-managed key, point-in-time recovery, TTL on the spec's attribute.
  */
 export function tandemTable(scope: Construct, id: string, spec: TableSpec, props: TandemTableProps): dynamodb.Table {
-  const key = (k: { name: string; type: 'S' | 'N' }) => ({ name: k.name, type: k.type === 'S' ? dynamodb.AttributeType.STRING : dynamodb.AttributeType.NUMBER });
+  const key = (k: { name: string; type: 'S' | 'N' }) => ({
+    name: k.name,
+    type: k.type === 'S' ? dynamodb.AttributeType.STRING : dynamodb.AttributeType.NUMBER,
+  });
   return new dynamodb.Table(scope, id, {
     partitionKey: key(spec.partitionKey),
     ...(spec.sortKey ? { sortKey: key(spec.sortKey) } : {}),
@@ -93,7 +98,9 @@ export function secureBucket(scope: Construct, id: string, props: SecureBucketPr
     blockPublicAccess: s3.BlockPublicAccess.BLOCK_ALL,
     // ACLs off everywhere: the log bucket receives S3 logs through a bucket policy (CDK adds it).
     objectOwnership: s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
-    ...(props.accessLogs ? { serverAccessLogsBucket: props.accessLogs, serverAccessLogsPrefix: props.accessLogsPrefix ?? `${id.toLowerCase()}/` } : {}),
+    ...(props.accessLogs
+      ? { serverAccessLogsBucket: props.accessLogs, serverAccessLogsPrefix: props.accessLogsPrefix ?? `${id.toLowerCase()}/` }
+      : {}),
     ...(props.lifecycleRules ? { lifecycleRules: props.lifecycleRules } : {}),
     ...(props.metrics ? { metrics: props.metrics } : {}),
     removalPolicy: props.removalPolicy,
@@ -122,7 +129,11 @@ export function grantReadPrefix(bucket: s3.IBucket, grantee: iam.IGrantable, pre
 
 /** Grants writing (and overwriting: deterministic keys) objects under a prefix; no read, no delete. */
 export function grantWritePrefix(bucket: s3.IBucket, grantee: iam.IGrantable, prefix: string): iam.Grant {
-  return iam.Grant.addToPrincipal({ grantee, actions: ['s3:PutObject', 's3:AbortMultipartUpload'], resourceArns: [objects(bucket, prefix)] });
+  return iam.Grant.addToPrincipal({
+    grantee,
+    actions: ['s3:PutObject', 's3:AbortMultipartUpload'],
+    resourceArns: [objects(bucket, prefix)],
+  });
 }
 
 /**

@@ -56,7 +56,10 @@ export function addConsumerMapping(
   checkRange(scope, 'retryAttempts', o.retryAttempts, 0, 10_000);
   checkDuration(scope, 'maxRecordAge', o.maxRecordAge, 60, 7 * 24 * 3600);
   if (!o.maxRecordAge.isUnresolved() && !o.streamRetention.isUnresolved() && o.maxRecordAge.toSeconds() > o.streamRetention.toSeconds()) {
-    invalid(scope, `maxRecordAge cannot exceed the stream retention (${o.streamRetention.toHumanString()}). Received ${o.maxRecordAge.toHumanString()}`);
+    invalid(
+      scope,
+      `maxRecordAge cannot exceed the stream retention (${o.streamRetention.toHumanString()}). Received ${o.maxRecordAge.toHumanString()}`,
+    );
   }
   const source = new KinesisEventSource(o.stream, {
     // Every record, from the oldest kept: the layers are exact only if none is skipped.
@@ -73,8 +76,10 @@ export function addConsumerMapping(
   fn.addEventSource(source);
   grantWritePrefix(props.failureBucket, fn, FAILURE_PREFIX);
   acknowledge(role, {
-    [`IAM5[Resource::${nagResource(scope, props.failureBucket.arnForObjects(`${FAILURE_PREFIX}*`))}]`]: 'Poison records are written under keys derived at run time; limited to the failures/ prefix',
-    [`IAM5[Resource::${nagResource(scope, props.failureBucket.arnForObjects('*'))}]`]: 'Lambda writes on-failure records under aws/lambda/<mapping id>/... keys it chooses; PutObject only',
+    [`IAM5[Resource::${nagResource(scope, props.failureBucket.arnForObjects(`${FAILURE_PREFIX}*`))}]`]:
+      'Poison records are written under keys derived at run time; limited to the failures/ prefix',
+    [`IAM5[Resource::${nagResource(scope, props.failureBucket.arnForObjects('*'))}]`]:
+      'Lambda writes on-failure records under aws/lambda/<mapping id>/... keys it chooses; PutObject only',
   });
   return source;
 }

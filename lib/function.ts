@@ -113,9 +113,15 @@ export class TandemFunction extends Construct {
   constructor(scope: Construct, id: string, props: TandemFunctionProps) {
     super(scope, id);
     const entry = path.join(PROJECT_ROOT, HANDLERS[props.handler]);
-    const envSize = Object.entries(props.environment).reduce((n, [k, v]) => n + k.length + (Token.isUnresolved(v) ? 64 : Buffer.byteLength(v)), 0);
+    const envSize = Object.entries(props.environment).reduce(
+      (n, [k, v]) => n + k.length + (Token.isUnresolved(v) ? 64 : Buffer.byteLength(v)),
+      0,
+    );
     if (envSize > ENV_LIMIT_BYTES) {
-      invalid(this, `the environment of ${props.handler} is ${envSize} bytes, more than Lambda's ${ENV_LIMIT_BYTES}; declare fewer or shorter views. Received ${envSize} bytes`);
+      invalid(
+        this,
+        `the environment of ${props.handler} is ${envSize} bytes, more than Lambda's ${ENV_LIMIT_BYTES}; declare fewer or shorter views. Received ${envSize} bytes`,
+      );
     }
     this.logGroup = new logs.LogGroup(this, 'Logs', {
       retention: props.logRetention ?? logs.RetentionDays.ONE_MONTH,
@@ -166,7 +172,11 @@ export class TandemFunction extends Construct {
           ? {
               nodeModules: props.nodeModules,
               // npm picks optional platform packages (native bindings) for the Lambda, not for this machine.
-              environment: { npm_config_os: 'linux', npm_config_cpu: architecture === lambda.Architecture.X86_64 ? 'x64' : 'arm64', npm_config_libc: 'glibc' },
+              environment: {
+                npm_config_os: 'linux',
+                npm_config_cpu: architecture === lambda.Architecture.X86_64 ? 'x64' : 'arm64',
+                npm_config_libc: 'glibc',
+              },
             }
           : {}),
       },

@@ -120,9 +120,11 @@ export class IngestApi extends Construct {
     checkRange(this, 'throttlingBurstLimit', props.throttlingBurstLimit, 1, 100_000);
     checkRange(this, 'webAclRateLimit', props.webAclRateLimit, 100, 2_000_000_000);
     for (const h of props.apiKeyHashes ?? []) {
-      if (!KEY_HASH_RE.test(h)) invalid(this, `apiKeyHashes entries must be a SHA-256 hex hash, optionally "name:hash". Received ${JSON.stringify(h)}`);
+      if (!KEY_HASH_RE.test(h))
+        invalid(this, `apiKeyHashes entries must be a SHA-256 hex hash, optionally "name:hash". Received ${JSON.stringify(h)}`);
     }
-    if (props.createWebAcl && props.webAclArn) invalid(this, `give either createWebAcl or webAclArn, not both. Received webAclArn ${props.webAclArn}`);
+    if (props.createWebAcl && props.webAclArn)
+      invalid(this, `give either createWebAcl or webAclArn, not both. Received webAclArn ${props.webAclArn}`);
     const origin = props.corsAllowOrigin ?? '*';
     this.apiEnvironment = { [SETTINGS_ENV.corsOrigin]: origin };
     const defaults = functionDefaults(props);
@@ -218,10 +220,14 @@ export class IngestApi extends Construct {
 
     if (props.createWebAcl) this.createWebAcl(props.webAclRateLimit ?? 20_000);
     else if (props.webAclArn) {
-      new wafv2.CfnWebACLAssociation(this, 'WebAclAssociation', { resourceArn: this.api.deploymentStage.stageArn, webAclArn: props.webAclArn });
+      new wafv2.CfnWebACLAssociation(this, 'WebAclAssociation', {
+        resourceArn: this.api.deploymentStage.stageArn,
+        webAclArn: props.webAclArn,
+      });
     } else {
       acknowledge(this.api.deploymentStage, {
-        APIG3: 'WAF is optional (createWebAcl or webAclArn); without it every route but /health needs an API key and the stage is throttled',
+        APIG3:
+          'WAF is optional (createWebAcl or webAclArn); without it every route but /health needs an API key and the stage is throttled',
       });
     }
     acknowledge(this.api, {
@@ -236,7 +242,8 @@ export class IngestApi extends Construct {
    * OPTIONS method answered by the same function (CORS preflight).
    */
   addRoute(route: Route, fn: lambda.IFunction): apigateway.Method {
-    if (this.routes.some((r) => r.method === route.method && r.path === route.path)) invalid(this, `route ${route.method} ${route.path} is wired twice`);
+    if (this.routes.some((r) => r.method === route.method && r.path === route.path))
+      invalid(this, `route ${route.method} ${route.path} is wired twice`);
     const resource = this.api.root.resourceForPath(route.path);
     const integration = new apigateway.LambdaIntegration(fn, { proxy: true, allowTestInvoke: false });
     const params = Object.fromEntries([...route.path.matchAll(/\{(\w+)\}/g)].map((m) => [`method.request.path.${m[1]}`, true]));
@@ -244,7 +251,9 @@ export class IngestApi extends Construct {
       requestValidator: this.validator,
       requestParameters: params,
       ...(route.method === 'POST' && route.handler === 'ingest' ? { requestModels: { 'application/json': this.eventsModel } } : {}),
-      ...(route.auth ? { authorizer: this.authorizer, authorizationType: apigateway.AuthorizationType.CUSTOM } : { authorizationType: apigateway.AuthorizationType.NONE }),
+      ...(route.auth
+        ? { authorizer: this.authorizer, authorizationType: apigateway.AuthorizationType.CUSTOM }
+        : { authorizationType: apigateway.AuthorizationType.NONE }),
     });
     if (!route.auth) {
       acknowledge(method, {
@@ -252,12 +261,18 @@ export class IngestApi extends Construct {
         COG4: `${route.method} ${route.path} is public by contract (liveness probe; touches no data)`,
       });
     } else {
-      acknowledge(method, { COG4: 'Callers are machines holding API keys, checked by the REQUEST Lambda authorizer (hashed keys in the control table), not Cognito users' });
+      acknowledge(method, {
+        COG4: 'Callers are machines holding API keys, checked by the REQUEST Lambda authorizer (hashed keys in the control table), not Cognito users',
+      });
     }
     if (!this.preflight.has(route.path)) {
       this.preflight.add(route.path);
       // The handlers answer preflights themselves (functions/api/http.ts), so CORS headers have one source.
-      const options = resource.addMethod('OPTIONS', integration, { authorizationType: apigateway.AuthorizationType.NONE, requestValidator: this.validator, requestParameters: params });
+      const options = resource.addMethod('OPTIONS', integration, {
+        authorizationType: apigateway.AuthorizationType.NONE,
+        requestValidator: this.validator,
+        requestParameters: params,
+      });
       acknowledge(options, {
         APIG4: 'CORS preflight: browsers send OPTIONS without credentials, so it cannot require the API key',
         COG4: 'CORS preflight: browsers send OPTIONS without credentials, so it cannot require the API key',
@@ -302,7 +317,12 @@ export class IngestApi extends Construct {
       this.api.addGatewayResponse(id, { type, statusCode, responseHeaders: headers, templates: template });
     add('Unauthorized', apigateway.ResponseType.UNAUTHORIZED, '401', body('the x-api-key header is missing', 'x-api-key'));
     add('AccessDenied', apigateway.ResponseType.ACCESS_DENIED, '403', body('the API key is not valid or was revoked', 'x-api-key'));
-    add('BadBody', apigateway.ResponseType.BAD_REQUEST_BODY, '400', body('the body must be JSON: one event, an array of events, or {"events": [...]}', 'body'));
+    add(
+      'BadBody',
+      apigateway.ResponseType.BAD_REQUEST_BODY,
+      '400',
+      body('the body must be JSON: one event, an array of events, or {"events": [...]}', 'body'),
+    );
     add('TooLarge', apigateway.ResponseType.REQUEST_TOO_LARGE, '413', body('the request body is larger than the limit (5 MB)', 'body'));
     add('Throttled', apigateway.ResponseType.THROTTLED, '429', body('too many requests, retry with backoff'));
     add('Default4xx', apigateway.ResponseType.DEFAULT_4XX, '400', { 'application/json': '{"error": $context.error.messageString}' });

@@ -139,7 +139,8 @@ export class Monitoring extends Construct {
     const period = lag % 3600 === 0 ? 3600 : lag % 300 === 0 ? 300 : 60;
     const periods = lag / period;
     // CloudWatch evaluates at most one day of data per alarm.
-    if (!Number.isInteger(periods) || lag > 86_400) invalid(this, `maxBatchLag must be whole minutes and at most 1 day for its alarm. Received ${lag} s`);
+    if (!Number.isInteger(periods) || lag > 86_400)
+      invalid(this, `maxBatchLag must be whole minutes and at most 1 day for its alarm. Received ${lag} s`);
     this.batchLagAlarm = props.batch.metricSucceededRuns({ period: Duration.seconds(period) }).createAlarm(this, 'BatchLag', {
       alarmDescription: `No batch run succeeded for ${lag} s (maxBatchLag): speed deltas expire ${ttl} s after their window, fix the batch before then`,
       threshold: 1,
@@ -235,7 +236,11 @@ export class Monitoring extends Construct {
     this.dashboard.addWidgets(
       graph('API requests and errors', [props.api.metricRequests()], [props.api.metricClientErrors(), props.api.metricServerErrors()]),
       graph('API latency p99', [props.api.metricLatency()]),
-      graph('Stream records in / throttled', [props.stream.metricIncomingRecords()], [props.stream.metricWriteThrottles(), props.stream.metricReadThrottles()]),
+      graph(
+        'Stream records in / throttled',
+        [props.stream.metricIncomingRecords()],
+        [props.stream.metricWriteThrottles(), props.stream.metricReadThrottles()],
+      ),
     );
     this.dashboard.addWidgets(
       graph('Iterator age (ms)', [props.speed.metricIteratorAge(), props.archive.metricIteratorAge()]),
@@ -243,7 +248,11 @@ export class Monitoring extends Construct {
       graph('Batch runs', [props.batch.metricSucceededRuns(), props.batch.metricFailedRuns()], [cutoffAge]),
     );
     this.dashboard.addWidgets(
-      graph('Query errors and duration', [props.serving.metricQueryErrors()], [props.serving.queryFunction.metricDuration({ statistic: 'p99' })]),
+      graph(
+        'Query errors and duration',
+        [props.serving.metricQueryErrors()],
+        [props.serving.queryFunction.metricDuration({ statistic: 'p99' })],
+      ),
       graph('Throttles', [throttles]),
     );
   }

@@ -133,7 +133,8 @@ export class RawArchive extends Construct {
       maxRecordAge: props.streamRetention,
     });
     acknowledge(fn.role, {
-      [`IAM5[Resource::${nagResource(this, this.bucket.arnForObjects(`${RAW_PREFIX}*`))}]`]: 'Object keys are derived per shard and sequence range at run time; writes are limited to the raw/ prefix',
+      [`IAM5[Resource::${nagResource(this, this.bucket.arnForObjects(`${RAW_PREFIX}*`))}]`]:
+        'Object keys are derived per shard and sequence range at run time; writes are limited to the raw/ prefix',
     });
   }
 

@@ -59,8 +59,10 @@ export class EventStream extends Construct {
   constructor(scope: Construct, id: string, props: EventStreamProps = {}) {
     super(scope, id);
     const mode = props.streamMode ?? 'on-demand';
-    if (mode !== 'on-demand' && mode !== 'provisioned') invalid(this, `streamMode must be 'on-demand' or 'provisioned'. Received ${JSON.stringify(mode)}`);
-    if (mode === 'on-demand' && props.shardCount !== undefined) invalid(this, `shardCount applies to a provisioned stream only. Received ${props.shardCount} with streamMode 'on-demand'`);
+    if (mode !== 'on-demand' && mode !== 'provisioned')
+      invalid(this, `streamMode must be 'on-demand' or 'provisioned'. Received ${JSON.stringify(mode)}`);
+    if (mode === 'on-demand' && props.shardCount !== undefined)
+      invalid(this, `shardCount applies to a provisioned stream only. Received ${props.shardCount} with streamMode 'on-demand'`);
     checkRange(this, 'shardCount', props.shardCount, 1, 10_000);
     this.retentionPeriod = props.retentionPeriod ?? Duration.hours(24);
     checkDuration(this, 'retentionPeriod', this.retentionPeriod, 24 * 3600, 8760 * 3600);

@@ -10,11 +10,11 @@ import type * as dynamodb from 'aws-cdk-lib/aws-dynamodb';
 import type * as iam from 'aws-cdk-lib/aws-iam';
 import type * as kinesis from 'aws-cdk-lib/aws-kinesis';
 import type * as kms from 'aws-cdk-lib/aws-kms';
-import * as logs from 'aws-cdk-lib/aws-logs';
 import type * as lambda from 'aws-cdk-lib/aws-lambda';
+import * as logs from 'aws-cdk-lib/aws-logs';
 import type * as s3 from 'aws-cdk-lib/aws-s3';
-import type * as sfn from 'aws-cdk-lib/aws-stepfunctions';
 import type * as sns from 'aws-cdk-lib/aws-sns';
+import type * as sfn from 'aws-cdk-lib/aws-stepfunctions';
 import { Construct } from 'constructs';
 import { DEMO_VIEWS } from '../functions/core/demo-views.ts';
 import type { Settings } from '../functions/core/settings.ts';
@@ -384,7 +384,10 @@ export class Tandem extends Construct {
       environment,
       apiEnvironment: this.ingestApi.apiEnvironment,
     });
-    const served: Partial<Record<string, lambda.IFunction>> = { query: this.serving.queryFunction, batchApi: this.serving.batchApiFunction };
+    const served: Partial<Record<string, lambda.IFunction>> = {
+      query: this.serving.queryFunction,
+      batchApi: this.serving.batchApiFunction,
+    };
     for (const route of ROUTES) {
       const fn = served[route.handler];
       if (fn) this.ingestApi.addRoute(route, fn);

@@ -10,7 +10,7 @@ import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node
 import { extname, join, relative, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { API_KEY_FILE, ENDPOINTS_FILE, type LocalEndpoints } from '../bin/client.ts';
-import { type Clients, clients as sharedClients, createClients } from '../functions/adapters/clients.ts';
+import { type Clients, createClients, clients as sharedClients } from '../functions/adapters/clients.ts';
 import { parseViews, parseViewsJson, type View } from '../functions/core/views.ts';
 import { BUCKETS, FAILURE_PREFIX, localNames, SETTINGS_ENV, STREAM, TABLES } from '../functions/resources.ts';
 import { HANDLERS, type HandlerName } from '../functions/routes.ts';
@@ -145,17 +145,25 @@ export function missingHandlers(): string[] {
 
 export async function startLocalCloud(opts: LocalCloudOptions = {}): Promise<LocalCloud> {
   const t0 = Date.now();
-  const log: CloudLogger = opts.logger ?? { info: (m) => console.error(m), warn: (m, ...x) => console.warn(m, ...x), error: (m, ...x) => console.error(m, ...x) };
+  const log: CloudLogger = opts.logger ?? {
+    info: (m) => console.error(m),
+    warn: (m, ...x) => console.warn(m, ...x),
+    error: (m, ...x) => console.error(m, ...x),
+  };
   const missing = missingHandlers().filter((f) => f !== BATCH_PIPELINE || (opts.batchEverySeconds !== null && !opts.runBatch));
   if (missing.length > 0) {
-    throw new HandlerLoadError(missing[0]!, `the local cloud runs Tandem's own handlers, and ${missing.join(', ')} ${missing.length > 1 ? 'do' : 'does'} not exist yet`);
+    throw new HandlerLoadError(
+      missing[0]!,
+      `the local cloud runs Tandem's own handlers, and ${missing.join(', ')} ${missing.length > 1 ? 'do' : 'does'} not exist yet`,
+    );
   }
   const windowSeconds = opts.windowSeconds ?? 60;
   if (!Number.isInteger(windowSeconds) || windowSeconds < 1 || 86400 % windowSeconds !== 0) {
     throw new RangeError(`--window must be a whole number of seconds dividing a day (e.g. 10, 60, 300), received ${windowSeconds}`);
   }
   const batchEvery = opts.batchEverySeconds === undefined ? 60 : opts.batchEverySeconds;
-  if (batchEvery !== null && !(batchEvery > 0)) throw new RangeError(`--batch-every must be a positive number of seconds or "off", received ${batchEvery}`);
+  if (batchEvery !== null && !(batchEvery > 0))
+    throw new RangeError(`--batch-every must be a positive number of seconds or "off", received ${batchEvery}`);
   const views = opts.viewsFile ? await loadViewsFile(opts.viewsFile) : undefined;
   const dataDir = resolve(opts.dataDir ?? '.tandem');
   mkdirSync(dataDir, { recursive: true });
@@ -176,7 +184,9 @@ export async function startLocalCloud(opts: LocalCloudOptions = {}): Promise<Loc
     for (const e of [emulators.kinesis, emulators.dynamodb, emulators.s3]) {
       e.process.once('exit', (code, signal) => {
         if (stopping) return;
-        const err = new Error(`the ${e.name} emulator (pid ${e.pid}) exited unexpectedly (code ${code}, signal ${signal}); the local cloud stopped`);
+        const err = new Error(
+          `the ${e.name} emulator (pid ${e.pid}) exited unexpectedly (code ${code}, signal ${signal}); the local cloud stopped`,
+        );
         log.error(err.message);
         stopAll().finally(() => opts.onFatal?.(err));
       });
@@ -208,7 +218,11 @@ export async function startLocalCloud(opts: LocalCloudOptions = {}): Promise<Loc
 
     const fns = {} as Record<keyof typeof FUNCTIONS, LocalFunction>;
     for (const [h, f] of Object.entries(FUNCTIONS)) {
-      fns[h as keyof typeof FUNCTIONS] = await loadFunction({ name: f.name, entry: HANDLERS[h as HandlerName], timeoutSeconds: f.timeoutSeconds });
+      fns[h as keyof typeof FUNCTIONS] = await loadFunction({
+        name: f.name,
+        entry: HANDLERS[h as HandlerName],
+        timeoutSeconds: f.timeoutSeconds,
+      });
     }
 
     const esmLogger = {
@@ -216,7 +230,10 @@ export async function startLocalCloud(opts: LocalCloudOptions = {}): Promise<Loc
       warn: (m: string, ...x: unknown[]) => log.warn(m, ...x),
       error: (m: string, ...x: unknown[]) => log.error(m, ...x),
     };
-    const common: Omit<EventSourceMappingOptions, 'name' | 'invoke' | 'batchSize' | 'maxBatchingWindowMs' | 'retryAttempts' | 'maxRecordAgeSeconds'> = {
+    const common: Omit<
+      EventSourceMappingOptions,
+      'name' | 'invoke' | 'batchSize' | 'maxBatchingWindowMs' | 'retryAttempts' | 'maxRecordAgeSeconds'
+    > = {
       kinesis: own.kinesis,
       streamName: names[STREAM.env]!,
       startingPosition: 'TRIM_HORIZON',
@@ -270,7 +287,13 @@ export async function startLocalCloud(opts: LocalCloudOptions = {}): Promise<Loc
     stops.push(() => http.close());
     // So the CLI (`tandem status`, `tandem keys`) finds this cloud whatever ports it got.
     const endpointsFile = join(dataDir, ENDPOINTS_FILE);
-    const endpoints: LocalEndpoints = { pid: process.pid, api: http.url, kinesis: emulators.kinesis.endpoint, dynamodb: emulators.dynamodb.endpoint, s3: emulators.s3.endpoint };
+    const endpoints: LocalEndpoints = {
+      pid: process.pid,
+      api: http.url,
+      kinesis: emulators.kinesis.endpoint,
+      dynamodb: emulators.dynamodb.endpoint,
+      s3: emulators.s3.endpoint,
+    };
     writeFileSync(endpointsFile, `${JSON.stringify(endpoints, null, 2)}\n`);
     stops.push(async () => rmSync(endpointsFile, { force: true }));
 
@@ -280,7 +303,9 @@ export async function startLocalCloud(opts: LocalCloudOptions = {}): Promise<Loc
       intervalMs: 60_000,
       logger: log,
       // Every tenth sweep (about every 10 minutes): kinesalite keeps expired records until read past.
-      ...(emulators.kinesisEngine === 'kinesalite' ? { stream: { kinesis: own.kinesis, streamName: names[STREAM.env]!, everySweeps: 10 } } : {}),
+      ...(emulators.kinesisEngine === 'kinesalite'
+        ? { stream: { kinesis: own.kinesis, streamName: names[STREAM.env]!, everySweeps: 10 } }
+        : {}),
     });
     stops.push(() => sweeper.stop());
 
@@ -288,7 +313,9 @@ export async function startLocalCloud(opts: LocalCloudOptions = {}): Promise<Loc
     if (batchEvery !== null) {
       let runBatch = opts.runBatch;
       if (!runBatch) {
-        const { startBatchRun } = (await import(pathToFileURL(join(REPO_ROOT, BATCH_PIPELINE)).href)) as typeof import('../functions/batch/pipeline.ts');
+        const { startBatchRun } = (await import(
+          pathToFileURL(join(REPO_ROOT, BATCH_PIPELINE)).href
+        )) as typeof import('../functions/batch/pipeline.ts');
         const { loadConfig } = await import('../functions/config.ts');
         const config = loadConfig();
         runBatch = async () => {
@@ -303,7 +330,12 @@ export async function startLocalCloud(opts: LocalCloudOptions = {}): Promise<Loc
 
     let demo: Demo | undefined;
     if (opts.demo ?? true) {
-      demo = startDemo({ send: httpSender(http.url, apiKey), ratePerSecond: opts.demoRate ?? DEFAULT_DEMO_RATE, generator: new DemoGenerator(), logger: log });
+      demo = startDemo({
+        send: httpSender(http.url, apiKey),
+        ratePerSecond: opts.demoRate ?? DEFAULT_DEMO_RATE,
+        generator: new DemoGenerator(),
+        logger: log,
+      });
       stops.push(() => demo!.stop());
     }
 

@@ -130,7 +130,10 @@ export function kinesisSender(kinesis: KinesisClient, streamName: string): DemoS
     for (let i = 0; i < events.length; i += 500) {
       const chunk = events.slice(i, i + 500);
       const r = await kinesis.send(
-        new PutRecordsCommand({ StreamName: streamName, Records: chunk.map((e) => ({ PartitionKey: e.id, Data: Buffer.from(JSON.stringify(e)) })) }),
+        new PutRecordsCommand({
+          StreamName: streamName,
+          Records: chunk.map((e) => ({ PartitionKey: e.id, Data: Buffer.from(JSON.stringify(e)) })),
+        }),
       );
       if (r.FailedRecordCount) throw new Error(`PutRecords: ${r.FailedRecordCount} of ${chunk.length} records failed`);
     }
@@ -190,7 +193,8 @@ export function startDemo(opts: {
         } catch (e) {
           stats.failedRequests++;
           stats.lastError = e instanceof Error ? e.message : String(e);
-          if (stats.failedRequests <= 3 || stats.failedRequests % 100 === 0) opts.logger?.warn(`demo: sending events failed (${stats.failedRequests} so far)`, e);
+          if (stats.failedRequests <= 3 || stats.failedRequests % 100 === 0)
+            opts.logger?.warn(`demo: sending events failed (${stats.failedRequests} so far)`, e);
         }
       }
     })().finally(() => {

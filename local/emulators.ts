@@ -12,8 +12,8 @@
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { existsSync, mkdirSync } from 'node:fs';
-import { createRequire } from 'node:module';
 import { request as httpRequest } from 'node:http';
+import { createRequire } from 'node:module';
 import { createServer } from 'node:net';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -50,7 +50,8 @@ export type KinesisEngine = 'kinesalite' | 'kinesis-local';
 /** The Kinesis emulator to start: an explicit choice, else TANDEM_KINESIS_ENGINE, else kinesalite. */
 export function kinesisEngine(explicit?: KinesisEngine): KinesisEngine {
   const e = explicit ?? process.env.TANDEM_KINESIS_ENGINE ?? 'kinesalite';
-  if (e !== 'kinesalite' && e !== 'kinesis-local') throw new Error(`TANDEM_KINESIS_ENGINE must be kinesalite or kinesis-local, received "${e}"`);
+  if (e !== 'kinesalite' && e !== 'kinesis-local')
+    throw new Error(`TANDEM_KINESIS_ENGINE must be kinesalite or kinesis-local, received "${e}"`);
   return e;
 }
 
@@ -186,7 +187,20 @@ function launchSpec(name: EmulatorName, port: number, opts: EmulatorOptions): La
     case 'dynamodb': {
       const cli = packageFile(name, 'dynalite', 'cli.js');
       const asShipped = opts.dynaliteAsShipped ?? process.env.TANDEM_DYNALITE_AS_SHIPPED === '1';
-      const args = [...(asShipped ? [] : ['--require', join(here, 'dynalite-iterators.cjs')]), cli, '--port', String(port), '--host', '127.0.0.1', '--createTableMs', '0', '--deleteTableMs', '0', '--updateTableMs', '0'];
+      const args = [
+        ...(asShipped ? [] : ['--require', join(here, 'dynalite-iterators.cjs')]),
+        cli,
+        '--port',
+        String(port),
+        '--host',
+        '127.0.0.1',
+        '--createTableMs',
+        '0',
+        '--deleteTableMs',
+        '0',
+        '--updateTableMs',
+        '0',
+      ];
       if (opts.dataDir) {
         mkdirSync(opts.dataDir, { recursive: true });
         args.push('--path', resolve(opts.dataDir));
@@ -223,7 +237,15 @@ export async function startEmulator(name: EmulatorName, opts: EmulatorOptions = 
   }
   for (let attempt = 1; ; attempt++) {
     let port = await freePort();
-    while (name === 'kinesis' && kinesisEngine(opts.kinesisEngine) === 'kinesis-local' && !(await assertPortFree(name, port + 1).then(() => true, () => false))) port = await freePort();
+    while (
+      name === 'kinesis' &&
+      kinesisEngine(opts.kinesisEngine) === 'kinesis-local' &&
+      !(await assertPortFree(name, port + 1).then(
+        () => true,
+        () => false,
+      ))
+    )
+      port = await freePort();
     try {
       return await startOnPort(name, port, opts);
     } catch (e) {
@@ -256,12 +278,16 @@ async function startOnPort(name: EmulatorName, port: number, opts: EmulatorOptio
   const endpoint = `http://127.0.0.1:${port}`;
   const deadline = Date.now() + 60_000;
   while (!(await spec.ready(endpoint))) {
-    if (exited) throw new EmulatorError(name, `exited during start-up (code ${exited.code}, signal ${exited.signal}): ${stderr.trim().slice(-800)}`);
+    if (exited)
+      throw new EmulatorError(name, `exited during start-up (code ${exited.code}, signal ${exited.signal}): ${stderr.trim().slice(-800)}`);
     // kinesis-local does not exit when a port is taken: it logs and hangs. Fail at once.
     if (Date.now() > deadline || /EADDRINUSE/.test(stderr)) {
       child.kill('SIGKILL');
       await exit;
-      throw new EmulatorError(name, `did not answer on ${endpoint}${Date.now() > deadline ? ' within 60 s' : ''}: ${stderr.trim().slice(-800)}`);
+      throw new EmulatorError(
+        name,
+        `did not answer on ${endpoint}${Date.now() > deadline ? ' within 60 s' : ''}: ${stderr.trim().slice(-800)}`,
+      );
     }
     await new Promise((r) => setTimeout(r, 100));
   }
@@ -299,7 +325,11 @@ export interface EmulatorSet {
 }
 
 /** Environment that points the AWS SDK at the emulators. */
-export function emulatorEnv(e: { kinesis: { endpoint: string }; dynamodb: { endpoint: string }; s3: { endpoint: string } }): Record<string, string> {
+export function emulatorEnv(e: {
+  kinesis: { endpoint: string };
+  dynamodb: { endpoint: string };
+  s3: { endpoint: string };
+}): Record<string, string> {
   return {
     AWS_ENDPOINT_URL_KINESIS: e.kinesis.endpoint,
     AWS_ENDPOINT_URL_DYNAMODB: e.dynamodb.endpoint,
@@ -317,7 +347,9 @@ export function emulatorEnv(e: { kinesis: { endpoint: string }; dynamodb: { endp
  * `kinesisPersistInterval`: how often kinesis-local, if chosen, rewrites its whole state file
  * (default 1s); kinesalite ignores it.
  */
-export async function startEmulators(opts: { dataDir?: string; kinesisPersistInterval?: string; kinesisEngine?: KinesisEngine } = {}): Promise<EmulatorSet> {
+export async function startEmulators(
+  opts: { dataDir?: string; kinesisPersistInterval?: string; kinesisEngine?: KinesisEngine } = {},
+): Promise<EmulatorSet> {
   const sub = (n: string) => (opts.dataDir ? { dataDir: join(opts.dataDir, n) } : {});
   const results = await Promise.allSettled([
     startEmulator('kinesis', {

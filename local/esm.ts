@@ -19,7 +19,9 @@
  * semantics: the KCL is Java, and kinesis consumers on npm have no
  * bisect/partial-failure/destination behaviour.
  */
-import type { KinesisStreamEvent, KinesisStreamRecord } from 'aws-lambda';
+
+import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import {
   DescribeStreamSummaryCommand,
   GetRecordsCommand,
@@ -30,8 +32,7 @@ import {
   type Shard,
 } from '@aws-sdk/client-kinesis';
 import { PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
-import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import type { KinesisStreamEvent, KinesisStreamRecord } from 'aws-lambda';
 import { FAILURE_PREFIX } from '../functions/resources.ts';
 import { InvocationError, LOCAL_ACCOUNT } from './runtime.ts';
 
@@ -226,7 +227,8 @@ class Mapping implements EventSourceMapping {
     this.backoffMs = o.retryBackoffMs ?? 200;
     this.log = o.logger ?? { info: () => {}, warn: (m, ...x) => console.warn(m, ...x), error: (m, ...x) => console.error(m, ...x) };
     const int = (v: number, name: string, min: number, max: number) => {
-      if (!Number.isInteger(v) || v < min || v > max) throw new RangeError(`${name} must be a whole number from ${min} to ${max}, received ${v}`);
+      if (!Number.isInteger(v) || v < min || v > max)
+        throw new RangeError(`${name} must be a whole number from ${min} to ${max}, received ${v}`);
     };
     int(this.batchSize, 'batchSize', 1, MAX_GET_RECORDS);
     int(this.windowMs, 'maxBatchingWindowMs', 0, 300_000);
@@ -265,7 +267,8 @@ class Mapping implements EventSourceMapping {
     try {
       f = JSON.parse(readFileSync(path, 'utf8')) as CheckpointFile;
     } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== 'ENOENT') this.log.warn(`esm ${this.o.name}: unreadable checkpoint file ${path}, starting afresh`, e);
+      if ((e as NodeJS.ErrnoException).code !== 'ENOENT')
+        this.log.warn(`esm ${this.o.name}: unreadable checkpoint file ${path}, starting afresh`, e);
       return fresh();
     }
     if (f.stream?.arn !== stream.arn || f.stream?.createdAt !== stream.createdAt) {
@@ -443,13 +446,20 @@ class ShardWorker {
     try {
       return (await this.m.o.kinesis.send(new GetShardIteratorCommand(input))).ShardIterator;
     } catch (e) {
-      if (input.ShardIteratorType !== 'AFTER_SEQUENCE_NUMBER' || !['ResourceNotFoundException', 'InvalidArgumentException'].includes(errorName(e))) throw e;
+      if (
+        input.ShardIteratorType !== 'AFTER_SEQUENCE_NUMBER' ||
+        !['ResourceNotFoundException', 'InvalidArgumentException'].includes(errorName(e))
+      )
+        throw e;
       // The stream lost records we had checkpointed (kinesis-local, if chosen, persists on an
       // interval; kinesalite keeps every acknowledged put, so with it this is a safety net):
       // go back to the checkpoint's arrival time; the layers' idempotency absorbs the overlap.
       const at = new Date(Math.min(Date.now(), this.checkpointArrival ?? this.m.file.createdAt));
-      this.m.log.warn(`esm ${this.m.o.name} ${this.id}: checkpoint ${input.StartingSequenceNumber} not found in the stream; resuming at ${at.toISOString()}`);
-      return (await this.m.o.kinesis.send(new GetShardIteratorCommand({ ...base, ShardIteratorType: 'AT_TIMESTAMP', Timestamp: at }))).ShardIterator;
+      this.m.log.warn(
+        `esm ${this.m.o.name} ${this.id}: checkpoint ${input.StartingSequenceNumber} not found in the stream; resuming at ${at.toISOString()}`,
+      );
+      return (await this.m.o.kinesis.send(new GetShardIteratorCommand({ ...base, ShardIteratorType: 'AT_TIMESTAMP', Timestamp: at })))
+        .ShardIterator;
     }
   }
 
@@ -635,12 +645,20 @@ class ShardWorker {
           this.commit(piece.records[outcome.index - 1]!);
           piece.records = piece.records.slice(outcome.index);
         }
-        error = { type: 'BatchItemFailures', message: `the function reported ${outcome.count} failed record(s), the first at ${piece.records[0]!.seq}` };
+        error = {
+          type: 'BatchItemFailures',
+          message: `the function reported ${outcome.count} failed record(s), the first at ${piece.records[0]!.seq}`,
+        };
       } else {
         error = outcome.error;
         if (this.m.o.bisectBatchOnError && piece.records.length > 1) {
           const mid = Math.ceil(piece.records.length / 2);
-          pending.splice(0, 1, { records: piece.records.slice(0, mid), retries: piece.retries, invokes: 0 }, { records: piece.records.slice(mid), retries: piece.retries, invokes: 0 });
+          pending.splice(
+            0,
+            1,
+            { records: piece.records.slice(0, mid), retries: piece.retries, invokes: 0 },
+            { records: piece.records.slice(mid), retries: piece.retries, invokes: 0 },
+          );
           continue;
         }
       }
@@ -650,7 +668,9 @@ class ShardWorker {
         continue;
       }
       piece.retries++;
-      this.m.log.warn(`esm ${this.m.o.name} ${this.id}: batch ${piece.records[0]!.seq}.. failed (${error.type}: ${error.message}); retry ${piece.retries}`);
+      this.m.log.warn(
+        `esm ${this.m.o.name} ${this.id}: batch ${piece.records[0]!.seq}.. failed (${error.type}: ${error.message}); retry ${piece.retries}`,
+      );
       await this.m.sleep(Math.min(5000, this.m.backoffMs * 2 ** (piece.retries - 1)));
     }
   }
@@ -669,10 +689,17 @@ class ShardWorker {
   }
 
   /** Sends records to the on-failure destination and moves the checkpoint past them; false when stopped first. */
-  private async discard(records: Rec[], condition: FailureObject['condition'], invokes: number, error: FailureObject['error']): Promise<boolean> {
+  private async discard(
+    records: Rec[],
+    condition: FailureObject['condition'],
+    invokes: number,
+    error: FailureObject['error'],
+  ): Promise<boolean> {
     const first = records[0]!;
     const last = records[records.length - 1]!;
-    this.m.log.warn(`esm ${this.m.o.name} ${this.id}: ${condition}: discarding ${records.length} record(s) ${first.seq}..${last.seq}${error ? ` (${error.type}: ${error.message})` : ''}`);
+    this.m.log.warn(
+      `esm ${this.m.o.name} ${this.id}: ${condition}: discarding ${records.length} record(s) ${first.seq}..${last.seq}${error ? ` (${error.type}: ${error.message})` : ''}`,
+    );
     const dest = this.m.o.onFailure;
     if (dest) {
       const body: FailureObject = {
@@ -709,7 +736,9 @@ class ShardWorker {
       for (let attempt = 1; ; attempt++) {
         if (this.m.stopped) return false;
         try {
-          await dest.s3.send(new PutObjectCommand({ Bucket: dest.bucket, Key, Body: Buffer.from(JSON.stringify(body)), ContentType: 'application/json' }));
+          await dest.s3.send(
+            new PutObjectCommand({ Bucket: dest.bucket, Key, Body: Buffer.from(JSON.stringify(body)), ContentType: 'application/json' }),
+          );
           break;
         } catch (e) {
           // The shard must not move on before its records are safe in the destination.
@@ -751,7 +780,8 @@ class ShardWorker {
 export function checkBatchResponse(response: unknown, records: readonly { seq: string }[]): Outcome {
   const invalid = (message: string): Outcome => ({ kind: 'error', error: { type: 'InvalidBatchItemFailuresResponse', message } });
   if (response === undefined || response === null) return { kind: 'ok' };
-  if (typeof response !== 'object' || Array.isArray(response)) return invalid(`the response must be an object, received ${JSON.stringify(response)}`);
+  if (typeof response !== 'object' || Array.isArray(response))
+    return invalid(`the response must be an object, received ${JSON.stringify(response)}`);
   const list = (response as { batchItemFailures?: unknown }).batchItemFailures;
   if (list === undefined || list === null) return { kind: 'ok' };
   if (!Array.isArray(list)) return invalid('batchItemFailures must be a list');
@@ -760,7 +790,8 @@ export function checkBatchResponse(response: unknown, records: readonly { seq: s
   let lowest = Number.POSITIVE_INFINITY;
   for (const f of list) {
     const id = (f as { itemIdentifier?: unknown } | null)?.itemIdentifier;
-    if (typeof id !== 'string' || id === '') return invalid(`each batchItemFailures entry needs an itemIdentifier, received ${JSON.stringify(f)}`);
+    if (typeof id !== 'string' || id === '')
+      return invalid(`each batchItemFailures entry needs an itemIdentifier, received ${JSON.stringify(f)}`);
     const i = index.get(id);
     if (i === undefined) return invalid(`itemIdentifier ${id} is not a sequence number of this batch`);
     lowest = Math.min(lowest, i);

@@ -8,12 +8,13 @@
  * Errors of the gateway itself (404, 405, 401/403, 413, a failed or malformed
  * handler) are JSON `{"error": ...}`, never HTML or a stack trace.
  */
-import type { APIGatewayProxyEvent, APIGatewayProxyResult } from 'aws-lambda';
+
 import { createHash, randomUUID, timingSafeEqual } from 'node:crypto';
 import { createReadStream, existsSync, statSync } from 'node:fs';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { extname, join, resolve, sep } from 'node:path';
+import type { APIGatewayProxyEvent, APIGatewayProxyResult } from 'aws-lambda';
 import { type HandlerName, MAX_BODY_BYTES, matchRoute, ROUTES, type Route } from '../functions/routes.ts';
 import { InvocationTimeoutError, LOCAL_ACCOUNT, REPO_ROOT } from './runtime.ts';
 
@@ -350,7 +351,8 @@ export async function startHttpServer(opts: HttpServerOptions): Promise<HttpServ
     try {
       body = await readBody(req, limit);
     } catch (e) {
-      if (e instanceof BodyTooLarge) return sendJson(res, 413, { error: `request body is larger than ${limit} bytes` }, { connection: 'close' });
+      if (e instanceof BodyTooLarge)
+        return sendJson(res, 413, { error: `request body is larger than ${limit} bytes` }, { connection: 'close' });
       throw e;
     }
     const event = toProxyEvent({

@@ -28,7 +28,10 @@ export async function provision(c: Clients, opts: ProvisionOptions): Promise<voi
           new CreateTableCommand({
             TableName,
             BillingMode: 'PAY_PER_REQUEST',
-            AttributeDefinitions: [t.partitionKey, ...('sortKey' in t ? [t.sortKey] : [])].map((k) => ({ AttributeName: k.name, AttributeType: k.type })),
+            AttributeDefinitions: [t.partitionKey, ...('sortKey' in t ? [t.sortKey] : [])].map((k) => ({
+              AttributeName: k.name,
+              AttributeType: k.type,
+            })),
             KeySchema: [
               { AttributeName: t.partitionKey.name, KeyType: 'HASH' },
               ...('sortKey' in t ? [{ AttributeName: t.sortKey.name, KeyType: 'RANGE' as const }] : []),

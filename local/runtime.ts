@@ -9,11 +9,12 @@
  * the first `loadFunction` (handlers read their configuration at import, as
  * at a Lambda cold start).
  */
-import type { Context } from 'aws-lambda';
+
 import { randomUUID } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { dirname, isAbsolute, relative, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
+import type { Context } from 'aws-lambda';
 
 /** The repository root: handler paths in functions/routes.ts are relative to it. */
 export const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
@@ -160,7 +161,10 @@ export async function loadFunction<E = unknown, R = unknown>(opts: FunctionOptio
 }
 
 /** Turns an in-memory handler into a LocalFunction (tests; loadFunction uses it too). */
-export function wrapHandler<E = unknown, R = unknown>(handler: (event: E, context: Context) => unknown, opts: FunctionOptions): LocalFunction<E, R> {
+export function wrapHandler<E = unknown, R = unknown>(
+  handler: (event: E, context: Context) => unknown,
+  opts: FunctionOptions,
+): LocalFunction<E, R> {
   const timeoutMs = Math.round((opts.timeoutSeconds ?? 3) * 1000);
   if (!(timeoutMs > 0)) throw new RangeError(`timeoutSeconds must be positive, received ${opts.timeoutSeconds}`);
   const stats: FunctionStats = { invocations: 0, errors: 0, timeouts: 0 };

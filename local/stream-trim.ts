@@ -22,7 +22,9 @@ export async function trimStream(kinesis: KinesisClient, streamName: string): Pr
   do {
     const listed = await kinesis.send(new ListShardsCommand(next ? { NextToken: next } : { StreamName: streamName }));
     for (const s of listed.Shards ?? []) {
-      let iterator = (await kinesis.send(new GetShardIteratorCommand({ StreamName: streamName, ShardId: s.ShardId!, ShardIteratorType: 'TRIM_HORIZON' }))).ShardIterator;
+      let iterator = (
+        await kinesis.send(new GetShardIteratorCommand({ StreamName: streamName, ShardId: s.ShardId!, ShardIteratorType: 'TRIM_HORIZON' }))
+      ).ShardIterator;
       for (let p = 0; iterator && p < MAX_PAGES; p++) {
         const got = await kinesis.send(new GetRecordsCommand({ ShardIterator: iterator, Limit: PAGE }));
         pages++;

@@ -5,8 +5,9 @@
  * (epoch seconds) has passed. As in AWS, readers must still filter expired
  * items themselves: deletion comes late (here: up to one interval).
  */
-import { DeleteItemCommand, type DynamoDBClient, ScanCommand } from '@aws-sdk/client-dynamodb';
+
 import type { AttributeValue } from '@aws-sdk/client-dynamodb';
+import { DeleteItemCommand, type DynamoDBClient, ScanCommand } from '@aws-sdk/client-dynamodb';
 import type { KinesisClient } from '@aws-sdk/client-kinesis';
 import { TABLES } from '../functions/resources.ts';
 import { trimStream } from './stream-trim.ts';
@@ -30,7 +31,11 @@ export function sweepTargets(names: Readonly<Record<string, string>>): SweepTarg
 }
 
 /** Deletes every expired item of the targets once; returns how many were deleted. */
-export async function sweepOnce(dynamodb: DynamoDBClient, targets: readonly SweepTarget[], nowSeconds = Math.floor(Date.now() / 1000)): Promise<number> {
+export async function sweepOnce(
+  dynamodb: DynamoDBClient,
+  targets: readonly SweepTarget[],
+  nowSeconds = Math.floor(Date.now() / 1000),
+): Promise<number> {
   let deleted = 0;
   for (const t of targets) {
     let start: Record<string, AttributeValue> | undefined;

@@ -5,7 +5,19 @@
 import { SingleBar } from 'cli-progress';
 import type { Command } from 'commander';
 import { type ApiClient, sleep } from '../client.ts';
-import { action, clientFor, EXIT_FAILURE, narrate, positiveInt, printJson, ReportedFailure, renderTable, type TargetFlags, usageExits, withTarget } from '../output.ts';
+import {
+  action,
+  clientFor,
+  EXIT_FAILURE,
+  narrate,
+  positiveInt,
+  printJson,
+  ReportedFailure,
+  renderTable,
+  type TargetFlags,
+  usageExits,
+  withTarget,
+} from '../output.ts';
 
 /** A batch run as GET /batch/runs/{id} answers (the control table's `run / <id>` item). */
 export interface BatchRun {
@@ -26,7 +38,10 @@ export interface BatchRun {
  * Where a run is, as a fraction of its work: `plan`, then each view's SQL and
  * load (`views`, one step per view as it completes), then `publish`.
  */
-export function progressOf(run: Pick<BatchRun, 'state' | 'stage' | 'views'>, viewCount: number): { value: number; total: number; step: string } {
+export function progressOf(
+  run: Pick<BatchRun, 'state' | 'stage' | 'views'>,
+  viewCount: number,
+): { value: number; total: number; step: string } {
   const total = viewCount + 2;
   const done = Object.keys(run.views ?? {}).length;
   if (FINAL.has(run.state) || run.stage === 'done') return { value: total, total, step: 'done' };
@@ -71,7 +86,10 @@ export function registerBatch(program: Command): void {
       const n = positiveInt('<version>', version);
       const { body } = await clientFor(flags).post<Record<string, unknown>>('/batch/rollback', { version: n });
       if (flags.json) printJson(body);
-      else process.stdout.write(`now serving batch version ${String(body?.version ?? n)}${body?.cutoff ? `, cutoff ${String(body.cutoff)}` : ''}\n`);
+      else
+        process.stdout.write(
+          `now serving batch version ${String(body?.version ?? n)}${body?.cutoff ? `, cutoff ${String(body.cutoff)}` : ''}\n`,
+        );
     }),
   );
 }
@@ -108,7 +126,9 @@ async function follow(client: ApiClient, id: string, timeoutMs: number): Promise
   const viewCount = (Array.isArray(declared) ? declared : declared.views).length;
   const t0 = Date.now();
   const seconds = () => ((Date.now() - t0) / 1000).toFixed(1);
-  const bar = process.stderr.isTTY ? new SingleBar({ format: '{bar} {step} | {seconds} s', stream: process.stderr, hideCursor: true, barsize: 24 }) : undefined;
+  const bar = process.stderr.isTTY
+    ? new SingleBar({ format: '{bar} {step} | {seconds} s', stream: process.stderr, hideCursor: true, barsize: 24 })
+    : undefined;
   bar?.start(viewCount + 2, 0, { step: 'plan', seconds: '0.0' });
   let lastStep: string | undefined;
   const reported = new Set<string>();
@@ -119,7 +139,10 @@ async function follow(client: ApiClient, id: string, timeoutMs: number): Promise
       if (bar) bar.update(p.value, { step: p.step, seconds: seconds() });
       else {
         // A quick plan can be over by the first poll: say so rather than skip the step.
-        if (lastStep === undefined) narrate(`${seconds()} s  plan: ${run.stage === 'plan' || run.cutoff === undefined ? 'choosing the cutoff' : `cutoff ${String(run.cutoff)}`}`);
+        if (lastStep === undefined)
+          narrate(
+            `${seconds()} s  plan: ${run.stage === 'plan' || run.cutoff === undefined ? 'choosing the cutoff' : `cutoff ${String(run.cutoff)}`}`,
+          );
         for (const [name, v] of Object.entries(run.views ?? {})) {
           if (reported.has(name)) continue;
           reported.add(name);
@@ -161,4 +184,3 @@ function printRun(id: string, run: BatchRun): void {
     );
   }
 }
-

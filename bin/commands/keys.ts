@@ -79,7 +79,9 @@ On the local cloud: nothing to pass while \`tandem local\` runs on ./.tandem (el
         .option('--json', 'print one JSON document'),
     );
 
-  const create = common(keys.command('create').description('create a key; prints it once (only its hash is stored)').argument('<name>', 'a name for the key'));
+  const create = common(
+    keys.command('create').description('create a key; prints it once (only its hash is stored)').argument('<name>', 'a name for the key'),
+  );
   create.addHelpText('after', '\nExample:\n  tandem keys create dashboard --table MyStack-Control1234');
   create.action(
     keyAction(async (name: string, flags: KeysFlags) => {
@@ -93,7 +95,12 @@ On the local cloud: nothing to pass while \`tandem local\` runs on ./.tandem (el
     }),
   );
 
-  const revoke = common(keys.command('revoke').description('revoke the active key(s) with this name (or hash)').argument('<name>', 'key name or its sha256 hash'));
+  const revoke = common(
+    keys
+      .command('revoke')
+      .description('revoke the active key(s) with this name (or hash)')
+      .argument('<name>', 'key name or its sha256 hash'),
+  );
   revoke.addHelpText('after', '\nExample:\n  tandem keys revoke dashboard --table MyStack-Control1234');
   revoke.action(
     keyAction(async (name: string, flags: KeysFlags) => {

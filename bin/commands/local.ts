@@ -3,8 +3,9 @@
  * contract's flags. Prints where the API, the dashboard and the key are;
  * Ctrl-C (SIGINT) or SIGTERM stops everything, emulators included.
  */
-import type { Command } from 'commander';
+
 import { join } from 'node:path';
+import type { Command } from 'commander';
 import { action, narrate, UsageError, usageExits } from '../output.ts';
 
 interface LocalFlags {
@@ -22,7 +23,8 @@ interface LocalFlags {
 
 function wholeNumber(flag: string, value: string, min: number, max = Number.MAX_SAFE_INTEGER): number {
   const n = Number(value);
-  if (!/^\d+$/.test(value) || n < min || n > max) throw new UsageError(`${flag} must be a whole number from ${min} to ${max}, received "${value}"`);
+  if (!/^\d+$/.test(value) || n < min || n > max)
+    throw new UsageError(`${flag} must be a whole number from ${min} to ${max}, received "${value}"`);
   return n;
 }
 
@@ -49,12 +51,16 @@ export function registerLocal(program: Command): void {
     action(async (flags: LocalFlags) => {
       const port = wholeNumber('--port', flags.port, 0, 65535);
       const windowSeconds = wholeNumber('--window', flags.window, 1, 86400);
-      if (86400 % windowSeconds !== 0) throw new UsageError(`--window must divide a day (86400 s) evenly, e.g. 10, 60 or 300; received ${windowSeconds}`);
+      if (86400 % windowSeconds !== 0)
+        throw new UsageError(`--window must divide a day (86400 s) evenly, e.g. 10, 60 or 300; received ${windowSeconds}`);
       const batchEverySeconds = flags.batchEvery === 'off' ? null : wholeNumber('--batch-every', flags.batchEvery, 1);
       const shards = wholeNumber('--shards', flags.shards, 1, 16);
       const demoRate = wholeNumber('--demo-rate', flags.demoRate, 1, 1000);
       // Loaded here so `tandem --help` and the other commands start fast.
-      const [{ shownPath, startLocalCloud }, { kinesisEngine }] = await Promise.all([import('../../local/cloud.ts'), import('../../local/emulators.ts')]);
+      const [{ shownPath, startLocalCloud }, { kinesisEngine }] = await Promise.all([
+        import('../../local/cloud.ts'),
+        import('../../local/emulators.ts'),
+      ]);
       narrate(`tandem local: starting emulators (${kinesisEngine()}, dynalite, s3rver)...`);
       let fatal: ((e: Error) => void) | undefined;
       const cloud = await startLocalCloud({
@@ -71,8 +77,10 @@ export function registerLocal(program: Command): void {
         host: flags.host,
         logger: {
           info: (m) => narrate(m),
-          warn: (m, ...x) => narrate(`warning: ${m}${x.length ? ` ${x.map((e) => (e instanceof Error ? e.message : String(e))).join(' ')}` : ''}`),
-          error: (m, ...x) => narrate(`error: ${m}${x.length ? ` ${x.map((e) => (e instanceof Error ? e.message : String(e))).join(' ')}` : ''}`),
+          warn: (m, ...x) =>
+            narrate(`warning: ${m}${x.length ? ` ${x.map((e) => (e instanceof Error ? e.message : String(e))).join(' ')}` : ''}`),
+          error: (m, ...x) =>
+            narrate(`error: ${m}${x.length ? ` ${x.map((e) => (e instanceof Error ? e.message : String(e))).join(' ')}` : ''}`),
         },
       });
       const lines = [

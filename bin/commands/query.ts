@@ -4,7 +4,18 @@
  */
 import { type Command, Option } from 'commander';
 import { iso, parseTime, QUERY_GRAINS } from '../../functions/core/time.ts';
-import { action, cell, clientFor, narrate, printJson, renderTable, type TargetFlags, UsageError, usageExits, withTarget } from '../output.ts';
+import {
+  action,
+  cell,
+  clientFor,
+  narrate,
+  printJson,
+  renderTable,
+  type TargetFlags,
+  UsageError,
+  usageExits,
+  withTarget,
+} from '../output.ts';
 
 interface QueryFlags extends TargetFlags {
   readonly from?: string;
@@ -107,7 +118,8 @@ export function queryParams(flags: QueryFlags, now = Date.now()): Record<string,
     const eq = w.indexOf('=');
     if (eq <= 0) throw new UsageError(`--where must be dimension=value, received "${w}"`);
     const dim = w.slice(0, eq);
-    if (['from', 'to', 'grain', 'groupBy'].includes(dim)) throw new UsageError(`--where cannot filter "${dim}": use --${dim === 'groupBy' ? 'group-by' : dim}`);
+    if (['from', 'to', 'grain', 'groupBy'].includes(dim))
+      throw new UsageError(`--where cannot filter "${dim}": use --${dim === 'groupBy' ? 'group-by' : dim}`);
     params[dim] = w.slice(eq + 1);
   }
   return params;
@@ -121,13 +133,23 @@ async function query(view: string, flags: QueryFlags): Promise<void> {
     printJson(body);
     return;
   }
-  const batch = body.batch ? `batch version ${body.batch.version}, cutoff ${body.batch.cutoff}` : 'no batch published yet: speed layer only';
-  narrate(`${body.view}: ${body.from} .. ${body.to} by ${body.grain}; ${batch}; ${body.rows.length} row${body.rows.length === 1 ? '' : 's'}`);
+  const batch = body.batch
+    ? `batch version ${body.batch.version}, cutoff ${body.batch.cutoff}`
+    : 'no batch published yet: speed layer only';
+  narrate(
+    `${body.view}: ${body.from} .. ${body.to} by ${body.grain}; ${batch}; ${body.rows.length} row${body.rows.length === 1 ? '' : 's'}`,
+  );
   if (body.rows.length === 0) return;
   const columns: string[] = [];
   for (const r of body.rows) for (const k of Object.keys(r)) if (!columns.includes(k)) columns.push(k);
   const align = columns.map((c) => (body.rows.some((r) => typeof r[c] === 'number') ? 'right' : 'left') as 'left' | 'right');
-  process.stdout.write(`${renderTable(columns, body.rows.map((r) => columns.map((c) => r[c] ?? null)), align)}\n`);
+  process.stdout.write(
+    `${renderTable(
+      columns,
+      body.rows.map((r) => columns.map((c) => r[c] ?? null)),
+      align,
+    )}\n`,
+  );
 }
 
 async function listViews(flags: TargetFlags & { json?: boolean }): Promise<void> {
@@ -138,7 +160,12 @@ async function listViews(flags: TargetFlags & { json?: boolean }): Promise<void>
   }
   const list = Array.isArray(body) ? body : body.views;
   const metric = ([name, m]: [string, { fn: string; field?: string }]) => `${name}: ${m.fn}(${m.field ?? ''})`;
-  const filter = (f: ViewInfo['filter']) => (f ? Object.entries(f).map(([k, v]) => `${k} = ${cell(v)}`).join(', ') : '');
+  const filter = (f: ViewInfo['filter']) =>
+    f
+      ? Object.entries(f)
+          .map(([k, v]) => `${k} = ${cell(v)}`)
+          .join(', ')
+      : '';
   process.stdout.write(
     `${renderTable(
       ['view', 'grain', 'dimensions', 'metrics', 'filter'],

@@ -10,7 +10,19 @@ import type { Readable } from 'node:stream';
 import { SingleBar } from 'cli-progress';
 import type { Command } from 'commander';
 import { type ApiClient, ApiError, sleep, UnreachableError } from '../client.ts';
-import { action, clientFor, EXIT_FAILURE, narrate, positiveInt, printJson, ReportedFailure, type TargetFlags, UsageError, usageExits, withTarget } from '../output.ts';
+import {
+  action,
+  clientFor,
+  EXIT_FAILURE,
+  narrate,
+  positiveInt,
+  printJson,
+  ReportedFailure,
+  type TargetFlags,
+  UsageError,
+  usageExits,
+  withTarget,
+} from '../output.ts';
 
 /** The contract's limit on events per request. */
 const MAX_BATCH = 500;
@@ -76,7 +88,8 @@ async function send(file: string | undefined, flags: SendFlags): Promise<void> {
   if (batchSize > MAX_BATCH) throw new UsageError(`--batch-size must be at most ${MAX_BATCH}, received ${batchSize}`);
   const concurrency = positiveInt('--concurrency', flags.concurrency);
   const fromStdin = file === undefined || file === '-';
-  if (fromStdin && process.stdin.isTTY) throw new UsageError('give a file of events, or pipe them to stdin (tandem send - < events.ndjson)');
+  if (fromStdin && process.stdin.isTTY)
+    throw new UsageError('give a file of events, or pipe them to stdin (tandem send - < events.ndjson)');
   let input: Readable;
   let expected = 0;
   if (fromStdin) {
@@ -102,7 +115,8 @@ async function send(file: string | undefined, flags: SendFlags): Promise<void> {
     stats.sent += sent;
     stats.accepted += r.accepted;
     stats.rejected += r.rejected.length;
-    for (const rej of r.rejected) rejectedFile.write(`${JSON.stringify({ ...rej.position, field: rej.field, message: rej.message, event: rej.event })}\n`);
+    for (const rej of r.rejected)
+      rejectedFile.write(`${JSON.stringify({ ...rej.position, field: rej.field, message: rej.message, event: rej.event })}\n`);
     progress.update(stats);
   };
 
@@ -211,8 +225,11 @@ export async function* readEvents(input: Readable): AsyncGenerator<Item> {
   } catch (e) {
     throw new Error(`the input is neither NDJSON nor one JSON document: ${(e as Error).message}`);
   }
-  const events =
-    Array.isArray(doc) ? doc : doc && typeof doc === 'object' && Array.isArray((doc as { events?: unknown }).events) ? (doc as { events: unknown[] }).events : [doc];
+  const events = Array.isArray(doc)
+    ? doc
+    : doc && typeof doc === 'object' && Array.isArray((doc as { events?: unknown }).events)
+      ? (doc as { events: unknown[] }).events
+      : [doc];
   for (let i = 0; i < events.length; i++) yield { position: { index: i }, event: events[i] };
 }
 
@@ -249,7 +266,18 @@ async function postBatch(client: ApiClient, items: readonly Item[]): Promise<Pos
     try {
       const { status, body } = await client.post<EventsAnswer>('/events', events, { accept: [400, 413] });
       if (status === 413) {
-        if (items.length === 1) return { accepted: 0, rejected: [{ position: items[0]!.position, field: null, message: 'the event is larger than the API accepts (413)', event: items[0]!.event }] };
+        if (items.length === 1)
+          return {
+            accepted: 0,
+            rejected: [
+              {
+                position: items[0]!.position,
+                field: null,
+                message: 'the event is larger than the API accepts (413)',
+                event: items[0]!.event,
+              },
+            ],
+          };
         const half = Math.ceil(items.length / 2);
         const [a, b] = [await postBatch(client, items.slice(0, half)), await postBatch(client, items.slice(half))];
         return { accepted: a.accepted + b.accepted, rejected: [...a.rejected, ...b.rejected] };
@@ -261,7 +289,12 @@ async function postBatch(client: ApiClient, items: readonly Item[]): Promise<Pos
       }
       const rejected = listed.map((r) => {
         const item = items[r.index];
-        return { position: item?.position ?? { index: r.index }, field: r.field ?? null, message: r.message ?? 'rejected', event: item?.event };
+        return {
+          position: item?.position ?? { index: r.index },
+          field: r.field ?? null,
+          message: r.message ?? 'rejected',
+          event: item?.event,
+        };
       });
       return { accepted: typeof body?.accepted === 'number' ? body.accepted : items.length - rejected.length, rejected };
     } catch (e) {

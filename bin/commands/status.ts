@@ -5,7 +5,12 @@ import { action, cell, clientFor, printJson, renderTable, type TargetFlags, usag
 /** The parts of GET /status this command shows (functions/api/status.ts); other fields pass through --json. */
 export interface StatusAnswer {
   readonly now?: string;
-  readonly batch?: { readonly version: number; readonly cutoff: string; readonly lagSeconds?: number; readonly publishedAt?: string } | null;
+  readonly batch?: {
+    readonly version: number;
+    readonly cutoff: string;
+    readonly lagSeconds?: number;
+    readonly publishedAt?: string;
+  } | null;
   readonly lastRun?: {
     readonly id?: string;
     readonly state?: string;
@@ -74,7 +79,9 @@ export function renderStatus(s: StatusAnswer): string {
   if (r) {
     const took = r.durationMs !== undefined ? `, took ${(r.durationMs / 1000).toFixed(1)} s` : '';
     const when = r.startedAt ? `, started ${r.startedAt}` : '';
-    out.push(`last run: ${r.id ?? '?'} ${r.state ?? '?'}${r.state === 'RUNNING' && r.stage ? ` (${r.stage})` : ''}${when}${took}${r.error ? `: ${r.error}` : ''}`);
+    out.push(
+      `last run: ${r.id ?? '?'} ${r.state ?? '?'}${r.state === 'RUNNING' && r.stage ? ` (${r.stage})` : ''}${when}${took}${r.error ? `: ${r.error}` : ''}`,
+    );
     const views = Object.entries(r.views ?? {});
     if (views.length > 0) {
       out.push(

@@ -10,7 +10,11 @@
  * failed batch. Record bytes are decoded per record; what cannot be decoded is
  * poison for the consumer, not a failed batch.
  */
-import { KinesisDataStreamRecord, KinesisDataStreamRecordPayload, KinesisDataStreamSchema } from '@aws-lambda-powertools/parser/schemas/kinesis';
+import {
+  KinesisDataStreamRecord,
+  KinesisDataStreamRecordPayload,
+  KinesisDataStreamSchema,
+} from '@aws-lambda-powertools/parser/schemas/kinesis';
 import { z } from 'zod';
 
 export const KinesisEventSchema = KinesisDataStreamSchema.extend({

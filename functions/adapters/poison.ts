@@ -10,7 +10,7 @@
 import { ConditionalCheckFailedException, type DynamoDBClient, GetItemCommand, UpdateItemCommand } from '@aws-sdk/client-dynamodb';
 import { PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { mapLimit } from '../core/limit.ts';
-import { padSeq, RecordError, type RawRecord, toRawRecord } from '../core/record.ts';
+import { padSeq, type RawRecord, RecordError, toRawRecord } from '../core/record.ts';
 import { FAILURE_PREFIX } from '../resources.ts';
 import type { StreamRecord } from './kinesis-event.ts';
 
@@ -80,7 +80,12 @@ export async function writePoison(s3: S3Client, bucket: string, layer: ConsumerL
       text,
     };
     await s3.send(
-      new PutObjectCommand({ Bucket: bucket, Key: poisonKey(layer, p.shard, p.seq), Body: Buffer.from(JSON.stringify(body)), ContentType: 'application/json' }),
+      new PutObjectCommand({
+        Bucket: bucket,
+        Key: poisonKey(layer, p.shard, p.seq),
+        Body: Buffer.from(JSON.stringify(body)),
+        ContentType: 'application/json',
+      }),
     );
   });
 }
@@ -91,7 +96,13 @@ export async function writePoison(s3: S3Client, bucket: string, layer: ConsumerL
  * attribute: the item is shared by all shards and both consumers). Two writes
  * only for batches that hold poison, which are rare.
  */
-export async function countPoison(ddb: DynamoDBClient, table: string, layer: ConsumerLayer, shard: string, seqs: readonly string[]): Promise<void> {
+export async function countPoison(
+  ddb: DynamoDBClient,
+  table: string,
+  layer: ConsumerLayer,
+  shard: string,
+  seqs: readonly string[],
+): Promise<void> {
   if (seqs.length === 0) return;
   const { count: COUNT, hw: HW_MAP } = POISON_ATTRIBUTES[layer];
   const sorted = [...seqs].sort();
@@ -117,7 +128,11 @@ export async function countPoison(ddb: DynamoDBClient, table: string, layer: Con
           UpdateExpression: 'ADD #count :n SET #m.#shard = :last',
           ConditionExpression: 'attribute_not_exists(#m.#shard) OR #m.#shard < :first',
           ExpressionAttributeNames: { '#m': HW_MAP, '#shard': shard, '#count': COUNT },
-          ExpressionAttributeValues: { ':n': { N: String(pending.length) }, ':first': { S: pending[0]! }, ':last': { S: pending[pending.length - 1]! } },
+          ExpressionAttributeValues: {
+            ':n': { N: String(pending.length) },
+            ':first': { S: pending[0]! },
+            ':last': { S: pending[pending.length - 1]! },
+          },
         }),
       );
       return;

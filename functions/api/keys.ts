@@ -71,9 +71,16 @@ export async function listKeys(doc: Doc, controlTable: string): Promise<KeyRecor
  * Creates a key named `name` (unique among keys not revoked) and returns it:
  * the only time the key itself is seen; the table keeps its hash.
  */
-export async function createKey(doc: Doc, controlTable: string, name: string, now = Date.now()): Promise<{ key: string; record: KeyRecord }> {
+export async function createKey(
+  doc: Doc,
+  controlTable: string,
+  name: string,
+  now = Date.now(),
+): Promise<{ key: string; record: KeyRecord }> {
   if (!KEY_NAME_RE.test(name)) {
-    throw new KeyError(`key name must be 1-64 letters, digits, _ . @ or - (starting with a letter or digit), received ${JSON.stringify(name)}`);
+    throw new KeyError(
+      `key name must be 1-64 letters, digits, _ . @ or - (starting with a letter or digit), received ${JSON.stringify(name)}`,
+    );
   }
   if ((await listKeys(doc, controlTable)).some((k) => k.name === name && !k.revoked)) {
     throw new KeyError(`a key named "${name}" exists already (revoke it first, or choose another name)`);

@@ -86,7 +86,12 @@ export interface PutOutcome {
  * service may have stored some of its records, and the client's retry with the
  * same ids is safe where ours would only repeat the same failure sooner.
  */
-export async function putEntries(kinesis: KinesisPut, streamName: string, entries: readonly PutEntry[], opts: PutOptions = {}): Promise<PutOutcome> {
+export async function putEntries(
+  kinesis: KinesisPut,
+  streamName: string,
+  entries: readonly PutEntry[],
+  opts: PutOptions = {},
+): Promise<PutOutcome> {
   const maxRounds = opts.maxRounds ?? 5;
   const base = opts.baseDelayMs ?? 50;
   const cap = opts.maxDelayMs ?? 1000;
@@ -143,7 +148,9 @@ export async function putEntries(kinesis: KinesisPut, streamName: string, entrie
   const order = entries.map((e) => e.index);
   return {
     stored: order.filter((i) => stored.has(i)),
-    failed: order.filter((i) => !stored.has(i)).map((index) => ({ index, ...(lastError.get(index) ?? { code: 'NotSent', message: 'not sent' }) })),
+    failed: order
+      .filter((i) => !stored.has(i))
+      .map((index) => ({ index, ...(lastError.get(index) ?? { code: 'NotSent', message: 'not sent' }) })),
     requests,
     resent,
   };

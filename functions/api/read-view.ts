@@ -17,12 +17,12 @@
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { DynamoDBDocumentClient, GetCommand, QueryCommand, type QueryCommandInput } from '@aws-sdk/lib-dynamodb';
 import { batchPartitions, cellsOf, pad13, speedPartitions, speedSlot } from '../core/keys.ts';
+import { mapLimit } from '../core/limit.ts';
 import { stateColumns, stateFromColumns } from '../core/metrics.ts';
 import type { Row, SpeedRow } from '../core/query.ts';
 import { type Settings, speedTtlSeconds } from '../core/settings.ts';
 import { bucketStart, floorTo } from '../core/time.ts';
 import type { View } from '../core/views.ts';
-import { mapLimit } from '../core/limit.ts';
 
 /**
  * A document client over the shared DynamoDB client that keeps numbers as
@@ -34,7 +34,12 @@ export function exactDocClient(dynamodb: DynamoDBClient): DynamoDBDocumentClient
   // object*: wrapping the shared client would make every other document client over it (the
   // batch, the speed layer, in the local cloud's one process) return NumberValues too. So a
   // client of its own with the same settings, built as lib-dynamodb itself rebuilds one.
-  const own = new DynamoDBClient({ ...dynamodb.config, defaultUserAgentProvider: undefined, retryStrategy: undefined, extensions: undefined } as never);
+  const own = new DynamoDBClient({
+    ...dynamodb.config,
+    defaultUserAgentProvider: undefined,
+    retryStrategy: undefined,
+    extensions: undefined,
+  } as never);
   return DynamoDBDocumentClient.from(own, {
     marshallOptions: { removeUndefinedValues: true },
     unmarshallOptions: { wrapNumbers: true },
@@ -76,7 +81,9 @@ export function num(v: unknown): number {
 const str = (v: unknown): string | undefined => (v === undefined || v === null ? undefined : String(v));
 
 export async function readPointer(deps: Pick<ReadDeps, 'doc' | 'tables'>): Promise<Pointer | null> {
-  const out = await deps.doc.send(new GetCommand({ TableName: deps.tables.control, Key: { pk: 'pointer', sk: 'current' }, ConsistentRead: true }));
+  const out = await deps.doc.send(
+    new GetCommand({ TableName: deps.tables.control, Key: { pk: 'pointer', sk: 'current' }, ConsistentRead: true }),
+  );
   const item = out.Item;
   if (!item || item.version === undefined || item.cutoff === undefined) return null;
   const publishedAt = str(item.publishedAt);
@@ -85,7 +92,12 @@ export async function readPointer(deps: Pick<ReadDeps, 'doc' | 'tables'>): Promi
 }
 
 /** Every item of a Query, following LastEvaluatedKey (or the first `maxItems`). */
-export async function queryAll(doc: Pick<ReadDeps, 'doc'>['doc'], input: QueryCommandInput, stats: ReadStats, maxItems = Number.POSITIVE_INFINITY): Promise<Record<string, unknown>[]> {
+export async function queryAll(
+  doc: Pick<ReadDeps, 'doc'>['doc'],
+  input: QueryCommandInput,
+  stats: ReadStats,
+  maxItems = Number.POSITIVE_INFINITY,
+): Promise<Record<string, unknown>[]> {
   const items: Record<string, unknown>[] = [];
   let start: Record<string, unknown> | undefined;
   stats.partitions++;
@@ -100,7 +112,8 @@ export async function queryAll(doc: Pick<ReadDeps, 'doc'>['doc'], input: QueryCo
   return items;
 }
 
-const dimsOf = (v: unknown): (string | null)[] => (Array.isArray(v) ? v.map((d) => (d === null || d === undefined ? null : String(d))) : []);
+const dimsOf = (v: unknown): (string | null)[] =>
+  Array.isArray(v) ? v.map((d) => (d === null || d === undefined ? null : String(d))) : [];
 
 /**
  * Batch rows: read only what the merge uses (bucket, dims, the view's state columns): less to
@@ -114,7 +127,13 @@ function batchProjection(view: View): { names: Record<string, string>; projectio
 }
 
 /** The batch partitions of version N that hold buckets in [fromMs, toMs), each one key-range Query. */
-export function batchQueries(deps: Pick<ReadDeps, 'tables'>, view: View, version: number, fromMs: number, toMs: number): QueryCommandInput[] {
+export function batchQueries(
+  deps: Pick<ReadDeps, 'tables'>,
+  view: View,
+  version: number,
+  fromMs: number,
+  toMs: number,
+): QueryCommandInput[] {
   const lo = bucketStart(fromMs, view.grain);
   // sk = <bucket 13d>#<dims>: BETWEEN pad13(lo) AND pad13(to) holds exactly the buckets in [lo, to),
   // since "<to>#..." sorts after "<to>".
@@ -146,7 +165,15 @@ export function speedWindowRange(settings: Settings, cutoff: number | null, now:
  * hour) meets [fromMs, toMs). Items hold many cells, so they are read whole; `readView` keeps the
  * cells with buckets in range.
  */
-export function speedQueries(deps: Pick<ReadDeps, 'tables'>, view: View, fromWindow: number, toArrival: number, fromMs: number, toMs: number, now: number): QueryCommandInput[] {
+export function speedQueries(
+  deps: Pick<ReadDeps, 'tables'>,
+  view: View,
+  fromWindow: number,
+  toArrival: number,
+  fromMs: number,
+  toMs: number,
+  now: number,
+): QueryCommandInput[] {
   const lo = speedSlot(bucketStart(fromMs, view.grain));
   return speedPartitions(view.name, fromWindow, toArrival).map(({ pk, skFrom }) => ({
     TableName: deps.tables.speed,
@@ -172,7 +199,14 @@ export interface ReadOptions {
 }
 
 /** Reads everything a merged query over buckets [fromMs, toMs) needs. */
-export async function readView(deps: ReadDeps, view: View, fromMs: number, toMs: number, now: number, opts: ReadOptions = {}): Promise<ViewRead> {
+export async function readView(
+  deps: ReadDeps,
+  view: View,
+  fromMs: number,
+  toMs: number,
+  now: number,
+  opts: ReadOptions = {},
+): Promise<ViewRead> {
   const pointer = await readPointer(deps);
   const batchStats = emptyStats();
   const speedStats = emptyStats();
@@ -182,7 +216,9 @@ export async function readView(deps: ReadDeps, view: View, fromMs: number, toMs:
     const range = speedWindowRange(deps.settings, pointer?.cutoff ?? null, now);
     for (const input of speedQueries(deps, view, range.from, range.to, fromMs, toMs, now)) tasks.push({ input, kind: 'speed' });
   }
-  const results = await mapLimit(tasks, deps.concurrency ?? 8, (t) => queryAll(deps.doc, t.input, t.kind === 'batch' ? batchStats : speedStats));
+  const results = await mapLimit(tasks, deps.concurrency ?? 8, (t) =>
+    queryAll(deps.doc, t.input, t.kind === 'batch' ? batchStats : speedStats),
+  );
   const batchRows: Row[] = [];
   const speedRows: SpeedRow[] = [];
   const lo = bucketStart(fromMs, view.grain);
@@ -195,7 +231,8 @@ export async function readView(deps: ReadDeps, view: View, fromMs: number, toMs:
       }
       const window = num(item.window);
       for (const cell of cellsOf(num(item.slot), item)) {
-        if (cell.bucket >= lo && cell.bucket < toMs) speedRows.push({ bucket: cell.bucket, dims: cell.dims, state: stateFromColumns(view, cell.columns), window });
+        if (cell.bucket >= lo && cell.bucket < toMs)
+          speedRows.push({ bucket: cell.bucket, dims: cell.dims, state: stateFromColumns(view, cell.columns), window });
       }
     }
   });

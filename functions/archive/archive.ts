@@ -23,21 +23,20 @@
  * event source mapping retries the whole batch with the same boundaries (no
  * bisect), which rewrites the same keys instead of overlapping ones.
  */
-import type { StreamRecord as ArchiveRecord } from '../adapters/kinesis-event.ts';
-import { ConditionalCheckFailedException, type DynamoDBClient, UpdateItemCommand } from '@aws-sdk/client-dynamodb';
-import { PutObjectCommand, type S3Client, S3ServiceException } from '@aws-sdk/client-s3';
+
 import { promisify } from 'node:util';
 import { gzip as gzipCb } from 'node:zlib';
-import { padSeq, type RawRecord } from '../core/record.ts';
+import { ConditionalCheckFailedException, type DynamoDBClient, UpdateItemCommand } from '@aws-sdk/client-dynamodb';
+import { PutObjectCommand, type S3Client, S3ServiceException } from '@aws-sdk/client-s3';
+import type { StreamRecord as ArchiveRecord } from '../adapters/kinesis-event.ts';
 import { countPoison, normalize, type PoisonRecord, writePoison } from '../adapters/poison.ts';
 import { batchAgeMs, errorAttribute, forEachShard } from '../adapters/shards.ts';
+import { padSeq, type RawRecord } from '../core/record.ts';
 import { CHECKPOINT_PK, HOUR_MS, MANIFEST_PK, manifestEntry, manifestSk, rawObjectKey } from './layout.ts';
 
 const gzip = promisify(gzipCb);
 
-export type { ArchiveRecord };
-
-export type { PoisonRecord };
+export type { ArchiveRecord, PoisonRecord };
 
 /** The part of a logger the core uses (Powertools' Logger fits). */
 export interface LogSink {
@@ -82,11 +81,19 @@ export interface ArchiveResult {
   readonly stats: ArchiveStats;
 }
 
-
 /** Archives one Lambda batch (normally one shard's; several shards are handled independently). */
 export async function archiveBatch(records: readonly ArchiveRecord[], deps: ArchiveDeps): Promise<ArchiveResult> {
   const now = deps.now ?? Date.now;
-  const stats: ArchiveStats = { records: records.length, archived: 0, poison: 0, objects: 0, bytes: 0, alreadyWritten: 0, batchAgeMs: 0, failedShards: 0 };
+  const stats: ArchiveStats = {
+    records: records.length,
+    archived: 0,
+    poison: 0,
+    objects: 0,
+    bytes: 0,
+    alreadyWritten: 0,
+    batchAgeMs: 0,
+    failedShards: 0,
+  };
   stats.batchAgeMs = batchAgeMs(records, now());
   const failures = await forEachShard(
     records,
@@ -99,7 +106,13 @@ export async function archiveBatch(records: readonly ArchiveRecord[], deps: Arch
   return { failures, stats };
 }
 
-async function archiveShard(shard: string, list: readonly ArchiveRecord[], deps: ArchiveDeps, stats: ArchiveStats, now: () => number): Promise<void> {
+async function archiveShard(
+  shard: string,
+  list: readonly ArchiveRecord[],
+  deps: ArchiveDeps,
+  stats: ArchiveStats,
+  now: () => number,
+): Promise<void> {
   const byHour = new Map<number, RawRecord[]>();
   const poison: PoisonRecord[] = [];
   for (const r of list) {
@@ -141,9 +154,16 @@ async function archiveShard(shard: string, list: readonly ArchiveRecord[], deps:
   );
 
   if (poison.length > 0) {
-    for (const p of poison) deps.log?.warn('poison record sent to the failures bucket', { shard, seq: p.seq, field: p.field, reason: p.reason });
+    for (const p of poison)
+      deps.log?.warn('poison record sent to the failures bucket', { shard, seq: p.seq, field: p.field, reason: p.reason });
     await writePoison(deps.s3, deps.failureBucket, 'archive', poison);
-    await countPoison(deps.ddb, deps.controlTable, 'archive', shard, poison.map((p) => p.seq));
+    await countPoison(
+      deps.ddb,
+      deps.controlTable,
+      'archive',
+      shard,
+      poison.map((p) => p.seq),
+    );
     stats.poison += poison.length;
   }
 
@@ -166,7 +186,14 @@ async function archiveShard(shard: string, list: readonly ArchiveRecord[], deps:
 async function putOnce(s3: S3Client, bucket: string, key: string, body: Buffer): Promise<boolean> {
   try {
     await s3.send(
-      new PutObjectCommand({ Bucket: bucket, Key: key, Body: body, IfNoneMatch: '*', ContentType: 'application/x-ndjson', ContentEncoding: 'gzip' }),
+      new PutObjectCommand({
+        Bucket: bucket,
+        Key: key,
+        Body: body,
+        IfNoneMatch: '*',
+        ContentType: 'application/x-ndjson',
+        ContentEncoding: 'gzip',
+      }),
     );
     return true;
   } catch (e) {
@@ -208,5 +235,3 @@ export async function advanceCheckpoint(
     throw e;
   }
 }
-
-

@@ -30,7 +30,9 @@ export function rawObjectKey(shard: string, arrivalMs: number, firstSeq: string,
   return `${RAW_PREFIX}dt=${dt}/hr=${hr}/${shard}/${firstSeq}-${lastSeq}.json.gz`;
 }
 
-const KEY_RE = new RegExp(`^${RAW_PREFIX}dt=(\\d{4})-(\\d{2})-(\\d{2})/hr=(\\d{2})/([^/]+)/(\\d{${SEQ_WIDTH}})-(\\d{${SEQ_WIDTH}})\\.json\\.gz$`);
+const KEY_RE = new RegExp(
+  `^${RAW_PREFIX}dt=(\\d{4})-(\\d{2})-(\\d{2})/hr=(\\d{2})/([^/]+)/(\\d{${SEQ_WIDTH}})-(\\d{${SEQ_WIDTH}})\\.json\\.gz$`,
+);
 
 export interface RawObjectName {
   readonly key: string;

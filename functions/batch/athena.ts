@@ -7,6 +7,8 @@
  * backoff; results are read page by page, as text (decimals stay exact).
  * Result encryption and the bytes-scanned cutoff are properties of the workgroup.
  */
+
+import { createHash } from 'node:crypto';
 import {
   type AthenaClient,
   GetQueryExecutionCommand,
@@ -14,7 +16,6 @@ import {
   type ResultSet,
   StartQueryExecutionCommand,
 } from '@aws-sdk/client-athena';
-import { createHash } from 'node:crypto';
 import { arrivalPartition, athenaSource, compileView, literal } from '../core/sql.ts';
 import type { View } from '../core/views.ts';
 import { type BatchEngine, type EngineSession, type ObjectRead, toBatchRows } from './engine.ts';

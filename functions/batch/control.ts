@@ -5,9 +5,10 @@
  * document client; every number here is an epoch ms, a version or a count,
  * all exact as JavaScript numbers.
  */
+
+import { randomBytes } from 'node:crypto';
 import { ConditionalCheckFailedException } from '@aws-sdk/client-dynamodb';
 import { DeleteCommand, type DynamoDBDocumentClient, GetCommand, PutCommand, QueryCommand, UpdateCommand } from '@aws-sdk/lib-dynamodb';
-import { randomBytes } from 'node:crypto';
 import { padVersion } from '../core/keys.ts';
 import { TTL_ATTRIBUTE } from '../resources.ts';
 
@@ -150,7 +151,12 @@ export async function refreshLock(c: Control, runId: string, nowMs: number, ttlS
 export async function releaseLock(c: Control, runId: string): Promise<void> {
   try {
     await c.doc.send(
-      new DeleteCommand({ TableName: c.table, Key: LOCK_KEY, ConditionExpression: 'runId = :runId', ExpressionAttributeValues: { ':runId': runId } }),
+      new DeleteCommand({
+        TableName: c.table,
+        Key: LOCK_KEY,
+        ConditionExpression: 'runId = :runId',
+        ExpressionAttributeValues: { ':runId': runId },
+      }),
     );
   } catch (e) {
     if (!(e instanceof ConditionalCheckFailedException)) throw e;
@@ -291,7 +297,9 @@ export async function allocateVersion(c: Control, runId: string, cutoff: number,
 }
 
 export async function getManifest(c: Control, version: number): Promise<VersionManifest | undefined> {
-  const got = await c.doc.send(new GetCommand({ TableName: c.table, Key: { pk: VERSION_PK, sk: padVersion(version) }, ConsistentRead: true }));
+  const got = await c.doc.send(
+    new GetCommand({ TableName: c.table, Key: { pk: VERSION_PK, sk: padVersion(version) }, ConsistentRead: true }),
+  );
   return strip<VersionManifest>(got.Item);
 }
 

@@ -5,9 +5,10 @@
  * downloaded (json is built in; a missing one fails at once instead of
  * reaching for the network).
  */
+
+import { relative, sep } from 'node:path';
 import type { S3Client } from '@aws-sdk/client-s3';
 import { DuckDBInstance } from '@duckdb/node-api';
-import { relative, sep } from 'node:path';
 import { compileView, duckdbSource, literal } from '../core/sql.ts';
 import type { View } from '../core/views.ts';
 import { type BatchEngine, type EngineSession, type EngineStats, type ObjectRead, toBatchRows } from './engine.ts';

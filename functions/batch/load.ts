@@ -7,9 +7,9 @@
  */
 import { type AttributeValue, BatchWriteItemCommand, type DynamoDBClient, QueryCommand, type WriteRequest } from '@aws-sdk/client-dynamodb';
 import { batchPk, batchSk } from '../core/keys.ts';
+import { backoff, chunks, mapLimit } from '../core/limit.ts';
 import { stateColumns } from '../core/metrics.ts';
 import type { View } from '../core/views.ts';
-import { backoff, chunks, mapLimit } from '../core/limit.ts';
 import type { BatchRow } from './engine.ts';
 
 export const BATCH_WRITE_MAX = 25;
@@ -60,7 +60,8 @@ export async function writeAll(opts: WriteOptions, requests: readonly WriteReque
   await mapLimit(chunks(requests, BATCH_WRITE_MAX), opts.concurrency ?? 8, async (chunk) => {
     let pending: WriteRequest[] = chunk;
     for (let attempt = 0; pending.length > 0; attempt++) {
-      if (attempt >= MAX_ATTEMPTS) throw new Error(`BatchWriteItem on ${opts.table}: ${pending.length} items still unprocessed after ${MAX_ATTEMPTS} attempts`);
+      if (attempt >= MAX_ATTEMPTS)
+        throw new Error(`BatchWriteItem on ${opts.table}: ${pending.length} items still unprocessed after ${MAX_ATTEMPTS} attempts`);
       if (attempt > 0) {
         stats.retries++;
         await backoff(attempt);
@@ -99,7 +100,13 @@ export async function deletePartitions(opts: WriteOptions, partitions: readonly 
         }),
       );
       const keys = page.Items ?? [];
-      if (keys.length > 0) deleted += (await writeAll(opts, keys.map((Key) => ({ DeleteRequest: { Key } })))).written;
+      if (keys.length > 0)
+        deleted += (
+          await writeAll(
+            opts,
+            keys.map((Key) => ({ DeleteRequest: { Key } })),
+          )
+        ).written;
       start = page.LastEvaluatedKey;
     } while (start);
   }

@@ -12,17 +12,30 @@ import type { Clients } from '../adapters/clients.ts';
 import type { Config } from '../config.ts';
 import { SETTINGS_ENV } from '../resources.ts';
 import { athenaEngine } from './athena.ts';
-import { acquireLock, type Control, createRun, getRun, newRunId, RUN_ID_RE, refreshLock, type RunItem } from './control.ts';
+import { acquireLock, type Control, createRun, getRun, newRunId, RUN_ID_RE, type RunItem, refreshLock } from './control.ts';
 import { duckDbEngine } from './duckdb.ts';
 import type { BatchEngine, EngineSession } from './engine.ts';
-import { type BatchContext, type BatchHooks, DEFAULT_LOCK_TTL_SECONDS, failStep, planStep, publishStep, SimulatedCrash, viewStep } from './steps.ts';
+import {
+  type BatchContext,
+  type BatchHooks,
+  DEFAULT_LOCK_TTL_SECONDS,
+  failStep,
+  planStep,
+  publishStep,
+  SimulatedCrash,
+  viewStep,
+} from './steps.ts';
 
 type Env = Readonly<Record<string, string | undefined>>;
 
 export type EngineName = 'duckdb' | 'athena';
 
 /** The engine `TANDEM_BATCH_ENGINE` selects (default duckdb; the CDK stack sets athena in AWS). */
-export function engineFromEnv(clients: Pick<Clients, 's3' | 'athena'>, config: Pick<Config, 'buckets'>, env: Env = process.env): BatchEngine {
+export function engineFromEnv(
+  clients: Pick<Clients, 's3' | 'athena'>,
+  config: Pick<Config, 'buckets'>,
+  env: Env = process.env,
+): BatchEngine {
   const name = env[SETTINGS_ENV.batchEngine] || 'duckdb';
   if (name === 'athena') {
     const need = (key: string) => {
@@ -40,7 +53,10 @@ export function engineFromEnv(clients: Pick<Clients, 's3' | 'athena'>, config: P
   }
   if (name !== 'duckdb') throw new Error(`environment variable ${SETTINGS_ENV.batchEngine} must be athena or duckdb, received "${name}"`);
   // Without a configured directory, one per store and bucket: two local clouds never share a cache.
-  const store = createHash('sha256').update(env.AWS_ENDPOINT_URL_S3 ?? env.AWS_ENDPOINT_URL ?? 'aws').digest('hex').slice(0, 12);
+  const store = createHash('sha256')
+    .update(env.AWS_ENDPOINT_URL_S3 ?? env.AWS_ENDPOINT_URL ?? 'aws')
+    .digest('hex')
+    .slice(0, 12);
   const stageDir = env[SETTINGS_ENV.stageDir] || join(tmpdir(), 'tandem-stage', `${config.buckets.raw}-${store}`);
   return duckDbEngine({ s3: clients.s3, bucket: config.buckets.raw, stageDir });
 }
@@ -59,7 +75,11 @@ export interface BatchOptions {
   readonly env?: Env;
 }
 
-export function batchContext(clients: Pick<Clients, 'kinesis' | 'dynamodb' | 'doc' | 's3' | 'athena'>, config: Config, opts: BatchOptions = {}): BatchContext {
+export function batchContext(
+  clients: Pick<Clients, 'kinesis' | 'dynamodb' | 'doc' | 's3' | 'athena'>,
+  config: Config,
+  opts: BatchOptions = {},
+): BatchContext {
   return {
     kinesis: clients.kinesis,
     ddb: clients.dynamodb,

@@ -24,10 +24,10 @@
 import { GetRecordsCommand, GetShardIteratorCommand, type KinesisClient, ListShardsCommand, type Shard } from '@aws-sdk/client-kinesis';
 import type { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
 import { QueryCommand } from '@aws-sdk/lib-dynamodb';
+import { CHECKPOINT_PK, kinesisSeq } from '../archive/layout.ts';
 import { padSeq } from '../core/record.ts';
 import type { Settings } from '../core/settings.ts';
 import { floorTo } from '../core/time.ts';
-import { CHECKPOINT_PK, kinesisSeq } from '../archive/layout.ts';
 
 export interface Checkpoint {
   /** Arrival of the last archived record, epoch ms. */
@@ -80,7 +80,9 @@ export interface CutoffInput {
 /** The pure planner: see the module comment. */
 export function computeCutoff(input: CutoffInput): CutoffPlan {
   const shards: ShardBound[] = input.shards.map((s) =>
-    s.probe.kind === 'empty' ? { shardId: s.shardId, state: 'idle', bound: input.now } : { shardId: s.shardId, state: 'lagging', bound: s.probe.arrival },
+    s.probe.kind === 'empty'
+      ? { shardId: s.shardId, state: 'idle', bound: input.now }
+      : { shardId: s.shardId, state: 'lagging', bound: s.probe.arrival },
   );
   let limit = input.now;
   let limitedBy: string | undefined;
@@ -145,13 +147,23 @@ const MAX_PROBE_PAGES = 20;
  * stretch), so the probe follows the iterator until it finds a record, reaches
  * the tip (MillisBehindLatest 0) or the end of a closed shard.
  */
-export async function probeShard(kinesis: KinesisClient, streamName: string, shardId: string, checkpoint: Checkpoint | undefined): Promise<Probe> {
+export async function probeShard(
+  kinesis: KinesisClient,
+  streamName: string,
+  shardId: string,
+  checkpoint: Checkpoint | undefined,
+): Promise<Probe> {
   let iterator: string | undefined;
   try {
     const it = await kinesis.send(
       new GetShardIteratorCommand(
         checkpoint
-          ? { StreamName: streamName, ShardId: shardId, ShardIteratorType: 'AFTER_SEQUENCE_NUMBER', StartingSequenceNumber: kinesisSeq(checkpoint.seq) }
+          ? {
+              StreamName: streamName,
+              ShardId: shardId,
+              ShardIteratorType: 'AFTER_SEQUENCE_NUMBER',
+              StartingSequenceNumber: kinesisSeq(checkpoint.seq),
+            }
           : { StreamName: streamName, ShardId: shardId, ShardIteratorType: 'TRIM_HORIZON' },
       ),
     );
@@ -175,10 +187,17 @@ export async function probeShard(kinesis: KinesisClient, streamName: string, sha
 }
 
 /** Reads shards, checkpoints and probes; `now` is taken before the first probe. */
-export async function gatherProgress(
-  deps: { kinesis: KinesisClient; doc: DynamoDBDocumentClient; streamName: string; controlTable: string; now: () => number },
-): Promise<{ now: number; shards: ShardProgress[] }> {
-  const [shards, checkpoints] = await Promise.all([listShards(deps.kinesis, deps.streamName), readCheckpoints(deps.doc, deps.controlTable)]);
+export async function gatherProgress(deps: {
+  kinesis: KinesisClient;
+  doc: DynamoDBDocumentClient;
+  streamName: string;
+  controlTable: string;
+  now: () => number;
+}): Promise<{ now: number; shards: ShardProgress[] }> {
+  const [shards, checkpoints] = await Promise.all([
+    listShards(deps.kinesis, deps.streamName),
+    readCheckpoints(deps.doc, deps.controlTable),
+  ]);
   const now = deps.now();
   const progress = await Promise.all(
     shards.map(async (s): Promise<ShardProgress> => {

@@ -74,7 +74,12 @@ export async function applyRetention(deps: PublishDeps, current: number): Promis
 }
 
 /** Flips the pointer to a fully loaded version; see the module comment. Retention (`applyRetention`) comes after. */
-export async function publishVersion(deps: PublishDeps, version: number, runId: string, viewNames: readonly string[]): Promise<PublishResult> {
+export async function publishVersion(
+  deps: PublishDeps,
+  version: number,
+  runId: string,
+  viewNames: readonly string[],
+): Promise<PublishResult> {
   const m = await getManifest(deps.control, version);
   if (!m) throw new Error(`version ${version} has no manifest`);
   if (m.state === 'retired') {

@@ -7,13 +7,14 @@
  * the listing returns: a cached file whose object is gone from S3 is not read
  * (and is removed), so the cache can never hide a missing object.
  */
-import { GetObjectCommand, ListObjectsV2Command, type S3Client } from '@aws-sdk/client-s3';
+
 import { randomBytes } from 'node:crypto';
 import { mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { dirname, join, relative, sep } from 'node:path';
+import { GetObjectCommand, ListObjectsV2Command, type S3Client } from '@aws-sdk/client-s3';
+import { parseRawObjectKey } from '../archive/layout.ts';
 import { mapLimit } from '../core/limit.ts';
 import { RAW_PREFIX } from '../resources.ts';
-import { parseRawObjectKey } from '../archive/layout.ts';
 
 export interface ListedObject {
   readonly key: string;

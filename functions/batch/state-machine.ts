@@ -14,7 +14,12 @@
  */
 
 /** Errors a Lambda task retries: the service's transient ones and throttling. */
-const LAMBDA_TRANSIENT = ['Lambda.ServiceException', 'Lambda.AWSLambdaException', 'Lambda.SdkClientException', 'Lambda.TooManyRequestsException'];
+const LAMBDA_TRANSIENT = [
+  'Lambda.ServiceException',
+  'Lambda.AWSLambdaException',
+  'Lambda.SdkClientException',
+  'Lambda.TooManyRequestsException',
+];
 
 export interface StateMachineOptions {
   /** Views computed at once. @default 2 */
@@ -58,14 +63,25 @@ export function batchStateMachineDefinition(taskFunctionArn: string, opts: State
         ItemProcessor: {
           ProcessorConfig: { Mode: 'INLINE' },
           StartAt: 'View',
-          States: { View: { ...task({ 'step.$': '$.step', 'runId.$': '$.runId', 'version.$': '$.version', 'cutoff.$': '$.cutoff', 'view.$': '$.view' }), End: true } },
+          States: {
+            View: {
+              ...task({ 'step.$': '$.step', 'runId.$': '$.runId', 'version.$': '$.version', 'cutoff.$': '$.cutoff', 'view.$': '$.view' }),
+              End: true,
+            },
+          },
         },
         ResultPath: '$.views',
         Catch: catchAll,
         Next: 'Publish',
       },
       Publish: {
-        ...task({ step: 'publish', 'runId.$': '$.plan.runId', 'skipped.$': '$.plan.skipped', 'version.$': '$.plan.version', 'cutoff.$': '$.plan.cutoff' }),
+        ...task({
+          step: 'publish',
+          'runId.$': '$.plan.runId',
+          'skipped.$': '$.plan.skipped',
+          'version.$': '$.plan.version',
+          'cutoff.$': '$.plan.cutoff',
+        }),
         ResultPath: '$.publish',
         Catch: catchAll,
         End: true,

@@ -19,17 +19,17 @@ import {
   getManifest,
   getPointer,
   getRun,
+  type RunItem,
   recordManifestView,
   recordRunTimings,
   recordRunView,
   refreshLock,
   releaseLock,
-  type RunItem,
   updateRun,
 } from './control.ts';
 import type { BatchEngine, EngineSession } from './engine.ts';
 import { loadRows, rowPartitions } from './load.ts';
-import { computeCutoff, type CutoffPlan, gatherProgress } from './planner.ts';
+import { type CutoffPlan, computeCutoff, gatherProgress } from './planner.ts';
 import { applyRetention, publishVersion, retireVersion } from './publish.ts';
 import { checkCompleteness, type ExpectedObject, IncompleteArchiveError, readArchiveManifest } from './verify.ts';
 
@@ -111,7 +111,11 @@ export interface PlanOutput {
  * up to the cutoff. Returns the open session when `keepSession` (in-process
  * runs read the staged objects once for every view).
  */
-export async function planStep(ctx: BatchContext, runId: string, opts: { keepSession?: boolean } = {}): Promise<PlanOutput & { session?: EngineSession }> {
+export async function planStep(
+  ctx: BatchContext,
+  runId: string,
+  opts: { keepSession?: boolean } = {},
+): Promise<PlanOutput & { session?: EngineSession }> {
   const t0 = performance.now();
   const c = control(ctx);
   const lock = await acquireLock(c, runId, ctx.now(), ctx.lockTtlSeconds);
@@ -122,12 +126,25 @@ export async function planStep(ctx: BatchContext, runId: string, opts: { keepSes
     return { runId, skipped: true, views: [], note };
   }
   const pointer = await getPointer(c);
-  const progress = await gatherProgress({ kinesis: ctx.kinesis, doc: ctx.doc, streamName: ctx.streamName, controlTable: ctx.tables.control, now: ctx.now });
+  const progress = await gatherProgress({
+    kinesis: ctx.kinesis,
+    doc: ctx.doc,
+    streamName: ctx.streamName,
+    controlTable: ctx.tables.control,
+    now: ctx.now,
+  });
   const plan = computeCutoff({ shards: progress.shards, now: progress.now, settings: ctx.settings, published: pointer?.cutoff ?? null });
   const planMs = performance.now() - t0;
   if (!plan.advanced) {
     const note = skipNote(plan);
-    await updateRun(c, runId, { state: 'SKIPPED', stage: 'done', finishedAt: ctx.now(), cutoff: plan.cutoff, previousCutoff: plan.previous, note });
+    await updateRun(c, runId, {
+      state: 'SKIPPED',
+      stage: 'done',
+      finishedAt: ctx.now(),
+      cutoff: plan.cutoff,
+      previousCutoff: plan.previous,
+      note,
+    });
     await recordRunTimings(c, runId, { plan: planMs, total: performance.now() - t0 });
     await releaseLock(c, runId);
     return { runId, skipped: true, cutoff: plan.cutoff, views: [], note };
@@ -153,20 +170,36 @@ export async function planStep(ctx: BatchContext, runId: string, opts: { keepSes
     throw e;
   }
   if (!opts.keepSession) await session.close();
-  return { runId, skipped: false, version, cutoff: plan.cutoff, views: ctx.views.map((v) => v.name), ...(opts.keepSession ? { session } : {}) };
+  return {
+    runId,
+    skipped: false,
+    version,
+    cutoff: plan.cutoff,
+    views: ctx.views.map((v) => v.name),
+    ...(opts.keepSession ? { session } : {}),
+  };
 }
 
 function skipNote(plan: CutoffPlan): string {
-  const held = plan.limitedBy ? ` (held back by ${plan.limitedBy}, not archived past ${iso(plan.shards.find((s) => s.shardId === plan.limitedBy)!.bound)})` : '';
+  const held = plan.limitedBy
+    ? ` (held back by ${plan.limitedBy}, not archived past ${iso(plan.shards.find((s) => s.shardId === plan.limitedBy)!.bound)})`
+    : '';
   return `the cutoff has not advanced past the published ${plan.previous === null ? 'nothing' : iso(plan.previous)}${held}`;
 }
 
 /** The completeness check (verify.ts); throws IncompleteArchiveError. Returns its duration. */
-async function verifyArchive(ctx: BatchContext, runId: string, session: EngineSession, expected: readonly ExpectedObject[]): Promise<number> {
+async function verifyArchive(
+  ctx: BatchContext,
+  runId: string,
+  session: EngineSession,
+  expected: readonly ExpectedObject[],
+): Promise<number> {
   const t = performance.now();
   const reads = await session.objectReads();
   const result = checkCompleteness(expected, reads);
-  await updateRun(control(ctx), runId, { archive: { objects: result.objects, records: result.records, extraObjects: result.extraObjects } });
+  await updateRun(control(ctx), runId, {
+    archive: { objects: result.objects, records: result.records, extraObjects: result.extraObjects },
+  });
   if (!result.complete) throw new IncompleteArchiveError(result);
   return performance.now() - t;
 }
@@ -215,7 +248,11 @@ export async function viewStep(ctx: BatchContext, input: ViewInput, shared?: Eng
     const t0 = performance.now();
     const rows = await session.runView(view);
     const sqlMs = Math.round(performance.now() - t0);
-    await recordManifestView(c, input.version, view.name, { rows: rows.length, partitions: rowPartitions(view, input.version, rows), loaded: false });
+    await recordManifestView(c, input.version, view.name, {
+      rows: rows.length,
+      partitions: rowPartitions(view, input.version, rows),
+      loaded: false,
+    });
     const t1 = performance.now();
     await loadRows(
       {
@@ -229,7 +266,11 @@ export async function viewStep(ctx: BatchContext, input: ViewInput, shared?: Eng
       rows,
     );
     const loadMs = Math.round(performance.now() - t1);
-    await recordManifestView(c, input.version, view.name, { rows: rows.length, partitions: rowPartitions(view, input.version, rows), loaded: true });
+    await recordManifestView(c, input.version, view.name, {
+      rows: rows.length,
+      partitions: rowPartitions(view, input.version, rows),
+      loaded: true,
+    });
     const out: ViewOutput = { view: view.name, rows: rows.length, sqlMs, loadMs };
     await recordRunView(c, input.runId, view.name, { rows: out.rows, sqlMs, loadMs });
     await ctx.hooks?.afterStage?.(`view:${view.name}`, input.runId);
@@ -281,7 +322,8 @@ export async function publishStep(ctx: BatchContext, input: PublishInput, starte
   const publishMs = performance.now() - t0;
   // In process, the total is measured on the monotonic clock from the start; across Lambda
   // invocations (Step Functions) only wall-clock start and finish exist.
-  const total = startedAt !== undefined ? performance.now() - startedAt : finishedAt - ((await getRun(c, input.runId))?.startedAt ?? finishedAt);
+  const total =
+    startedAt !== undefined ? performance.now() - startedAt : finishedAt - ((await getRun(c, input.runId))?.startedAt ?? finishedAt);
   await recordRunTimings(c, input.runId, { publish: publishMs, total });
   if (!result.published) {
     const error = `lost the publish race: version ${result.current.version} (cutoff ${iso(result.current.cutoff)}) was published first; version ${input.version} is retired`;

@@ -12,8 +12,8 @@
  * retry archived again (the batch's per-id dedup absorbs them).
  */
 import { type DynamoDBDocumentClient, QueryCommand } from '@aws-sdk/lib-dynamodb';
-import { pad13 } from '../core/keys.ts';
 import { MANIFEST_PK, manifestObjects } from '../archive/layout.ts';
+import { pad13 } from '../core/keys.ts';
 import type { ObjectRead } from './engine.ts';
 
 export interface ExpectedObject {
@@ -87,7 +87,9 @@ export class IncompleteArchiveError extends Error {
     }
     if (result.mismatched.length > 0) {
       const m = result.mismatched[0]!;
-      parts.push(`${result.mismatched.length} raw object(s) with the wrong number of records, e.g. ${m.key} (${m.read} read, ${m.expected} written)`);
+      parts.push(
+        `${result.mismatched.length} raw object(s) with the wrong number of records, e.g. ${m.key} (${m.read} read, ${m.expected} written)`,
+      );
     }
     super(`the archive is incomplete: ${parts.join('; ')}; nothing was published`);
     this.name = 'IncompleteArchiveError';

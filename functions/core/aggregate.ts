@@ -38,7 +38,8 @@ export function recordState(view: View, r: RawRecord): ViewState {
   return Object.fromEntries(Object.entries(view.metrics).map(([n, m]) => [n, lift(m, m.fn === 'count' ? null : numericValue(r, m.field))]));
 }
 
-const deltaKey = (d: Pick<Delta, 'view' | 'dims' | 'bucket' | 'window' | 'shard'>) => JSON.stringify([d.view, d.dims, d.bucket, d.window, d.shard]);
+const deltaKey = (d: Pick<Delta, 'view' | 'dims' | 'bucket' | 'window' | 'shard'>) =>
+  JSON.stringify([d.view, d.dims, d.bucket, d.window, d.shard]);
 
 /** Combines two deltas of the same key (as a retried or split batch would produce). */
 export function combineDeltas(view: View, a: Delta, b: Delta): Delta {

@@ -66,21 +66,24 @@ const text = (max: number) =>
     .max(max, { error: (i) => `must be at most ${max} characters, received ${(i.input as string).length}` });
 
 // parseTime is the one reader of event time (ingest, both consumers): its message is the message.
-const Ts = z.custom<string | number>(() => true).superRefine((v, ctx) => {
-  if (v === undefined) return void ctx.addIssue({ code: 'custom', message: 'is required' });
-  try {
-    parseTime(v);
-  } catch (e) {
-    ctx.addIssue({ code: 'custom', message: (e as Error).message });
-  }
-});
+const Ts = z
+  .custom<string | number>(() => true)
+  .superRefine((v, ctx) => {
+    if (v === undefined) return void ctx.addIssue({ code: 'custom', message: 'is required' });
+    try {
+      parseTime(v);
+    } catch (e) {
+      ctx.addIssue({ code: 'custom', message: (e as Error).message });
+    }
+  });
 
 const FieldValueSchema = z.union([z.string(), z.number(), z.boolean(), z.null()], {
   error: (i) => {
     const v = i.input;
     if (typeof v === 'number') return `must be a finite number, received ${String(v)}`;
     if (Array.isArray(v)) return 'must be a string, number, boolean or null; arrays are not accepted (send one field per value)';
-    if (v !== null && typeof v === 'object') return 'must be a string, number, boolean or null; nested objects are not accepted (flatten them into top-level fields)';
+    if (v !== null && typeof v === 'object')
+      return 'must be a string, number, boolean or null; nested objects are not accepted (flatten them into top-level fields)';
     return `must be a string, number, boolean or null, received ${kindOf(v)}`;
   },
 });
@@ -173,16 +176,21 @@ export function validateEvents(body: unknown, views: readonly View[], opts: { ma
   else if (body !== null && typeof body === 'object') {
     const wrapper = body as Record<string, unknown>;
     if ('events' in wrapper && (Array.isArray(wrapper.events) || !('type' in wrapper))) {
-      if (!Array.isArray(wrapper.events)) return { error: { field: 'events', message: `must be an array of events, received ${kindOf(wrapper.events)}` } };
+      if (!Array.isArray(wrapper.events))
+        return { error: { field: 'events', message: `must be an array of events, received ${kindOf(wrapper.events)}` } };
       list = wrapper.events;
       listField = 'events';
     } else list = [body];
   } else {
-    return { error: { message: `the body must be a JSON object (one event or {"events": [...]}) or an array of events, received ${kindOf(body)}` } };
+    return {
+      error: { message: `the body must be a JSON object (one event or {"events": [...]}) or an array of events, received ${kindOf(body)}` },
+    };
   }
   if (list.length === 0) return { error: { ...(listField && { field: listField }), message: 'contains no events' } };
   if (list.length > maxEvents) {
-    return { error: { ...(listField && { field: listField }), message: `at most ${maxEvents} events per request, received ${list.length}` } };
+    return {
+      error: { ...(listField && { field: listField }), message: `at most ${maxEvents} events per request, received ${list.length}` },
+    };
   }
   const accepted: { index: number; event: Event }[] = [];
   const rejected: Rejection[] = [];

@@ -87,7 +87,10 @@ export function cellAttribute(slotMs: number, bucketMs: number, dims: readonly (
 }
 
 /** The cell and column an attribute of a speed item holds; undefined for the item's other attributes. */
-export function parseCellAttribute(slotMs: number, attribute: string): { bucket: number; dims: (string | null)[]; dimsKey: string; column: string } | undefined {
+export function parseCellAttribute(
+  slotMs: number,
+  attribute: string,
+): { bucket: number; dims: (string | null)[]; dimsKey: string; column: string } | undefined {
   const m = /^(\d+)\|(\[.*\])\|([^|]+)$/s.exec(attribute);
   if (!m) return undefined;
   return { bucket: slotMs + Number(m[1]) * MINUTE_MS, dims: JSON.parse(m[2]!) as (string | null)[], dimsKey: m[2]!, column: m[3]! };

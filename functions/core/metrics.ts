@@ -101,9 +101,7 @@ export function emptyViewState(view: View): ViewState {
 }
 
 export function combineViewStates(view: View, a: ViewState, b: ViewState): ViewState {
-  return Object.fromEntries(
-    Object.entries(view.metrics).map(([n, m]) => [n, combine(m, a[n] ?? identity(m), b[n] ?? identity(m))]),
-  );
+  return Object.fromEntries(Object.entries(view.metrics).map(([n, m]) => [n, combine(m, a[n] ?? identity(m), b[n] ?? identity(m))]));
 }
 
 export function finalizeViewState(view: View, s: ViewState): Record<string, Decimal | null> {

@@ -95,7 +95,10 @@ export function parseQuery(view: View, params: Readonly<Record<string, string | 
       : { field: 'from', message: `must be before to (${iso(to)}, the current ${view.grain} by default), received ${iso(from)}` };
   }
   if (to - from > MAX_RANGE_DAYS * DAY_MS) {
-    return { field: 'from', message: `the range from..to may span at most ${MAX_RANGE_DAYS} days, received ${((to - from) / DAY_MS).toFixed(1)} days` };
+    return {
+      field: 'from',
+      message: `the range from..to may span at most ${MAX_RANGE_DAYS} days, received ${((to - from) / DAY_MS).toFixed(1)} days`,
+    };
   }
 
   const grainText = given('grain') ?? view.grain;
@@ -117,7 +120,10 @@ export function parseQuery(view: View, params: Readonly<Record<string, string | 
       .filter((s) => s !== '');
     const unknown = asked.find((d) => !view.dimensions.includes(d));
     if (unknown !== undefined) {
-      return { field: 'groupBy', message: `"${unknown}" is not a dimension of view "${view.name}" (dimensions: ${view.dimensions.join(', ') || 'none'})` };
+      return {
+        field: 'groupBy',
+        message: `"${unknown}" is not a dimension of view "${view.name}" (dimensions: ${view.dimensions.join(', ') || 'none'})`,
+      };
     }
     groupBy = view.dimensions.filter((d) => asked.includes(d));
   }
@@ -204,7 +210,8 @@ export function shapeRows(view: View, spec: QuerySpec, rows: readonly Row[]): Re
     spec.groupBy.forEach((d, i) => {
       out[d] = r.dims[i] ?? null;
     });
-    for (const [metric, value] of Object.entries(finalizeViewState(view, r.state))) out[metric] = value === null ? null : decimalToNumber(value);
+    for (const [metric, value] of Object.entries(finalizeViewState(view, r.state)))
+      out[metric] = value === null ? null : decimalToNumber(value);
     return out;
   });
 }
@@ -215,7 +222,13 @@ export function shapeRows(view: View, spec: QuerySpec, rows: readonly Row[]): Re
  * cutoff alone). For count and sum the parts add up to the row; for min, max
  * and avg they are each side's own value.
  */
-export function shapeResponse(view: View, spec: QuerySpec, batchRows: readonly Row[], speedDeltas: readonly SpeedRow[], cutoff: number | null): ResponseRow[] {
+export function shapeResponse(
+  view: View,
+  spec: QuerySpec,
+  batchRows: readonly Row[],
+  speedDeltas: readonly SpeedRow[],
+  cutoff: number | null,
+): ResponseRow[] {
   const rows = shapeRows(view, spec, mergeRows(view, batchRows, speedDeltas, cutoff));
   if (!spec.parts) return rows;
   const metricsOnly = (r: ResponseRow | undefined): Record<string, number | null> =>

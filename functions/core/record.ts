@@ -53,8 +53,10 @@ export class RecordError extends Error {
 export function toRawRecord(data: unknown, arrival: number, shard: string, seq: string): RawRecord {
   if (data === null || typeof data !== 'object' || Array.isArray(data)) throw new RecordError('event', 'must be a JSON object');
   const e = data as Record<string, unknown>;
-  if (typeof e.id !== 'string' || e.id.length < 1 || e.id.length > 128) throw new RecordError('id', 'must be a string of 1 to 128 characters');
-  if (typeof e.type !== 'string' || e.type.length < 1 || e.type.length > 128) throw new RecordError('type', 'must be a string of 1 to 128 characters');
+  if (typeof e.id !== 'string' || e.id.length < 1 || e.id.length > 128)
+    throw new RecordError('id', 'must be a string of 1 to 128 characters');
+  if (typeof e.type !== 'string' || e.type.length < 1 || e.type.length > 128)
+    throw new RecordError('type', 'must be a string of 1 to 128 characters');
   let ts: number;
   try {
     ts = parseTime(e.ts);

@@ -61,7 +61,6 @@ const DIALECTS: Record<SqlDialect, Dialect> = {
   },
 };
 
-
 /** Names the compiler derives (`<metric>__<component>`, `num_<field>`) may pass NAME_RE's length, never its alphabet. */
 const DERIVED_NAME_RE = /^[A-Za-z_][A-Za-z0-9_]*$/;
 
@@ -111,7 +110,10 @@ const RAW_COLUMNS = [
  * and `num` are maps of text, so values stay exactly as toRawRecord wrote them;
  * the SQL casts `num` entries to DECIMAL(38, 9) itself.
  */
-export const GLUE_COLUMNS: readonly { readonly name: string; readonly type: string }[] = RAW_COLUMNS.map((c) => ({ name: c.name, type: c.glue }));
+export const GLUE_COLUMNS: readonly { readonly name: string; readonly type: string }[] = RAW_COLUMNS.map((c) => ({
+  name: c.name,
+  type: c.glue,
+}));
 
 /** Partition keys of the Glue table: the arrival hour in the object key `raw/dt=YYYY-MM-DD/hr=HH/`. */
 export const GLUE_PARTITION_KEYS: readonly { readonly name: string; readonly type: string }[] = [
@@ -287,7 +289,8 @@ export function duckdbSource(files: readonly string[]): string {
   }
   // DuckDB reads each path as a glob pattern: a staged name with one would read other files.
   const glob = files.find((f) => /[*?[\]{}]/.test(f));
-  if (glob !== undefined) throw new SqlCompileError(`staged file paths must not contain glob characters (* ? [ ] { }), received ${JSON.stringify(glob)}`);
+  if (glob !== undefined)
+    throw new SqlCompileError(`staged file paths must not contain glob characters (* ? [ ] { }), received ${JSON.stringify(glob)}`);
   const columns = RAW_COLUMNS.map((c) => `${literal(c.name)}: ${literal(c.duckdb)}`).join(', ');
   return [
     'read_json(',

@@ -50,7 +50,9 @@ export function parseTime(value: unknown): number {
     throw new TimeParseError(`must be an ISO-8601 string or epoch milliseconds, received ${value === null ? 'null' : typeof value}`);
   }
   if (ms < MIN_TIME_MS || ms > MAX_TIME_MS) {
-    throw new TimeParseError(`must be between ${new Date(MIN_TIME_MS).toISOString()} and ${new Date(MAX_TIME_MS).toISOString()}, received ${JSON.stringify(value)}`);
+    throw new TimeParseError(
+      `must be between ${new Date(MIN_TIME_MS).toISOString()} and ${new Date(MAX_TIME_MS).toISOString()}, received ${JSON.stringify(value)}`,
+    );
   }
   return ms;
 }

@@ -11,14 +11,16 @@ export const NAME_RE = /^[A-Za-z_][A-Za-z0-9_]{0,63}$/;
 export const RESERVED_NAMES = ['bucket'] as const;
 
 const name = (what: string) =>
-  z
-    .string({ error: (i) => (i.input === undefined ? `${what} is required` : `${what} must be a string`) })
-    .regex(NAME_RE, { error: (i) => `${what} must be a letter or _ followed by letters, digits or _ (at most 64), received ${JSON.stringify(i.input)}` });
+  z.string({ error: (i) => (i.input === undefined ? `${what} is required` : `${what} must be a string`) }).regex(NAME_RE, {
+    error: (i) => `${what} must be a letter or _ followed by letters, digits or _ (at most 64), received ${JSON.stringify(i.input)}`,
+  });
 
 const field = name('field');
 
 // zod reports a bad record key as a bare "Invalid key in record": surface the key schema's own message.
-const keyError = { error: (i: { code?: string; issues?: readonly { message: string }[] }) => (i.code === 'invalid_key' ? i.issues?.[0]?.message : undefined) };
+const keyError = {
+  error: (i: { code?: string; issues?: readonly { message: string }[] }) => (i.code === 'invalid_key' ? i.issues?.[0]?.message : undefined),
+};
 
 export const MetricSchema = z.discriminatedUnion(
   'fn',
@@ -29,12 +31,16 @@ export const MetricSchema = z.discriminatedUnion(
     z.object({ fn: z.literal('max'), field }).strict(),
     z.object({ fn: z.literal('avg'), field }).strict(),
   ],
-  { error: (i) => `fn must be one of count, sum, min, max, avg, received ${JSON.stringify((i.input as { fn?: unknown } | undefined)?.fn)}` },
+  {
+    error: (i) => `fn must be one of count, sum, min, max, avg, received ${JSON.stringify((i.input as { fn?: unknown } | undefined)?.fn)}`,
+  },
 );
 export type Metric = z.infer<typeof MetricSchema>;
 export type MetricFn = Metric['fn'];
 
-const FilterValue = z.union([z.string(), z.number().finite(), z.boolean()], { error: 'filter values must be strings, finite numbers or booleans' });
+const FilterValue = z.union([z.string(), z.number().finite(), z.boolean()], {
+  error: 'filter values must be strings, finite numbers or booleans',
+});
 
 export const ViewSchema = z
   .object({
@@ -43,7 +49,9 @@ export const ViewSchema = z
     filter: z.record(field, FilterValue, keyError).optional(),
     dimensions: z.array(name('dimension')).max(8, { error: 'at most 8 dimensions' }),
     grain: z.enum(GRAINS, { error: (i) => `grain must be one of ${GRAINS.join(', ')}, received ${JSON.stringify(i.input)}` }),
-    metrics: z.record(name('metric name'), MetricSchema, keyError).refine((m) => Object.keys(m).length > 0, { error: 'a view needs at least one metric' }),
+    metrics: z
+      .record(name('metric name'), MetricSchema, keyError)
+      .refine((m) => Object.keys(m).length > 0, { error: 'a view needs at least one metric' }),
   })
   .strict()
   .superRefine((v, ctx) => {
@@ -51,10 +59,12 @@ export const ViewSchema = z
     v.dimensions.forEach((d, i) => {
       if (seen.has(d)) ctx.addIssue({ code: 'custom', path: ['dimensions', i], message: `dimension "${d}" is listed twice` });
       seen.add(d);
-      if ((RESERVED_NAMES as readonly string[]).includes(d)) ctx.addIssue({ code: 'custom', path: ['dimensions', i], message: `"${d}" is reserved` });
+      if ((RESERVED_NAMES as readonly string[]).includes(d))
+        ctx.addIssue({ code: 'custom', path: ['dimensions', i], message: `"${d}" is reserved` });
     });
     for (const m of Object.keys(v.metrics)) {
-      if ((RESERVED_NAMES as readonly string[]).includes(m)) ctx.addIssue({ code: 'custom', path: ['metrics', m], message: `"${m}" is reserved` });
+      if ((RESERVED_NAMES as readonly string[]).includes(m))
+        ctx.addIssue({ code: 'custom', path: ['metrics', m], message: `"${m}" is reserved` });
       if (seen.has(m)) ctx.addIssue({ code: 'custom', path: ['metrics', m], message: `metric "${m}" has the name of a dimension` });
     }
   });
@@ -75,7 +85,8 @@ export const ViewsSchema = z.array(ViewSchema).superRefine((views, ctx) => {
   const seen = new Map<string, number>();
   views.forEach((v, i) => {
     const first = seen.get(v.name);
-    if (first !== undefined) ctx.addIssue({ code: 'custom', path: [i, 'name'], message: `duplicate view name "${v.name}" (also views[${first}])` });
+    if (first !== undefined)
+      ctx.addIssue({ code: 'custom', path: [i, 'name'], message: `duplicate view name "${v.name}" (also views[${first}])` });
     else seen.set(v.name, i);
   });
 });
@@ -105,7 +116,8 @@ export function formatPath(root: string, path: readonly PropertyKey[]): string {
  * `{ "views": [...] }`. Throws ViewValidationError naming each bad path.
  */
 export function parseViews(input: unknown): View[] {
-  const list = input !== null && typeof input === 'object' && !Array.isArray(input) && 'views' in input ? (input as { views: unknown }).views : input;
+  const list =
+    input !== null && typeof input === 'object' && !Array.isArray(input) && 'views' in input ? (input as { views: unknown }).views : input;
   const result = ViewsSchema.safeParse(list);
   if (!result.success) {
     throw new ViewValidationError(result.error.issues.map((i) => ({ path: formatPath('views', i.path), message: i.message })));

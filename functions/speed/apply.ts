@@ -40,7 +40,7 @@ import {
   GetItemCommand,
   UpdateItemCommand,
 } from '@aws-sdk/client-dynamodb';
-import { type Delta, aggregate } from '../core/aggregate.ts';
+import { aggregate, type Delta } from '../core/aggregate.ts';
 import { Decimal, decimalText } from '../core/decimal.ts';
 import { cellAttribute, speedPart, speedPk, speedSk, speedSlot } from '../core/keys.ts';
 import { stateColumns } from '../core/metrics.ts';
@@ -145,7 +145,11 @@ export function recordItem(view: View, r: RawRecord, windowMs: number): SpeedIte
 }
 
 /** Counted records grouped by the speed item they count in, per view, each group in sequence order. */
-export function groupByItem(views: readonly View[], records: readonly RawRecord[], windowMs: number): { view: View; key: SpeedItemKey; records: RawRecord[] }[] {
+export function groupByItem(
+  views: readonly View[],
+  records: readonly RawRecord[],
+  windowMs: number,
+): { view: View; key: SpeedItemKey; records: RawRecord[] }[] {
   const out = new Map<string, { view: View; key: SpeedItemKey; records: RawRecord[] }>();
   for (const view of views) {
     for (const r of records) {
@@ -166,7 +170,13 @@ export function groupByItem(views: readonly View[], records: readonly RawRecord[
  * Applies the records of one speed item exactly once: `records` are all the
  * batch's counted records of this item (`groupByItem`), in sequence order.
  */
-export async function applyItem(ctx: ApplyContext, view: View, key: SpeedItemKey, records: readonly RawRecord[], windowMs: number): Promise<void> {
+export async function applyItem(
+  ctx: ApplyContext,
+  view: View,
+  key: SpeedItemKey,
+  records: readonly RawRecord[],
+  windowMs: number,
+): Promise<void> {
   const { pk, sk } = speedKey(key);
   const cacheKey = `${ctx.table}\n${pk}\n${sk}`;
   let known = ctx.cache?.get(cacheKey);
@@ -188,7 +198,8 @@ export async function applyItem(ctx: ApplyContext, view: View, key: SpeedItemKey
     let n = pending.length;
     let update = buildUpdate(view, key, aggregate([view], pending, windowMs), speedExpiry(key.window, ctx.settings), known);
     while (!fits(update)) {
-      if (n === 1) throw new Error(`speed item ${pk} / ${sk}: the update of one record passes the ${EXPRESSION_BUDGET}-byte expression limit`);
+      if (n === 1)
+        throw new Error(`speed item ${pk} / ${sk}: the update of one record passes the ${EXPRESSION_BUDGET}-byte expression limit`);
       n = Math.ceil(n / 2);
       update = buildUpdate(view, key, aggregate([view], pending.slice(0, n), windowMs), speedExpiry(key.window, ctx.settings), known);
     }
@@ -196,7 +207,12 @@ export async function applyItem(ctx: ApplyContext, view: View, key: SpeedItemKey
       ctx.stats.requests++;
       const res = await ctx.ddb.send(
         // UPDATED_NEW: hw and what this write touched (the rest is known already); a smaller answer than ALL_NEW.
-        new UpdateItemCommand({ TableName: ctx.table, ...update, ReturnValues: 'UPDATED_NEW', ReturnValuesOnConditionCheckFailure: 'ALL_OLD' }),
+        new UpdateItemCommand({
+          TableName: ctx.table,
+          ...update,
+          ReturnValues: 'UPDATED_NEW',
+          ReturnValuesOnConditionCheckFailure: 'ALL_OLD',
+        }),
       );
       ctx.stats.written++;
       wrote = true;
@@ -217,11 +233,14 @@ export async function applyItem(ctx: ApplyContext, view: View, key: SpeedItemKey
         throw e;
       }
       ctx.stats.conflicts++;
-      if (++conflicts >= MAX_CONFLICTS) throw new Error(`speed item ${pk} / ${sk}: condition still failing after ${MAX_CONFLICTS} attempts`);
+      if (++conflicts >= MAX_CONFLICTS)
+        throw new Error(`speed item ${pk} / ${sk}: condition still failing after ${MAX_CONFLICTS} attempts`);
       if (e.Item) known = knowledge(e.Item);
       else {
         ctx.stats.requests++;
-        const got = await ctx.ddb.send(new GetItemCommand({ TableName: ctx.table, Key: { pk: { S: pk }, sk: { S: sk } }, ConsistentRead: true }));
+        const got = await ctx.ddb.send(
+          new GetItemCommand({ TableName: ctx.table, Key: { pk: { S: pk }, sk: { S: sk } }, ConsistentRead: true }),
+        );
         known = knowledge(got.Item);
       }
     }
@@ -281,7 +300,9 @@ export function buildUpdate(view: View, key: SpeedItemKey, cells: readonly Delta
   const columns = stateColumns(view);
   for (const d of cells) {
     if (d.view !== key.view || d.window !== key.window || d.shard !== key.shard || speedSlot(d.bucket) !== key.slot) {
-      throw new Error(`buildUpdate: a cell of ${JSON.stringify([d.view, d.window, d.bucket, d.shard])} is not in item ${JSON.stringify(key)}`);
+      throw new Error(
+        `buildUpdate: a cell of ${JSON.stringify([d.view, d.window, d.bucket, d.shard])} is not in item ${JSON.stringify(key)}`,
+      );
     }
     const attr = (column: string) => cellAttribute(key.slot, d.bucket, d.dims, column);
     add.push(`${name(attr('records'))} ${value({ N: String(d.records) })}`);

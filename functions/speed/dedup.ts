@@ -17,9 +17,9 @@ import {
   type DynamoDBClient,
   type WriteRequest,
 } from '@aws-sdk/client-dynamodb';
+import { backoff, chunks, mapLimit } from '../core/limit.ts';
 import type { RawRecord } from '../core/record.ts';
 import { TTL_ATTRIBUTE } from '../resources.ts';
-import { backoff, chunks, mapLimit } from '../core/limit.ts';
 
 /** DynamoDB's per-request limits. */
 export const BATCH_GET_MAX = 100;
@@ -154,7 +154,8 @@ export async function writeClaims(
       PutRequest: { Item: { id: { S: r.id }, shard: { S: r.shard }, seq: { S: r.seq }, [TTL_ATTRIBUTE]: { N: String(expiresAt) } } },
     }));
     for (let attempt = 0; requests.length > 0; attempt++) {
-      if (attempt >= MAX_ATTEMPTS) throw new Error(`dedup: ${requests.length} claim writes still unprocessed after ${MAX_ATTEMPTS} attempts`);
+      if (attempt >= MAX_ATTEMPTS)
+        throw new Error(`dedup: ${requests.length} claim writes still unprocessed after ${MAX_ATTEMPTS} attempts`);
       if (attempt > 0) await backoff(attempt);
       io.requests++;
       const res = await ddb.send(new BatchWriteItemCommand({ RequestItems: { [table]: requests } }));

@@ -12,22 +12,22 @@
  * batch is retried: a later record is never reported while an earlier one's
  * effects may be incomplete, and steps 2 and 4 make the retry exact.
  */
-import type { StreamRecord } from '../adapters/kinesis-event.ts';
+
 import { ConditionalCheckFailedException, type DynamoDBClient, UpdateItemCommand } from '@aws-sdk/client-dynamodb';
 import type { S3Client } from '@aws-sdk/client-s3';
+import type { StreamRecord } from '../adapters/kinesis-event.ts';
+import { countPoison, normalize, type PoisonRecord, writePoison } from '../adapters/poison.ts';
+import { batchAgeMs, errorAttribute, forEachShard } from '../adapters/shards.ts';
+import { mapLimit } from '../core/limit.ts';
 import { padSeq, type RawRecord } from '../core/record.ts';
 import { dedupExpiry, type Settings } from '../core/settings.ts';
 import type { View } from '../core/views.ts';
 import { type ApplyStats, applyItem, emptyApplyStats, groupByItem, type ItemCache } from './apply.ts';
 import { decide, readClaims, writeClaims } from './dedup.ts';
-import { mapLimit } from '../core/limit.ts';
-import { countPoison, normalize, type PoisonRecord, writePoison } from '../adapters/poison.ts';
-import { batchAgeMs, errorAttribute, forEachShard } from '../adapters/shards.ts';
-
-export { normalize };
 
 /** One Kinesis record as the entry hands it over (envelope parsed, data base64-decoded). */
 export type { StreamRecord };
+export { normalize };
 
 /** The part of a logger the core uses (Powertools' Logger fits). */
 export interface LogSink {
@@ -112,7 +112,13 @@ export async function processSpeedBatch(records: readonly StreamRecord[], deps: 
   return { failures, stats };
 }
 
-async function processShard(shard: string, list: readonly StreamRecord[], deps: SpeedDeps, stats: SpeedStats, now: () => number): Promise<void> {
+async function processShard(
+  shard: string,
+  list: readonly StreamRecord[],
+  deps: SpeedDeps,
+  stats: SpeedStats,
+  now: () => number,
+): Promise<void> {
   const windowMs = deps.settings.windowSeconds * 1000;
   const good: RawRecord[] = [];
   const poison: PoisonRecord[] = [];
@@ -123,9 +129,16 @@ async function processShard(shard: string, list: readonly StreamRecord[], deps: 
   }
 
   if (poison.length > 0) {
-    for (const p of poison) deps.log?.warn('poison record sent to the failures bucket', { shard: p.shard, seq: p.seq, field: p.field, reason: p.reason });
+    for (const p of poison)
+      deps.log?.warn('poison record sent to the failures bucket', { shard: p.shard, seq: p.seq, field: p.field, reason: p.reason });
     await writePoison(deps.s3, deps.failureBucket, 'speed', poison);
-    await countPoison(deps.ddb, deps.tables.control, 'speed', shard, poison.map((p) => p.seq));
+    await countPoison(
+      deps.ddb,
+      deps.tables.control,
+      'speed',
+      shard,
+      poison.map((p) => p.seq),
+    );
     stats.poison += poison.length;
   }
 
@@ -161,7 +174,14 @@ async function processShard(shard: string, list: readonly StreamRecord[], deps: 
 }
 
 /** `speed / <shard>`: how far the speed layer got (GET /status's speed lag). Never moves back. */
-export async function recordProgress(ddb: DynamoDBClient, table: string, shard: string, seq: string, arrival: number, nowMs: number): Promise<void> {
+export async function recordProgress(
+  ddb: DynamoDBClient,
+  table: string,
+  shard: string,
+  seq: string,
+  arrival: number,
+  nowMs: number,
+): Promise<void> {
   try {
     await ddb.send(
       new UpdateItemCommand({

@@ -9,7 +9,9 @@
 export class DuckDBInstance {
   static create(): Promise<never> {
     return Promise.reject(
-      new Error('DuckDB is not deployed with this function: only the batch-task function of a stack with batchEngine "duckdb" ships @duckdb/node-api'),
+      new Error(
+        'DuckDB is not deployed with this function: only the batch-task function of a stack with batchEngine "duckdb" ships @duckdb/node-api',
+      ),
     );
   }
 }

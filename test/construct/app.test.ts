@@ -34,13 +34,29 @@ describe('context', () => {
   });
 
   it('the LocalStack target picks DuckDB, a provisioned stream and removable resources', async () => {
-    const p = await propsFromContext(ctx({ target: 'localstack' }), { CDK_DEFAULT_ACCOUNT: '000000000000', CDK_DEFAULT_REGION: 'us-east-1' });
-    expect(p).toMatchObject({ batchEngine: 'duckdb', streamMode: 'provisioned', removalPolicy: RemovalPolicy.DESTROY, env: { account: '000000000000', region: 'us-east-1' } });
+    const p = await propsFromContext(ctx({ target: 'localstack' }), {
+      CDK_DEFAULT_ACCOUNT: '000000000000',
+      CDK_DEFAULT_REGION: 'us-east-1',
+    });
+    expect(p).toMatchObject({
+      batchEngine: 'duckdb',
+      streamMode: 'provisioned',
+      removalPolicy: RemovalPolicy.DESTROY,
+      env: { account: '000000000000', region: 'us-east-1' },
+    });
     expect(p.architecture?.name).toBe(process.arch === 'arm64' ? 'arm64' : 'x86_64');
   });
 
   it('reads numbers, lists and flags', async () => {
-    const p = await propsFromContext(ctx({ batchEverySeconds: '600', maxBatchLagSeconds: '7200', apiKeyHashes: `a:${'0'.repeat(64)}, ${'1'.repeat(64)}`, createWebAcl: 'true' }), {});
+    const p = await propsFromContext(
+      ctx({
+        batchEverySeconds: '600',
+        maxBatchLagSeconds: '7200',
+        apiKeyHashes: `a:${'0'.repeat(64)}, ${'1'.repeat(64)}`,
+        createWebAcl: 'true',
+      }),
+      {},
+    );
     expect(p.batchEvery?.toSeconds()).toBe(Duration.minutes(10).toSeconds());
     expect(p.maxBatchLag?.toSeconds()).toBe(7200);
     expect(p.apiKeyHashes).toEqual([`a:${'0'.repeat(64)}`, '1'.repeat(64)]);
@@ -48,9 +64,15 @@ describe('context', () => {
   });
 
   it('rejects bad values, naming the key and the value', async () => {
-    await expect(propsFromContext(ctx({ batchEngine: 'spark' }), {})).rejects.toThrow('context batchEngine must be one of athena, duckdb, received "spark"');
-    await expect(propsFromContext(ctx({ shardCount: 'two' }), {})).rejects.toThrow('context shardCount must be a positive whole number, received "two"');
-    await expect(propsFromContext(ctx({ createWebAcl: 'yes' }), {})).rejects.toThrow('context createWebAcl must be one of true, false, received "yes"');
+    await expect(propsFromContext(ctx({ batchEngine: 'spark' }), {})).rejects.toThrow(
+      'context batchEngine must be one of athena, duckdb, received "spark"',
+    );
+    await expect(propsFromContext(ctx({ shardCount: 'two' }), {})).rejects.toThrow(
+      'context shardCount must be a positive whole number, received "two"',
+    );
+    await expect(propsFromContext(ctx({ createWebAcl: 'yes' }), {})).rejects.toThrow(
+      'context createWebAcl must be one of true, false, received "yes"',
+    );
   });
 
   it('loads views from a JSON file', async () => {
@@ -73,7 +95,6 @@ describe('cdk-nag in the app', () => {
     expect(report).toContain('UnloggedBucket');
     expect(report).not.toContain('Tandem/Tandem/');
   });
-
 });
 
 describe('whole app', () => {
@@ -82,12 +103,17 @@ describe('whole app', () => {
     const dir = outdir();
     const { app, stack } = await buildApp(new App({ outdir: dir }));
     const assembly = app.synth();
-    const template = assembly.getStackByName(stack.stackName).template as { Resources: Record<string, { Type: string; Properties: Record<string, unknown> }> };
+    const template = assembly.getStackByName(stack.stackName).template as {
+      Resources: Record<string, { Type: string; Properties: Record<string, unknown> }>;
+    };
     const functions = Object.values(template.Resources).filter((r) => r.Type === 'AWS::Lambda::Function');
     expect(functions).toHaveLength(Object.keys(HANDLERS).length);
-    for (const f of functions) expect(f.Properties.Code).toMatchObject({ S3Bucket: expect.anything(), S3Key: expect.stringMatching(/\.zip$/) });
+    for (const f of functions)
+      expect(f.Properties.Code).toMatchObject({ S3Bucket: expect.anything(), S3Key: expect.stringMatching(/\.zip$/) });
 
-    const assets = JSON.parse(readFileSync(join(dir, `${stack.stackName}.assets.json`), 'utf8')) as { files: Record<string, { source: { path: string } }> };
+    const assets = JSON.parse(readFileSync(join(dir, `${stack.stackName}.assets.json`), 'utf8')) as {
+      files: Record<string, { source: { path: string } }>;
+    };
     const bundles = Object.values(assets.files)
       .map((f) => join(dir, f.source.path, 'index.mjs'))
       .filter((p) => {
@@ -103,7 +129,10 @@ describe('whole app', () => {
       const code = readFileSync(b, 'utf8');
       // Self-contained ESM: no import of a package the Lambda runtime would have to provide.
       const imports = [...code.matchAll(/(?:^|[;\s])import\s*(?:[\w*{}\s,$]+from\s*)?["']([^"']+)["']/g)].map((m) => m[1]);
-      expect(imports.filter((i) => !i!.startsWith('node:')), b).toEqual([]);
+      expect(
+        imports.filter((i) => !i!.startsWith('node:')),
+        b,
+      ).toEqual([]);
     }
   });
 });

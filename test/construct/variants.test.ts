@@ -25,7 +25,12 @@ const nagViolations = (app: App) => new AwsSolutionsChecks().validateScope(app).
 describe('batchEngine duckdb (the LocalStack target)', () => {
   const s = synthTandem({ batchEngine: 'duckdb', streamMode: 'provisioned', shardCount: 3, removalPolicy: RemovalPolicy.DESTROY });
   const fn = s.tandem.batchLayer.function;
-  const env = () => (resources(s.template, 'AWS::Lambda::Function')[logicalId(s.stack, fn)]!.Properties.Environment as { Variables: Record<string, unknown> }).Variables;
+  const env = () =>
+    (
+      resources(s.template, 'AWS::Lambda::Function')[logicalId(s.stack, fn)]!.Properties.Environment as {
+        Variables: Record<string, unknown>;
+      }
+    ).Variables;
 
   it('creates no Glue, Athena or results bucket, and runs DuckDB in the batch-task function', () => {
     s.template.resourceCountIs('AWS::Glue::Database', 0);
@@ -35,7 +40,10 @@ describe('batchEngine duckdb (the LocalStack target)', () => {
     expect(env()[SETTINGS_ENV.batchEngine]).toBe('duckdb');
     expect(env()[SETTINGS_ENV.stageDir]).toBe('/tmp/tandem-stage');
     expect(Object.keys(env())).not.toContain(SETTINGS_ENV.athenaWorkgroup);
-    s.template.hasResourceProperties('AWS::Lambda::Function', { MemorySize: 3008, Environment: { Variables: { [SETTINGS_ENV.batchEngine]: 'duckdb' } } });
+    s.template.hasResourceProperties('AWS::Lambda::Function', {
+      MemorySize: 3008,
+      Environment: { Variables: { [SETTINGS_ENV.batchEngine]: 'duckdb' } },
+    });
   });
 
   it('the batch task has no Athena or Glue permission', () => {
@@ -86,7 +94,9 @@ describe('options', () => {
   );
 
   it('views given as { views } JSON reach every function', () => {
-    s.template.hasResourceProperties('AWS::Lambda::Function', { Environment: { Variables: { [SETTINGS_ENV.views]: JSON.stringify(views) } } });
+    s.template.hasResourceProperties('AWS::Lambda::Function', {
+      Environment: { Variables: { [SETTINGS_ENV.views]: JSON.stringify(views) } },
+    });
     expect(s.tandem.views.map((v) => v.name)).toEqual(['clicks', 'sales']);
   });
 
@@ -108,12 +118,18 @@ describe('options', () => {
   });
 
   it('passes the CORS origin to the API functions and the gateway answers', () => {
-    s.template.hasResourceProperties('AWS::Lambda::Function', { Environment: { Variables: { [SETTINGS_ENV.corsOrigin]: 'https://dash.example.com' } } });
-    s.template.hasResourceProperties('AWS::ApiGateway::GatewayResponse', { ResponseParameters: { 'gatewayresponse.header.Access-Control-Allow-Origin': "'https://dash.example.com'" } });
+    s.template.hasResourceProperties('AWS::Lambda::Function', {
+      Environment: { Variables: { [SETTINGS_ENV.corsOrigin]: 'https://dash.example.com' } },
+    });
+    s.template.hasResourceProperties('AWS::ApiGateway::GatewayResponse', {
+      ResponseParameters: { 'gatewayresponse.header.Access-Control-Allow-Origin': "'https://dash.example.com'" },
+    });
   });
 
   it('passes named key hashes to the authorizer', () => {
-    s.template.hasResourceProperties('AWS::Lambda::Function', { Environment: { Variables: { [SETTINGS_ENV.apiKeyHashes]: `ops:${hash}` } } });
+    s.template.hasResourceProperties('AWS::Lambda::Function', {
+      Environment: { Variables: { [SETTINGS_ENV.apiKeyHashes]: `ops:${hash}` } },
+    });
   });
 
   it('builds x86_64 functions when asked', () => {
@@ -126,7 +142,9 @@ describe('options', () => {
     expect(put.flatMap(actionsOf).sort()).toEqual(['kinesis:ListShards', 'kinesis:PutRecord', 'kinesis:PutRecords']);
     const read = statementsOfRole(t, logicalId(s.stack, reader!.node.defaultChild));
     expect(read.flatMap(actionsOf).every((a) => /^dynamodb:(Get|BatchGet|Query|Describe)/.test(a))).toBe(true);
-    expect(read.flatMap(referencedIds).sort()).toEqual([s.tandem.speedTable, s.tandem.batchViewsTable, s.tandem.controlTable].map((x) => logicalId(s.stack, x)).sort());
+    expect(read.flatMap(referencedIds).sort()).toEqual(
+      [s.tandem.speedTable, s.tandem.batchViewsTable, s.tandem.controlTable].map((x) => logicalId(s.stack, x)).sort(),
+    );
   });
 
   it('is cdk-nag clean with WAF', () => {
@@ -137,31 +155,74 @@ describe('options', () => {
 describe('validation errors show the value received', () => {
   it.each<[string, TandemProps, RegExp]>([
     ['shardCount on an on-demand stream', { shardCount: 4 }, /shardCount applies to a provisioned stream only\. Received 4/],
-    ['a stream retention under a day', { streamRetention: Duration.hours(12) }, /retentionPeriod must be between 86400 and 31536000 seconds\. Received 43200 seconds/],
+    [
+      'a stream retention under a day',
+      { streamRetention: Duration.hours(12) },
+      /retentionPeriod must be between 86400 and 31536000 seconds\. Received 43200 seconds/,
+    ],
     ['infinite retries', { speedRetryAttempts: -1 }, /retryAttempts must be a whole number between 0 and 10000\. Received -1/],
-    ['a record age past the retention', { archiveMaxRecordAge: Duration.hours(48) }, /maxRecordAge cannot exceed the stream retention \(1 day\)\. Received 2 days/],
-    ['a batch window over 5 minutes', { speedMaxBatchingWindow: Duration.minutes(6) }, /maxBatchingWindow must be between 0 and 300 seconds\. Received 360 seconds/],
-    ['a schedule slower than the lag alarm', { batchEvery: Duration.hours(7) }, /batchEvery must be shorter than maxBatchLag \(6 hours\).*Received 7 hours/],
-    ['a window that does not divide a day', { window: Duration.seconds(7) }, /windowSeconds must divide a day \(86400\) evenly, received 7/],
-    ['a lag over a day', { maxBatchLag: Duration.hours(25) }, /maxBatchLag must be whole minutes and at most 1 day for its alarm\. Received 90000 s/],
+    [
+      'a record age past the retention',
+      { archiveMaxRecordAge: Duration.hours(48) },
+      /maxRecordAge cannot exceed the stream retention \(1 day\)\. Received 2 days/,
+    ],
+    [
+      'a batch window over 5 minutes',
+      { speedMaxBatchingWindow: Duration.minutes(6) },
+      /maxBatchingWindow must be between 0 and 300 seconds\. Received 360 seconds/,
+    ],
+    [
+      'a schedule slower than the lag alarm',
+      { batchEvery: Duration.hours(7) },
+      /batchEvery must be shorter than maxBatchLag \(6 hours\).*Received 7 hours/,
+    ],
+    [
+      'a window that does not divide a day',
+      { window: Duration.seconds(7) },
+      /windowSeconds must divide a day \(86400\) evenly, received 7/,
+    ],
+    [
+      'a lag over a day',
+      { maxBatchLag: Duration.hours(25) },
+      /maxBatchLag must be whole minutes and at most 1 day for its alarm\. Received 90000 s/,
+    ],
     ['a bad key hash', { apiKeyHashes: ['not-a-hash'] }, /apiKeyHashes entries must be a SHA-256 hex hash.*Received "not-a-hash"/],
-    ['WAF twice', { createWebAcl: true, webAclArn: 'arn:aws:wafv2:eu-west-1:123456789012:regional/webacl/x/1' }, /either createWebAcl or webAclArn.*Received webAclArn arn:aws:wafv2/],
+    [
+      'WAF twice',
+      { createWebAcl: true, webAclArn: 'arn:aws:wafv2:eu-west-1:123456789012:regional/webacl/x/1' },
+      /either createWebAcl or webAclArn.*Received webAclArn arn:aws:wafv2/,
+    ],
     ['an unknown engine', { batchEngine: 'spark' as 'athena' }, /batchEngine must be one of athena, duckdb\. Received "spark"/],
-    ['a view with a bad grain', { views: [{ name: 'v', dimensions: [], grain: 'week', metrics: { n: { fn: 'count' } } }] }, /views\[0\]\.grain: grain must be one of minute, hour, day, received "week"/],
+    [
+      'a view with a bad grain',
+      { views: [{ name: 'v', dimensions: [], grain: 'week', metrics: { n: { fn: 'count' } } }] },
+      /views\[0\]\.grain: grain must be one of minute, hour, day, received "week"/,
+    ],
     ['no views', { views: [] }, /views must declare at least one view\. Received \[\]/],
-    ['a tiny Athena cutoff', { athenaBytesScannedCutoff: Size.mebibytes(1) }, /athenaBytesScannedCutoff must be at least 10 MB\. Received 1048576 bytes/],
+    [
+      'a tiny Athena cutoff',
+      { athenaBytesScannedCutoff: Size.mebibytes(1) },
+      /athenaBytesScannedCutoff must be at least 10 MB\. Received 1048576 bytes/,
+    ],
   ])('rejects %s', (_what, props, message) => {
     expect(() => build(props)).toThrow(message);
   });
 
   it('rejects views too large for the Lambda environment, naming the size', () => {
     const many = Array.from({ length: 40 }, (_, i) =>
-      view({ name: `view_${i}_with_a_long_name`, dimensions: ['country', 'page'], grain: 'minute', metrics: { total_amount: sum('amount'), events: count() } }),
+      view({
+        name: `view_${i}_with_a_long_name`,
+        dimensions: ['country', 'page'],
+        grain: 'minute',
+        metrics: { total_amount: sum('amount'), events: count() },
+      }),
     );
     expect(() => build({ views: many })).toThrow(/environment of \w+ is \d+ bytes, more than Lambda's 4096.*Received \d+ bytes/);
   });
 
   it('errors carry the construct path', () => {
-    expect(() => build({ speedBatchSize: 0 })).toThrow(/^Bad\/Tandem\/Speed: batchSize must be a whole number between 1 and 10000\. Received 0/);
+    expect(() => build({ speedBatchSize: 0 })).toThrow(
+      /^Bad\/Tandem\/Speed: batchSize must be a whole number between 1 and 10000\. Received 0/,
+    );
   });
 });

@@ -23,7 +23,13 @@ afterAll(async () => {
 
 const methodArn = 'arn:aws:execute-api:eu-west-1:123456789012:abc123/prod/POST/events';
 const request = (key?: string) =>
-  ({ type: 'REQUEST', methodArn, path: '/events', headers: key === undefined ? {} : { 'x-api-key': key }, requestContext: { identity: { sourceIp: '10.0.0.1' } } }) as unknown as APIGatewayRequestAuthorizerEvent;
+  ({
+    type: 'REQUEST',
+    methodArn,
+    path: '/events',
+    headers: key === undefined ? {} : { 'x-api-key': key },
+    requestContext: { identity: { sourceIp: '10.0.0.1' } },
+  }) as unknown as APIGatewayRequestAuthorizerEvent;
 
 describe('API keys and the authorizer', () => {
   it('creates a key (stored as its hash only), allows it, revokes it, then denies it', async () => {
@@ -35,7 +41,10 @@ describe('API keys and the authorizer', () => {
     const auth = createAuthorizer({ doc: cloud.clients.doc, controlTable: () => table, envHashes: [], logger: silentLogger() });
     const allow = await auth(request(key));
     expect(allow.principalId).toBe('dashboard');
-    expect(allow.policyDocument.Statement[0]).toMatchObject({ Effect: 'Allow', Resource: 'arn:aws:execute-api:eu-west-1:123456789012:abc123/prod/*' });
+    expect(allow.policyDocument.Statement[0]).toMatchObject({
+      Effect: 'Allow',
+      Resource: 'arn:aws:execute-api:eu-west-1:123456789012:abc123/prod/*',
+    });
     expect(allow.context).toEqual({ keyName: 'dashboard' });
 
     const other = await auth(request(`${key}x`));
@@ -54,7 +63,12 @@ describe('API keys and the authorizer', () => {
     await expect(createKey(cloud.clients.doc, table, 'bad name!')).rejects.toThrow(/key name must/);
     await expect(revokeKey(cloud.clients.doc, table, 'nobody')).rejects.toThrow(/no active key/);
     const list = await listKeys(cloud.clients.doc, table);
-    expect(list.map((k) => [k.name, k.revoked])).toEqual(expect.arrayContaining([['ci', false], ['dashboard', true]]));
+    expect(list.map((k) => [k.name, k.revoked])).toEqual(
+      expect.arrayContaining([
+        ['ci', false],
+        ['dashboard', true],
+      ]),
+    );
     expect(JSON.stringify(list)).not.toContain(a.key);
     // revoking by hash works too; afterwards the name is free again
     await revokeKey(cloud.clients.doc, table, a.record.hash);

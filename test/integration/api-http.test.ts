@@ -36,14 +36,22 @@ afterAll(async () => {
   if (dataDir) rmSync(dataDir, { recursive: true, force: true });
 });
 
-async function call(method: string, path: string, opts: { body?: unknown; raw?: Buffer | string; headers?: Record<string, string>; key?: string | null } = {}) {
+async function call(
+  method: string,
+  path: string,
+  opts: { body?: unknown; raw?: Buffer | string; headers?: Record<string, string>; key?: string | null } = {},
+) {
   const headers: Record<string, string> = { ...(opts.key === null ? {} : { 'x-api-key': opts.key ?? KEY }), ...opts.headers };
   let body: Buffer | string | undefined = opts.raw;
   if (opts.body !== undefined) {
     body = JSON.stringify(opts.body);
     headers['content-type'] ??= 'application/json';
   }
-  const r = await fetch(`${cloud.url}${path}`, { method, headers, ...(body !== undefined && { body: typeof body === 'string' ? body : new Uint8Array(body) }) });
+  const r = await fetch(`${cloud.url}${path}`, {
+    method,
+    headers,
+    ...(body !== undefined && { body: typeof body === 'string' ? body : new Uint8Array(body) }),
+  });
   const text = await r.text();
   let json: Record<string, unknown> = {};
   try {
@@ -56,7 +64,14 @@ async function call(method: string, path: string, opts: { body?: unknown; raw?: 
 
 const T0 = Date.now();
 const sent: Record<string, unknown>[] = [];
-const ev = (id: string, extra: Record<string, unknown> = {}) => ({ id, type: 'purchase', ts: new Date(T0 - 30 * 60_000).toISOString(), country: 'DE', amount: 10.25, ...extra });
+const ev = (id: string, extra: Record<string, unknown> = {}) => ({
+  id,
+  type: 'purchase',
+  ts: new Date(T0 - 30 * 60_000).toISOString(),
+  country: 'DE',
+  amount: 10.25,
+  ...extra,
+});
 
 describe('HTTP API on the local cloud', () => {
   it('GET /health answers without a key', async () => {
@@ -87,9 +102,18 @@ describe('HTTP API on the local cloud', () => {
     expect(one.headers.get('access-control-allow-origin')).toBe('*');
     sent.push(ev('h-1'));
 
-    const mixed = await call('POST', '/events', { body: { events: [ev('h-2', { country: 'FR', amount: 3 }), ev('h-3', { amount: 'x' }), { ...ev('h-4'), ts: undefined }] } });
+    const mixed = await call('POST', '/events', {
+      body: { events: [ev('h-2', { country: 'FR', amount: 3 }), ev('h-3', { amount: 'x' }), { ...ev('h-4'), ts: undefined }] },
+    });
     expect(mixed.status).toBe(207);
-    expect(mixed.body).toMatchObject({ accepted: 1, rejected: [{ index: 1, field: 'amount' }, { index: 2, field: 'ts' }], ids: ['h-2'] });
+    expect(mixed.body).toMatchObject({
+      accepted: 1,
+      rejected: [
+        { index: 1, field: 'amount' },
+        { index: 2, field: 'ts' },
+      ],
+      ids: ['h-2'],
+    });
     sent.push(ev('h-2', { country: 'FR', amount: 3 }));
 
     const none = await call('POST', '/events', { body: [ev('h-5', { type: '' })] });
@@ -99,14 +123,23 @@ describe('HTTP API on the local cloud', () => {
 
     const tooMany = await call('POST', '/events', { body: Array.from({ length: 501 }, (_, i) => ev(`h-many-${i}`)) });
     expect(tooMany.status).toBe(413);
-    const tooBig = await call('POST', '/events', { raw: `[${JSON.stringify(ev('h-big'))}${' '.repeat(5 * 1024 * 1024)}]`, headers: { 'content-type': 'application/json' } });
+    const tooBig = await call('POST', '/events', {
+      raw: `[${JSON.stringify(ev('h-big'))}${' '.repeat(5 * 1024 * 1024)}]`,
+      headers: { 'content-type': 'application/json' },
+    });
     expect(tooBig.status).toBe(413);
     expect(typeof tooBig.body.error).toBe('string');
     const bomb = gzipSync(`[${JSON.stringify(ev('h-bomb'))}${' '.repeat(6 * 1024 * 1024)}]`);
-    const expands = await call('POST', '/events', { raw: bomb, headers: { 'content-type': 'application/json', 'content-encoding': 'gzip' } });
+    const expands = await call('POST', '/events', {
+      raw: bomb,
+      headers: { 'content-type': 'application/json', 'content-encoding': 'gzip' },
+    });
     expect(expands.status).toBe(413);
 
-    const zipped = await call('POST', '/events', { raw: gzipSync(JSON.stringify([ev('h-6', { country: 'US', amount: 0.1 })])), headers: { 'content-type': 'application/json', 'content-encoding': 'gzip' } });
+    const zipped = await call('POST', '/events', {
+      raw: gzipSync(JSON.stringify([ev('h-6', { country: 'US', amount: 0.1 })])),
+      headers: { 'content-type': 'application/json', 'content-encoding': 'gzip' },
+    });
     expect(zipped).toMatchObject({ status: 200, body: { accepted: 1 } });
     sent.push(ev('h-6', { country: 'US', amount: 0.1 }));
     // a client retry of h-1: accepted again, counted once
@@ -114,7 +147,10 @@ describe('HTTP API on the local cloud', () => {
   });
 
   it('CORS preflight, unknown route and wrong method answer JSON', async () => {
-    const pre = await fetch(`${cloud.url}/events`, { method: 'OPTIONS', headers: { origin: 'http://example.com', 'access-control-request-method': 'POST' } });
+    const pre = await fetch(`${cloud.url}/events`, {
+      method: 'OPTIONS',
+      headers: { origin: 'http://example.com', 'access-control-request-method': 'POST' },
+    });
     expect(pre.status).toBeLessThan(300);
     expect(pre.headers.get('access-control-allow-headers')).toContain('x-api-key');
     const nf = await call('GET', '/nowhere');
@@ -164,7 +200,12 @@ describe('HTTP API on the local cloud', () => {
 
     const status = await call('GET', '/status');
     expect(status.status).toBe(200);
-    expect(status.body).toMatchObject({ batch: { version: run.version, cutoff: run.cutoff }, lastRun: { id, state: 'SUCCEEDED' }, windowSeconds: 1, poison: { count: 0 } });
+    expect(status.body).toMatchObject({
+      batch: { version: run.version, cutoff: run.cutoff },
+      lastRun: { id, state: 'SUCCEEDED' },
+      windowSeconds: 1,
+      poison: { count: 0 },
+    });
     expect((status.body.speed as { shards: unknown[] }).shards.length).toBeGreaterThan(0);
     expect((status.body.archive as { shards: unknown[] }).shards.length).toBeGreaterThan(0);
   });

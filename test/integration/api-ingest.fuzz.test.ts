@@ -6,16 +6,17 @@
  * found in the stream exactly once, as sent, and counted once by the real
  * speed layer.
  */
+
+import { ScanCommand } from '@aws-sdk/lib-dynamodb';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ScanCommand } from '@aws-sdk/lib-dynamodb';
 import { DEMO_VIEWS } from '../../functions/core/demo-views.ts';
+import { cellsOf } from '../../functions/core/keys.ts';
 import { DEFAULT_SETTINGS } from '../../functions/core/settings.ts';
 import { createIngestHandler } from '../../functions/ingest.ts';
 import { processSpeedBatch } from '../../functions/speed/process.ts';
-import { cellsOf } from '../../functions/core/keys.ts';
-import { startTestCloud, type TestCloud } from '../support/cloud.ts';
 import { lambdaContext, parse, postEvents, readStream, silentLogger } from '../support/api.ts';
+import { startTestCloud, type TestCloud } from '../support/cloud.ts';
 
 const RUNS = Number(process.env.TANDEM_FUZZ_RUNS ?? 500);
 
@@ -70,8 +71,16 @@ function oracleValid(e: unknown): boolean {
 }
 
 // ---- generators ----
-const scalar = fc.oneof(fc.string({ maxLength: 12 }), fc.integer(), fc.boolean(), fc.constant(null), fc.double({ noNaN: true, noDefaultInfinity: true }));
-const extraName = fc.stringMatching(/^[a-z_][a-z0-9_]{0,10}$/).filter((n) => !['id', 'type', 'ts', 'events', 'amount', 'load_ms', '__proto__'].includes(n));
+const scalar = fc.oneof(
+  fc.string({ maxLength: 12 }),
+  fc.integer(),
+  fc.boolean(),
+  fc.constant(null),
+  fc.double({ noNaN: true, noDefaultInfinity: true }),
+);
+const extraName = fc
+  .stringMatching(/^[a-z_][a-z0-9_]{0,10}$/)
+  .filter((n) => !['id', 'type', 'ts', 'events', 'amount', 'load_ms', '__proto__'].includes(n));
 const goodTs = fc.oneof(
   fc.integer({ min: Y2000, max: Y3000 - 1 }),
   fc.integer({ min: Y2000, max: Date.UTC(2100, 0, 1) }).map((t) => new Date(t).toISOString()),
@@ -124,21 +133,32 @@ const fault: fc.Arbitrary<Fault> = fc.oneof(
 );
 const junk = fc.oneof(fc.integer(), fc.string({ maxLength: 8 }), fc.constant(null), fc.array(fc.integer(), { maxLength: 2 }), fc.boolean());
 
-type Item = { kind: 'valid'; event: Record<string, unknown>; withId: boolean } | { kind: 'invalid'; event: Record<string, unknown>; withId: boolean; fault: Fault } | { kind: 'junk'; value: unknown };
+type Item =
+  | { kind: 'valid'; event: Record<string, unknown>; withId: boolean }
+  | { kind: 'invalid'; event: Record<string, unknown>; withId: boolean; fault: Fault }
+  | { kind: 'junk'; value: unknown };
 const item: fc.Arbitrary<Item> = fc.oneof(
   { weight: 5, arbitrary: baseEvent.map((b) => ({ kind: 'valid' as const, ...b })) },
   { weight: 3, arbitrary: fc.tuple(baseEvent, fault).map(([b, f]) => ({ kind: 'invalid' as const, ...b, fault: f })) },
   { weight: 1, arbitrary: junk.map((value) => ({ kind: 'junk' as const, value })) },
 );
 const body = fc.oneof(
-  { weight: 6, arbitrary: fc.record({ shape: fc.constantFrom('array', 'wrapped', 'single'), items: fc.array(item, { minLength: 1, maxLength: 8 }) }) },
+  {
+    weight: 6,
+    arbitrary: fc.record({ shape: fc.constantFrom('array', 'wrapped', 'single'), items: fc.array(item, { minLength: 1, maxLength: 8 }) }),
+  },
   { weight: 1, arbitrary: fc.record({ shape: fc.constant('json' as const), value: fc.jsonValue({ maxDepth: 3 }) }) },
   { weight: 1, arbitrary: fc.record({ shape: fc.constant('text' as const), value: fc.string({ maxLength: 40 }) }) },
 );
 
 describe('POST /events fuzzing', () => {
   it(`never 5xx, never accepts an invalid event, names every rejected field (${RUNS} bodies)`, async () => {
-    const handler = createIngestHandler({ kinesis: cloud.clients.kinesis, streamName: cloud.names.TANDEM_STREAM_NAME!, views: DEMO_VIEWS, logger: silentLogger() });
+    const handler = createIngestHandler({
+      kinesis: cloud.clients.kinesis,
+      streamName: cloud.names.TANDEM_STREAM_NAME!,
+      views: DEMO_VIEWS,
+      logger: silentLogger(),
+    });
     const expected = new Map<string, Record<string, unknown>>();
     let n = 0;
     const statuses: Record<number, number> = {};
@@ -154,7 +174,7 @@ describe('POST /events fuzzing', () => {
           for (const x of (r.body.rejected as { field: string }[] | undefined) ?? []) expect(x.field).toMatch(/./);
           if (r.status < 300) {
             const parsed = JSON.parse(raw) as unknown;
-            const list = Array.isArray(parsed) ? parsed : (parsed as { events?: unknown[] }).events ?? [parsed];
+            const list = Array.isArray(parsed) ? parsed : ((parsed as { events?: unknown[] }).events ?? [parsed]);
             const rejected = new Set((r.body.rejected as { index: number }[]).map((x) => x.index));
             list.forEach((e, i) => {
               expect(oracleValid(e) ? !rejected.has(i) : rejected.has(i)).toBe(true);
@@ -228,7 +248,11 @@ describe('POST /events fuzzing', () => {
       {
         ddb: cloud.clients.dynamodb,
         s3: cloud.clients.s3,
-        tables: { speed: cloud.names.TANDEM_SPEED_TABLE!, dedup: cloud.names.TANDEM_DEDUP_TABLE!, control: cloud.names.TANDEM_CONTROL_TABLE! },
+        tables: {
+          speed: cloud.names.TANDEM_SPEED_TABLE!,
+          dedup: cloud.names.TANDEM_DEDUP_TABLE!,
+          control: cloud.names.TANDEM_CONTROL_TABLE!,
+        },
         failureBucket: cloud.names.TANDEM_FAILURE_BUCKET!,
         views: DEMO_VIEWS,
         settings: DEFAULT_SETTINGS,
@@ -239,7 +263,9 @@ describe('POST /events fuzzing', () => {
     const counted = new Map<string, number>();
     let start: Record<string, unknown> | undefined;
     do {
-      const page = await cloud.clients.doc.send(new ScanCommand({ TableName: cloud.names.TANDEM_SPEED_TABLE!, ...(start && { ExclusiveStartKey: start }) }));
+      const page = await cloud.clients.doc.send(
+        new ScanCommand({ TableName: cloud.names.TANDEM_SPEED_TABLE!, ...(start && { ExclusiveStartKey: start }) }),
+      );
       for (const item of page.Items ?? []) {
         if (item.view !== 'events_by_type') continue;
         for (const cell of cellsOf(Number(item.slot), item)) {

@@ -5,12 +5,12 @@
  */
 import { gzipSync } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { KinesisPut } from '../../functions/api/put-events.ts';
 import { DEMO_VIEWS } from '../../functions/core/demo-views.ts';
 import { createIngestHandler } from '../../functions/ingest.ts';
 import { MAX_BODY_BYTES } from '../../functions/routes.ts';
+import { flakyKinesis, lambdaContext, parse, postEvents, readStream, type StreamRecord, silentLogger } from '../support/api.ts';
 import { startTestCloud, type TestCloud } from '../support/cloud.ts';
-import { flakyKinesis, lambdaContext, parse, postEvents, readStream, silentLogger, type StreamRecord } from '../support/api.ts';
-import type { KinesisPut } from '../../functions/api/put-events.ts';
 
 let cloud: TestCloud;
 let streamName: string;
@@ -33,9 +33,18 @@ async function send(body: unknown, kinesis?: KinesisPut, over = {}) {
 
 /** A unique id prefix per test, so tests sharing the stream can find their own records. */
 const prefix = () => `t${++run}-${Date.now()}-`;
-const stored = async (p: string): Promise<StreamRecord[]> => (await readStream(cloud.clients.kinesis, streamName)).filter((r) => r.partitionKey.startsWith(p));
+const stored = async (p: string): Promise<StreamRecord[]> =>
+  (await readStream(cloud.clients.kinesis, streamName)).filter((r) => r.partitionKey.startsWith(p));
 
-const ev = (id: string, extra: Record<string, unknown> = {}) => ({ id, type: 'page_view', ts: '2025-01-01T10:00:00Z', page: '/', country: 'DE', load_ms: 120, ...extra });
+const ev = (id: string, extra: Record<string, unknown> = {}) => ({
+  id,
+  type: 'page_view',
+  ts: '2025-01-01T10:00:00Z',
+  page: '/',
+  country: 'DE',
+  load_ms: 120,
+  ...extra,
+});
 
 describe('POST /events', () => {
   it('accepts one event: 200, stored with the event id as partition key', async () => {
@@ -61,7 +70,11 @@ describe('POST /events', () => {
 
   it('assigns ids to events without one and returns them in order', async () => {
     const p = prefix();
-    const r = await send([{ type: 'signup', ts: '2025-01-01T00:00:00Z', plan: 'free' }, ev(`${p}x`), { type: 'signup', ts: 0 + 946684800000 }]);
+    const r = await send([
+      { type: 'signup', ts: '2025-01-01T00:00:00Z', plan: 'free' },
+      ev(`${p}x`),
+      { type: 'signup', ts: 0 + 946684800000 },
+    ]);
     expect(r.status).toBe(200);
     const ids = r.body.ids as string[];
     expect(ids).toHaveLength(3);

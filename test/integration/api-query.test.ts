@@ -7,9 +7,9 @@
 import { GetCommand, PutCommand, QueryCommand } from '@aws-sdk/lib-dynamodb';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { exactDocClient } from '../../functions/api/read-view.ts';
+import { loadRows } from '../../functions/batch/load.ts';
 import { aggregate } from '../../functions/core/aggregate.ts';
 import { DEMO_VIEWS } from '../../functions/core/demo-views.ts';
-import { loadRows } from '../../functions/batch/load.ts';
 import { cellAttribute, speedPart, speedPk, speedSk, speedSlot } from '../../functions/core/keys.ts';
 import { combineViewStates, stateToColumns, type ViewState } from '../../functions/core/metrics.ts';
 import { toRawRecord } from '../../functions/core/record.ts';
@@ -53,7 +53,12 @@ function makeEvents(): Sent[] {
     const late = rand() < 0.2;
     const ts = late ? arrival - Math.floor(rand() * 5 * HOUR) : arrival - Math.floor(rand() * 2 * MIN);
     const type = pick(['page_view', 'page_view', 'purchase', 'signup']);
-    const event: Record<string, unknown> = { id: `q-${i}`, type, ts: i % 3 === 0 ? ts : new Date(ts).toISOString(), country: pick(['DE', 'FR', 'US', null]) };
+    const event: Record<string, unknown> = {
+      id: `q-${i}`,
+      type,
+      ts: i % 3 === 0 ? ts : new Date(ts).toISOString(),
+      country: pick(['DE', 'FR', 'US', null]),
+    };
     if (type === 'page_view') Object.assign(event, { page: pick(['/', '/pricing', '/docs']), load_ms: Math.floor(rand() * 900) });
     if (type === 'purchase' && rand() < 0.9) event.amount = Math.floor(rand() * 100_000) / 100 + (rand() < 0.2 ? 0.000000001 : 0);
     const shard = SHARDS[i % 2]!;
@@ -66,7 +71,11 @@ function makeEvents(): Sent[] {
     const first = out[i * 7]!;
     const k = SHARDS.indexOf(first.shard);
     seqs[k]! += 1;
-    out.push({ ...first, arrival: Math.min(now - MIN, first.arrival + 3 * MIN), seq: `49${String(k)}${String(seqs[k]).padStart(53, '0')}` });
+    out.push({
+      ...first,
+      arrival: Math.min(now - MIN, first.arrival + 3 * MIN),
+      seq: `49${String(k)}${String(seqs[k]).padStart(53, '0')}`,
+    });
   }
   return out;
 }
@@ -75,7 +84,8 @@ const sent = makeEvents();
 /** First arrival wins: the unique events, and which of them the batch covers. */
 function unique(list: readonly Sent[]): Sent[] {
   const first = new Map<string, Sent>();
-  for (const s of [...list].sort((a, b) => a.arrival - b.arrival || (a.seq < b.seq ? -1 : 1))) if (!first.has(String(s.event.id))) first.set(String(s.event.id), s);
+  for (const s of [...list].sort((a, b) => a.arrival - b.arrival || (a.seq < b.seq ? -1 : 1)))
+    if (!first.has(String(s.event.id))) first.set(String(s.event.id), s);
   return [...first.values()];
 }
 
@@ -100,11 +110,24 @@ async function writeBatchVersion(version: number, c: number, list: readonly Sent
 }
 
 async function publish(version: number, c: number): Promise<void> {
-  await doc.send(new PutCommand({ TableName: tables.control, Item: { pk: 'pointer', sk: 'current', version, cutoff: c, publishedAt: Date.now(), runId: `run-${version}`, views: {} } }));
+  await doc.send(
+    new PutCommand({
+      TableName: tables.control,
+      Item: { pk: 'pointer', sk: 'current', version, cutoff: c, publishedAt: Date.now(), runId: `run-${version}`, views: {} },
+    }),
+  );
 }
 
 function handler(over: Partial<QueryDeps> = {}) {
-  return createQueryHandler({ doc, tables, views: DEMO_VIEWS, settings: DEFAULT_SETTINGS, logger: silentLogger(), now: () => now, ...over });
+  return createQueryHandler({
+    doc,
+    tables,
+    views: DEMO_VIEWS,
+    settings: DEFAULT_SETTINGS,
+    logger: silentLogger(),
+    now: () => now,
+    ...over,
+  });
 }
 
 async function get(path: string, query: Record<string, string> = {}, over: Partial<QueryDeps> = {}) {
@@ -132,7 +155,11 @@ function expectRows(viewName: string, actual: unknown, spec: Partial<OracleSpec>
 beforeAll(async () => {
   cloud = await startTestCloud();
   doc = exactDocClient(cloud.clients.dynamodb);
-  tables = { speed: cloud.names.TANDEM_SPEED_TABLE!, batchViews: cloud.names.TANDEM_BATCH_VIEWS_TABLE!, control: cloud.names.TANDEM_CONTROL_TABLE! };
+  tables = {
+    speed: cloud.names.TANDEM_SPEED_TABLE!,
+    batchViews: cloud.names.TANDEM_BATCH_VIEWS_TABLE!,
+    control: cloud.names.TANDEM_CONTROL_TABLE!,
+  };
   // Every event goes through the real speed layer, in per-shard order, in a few batches.
   const bySeq = [...sent].sort((a, b) => (a.seq < b.seq ? -1 : 1));
   for (let i = 0; i < bySeq.length; i += 25) {
@@ -247,7 +274,10 @@ describe('GET /views/{name}', () => {
       shard,
       hw: '1'.padStart(64, '0'),
       ...Object.fromEntries(
-        Object.entries({ records: 1, orders__count: 1, revenue__sum: 5, avg_order__sum: 5, avg_order__count: 1 }).map(([column, v]) => [cellAttribute(slot, bucket, ['ZZ'], column), v]),
+        Object.entries({ records: 1, orders__count: 1, revenue__sum: 5, avg_order__sum: 5, avg_order__count: 1 }).map(([column, v]) => [
+          cellAttribute(slot, bucket, ['ZZ'], column),
+          v,
+        ]),
       ),
       expiresAt,
     });
@@ -320,14 +350,50 @@ describe('GET /views/{name}', () => {
 describe('GET /status', () => {
   it('reports batch version and cutoff, the last run, speed progress, archive checkpoints and settings', async () => {
     const control = tables.control;
-    await doc.send(new PutCommand({ TableName: control, Item: { pk: 'run', sk: 'run-20250101T000000000Z-aaaaaa', runId: 'run-20250101T000000000Z-aaaaaa', state: 'SUCCEEDED', stage: 'done', startedAt: now - 9 * HOUR, finishedAt: now - 9 * HOUR + 1000, views: {} } }));
     await doc.send(
       new PutCommand({
         TableName: control,
-        Item: { pk: 'run', sk: 'run-20991231T000000000Z-bbbbbb', runId: 'run-20991231T000000000Z-bbbbbb', state: 'FAILED', stage: 'views', startedAt: now - 60_000, finishedAt: now - 57_500, error: 'boom', views: { page_views: { rows: 3, sqlMs: 12, loadMs: 30 } } },
+        Item: {
+          pk: 'run',
+          sk: 'run-20250101T000000000Z-aaaaaa',
+          runId: 'run-20250101T000000000Z-aaaaaa',
+          state: 'SUCCEEDED',
+          stage: 'done',
+          startedAt: now - 9 * HOUR,
+          finishedAt: now - 9 * HOUR + 1000,
+          views: {},
+        },
       }),
     );
-    await doc.send(new PutCommand({ TableName: control, Item: { pk: 'checkpoint', sk: SHARDS[0], arrival: now - 5 * MIN, seq: '1'.padStart(64, '0'), records: 40, updatedAt: now - 4 * MIN } }));
+    await doc.send(
+      new PutCommand({
+        TableName: control,
+        Item: {
+          pk: 'run',
+          sk: 'run-20991231T000000000Z-bbbbbb',
+          runId: 'run-20991231T000000000Z-bbbbbb',
+          state: 'FAILED',
+          stage: 'views',
+          startedAt: now - 60_000,
+          finishedAt: now - 57_500,
+          error: 'boom',
+          views: { page_views: { rows: 3, sqlMs: 12, loadMs: 30 } },
+        },
+      }),
+    );
+    await doc.send(
+      new PutCommand({
+        TableName: control,
+        Item: {
+          pk: 'checkpoint',
+          sk: SHARDS[0],
+          arrival: now - 5 * MIN,
+          seq: '1'.padStart(64, '0'),
+          records: 40,
+          updatedAt: now - 4 * MIN,
+        },
+      }),
+    );
     await doc.send(new PutCommand({ TableName: control, Item: { pk: 'stats', sk: 'poison', count: 3 } }));
     const r = await get('/status');
     expect(r.status).toBe(200);
@@ -340,7 +406,9 @@ describe('GET /status', () => {
     // progress is the arrival of the last record (highest sequence number) the shard applied
     const lastArrival = sent.filter((s) => s.shard === SHARDS[0]).sort((a, b) => (a.seq < b.seq ? 1 : -1))[0]!.arrival;
     expect(b.speed.shards[0]).toMatchObject({ shard: SHARDS[0], lagMs: now - lastArrival });
-    expect(b.archive.shards).toEqual([expect.objectContaining({ shard: SHARDS[0], records: 40, arrival: new Date(now - 5 * MIN).toISOString() })]);
+    expect(b.archive.shards).toEqual([
+      expect.objectContaining({ shard: SHARDS[0], records: 40, arrival: new Date(now - 5 * MIN).toISOString() }),
+    ]);
     expect(b).toMatchObject({ windowSeconds: 60, dedupHorizonSeconds: DEFAULT_SETTINGS.dedupHorizonSeconds, poison: { count: 3 } });
     const pointer = await doc.send(new GetCommand({ TableName: control, Key: { pk: 'pointer', sk: 'current' } }));
     expect(String(pointer.Item?.version)).toBe('4');

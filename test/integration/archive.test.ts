@@ -5,9 +5,10 @@
  * The batch run at the end of several tests proves the archive's content is
  * exact (version rows == oracle over unique events).
  */
+
+import { gunzipSync } from 'node:zlib';
 import { GetItemCommand } from '@aws-sdk/client-dynamodb';
 import { GetObjectCommand, ListObjectsV2Command } from '@aws-sdk/client-s3';
-import { gunzipSync } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { HOUR_MS, parseRawObjectKey } from '../../functions/archive/layout.ts';
 import { runBatchToCompletion } from '../../functions/batch/pipeline.ts';
@@ -20,9 +21,9 @@ import {
   freshResources,
   generateStream,
   kinesisEvent,
+  type Resources,
   readBatchRows,
   removeStageDirs,
-  type Resources,
   type ShardRecord,
   seqOf,
   shardId,
@@ -103,7 +104,8 @@ describe('archive', () => {
     const r = await freshResources(cloud.clients);
     const handler = archiveHandler(cloud.clients, r);
     const records = generateStream({ events: 60, shards: 2, start: T0, span: 120_000, seed: 4 });
-    for (let i = 0; i < 3; i++) for (const b of batchesOf(records, 1000)) expect((await handler(kinesisEvent(b))).batchItemFailures).toEqual([]);
+    for (let i = 0; i < 3; i++)
+      for (const b of batchesOf(records, 1000)) expect((await handler(kinesisEvent(b))).batchItemFailures).toEqual([]);
     expect(await keys(r)).toHaveLength(2);
     const manifest = await cloud.clients.dynamodb.send(
       new GetItemCommand({

@@ -11,7 +11,7 @@ import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runBatchToCompletion } from '../../functions/batch/pipeline.ts';
 import { DEMO_VIEWS } from '../../functions/core/demo-views.ts';
-import { avg, count, max, min, sum, type Metric, type View, view } from '../../functions/core/views.ts';
+import { avg, count, type Metric, max, min, sum, type View, view } from '../../functions/core/views.ts';
 import {
   archiveHandler,
   batchOptions,
@@ -40,9 +40,15 @@ const viewArb = (name: string): fc.Arbitrary<View> =>
     .record({
       dimensions: fc.subarray([...FIELDS], { maxLength: 3 }),
       grain: fc.constantFrom('minute' as const, 'hour' as const, 'day' as const),
-      filter: fc.option(fc.oneof(fc.record({ type: fc.constantFrom('purchase', 'page_view', 'signup') }), fc.record({ country: fc.constantFrom('DE', 'US') })), {
-        nil: undefined,
-      }),
+      filter: fc.option(
+        fc.oneof(
+          fc.record({ type: fc.constantFrom('purchase', 'page_view', 'signup') }),
+          fc.record({ country: fc.constantFrom('DE', 'US') }),
+        ),
+        {
+          nil: undefined,
+        },
+      ),
       metrics: fc.uniqueArray(metricArb, { minLength: 1, maxLength: 4, selector: (m) => JSON.stringify(m) }),
     })
     .map((v) =>
@@ -80,7 +86,10 @@ describe('batch recompute == oracle (property)', () => {
           // Cut times as fractions of the arrival span (several runs: versions 1, 2, ...).
           cuts: fc.oneof(
             { weight: 3, arbitrary: fc.tuple(fc.double({ min: 0.1, max: 1.3, noNaN: true })) },
-            { weight: 1, arbitrary: fc.tuple(fc.double({ min: 0.1, max: 1.3, noNaN: true }), fc.double({ min: 0.1, max: 1.3, noNaN: true })) },
+            {
+              weight: 1,
+              arbitrary: fc.tuple(fc.double({ min: 0.1, max: 1.3, noNaN: true }), fc.double({ min: 0.1, max: 1.3, noNaN: true })),
+            },
           ),
           randomViews: fc.integer({ min: 0, max: 2 }),
         }),
@@ -88,7 +97,15 @@ describe('batch recompute == oracle (property)', () => {
         async (spec, randomViews) => {
           const views = [...DEMO_VIEWS, ...randomViews.slice(0, spec.randomViews)];
           const span = 20 * 60_000;
-          const records = generateStream({ events: spec.events, shards: spec.shards, start: T0, span, duplicates: spec.duplicates, late: spec.late, seed: spec.seed });
+          const records = generateStream({
+            events: spec.events,
+            shards: spec.shards,
+            start: T0,
+            span,
+            duplicates: spec.duplicates,
+            late: spec.late,
+            seed: spec.seed,
+          });
           const r = await freshResources(cloud.clients, 'p');
           const archive = archiveHandler(cloud.clients, r);
           const config = testConfig(r, cloud.names.TANDEM_STREAM_NAME!, views);
@@ -96,7 +113,8 @@ describe('batch recompute == oracle (property)', () => {
           const byShard = new Map<string, ShardRecord[]>();
           for (const x of records) byShard.set(x.shard, [...(byShard.get(x.shard) ?? []), x]);
           const batches: ShardRecord[][] = [];
-          for (const list of byShard.values()) for (let i = 0; i < list.length; i += spec.batchSize) batches.push(list.slice(i, i + spec.batchSize));
+          for (const list of byShard.values())
+            for (let i = 0; i < list.length; i += spec.batchSize) batches.push(list.slice(i, i + spec.batchSize));
           for (const [i, b] of batches.entries()) {
             const how = spec.redeliver[i % spec.redeliver.length];
             const sends = how === 'twice' ? [b, b] : how === 'overlap' ? [b, b.slice(Math.floor(b.length / 2))] : [b];

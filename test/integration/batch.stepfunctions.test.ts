@@ -9,10 +9,10 @@ import { Logger } from '@aws-lambda-powertools/logger';
 import { Metrics } from '@aws-lambda-powertools/metrics';
 import { DeleteObjectCommand, ListObjectsV2Command } from '@aws-sdk/client-s3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createBatchTaskHandler } from '../../functions/batch-task.ts';
 import { getPointer, getRun, lockHolder } from '../../functions/batch/control.ts';
 import { batchContext } from '../../functions/batch/pipeline.ts';
 import { batchStateMachineDefinition } from '../../functions/batch/state-machine.ts';
+import { createBatchTaskHandler } from '../../functions/batch-task.ts';
 import { DEMO_VIEWS } from '../../functions/core/demo-views.ts';
 import {
   archiveHandler,
@@ -22,9 +22,9 @@ import {
   freshResources,
   generateStream,
   kinesisEvent,
+  type Resources,
   readBatchRows,
   removeStageDirs,
-  type Resources,
   type ShardRecord,
   sorted,
   testConfig,
@@ -60,7 +60,11 @@ describe('batch state machine on a local ASL interpreter', () => {
   });
 
   async function execute(r: Resources, runId: string, now: number) {
-    const ctx = batchContext(cloud.clients, testConfig(r, cloud.names.TANDEM_STREAM_NAME!, DEMO_VIEWS), batchOptions(cloud.clients, r, { now: () => now }));
+    const ctx = batchContext(
+      cloud.clients,
+      testConfig(r, cloud.names.TANDEM_STREAM_NAME!, DEMO_VIEWS),
+      batchOptions(cloud.clients, r, { now: () => now }),
+    );
     const handler = createBatchTaskHandler(() => ctx, new Logger({ logLevel: 'SILENT' }), new Metrics({ namespace: 'TandemTest' }));
     const calls: string[] = [];
     const task = (input: unknown) => {
@@ -68,10 +72,13 @@ describe('batch state machine on a local ASL interpreter', () => {
       return handler(input) as Promise<never>;
     };
     const machine = new StateMachine(batchStateMachineDefinition(TASK_ARN) as never);
-    const execution = machine.run({}, {
-      overrides: { taskResourceLocalHandlers: { Plan: task, View: task, Publish: task, MarkFailed: task } },
-      context: { Execution: { Name: runId } },
-    });
+    const execution = machine.run(
+      {},
+      {
+        overrides: { taskResourceLocalHandlers: { Plan: task, View: task, Publish: task, MarkFailed: task } },
+        context: { Execution: { Name: runId } },
+      },
+    );
     try {
       return { output: (await execution.result) as Record<string, unknown>, error: undefined, calls };
     } catch (error) {
@@ -93,19 +100,27 @@ describe('batch state machine on a local ASL interpreter', () => {
     const done = await execute(r, 'run-sfn-ok', now);
     expect(done.error).toBeUndefined();
     expect(done.calls.sort()).toEqual(['plan', 'publish', 'view', 'view', 'view']);
-    expect(done.output).toMatchObject({ plan: { runId: 'run-sfn-ok', skipped: false, version: 1 }, publish: { state: 'SUCCEEDED', published: true, version: 1 } });
+    expect(done.output).toMatchObject({
+      plan: { runId: 'run-sfn-ok', skipped: false, version: 1 },
+      publish: { state: 'SUCCEEDED', published: true, version: 1 },
+    });
     const control = { doc: cloud.clients.doc, table: r.tables.control };
     const run = await getRun(control, 'run-sfn-ok');
     expect(run).toMatchObject({ state: 'SUCCEEDED', version: 1 });
     for (const view of DEMO_VIEWS) {
-      expect(sorted(await readBatchRows(cloud.clients.dynamodb, r.tables.batchViews, view, 1))).toEqual(sorted(batchOracle(view, records, run!.cutoff!)));
+      expect(sorted(await readBatchRows(cloud.clients.dynamodb, r.tables.batchViews, view, 1))).toEqual(
+        sorted(batchOracle(view, records, run!.cutoff!)),
+      );
     }
     expect(await lockHolder(control, now)).toBeUndefined();
 
     const again = await execute(r, 'run-sfn-again', now);
     expect(again.error).toBeUndefined();
     expect(again.calls).toEqual(['plan', 'publish']);
-    expect(again.output).toMatchObject({ plan: { skipped: true, version: null, views: [] }, publish: { state: 'SKIPPED', published: false } });
+    expect(again.output).toMatchObject({
+      plan: { skipped: true, version: null, views: [] },
+      publish: { state: 'SKIPPED', published: false },
+    });
     expect((await getRun(control, 'run-sfn-again'))?.state).toBe('SKIPPED');
   });
 

@@ -4,15 +4,22 @@
  * truncated raw object, a lost publish race, retention, rollback, the lock,
  * and the HTTP routes of functions/batch-api.ts.
  */
-import { DeleteObjectCommand, ListObjectsV2Command, PutObjectCommand } from '@aws-sdk/client-s3';
-import { DescribeStreamSummaryCommand, GetRecordsCommand, GetShardIteratorCommand, ListShardsCommand, SplitShardCommand } from '@aws-sdk/client-kinesis';
+
 import { gzipSync } from 'node:zlib';
+import {
+  DescribeStreamSummaryCommand,
+  GetRecordsCommand,
+  GetShardIteratorCommand,
+  ListShardsCommand,
+  SplitShardCommand,
+} from '@aws-sdk/client-kinesis';
+import { DeleteObjectCommand, ListObjectsV2Command, PutObjectCommand } from '@aws-sdk/client-s3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createBatchApiHandler } from '../../functions/batch-api.ts';
 import { acquireLock, getManifest, getPointer, getRun, releaseLock } from '../../functions/batch/control.ts';
-import { batchContext, type BatchOptions, runBatchToCompletion, startBatchRun } from '../../functions/batch/pipeline.ts';
+import { type BatchOptions, batchContext, runBatchToCompletion, startBatchRun } from '../../functions/batch/pipeline.ts';
 import { computeCutoff, gatherProgress } from '../../functions/batch/planner.ts';
 import { planStep, publishStep, SimulatedCrash, viewStep } from '../../functions/batch/steps.ts';
+import { createBatchApiHandler } from '../../functions/batch-api.ts';
 import { DEMO_VIEWS } from '../../functions/core/demo-views.ts';
 import { apiEvent, lambdaContext, silentLogger } from '../support/api.ts';
 import {
@@ -23,9 +30,9 @@ import {
   freshResources,
   generateStream,
   kinesisEvent,
+  type Resources,
   readBatchRows,
   removeStageDirs,
-  type Resources,
   type ShardRecord,
   scanAll,
   sorted,
@@ -119,11 +126,23 @@ describe('batch layer', () => {
     const shards = (await cloud.clients.kinesis.send(new ListShardsCommand({ StreamName: stream }))).Shards!;
     const hashKeys = shards.map((s) => s.HashKeyRange!.StartingHashKey!);
     const ts = Date.now();
-    await put(cloud.clients.kinesis, stream, [0, 1, 2].map((i) => ({ id: `a${i}`, type: 'signup', ts })), hashKeys[0]);
+    await put(
+      cloud.clients.kinesis,
+      stream,
+      [0, 1, 2].map((i) => ({ id: `a${i}`, type: 'signup', ts })),
+      hashKeys[0],
+    );
     await new Promise((res) => setTimeout(res, 50));
-    await put(cloud.clients.kinesis, stream, [0, 1].map((i) => ({ id: `b${i}`, type: 'signup', ts })), hashKeys[1]);
+    await put(
+      cloud.clients.kinesis,
+      stream,
+      [0, 1].map((i) => ({ id: `b${i}`, type: 'signup', ts })),
+      hashKeys[1],
+    );
     const read = async (shardId: string): Promise<ShardRecord[]> => {
-      const it = await cloud.clients.kinesis.send(new GetShardIteratorCommand({ StreamName: stream, ShardId: shardId, ShardIteratorType: 'TRIM_HORIZON' }));
+      const it = await cloud.clients.kinesis.send(
+        new GetShardIteratorCommand({ StreamName: stream, ShardId: shardId, ShardIteratorType: 'TRIM_HORIZON' }),
+      );
       const got = await cloud.clients.kinesis.send(new GetRecordsCommand({ ShardIterator: it.ShardIterator! }));
       return (got.Records ?? []).map((x) => ({
         shard: shardId,
@@ -137,7 +156,13 @@ describe('batch layer', () => {
     const archive = archiveHandler(cloud.clients, r);
     const settings = { windowSeconds: 1, cutoffMarginSeconds: 0 };
     const plan = async () => {
-      const p = await gatherProgress({ kinesis: cloud.clients.kinesis, doc: cloud.clients.doc, streamName: stream, controlTable: r.tables.control, now: Date.now });
+      const p = await gatherProgress({
+        kinesis: cloud.clients.kinesis,
+        doc: cloud.clients.doc,
+        streamName: stream,
+        controlTable: r.tables.control,
+        now: Date.now,
+      });
       return computeCutoff({ shards: p.shards, now: p.now, settings, published: null });
     };
 
@@ -167,18 +192,33 @@ describe('batch layer', () => {
     const r = await freshResources(cloud.clients);
     const stream = await createStream(cloud.clients.kinesis, 1);
     const ts = Date.now();
-    await put(cloud.clients.kinesis, stream, [0, 1, 2].map((i) => ({ id: `p${i}`, type: 'signup', ts })));
+    await put(
+      cloud.clients.kinesis,
+      stream,
+      [0, 1, 2].map((i) => ({ id: `p${i}`, type: 'signup', ts })),
+    );
     const [parent] = (await cloud.clients.kinesis.send(new ListShardsCommand({ StreamName: stream }))).Shards!;
     const mid = ((BigInt(parent!.HashKeyRange!.EndingHashKey!) + 1n) / 2n).toString();
-    await cloud.clients.kinesis.send(new SplitShardCommand({ StreamName: stream, ShardToSplit: parent!.ShardId!, NewStartingHashKey: mid }));
+    await cloud.clients.kinesis.send(
+      new SplitShardCommand({ StreamName: stream, ShardToSplit: parent!.ShardId!, NewStartingHashKey: mid }),
+    );
     for (let i = 0; i < 100; i++) {
       const d = await cloud.clients.kinesis.send(new DescribeStreamSummaryCommand({ StreamName: stream }));
       if (d.StreamDescriptionSummary?.StreamStatus === 'ACTIVE') break;
       await new Promise((res) => setTimeout(res, 50));
     }
     const plan = async () => {
-      const p = await gatherProgress({ kinesis: cloud.clients.kinesis, doc: cloud.clients.doc, streamName: stream, controlTable: r.tables.control, now: Date.now });
-      return { p, c: computeCutoff({ shards: p.shards, now: p.now, settings: { windowSeconds: 1, cutoffMarginSeconds: 0 }, published: null }) };
+      const p = await gatherProgress({
+        kinesis: cloud.clients.kinesis,
+        doc: cloud.clients.doc,
+        streamName: stream,
+        controlTable: r.tables.control,
+        now: Date.now,
+      });
+      return {
+        p,
+        c: computeCutoff({ shards: p.shards, now: p.now, settings: { windowSeconds: 1, cutoffMarginSeconds: 0 }, published: null }),
+      };
     };
     const before = await plan();
     const closed = before.p.shards.find((s) => s.shardId === parent!.ShardId)!;
@@ -186,10 +226,15 @@ describe('batch layer', () => {
     expect(before.p.shards).toHaveLength(3);
     // The parent's records are not archived: it bounds C although no new record can arrive on it.
     expect(before.c.limitedBy).toBe(parent!.ShardId);
-    const it = await cloud.clients.kinesis.send(new GetShardIteratorCommand({ StreamName: stream, ShardId: parent!.ShardId!, ShardIteratorType: 'TRIM_HORIZON' }));
+    const it = await cloud.clients.kinesis.send(
+      new GetShardIteratorCommand({ StreamName: stream, ShardId: parent!.ShardId!, ShardIteratorType: 'TRIM_HORIZON' }),
+    );
     const got = await cloud.clients.kinesis.send(new GetRecordsCommand({ ShardIterator: it.ShardIterator! }));
     expect(got.Records).toHaveLength(3);
-    await archiveHandler(cloud.clients, r)(
+    await archiveHandler(
+      cloud.clients,
+      r,
+    )(
       kinesisEvent(
         got.Records!.map((x) => ({
           shard: parent!.ShardId!,
@@ -278,7 +323,9 @@ describe('batch layer', () => {
     await w.add(150);
     const v1 = await w.run();
     await w.add(150);
-    const objects = (await cloud.clients.s3.send(new ListObjectsV2Command({ Bucket: w.r.buckets.raw, Prefix: 'raw/' }))).Contents!.map((o) => o.Key!);
+    const objects = (await cloud.clients.s3.send(new ListObjectsV2Command({ Bucket: w.r.buckets.raw, Prefix: 'raw/' }))).Contents!.map(
+      (o) => o.Key!,
+    );
     // An object run 1 staged (so it sits in the cache) disappears from S3.
     await cloud.clients.s3.send(new DeleteObjectCommand({ Bucket: w.r.buckets.raw, Key: objects.sort()[0]! }));
     const run = await w.run();
@@ -292,7 +339,13 @@ describe('batch layer', () => {
     const w = await world();
     await w.add(100);
     const key = (await cloud.clients.s3.send(new ListObjectsV2Command({ Bucket: w.r.buckets.raw, Prefix: 'raw/' }))).Contents![0]!.Key!;
-    await cloud.clients.s3.send(new PutObjectCommand({ Bucket: w.r.buckets.raw, Key: key, Body: gzipSync('{"id":"x","type":"t","ts":1,"arrival":1,"shard":"s","seq":"1","fields":{},"num":{}}\n') }));
+    await cloud.clients.s3.send(
+      new PutObjectCommand({
+        Bucket: w.r.buckets.raw,
+        Key: key,
+        Body: gzipSync('{"id":"x","type":"t","ts":1,"arrival":1,"shard":"s","seq":"1","fields":{},"num":{}}\n'),
+      }),
+    );
     const run = await w.run();
     expect(run.state).toBe('FAILED');
     expect(run.error).toMatch(/wrong number of records.*\(1 read, \d+ written\)/);
@@ -336,7 +389,10 @@ describe('batch layer', () => {
     expect([...versions].sort()).toEqual(['2', '3']);
     await w.expectVersion(2, runs[1]!.cutoff!);
     const api = w.api();
-    expect(await api('POST', '/batch/rollback', { version: 1 })).toMatchObject({ status: 409, body: { field: 'version', error: expect.stringMatching(/retired/) } });
+    expect(await api('POST', '/batch/rollback', { version: 1 })).toMatchObject({
+      status: 409,
+      body: { field: 'version', error: expect.stringMatching(/retired/) },
+    });
   });
 
   it('rollback serves the old version, refuses a cutoff the speed layer no longer covers, 404s an unknown version', async () => {
@@ -355,7 +411,10 @@ describe('batch layer', () => {
     expect((await api('POST', '/batch/rollback', { version: 2 })).status).toBe(200);
     w.now = v1.cutoff! + (2 * 6 * 3600 + 60) * 1000 + 1000;
     const late = await w.api()('POST', '/batch/rollback', { version: 1 });
-    expect(late).toMatchObject({ status: 409, body: { field: 'version', error: expect.stringMatching(/older than the speed layer's coverage/) } });
+    expect(late).toMatchObject({
+      status: 409,
+      body: { field: 'version', error: expect.stringMatching(/older than the speed layer's coverage/) },
+    });
     expect((await getPointer(w.control()))?.version).toBe(2);
     expect(await api('POST', '/batch/rollback', { version: 99 })).toMatchObject({ status: 404, body: { field: 'version' } });
     expect(await api('POST', '/batch/rollback', { version: 'one' })).toMatchObject({ status: 400, body: { field: 'version' } });
@@ -380,7 +439,10 @@ describe('batch layer', () => {
     const during = await api('GET', `/batch/runs/${first.runId}`);
     expect(during).toMatchObject({ status: 200, body: { id: first.runId, state: 'RUNNING' } });
     // A rollback would be undone by the running run's publish: refused while it runs.
-    expect(await api('POST', '/batch/rollback', { version: 1 })).toMatchObject({ status: 409, body: { error: expect.stringMatching(/is going/) } });
+    expect(await api('POST', '/batch/rollback', { version: 1 })).toMatchObject({
+      status: 409,
+      body: { error: expect.stringMatching(/is going/) },
+    });
     open();
     const done = await first.done;
     expect(done?.state).toBe('SUCCEEDED');
@@ -399,10 +461,17 @@ describe('batch layer', () => {
       got = await api('GET', `/batch/runs/${id}`);
     }
     expect(got.status).toBe(200);
-    expect(got.body).toMatchObject({ id, state: 'SUCCEEDED', stage: 'done', version: 1, cutoff: new Date(Math.floor((w.now - 5000) / MIN) * MIN).toISOString() });
+    expect(got.body).toMatchObject({
+      id,
+      state: 'SUCCEEDED',
+      stage: 'done',
+      version: 1,
+      cutoff: new Date(Math.floor((w.now - 5000) / MIN) * MIN).toISOString(),
+    });
     const views = got.body.views as Record<string, { rows: number; sqlMs: number; loadMs: number }>;
     expect(Object.keys(views).sort()).toEqual(DEMO_VIEWS.map((v) => v.name).sort());
-    for (const v of Object.values(views)) expect(v).toEqual({ rows: expect.any(Number), sqlMs: expect.any(Number), loadMs: expect.any(Number) });
+    for (const v of Object.values(views))
+      expect(v).toEqual({ rows: expect.any(Number), sqlMs: expect.any(Number), loadMs: expect.any(Number) });
     expect(got.body.timings).toMatchObject({ plan: expect.any(Number), publish: expect.any(Number), total: expect.any(Number) });
     expect(await api('GET', '/batch/runs/run-nope')).toMatchObject({ status: 404, body: { field: 'id' } });
     expect(await api('GET', '/batch/runs/bad%20id')).toMatchObject({ status: 400, body: { field: 'id' } });

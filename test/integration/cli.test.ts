@@ -109,7 +109,11 @@ describe('tandem CLI', () => {
     expect(table.stdout).toMatch(/events_by_type.*minute.*type.*events: count\(\)/);
     const json = await tandem(['views', '--json']);
     expect(json.code).toBe(0);
-    expect(JSON.parse(json.stdout).views.map((v: { name: string }) => v.name)).toEqual(['events_by_type', 'revenue_by_country', 'page_views']);
+    expect(JSON.parse(json.stdout).views.map((v: { name: string }) => v.name)).toEqual([
+      'events_by_type',
+      'revenue_by_country',
+      'page_views',
+    ]);
   });
 
   it('sends NDJSON from a file, writes the rejected events with reasons, and exits 1', async () => {
@@ -124,7 +128,10 @@ describe('tandem CLI', () => {
     const r = await tandem(['send', 'events.ndjson', '--rejected', 'bad.ndjson']);
     expect(r.code).toBe(1);
     expect(r.stdout).toContain('accepted 5 of 7 events; 2 rejected (reasons in bad.ndjson)');
-    const rejected = readFileSync(join(cwd, 'bad.ndjson'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+    const rejected = readFileSync(join(cwd, 'bad.ndjson'), 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l));
     expect(rejected).toHaveLength(2);
     expect(rejected.find((x) => x.line === 4)).toMatchObject({ field: 'ts', event: { id: 'cli-bad-ts' } });
     expect(rejected.find((x) => x.line === 6)?.message).toMatch(/line 6 is not valid JSON/);
@@ -150,13 +157,19 @@ describe('tandem CLI', () => {
     expect(json.code).toBe(0);
     const answer = JSON.parse(json.stdout);
     expect(answer.batch).toBeNull();
-    expect(Object.fromEntries(answer.rows.map((r: { type: string; events: number }) => [r.type, r.events]))).toEqual({ cli_click: 5, cli_view: 1, purchase: 1 });
+    expect(Object.fromEntries(answer.rows.map((r: { type: string; events: number }) => [r.type, r.events]))).toEqual({
+      cli_click: 5,
+      cli_view: 1,
+      purchase: 1,
+    });
 
     const filtered = await tandem(['query', 'events_by_type', '--from', '-1h', '--grain', 'all', '--where', 'type=cli_click', '--json']);
     expect(JSON.parse(filtered.stdout).rows.map((r: { events: number }) => r.events)).toEqual([5]);
 
     const revenue = await tandem(['query', 'revenue_by_country', '--from', from, '--totals', '--grain', 'all', '--json']);
-    expect(JSON.parse(revenue.stdout).rows).toEqual([expect.objectContaining({ orders: 1, revenue: 19.99, min_order: 19.99, max_order: 19.99, avg_order: 19.99 })]);
+    expect(JSON.parse(revenue.stdout).rows).toEqual([
+      expect.objectContaining({ orders: 1, revenue: 19.99, min_order: 19.99, max_order: 19.99, avg_order: 19.99 }),
+    ]);
 
     const table = await tandem(['query', 'events_by_type', '--from', from, '--grain', 'all']);
     expect(table.code).toBe(0);
@@ -231,7 +244,13 @@ describe('tandem CLI', () => {
 
   it('finds a running local cloud by its endpoints.json (API URL, and DynamoDB for keys), and not after it is gone', async () => {
     // As in a fresh shell: nothing says where the API or DynamoDB is (the local cloud in this process set some of these).
-    const none = { TANDEM_API_URL: undefined, TANDEM_API_KEY: undefined, TANDEM_CONTROL_TABLE: undefined, AWS_ENDPOINT_URL: undefined, AWS_ENDPOINT_URL_DYNAMODB: undefined };
+    const none = {
+      TANDEM_API_URL: undefined,
+      TANDEM_API_KEY: undefined,
+      TANDEM_CONTROL_TABLE: undefined,
+      AWS_ENDPOINT_URL: undefined,
+      AWS_ENDPOINT_URL_DYNAMODB: undefined,
+    };
     const endpoints = JSON.parse(readFileSync(join(dataDir, 'endpoints.json'), 'utf8'));
     expect(endpoints).toMatchObject({ pid: process.pid, api: cloud!.url });
     const status = await tandem(['status', '--json', '--data-dir', dataDir], { env: none });

@@ -121,7 +121,16 @@ beforeAll(async () => {
     executablePath: CHROMIUM,
     headless: true,
     viewport: { width: 1366, height: 860 },
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+    args: [
+      '--headless',
+      '--no-sandbox',
+      '--disable-gpu',
+      '--disable-quic',
+      '--no-first-run',
+      '--disable-background-networking',
+      '--disable-component-update',
+      '--disable-sync',
+    ],
   });
   page = context.pages()[0] ?? (await context.newPage());
 }, 180_000);
@@ -164,10 +173,9 @@ describe('dashboard', () => {
 
     // One row per bucket with totals; then grouped by type, a row per type and bucket.
     const rowsOf = (cols: string[]) =>
-      page.locator('#rows tbody tr').evaluateAll(
-        (trs, c) => trs.map((tr) => c.map((name) => tr.querySelector(`td[data-col="${name}"]`)?.textContent ?? '')),
-        cols,
-      );
+      page
+        .locator('#rows tbody tr')
+        .evaluateAll((trs, c) => trs.map((tr) => c.map((name) => tr.querySelector(`td[data-col="${name}"]`)?.textContent ?? '')), cols);
     expect(Object.fromEntries(await rowsOf(['bucket', 'events']))).toEqual(expectedBuckets(FIRST));
     await page.check('#group-by input[data-dim="type"]');
     await expect.poll(() => page.locator('#rows thead th[data-col="type"]').count(), { timeout: 15_000 }).toBe(1);

@@ -1,10 +1,17 @@
-import { PutItemCommand, GetItemCommand } from '@aws-sdk/client-dynamodb';
-import { CreateStreamCommand, GetRecordsCommand, GetShardIteratorCommand, ListShardsCommand, PutRecordCommand, PutRecordsCommand } from '@aws-sdk/client-kinesis';
-import { GetObjectCommand, PutObjectCommand } from '@aws-sdk/client-s3';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { GetItemCommand, PutItemCommand } from '@aws-sdk/client-dynamodb';
+import {
+  CreateStreamCommand,
+  GetRecordsCommand,
+  GetShardIteratorCommand,
+  ListShardsCommand,
+  PutRecordCommand,
+  PutRecordsCommand,
+} from '@aws-sdk/client-kinesis';
+import { GetObjectCommand, PutObjectCommand } from '@aws-sdk/client-s3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createClients } from '../../functions/adapters/clients.ts';
 import { EmulatorError, emulatorEnv, freePort, startEmulator, startEmulators } from '../../local/emulators.ts';
@@ -65,7 +72,8 @@ describe('emulator start-up', () => {
   it('every emulator listens on 127.0.0.1 only, not on every interface', async () => {
     const set = await startEmulators();
     try {
-      for (const e of [set.kinesis, set.dynamodb, set.s3]) expect({ [e.name]: listeningAddresses(e.port) }).toEqual({ [e.name]: ['0100007F'] });
+      for (const e of [set.kinesis, set.dynamodb, set.s3])
+        expect({ [e.name]: listeningAddresses(e.port) }).toEqual({ [e.name]: ['0100007F'] });
     } finally {
       await set.stop();
     }
@@ -103,12 +111,17 @@ describe('emulator start-up', () => {
       await kinesisOf(k).send(new CreateStreamCommand({ StreamName: 's', ShardCount: 1 }));
       await new Promise((r) => setTimeout(r, 200));
       const put = await kinesisOf(k).send(
-        new PutRecordsCommand({ StreamName: 's', Records: Array.from({ length: 50 }, (_, i) => ({ PartitionKey: `p${i}`, Data: Buffer.from(`r${i}`) })) }),
+        new PutRecordsCommand({
+          StreamName: 's',
+          Records: Array.from({ length: 50 }, (_, i) => ({ PartitionKey: `p${i}`, Data: Buffer.from(`r${i}`) })),
+        }),
       );
       expect(put.FailedRecordCount ?? 0).toBe(0);
       await k.kill();
       k = await startEmulator('kinesis', { dataDir: dir, kinesisEngine: 'kinesalite' });
-      const it = await kinesisOf(k).send(new GetShardIteratorCommand({ StreamName: 's', ShardId: 'shardId-000000000000', ShardIteratorType: 'TRIM_HORIZON' }));
+      const it = await kinesisOf(k).send(
+        new GetShardIteratorCommand({ StreamName: 's', ShardId: 'shardId-000000000000', ShardIteratorType: 'TRIM_HORIZON' }),
+      );
       const got = await kinesisOf(k).send(new GetRecordsCommand({ ShardIterator: it.ShardIterator! }));
       expect(got.Records?.map((r) => Buffer.from(r.Data!).toString())).toEqual(Array.from({ length: 50 }, (_, i) => `r${i}`));
       expect(got.Records?.map((r) => r.SequenceNumber)).toEqual(put.Records?.map((r) => r.SequenceNumber));

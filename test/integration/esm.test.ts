@@ -4,18 +4,24 @@
  * on-failure destination: each Lambda semantic with a test function that
  * fails on purpose. One emulator pair per file; a fresh stream per test.
  */
-import type { KinesisStreamEvent } from 'aws-lambda';
-import { KinesisDataStreamSchema } from '@aws-lambda-powertools/parser/schemas';
-import { GetObjectCommand, ListObjectsV2Command, type S3Client } from '@aws-sdk/client-s3';
-import { CreateBucketCommand } from '@aws-sdk/client-s3';
-import { SplitShardCommand, type KinesisClient, ListShardsCommand } from '@aws-sdk/client-kinesis';
+
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { KinesisDataStreamSchema } from '@aws-lambda-powertools/parser/schemas';
+import { type KinesisClient, ListShardsCommand, SplitShardCommand } from '@aws-sdk/client-kinesis';
+import { CreateBucketCommand, GetObjectCommand, ListObjectsV2Command, type S3Client } from '@aws-sdk/client-s3';
+import type { KinesisStreamEvent } from 'aws-lambda';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createClients } from '../../functions/adapters/clients.ts';
 import { emulatorEnv, type RunningEmulator, startEmulator } from '../../local/emulators.ts';
-import { type EsmLogger, type EventSourceMapping, type EventSourceMappingOptions, type FailureObject, startEventSourceMapping } from '../../local/esm.ts';
+import {
+  type EsmLogger,
+  type EventSourceMapping,
+  type EventSourceMappingOptions,
+  type FailureObject,
+  startEventSourceMapping,
+} from '../../local/esm.ts';
 import { loadFunction, wrapHandler } from '../../local/runtime.ts';
 import { createStream, decode, put, Recorder } from '../support/kinesis.ts';
 
@@ -44,7 +50,9 @@ afterAll(async () => {
   for (const d of dirs) rmSync(d, { recursive: true, force: true });
 });
 
-async function start(opts: Partial<EventSourceMappingOptions> & Pick<EventSourceMappingOptions, 'streamName' | 'invoke'>): Promise<EventSourceMapping> {
+async function start(
+  opts: Partial<EventSourceMappingOptions> & Pick<EventSourceMappingOptions, 'streamName' | 'invoke'>,
+): Promise<EventSourceMapping> {
   const m = await startEventSourceMapping({ name: 'test', kinesis, pollIntervalMs: 50, retryBackoffMs: 20, logger, ...opts });
   running.push(m);
   return m;
@@ -173,7 +181,15 @@ describe('event source mapping on the Kinesis emulator', () => {
       const stream = await createStream(c1, 1);
       await put(c1, stream, ['s1', 's2']);
       const first = new Recorder();
-      const m1 = await startEventSourceMapping({ name: 'restart', kinesis: c1, streamName: stream, checkpointDir: join(dir, 'esm'), pollIntervalMs: 50, logger, invoke: async (e) => void first.note(e) });
+      const m1 = await startEventSourceMapping({
+        name: 'restart',
+        kinesis: c1,
+        streamName: stream,
+        checkpointDir: join(dir, 'esm'),
+        pollIntervalMs: 50,
+        logger,
+        invoke: async (e) => void first.note(e),
+      });
       await m1.idle();
       await m1.stop();
       await put(c1, stream, ['s3']);
@@ -186,7 +202,15 @@ describe('event source mapping on the Kinesis emulator', () => {
       k2 = await startEmulator('kinesis', { dataDir: join(dir, 'kinesis') });
       const c2 = createClients(env(k2)).kinesis;
       const second = new Recorder();
-      const m2 = await startEventSourceMapping({ name: 'restart', kinesis: c2, streamName: stream, checkpointDir: join(dir, 'esm'), pollIntervalMs: 50, logger, invoke: async (e) => void second.note(e) });
+      const m2 = await startEventSourceMapping({
+        name: 'restart',
+        kinesis: c2,
+        streamName: stream,
+        checkpointDir: join(dir, 'esm'),
+        pollIntervalMs: 50,
+        logger,
+        invoke: async (e) => void second.note(e),
+      });
       await m2.idle();
       await m2.stop();
       c2.destroy();
@@ -279,9 +303,19 @@ describe('event source mapping on the Kinesis emulator', () => {
     expect(after).toEqual(['q4']);
     const [f, ...more] = await failureObjects(`retries-${stream}/`);
     expect(more).toHaveLength(0);
-    expect(f).toMatchObject({ firstSequenceNumber: puts[0]!.seq, lastSequenceNumber: puts[2]!.seq, approximateInvokeCount: 3, condition: 'RetryAttemptsExhausted' });
+    expect(f).toMatchObject({
+      firstSequenceNumber: puts[0]!.seq,
+      lastSequenceNumber: puts[2]!.seq,
+      approximateInvokeCount: 3,
+      condition: 'RetryAttemptsExhausted',
+    });
     expect(f!.records.map((r) => Buffer.from(r.data, 'base64').toString())).toEqual(['q1', 'BAD', 'q3']);
-    expect(f!.KinesisBatchInfo).toMatchObject({ shardId: puts[0]!.shard, batchSize: 3, startSequenceNumber: puts[0]!.seq, endSequenceNumber: puts[2]!.seq });
+    expect(f!.KinesisBatchInfo).toMatchObject({
+      shardId: puts[0]!.shard,
+      batchSize: 3,
+      startSequenceNumber: puts[0]!.seq,
+      endSequenceNumber: puts[2]!.seq,
+    });
   });
 
   it('ReportBatchItemFailures restarts from the lowest reported sequence number; records before it are not sent again', async () => {
@@ -303,7 +337,11 @@ describe('event source mapping on the Kinesis emulator', () => {
       },
     });
     await m.idle();
-    expect(rec.events.map((e) => e.data)).toEqual([['i0', 'i1', 'i2', 'i3', 'i4'], ['i1', 'i2', 'i3', 'i4'], ['i3', 'i4']]);
+    expect(rec.events.map((e) => e.data)).toEqual([
+      ['i0', 'i1', 'i2', 'i3', 'i4'],
+      ['i1', 'i2', 'i3', 'i4'],
+      ['i3', 'i4'],
+    ]);
     expect(m.stats().perShard[puts[0]!.shard]).toMatchObject({ records: 5, failures: 2, discarded: 0, checkpoint: puts[4]!.seq });
   });
 
@@ -311,7 +349,9 @@ describe('event source mapping on the Kinesis emulator', () => {
     const stream = await createStream(kinesis, 1);
     const puts = await put(kinesis, stream, ['j0', 'j1']);
     const rec = new Recorder();
-    const m = await start({ streamName: stream, invoke: async (e) => {
+    const m = await start({
+      streamName: stream,
+      invoke: async (e) => {
         rec.note(e);
         return { batchItemFailures: [{ itemIdentifier: puts[0]!.seq }] };
       },
@@ -371,7 +411,10 @@ describe('event source mapping on the Kinesis emulator', () => {
     expect(ok).toEqual(['t0', 't2', 't3']);
     const [f, ...more] = await failureObjects(`timeout-${stream}/`);
     expect(more).toHaveLength(0);
-    expect(f).toMatchObject({ firstSequenceNumber: puts[1]!.seq, error: { type: 'Sandbox.Timedout', message: 'Task timed out after 0.30 seconds' } });
+    expect(f).toMatchObject({
+      firstSequenceNumber: puts[1]!.seq,
+      error: { type: 'Sandbox.Timedout', message: 'Task timed out after 0.30 seconds' },
+    });
     expect(fn.stats().timeouts).toBeGreaterThanOrEqual(3);
   });
 
@@ -404,7 +447,9 @@ describe('event source mapping on the Kinesis emulator', () => {
     const stream = await createStream(kinesis, 1);
     await put(kinesis, stream, range(12, 'parent'));
     const [parent] = (await kinesis.send(new ListShardsCommand({ StreamName: stream }))).Shards!;
-    await kinesis.send(new SplitShardCommand({ StreamName: stream, ShardToSplit: parent!.ShardId!, NewStartingHashKey: (2n ** 127n).toString() }));
+    await kinesis.send(
+      new SplitShardCommand({ StreamName: stream, ShardToSplit: parent!.ShardId!, NewStartingHashKey: (2n ** 127n).toString() }),
+    );
     let children: string[] = [];
     for (let i = 0; i < 100 && children.length < 2; i++) {
       await new Promise((r) => setTimeout(r, 50));

@@ -29,7 +29,7 @@ import { runBatchToCompletion } from '../../functions/batch/pipeline.ts';
 import { SimulatedCrash } from '../../functions/batch/steps.ts';
 import { type Config, loadConfig } from '../../functions/config.ts';
 import { DEMO_VIEWS } from '../../functions/core/demo-views.ts';
-import { QUERY_GRAINS, grainRank } from '../../functions/core/time.ts';
+import { grainRank, QUERY_GRAINS } from '../../functions/core/time.ts';
 import { type LocalCloud, startLocalCloud } from '../../local/cloud.ts';
 import { oracleRows } from '../support/oracle.ts';
 
@@ -75,7 +75,20 @@ afterAll(async () => {
 const truth = new Map<string, Record<string, unknown>>();
 const acceptedIds: string[] = [];
 const timing: Record<string, number> = {};
-const stats = { sent: 0, accepted: 0, rejected: 0, duplicates: 0, conflicting: 0, late: 0, batches: 0, published: 0, crashed: 0, skipped: 0, queries: 0, rows: 0 };
+const stats = {
+  sent: 0,
+  accepted: 0,
+  rejected: 0,
+  duplicates: 0,
+  conflicting: 0,
+  late: 0,
+  batches: 0,
+  published: 0,
+  crashed: 0,
+  skipped: 0,
+  queries: 0,
+  rows: 0,
+};
 
 // ---- generators ----
 const COUNTRIES = ['DE', 'FR', 'US', null] as const;
@@ -107,7 +120,14 @@ type Resend = { pick: number; conflicting: boolean };
 type Op =
   | { kind: 'send'; events: EventSpec[]; resends: Resend[] }
   | { kind: 'batch'; crash: 'none' | 'load' | 'publish'; afterItems: number; waitArchive: boolean }
-  | { kind: 'query'; view: number; grainUp: number; groupBy: 'all' | 'none' | number; filter: number | null; range: 'default' | 'wide' | 'narrow' | 'late' };
+  | {
+      kind: 'query';
+      view: number;
+      grainUp: number;
+      groupBy: 'all' | 'none' | number;
+      filter: number | null;
+      range: 'default' | 'wide' | 'narrow' | 'late';
+    };
 const op: fc.Arbitrary<Op> = fc.oneof(
   {
     weight: 4,
@@ -295,8 +315,14 @@ describe('headline property: merged queries equal the truth over unique events',
     // Finally: everything archived, one more batch, and every view agrees with the truth in full.
     await cloud.idle();
     await batch({ kind: 'batch', crash: 'none', afterItems: 0, waitArchive: true });
-    for (let v = 0; v < DEMO_VIEWS.length; v++) await query({ kind: 'query', view: v, grainUp: 0, groupBy: 'all', filter: null, range: 'wide' });
-    console.log('headline schedules', SCHEDULES, JSON.stringify(stats), JSON.stringify(Object.fromEntries(Object.entries(timing).map(([k, v]) => [k, Math.round(v)]))));
+    for (let v = 0; v < DEMO_VIEWS.length; v++)
+      await query({ kind: 'query', view: v, grainUp: 0, groupBy: 'all', filter: null, range: 'wide' });
+    console.log(
+      'headline schedules',
+      SCHEDULES,
+      JSON.stringify(stats),
+      JSON.stringify(Object.fromEntries(Object.entries(timing).map(([k, v]) => [k, Math.round(v)]))),
+    );
     expect(stats.published).toBeGreaterThan(0);
     expect(stats.queries).toBeGreaterThan(SCHEDULES / 2);
     expect(stats.duplicates).toBeGreaterThan(0);

@@ -3,12 +3,13 @@
  * builds (checked with Powertools' own API Gateway schema), the API-key check,
  * the body limit, routing errors, handler failures and the dashboard files.
  */
-import type { APIGatewayProxyEvent } from 'aws-lambda';
-import { APIGatewayProxyEventSchema } from '@aws-lambda-powertools/parser/schemas';
+
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
+import { APIGatewayProxyEventSchema } from '@aws-lambda-powertools/parser/schemas';
+import type { APIGatewayProxyEvent } from 'aws-lambda';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { HandlerName } from '../../functions/routes.ts';
 import { type HttpServer, keyMatches, startHttpServer } from '../../local/http.ts';
@@ -24,7 +25,13 @@ const fn = wrapHandler(
     if (behaviour === 'throw') throw new Error('secret internals at line 42');
     if (behaviour === 'malformed') return { body: 'no status code' };
     if (behaviour === 'sleep') await new Promise((r) => setTimeout(r, 3000));
-    if (behaviour === 'binary') return { statusCode: 200, headers: { 'content-type': 'application/octet-stream' }, body: Buffer.from([0, 1, 2, 255]).toString('base64'), isBase64Encoded: true };
+    if (behaviour === 'binary')
+      return {
+        statusCode: 200,
+        headers: { 'content-type': 'application/octet-stream' },
+        body: Buffer.from([0, 1, 2, 255]).toString('base64'),
+        isBase64Encoded: true,
+      };
     return {
       statusCode: 200,
       headers: { 'Content-Type': 'application/json', 'x-test': 'one' },
@@ -65,7 +72,11 @@ afterAll(async () => {
   for (const d of dirs) rmSync(d, { recursive: true, force: true });
 });
 
-const json = async (r: Response) => ({ status: r.status, type: r.headers.get('content-type'), body: (await r.json()) as Record<string, unknown> });
+const json = async (r: Response) => ({
+  status: r.status,
+  type: r.headers.get('content-type'),
+  body: (await r.json()) as Record<string, unknown>,
+});
 
 describe('local API gateway', () => {
   it('builds an API Gateway REST v1 proxy event and writes the proxy result back', async () => {
@@ -104,9 +115,18 @@ describe('local API gateway', () => {
     behaviour = 'echo';
     seen.length = 0;
     await fetch(`${server.url}/views/page%20views`, { headers: { 'x-api-key': KEY } });
-    expect(seen[0]).toMatchObject({ resource: '/views/{name}', pathParameters: { name: 'page views' }, body: null, queryStringParameters: null });
+    expect(seen[0]).toMatchObject({
+      resource: '/views/{name}',
+      pathParameters: { name: 'page views' },
+      body: null,
+      queryStringParameters: null,
+    });
     const gz = gzipSync('[{"id":"e1"}]');
-    await fetch(`${server.url}/events`, { method: 'POST', headers: { 'x-api-key': KEY, 'content-type': 'application/json', 'content-encoding': 'gzip' }, body: gz });
+    await fetch(`${server.url}/events`, {
+      method: 'POST',
+      headers: { 'x-api-key': KEY, 'content-type': 'application/json', 'content-encoding': 'gzip' },
+      body: gz,
+    });
     expect(seen[1]!.isBase64Encoded).toBe(true);
     expect(Buffer.from(seen[1]!.body!, 'base64')).toEqual(gz);
   });
@@ -127,7 +147,9 @@ describe('local API gateway', () => {
   });
 
   it('answers 413 JSON to a body over the limit, declared or streamed', async () => {
-    const declared = await json(await fetch(`${small.url}/events`, { method: 'POST', headers: { 'x-api-key': KEY }, body: 'x'.repeat(1025) }));
+    const declared = await json(
+      await fetch(`${small.url}/events`, { method: 'POST', headers: { 'x-api-key': KEY }, body: 'x'.repeat(1025) }),
+    );
     expect(declared).toMatchObject({ status: 413, type: 'application/json' });
     const stream = new ReadableStream({
       start(c) {
@@ -135,12 +157,23 @@ describe('local API gateway', () => {
         c.close();
       },
     });
-    const streamed = await fetch(`${small.url}/events`, { method: 'POST', headers: { 'x-api-key': KEY }, body: stream, duplex: 'half' } as RequestInit);
+    const streamed = await fetch(`${small.url}/events`, {
+      method: 'POST',
+      headers: { 'x-api-key': KEY },
+      body: stream,
+      duplex: 'half',
+    } as RequestInit);
     expect(streamed.status).toBe(413);
     // The real limit of the contract: 5 MB.
-    const big = await fetch(`${server.url}/events`, { method: 'POST', headers: { 'x-api-key': KEY }, body: 'z'.repeat(5 * 1024 * 1024 + 1) });
+    const big = await fetch(`${server.url}/events`, {
+      method: 'POST',
+      headers: { 'x-api-key': KEY },
+      body: 'z'.repeat(5 * 1024 * 1024 + 1),
+    });
     expect(big.status).toBe(413);
-    expect((await fetch(`${small.url}/events`, { method: 'POST', headers: { 'x-api-key': KEY }, body: 'x'.repeat(1024) })).status).toBe(200);
+    expect((await fetch(`${small.url}/events`, { method: 'POST', headers: { 'x-api-key': KEY }, body: 'x'.repeat(1024) })).status).toBe(
+      200,
+    );
   });
 
   it('answers unknown routes 404, wrong methods 405, and CORS preflights, all without HTML', async () => {
@@ -152,7 +185,10 @@ describe('local API gateway', () => {
     expect(wrong.status).toBe(405);
     expect(wrong.headers.get('allow')).toBe('POST');
     expect(((await wrong.json()) as { error: string }).error).toMatch(/GET/);
-    const pre = await fetch(`${server.url}/events`, { method: 'OPTIONS', headers: { origin: 'http://x', 'access-control-request-method': 'POST' } });
+    const pre = await fetch(`${server.url}/events`, {
+      method: 'OPTIONS',
+      headers: { origin: 'http://x', 'access-control-request-method': 'POST' },
+    });
     expect(pre.status).toBe(204);
     expect(pre.headers.get('access-control-allow-origin')).toBe('*');
     expect(pre.headers.get('access-control-allow-headers')).toContain('x-api-key');

@@ -26,13 +26,19 @@ afterAll(async () => {
   for (const d of dirs) rmSync(d, { recursive: true, force: true });
 });
 
-const cli = (args: string[]) => spawn(process.execPath, [join(REPO_ROOT, 'bin/tandem.js'), ...args], { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+const cli = (args: string[]) =>
+  spawn(process.execPath, [join(REPO_ROOT, 'bin/tandem.js'), ...args], { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
 /**
  * What `npm start` runs (`node bin/tandem.js local`), in a process group of its own like a
  * terminal's. npm itself is left out: on Ctrl-C it dies of the signal (exit code null) while its
  * script goes on stopping, so only the script's own exit code says whether the stop was clean.
  */
-const npmStartLike = (args: string[]) => spawn(process.execPath, [join(REPO_ROOT, 'bin/tandem.js'), 'local', ...args], { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+const npmStartLike = (args: string[]) =>
+  spawn(process.execPath, [join(REPO_ROOT, 'bin/tandem.js'), 'local', ...args], {
+    cwd: REPO_ROOT,
+    stdio: ['ignore', 'pipe', 'pipe'],
+    detached: true,
+  });
 
 describe('tandem local', () => {
   it('starts with --no-demo, enforces the API key, runs the handlers, and stops cleanly on Ctrl-C', async () => {
@@ -78,7 +84,9 @@ describe('tandem local', () => {
     const from = new Date(Date.now() - 3_600_000).toISOString();
     let count: unknown;
     for (let i = 0; i < 150 && count !== 1; i++) {
-      const r = await fetch(`${url}/views/events_by_type?grain=all&groupBy=type&type=cli_test&from=${encodeURIComponent(from)}`, { headers: { 'x-api-key': key } });
+      const r = await fetch(`${url}/views/events_by_type?grain=all&groupBy=type&type=cli_test&from=${encodeURIComponent(from)}`, {
+        headers: { 'x-api-key': key },
+      });
       const body = (await r.json()) as { rows?: { events?: unknown }[] };
       count = body.rows?.[0]?.events;
       if (count !== 1) await new Promise((r) => setTimeout(r, 200));
@@ -125,10 +133,16 @@ describe('tandem local', () => {
   });
 
   it('refuses bad flags with exit code 2 and a message naming the flag', () => {
-    const r = spawnSync(process.execPath, [join(REPO_ROOT, 'bin/tandem.js'), 'local', '--window', '7'], { cwd: REPO_ROOT, encoding: 'utf8' });
+    const r = spawnSync(process.execPath, [join(REPO_ROOT, 'bin/tandem.js'), 'local', '--window', '7'], {
+      cwd: REPO_ROOT,
+      encoding: 'utf8',
+    });
     expect(r.status).toBe(2);
     expect(r.stderr).toMatch(/--window must divide a day/);
-    const b = spawnSync(process.execPath, [join(REPO_ROOT, 'bin/tandem.js'), 'local', '--batch-every', 'sometimes'], { cwd: REPO_ROOT, encoding: 'utf8' });
+    const b = spawnSync(process.execPath, [join(REPO_ROOT, 'bin/tandem.js'), 'local', '--batch-every', 'sometimes'], {
+      cwd: REPO_ROOT,
+      encoding: 'utf8',
+    });
     expect(b.status).toBe(2);
     expect(b.stderr).toMatch(/--batch-every/);
   });

@@ -4,8 +4,8 @@
  * notices its parent is gone). Checked by PID.
  */
 import { spawn } from 'node:child_process';
-import { createInterface } from 'node:readline';
 import { join } from 'node:path';
+import { createInterface } from 'node:readline';
 import { describe, expect, it } from 'vitest';
 import { startEmulators } from '../../local/emulators.ts';
 import { REPO_ROOT } from '../../local/runtime.ts';

@@ -10,7 +10,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runSeed } from '../simulation/driver.ts';
 import { SimCloud } from '../simulation/harness.ts';
-import { SHORT, scheduleFor, type Step } from '../simulation/schedule.ts';
+import { SHORT, type Step, scheduleFor } from '../simulation/schedule.ts';
 
 const STEPS = 10;
 const SEEDS = Array.from({ length: 20 }, (_, i) => 1001 + i);
@@ -28,7 +28,9 @@ afterAll(async () => {
 async function expectExact(seed: number, steps: readonly Step[], replay: string): Promise<void> {
   const r = await runSeed(cloud, seed, steps);
   if (r.failure) {
-    throw new Error(`seed ${seed} failed at step #${r.failure.step} (${r.failure.what}): ${r.failure.message}\n${r.log.join('\n')}\nreplay: ${replay}`);
+    throw new Error(
+      `seed ${seed} failed at step #${r.failure.step} (${r.failure.what}): ${r.failure.message}\n${r.log.join('\n')}\nreplay: ${replay}`,
+    );
   }
   // The final phase always queries every view: a seed that checked nothing did not run.
   expect(r.queries).toBeGreaterThanOrEqual(8);
@@ -41,12 +43,29 @@ describe('simulation: the checks are not blind', () => {
       kind: 'send',
       shape: 'array',
       fault: null,
-      events: Array.from({ length: 6 }, (_, i) => ({ kind: 'new', type: 'click', lateMin: 0, isoTs: i % 2 === 0, country: i, page: i, amount: 100 + i, loadMs: 10, odd: 'none' }) as const),
+      events: Array.from(
+        { length: 6 },
+        (_, i) =>
+          ({
+            kind: 'new',
+            type: 'click',
+            lateMin: 0,
+            isoTs: i % 2 === 0,
+            country: i,
+            page: i,
+            amount: 100 + i,
+            loadMs: 10,
+            odd: 'none',
+          }) as const,
+      ),
     },
   ];
-  const query: Step = { kind: 'query', q: { view: 0, fromBackMin: 60, spanMin: 120, align: true, coarser: 3, groupBy: 'all', filter: null } };
+  const query: Step = {
+    kind: 'query',
+    q: { view: 0, fromBackMin: 60, spanMin: 120, align: true, coarser: 3, groupBy: 'all', filter: null },
+  };
 
-  it.each(['double', 'drop'] as const)('a speed item corrupted behind Tandem\'s back (%s) fails the next query', async (what) => {
+  it.each(['double', 'drop'] as const)("a speed item corrupted behind Tandem's back (%s) fails the next query", async (what) => {
     const r = await runSeed(cloud, 900, [...sends, { kind: 'sabotage', what }, query]);
     expect(r.failure?.step, r.log.join('\n')).toBe(2);
     expect(r.failure?.what).toBe('rows equal the oracle');

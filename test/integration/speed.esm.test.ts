@@ -22,11 +22,20 @@ import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DEMO_VIEWS } from '../../functions/core/demo-views.ts';
 import { DEFAULT_SETTINGS } from '../../functions/core/settings.ts';
-import { createSpeedHandler } from '../../functions/speed.ts';
 import { ItemCache } from '../../functions/speed/apply.ts';
+import { createSpeedHandler } from '../../functions/speed.ts';
 import { startEventSourceMapping } from '../../local/esm.ts';
 import { startTestCloud, type TestCloud } from '../support/cloud.ts';
-import { asObject, createSpeedTables, type Fault, faultyClient, oracle, quietTelemetry, readSpeedTable, type ShardRecord } from '../support/speed.ts';
+import {
+  asObject,
+  createSpeedTables,
+  type Fault,
+  faultyClient,
+  oracle,
+  quietTelemetry,
+  readSpeedTable,
+  type ShardRecord,
+} from '../support/speed.ts';
 
 const telemetry = quietTelemetry();
 const WINDOW_MS = DEFAULT_SETTINGS.windowSeconds * 1000;
@@ -59,7 +68,9 @@ async function readStream(cloud: TestCloud, StreamName: string): Promise<ShardRe
   const shards = (await cloud.clients.kinesis.send(new ListShardsCommand({ StreamName }))).Shards ?? [];
   const out: ShardRecord[] = [];
   for (const s of shards) {
-    const it = await cloud.clients.kinesis.send(new GetShardIteratorCommand({ StreamName, ShardId: s.ShardId!, ShardIteratorType: 'TRIM_HORIZON' }));
+    const it = await cloud.clients.kinesis.send(
+      new GetShardIteratorCommand({ StreamName, ShardId: s.ShardId!, ShardIteratorType: 'TRIM_HORIZON' }),
+    );
     const got = await cloud.clients.kinesis.send(new GetRecordsCommand({ ShardIterator: it.ShardIterator!, Limit: 10_000 }));
     for (const r of got.Records ?? []) {
       const bytes = Buffer.from(r.Data ?? new Uint8Array());
@@ -165,7 +176,9 @@ describe('speed layer through the local event source mapping', () => {
           const got = await readSpeedTable(cloud.clients.dynamodb, tables.speed);
           expect(asObject(got)).toEqual(asObject(oracle(DEMO_VIEWS, stored, WINDOW_MS)));
           const poison = stored.filter((r) => r.event instanceof Uint8Array).length;
-          const stats = await cloud.clients.dynamodb.send(new GetItemCommand({ TableName: tables.control, Key: { pk: { S: 'stats' }, sk: { S: 'poison' } } }));
+          const stats = await cloud.clients.dynamodb.send(
+            new GetItemCommand({ TableName: tables.control, Key: { pk: { S: 'stats' }, sk: { S: 'poison' } } }),
+          );
           expect(Number(stats.Item?.count?.N ?? 0)).toBe(poison);
           await cloud.clients.kinesis.send(new DeleteStreamCommand({ StreamName, EnforceConsumerDeletion: true }));
         },

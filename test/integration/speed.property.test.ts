@@ -12,8 +12,8 @@ import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DEMO_VIEWS } from '../../functions/core/demo-views.ts';
 import { DEFAULT_SETTINGS } from '../../functions/core/settings.ts';
-import { createSpeedHandler, type SpeedHandler } from '../../functions/speed.ts';
 import { ItemCache } from '../../functions/speed/apply.ts';
+import { createSpeedHandler, type SpeedHandler } from '../../functions/speed.ts';
 import { startTestCloud, type TestCloud } from '../support/cloud.ts';
 import {
   asObject,
@@ -90,7 +90,12 @@ function toShards(events: readonly (typeof eventArb extends fc.Arbitrary<infer T
  * An event source mapping with Lambda's semantics and an adversarial
  * schedule: returns once every record was delivered in a successful batch.
  */
-async function drive(records: readonly ShardRecord[], steps: readonly Step[], make: (cache: ItemCache) => SpeedHandler, arm: (f: Fault | undefined) => void) {
+async function drive(
+  records: readonly ShardRecord[],
+  steps: readonly Step[],
+  make: (cache: ItemCache) => SpeedHandler,
+  arm: (f: Fault | undefined) => void,
+) {
   let handler = make(new ItemCache());
   const n = records.length;
   const queue: [number, number][] = [];
@@ -157,7 +162,9 @@ describe('speed layer property', () => {
           const got = await readSpeedTable(cloud.clients.dynamodb, tables.speed);
           expect(asObject(got)).toEqual(asObject(oracle(DEMO_VIEWS, all, WINDOW_MS)));
           const poison = all.filter((r) => r.event instanceof Uint8Array).length;
-          const stats = await cloud.clients.dynamodb.send(new GetItemCommand({ TableName: tables.control, Key: { pk: { S: 'stats' }, sk: { S: 'poison' } } }));
+          const stats = await cloud.clients.dynamodb.send(
+            new GetItemCommand({ TableName: tables.control, Key: { pk: { S: 'stats' }, sk: { S: 'poison' } } }),
+          );
           expect(Number(stats.Item?.count?.N ?? 0)).toBe(poison);
         },
       ),

@@ -5,14 +5,14 @@
 import { DeleteItemCommand, GetItemCommand, ScanCommand } from '@aws-sdk/client-dynamodb';
 import { GetObjectCommand } from '@aws-sdk/client-s3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { poisonKey } from '../../functions/adapters/poison.ts';
 import { DEMO_VIEWS } from '../../functions/core/demo-views.ts';
 import { padSeq } from '../../functions/core/record.ts';
 import { DEFAULT_SETTINGS } from '../../functions/core/settings.ts';
 import { count, max, min, sum, type View, view } from '../../functions/core/views.ts';
-import { createSpeedHandler, toStreamRecords } from '../../functions/speed.ts';
 import { ItemCache } from '../../functions/speed/apply.ts';
-import { poisonKey } from '../../functions/adapters/poison.ts';
 import { processSpeedBatch } from '../../functions/speed/process.ts';
+import { createSpeedHandler, toStreamRecords } from '../../functions/speed.ts';
 import { startTestCloud, type TestCloud } from '../support/cloud.ts';
 import {
   asObject,
@@ -43,7 +43,10 @@ function demoEvent(i: number, arrival: number, over: Record<string, unknown> = {
 }
 
 /** n records of one shard, 1.5 s apart (40 to a window), starting at record `from`. */
-function records(n: number, opts: { shard?: number; from?: number; event?: (i: number, arrival: number) => Record<string, unknown> } = {}): ShardRecord[] {
+function records(
+  n: number,
+  opts: { shard?: number; from?: number; event?: (i: number, arrival: number) => Record<string, unknown> } = {},
+): ShardRecord[] {
   const shard = opts.shard ?? 0;
   const from = opts.from ?? 0;
   return Array.from({ length: n }, (_, k) => {
@@ -130,13 +133,24 @@ describe('speed layer against dynalite', () => {
   });
 
   it('cuts the update of an item with many cells into runs under the 4 KB expression limit, exact across a crash between runs', async () => {
-    const byUser = view({ name: 'by_user', dimensions: ['user'], grain: 'minute', metrics: { n: count(), total: sum('amount'), lo: min('amount'), hi: max('amount') } });
+    const byUser = view({
+      name: 'by_user',
+      dimensions: ['user'],
+      grain: 'minute',
+      metrics: { n: count(), total: sum('amount'), lo: min('amount'), hi: max('amount') },
+    });
     // 600 users in one arrival window and one event hour: one item of 600 cells.
     const recs: ShardRecord[] = Array.from({ length: 600 }, (_, i) => ({
       shard: shardId(0),
       seq: seqOf(0, i),
       arrival: T0 + i * 10,
-      event: { id: `u-${i}`, type: 'purchase', ts: Math.floor(T0 / 3_600_000) * 3_600_000 + (i % 50) * 60_000, user: `user-${i}`, amount: (i % 7) + 0.5 },
+      event: {
+        id: `u-${i}`,
+        type: 'purchase',
+        ts: Math.floor(T0 / 3_600_000) * 3_600_000 + (i % 50) * 60_000,
+        user: `user-${i}`,
+        amount: (i % 7) + 0.5,
+      },
     }));
     const clean = await setup({ views: [byUser] });
     expect((await clean.invoke(recs)).batchItemFailures).toEqual([]);
@@ -271,7 +285,8 @@ describe('speed layer against dynalite', () => {
     const recs = records(70, {
       event: (i, arrival) => ({ id: `d-${i}`, type: 'purchase', ts: arrival, country: 'DE', amount: amounts[i % amounts.length] }),
     });
-    for (const part of [recs.slice(0, 23), recs.slice(23, 51), recs.slice(51)]) expect((await s.invoke(part)).batchItemFailures).toEqual([]);
+    for (const part of [recs.slice(0, 23), recs.slice(23, 51), recs.slice(51)])
+      expect((await s.invoke(part)).batchItemFailures).toEqual([]);
     await s.expectOracle(recs);
     const items = [...(await s.table()).entries()].filter(([k]) => k.startsWith('revenue_by_country|'));
     const units = (text: string) => {
@@ -288,7 +303,9 @@ describe('speed layer against dynalite', () => {
     for (const cache of [true, false]) {
       const s = await setup({ cache });
       const amounts = [50, 10, 70, 10, 5, 80, 60, 90, 1, 100];
-      const recs = records(40, { event: (i, arrival) => ({ id: `m-${i}`, type: 'purchase', ts: arrival, country: 'FR', amount: amounts[i % 10] }) });
+      const recs = records(40, {
+        event: (i, arrival) => ({ id: `m-${i}`, type: 'purchase', ts: arrival, country: 'FR', amount: amounts[i % 10] }),
+      });
       for (let i = 0; i < recs.length; i += 4) expect((await s.invoke(recs.slice(i, i + 4))).batchItemFailures).toEqual([]);
       // and a redelivery of everything, split differently
       for (let i = 0; i < recs.length; i += 7) expect((await s.invoke(recs.slice(i, i + 7))).batchItemFailures).toEqual([]);
@@ -334,14 +351,18 @@ describe('speed layer against dynalite', () => {
     expect(poisoned.map((p) => p.event)).toEqual(bad.map((b) => b.event));
     const reasons: string[] = [];
     for (const p of poisoned) {
-      const obj = await cloud.clients.s3.send(new GetObjectCommand({ Bucket: cloud.names.TANDEM_FAILURE_BUCKET!, Key: poisonKey('speed', p.shard, padSeq(p.seq)) }));
+      const obj = await cloud.clients.s3.send(
+        new GetObjectCommand({ Bucket: cloud.names.TANDEM_FAILURE_BUCKET!, Key: poisonKey('speed', p.shard, padSeq(p.seq)) }),
+      );
       const body = JSON.parse(await obj.Body!.transformToString());
       expect(body.shard).toBe(p.shard);
       expect(body.seq).toBe(padSeq(p.seq));
       reasons.push(body.field);
     }
     expect(reasons).toEqual(['data', 'id', 'ts']);
-    const stats = await cloud.clients.dynamodb.send(new GetItemCommand({ TableName: s.tables.control, Key: { pk: { S: 'stats' }, sk: { S: 'poison' } } }));
+    const stats = await cloud.clients.dynamodb.send(
+      new GetItemCommand({ TableName: s.tables.control, Key: { pk: { S: 'stats' }, sk: { S: 'poison' } } }),
+    );
     expect(stats.Item?.count?.N).toBe('3');
   });
 
@@ -351,7 +372,8 @@ describe('speed layer against dynalite', () => {
     expect((await s.invoke(recs.slice(0, 15))).batchItemFailures).toEqual([]);
     // As if TTL had deleted every item the warm container knows.
     const scan = await cloud.clients.dynamodb.send(new ScanCommand({ TableName: s.tables.speed }));
-    for (const item of scan.Items ?? []) await cloud.clients.dynamodb.send(new DeleteItemCommand({ TableName: s.tables.speed, Key: { pk: item.pk!, sk: item.sk! } }));
+    for (const item of scan.Items ?? [])
+      await cloud.clients.dynamodb.send(new DeleteItemCommand({ TableName: s.tables.speed, Key: { pk: item.pk!, sk: item.sk! } }));
     expect((await s.invoke(recs.slice(15))).batchItemFailures).toEqual([]);
     await s.expectOracle(recs.slice(15));
     const again = await cloud.clients.dynamodb.send(new ScanCommand({ TableName: s.tables.speed }));
@@ -363,7 +385,9 @@ describe('speed layer against dynalite', () => {
     const recs = records(20);
     await s.invoke(recs);
     await s.invoke(recs.slice(0, 10));
-    const got = await cloud.clients.dynamodb.send(new GetItemCommand({ TableName: s.tables.control, Key: { pk: { S: 'speed' }, sk: { S: shardId(0) } } }));
+    const got = await cloud.clients.dynamodb.send(
+      new GetItemCommand({ TableName: s.tables.control, Key: { pk: { S: 'speed' }, sk: { S: shardId(0) } } }),
+    );
     expect(got.Item?.seq?.S).toBe(padSeq(recs[19]!.seq));
     expect(Number(got.Item?.arrival?.N)).toBe(recs[19]!.arrival);
   });

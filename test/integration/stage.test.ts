@@ -4,10 +4,11 @@
  * campaign's seed 47, docs/reliability.md). The cut is
  * injected by a wrapper around the real S3 client (s3rver behind it).
  */
-import { GetObjectCommand, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
+
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { GetObjectCommand, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { rawObjectKey } from '../../functions/archive/layout.ts';
 import { stageObjects } from '../../functions/batch/stage.ts';

@@ -7,11 +7,19 @@
  * record is still stored is seen by reading with the shifted clock again
  * (kinesalite then hides nothing).
  */
-import { CreateStreamCommand, DescribeStreamSummaryCommand, GetRecordsCommand, GetShardIteratorCommand, type KinesisClient, PutRecordsCommand } from '@aws-sdk/client-kinesis';
+
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import {
+  CreateStreamCommand,
+  DescribeStreamSummaryCommand,
+  GetRecordsCommand,
+  GetShardIteratorCommand,
+  type KinesisClient,
+  PutRecordsCommand,
+} from '@aws-sdk/client-kinesis';
 import { afterAll, describe, expect, it } from 'vitest';
 import { createClients } from '../../functions/adapters/clients.ts';
 import { emulatorEnv, type RunningEmulator, startEmulator } from '../../local/emulators.ts';
@@ -30,14 +38,19 @@ async function kinesalite(env?: Record<string, string>): Promise<KinesisClient> 
 
 async function put(k: KinesisClient, stream: string, prefix: string, n: number): Promise<void> {
   for (let from = 0; from < n; from += 500) {
-    const Records = Array.from({ length: Math.min(500, n - from) }, (_, i) => ({ PartitionKey: `${prefix}${from + i}`, Data: Buffer.from(`${prefix}${from + i}`) }));
+    const Records = Array.from({ length: Math.min(500, n - from) }, (_, i) => ({
+      PartitionKey: `${prefix}${from + i}`,
+      Data: Buffer.from(`${prefix}${from + i}`),
+    }));
     const r = await k.send(new PutRecordsCommand({ StreamName: stream, Records }));
     expect(r.FailedRecordCount ?? 0).toBe(0);
   }
 }
 
 async function stored(k: KinesisClient, stream: string): Promise<string[]> {
-  const it = await k.send(new GetShardIteratorCommand({ StreamName: stream, ShardId: 'shardId-000000000000', ShardIteratorType: 'TRIM_HORIZON' }));
+  const it = await k.send(
+    new GetShardIteratorCommand({ StreamName: stream, ShardId: 'shardId-000000000000', ShardIteratorType: 'TRIM_HORIZON' }),
+  );
   const got = await k.send(new GetRecordsCommand({ ShardIterator: it.ShardIterator!, Limit: 10_000 }));
   return (got.Records ?? []).map((r) => Buffer.from(r.Data!).toString());
 }
@@ -52,7 +65,8 @@ describe('stream retention for kinesalite (local/stream-trim.ts)', () => {
     let k = await kinesalite(DAY_AND_HOUR_AGO);
     for (const s of ['trimmed', 'untouched']) {
       await k.send(new CreateStreamCommand({ StreamName: s, ShardCount: 1 }));
-      while ((await k.send(new DescribeStreamSummaryCommand({ StreamName: s }))).StreamDescriptionSummary?.StreamStatus !== 'ACTIVE') await new Promise((r) => setTimeout(r, 50));
+      while ((await k.send(new DescribeStreamSummaryCommand({ StreamName: s }))).StreamDescriptionSummary?.StreamStatus !== 'ACTIVE')
+        await new Promise((r) => setTimeout(r, 50));
       await put(k, s, 'old', 1500);
     }
 

@@ -4,13 +4,14 @@
  * its workaround is removed. (The TTL sweeper for dynalite has its own file:
  * sweeper.test.ts.)
  */
-import { BatchWriteItemCommand, CreateTableCommand, QueryCommand, ScanCommand } from '@aws-sdk/client-dynamodb';
-import { GetRecordsCommand, GetShardIteratorCommand, PutRecordsCommand } from '@aws-sdk/client-kinesis';
-import { CreateBucketCommand, GetObjectCommand, ListObjectsV2Command, PutObjectCommand } from '@aws-sdk/client-s3';
+
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
+import { BatchWriteItemCommand, CreateTableCommand, QueryCommand, ScanCommand } from '@aws-sdk/client-dynamodb';
+import { GetRecordsCommand, GetShardIteratorCommand, PutRecordsCommand } from '@aws-sdk/client-kinesis';
+import { CreateBucketCommand, GetObjectCommand, ListObjectsV2Command, PutObjectCommand } from '@aws-sdk/client-s3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type Clients, createClients } from '../../functions/adapters/clients.ts';
 import { type EmulatorSet, emulatorEnv, startEmulator, startEmulators } from '../../local/emulators.ts';
@@ -43,7 +44,9 @@ describe('emulator workarounds', () => {
     const listed: string[] = [];
     let token: string | undefined;
     do {
-      const page = await clients.s3.send(new ListObjectsV2Command({ Bucket, Prefix: 'many/', ...(token ? { ContinuationToken: token } : {}) }));
+      const page = await clients.s3.send(
+        new ListObjectsV2Command({ Bucket, Prefix: 'many/', ...(token ? { ContinuationToken: token } : {}) }),
+      );
       listed.push(...(page.Contents ?? []).map((o) => o.Key!));
       token = page.NextContinuationToken;
     } while (token);
@@ -52,7 +55,14 @@ describe('emulator workarounds', () => {
 
   it('s3rver stores a streamed body intact (it corrupts it when the SDK adds checksum trailers: clients.ts sets WHEN_REQUIRED)', async () => {
     const body = Buffer.from(Array.from({ length: 20_000 }, (_, i) => `line ${i}\n`).join(''));
-    await clients.s3.send(new PutObjectCommand({ Bucket, Key: 'stream/a.txt', Body: Readable.from([body.subarray(0, 70_000), body.subarray(70_000)]), ContentLength: body.length }));
+    await clients.s3.send(
+      new PutObjectCommand({
+        Bucket,
+        Key: 'stream/a.txt',
+        Body: Readable.from([body.subarray(0, 70_000), body.subarray(70_000)]),
+        ContentLength: body.length,
+      }),
+    );
     const got = await clients.s3.send(new GetObjectCommand({ Bucket, Key: 'stream/a.txt' }));
     expect(Buffer.from(await got.Body!.transformToByteArray()).equals(body)).toBe(true);
   });
@@ -65,7 +75,9 @@ describe('emulator workarounds', () => {
     for (let i = 0; i < n; i++) {
       await clients.kinesis.send(new PutRecordsCommand({ StreamName, Records: [{ PartitionKey: `p${i}`, Data: Buffer.from(`r${i}`) }] }));
     }
-    const it = await clients.kinesis.send(new GetShardIteratorCommand({ StreamName, ShardId: 'shardId-000000000000', ShardIteratorType: 'TRIM_HORIZON' }));
+    const it = await clients.kinesis.send(
+      new GetShardIteratorCommand({ StreamName, ShardId: 'shardId-000000000000', ShardIteratorType: 'TRIM_HORIZON' }),
+    );
     const got = await clients.kinesis.send(new GetRecordsCommand({ ShardIterator: it.ShardIterator! }));
     expect((got.Records ?? []).map((r) => Buffer.from(r.Data!).toString())).toEqual(Array.from({ length: n }, (_, i) => `r${i}`));
   });
@@ -86,13 +98,23 @@ describe('emulator workarounds', () => {
         await dynamodb.send(
           new CreateTableCommand({
             TableName,
-            KeySchema: [{ AttributeName: 'pk', KeyType: 'HASH' }, { AttributeName: 'sk', KeyType: 'RANGE' }],
-            AttributeDefinitions: [{ AttributeName: 'pk', AttributeType: 'S' }, { AttributeName: 'sk', AttributeType: 'S' }],
+            KeySchema: [
+              { AttributeName: 'pk', KeyType: 'HASH' },
+              { AttributeName: 'sk', KeyType: 'RANGE' },
+            ],
+            AttributeDefinitions: [
+              { AttributeName: 'pk', AttributeType: 'S' },
+              { AttributeName: 'sk', AttributeType: 'S' },
+            ],
             BillingMode: 'PAY_PER_REQUEST',
           }),
         );
         const Item = (i: number) => ({ pk: { S: 'p' }, sk: { S: String(i).padStart(3, '0') } });
-        await dynamodb.send(new BatchWriteItemCommand({ RequestItems: { [TableName]: Array.from({ length: 25 }, (_, i) => ({ PutRequest: { Item: Item(i) } })) } }));
+        await dynamodb.send(
+          new BatchWriteItemCommand({
+            RequestItems: { [TableName]: Array.from({ length: 25 }, (_, i) => ({ PutRequest: { Item: Item(i) } })) },
+          }),
+        );
         const key = { KeyConditionExpression: 'pk = :p', ExpressionAttributeValues: { ':p': { S: 'p' } } };
         for (let i = 0; i < 10; i++) {
           await dynamodb.send(new QueryCommand({ TableName, ...key }));

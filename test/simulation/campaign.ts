@@ -7,7 +7,7 @@ import Table from 'cli-table3';
 import fc from 'fast-check';
 import { runSeed, type SeedResult } from './driver.ts';
 import type { SimCloud } from './harness.ts';
-import { PROFILES, type ProfileName, scheduleFor, shrinkable, type Step } from './schedule.ts';
+import { PROFILES, type ProfileName, type Step, scheduleFor, shrinkable } from './schedule.ts';
 
 export interface CampaignOptions {
   readonly seeds: readonly number[];
@@ -71,7 +71,10 @@ export async function runCampaign(cloud: SimCloud, o: CampaignOptions): Promise<
     const { log: lines, ...result } = r;
     results.push(result);
     if (r.failure && !o.verbose) for (const line of lines) o.log(line);
-    if (r.failure) o.log(`seed ${seed} FAILED at step #${r.failure.step} (${r.failure.what}); replay: npm run test:sim -- --seed ${seed} --steps ${o.steps} --profile ${o.profile}`);
+    if (r.failure)
+      o.log(
+        `seed ${seed} FAILED at step #${r.failure.step} (${r.failure.what}); replay: npm run test:sim -- --seed ${seed} --steps ${o.steps} --profile ${o.profile}`,
+      );
     o.onSeed?.(result, results.length);
     if (r.failure && o.failFast) break;
   }
@@ -123,7 +126,8 @@ export async function shrinkSchedule(
 
 /** The summary as Markdown (docs/reliability.md): totals, then faults injected by kind. */
 export function summaryMarkdown(s: CampaignSummary, title: string): string {
-  const rows = (pairs: [string, number | string][]) => pairs.map(([k, v]) => `| ${k} | ${typeof v === 'number' ? v.toLocaleString('en-US') : v} |`).join('\n');
+  const rows = (pairs: [string, number | string][]) =>
+    pairs.map(([k, v]) => `| ${k} | ${typeof v === 'number' ? v.toLocaleString('en-US') : v} |`).join('\n');
   const sorted = (o: Record<string, number>) => Object.entries(o).sort(([a], [b]) => (a < b ? -1 : 1));
   return [
     `**${title}**`,

@@ -4,8 +4,9 @@
  * the summary table. Narration goes to stderr; the table (or, with --json,
  * one JSON document) to stdout. Exit code 1 when any seed failed.
  */
-import { Command, InvalidArgumentError } from 'commander';
+
 import { appendFileSync } from 'node:fs';
+import { Command, InvalidArgumentError } from 'commander';
 import { describeStep, PROFILES, type ProfileName, scheduleFor } from './schedule.ts';
 
 // Before the handler modules load (they build SDK clients at import): no Node 20 notice, no EMF output.
@@ -34,74 +35,84 @@ const program = new Command('test:sim')
   .option('--verbose', 'log every step')
   .option('--json', 'print the summary as one JSON document')
   .option('--markdown', 'print the summary as Markdown tables (docs/reliability.md)')
-  .action(async (o: {
-    seed?: number;
-    seeds?: number;
-    from: number;
-    steps: number;
-    profile: string;
-    shrink?: boolean;
-    shrinkMinutes: number;
-    failFast?: boolean;
-    dataDir?: string;
-    printSchedule?: boolean;
-    verbose?: boolean;
-    results?: string;
-    json?: boolean;
-    markdown?: boolean;
-  }) => {
-    if (!(o.profile in PROFILES)) throw new InvalidArgumentError(`--profile must be one of ${Object.keys(PROFILES).join(', ')}, received "${o.profile}"`);
-    const profile = o.profile as ProfileName;
-    if ((o.seed === undefined) === (o.seeds === undefined)) program.error('give either --seed <n> (one schedule) or --seeds <n> (a campaign)');
-    const log = (line: string) => process.stderr.write(`${line}\n`);
-    if (o.printSchedule) {
-      if (o.seed === undefined) return program.error('--print-schedule needs --seed');
-      for (const [i, s] of scheduleFor(o.seed, o.steps, PROFILES[profile]).entries()) process.stdout.write(`#${i} ${describeStep(s)}\n`);
-      return;
-    }
-    const { runCampaign, shrinkSchedule, summaryMarkdown, summaryTable } = await import('./campaign.ts');
-    const { SimCloud } = await import('./harness.ts');
-    const seeds = o.seed !== undefined ? [o.seed] : Array.from({ length: o.seeds! }, (_, i) => o.from + i);
-    const cloud = await SimCloud.start(o.dataDir);
-    let exitCode = 0;
-    try {
-      const { summary } = await runCampaign(cloud, {
-        seeds,
-        steps: o.steps,
-        profile,
-        verbose: o.verbose ?? o.seed !== undefined,
-        log,
-        failFast: o.failFast ?? false,
-        onSeed: (r, done) => {
-          if (o.results) appendFileSync(o.results, `${JSON.stringify(r)}\n`);
-          if (seeds.length > 1) log(`[${done}/${seeds.length}] seed ${r.seed}: ${r.failure ? `FAILED (${r.failure.what})` : 'ok'} in ${(r.ms / 1000).toFixed(1)} s, ${r.queries} queries`);
-        },
-      });
-      if (o.json) process.stdout.write(`${JSON.stringify(summary)}\n`);
-      else if (o.markdown) process.stdout.write(`${summaryMarkdown(summary, `seeds ${seeds[0]}..${seeds[seeds.length - 1]}, ${o.steps} steps, profile ${profile}`)}\n`);
-      else process.stdout.write(`${summaryTable(summary)}\n`);
-      for (const n of summary.notes) log(`note: seed ${n.seed}: ${n.note}`);
-      if (summary.failures.length > 0) {
-        exitCode = 1;
-        for (const f of summary.failures) log(`FAILED seed ${f.seed} step #${f.step} (${f.what}): ${f.message.split('\n')[0]}`);
-        const first = summary.failures[0]!;
-        if (o.shrink) {
-          log(`shrinking seed ${first.seed} (${first.what}), up to ${o.shrinkMinutes} min...`);
-          const shrunk = await shrinkSchedule(cloud, first.seed, scheduleFor(first.seed, o.steps, PROFILES[profile]), first.what, {
-            profile,
-            timeLimitMs: o.shrinkMinutes * 60_000,
-            log,
-          });
-          if (shrunk) {
-            log(`minimal schedule found after ${shrunk.tries} tries (${shrunk.steps.length} steps):`);
-            for (const [i, s] of shrunk.steps.entries()) log(`  #${i} ${describeStep(s)}  ${JSON.stringify(s)}`);
-          } else log('the failure did not reproduce while shrinking (timing-dependent)');
-        }
+  .action(
+    async (o: {
+      seed?: number;
+      seeds?: number;
+      from: number;
+      steps: number;
+      profile: string;
+      shrink?: boolean;
+      shrinkMinutes: number;
+      failFast?: boolean;
+      dataDir?: string;
+      printSchedule?: boolean;
+      verbose?: boolean;
+      results?: string;
+      json?: boolean;
+      markdown?: boolean;
+    }) => {
+      if (!(o.profile in PROFILES))
+        throw new InvalidArgumentError(`--profile must be one of ${Object.keys(PROFILES).join(', ')}, received "${o.profile}"`);
+      const profile = o.profile as ProfileName;
+      if ((o.seed === undefined) === (o.seeds === undefined))
+        program.error('give either --seed <n> (one schedule) or --seeds <n> (a campaign)');
+      const log = (line: string) => process.stderr.write(`${line}\n`);
+      if (o.printSchedule) {
+        if (o.seed === undefined) return program.error('--print-schedule needs --seed');
+        for (const [i, s] of scheduleFor(o.seed, o.steps, PROFILES[profile]).entries()) process.stdout.write(`#${i} ${describeStep(s)}\n`);
+        return;
       }
-    } finally {
-      await cloud.stop();
-    }
-    process.exitCode = exitCode;
-  });
+      const { runCampaign, shrinkSchedule, summaryMarkdown, summaryTable } = await import('./campaign.ts');
+      const { SimCloud } = await import('./harness.ts');
+      const seeds = o.seed !== undefined ? [o.seed] : Array.from({ length: o.seeds! }, (_, i) => o.from + i);
+      const cloud = await SimCloud.start(o.dataDir);
+      let exitCode = 0;
+      try {
+        const { summary } = await runCampaign(cloud, {
+          seeds,
+          steps: o.steps,
+          profile,
+          verbose: o.verbose ?? o.seed !== undefined,
+          log,
+          failFast: o.failFast ?? false,
+          onSeed: (r, done) => {
+            if (o.results) appendFileSync(o.results, `${JSON.stringify(r)}\n`);
+            if (seeds.length > 1)
+              log(
+                `[${done}/${seeds.length}] seed ${r.seed}: ${r.failure ? `FAILED (${r.failure.what})` : 'ok'} in ${(r.ms / 1000).toFixed(1)} s, ${r.queries} queries`,
+              );
+          },
+        });
+        if (o.json) process.stdout.write(`${JSON.stringify(summary)}\n`);
+        else if (o.markdown)
+          process.stdout.write(
+            `${summaryMarkdown(summary, `seeds ${seeds[0]}..${seeds[seeds.length - 1]}, ${o.steps} steps, profile ${profile}`)}\n`,
+          );
+        else process.stdout.write(`${summaryTable(summary)}\n`);
+        for (const n of summary.notes) log(`note: seed ${n.seed}: ${n.note}`);
+        if (summary.failures.length > 0) {
+          exitCode = 1;
+          for (const f of summary.failures) log(`FAILED seed ${f.seed} step #${f.step} (${f.what}): ${f.message.split('\n')[0]}`);
+          const first = summary.failures[0]!;
+          if (o.shrink) {
+            log(`shrinking seed ${first.seed} (${first.what}), up to ${o.shrinkMinutes} min...`);
+            const shrunk = await shrinkSchedule(cloud, first.seed, scheduleFor(first.seed, o.steps, PROFILES[profile]), first.what, {
+              profile,
+              timeLimitMs: o.shrinkMinutes * 60_000,
+              log,
+            });
+            if (shrunk) {
+              log(`minimal schedule found after ${shrunk.tries} tries (${shrunk.steps.length} steps):`);
+              for (const [i, s] of shrunk.steps.entries()) log(`  #${i} ${describeStep(s)}  ${JSON.stringify(s)}`);
+            } else log('the failure did not reproduce while shrinking (timing-dependent)');
+          }
+        }
+      } finally {
+        await cloud.stop();
+      }
+      process.exitCode = exitCode;
+    },
+  );
 
 await program.parseAsync(process.argv);

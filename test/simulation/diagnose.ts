@@ -4,10 +4,11 @@
  * the published cutoff, so a log says which layer lost or doubled what.
  * Read-only; runs after the failure, before the world is torn down.
  */
+
+import { gunzipSync } from 'node:zlib';
 import { type AttributeValue, ScanCommand } from '@aws-sdk/client-dynamodb';
 import { GetRecordsCommand, GetShardIteratorCommand, ListShardsCommand } from '@aws-sdk/client-kinesis';
 import { GetObjectCommand, ListObjectsV2Command } from '@aws-sdk/client-s3';
-import { gunzipSync } from 'node:zlib';
 import { storedCells } from '../support/speed.ts';
 import type { World } from './harness.ts';
 
@@ -27,10 +28,18 @@ export async function streamEntries(w: World): Promise<StreamEntry[]> {
   const shards = (await k.send(new ListShardsCommand({ StreamName: w.config.streamName }))).Shards ?? [];
   const out: StreamEntry[] = [];
   for (const s of shards) {
-    let iterator = (await k.send(new GetShardIteratorCommand({ StreamName: w.config.streamName, ShardId: s.ShardId!, ShardIteratorType: 'TRIM_HORIZON' }))).ShardIterator;
+    let iterator = (
+      await k.send(new GetShardIteratorCommand({ StreamName: w.config.streamName, ShardId: s.ShardId!, ShardIteratorType: 'TRIM_HORIZON' }))
+    ).ShardIterator;
     while (iterator) {
       const got = await k.send(new GetRecordsCommand({ ShardIterator: iterator, Limit: 10_000 }));
-      for (const r of got.Records ?? []) out.push({ shard: s.ShardId!, seq: r.SequenceNumber!, partitionKey: r.PartitionKey!, arrival: r.ApproximateArrivalTimestamp!.getTime() });
+      for (const r of got.Records ?? [])
+        out.push({
+          shard: s.ShardId!,
+          seq: r.SequenceNumber!,
+          partitionKey: r.PartitionKey!,
+          arrival: r.ApproximateArrivalTimestamp!.getTime(),
+        });
       if ((got.Records?.length ?? 0) === 0) break;
       iterator = got.NextShardIterator;
     }
@@ -42,7 +51,9 @@ async function scan(w: World, table: string): Promise<Record<string, AttributeVa
   const out: Record<string, AttributeValue>[] = [];
   let start: Record<string, AttributeValue> | undefined;
   do {
-    const page = await w.clients.dynamodb.send(new ScanCommand({ TableName: table, ConsistentRead: true, ...(start && { ExclusiveStartKey: start }) }));
+    const page = await w.clients.dynamodb.send(
+      new ScanCommand({ TableName: table, ConsistentRead: true, ...(start && { ExclusiveStartKey: start }) }),
+    );
     out.push(...(page.Items ?? []));
     start = page.LastEvaluatedKey;
   } while (start);
@@ -53,14 +64,19 @@ async function archived(w: World): Promise<Map<string, { shard: string; seq: str
   const out = new Map<string, { shard: string; seq: string; arrival: number; key: string }[]>();
   let token: string | undefined;
   do {
-    const page = await w.clients.s3.send(new ListObjectsV2Command({ Bucket: w.config.buckets.raw, Prefix: 'raw/', ...(token && { ContinuationToken: token }) }));
+    const page = await w.clients.s3.send(
+      new ListObjectsV2Command({ Bucket: w.config.buckets.raw, Prefix: 'raw/', ...(token && { ContinuationToken: token }) }),
+    );
     for (const o of page.Contents ?? []) {
       const obj = await w.clients.s3.send(new GetObjectCommand({ Bucket: w.config.buckets.raw, Key: o.Key! }));
       const text = gunzipSync(Buffer.from(await obj.Body!.transformToByteArray())).toString('utf8');
       for (const line of text.split('\n')) {
         if (!line) continue;
         const r = JSON.parse(line) as { id: string; shard: string; seq: string; arrival: number };
-        out.set(r.id, [...(out.get(r.id) ?? []), { shard: r.shard, seq: r.seq, arrival: r.arrival, key: o.Key!.split('/').slice(-2).join('/') }]);
+        out.set(r.id, [
+          ...(out.get(r.id) ?? []),
+          { shard: r.shard, seq: r.seq, arrival: r.arrival, key: o.Key!.split('/').slice(-2).join('/') },
+        ]);
       }
     }
     token = page.IsTruncated ? page.NextContinuationToken : undefined;
@@ -78,12 +94,16 @@ export async function diagnose(w: World, ids: readonly string[], maxLines = 60):
   const cutoff = pointer ? Number(pointer.cutoff?.N) : null;
   lines.push(`pointer: ${pointer ? `v${pointer.version?.N} cutoff ${iso(cutoff!)}` : 'none'}`);
   for (const i of control) {
-    if (i.pk?.S === 'checkpoint' || i.pk?.S === 'speed') lines.push(`${i.pk.S} ${i.sk?.S}: seq …${i.seq?.S?.slice(-8)} arrival ${iso(Number(i.arrival?.N))}`);
-    if (i.pk?.S === 'archive') lines.push(`manifest ${i.sk?.S}: ${(i.objects?.SS ?? []).map((e) => `…${e.slice(58, 64)}-…${e.slice(123)}`).join(' ')}`);
+    if (i.pk?.S === 'checkpoint' || i.pk?.S === 'speed')
+      lines.push(`${i.pk.S} ${i.sk?.S}: seq …${i.seq?.S?.slice(-8)} arrival ${iso(Number(i.arrival?.N))}`);
+    if (i.pk?.S === 'archive')
+      lines.push(`manifest ${i.sk?.S}: ${(i.objects?.SS ?? []).map((e) => `…${e.slice(58, 64)}-…${e.slice(123)}`).join(' ')}`);
     if (i.pk?.S === 'version') lines.push(`version ${i.version?.N}: ${i.state?.S} cutoff ${iso(Number(i.cutoff?.N))} run ${i.runId?.S}`);
   }
   const stream = await streamEntries(w);
-  const claims = new Map((await scan(w, w.config.tables.dedup)).map((i) => [i.id?.S ?? '', { shard: i.shard?.S ?? '', seq: i.seq?.S ?? '' }]));
+  const claims = new Map(
+    (await scan(w, w.config.tables.dedup)).map((i) => [i.id?.S ?? '', { shard: i.shard?.S ?? '', seq: i.seq?.S ?? '' }]),
+  );
   const arch = await archived(w);
   const windowMs = w.config.settings.windowSeconds * 1000;
   let shown = 0;
@@ -121,6 +141,11 @@ export async function diagnose(w: World, ids: readonly string[], maxLines = 60):
       byWindow.set(k, (byWindow.get(k) ?? 0) + Number(cell.columns.records ?? 0));
     }
   }
-  lines.push(`speed items of events_by_type (window shard dims: records): ${[...byWindow.entries()].sort().map(([k, v]) => `${k}: ${v}`).join('; ')}`);
+  lines.push(
+    `speed items of events_by_type (window shard dims: records): ${[...byWindow.entries()]
+      .sort()
+      .map(([k, v]) => `${k}: ${v}`)
+      .join('; ')}`,
+  );
   return lines.slice(0, maxLines + 20);
 }

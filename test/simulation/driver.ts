@@ -22,12 +22,13 @@
  * past every arrival, the same checks run on every view, and the raw archive
  * must hold every acknowledged id and no poison record.
  */
+
+import { isDeepStrictEqual } from 'node:util';
+import { gunzipSync } from 'node:zlib';
 import { DeleteItemCommand, ScanCommand, UpdateItemCommand } from '@aws-sdk/client-dynamodb';
 import { GetObjectCommand, ListObjectsV2Command } from '@aws-sdk/client-s3';
 import { GetCommand } from '@aws-sdk/lib-dynamodb';
-import { isDeepStrictEqual } from 'node:util';
-import { gunzipSync } from 'node:zlib';
-import { type RunItem, newRunId } from '../../functions/batch/control.ts';
+import { newRunId, type RunItem } from '../../functions/batch/control.ts';
 import { batchContext, errorText } from '../../functions/batch/pipeline.ts';
 import { failStep, planStep, publishStep, viewStep } from '../../functions/batch/steps.ts';
 import { DEMO_VIEWS } from '../../functions/core/demo-views.ts';
@@ -80,7 +81,11 @@ const COUNTRIES = ['DE', 'FR', 'US', 'JP', 'BR', 'IN'];
 const PAGES = ['/', '/pricing', '/docs', '/signup'];
 const TYPES = ['page_view', 'purchase', 'signup', 'click'];
 /** Values a query filter may ask for, per dimension (the last one matches nothing). */
-const FILTER_VALUES: Record<string, readonly string[]> = { country: [...COUNTRIES, 'XX'], page: [...PAGES, '/none'], type: [...TYPES, 'none'] };
+const FILTER_VALUES: Record<string, readonly string[]> = {
+  country: [...COUNTRIES, 'XX'],
+  page: [...PAGES, '/none'],
+  type: [...TYPES, 'none'],
+};
 const GRAINS = ['minute', 'hour', 'day', 'all'] as const;
 const GRAIN_MS = { minute: 60_000, hour: 3_600_000, day: 86_400_000 } as const;
 
@@ -106,7 +111,12 @@ interface Expected {
 }
 
 /** Runs one schedule on a fresh World; never throws (a failure is in the result). */
-export async function runSeed(cloud: SimCloud, seed: number, steps: readonly Step[], opts: RunOptions = {}): Promise<SeedResult & { log: string[] }> {
+export async function runSeed(
+  cloud: SimCloud,
+  seed: number,
+  steps: readonly Step[],
+  opts: RunOptions = {},
+): Promise<SeedResult & { log: string[] }> {
   const lines: string[] = [];
   const log = (line: string) => {
     lines.push(line);
@@ -122,7 +132,9 @@ export async function runSeed(cloud: SimCloud, seed: number, steps: readonly Ste
     archiveBatchSize: choose([7, 100, 1000]),
     log,
   });
-  log(`seed ${seed}: ${steps.length} steps, ${world.o.shards} shard(s), speed batch ${world.o.speedBatchSize}, archive batch ${world.o.archiveBatchSize}, prefix ${world.prefix}`);
+  log(
+    `seed ${seed}: ${steps.length} steps, ${world.o.shards} shard(s), speed batch ${world.o.speedBatchSize}, archive batch ${world.o.archiveBatchSize}, prefix ${world.prefix}`,
+  );
   const d = new Driver(world, seed, log);
   let failure: SeedResult['failure'];
   let stepIndex = -1;
@@ -332,7 +344,12 @@ class Driver {
         // Other values, sometimes another type: a later copy must not count, not even in a view the first copy's type is not in.
         const e: Ev =
           acked && d.changed
-            ? { ...base, amount: d.amount / 100, country: COUNTRIES[d.country % COUNTRIES.length]!, ...(d.amount % 3 === 0 && { type: TYPES[d.amount % TYPES.length]! }) }
+            ? {
+                ...base,
+                amount: d.amount / 100,
+                country: COUNTRIES[d.country % COUNTRIES.length]!,
+                ...(d.amount % 3 === 0 && { type: TYPES[d.amount % TYPES.length]! }),
+              }
             : { ...base };
         if (acked && d.changed) this.count('client.retry.changed');
         else this.count('client.retry.same');
@@ -340,7 +357,12 @@ class Driver {
         expected.push({ payload: e, event: e });
         continue;
       }
-      const e = this.newEvent(d.kind === 'new' ? d : { kind: 'new', type: 'click', lateMin: 0, isoTs: false, country: 0, page: 0, amount: 1, loadMs: 1, odd: 'none' }, now);
+      const e = this.newEvent(
+        d.kind === 'new'
+          ? d
+          : { kind: 'new', type: 'click', lateMin: 0, isoTs: false, country: 0, page: 0, amount: 1, loadMs: 1, odd: 'none' },
+        now,
+      );
       this.ledger.sent.push(e.id);
       this.ledger.unacked.set(e.id, e);
       expected.push({ payload: e, event: e });
@@ -390,7 +412,10 @@ class Driver {
       // One bare JSON value that is not an object: the body itself is at fault (400 with an error, no per-event list).
       this.checks++;
       if (res.status !== 400 || typeof res.body.error !== 'string' || res.body.error === '') {
-        throw new CheckFailure('ingest status', `a body that is a bare ${typeof body}: expected 400 with an error, received ${res.status} ${JSON.stringify(res.body)}`);
+        throw new CheckFailure(
+          'ingest status',
+          `a body that is a bare ${typeof body}: expected 400 with an error, received ${res.status} ${JSON.stringify(res.body)}`,
+        );
       }
       return;
     }
@@ -399,10 +424,14 @@ class Driver {
     const gotRejected = rejected.map((x) => `${x.index}:${x.field}`).sort();
     const wantRejected = bad.map((x) => `${x.i}:${x.field}`).sort();
     if (!isDeepStrictEqual(gotRejected, wantRejected) || rejected.some((x) => typeof x.message !== 'string' || x.message === '')) {
-      throw new CheckFailure('ingest rejections', `POST /events answered ${res.status} rejecting ${JSON.stringify(rejected)}; expected rejections ${JSON.stringify(wantRejected)}`);
+      throw new CheckFailure(
+        'ingest rejections',
+        `POST /events answered ${res.status} rejecting ${JSON.stringify(rejected)}; expected rejections ${JSON.stringify(wantRejected)}`,
+      );
     }
     if (valid === 0) {
-      if (res.status !== 400) throw new CheckFailure('ingest status', `no valid event: expected 400, received ${res.status} ${JSON.stringify(res.body)}`);
+      if (res.status !== 400)
+        throw new CheckFailure('ingest status', `no valid event: expected 400, received ${res.status} ${JSON.stringify(res.body)}`);
       return;
     }
     if (res.status === 503) {
@@ -415,7 +444,10 @@ class Driver {
     }
     const want = bad.length > 0 ? 207 : 200;
     if (res.status !== want || res.body.accepted !== valid) {
-      throw new CheckFailure('ingest status', `expected ${want} with ${valid} accepted, received ${res.status} ${JSON.stringify(res.body).slice(0, 500)}`);
+      throw new CheckFailure(
+        'ingest status',
+        `expected ${want} with ${valid} accepted, received ${res.status} ${JSON.stringify(res.body).slice(0, 500)}`,
+      );
     }
     for (const x of expected) if (x.event) this.ack(x.event);
   }
@@ -432,7 +464,20 @@ class Driver {
     for (let g = 0; g < requests; g++) {
       for (let i = 0; i < perRequest; i++) {
         const type = TYPES[Math.floor(this.random() * TYPES.length)] as EventType;
-        const e = this.newEvent({ kind: 'new', type, lateMin: 0, isoTs: this.random() < 0.5, country: Math.floor(this.random() * 6), page: i, amount: 1 + Math.floor(this.random() * 99_999), loadMs: 1 + i, odd: 'none' }, now);
+        const e = this.newEvent(
+          {
+            kind: 'new',
+            type,
+            lateMin: 0,
+            isoTs: this.random() < 0.5,
+            country: Math.floor(this.random() * 6),
+            page: i,
+            amount: 1 + Math.floor(this.random() * 99_999),
+            loadMs: 1 + i,
+            odd: 'none',
+          },
+          now,
+        );
         this.ledger.sent.push(e.id);
         this.ledger.unacked.set(e.id, e);
         groups[g]!.push(e);
@@ -446,11 +491,21 @@ class Driver {
     }
     this.count('client.burst');
     this.count('client.retry.inFlight', copies);
-    await Promise.all(groups.map((g) => this.post(g, g.map((e) => ({ payload: e, event: e })))));
+    await Promise.all(
+      groups.map((g) =>
+        this.post(
+          g,
+          g.map((e) => ({ payload: e, event: e })),
+        ),
+      ),
+    );
     for (let round = 1; this.pendingOf(fresh.map((e) => ({ payload: e, event: e }))).length > 0; round++) {
       if (round > 8) throw new SimError(`events still not acknowledged after ${round - 1} resends`);
       const pending = this.pendingOf(fresh.map((e) => ({ payload: e, event: e })));
-      await this.post(pending, pending.map((e) => ({ payload: e, event: e })));
+      await this.post(
+        pending,
+        pending.map((e) => ({ payload: e, event: e })),
+      );
     }
   }
 
@@ -490,7 +545,10 @@ class Driver {
     this.checks++;
     const last = this.lastPointer;
     if (last && (p === null || p.version < last.version || p.cutoff < last.cutoff)) {
-      throw new CheckFailure('batch version monotonic', `${where}: the published batch went from version ${last.version} (cutoff ${new Date(last.cutoff).toISOString()}) to ${p ? `version ${p.version} (cutoff ${new Date(p.cutoff).toISOString()})` : 'none'} without a rollback`);
+      throw new CheckFailure(
+        'batch version monotonic',
+        `${where}: the published batch went from version ${last.version} (cutoff ${new Date(last.cutoff).toISOString()}) to ${p ? `version ${p.version} (cutoff ${new Date(p.cutoff).toISOString()})` : 'none'} without a rollback`,
+      );
     }
     if (p) {
       this.lastPointer = p;
@@ -500,9 +558,20 @@ class Driver {
 
   private noteRun(run: RunItem | undefined, faultFired: boolean, crash: boolean): void {
     if (!run) return;
-    const state = run.state === 'RUNNING' && faultFired && crash ? 'crashed' : run.state === 'SUCCEEDED' ? 'succeeded' : run.state === 'SKIPPED' ? 'skipped' : run.state === 'FAILED' ? 'failed' : 'running';
+    const state =
+      run.state === 'RUNNING' && faultFired && crash
+        ? 'crashed'
+        : run.state === 'SUCCEEDED'
+          ? 'succeeded'
+          : run.state === 'SKIPPED'
+            ? 'skipped'
+            : run.state === 'FAILED'
+              ? 'failed'
+              : 'running';
     this.batches[state] = (this.batches[state] ?? 0) + 1;
-    this.log(`   run ${run.runId}: ${run.state}${run.version ? ` v${run.version}` : ''}${run.cutoff ? ` cutoff ${isoOf(run.cutoff)}` : ''}${run.error ? ` error: ${run.error}` : ''}${run.note ? ` (${run.note})` : ''}`);
+    this.log(
+      `   run ${run.runId}: ${run.state}${run.version ? ` v${run.version}` : ''}${run.cutoff ? ` cutoff ${isoOf(run.cutoff)}` : ''}${run.error ? ` error: ${run.error}` : ''}${run.note ? ` (${run.note})` : ''}`,
+    );
     if (run.state === 'FAILED' && !faultFired) {
       this.count('batch.failedWithoutFault');
       this.notes.push(`batch run ${run.runId} failed without an injected fault: ${run.error ?? '?'}`);
@@ -541,7 +610,8 @@ class Driver {
     const deadline = Date.now() + 120_000;
     for (;;) {
       const res = await this.world.api('GET', `/batch/runs/${id}`);
-      if (res.status !== 200) throw new CheckFailure('batch api', `GET /batch/runs/${id} answered ${res.status} ${JSON.stringify(res.body)}`);
+      if (res.status !== 200)
+        throw new CheckFailure('batch api', `GET /batch/runs/${id} answered ${res.status} ${JSON.stringify(res.body)}`);
       const b = res.body;
       const run = {
         runId: String(b.id),
@@ -575,7 +645,8 @@ class Driver {
       const [direct, http] = await Promise.all([w.runBatch(), w.api('POST', '/batch/runs')]);
       this.noteRun(direct, false, false);
       if (http.status !== 202) throw new CheckFailure('batch api', `POST /batch/runs answered ${http.status} ${JSON.stringify(http.body)}`);
-      if (!http.body.alreadyRunning && http.body.id !== direct.runId) this.noteRun(await this.waitRun(String(http.body.id), () => false), false, false);
+      if (!http.body.alreadyRunning && http.body.id !== direct.runId)
+        this.noteRun(await this.waitRun(String(http.body.id), () => false), false, false);
       this.checkPointer(await this.readPointer(), 'after two concurrent runs');
       return;
     }
@@ -604,7 +675,10 @@ class Driver {
       const pub = await publishStep(ctx, { runId, version: plan.version, cutoff: plan.cutoff });
       outcome = `${pub.state}${pub.published ? ' published' : ''}`;
       if (pub.published && other.state === 'SUCCEEDED') {
-        throw new CheckFailure('stalled run', `run ${runId} (v${plan.version}) published after its lock was taken by ${other.runId} (v${other.version})`);
+        throw new CheckFailure(
+          'stalled run',
+          `run ${runId} (v${plan.version}) published after its lock was taken by ${other.runId} (v${other.version})`,
+        );
       }
     } catch (e) {
       if (e instanceof CheckFailure) throw e;
@@ -614,7 +688,10 @@ class Driver {
     this.log(`   stalled run v${plan.version}: ${outcome}`);
     const after = await this.readPointer();
     if (other.state === 'SUCCEEDED' && !isDeepStrictEqual(before, after)) {
-      throw new CheckFailure('stalled run', `the pointer moved from ${JSON.stringify(before)} to ${JSON.stringify(after)} when the overtaken run tried to publish`);
+      throw new CheckFailure(
+        'stalled run',
+        `the pointer moved from ${JSON.stringify(before)} to ${JSON.stringify(after)} when the overtaken run tried to publish`,
+      );
     }
     this.checkPointer(after, 'after an overtaken run');
   }
@@ -633,13 +710,15 @@ class Driver {
     if (res.status === 200) {
       this.count('rollback');
       const cutoff = Date.parse(String(res.body.cutoff));
-      if (res.body.version !== target) throw new CheckFailure('rollback', `asked for v${target}, the pointer is ${JSON.stringify(res.body)}`);
+      if (res.body.version !== target)
+        throw new CheckFailure('rollback', `asked for v${target}, the pointer is ${JSON.stringify(res.body)}`);
       // A rollback is the one move back that is allowed: it becomes the new reference.
       this.lastPointer = { version: target, cutoff };
       this.checkPointer(await this.readPointer(), 'after a rollback');
       return;
     }
-    if (res.status !== 404 && res.status !== 409) throw new CheckFailure('rollback', `POST /batch/rollback answered ${res.status} ${JSON.stringify(res.body)}`);
+    if (res.status !== 404 && res.status !== 409)
+      throw new CheckFailure('rollback', `POST /batch/rollback answered ${res.status} ${JSON.stringify(res.body)}`);
     this.checkPointer(await this.readPointer(), 'after a refused rollback');
   }
 
@@ -732,7 +811,8 @@ class Driver {
     const { view, spec, params } = this.queryParams(q, Date.now());
     const res = await this.world.api('GET', `/views/${view.name}?${params}`);
     this.queries++;
-    if (res.status !== 200) throw new CheckFailure('query status', `GET /views/${view.name}?${params} answered ${res.status} ${JSON.stringify(res.body)}`);
+    if (res.status !== 200)
+      throw new CheckFailure('query status', `GET /views/${view.name}?${params} answered ${res.status} ${JSON.stringify(res.body)}`);
     this.checkBatchField(res.body.batch, `GET /views/${view.name}`);
     const want = oracleRows(view, this.ledger.events(), spec);
     this.compareRows(`GET /views/${view.name}?${params}`, res.body.rows as Record<string, unknown>[], want, res.body.batch);
@@ -743,10 +823,16 @@ class Driver {
     this.checkPointer(b ? { version: b.version, cutoff: Date.parse(b.cutoff) } : null, where);
   }
 
-  private compareRows(what: string, got: readonly Record<string, unknown>[], want: readonly Record<string, unknown>[], batch: unknown): void {
+  private compareRows(
+    what: string,
+    got: readonly Record<string, unknown>[],
+    want: readonly Record<string, unknown>[],
+    batch: unknown,
+  ): void {
     this.checks++;
     if (isDeepStrictEqual(got, want)) return;
-    const key = (r: Record<string, unknown>) => JSON.stringify(Object.entries(r).filter(([k]) => !/^(events|orders|revenue|min_order|max_order|avg_order|views|load_ms)$/.test(k)));
+    const key = (r: Record<string, unknown>) =>
+      JSON.stringify(Object.entries(r).filter(([k]) => !/^(events|orders|revenue|min_order|max_order|avg_order|views|load_ms)$/.test(k)));
     const byKey = new Map(want.map((r) => [key(r), r]));
     const diffs: string[] = [];
     for (const g of got) {
@@ -757,7 +843,10 @@ class Driver {
     }
     for (const w of byKey.values()) diffs.push(`missing row ${JSON.stringify(w)}`);
     if (diffs.length === 0) diffs.push('same rows in another order');
-    throw new CheckFailure('rows equal the oracle', `${what} (batch ${JSON.stringify(batch)}): ${diffs.length} difference(s): ${diffs.slice(0, 8).join('; ')}`);
+    throw new CheckFailure(
+      'rows equal the oracle',
+      `${what} (batch ${JSON.stringify(batch)}): ${diffs.length} difference(s): ${diffs.slice(0, 8).join('; ')}`,
+    );
   }
 
   /** Per type, the count over all time equals the acknowledged ids: nothing lost, nothing counted twice. */
@@ -766,7 +855,12 @@ class Driver {
     const from = Math.floor((now - 4 * 86_400_000) / 60_000) * 60_000;
     const to = Math.ceil((now + 3_600_000) / 60_000) * 60_000;
     const view = DEMO_VIEWS[0]!;
-    const params = new URLSearchParams({ from: new Date(from).toISOString(), to: new Date(to).toISOString(), grain: 'all', groupBy: 'type' });
+    const params = new URLSearchParams({
+      from: new Date(from).toISOString(),
+      to: new Date(to).toISOString(),
+      grain: 'all',
+      groupBy: 'type',
+    });
     const res = await this.world.api('GET', `/views/${view.name}?${params}`);
     this.queries++;
     if (res.status !== 200) throw new CheckFailure('query status', `totals query answered ${res.status} ${JSON.stringify(res.body)}`);
@@ -782,15 +876,23 @@ class Driver {
       if (g < w) problems.push(`${t}: ${w - g} acknowledged event(s) lost (${g} of ${w})`);
       if (g > w) problems.push(`${t}: ${g - w} counted twice or never acknowledged (${g} for ${w} ids)`);
     }
-    if (problems.length > 0) throw new CheckFailure('nothing lost, nothing twice', `${problems.join('; ')} (batch ${JSON.stringify(res.body.batch)})`);
-    this.compareRows('totals', res.body.rows as Record<string, unknown>[], oracleRows(view, this.ledger.events(), { from, to, grain: 'all', groupBy: ['type'] }), res.body.batch);
+    if (problems.length > 0)
+      throw new CheckFailure('nothing lost, nothing twice', `${problems.join('; ')} (batch ${JSON.stringify(res.body.batch)})`);
+    this.compareRows(
+      'totals',
+      res.body.rows as Record<string, unknown>[],
+      oracleRows(view, this.ledger.events(), { from, to, grain: 'all', groupBy: ['type'] }),
+      res.body.batch,
+    );
   }
 
   private async listKeys(bucket: string, prefix: string): Promise<string[]> {
     const keys: string[] = [];
     let token: string | undefined;
     do {
-      const page = await this.world.clients.s3.send(new ListObjectsV2Command({ Bucket: bucket, Prefix: prefix, ...(token && { ContinuationToken: token }) }));
+      const page = await this.world.clients.s3.send(
+        new ListObjectsV2Command({ Bucket: bucket, Prefix: prefix, ...(token && { ContinuationToken: token }) }),
+      );
       for (const o of page.Contents ?? []) keys.push(o.Key!);
       token = page.IsTruncated ? page.NextContinuationToken : undefined;
     } while (token);
@@ -802,7 +904,9 @@ class Driver {
     this.checks++;
     const w = this.world;
     const keys = new Set(await this.listKeys(w.config.buckets.failures, 'failures/'));
-    const expected = new Set(this.ledger.poison.flatMap((p) => [`failures/speed/${p.shard}/${p.seq}.json`, `failures/archive/${p.shard}/${p.seq}.json`]));
+    const expected = new Set(
+      this.ledger.poison.flatMap((p) => [`failures/speed/${p.shard}/${p.seq}.json`, `failures/archive/${p.shard}/${p.seq}.json`]),
+    );
     const missing = [...expected].filter((k) => !keys.has(k));
     const extra = [...keys].filter((k) => !expected.has(k));
     if (missing.length > 0 || extra.length > 0) {
@@ -811,7 +915,9 @@ class Driver {
         `${missing.length} poison object(s) missing (${missing.slice(0, 4).join(', ')}); ${extra.length} unexpected object(s) in the failures bucket (${extra.slice(0, 4).join(', ')})`,
       );
     }
-    const stats = await w.clients.doc.send(new GetCommand({ TableName: w.config.tables.control, Key: { pk: 'stats', sk: 'poison' }, ConsistentRead: true }));
+    const stats = await w.clients.doc.send(
+      new GetCommand({ TableName: w.config.tables.control, Key: { pk: 'stats', sk: 'poison' }, ConsistentRead: true }),
+    );
     const speed = Number(stats.Item?.count ?? 0);
     const archive = Number(stats.Item?.archive ?? 0);
     const n = this.ledger.poison.length;
@@ -825,7 +931,10 @@ class Driver {
     const ids = new Set((await streamEntries(this.world)).map((r) => r.partitionKey));
     const lost = [...this.ledger.acked.keys()].filter((id) => !ids.has(id));
     this.checks++;
-    if (lost.length > 0) throw new SimError(`the stream lost ${lost.length} acknowledged record(s) across a restart of the emulators: ${lost.slice(0, 5).join(', ')}`);
+    if (lost.length > 0)
+      throw new SimError(
+        `the stream lost ${lost.length} acknowledged record(s) across a restart of the emulators: ${lost.slice(0, 5).join(', ')}`,
+      );
   }
 
   /** Corrupts one events_by_type speed item the query will read: a count added twice, or an item lost. */
@@ -845,7 +954,13 @@ class Driver {
       if (!count) throw new SimError('sabotage: the speed item has no events__count cell');
       const records = count.replace(/events__count$/, 'records');
       await w.clients.dynamodb.send(
-        new UpdateItemCommand({ TableName: table, Key, UpdateExpression: 'ADD #count :one, #records :one', ExpressionAttributeNames: { '#count': count, '#records': records }, ExpressionAttributeValues: { ':one': { N: '1' } } }),
+        new UpdateItemCommand({
+          TableName: table,
+          Key,
+          UpdateExpression: 'ADD #count :one, #records :one',
+          ExpressionAttributeNames: { '#count': count, '#records': records },
+          ExpressionAttributeValues: { ':one': { N: '1' } },
+        }),
       );
     }
     this.count(`sabotage.${what}`);
@@ -883,12 +998,31 @@ class Driver {
     const pointer = await this.readPointer();
     this.checkPointer(pointer, 'final batch run');
     if (!pointer || pointer.cutoff < needCutoff) {
-      throw new CheckFailure('final batch', `with the faults off no batch run covered every arrival (cutoff ${pointer ? new Date(pointer.cutoff).toISOString() : 'none'}, needed ${new Date(needCutoff).toISOString()}; last run ${run?.state} ${run?.error ?? run?.note ?? ''})`);
+      throw new CheckFailure(
+        'final batch',
+        `with the faults off no batch run covered every arrival (cutoff ${pointer ? new Date(pointer.cutoff).toISOString() : 'none'}, needed ${new Date(needCutoff).toISOString()}; last run ${run?.state} ${run?.error ?? run?.note ?? ''})`,
+      );
     }
     // Every view, now served by the batch alone: every bucket and group, and the totals.
     for (let i = 0; i < DEMO_VIEWS.length; i++) {
-      await this.checkQuery({ view: i, fromBackMin: 4 * 24 * 60, spanMin: 4 * 24 * 60 + 120, align: true, coarser: 0, groupBy: 'all', filter: null });
-      await this.checkQuery({ view: i, fromBackMin: 4 * 24 * 60, spanMin: 4 * 24 * 60 + 120, align: true, coarser: 3, groupBy: 'none', filter: null });
+      await this.checkQuery({
+        view: i,
+        fromBackMin: 4 * 24 * 60,
+        spanMin: 4 * 24 * 60 + 120,
+        align: true,
+        coarser: 0,
+        groupBy: 'all',
+        filter: null,
+      });
+      await this.checkQuery({
+        view: i,
+        fromBackMin: 4 * 24 * 60,
+        spanMin: 4 * 24 * 60 + 120,
+        align: true,
+        coarser: 3,
+        groupBy: 'none',
+        filter: null,
+      });
     }
     await this.checkTotals();
     await this.checkPoison();
@@ -914,7 +1048,10 @@ class Driver {
     const missing = [...this.ledger.acked.keys()].filter((id) => !ids.has(id));
     const poison = this.ledger.poison.filter((p) => seqs.has(`${p.shard}/${p.seq}`));
     if (missing.length > 0 || poison.length > 0) {
-      throw new CheckFailure('archive complete and clean', `${missing.length} acknowledged id(s) not archived (${missing.slice(0, 5).join(', ')}); ${poison.length} poison record(s) archived`);
+      throw new CheckFailure(
+        'archive complete and clean',
+        `${missing.length} acknowledged id(s) not archived (${missing.slice(0, 5).join(', ')}); ${poison.length} poison record(s) archived`,
+      );
     }
   }
 }

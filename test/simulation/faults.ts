@@ -111,10 +111,16 @@ export class Seam {
             if (half > 0) done[table] = requests.slice(0, half);
             if (requests.length > half) rest[table] = requests.slice(half);
           }
-          const out = (await (real.send as (c: unknown) => Promise<BatchWriteItemCommandOutput>).call(real, new BatchWriteItemCommand({ RequestItems: done }))) ?? {};
+          const out =
+            (await (real.send as (c: unknown) => Promise<BatchWriteItemCommandOutput>).call(
+              real,
+              new BatchWriteItemCommand({ RequestItems: done }),
+            )) ?? {};
           return { ...out, UnprocessedItems: { ...(out.UnprocessedItems ?? {}), ...rest } };
         }
-        throw Object.assign(new Error(`${what}: rate of requests exceeds the allowed throughput`), { name: 'ProvisionedThroughputExceededException' });
+        throw Object.assign(new Error(`${what}: rate of requests exceeds the allowed throughput`), {
+          name: 'ProvisionedThroughputExceededException',
+        });
       }
       // timeout: the request lands after the invocation has been failed by the runtime.
       const landing = sleep(this.holdMs).then(forward);
@@ -213,7 +219,8 @@ export class IngestFaults {
     const send = async (command: unknown) => {
       const lose = this.fault?.kind === 'lost' && this.left > 0;
       const out = await (flaky.send as (c: unknown) => Promise<unknown>)(command);
-      if (lose && this.take('lost')) throw Object.assign(new Error('injected: response lost after the records were stored'), { name: 'TimeoutError' });
+      if (lose && this.take('lost'))
+        throw Object.assign(new Error('injected: response lost after the records were stored'), { name: 'TimeoutError' });
       return out;
     };
     return { send: send as unknown as KinesisPut['send'] };

@@ -14,6 +14,11 @@
  * restart keeps it); a `World` is one seed's Tandem: its own stream, tables,
  * buckets and checkpoints (a fresh name prefix), torn down at the end.
  */
+
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Logger as PowertoolsLogger } from '@aws-lambda-powertools/logger';
 import { DeleteTableCommand } from '@aws-sdk/client-dynamodb';
 import {
   DeleteStreamCommand,
@@ -24,19 +29,15 @@ import {
   type Shard,
   SplitShardCommand,
 } from '@aws-sdk/client-kinesis';
-import { Logger as PowertoolsLogger } from '@aws-lambda-powertools/logger';
 import { type DynamoDBDocumentClient, GetCommand, QueryCommand } from '@aws-sdk/lib-dynamodb';
 import type { APIGatewayProxyEvent } from 'aws-lambda';
-import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { type Clients, createClients } from '../../functions/adapters/clients.ts';
 import { exactDocClient } from '../../functions/api/read-view.ts';
 import { createArchiveHandler } from '../../functions/archive.ts';
-import { createBatchApiHandler } from '../../functions/batch-api.ts';
 import type { RunItem } from '../../functions/batch/control.ts';
 import { duckDbEngine } from '../../functions/batch/duckdb.ts';
 import { type BatchOptions, runBatchToCompletion } from '../../functions/batch/pipeline.ts';
+import { createBatchApiHandler } from '../../functions/batch-api.ts';
 import type { Config } from '../../functions/config.ts';
 import { DEMO_VIEWS } from '../../functions/core/demo-views.ts';
 import { DEFAULT_SETTINGS, type Settings } from '../../functions/core/settings.ts';
@@ -69,7 +70,11 @@ export const SIM_SETTINGS: Settings = { ...DEFAULT_SETTINGS, windowSeconds: 2, c
 export type Logger = (line: string) => void;
 
 const text = (x: unknown): string =>
-  x instanceof Error ? `${x.name}: ${x.message}${x.stack ? ` ${x.stack.split('\n').slice(1, 4).join(' |')}` : ''}` : typeof x === 'string' ? x : JSON.stringify(x, (_k, v) => (v instanceof Error ? text(v) : v));
+  x instanceof Error
+    ? `${x.name}: ${x.message}${x.stack ? ` ${x.stack.split('\n').slice(1, 4).join(' |')}` : ''}`
+    : typeof x === 'string'
+      ? x
+      : JSON.stringify(x, (_k, v) => (v instanceof Error ? text(v) : v));
 
 /** A silent Powertools logger that keeps the handlers' warnings and errors for the log of a failing seed. */
 class SinkLogger extends PowertoolsLogger {
@@ -184,7 +189,12 @@ export class World {
     const n = (env: string) => this.names[env]!;
     this.config = {
       streamName: n(STREAM.env),
-      tables: { speed: n(TABLES.speed.env), dedup: n(TABLES.dedup.env), batchViews: n(TABLES.batchViews.env), control: n(TABLES.control.env) },
+      tables: {
+        speed: n(TABLES.speed.env),
+        dedup: n(TABLES.dedup.env),
+        batchViews: n(TABLES.batchViews.env),
+        control: n(TABLES.control.env),
+      },
       buckets: { raw: n(BUCKETS.raw.env), failures: n(BUCKETS.failures.env) },
       views: DEMO_VIEWS,
       settings: SIM_SETTINGS,
@@ -256,7 +266,13 @@ export class World {
         { name: 'tandem-ingest', entry: 'functions/ingest.ts', timeoutSeconds: 29 },
       ) as ApiFunction,
       query: wrapHandler(
-        createQueryHandler({ doc: this.slowBatchReads(exactDocClient(c.dynamodb)), tables: { speed: tables.speed, batchViews: tables.batchViews, control: tables.control }, views, settings, logger }),
+        createQueryHandler({
+          doc: this.slowBatchReads(exactDocClient(c.dynamodb)),
+          tables: { speed: tables.speed, batchViews: tables.batchViews, control: tables.control },
+          views,
+          settings,
+          logger,
+        }),
         { name: 'tandem-query', entry: 'functions/query.ts', timeoutSeconds: 29 },
       ) as ApiFunction,
       batchApi: wrapHandler(
@@ -335,7 +351,8 @@ export class World {
         await hold;
       }
       const out = await (doc.send as (c: unknown) => Promise<unknown>)(command);
-      if (command instanceof GetCommand && command.input.TableName === this.config.tables.control && command.input.Key?.pk === 'pointer') this.onPointerRead?.();
+      if (command instanceof GetCommand && command.input.TableName === this.config.tables.control && command.input.Key?.pk === 'pointer')
+        this.onPointerRead?.();
       return out;
     };
     return { send: send as DynamoDBDocumentClient['send'] };
@@ -378,7 +395,12 @@ export class World {
     let timer: NodeJS.Timeout | undefined;
     const timeout = new Promise<never>((_, reject) => {
       timer = setTimeout(
-        () => reject(new SimError(`the mappings did not catch up within ${timeoutMs} ms: ${JSON.stringify({ speed: esm.speed.stats(), archive: esm.archive.stats() })}`)),
+        () =>
+          reject(
+            new SimError(
+              `the mappings did not catch up within ${timeoutMs} ms: ${JSON.stringify({ speed: esm.speed.stats(), archive: esm.archive.stats() })}`,
+            ),
+          ),
         timeoutMs,
       );
     });
@@ -397,7 +419,10 @@ export class World {
   async putRaw(records: readonly { data: Uint8Array; partitionKey: string }[]): Promise<{ shard: string; seq: string }[]> {
     this.lastPutAt = Date.now();
     const out = await this.clients.kinesis.send(
-      new PutRecordsCommand({ StreamName: this.config.streamName, Records: records.map((r) => ({ Data: r.data, PartitionKey: r.partitionKey })) }),
+      new PutRecordsCommand({
+        StreamName: this.config.streamName,
+        Records: records.map((r) => ({ Data: r.data, PartitionKey: r.partitionKey })),
+      }),
     );
     this.lastPutAt = Date.now();
     if (out.FailedRecordCount) throw new SimError(`poison put failed: ${JSON.stringify(out.Records)}`);
@@ -424,14 +449,22 @@ export class World {
     const split = async (s: Shard) => {
       const lo = BigInt(s.HashKeyRange!.StartingHashKey!);
       const hi = BigInt(s.HashKeyRange!.EndingHashKey!);
-      await k.send(new SplitShardCommand({ StreamName: this.config.streamName, ShardToSplit: s.ShardId!, NewStartingHashKey: String((lo + hi + 1n) / 2n) }));
+      await k.send(
+        new SplitShardCommand({
+          StreamName: this.config.streamName,
+          ShardToSplit: s.ShardId!,
+          NewStartingHashKey: String((lo + hi + 1n) / 2n),
+        }),
+      );
       await this.untilActive(`SplitShard ${s.ShardId}`);
     };
     let what: string;
     if (how === 'merge') {
       const i = pick % (open.length - 1);
       const [a, b] = [open[i]!, open[i + 1]!];
-      await k.send(new MergeShardsCommand({ StreamName: this.config.streamName, ShardToMerge: a.ShardId!, AdjacentShardToMerge: b.ShardId! }));
+      await k.send(
+        new MergeShardsCommand({ StreamName: this.config.streamName, ShardToMerge: a.ShardId!, AdjacentShardToMerge: b.ShardId! }),
+      );
       what = `MergeShards ${a.ShardId} + ${b.ShardId}`;
     } else if (how === 'double') {
       for (const s of open) await split(s);
@@ -477,8 +510,12 @@ export class World {
     await this.stopWorkers().catch(() => undefined);
     await Promise.all([this.speedSeam.settled(), this.archiveSeam.settled()]);
     const c = this.clients;
-    await c.kinesis.send(new DeleteStreamCommand({ StreamName: this.config.streamName, EnforceConsumerDeletion: true })).catch(() => undefined);
-    await Promise.all(Object.values(this.config.tables).map((t) => c.dynamodb.send(new DeleteTableCommand({ TableName: t })).catch(() => undefined)));
+    await c.kinesis
+      .send(new DeleteStreamCommand({ StreamName: this.config.streamName, EnforceConsumerDeletion: true }))
+      .catch(() => undefined);
+    await Promise.all(
+      Object.values(this.config.tables).map((t) => c.dynamodb.send(new DeleteTableCommand({ TableName: t })).catch(() => undefined)),
+    );
     for (const x of Object.values(c)) x.destroy();
     rmSync(this.esmDir, { recursive: true, force: true });
     rmSync(this.stageDir, { recursive: true, force: true });

@@ -46,7 +46,12 @@ export interface QueryDraw {
 }
 
 export type Step =
-  | { readonly kind: 'send'; readonly shape: 'single' | 'array' | 'wrapped'; readonly events: readonly EventDraw[]; readonly fault: PutFault | null }
+  | {
+      readonly kind: 'send';
+      readonly shape: 'single' | 'array' | 'wrapped';
+      readonly events: readonly EventDraw[];
+      readonly fault: PutFault | null;
+    }
   | { readonly kind: 'poison'; readonly variant: number; readonly count: number }
   | { readonly kind: 'writeFault'; readonly consumer: 'speed' | 'archive'; readonly fault: WriteFault }
   | { readonly kind: 'deliveryFault'; readonly consumer: 'speed' | 'archive'; readonly fault: InvokeFaultKind }
@@ -129,7 +134,11 @@ const putFault: fc.Arbitrary<PutFault | null> = fc.oneof(
   { weight: 3, arbitrary: fc.constant(null) },
   {
     weight: 1,
-    arbitrary: fc.record({ kind: fc.constantFrom('partial', 'throw', 'lost'), requests: fc.integer({ min: 1, max: 3 }), share: fc.constantFrom(0.3, 0.6, 1) }),
+    arbitrary: fc.record({
+      kind: fc.constantFrom('partial', 'throw', 'lost'),
+      requests: fc.integer({ min: 1, max: 3 }),
+      share: fc.constantFrom(0.3, 0.6, 1),
+    }),
   },
 );
 
@@ -164,10 +173,13 @@ const stepArbs: Record<StepKind, fc.Arbitrary<Step>> = {
   batch: fc.record({
     kind: fc.constant('batch' as const),
     via: fc.constantFrom('http', 'direct'),
-    fault: fc.option(fc.record({ stage: fc.constantFrom('plan', 'sql', 'load', 'publish'), mode: fc.constantFrom('crash', 'error'), view: fc.nat(2) }), {
-      nil: null,
-      freq: 2,
-    }),
+    fault: fc.option(
+      fc.record({ stage: fc.constantFrom('plan', 'sql', 'load', 'publish'), mode: fc.constantFrom('crash', 'error'), view: fc.nat(2) }),
+      {
+        nil: null,
+        freq: 2,
+      },
+    ),
   }),
   concurrentBatch: fc.constant({ kind: 'concurrentBatch' as const }),
   rollback: fc.record({ kind: fc.constant('rollback' as const), back: fc.integer({ min: 1, max: 3 }) }),

@@ -56,7 +56,11 @@ export function apiEvent(method: string, path: string, over: Partial<APIGatewayP
 }
 
 export const postEvents = (body: unknown, over: Partial<APIGatewayProxyEvent> = {}) =>
-  apiEvent('POST', '/events', { body: typeof body === 'string' ? body : JSON.stringify(body), headers: { 'content-type': 'application/json' }, ...over });
+  apiEvent('POST', '/events', {
+    body: typeof body === 'string' ? body : JSON.stringify(body),
+    headers: { 'content-type': 'application/json' },
+    ...over,
+  });
 
 export function parse(r: APIGatewayProxyResult): { status: number; body: Record<string, unknown> } {
   return { status: r.statusCode, body: JSON.parse(r.body) as Record<string, unknown> };
@@ -75,8 +79,9 @@ export async function readStream(kinesis: KinesisClient, streamName: string): Pr
   const shards = (await kinesis.send(new ListShardsCommand({ StreamName: streamName }))).Shards ?? [];
   const out: StreamRecord[] = [];
   for (const s of shards) {
-    let iterator = (await kinesis.send(new GetShardIteratorCommand({ StreamName: streamName, ShardId: s.ShardId!, ShardIteratorType: 'TRIM_HORIZON' })))
-      .ShardIterator;
+    let iterator = (
+      await kinesis.send(new GetShardIteratorCommand({ StreamName: streamName, ShardId: s.ShardId!, ShardIteratorType: 'TRIM_HORIZON' }))
+    ).ShardIterator;
     while (iterator) {
       const got = await kinesis.send(new GetRecordsCommand({ ShardIterator: iterator, Limit: 10_000 }));
       for (const r of got.Records ?? []) {
@@ -127,10 +132,13 @@ export function flakyKinesis(
     const failing = records.map((r, i) => fail(n, i, r.PartitionKey!));
     withheld.push(records.filter((_, i) => failing[i]).map((r) => r.PartitionKey!));
     const pass = records.filter((_, i) => !failing[i]);
-    const out: Partial<PutRecordsCommandOutput> = pass.length > 0 ? await real.send(new PutRecordsCommand({ ...command.input, Records: pass })) : { Records: [], FailedRecordCount: 0 };
+    const out: Partial<PutRecordsCommandOutput> =
+      pass.length > 0 ? await real.send(new PutRecordsCommand({ ...command.input, Records: pass })) : { Records: [], FailedRecordCount: 0 };
     let j = 0;
     const results: PutRecordsResultEntry[] = records.map((_, i) =>
-      failing[i] ? { ErrorCode: 'ProvisionedThroughputExceededException', ErrorMessage: 'Rate exceeded for shard (injected)' } : out.Records![j++]!,
+      failing[i]
+        ? { ErrorCode: 'ProvisionedThroughputExceededException', ErrorMessage: 'Rate exceeded for shard (injected)' }
+        : out.Records![j++]!,
     );
     return { ...out, Records: results, FailedRecordCount: (out.FailedRecordCount ?? 0) + failing.filter(Boolean).length };
   };

@@ -5,12 +5,13 @@
  * shared emulators, the archive handler over them, an independent oracle of
  * batch-view rows, and a reader of the rows a version holds.
  */
-import { type AttributeValue, CreateTableCommand, type DynamoDBClient, ScanCommand } from '@aws-sdk/client-dynamodb';
-import { CreateBucketCommand } from '@aws-sdk/client-s3';
-import { Decimal as DecimalJs } from 'decimal.js';
+
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { type AttributeValue, CreateTableCommand, type DynamoDBClient, ScanCommand } from '@aws-sdk/client-dynamodb';
+import { CreateBucketCommand } from '@aws-sdk/client-s3';
+import { Decimal as DecimalJs } from 'decimal.js';
 import type { Clients } from '../../functions/adapters/clients.ts';
 import type { ArchiveHooks } from '../../functions/archive/archive.ts';
 import { createArchiveHandler } from '../../functions/archive.ts';
@@ -22,7 +23,7 @@ import type { View } from '../../functions/core/views.ts';
 import { BUCKETS, TABLES } from '../../functions/resources.ts';
 import { kinesisEvent, quietTelemetry, type ShardRecord, seqOf, shardId } from './speed.ts';
 
-export { kinesisEvent, seqOf, shardId, type ShardRecord };
+export { kinesisEvent, type ShardRecord, seqOf, shardId };
 
 const Decimal = DecimalJs.clone({ precision: 80 });
 
@@ -140,9 +141,16 @@ export function generateStream(spec: StreamSpec): ShardRecord[] {
       const ts = late ? arrival - Math.floor(rand() * 6 * 3_600_000) - 60_000 : arrival - Math.floor(rand() * 2000);
       const r = rand();
       const id = `e-${spec.seed ?? 1}-${i}`;
-      if (r < 0.6) event = { id, type: 'page_view', ts, page: pick(PAGES), country: pick(COUNTRIES), load_ms: 20 + Math.floor(rand() * 2000) };
+      if (r < 0.6)
+        event = { id, type: 'page_view', ts, page: pick(PAGES), country: pick(COUNTRIES), load_ms: 20 + Math.floor(rand() * 2000) };
       else if (r < 0.85) {
-        event = { id, type: 'purchase', ts: rand() < 0.5 ? ts : new Date(ts).toISOString(), country: pick(COUNTRIES), amount: Math.round(rand() * 50_000) / 100 };
+        event = {
+          id,
+          type: 'purchase',
+          ts: rand() < 0.5 ? ts : new Date(ts).toISOString(),
+          country: pick(COUNTRIES),
+          amount: Math.round(rand() * 50_000) / 100,
+        };
         // A few oddities both layers must skip the same way: a missing amount, a non-numeric one, a null country.
         const odd = rand();
         if (odd < 0.05) delete event.amount;
@@ -246,7 +254,12 @@ export function batchOracle(view: View, records: readonly ShardRecord[], cutoff:
 }
 
 /** The rows a version of a view holds in the batch-view table, keyed like `batchOracle`. */
-export async function readBatchRows(ddb: DynamoDBClient, table: string, view: View, version: number): Promise<Map<string, Record<string, string | null>>> {
+export async function readBatchRows(
+  ddb: DynamoDBClient,
+  table: string,
+  view: View,
+  version: number,
+): Promise<Map<string, Record<string, string | null>>> {
   const out = new Map<string, Record<string, string | null>>();
   let start: Record<string, AttributeValue> | undefined;
   do {
@@ -291,4 +304,5 @@ export async function scanAll(ddb: DynamoDBClient, table: string): Promise<Recor
 }
 
 /** Sorted plain object of a row map (readable diffs in `toEqual`). */
-export const sorted = (m: Map<string, Record<string, string | null>>) => Object.fromEntries([...m.entries()].sort(([a], [b]) => (a < b ? -1 : 1)));
+export const sorted = (m: Map<string, Record<string, string | null>>) =>
+  Object.fromEntries([...m.entries()].sort(([a], [b]) => (a < b ? -1 : 1)));

@@ -3,9 +3,10 @@
  * in one file share one emulator without sharing records), puts, and a
  * recorder of the Kinesis events a function received.
  */
-import type { KinesisStreamEvent, KinesisStreamRecord } from 'aws-lambda';
-import { CreateStreamCommand, DescribeStreamSummaryCommand, type KinesisClient, PutRecordsCommand } from '@aws-sdk/client-kinesis';
+
 import { randomUUID } from 'node:crypto';
+import { CreateStreamCommand, DescribeStreamSummaryCommand, type KinesisClient, PutRecordsCommand } from '@aws-sdk/client-kinesis';
+import type { KinesisStreamEvent, KinesisStreamRecord } from 'aws-lambda';
 
 export async function createStream(kinesis: KinesisClient, shards = 1, name = `t-${randomUUID().slice(0, 8)}`): Promise<string> {
   await kinesis.send(new CreateStreamCommand({ StreamName: name, ShardCount: shards }));
@@ -27,12 +28,21 @@ export interface PutResult {
  * Puts one record per payload (text as given; objects as JSON) in one PutRecords call.
  * `hashKey` pins every record to the shard owning that hash key.
  */
-export async function put(kinesis: KinesisClient, stream: string, payloads: readonly (string | object)[], hashKey?: string): Promise<PutResult[]> {
+export async function put(
+  kinesis: KinesisClient,
+  stream: string,
+  payloads: readonly (string | object)[],
+  hashKey?: string,
+): Promise<PutResult[]> {
   const texts = payloads.map((p) => (typeof p === 'string' ? p : JSON.stringify(p)));
   const r = await kinesis.send(
     new PutRecordsCommand({
       StreamName: stream,
-      Records: texts.map((t, i) => ({ Data: Buffer.from(t), PartitionKey: `pk-${i}-${t.slice(0, 40)}`, ...(hashKey ? { ExplicitHashKey: hashKey } : {}) })),
+      Records: texts.map((t, i) => ({
+        Data: Buffer.from(t),
+        PartitionKey: `pk-${i}-${t.slice(0, 40)}`,
+        ...(hashKey ? { ExplicitHashKey: hashKey } : {}),
+      })),
     }),
   );
   if (r.FailedRecordCount) throw new Error(`${r.FailedRecordCount} records failed to put`);
@@ -48,7 +58,12 @@ export class Recorder {
   readonly processed: string[] = [];
   note(event: KinesisStreamEvent): { shard: string; data: string[]; seqs: string[] } {
     const first = event.Records[0]!;
-    const e = { shard: first.eventID.split(':')[0]!, data: event.Records.map(decode), seqs: event.Records.map((r) => r.kinesis.sequenceNumber), at: Date.now() };
+    const e = {
+      shard: first.eventID.split(':')[0]!,
+      data: event.Records.map(decode),
+      seqs: event.Records.map((r) => r.kinesis.sequenceNumber),
+      at: Date.now(),
+    };
     this.events.push(e);
     return e;
   }

@@ -6,7 +6,9 @@ const { writeFileSync } = require('node:fs');
 const { dirname } = require('node:path');
 
 const from = (name, dir) => dirname(require.resolve(name, { paths: [dir] }));
-const { AbstractLevel } = require(require.resolve('abstract-level', { paths: [from('classic-level', from('level', from('dynalite', __dirname)))] }));
+const { AbstractLevel } = require(
+  require.resolve('abstract-level', { paths: [from('classic-level', from('level', from('dynalite', __dirname)))] }),
+);
 const open = new Set();
 const { attachResource, detachResource } = AbstractLevel.prototype;
 AbstractLevel.prototype.attachResource = function (resource) {

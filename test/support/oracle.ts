@@ -62,7 +62,10 @@ export function oracleRows(view: View, events: readonly Record<string, unknown>[
         out[name] = r.events.length;
         continue;
       }
-      const values = r.events.map((e) => e[m.field]).filter((v): v is number => typeof v === 'number').map((v) => new Decimal(String(v)));
+      const values = r.events
+        .map((e) => e[m.field])
+        .filter((v): v is number => typeof v === 'number')
+        .map((v) => new Decimal(String(v)));
       const sum = values.reduce((a, v) => a.plus(v), new Decimal(0));
       out[name] =
         m.fn === 'sum'

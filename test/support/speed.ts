@@ -4,13 +4,14 @@
  * table, fresh table sets, and a fault-injecting wrapper around the real
  * DynamoDB client.
  */
-import { type AttributeValue, CreateTableCommand, DescribeTableCommand, type DynamoDBClient, ScanCommand } from '@aws-sdk/client-dynamodb';
+
 import { Logger } from '@aws-lambda-powertools/logger';
 import { Metrics } from '@aws-lambda-powertools/metrics';
-import { TABLES } from '../../functions/resources.ts';
-import { cellsOf } from '../../functions/core/keys.ts';
+import { type AttributeValue, CreateTableCommand, DescribeTableCommand, type DynamoDBClient, ScanCommand } from '@aws-sdk/client-dynamodb';
 import { Decimal } from '../../functions/core/decimal.ts';
+import { cellsOf } from '../../functions/core/keys.ts';
 import type { View } from '../../functions/core/views.ts';
+import { TABLES } from '../../functions/resources.ts';
 
 /** A record as it sits in a shard: what producers sent and what Kinesis stamped on it. */
 export interface ShardRecord {
@@ -121,8 +122,10 @@ export function oracle(views: readonly View[], records: readonly ShardRecord[], 
           addTo(`${name}__sum`, x ?? new Decimal(0));
           addTo(`${name}__count`, new Decimal(x ? 1 : 0));
         }
-        if (m.fn === 'min' && x) item[`${name}__min`] = item[`${name}__min`] === undefined ? x.toFixed() : Decimal.min(item[`${name}__min`]!, x).toFixed();
-        if (m.fn === 'max' && x) item[`${name}__max`] = item[`${name}__max`] === undefined ? x.toFixed() : Decimal.max(item[`${name}__max`]!, x).toFixed();
+        if (m.fn === 'min' && x)
+          item[`${name}__min`] = item[`${name}__min`] === undefined ? x.toFixed() : Decimal.min(item[`${name}__min`]!, x).toFixed();
+        if (m.fn === 'max' && x)
+          item[`${name}__max`] = item[`${name}__max`] === undefined ? x.toFixed() : Decimal.max(item[`${name}__max`]!, x).toFixed();
       }
       out.set(key, item);
     }
@@ -147,7 +150,9 @@ export async function readSpeedTable(ddb: DynamoDBClient, table: string): Promis
         for (const [k, v] of Object.entries(cell.columns)) {
           const x = new Decimal(String(v ?? 'NaN'));
           const have = values[k];
-          values[k] = (have === undefined ? x : k.endsWith('__min') ? Decimal.min(have, x) : k.endsWith('__max') ? Decimal.max(have, x) : x.plus(have)).toFixed();
+          values[k] = (
+            have === undefined ? x : k.endsWith('__min') ? Decimal.min(have, x) : k.endsWith('__max') ? Decimal.max(have, x) : x.plus(have)
+          ).toFixed();
         }
         out.set(key, values);
       }
@@ -223,7 +228,8 @@ export function faultyClient(real: DynamoDBClient) {
         const f = fault;
         fault = undefined;
         // The request reaches the store whatever it answers; the caller sees only a lost response.
-        if (f.kind === 'lost') await (real.send as (c: unknown, ...r: unknown[]) => Promise<unknown>)(command, ...rest).catch(() => undefined);
+        if (f.kind === 'lost')
+          await (real.send as (c: unknown, ...r: unknown[]) => Promise<unknown>)(command, ...rest).catch(() => undefined);
         counts[name] = (counts[name] ?? 0) + (f.kind === 'lost' ? 1 : 0);
         throw new InjectedFault(`${name} #${f.after + 1} (${f.kind})`);
       }
@@ -250,5 +256,8 @@ export function faultyClient(real: DynamoDBClient) {
 export function quietTelemetry() {
   process.env.POWERTOOLS_METRICS_DISABLED = 'true';
   // TANDEM_TEST_LOG=1 shows the handler's log (e.g. why a batch failed) when a test needs debugging.
-  return { logger: new Logger({ serviceName: 'tandem-speed-test', logLevel: process.env.TANDEM_TEST_LOG ? 'DEBUG' : 'SILENT' }), metrics: new Metrics({ namespace: 'TandemTest', serviceName: 'speed' }) };
+  return {
+    logger: new Logger({ serviceName: 'tandem-speed-test', logLevel: process.env.TANDEM_TEST_LOG ? 'DEBUG' : 'SILENT' }),
+    metrics: new Metrics({ namespace: 'TandemTest', serviceName: 'speed' }),
+  };
 }

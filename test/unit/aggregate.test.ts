@@ -32,7 +32,14 @@ describe('aggregate', () => {
         bucket: H,
         window: H + 10 * MIN,
         shard: 'shardId-000000000000',
-        state: { orders__count: '2', revenue__sum: '10.3', min_order__min: '0.2', max_order__max: '10.1', avg_order__sum: '10.3', avg_order__count: '2' },
+        state: {
+          orders__count: '2',
+          revenue__sum: '10.3',
+          min_order__min: '0.2',
+          max_order__max: '10.1',
+          avg_order__sum: '10.3',
+          avg_order__count: '2',
+        },
         records: 2,
         firstSeq: r1.seq,
         lastSeq: r2.seq,
@@ -43,7 +50,14 @@ describe('aggregate', () => {
         bucket: H,
         window: H + 11 * MIN,
         shard: 'shardId-000000000000',
-        state: { orders__count: '1', revenue__sum: '0', min_order__min: null, max_order__max: null, avg_order__sum: '0', avg_order__count: '0' },
+        state: {
+          orders__count: '1',
+          revenue__sum: '0',
+          min_order__min: null,
+          max_order__max: null,
+          avg_order__sum: '0',
+          avg_order__count: '0',
+        },
         records: 1,
         firstSeq: r3.seq,
         lastSeq: r3.seq,
@@ -71,10 +85,11 @@ describe('aggregate', () => {
     ]);
     expect(deltas.filter((d) => d.view === 'page_views')).toEqual([]);
     const numeric = view({ name: 'n', dimensions: ['level'], grain: 'day', metrics: { s: sum('v') } });
-    expect(aggregate([numeric], [rec({ type: 't', ts: H, level: 2, v: 1 }, H), rec({ type: 't', ts: H, level: true }, H)], MIN).map((d) => d.dims)).toEqual([
-      ['2'],
-      ['true'],
-    ]);
+    expect(
+      aggregate([numeric], [rec({ type: 't', ts: H, level: 2, v: 1 }, H), rec({ type: 't', ts: H, level: true }, H)], MIN).map(
+        (d) => d.dims,
+      ),
+    ).toEqual([['2'], ['true']]);
   });
 
   it('keeps shards apart (each speed item belongs to one Kinesis shard)', () => {
@@ -99,9 +114,13 @@ describe('aggregate', () => {
 
 describe('mergeDeltas and combineDeltas', () => {
   it('combining the deltas of two batches equals aggregating both at once', () => {
-    const rs = Array.from({ length: 12 }, (_, i) => rec({ type: 'purchase', ts: H + i * MIN, country: i % 2 ? 'DE' : 'FR', amount: i }, H + (i % 3) * MIN));
+    const rs = Array.from({ length: 12 }, (_, i) =>
+      rec({ type: 'purchase', ts: H + i * MIN, country: i % 2 ? 'DE' : 'FR', amount: i }, H + (i % 3) * MIN),
+    );
     const whole = aggregate(DEMO_VIEWS, rs, MIN).map(plain);
-    const parts = mergeDeltas(DEMO_VIEWS, [...aggregate(DEMO_VIEWS, rs.slice(0, 5), MIN), ...aggregate(DEMO_VIEWS, rs.slice(5), MIN)]).map(plain);
+    const parts = mergeDeltas(DEMO_VIEWS, [...aggregate(DEMO_VIEWS, rs.slice(0, 5), MIN), ...aggregate(DEMO_VIEWS, rs.slice(5), MIN)]).map(
+      plain,
+    );
     expect(parts).toEqual(whole);
   });
 

@@ -109,22 +109,27 @@ describe('PutRecords chunks', () => {
 
   it('keeps order and stays within the record and byte limits', () => {
     fc.assert(
-      fc.property(fc.array(fc.integer({ min: 1, max: 3000 }), { maxLength: 60 }), fc.integer({ min: 1, max: 7 }), fc.integer({ min: 3010, max: 20_000 }), (sizes, maxRecords, maxBytes) => {
-        const entries = sizes.map((s, i) => entry(i, s));
-        const chunks = chunkEntries(entries, maxRecords, maxBytes);
-        expect(chunks.flat().map((e) => e.index)).toEqual(entries.map((e) => e.index));
-        for (const c of chunks) {
-          expect(c.length).toBeGreaterThan(0);
-          expect(c.length).toBeLessThanOrEqual(maxRecords);
-          expect(c.reduce((n, e) => n + entryBytes(e), 0)).toBeLessThanOrEqual(maxBytes);
-        }
-        // greedy: a chunk is only closed when the next entry would not fit
-        for (let i = 0; i + 1 < chunks.length; i++) {
-          const c = chunks[i]!;
-          const next = chunks[i + 1]![0]!;
-          expect(c.length === maxRecords || c.reduce((n, e) => n + entryBytes(e), 0) + entryBytes(next) > maxBytes).toBe(true);
-        }
-      }),
+      fc.property(
+        fc.array(fc.integer({ min: 1, max: 3000 }), { maxLength: 60 }),
+        fc.integer({ min: 1, max: 7 }),
+        fc.integer({ min: 3010, max: 20_000 }),
+        (sizes, maxRecords, maxBytes) => {
+          const entries = sizes.map((s, i) => entry(i, s));
+          const chunks = chunkEntries(entries, maxRecords, maxBytes);
+          expect(chunks.flat().map((e) => e.index)).toEqual(entries.map((e) => e.index));
+          for (const c of chunks) {
+            expect(c.length).toBeGreaterThan(0);
+            expect(c.length).toBeLessThanOrEqual(maxRecords);
+            expect(c.reduce((n, e) => n + entryBytes(e), 0)).toBeLessThanOrEqual(maxBytes);
+          }
+          // greedy: a chunk is only closed when the next entry would not fit
+          for (let i = 0; i + 1 < chunks.length; i++) {
+            const c = chunks[i]!;
+            const next = chunks[i + 1]![0]!;
+            expect(c.length === maxRecords || c.reduce((n, e) => n + entryBytes(e), 0) + entryBytes(next) > maxBytes).toBe(true);
+          }
+        },
+      ),
       { numRuns: 300 },
     );
   });
@@ -160,10 +165,14 @@ describe('API keys', () => {
       logger,
     });
     const methodArn = 'arn:aws:execute-api:us-east-1:123456789012:abc123/prod/GET/views/page_views';
-    const ev = (headers: Record<string, string>) => ({ type: 'REQUEST', methodArn, headers, requestContext: {} }) as unknown as APIGatewayRequestAuthorizerEvent;
+    const ev = (headers: Record<string, string>) =>
+      ({ type: 'REQUEST', methodArn, headers, requestContext: {} }) as unknown as APIGatewayRequestAuthorizerEvent;
     const allow = await auth(ev({ 'X-API-Key': 'good' }));
     expect(allow.principalId).toBe('ci');
-    expect(allow.policyDocument.Statement[0]).toMatchObject({ Effect: 'Allow', Resource: 'arn:aws:execute-api:us-east-1:123456789012:abc123/prod/*' });
+    expect(allow.policyDocument.Statement[0]).toMatchObject({
+      Effect: 'Allow',
+      Resource: 'arn:aws:execute-api:us-east-1:123456789012:abc123/prod/*',
+    });
     const deny = await auth(ev({ 'x-api-key': 'bad' }));
     expect(deny.policyDocument.Statement[0]).toMatchObject({ Effect: 'Deny' });
     await expect(auth(ev({}))).rejects.toThrow('Unauthorized');

@@ -5,7 +5,6 @@
  */
 import { describe, expect, it } from 'vitest';
 import { manifestEntry, manifestObjects, parseRawObjectKey, rawObjectKey } from '../../functions/archive/layout.ts';
-import { BatchTaskEventSchema, stepError } from '../../functions/batch-task.ts';
 import { requestToken, resultRows, retryThrottled } from '../../functions/batch/athena.ts';
 import { newRunId, RUN_ID_RE } from '../../functions/batch/control.ts';
 import { toBatchRows } from '../../functions/batch/engine.ts';
@@ -14,6 +13,7 @@ import { engineFromEnv } from '../../functions/batch/pipeline.ts';
 import { rollbackAllowed } from '../../functions/batch/publish.ts';
 import { batchStateMachineDefinition } from '../../functions/batch/state-machine.ts';
 import { checkCompleteness } from '../../functions/batch/verify.ts';
+import { BatchTaskEventSchema, stepError } from '../../functions/batch-task.ts';
 import { DEMO_VIEWS } from '../../functions/core/demo-views.ts';
 import { DEFAULT_SETTINGS, speedExpiry } from '../../functions/core/settings.ts';
 
@@ -25,14 +25,22 @@ describe('archive layout', () => {
     const t = Date.UTC(2030, 0, 2, 3, 59, 59, 999);
     const key = rawObjectKey('shardId-000000000001', t, seq(5), seq(17));
     expect(key).toBe(`raw/dt=2030-01-02/hr=03/shardId-000000000001/${seq(5)}-${seq(17)}.json.gz`);
-    expect(parseRawObjectKey(key)).toEqual({ key, hour: Date.UTC(2030, 0, 2, 3), shard: 'shardId-000000000001', firstSeq: seq(5), lastSeq: seq(17) });
+    expect(parseRawObjectKey(key)).toEqual({
+      key,
+      hour: Date.UTC(2030, 0, 2, 3),
+      shard: 'shardId-000000000001',
+      firstSeq: seq(5),
+      lastSeq: seq(17),
+    });
     expect(parseRawObjectKey('raw/dt=2030-01-02/hr=03/x/1-2.json.gz')).toBeUndefined();
     expect(parseRawObjectKey('raw/something-else.txt')).toBeUndefined();
   });
 
   it('manifest entries round-trip to object keys and line counts', () => {
     const hour = Date.UTC(2030, 0, 2, 3);
-    expect(manifestObjects(hour, 's', [manifestEntry(seq(1), seq(9), 42)])).toEqual([{ key: rawObjectKey('s', hour, seq(1), seq(9)), lines: 42 }]);
+    expect(manifestObjects(hour, 's', [manifestEntry(seq(1), seq(9), 42)])).toEqual([
+      { key: rawObjectKey('s', hour, seq(1), seq(9)), lines: 42 },
+    ]);
     expect(() => manifestObjects(hour, 's', ['garbage'])).toThrow(/malformed archive manifest entry "garbage"/);
   });
 });
@@ -51,7 +59,10 @@ describe('checkCompleteness', () => {
     expect(checkCompleteness(expected, reads)).toMatchObject({ complete: true, objects: 3, records: 8, extraObjects: 1 });
   });
   it('fails on a missing object and on a short one', () => {
-    expect(checkCompleteness(expected, new Map([['raw/a', { lines: 3, covered: 3 }]]))).toMatchObject({ complete: false, missing: [{ key: 'raw/b', lines: 2 }] });
+    expect(checkCompleteness(expected, new Map([['raw/a', { lines: 3, covered: 3 }]]))).toMatchObject({
+      complete: false,
+      missing: [{ key: 'raw/b', lines: 2 }],
+    });
     expect(
       checkCompleteness(
         expected,
@@ -71,7 +82,14 @@ describe('result rows', () => {
       {
         bucket: 1893456000000,
         dims: [null],
-        values: { orders__count: '3', revenue__sum: '12.5', min_order__min: '1', max_order__max: '10', avg_order__sum: '12.5', avg_order__count: '3' },
+        values: {
+          orders__count: '3',
+          revenue__sum: '12.5',
+          min_order__min: '1',
+          max_order__max: '10',
+          avg_order__sum: '12.5',
+          avg_order__count: '3',
+        },
       },
     ]);
     expect(() => toBatchRows(revenue, [['1', 'DE']])).toThrow(/expected 8 result columns, received 2/);
@@ -80,7 +98,12 @@ describe('result rows', () => {
   it('writes exact DynamoDB numbers, leaves empty min/max out, and spreads rows over partitions', () => {
     const [row] = toBatchRows(revenue, [['1893456000000', 'DE', '1', '0', null, null, '0', '0']]);
     const item = rowItem(revenue, 7, { ...row!, values: { ...row!.values, revenue__sum: '12345678901234567890.123456789' } });
-    expect(item).toMatchObject({ view: { S: 'revenue_by_country' }, version: { N: '7' }, dims: { L: [{ S: 'DE' }] }, revenue__sum: { N: '12345678901234567890.123456789' } });
+    expect(item).toMatchObject({
+      view: { S: 'revenue_by_country' },
+      version: { N: '7' },
+      dims: { L: [{ S: 'DE' }] },
+      revenue__sum: { N: '12345678901234567890.123456789' },
+    });
     expect(item.min_order__min).toBeUndefined();
     expect(item.pk?.S).toBe('revenue_by_country#0000000007#1892160000000');
     expect(rowPartitions(revenue, 7, [row!, { ...row!, bucket: 1893456000000 + 40 * 86_400_000 }])).toHaveLength(2);
@@ -139,7 +162,9 @@ describe('batch task contract', () => {
   it('accepts the four steps and names the bad field', () => {
     expect(BatchTaskEventSchema.safeParse({ step: 'plan', runId: 'run-1' }).success).toBe(true);
     expect(BatchTaskEventSchema.safeParse({ step: 'view', runId: 'run-1', version: 2, cutoff: 60_000, view: 'v' }).success).toBe(true);
-    expect(BatchTaskEventSchema.safeParse({ step: 'publish', runId: 'run-1', skipped: true, version: null, cutoff: null }).success).toBe(true);
+    expect(BatchTaskEventSchema.safeParse({ step: 'publish', runId: 'run-1', skipped: true, version: null, cutoff: null }).success).toBe(
+      true,
+    );
     expect(BatchTaskEventSchema.safeParse({ step: 'fail', runId: 'run-1', error: { Error: 'X', Cause: 'y' } }).success).toBe(true);
     const bad = BatchTaskEventSchema.safeParse({ step: 'view', runId: 'run 1', version: 0, cutoff: 1, view: 'v' });
     expect(bad.success).toBe(false);
@@ -147,9 +172,12 @@ describe('batch task contract', () => {
     expect(BatchTaskEventSchema.safeParse({ step: 'dance', runId: 'run-1' }).success).toBe(false);
   });
   it('turns a Catch error object into a readable message', () => {
-    expect(stepError({ Error: 'IncompleteArchiveError', Cause: JSON.stringify({ errorType: 'IncompleteArchiveError', errorMessage: 'the archive is incomplete' }) })).toBe(
-      'IncompleteArchiveError: the archive is incomplete',
-    );
+    expect(
+      stepError({
+        Error: 'IncompleteArchiveError',
+        Cause: JSON.stringify({ errorType: 'IncompleteArchiveError', errorMessage: 'the archive is incomplete' }),
+      }),
+    ).toBe('IncompleteArchiveError: the archive is incomplete');
     expect(stepError({ Error: 'States.Timeout', Cause: 'timed out' })).toBe('States.Timeout: timed out');
     expect(stepError(undefined)).toBe('the run failed');
   });
@@ -178,13 +206,21 @@ describe('engine selection', () => {
     expect(() => engineFromEnv(clients, config, { TANDEM_BATCH_ENGINE: 'athena' })).toThrow(/TANDEM_ATHENA_DATABASE is not set/);
     expect(() => engineFromEnv(clients, config, { TANDEM_BATCH_ENGINE: 'spark' })).toThrow(/must be athena or duckdb, received "spark"/);
     expect(() =>
-      engineFromEnv(clients, config, { TANDEM_BATCH_ENGINE: 'athena', TANDEM_ATHENA_DATABASE: 'Bad"Name', TANDEM_ATHENA_TABLE: 'raw', TANDEM_ATHENA_WORKGROUP: 'wg' }),
+      engineFromEnv(clients, config, {
+        TANDEM_BATCH_ENGINE: 'athena',
+        TANDEM_ATHENA_DATABASE: 'Bad"Name',
+        TANDEM_ATHENA_TABLE: 'raw',
+        TANDEM_ATHENA_WORKGROUP: 'wg',
+      }),
     ).toThrow(/lowercase/);
   });
 });
 
 describe('state machine definition', () => {
-  const def = batchStateMachineDefinition('arn:aws:lambda:us-east-1:1:function:f') as { StartAt: string; States: Record<string, Record<string, unknown>> };
+  const def = batchStateMachineDefinition('arn:aws:lambda:us-east-1:1:function:f') as {
+    StartAt: string;
+    States: Record<string, Record<string, unknown>>;
+  };
   it('runs Plan -> Views (Map) -> Publish, every task retried and caught into MarkFailed -> Failed', () => {
     expect(def.StartAt).toBe('Plan');
     expect(def.States.Plan!.Next).toBe('Views');

@@ -24,7 +24,11 @@ describe('resolveTarget', () => {
     const dir = mkdtempSync(join(tmpdir(), 'tandem-cli-'));
     mkdirSync(join(dir, '.tandem'));
     writeFileSync(join(dir, '.tandem', 'api-key'), 'saved-key\n');
-    expect(resolveTarget({ url: 'http://x:1/', apiKey: 'k' }, { TANDEM_API_KEY: 'e' }, dir)).toEqual({ url: 'http://x:1', apiKey: 'k', keySource: '--api-key' });
+    expect(resolveTarget({ url: 'http://x:1/', apiKey: 'k' }, { TANDEM_API_KEY: 'e' }, dir)).toEqual({
+      url: 'http://x:1',
+      apiKey: 'k',
+      keySource: '--api-key',
+    });
     expect(resolveTarget({}, { TANDEM_API_URL: 'http://y:2', TANDEM_API_KEY: 'e' }, dir)).toMatchObject({ url: 'http://y:2', apiKey: 'e' });
     expect(resolveTarget({}, {}, dir)).toMatchObject({ url: 'http://localhost:3000', apiKey: 'saved-key' });
     expect(resolveTarget({}, {}, tmpdir())).toMatchObject({ apiKey: undefined, keySource: 'none' });
@@ -92,7 +96,10 @@ describe('readEvents', () => {
 describe('batch and status helpers', () => {
   it('counts the progress of a run: plan, one step per view, publish', () => {
     expect(progressOf({ state: 'RUNNING', stage: 'plan' }, 3)).toEqual({ value: 0, total: 5, step: 'plan' });
-    expect(progressOf({ state: 'RUNNING', stage: 'views', views: { a: {}, b: {} } }, 3)).toMatchObject({ value: 3, step: 'SQL + load (2/3 views)' });
+    expect(progressOf({ state: 'RUNNING', stage: 'views', views: { a: {}, b: {} } }, 3)).toMatchObject({
+      value: 3,
+      step: 'SQL + load (2/3 views)',
+    });
     expect(progressOf({ state: 'RUNNING', stage: 'publish' }, 3).value).toBe(4);
     expect(progressOf({ state: 'SUCCEEDED', stage: 'done' }, 3).value).toBe(5);
   });

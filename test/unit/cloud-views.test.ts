@@ -11,7 +11,10 @@ afterAll(() => rmSync(dir, { recursive: true, force: true }));
 describe('tandem local --views', () => {
   it('reads a JSON views file through the views schema', async () => {
     const file = join(dir, 'v.json');
-    writeFileSync(file, JSON.stringify({ views: [{ name: 'by_country', dimensions: ['country'], grain: 'hour', metrics: { n: { fn: 'count' } } }] }));
+    writeFileSync(
+      file,
+      JSON.stringify({ views: [{ name: 'by_country', dimensions: ['country'], grain: 'hour', metrics: { n: { fn: 'count' } } }] }),
+    );
     const views = await loadViewsFile(file);
     expect(views.map((v) => v.name)).toEqual(['by_country']);
   });

@@ -28,7 +28,15 @@ function answer(rows: QueryAnswer['rows'], fromMin = 0, toMin = 10, cutoff?: num
 
 describe('buildModel', () => {
   it('gives one x per bucket of the range, zero for empty buckets of a count', () => {
-    const m = buildModel(events, answer([{ bucket: at(2), events: 5 }, { bucket: at(7), events: 2 }]), 'events', 'minute');
+    const m = buildModel(
+      events,
+      answer([
+        { bucket: at(2), events: 5 },
+        { bucket: at(7), events: 2 },
+      ]),
+      'events',
+      'minute',
+    );
     expect(m.xs).toHaveLength(10);
     expect(m.xs[0]).toBe(T0 / 1000);
     expect(m.xRange).toEqual([T0 / 1000, T0 / 1000 + 600]);
@@ -60,7 +68,11 @@ describe('buildModel', () => {
   });
 
   it('draws one series per group, the largest MAX_GROUPS of them', () => {
-    const rows = Array.from({ length: MAX_GROUPS + 2 }, (_, g) => ({ bucket: at(0), type: `t${String(g).padStart(2, '0')}`, events: g + 1 }));
+    const rows = Array.from({ length: MAX_GROUPS + 2 }, (_, g) => ({
+      bucket: at(0),
+      type: `t${String(g).padStart(2, '0')}`,
+      events: g + 1,
+    }));
     const m = buildModel(events, answer(rows, 0, 1), 'events', 'minute');
     expect(m.series).toHaveLength(MAX_GROUPS);
     expect(m.hiddenGroups).toBe(2);

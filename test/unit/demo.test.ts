@@ -83,7 +83,12 @@ describe('demo sender loop', () => {
     expect(s.sent).toBe(200);
     expect(s.retried).toBeGreaterThan(0);
     expect(maxInFlight).toBe(1);
-    const ids = new Set(requests.filter((r) => r.length === 20).flat().map((e) => e.id));
+    const ids = new Set(
+      requests
+        .filter((r) => r.length === 20)
+        .flat()
+        .map((e) => e.id),
+    );
     for (const r of requests.filter((r) => r.length !== 20)) for (const e of r) expect(ids.has(e.id)).toBe(true);
   });
 });

@@ -53,7 +53,12 @@ describe('events: accepted events', () => {
   });
 
   it('accepts a metric field that is absent or null', () => {
-    expect(results([{ ...ok, type: 'purchase' }, { ...ok, type: 'purchase', amount: null }]).rejected).toEqual([]);
+    expect(
+      results([
+        { ...ok, type: 'purchase' },
+        { ...ok, type: 'purchase', amount: null },
+      ]).rejected,
+    ).toEqual([]);
   });
 
   it('checks metric fields only for views whose filter matches the event', () => {
@@ -132,8 +137,18 @@ describe('events: every rejection names one field', () => {
     ['bad field name', { ...ok, 'user-id': 'x' }, 'user-id', 'is not a valid field name'],
     ['field name with a space', { ...ok, 'a b': 1 }, 'a b', 'is not a valid field name'],
     ['too long field name', { ...ok, ['f'.repeat(65)]: 1 }, 'f'.repeat(65), 'is not a valid field name'],
-    ['metric field as text', { ...ok, type: 'purchase', amount: '12.50' }, 'amount', 'must be a number (view "revenue_by_country" aggregates it), received string "12.50"'],
-    ['metric field as boolean', { ...ok, type: 'page_view', load_ms: true }, 'load_ms', 'must be a number (view "page_views" aggregates it)'],
+    [
+      'metric field as text',
+      { ...ok, type: 'purchase', amount: '12.50' },
+      'amount',
+      'must be a number (view "revenue_by_country" aggregates it), received string "12.50"',
+    ],
+    [
+      'metric field as boolean',
+      { ...ok, type: 'page_view', load_ms: true },
+      'load_ms',
+      'must be a number (view "page_views" aggregates it)',
+    ],
     ['too many decimals', { ...ok, type: 'purchase', amount: 0.1234567891 }, 'amount', 'has more than 9 digits after the decimal point'],
     ['too many digits', { ...ok, type: 'purchase', amount: 1234567890123456 }, 'amount', 'has more than 15 significant digits'],
     ['float noise', { ...ok, type: 'purchase', amount: 0.1 + 0.2 }, 'amount', 'more than view "revenue_by_country" can aggregate exactly'],
@@ -145,7 +160,11 @@ describe('events: every rejection names one field', () => {
   });
 
   it('rejects a __proto__ field instead of silently dropping it', () => {
-    expect(rejection(JSON.parse(`{"type":"t","ts":"${TS}","__proto__":"x"}`))).toEqual({ index: 0, field: '__proto__', message: 'is a reserved name' });
+    expect(rejection(JSON.parse(`{"type":"t","ts":"${TS}","__proto__":"x"}`))).toEqual({
+      index: 0,
+      field: '__proto__',
+      message: 'is a reserved name',
+    });
   });
 
   it('caps the serialized size of an event, naming `event`', () => {

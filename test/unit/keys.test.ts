@@ -13,10 +13,10 @@ import {
   padVersion,
   parseCellAttribute,
   SPEED_WRITE_SHARDS,
+  speedPart,
   speedPartitions,
   speedPk,
   speedSk,
-  speedPart,
   speedSlot,
   speedWriteShard,
 } from '../../functions/core/keys.ts';
@@ -80,7 +80,13 @@ describe('keys: speed table', () => {
     expect(attr).toBe(`42|${JSON.stringify(dims)}|revenue__sum`);
     expect(parseCellAttribute(B, attr)).toEqual({ bucket: B + 42 * 60_000, dims, dimsKey: JSON.stringify(dims), column: 'revenue__sum' });
     for (const other of ['hw', 'slot', 'expiresAt', 'view']) expect(parseCellAttribute(B, other)).toBeUndefined();
-    const cells = cellsOf(B, { [attr]: 3, [cellAttribute(B, B + 42 * 60_000, dims, 'records')]: 2, [cellAttribute(B, B, [], 'records')]: 1, hw: 'x', slot: B });
+    const cells = cellsOf(B, {
+      [attr]: 3,
+      [cellAttribute(B, B + 42 * 60_000, dims, 'records')]: 2,
+      [cellAttribute(B, B, [], 'records')]: 1,
+      hw: 'x',
+      slot: B,
+    });
     expect(cells).toEqual([
       { bucket: B + 42 * 60_000, dims, columns: { revenue__sum: 3, records: 2 } },
       { bucket: B, dims: [], columns: { records: 1 } },

@@ -70,7 +70,14 @@ describe('metrics: view states and columns', () => {
   });
 
   it('names the state columns <metric>__<component> in declaration order', () => {
-    expect(stateColumns(v).map((c) => c.column)).toEqual(['orders__count', 'revenue__sum', 'lo__min', 'hi__max', 'mean__sum', 'mean__count']);
+    expect(stateColumns(v).map((c) => c.column)).toEqual([
+      'orders__count',
+      'revenue__sum',
+      'lo__min',
+      'hi__max',
+      'mean__sum',
+      'mean__count',
+    ]);
   });
 
   it('writes state as decimal text and reads it back from text, numbers and bigints', () => {
@@ -82,9 +89,23 @@ describe('metrics: view states and columns', () => {
       mean: { sum: d('10.25'), count: d(2) },
     });
     const cols = stateToColumns(v, s);
-    expect(cols).toEqual({ orders__count: '2', revenue__sum: '10.25', lo__min: '-1.5', hi__max: '9', mean__sum: '10.25', mean__count: '2' });
+    expect(cols).toEqual({
+      orders__count: '2',
+      revenue__sum: '10.25',
+      lo__min: '-1.5',
+      hi__max: '9',
+      mean__sum: '10.25',
+      mean__count: '2',
+    });
     expect(stateToColumns(v, stateFromColumns(v, cols))).toEqual(cols);
-    const fromEngine = stateFromColumns(v, { orders__count: 2n, revenue__sum: 10.25, lo__min: null, hi__max: undefined, mean__sum: '10.25', mean__count: 2n });
+    const fromEngine = stateFromColumns(v, {
+      orders__count: 2n,
+      revenue__sum: 10.25,
+      lo__min: null,
+      hi__max: undefined,
+      mean__sum: '10.25',
+      mean__count: 2n,
+    });
     expect(stateToColumns(v, fromEngine)).toEqual({ ...cols, lo__min: null, hi__max: null });
   });
 
@@ -101,6 +122,13 @@ describe('metrics: view states and columns', () => {
 
   it('treats a missing metric in a state as its identity', () => {
     const s = combineViewStates(v, { orders: { count: d(1) } }, { revenue: { sum: d(5) } });
-    expect(stateToColumns(v, s)).toEqual({ orders__count: '1', revenue__sum: '5', lo__min: null, hi__max: null, mean__sum: '0', mean__count: '0' });
+    expect(stateToColumns(v, s)).toEqual({
+      orders__count: '1',
+      revenue__sum: '5',
+      lo__min: null,
+      hi__max: null,
+      mean__sum: '0',
+      mean__count: '0',
+    });
   });
 });

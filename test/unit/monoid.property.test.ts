@@ -36,13 +36,7 @@ const amountNumber = (a: Amount) => Number(`${a.m}e-${a.s}`);
 const amountScaled = (a: Amount) => a.m * 10n ** BigInt(9 - a.s);
 
 const metricArb = (field: fc.Arbitrary<string>): fc.Arbitrary<Metric> =>
-  fc.oneof(
-    fc.constant(count()),
-    field.map(sum),
-    field.map(min),
-    field.map(max),
-    field.map(avg),
-  );
+  fc.oneof(fc.constant(count()), field.map(sum), field.map(min), field.map(max), field.map(avg));
 
 const viewArb: fc.Arbitrary<View> = fc
   .record({
@@ -55,7 +49,9 @@ const viewArb: fc.Arbitrary<View> = fc
       selector: ([name]) => name,
     }),
   })
-  .map(({ filter, dimensions, grain, metrics }) => view({ name: 'v', ...(filter && { filter }), dimensions, grain, metrics: Object.fromEntries(metrics) }));
+  .map(({ filter, dimensions, grain, metrics }) =>
+    view({ name: 'v', ...(filter && { filter }), dimensions, grain, metrics: Object.fromEntries(metrics) }),
+  );
 
 interface GenEvent {
   readonly idIndex: number;
@@ -78,7 +74,10 @@ const eventArb: fc.Arbitrary<GenEvent> = fc.record({
   amount: fc.option(fc.option(amountArb, { nil: null }), { nil: undefined }),
   load: fc.option(amountArb, { nil: undefined }),
   // half the events at a few hot times, so buckets (and delta keys) collide often
-  tsOffset: fc.oneof(fc.integer({ min: 0, max: 3 * 86_400_000 - 1 }), fc.integer({ min: 0, max: 5 }).map((i) => i * 7_200_000 + 1234)),
+  tsOffset: fc.oneof(
+    fc.integer({ min: 0, max: 3 * 86_400_000 - 1 }),
+    fc.integer({ min: 0, max: 5 }).map((i) => i * 7_200_000 + 1234),
+  ),
   tsAsText: fc.boolean(),
   gap: fc.oneof(fc.constant(0), fc.integer({ min: 1, max: 10 * 60_000 })),
 });
@@ -108,7 +107,13 @@ function stream(events: readonly GenEvent[]): Arrived[] {
     if (gen.amount !== undefined) event.amount = gen.amount === null ? null : amountNumber(gen.amount);
     if (gen.load !== undefined) event.load = amountNumber(gen.load);
     const wire = JSON.parse(JSON.stringify(event)) as unknown;
-    return { event, gen, ts, arrival, record: toRawRecord(wire, arrival, `shardId-00000000000${shard}`, String(4960n * 10n ** 50n + seqs[shard]!)) };
+    return {
+      event,
+      gen,
+      ts,
+      arrival,
+      record: toRawRecord(wire, arrival, `shardId-00000000000${shard}`, String(4960n * 10n ** 50n + seqs[shard]!)),
+    };
   });
 }
 
@@ -130,7 +135,8 @@ function chunks<T>(list: readonly T[], cuts: readonly number[]): T[][] {
   return out;
 }
 
-const plainRows = (v: View, rows: readonly Row[]) => rows.map((r) => ({ bucket: r.bucket, dims: r.dims, state: stateToColumns(v, r.state) }));
+const plainRows = (v: View, rows: readonly Row[]) =>
+  rows.map((r) => ({ bucket: r.bucket, dims: r.dims, state: stateToColumns(v, r.state) }));
 const plainDeltas = (v: View, deltas: readonly Delta[]) => deltas.map((d) => ({ ...d, state: stateToColumns(v, d.state) }));
 /** Batch-view rows: deltas with their windows and shards combined away. */
 const asRows = (v: View, deltas: readonly Delta[]): Row[] => mergeRows(v, [], deltas, null);
@@ -178,7 +184,10 @@ function oracle(v: View, spec: QuerySpec, all: readonly Arrived[]): Record<strin
         row[name] = g.events.length;
         continue;
       }
-      const values = g.events.map((e) => (m.field === 'amount' ? e.amount : e.load)).filter((x): x is Amount => x != null).map(amountScaled);
+      const values = g.events
+        .map((e) => (m.field === 'amount' ? e.amount : e.load))
+        .filter((x): x is Amount => x != null)
+        .map(amountScaled);
       const total = values.reduce((s, x) => s + x, 0n);
       const sorted = [...values].sort((x, y) => (x < y ? -1 : x > y ? 1 : 0));
       if (m.fn === 'sum') row[name] = Number(scaledText(total));
@@ -195,8 +204,11 @@ function oracle(v: View, spec: QuerySpec, all: readonly Arrived[]): Record<strin
 
 /** Rows equal, with avg compared to 12 digits (the oracle divides rounded doubles, the core exact decimals). */
 function expectSameRows(v: View, actual: readonly Record<string, unknown>[], expected: readonly Record<string, unknown>[]) {
-  const avgs = Object.entries(v.metrics).filter(([, m]) => m.fn === 'avg').map(([n]) => n);
-  const strip = (rows: readonly Record<string, unknown>[]) => rows.map((r) => Object.fromEntries(Object.entries(r).filter(([k]) => !avgs.includes(k))));
+  const avgs = Object.entries(v.metrics)
+    .filter(([, m]) => m.fn === 'avg')
+    .map(([n]) => n);
+  const strip = (rows: readonly Record<string, unknown>[]) =>
+    rows.map((r) => Object.fromEntries(Object.entries(r).filter(([k]) => !avgs.includes(k))));
   expect(strip(actual)).toEqual(strip(expected));
   actual.forEach((r, i) => {
     for (const n of avgs) {
@@ -214,7 +226,9 @@ describe('metric monoids', () => {
   const stateArb = (m: Metric): fc.Arbitrary<MetricState> =>
     fc
       .array(fc.option(amountArb, { nil: null }), { maxLength: 4 })
-      .map((xs) => xs.map((x) => lift(m, x === null ? null : new Decimal(`${x.m}e-${x.s}`))).reduce((a, b) => combine(m, a, b), identity(m)));
+      .map((xs) =>
+        xs.map((x) => lift(m, x === null ? null : new Decimal(`${x.m}e-${x.s}`))).reduce((a, b) => combine(m, a, b), identity(m)),
+      );
   const text = (s: MetricState) => Object.fromEntries(Object.entries(s).map(([k, x]) => [k, x == null ? null : x.toFixed()]));
 
   for (const m of [count(), sum('a'), min('a'), max('a'), avg('a')]) {
@@ -233,8 +247,21 @@ describe('metric monoids', () => {
 });
 
 describe('merge and rollup of rows', () => {
-  const rowsArb = fc.record({ v: viewArb, a: fc.array(eventArb, { maxLength: 30 }), b: fc.array(eventArb, { maxLength: 30 }), seed: fc.integer() });
-  const rowsOf = (v: View, events: readonly GenEvent[]) => asRows(v, aggregate([v], stream(events).map((x) => x.record), 60_000));
+  const rowsArb = fc.record({
+    v: viewArb,
+    a: fc.array(eventArb, { maxLength: 30 }),
+    b: fc.array(eventArb, { maxLength: 30 }),
+    seed: fc.integer(),
+  });
+  const rowsOf = (v: View, events: readonly GenEvent[]) =>
+    asRows(
+      v,
+      aggregate(
+        [v],
+        stream(events).map((x) => x.record),
+        60_000,
+      ),
+    );
   const specAt = (v: View, grain: QueryGrain, groupBy = v.dimensions.join(',')): QuerySpec => {
     const s = parseQuery(v, { from: '2024-03-09T00:00:00Z', to: '2024-03-14T00:00:00Z', grain, groupBy }, T0);
     if (isQueryError(s)) throw new Error(s.message);
@@ -250,7 +277,17 @@ describe('merge and rollup of rows', () => {
         expect(plainRows(v, mergeRows(v, [...mergeRows(v, A, [], null), ...B], [], null))).toEqual(whole);
         expect(plainRows(v, mergeRows(v, [...B, ...A], [], null))).toEqual(whole);
         const shuffled = [...A, ...B].map((r, i) => ({ r, k: (i * 7919 + seed) % 101 })).sort((x, y) => x.k - y.k);
-        expect(plainRows(v, mergeRows(v, shuffled.map((x) => x.r), [], null))).toEqual(whole);
+        expect(
+          plainRows(
+            v,
+            mergeRows(
+              v,
+              shuffled.map((x) => x.r),
+              [],
+              null,
+            ),
+          ),
+        ).toEqual(whole);
       }),
       RUNS,
     );
@@ -267,7 +304,9 @@ describe('merge and rollup of rows', () => {
         expect(viaHour).toEqual(direct);
         const grain = coarse === 'hour' && v.grain === 'day' ? 'day' : coarse;
         const s = specAt(v, grain);
-        expect(plainRows(v, mergeRows(v, [...rollupRows(v, s, A), ...rollupRows(v, s, B)], [], null))).toEqual(plainRows(v, rollupRows(v, s, all)));
+        expect(plainRows(v, mergeRows(v, [...rollupRows(v, s, A), ...rollupRows(v, s, B)], [], null))).toEqual(
+          plainRows(v, rollupRows(v, s, all)),
+        );
       }),
       RUNS,
     );
@@ -277,15 +316,27 @@ describe('merge and rollup of rows', () => {
 describe('aggregate', () => {
   it('over a concatenation equals the combined aggregates of the parts, split anywhere, in any order', () => {
     fc.assert(
-      fc.property(fc.array(viewArb, { minLength: 1, maxLength: 3 }), fc.array(eventArb, { maxLength: 50 }), fc.array(fc.nat(50), { maxLength: 4 }), (vs, events, cuts) => {
-        const views = vs.map((v, i) => ({ ...v, name: `v${i}` }));
-        const records = firstArrivals(stream(events)).map((a) => a.record);
-        const whole = aggregate(views, records, 60_000);
-        const parts = chunks(records, cuts).reverse().flatMap((c) => aggregate(views, c, 60_000));
-        for (const v of views) {
-          expect(plainDeltas(v, mergeDeltas([v], parts))).toEqual(plainDeltas(v, whole.filter((d) => d.view === v.name)));
-        }
-      }),
+      fc.property(
+        fc.array(viewArb, { minLength: 1, maxLength: 3 }),
+        fc.array(eventArb, { maxLength: 50 }),
+        fc.array(fc.nat(50), { maxLength: 4 }),
+        (vs, events, cuts) => {
+          const views = vs.map((v, i) => ({ ...v, name: `v${i}` }));
+          const records = firstArrivals(stream(events)).map((a) => a.record);
+          const whole = aggregate(views, records, 60_000);
+          const parts = chunks(records, cuts)
+            .reverse()
+            .flatMap((c) => aggregate(views, c, 60_000));
+          for (const v of views) {
+            expect(plainDeltas(v, mergeDeltas([v], parts))).toEqual(
+              plainDeltas(
+                v,
+                whole.filter((d) => d.view === v.name),
+              ),
+            );
+          }
+        },
+      ),
       RUNS,
     );
   });
@@ -299,7 +350,9 @@ describe('batch view + speed deltas at a window-aligned cutoff = the oracle', ()
     span: fc.tuple(fc.integer({ min: 1, max: 5 * 86_400_000 }), unitArb).map(([x, u]) => Math.max(u, Math.floor(x / u) * u)),
     grain: fc.constantFrom<QueryGrain>('minute', 'hour', 'day', 'all'),
     groupBy: fc.option(fc.subarray(['type', 'country', 'page']), { nil: undefined }),
-    filter: fc.option(fc.tuple(fc.constantFrom('type', 'country', 'page'), fc.constantFrom('purchase', 'click', 'DE', 'ü', '/a')), { nil: undefined }),
+    filter: fc.option(fc.tuple(fc.constantFrom('type', 'country', 'page'), fc.constantFrom('purchase', 'click', 'DE', 'ü', '/a')), {
+      nil: undefined,
+    }),
   });
 
   it('for random views, events with duplicate ids, late events, missing fields, and speed batches', () => {
@@ -322,11 +375,30 @@ describe('batch view + speed deltas at a window-aligned cutoff = the oracle', ()
 
           // the cutoff: none published, or a window boundary at or before some arrival (or past them all)
           const cutoff =
-            cutAt === undefined ? null : Math.floor((all[Math.min(cutAt, all.length - 1)]?.arrival ?? T0 + 3 * 86_400_000) / windowMs) * windowMs + (cutAt > 55 ? windowMs : 0);
+            cutAt === undefined
+              ? null
+              : Math.floor((all[Math.min(cutAt, all.length - 1)]?.arrival ?? T0 + 3 * 86_400_000) / windowMs) * windowMs +
+                (cutAt > 55 ? windowMs : 0);
           const unique = firstArrivals(all);
-          const batchRows = cutoff === null ? [] : asRows(v, aggregate([v], unique.filter((a) => a.arrival < cutoff).map((a) => a.record), windowMs));
+          const batchRows =
+            cutoff === null
+              ? []
+              : asRows(
+                  v,
+                  aggregate(
+                    [v],
+                    unique.filter((a) => a.arrival < cutoff).map((a) => a.record),
+                    windowMs,
+                  ),
+                );
           // the speed layer has seen every record, in batches; the merge must take only windows >= cutoff
-          const deltas = chunks(unique, batchCuts).flatMap((c) => aggregate([v], c.map((a) => a.record), windowMs));
+          const deltas = chunks(unique, batchCuts).flatMap((c) =>
+            aggregate(
+              [v],
+              c.map((a) => a.record),
+              windowMs,
+            ),
+          );
           const merged = mergeRows(v, batchRows, deltas, cutoff);
 
           const from = T0 + q.fromOffset;

@@ -29,7 +29,12 @@ describe('computeCutoff', () => {
   it('a lagging shard holds the cutoff back to its first unarchived record, less the margin', () => {
     const lagArrival = Date.UTC(2030, 0, 1, 11, 42, 3, 0);
     const shards: ShardProgress[] = [
-      { shardId: 'a', closed: false, checkpoint: { arrival: lagArrival - 1000, seq: seq(5) }, probe: { kind: 'record', arrival: lagArrival, seq: seq(6) } },
+      {
+        shardId: 'a',
+        closed: false,
+        checkpoint: { arrival: lagArrival - 1000, seq: seq(5) },
+        probe: { kind: 'record', arrival: lagArrival, seq: seq(6) },
+      },
       { shardId: 'b', closed: false, probe: { kind: 'empty' } },
     ];
     const plan = computeCutoff({ shards, now: NOW, settings, published: null });
@@ -48,14 +53,21 @@ describe('computeCutoff', () => {
 
   it('never moves back from the published cutoff, and says when it has not advanced', () => {
     const published = Date.UTC(2030, 0, 1, 12, 0, 0);
-    const lagging: ShardProgress[] = [{ shardId: 'a', closed: false, probe: { kind: 'record', arrival: published - 3_600_000, seq: seq(1) } }];
+    const lagging: ShardProgress[] = [
+      { shardId: 'a', closed: false, probe: { kind: 'record', arrival: published - 3_600_000, seq: seq(1) } },
+    ];
     const plan = computeCutoff({ shards: lagging, now: NOW, settings, published });
     expect(plan.cutoff).toBe(published);
     expect(plan.candidate).toBeLessThan(published);
     expect(plan.advanced).toBe(false);
     const same = computeCutoff({ shards: [{ shardId: 'a', closed: false, probe: { kind: 'empty' } }], now: NOW, settings, published });
     expect(same.advanced).toBe(false);
-    const later = computeCutoff({ shards: [{ shardId: 'a', closed: false, probe: { kind: 'empty' } }], now: NOW + 60_000, settings, published });
+    const later = computeCutoff({
+      shards: [{ shardId: 'a', closed: false, probe: { kind: 'empty' } }],
+      now: NOW + 60_000,
+      settings,
+      published,
+    });
     expect(later.advanced).toBe(true);
     expect(later.cutoff).toBe(published + 60_000);
   });
@@ -78,7 +90,8 @@ describe('computeCutoff', () => {
           const base = Date.UTC(2030, 0, 1);
           const now = base + 8 * 3_600_000;
           const s = { windowSeconds, cutoffMarginSeconds: margin };
-          const published = publishedOffset === null ? null : Math.floor((base + publishedOffset) / (windowSeconds * 1000)) * windowSeconds * 1000;
+          const published =
+            publishedOffset === null ? null : Math.floor((base + publishedOffset) / (windowSeconds * 1000)) * windowSeconds * 1000;
           const layout = specs.map((sp, i) => {
             let t = base + sp.start;
             const arrivals = sp.gaps.map((g) => (t += g)).filter((a) => a <= now);

@@ -13,7 +13,7 @@ import {
   type SpeedRow,
   shapeRows,
 } from '../../functions/core/query.ts';
-import { findView, view, count } from '../../functions/core/views.ts';
+import { count, findView, view } from '../../functions/core/views.ts';
 
 const DAY = 86_400_000;
 const H = 3_600_000;
@@ -37,7 +37,13 @@ function error(v: Parameters<typeof parseQuery>[0], params: Record<string, strin
 function rev(n: number, amount: number): ViewState {
   const a = new Decimal(amount);
   const total = a.times(n);
-  return { orders: { count: new Decimal(n) }, revenue: { sum: total }, min_order: { min: a }, max_order: { max: a }, avg_order: { sum: total, count: new Decimal(n) } };
+  return {
+    orders: { count: new Decimal(n) },
+    revenue: { sum: total },
+    min_order: { min: a },
+    max_order: { max: a },
+    avg_order: { sum: total, count: new Decimal(n) },
+  };
 }
 
 describe('parseQuery', () => {
@@ -85,7 +91,11 @@ describe('parseQuery', () => {
     [{ grain: 'week' }, 'grain', 'must be one of minute, hour, day, all, received "week"'],
     [{ grain: 'minute' }, 'grain', 'must be the view\'s grain or coarser (hour, day, all), received "minute"'],
     [{ groupBy: 'country,city' }, 'groupBy', '"city" is not a dimension of view "revenue_by_country" (dimensions: country)'],
-    [{ city: 'Paris' }, 'city', 'is not a parameter (from, to, grain, groupBy, parts) nor a dimension of view "revenue_by_country" (its dimensions are country)'],
+    [
+      { city: 'Paris' },
+      'city',
+      'is not a parameter (from, to, grain, groupBy, parts) nor a dimension of view "revenue_by_country" (its dimensions are country)',
+    ],
     [{ amount: '5' }, 'amount', 'nor a dimension'],
   ])('rejects %j naming %s', (params, field, message) => {
     const e = error(revenue, params);
@@ -94,7 +104,9 @@ describe('parseQuery', () => {
   });
 
   it('takes exactly 366 days', () => {
-    expect(spec(revenue, { from: '2023-03-01', to: '2024-03-01' }).to - spec(revenue, { from: '2023-03-01', to: '2024-03-01' }).from).toBe(366 * DAY);
+    expect(spec(revenue, { from: '2023-03-01', to: '2024-03-01' }).to - spec(revenue, { from: '2023-03-01', to: '2024-03-01' }).from).toBe(
+      366 * DAY,
+    );
   });
 
   it('ignores parameters whose value is undefined', () => {
@@ -120,7 +132,15 @@ describe('mergeRows', () => {
 
   it('adds only speed windows >= cutoff to the batch rows', () => {
     const rows = mergeRows(revenue, batch, speed, C);
-    expect(rows.map((r) => [r.bucket, r.dims, r.state.orders!.count!.toNumber(), r.state.revenue!.sum!.toNumber(), r.state.min_order!.min!.toNumber()])).toEqual([
+    expect(
+      rows.map((r) => [
+        r.bucket,
+        r.dims,
+        r.state.orders!.count!.toNumber(),
+        r.state.revenue!.sum!.toNumber(),
+        r.state.min_order!.min!.toNumber(),
+      ]),
+    ).toEqual([
       [Date.UTC(2024, 2, 15, 11), ['DE'], 3, 24, 4],
       [Date.UTC(2024, 2, 15, 12), [null], 2, 4, 1],
     ]);
@@ -142,11 +162,31 @@ describe('mergeRows', () => {
 describe('shapeRows', () => {
   const D = Date.UTC(2024, 2, 15);
   const rows: Row[] = [
-    { bucket: D + 13 * H, dims: ['/b', 'DE'], state: { views: { count: new Decimal(1) }, load_ms: { sum: new Decimal(30), count: new Decimal(1) } } },
-    { bucket: D + 13 * H, dims: ['/a', null], state: { views: { count: new Decimal(2) }, load_ms: { sum: new Decimal(0), count: new Decimal(0) } } },
-    { bucket: D + 13 * H + M, dims: ['/a', 'DE'], state: { views: { count: new Decimal(3) }, load_ms: { sum: new Decimal(10), count: new Decimal(2) } } },
-    { bucket: D + 14 * H, dims: ['/a', 'FR'], state: { views: { count: new Decimal(4) }, load_ms: { sum: new Decimal('0.3'), count: new Decimal(3) } } },
-    { bucket: D - M, dims: ['/a', 'FR'], state: { views: { count: new Decimal(100) }, load_ms: { sum: new Decimal(1), count: new Decimal(1) } } },
+    {
+      bucket: D + 13 * H,
+      dims: ['/b', 'DE'],
+      state: { views: { count: new Decimal(1) }, load_ms: { sum: new Decimal(30), count: new Decimal(1) } },
+    },
+    {
+      bucket: D + 13 * H,
+      dims: ['/a', null],
+      state: { views: { count: new Decimal(2) }, load_ms: { sum: new Decimal(0), count: new Decimal(0) } },
+    },
+    {
+      bucket: D + 13 * H + M,
+      dims: ['/a', 'DE'],
+      state: { views: { count: new Decimal(3) }, load_ms: { sum: new Decimal(10), count: new Decimal(2) } },
+    },
+    {
+      bucket: D + 14 * H,
+      dims: ['/a', 'FR'],
+      state: { views: { count: new Decimal(4) }, load_ms: { sum: new Decimal('0.3'), count: new Decimal(3) } },
+    },
+    {
+      bucket: D - M,
+      dims: ['/a', 'FR'],
+      state: { views: { count: new Decimal(100) }, load_ms: { sum: new Decimal(1), count: new Decimal(1) } },
+    },
   ];
   const q = (params: Record<string, string>) => spec(pages, { from: '2024-03-15T00:00:00Z', to: '2024-03-16T00:00:00Z', ...params });
 
@@ -169,10 +209,12 @@ describe('shapeRows', () => {
 
   it('gives totals with an empty groupBy, and one bucket (from) with grain=all', () => {
     // load_ms: the exact 40.3 / 6, rounded once to a double
-    expect(shapeRows(pages, q({ grain: 'all', groupBy: '' }), rows)).toEqual([{ bucket: '2024-03-15T00:00:00.000Z', views: 10, load_ms: 6.716666666666667 }]);
-    expect(shapeRows(pages, spec(pages, { from: '2024-03-15T13:30:00Z', to: '2024-03-16T00:00:00Z', grain: 'all', groupBy: '' }), rows)).toEqual([
-      { bucket: '2024-03-15T13:30:00.000Z', views: 4, load_ms: 0.1 },
+    expect(shapeRows(pages, q({ grain: 'all', groupBy: '' }), rows)).toEqual([
+      { bucket: '2024-03-15T00:00:00.000Z', views: 10, load_ms: 6.716666666666667 },
     ]);
+    expect(
+      shapeRows(pages, spec(pages, { from: '2024-03-15T13:30:00Z', to: '2024-03-16T00:00:00Z', grain: 'all', groupBy: '' }), rows),
+    ).toEqual([{ bucket: '2024-03-15T13:30:00.000Z', views: 4, load_ms: 0.1 }]);
   });
 
   it('filters by dimension value (exact text) and by bucket range [from, to)', () => {

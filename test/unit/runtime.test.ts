@@ -37,7 +37,7 @@ describe('local Lambda runtime', () => {
     expect(fn.stats().errors).toBe(1);
   });
 
-  it('fails an invocation that outlives its timeout with Lambda\'s timeout error', async () => {
+  it("fails an invocation that outlives its timeout with Lambda's timeout error", async () => {
     const fn = await loadFunction({ name: 'echo-fn', entry: 'test/support/handlers/echo.ts', timeoutSeconds: 0.2 });
     const err = await fn.invoke({ mode: 'sleep', ms: 5000 }).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(InvocationTimeoutError);
@@ -49,7 +49,9 @@ describe('local Lambda runtime', () => {
   it('names the file when a handler is missing or unusable', async () => {
     await expect(loadHandler('functions/no-such-handler.ts')).rejects.toThrow(HandlerLoadError);
     await expect(loadHandler('functions/no-such-handler.ts')).rejects.toThrow('handler file functions/no-such-handler.ts does not exist');
-    await expect(loadHandler('test/support/handlers/echo.ts', 'other')).rejects.toThrow('handler file test/support/handlers/echo.ts has no exported function "other"');
+    await expect(loadHandler('test/support/handlers/echo.ts', 'other')).rejects.toThrow(
+      'handler file test/support/handlers/echo.ts has no exported function "other"',
+    );
     await expect(loadHandler('test/support/handlers/callback-style.ts')).rejects.toThrow('takes a callback');
   });
 

@@ -40,10 +40,13 @@ describe('local batch scheduler', () => {
 
   it('a failed run is counted and the next tick runs again', async () => {
     let n = 0;
-    const s = startScheduler({ everySeconds: 1, runBatch: async () => {
-      n++;
-      if (n === 1) throw new Error('athena down');
-    } });
+    const s = startScheduler({
+      everySeconds: 1,
+      runBatch: async () => {
+        n++;
+        if (n === 1) throw new Error('athena down');
+      },
+    });
     await vi.advanceTimersByTimeAsync(2_000);
     expect(s.stats()).toMatchObject({ runs: 2, failures: 1, lastError: 'athena down' });
     await s.stop();

@@ -1,16 +1,16 @@
 /** Pure parts of the speed layer: dedup decisions, update building, the item cache, the event parser, mapLimit. */
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
+import { batchAgeMs } from '../../functions/adapters/shards.ts';
 import type { Delta } from '../../functions/core/aggregate.ts';
 import { Decimal } from '../../functions/core/decimal.ts';
+import { mapLimit } from '../../functions/core/limit.ts';
 import { padSeq, type RawRecord } from '../../functions/core/record.ts';
 import { count, max, min, sum, view } from '../../functions/core/views.ts';
-import { SpeedEventError, toStreamRecords } from '../../functions/speed.ts';
 import { buildUpdate, groupByItem, ItemCache, knowledge } from '../../functions/speed/apply.ts';
 import { type Claim, decide } from '../../functions/speed/dedup.ts';
-import { mapLimit } from '../../functions/core/limit.ts';
 import { normalize } from '../../functions/speed/process.ts';
-import { batchAgeMs } from '../../functions/adapters/shards.ts';
+import { SpeedEventError, toStreamRecords } from '../../functions/speed.ts';
 
 const rec = (id: string, shard: string, seq: number): RawRecord => ({
   id,
@@ -26,7 +26,10 @@ const rec = (id: string, shard: string, seq: number): RawRecord => ({
 describe('dedup decisions', () => {
   it('counts the claimed copy, or else the lowest sequence number, exactly once per id', () => {
     const recordsArb = fc
-      .uniqueArray(fc.record({ id: fc.constantFrom('a', 'b', 'c', 'd'), seq: fc.integer({ min: 1, max: 60 }) }), { selector: (r) => r.seq, maxLength: 20 })
+      .uniqueArray(fc.record({ id: fc.constantFrom('a', 'b', 'c', 'd'), seq: fc.integer({ min: 1, max: 60 }) }), {
+        selector: (r) => r.seq,
+        maxLength: 20,
+      })
       .map((rs) => rs.sort((x, y) => x.seq - y.seq).map((r) => rec(r.id, 'shard-1', r.seq)));
     const claimArb = fc.dictionary(
       fc.constantFrom('a', 'b', 'c', 'd'),
@@ -34,7 +37,9 @@ describe('dedup decisions', () => {
     );
     fc.assert(
       fc.property(recordsArb, claimArb, (records, rawClaims) => {
-        const claims = new Map<string, Claim>(Object.entries(rawClaims).map(([id, c]) => [id, { shard: c.shard, seq: padSeq(String(c.seq)), expiresAt: 1 }]));
+        const claims = new Map<string, Claim>(
+          Object.entries(rawClaims).map(([id, c]) => [id, { shard: c.shard, seq: padSeq(String(c.seq)), expiresAt: 1 }]),
+        );
         const got = decide(records, claims);
         // Oracle, per id.
         const wantCounted: RawRecord[] = [];
@@ -69,7 +74,12 @@ describe('dedup decisions', () => {
 });
 
 describe('the conditional update of a speed item', () => {
-  const v = view({ name: 'orders', dimensions: ['country'], grain: 'minute', metrics: { n: count(), total: sum('amount'), lo: min('amount'), hi: max('amount') } });
+  const v = view({
+    name: 'orders',
+    dimensions: ['country'],
+    grain: 'minute',
+    metrics: { n: count(), total: sum('amount'), lo: min('amount'), hi: max('amount') },
+  });
   const HOUR = 3_600_000;
   const key = { view: 'orders', window: 2 * HOUR + 60_000, slot: HOUR, part: 1, shard: 'shard-1' };
   const cell = (bucket: number, country: string, first: string, last: string): Delta => ({
@@ -78,7 +88,12 @@ describe('the conditional update of a speed item', () => {
     bucket,
     window: key.window,
     shard: 'shard-1',
-    state: { n: { count: new Decimal(2) }, total: { sum: new Decimal('10.000000001') }, lo: { min: new Decimal(3) }, hi: { max: new Decimal('7.000000001') } },
+    state: {
+      n: { count: new Decimal(2) },
+      total: { sum: new Decimal('10.000000001') },
+      lo: { min: new Decimal(3) },
+      hi: { max: new Decimal('7.000000001') },
+    },
     records: 2,
     firstSeq: padSeq(first),
     lastSeq: padSeq(last),
@@ -86,11 +101,14 @@ describe('the conditional update of a speed item', () => {
   const cells = [cell(HOUR + 5 * 60_000, 'DE', '10', '20'), cell(HOUR + 59 * 60_000, 'FR', '12', '30')];
   const nameOf = (u: ReturnType<typeof buildUpdate>, n: string) => Object.entries(u.ExpressionAttributeNames).find(([, x]) => x === n)?.[0];
 
-  it('adds every cell\'s counts and sums, sets hw, min and max under the hw and min/max conditions for an unknown item', () => {
+  it("adds every cell's counts and sums, sets hw, min and max under the hw and min/max conditions for an unknown item", () => {
     const u = buildUpdate(v, key, cells, 99);
     expect(u.UpdateExpression).toMatch(/^ADD .* SET #hw = :last, /);
     expect(u.ConditionExpression).toContain('(attribute_not_exists(#hw) OR #hw < :first)');
-    for (const [minute, country] of [[5, 'DE'], [59, 'FR']] as const) {
+    for (const [minute, country] of [
+      [5, 'DE'],
+      [59, 'FR'],
+    ] as const) {
       const lo = nameOf(u, `${minute}|["${country}"]|lo__min`);
       const hi = nameOf(u, `${minute}|["${country}"]|hi__max`);
       expect(u.ConditionExpression).toContain(`(attribute_not_exists(${lo}) OR ${lo} > `);
@@ -101,11 +119,17 @@ describe('the conditional update of a speed item', () => {
     // The run spans both cells: first of the first, last of the last.
     expect(u.ExpressionAttributeValues[':first']).toEqual({ S: padSeq('10') });
     expect(u.ExpressionAttributeValues[':last']).toEqual({ S: padSeq('30') });
-    expect(Object.values(u.ExpressionAttributeNames)).toEqual(expect.arrayContaining(['view', 'window', 'slot', 'part', 'shard', 'expiresAt']));
+    expect(Object.values(u.ExpressionAttributeNames)).toEqual(
+      expect.arrayContaining(['view', 'window', 'slot', 'part', 'shard', 'expiresAt']),
+    );
   });
 
   it('leaves out a min or max the known item already beats, and the constant attributes of a known item', () => {
-    const u = buildUpdate(v, key, cells.slice(0, 1), 99, { exists: true, hw: padSeq('5'), extremes: { '5|["DE"]|lo__min': '1', '5|["DE"]|hi__max': '7' } });
+    const u = buildUpdate(v, key, cells.slice(0, 1), 99, {
+      exists: true,
+      hw: padSeq('5'),
+      extremes: { '5|["DE"]|lo__min': '1', '5|["DE"]|hi__max': '7' },
+    });
     const names = Object.values(u.ExpressionAttributeNames);
     expect(names).not.toContain('5|["DE"]|lo__min');
     expect(names).toContain('5|["DE"]|hi__max');
@@ -114,7 +138,9 @@ describe('the conditional update of a speed item', () => {
   });
 
   it('never lets a generated placeholder spell a fixed one, however many cells (a bare base-36 counter reaches #hw at 644)', () => {
-    const many = Array.from({ length: 600 }, (_, i) => cell(HOUR + (i % 60) * 60_000, `C${Math.floor(i / 60)}`, String(10 + i), String(10 + i)));
+    const many = Array.from({ length: 600 }, (_, i) =>
+      cell(HOUR + (i % 60) * 60_000, `C${Math.floor(i / 60)}`, String(10 + i), String(10 + i)),
+    );
     const u = buildUpdate(v, key, many, 99);
     expect(u.ExpressionAttributeNames['#hw']).toBe('hw');
     expect(u.ExpressionAttributeValues[':first']).toEqual({ S: padSeq('10') });
@@ -127,8 +153,10 @@ describe('the conditional update of a speed item', () => {
     expect(() => buildUpdate(v, key, [cell(2 * HOUR, 'DE', '1', '2')], 99)).toThrow(/not in item/);
   });
 
-  it('learns hw and the cells\' min/max from an item', () => {
-    expect(knowledge({ hw: { S: padSeq('7') }, '5|["DE"]|lo__min': { N: '1' }, '5|["DE"]|n__count': { N: '4' }, slot: { N: String(HOUR) } })).toEqual({
+  it("learns hw and the cells' min/max from an item", () => {
+    expect(
+      knowledge({ hw: { S: padSeq('7') }, '5|["DE"]|lo__min': { N: '1' }, '5|["DE"]|n__count': { N: '4' }, slot: { N: String(HOUR) } }),
+    ).toEqual({
       exists: true,
       hw: padSeq('7'),
       extremes: { '5|["DE"]|lo__min': '1' },
@@ -137,7 +165,12 @@ describe('the conditional update of a speed item', () => {
   });
 
   it('groups counted records by item (view, window, event hour, shard), each group in sequence order', () => {
-    const at = (ts: number, seq: number, country: string): RawRecord => ({ ...rec(`id${seq}`, 'shard-1', seq), ts, arrival: key.window + 1, fields: { country } });
+    const at = (ts: number, seq: number, country: string): RawRecord => ({
+      ...rec(`id${seq}`, 'shard-1', seq),
+      ts,
+      arrival: key.window + 1,
+      fields: { country },
+    });
     const records = [at(HOUR + 60_000, 9, 'DE'), at(HOUR + 120_000, 3, 'FR'), at(3 * HOUR, 5, 'DE'), at(HOUR, 4, 'DE')];
     const groups = groupByItem([v], records, 60_000);
     expect(groups.map((g) => [g.key, g.records.map((r) => Number(r.seq))])).toEqual([
@@ -146,7 +179,11 @@ describe('the conditional update of a speed item', () => {
     ]);
     // The hour of the window is one part; a late hour's records split by 10-second arrival spans.
     const now = (ts: number, seq: number, arrival: number): RawRecord => ({ ...at(ts, seq, 'DE'), arrival });
-    const split = groupByItem([v], [now(2 * HOUR + 5, 20, key.window + 15_000), now(HOUR, 21, key.window + 15_000), now(HOUR, 22, key.window + 25_000)], 60_000);
+    const split = groupByItem(
+      [v],
+      [now(2 * HOUR + 5, 20, key.window + 15_000), now(HOUR, 21, key.window + 15_000), now(HOUR, 22, key.window + 25_000)],
+      60_000,
+    );
     expect(split.map((g) => [g.key.slot, g.key.part, g.records.length])).toEqual([
       [2 * HOUR, 0, 1],
       [HOUR, 2, 1],
@@ -169,7 +206,13 @@ describe('ItemCache', () => {
 
 describe('the Kinesis event', () => {
   const record = (data: string, eventID = 'shardId-000000000003:4959') => ({
-    kinesis: { kinesisSchemaVersion: '1.0', partitionKey: 'k', sequenceNumber: '4959', data, approximateArrivalTimestamp: 1_607_497_475.123 },
+    kinesis: {
+      kinesisSchemaVersion: '1.0',
+      partitionKey: 'k',
+      sequenceNumber: '4959',
+      data,
+      approximateArrivalTimestamp: 1_607_497_475.123,
+    },
     eventSource: 'aws:kinesis',
     eventVersion: '1.0',
     eventID,
@@ -234,6 +277,11 @@ describe('batch age (the BatchAge metric of both consumers)', () => {
     expect(batchAgeMs([at(5_000), at(2_000), at(9_000)], 10_000)).toBe(8_000);
     expect(batchAgeMs([at(12_000)], 10_000)).toBe(0);
     expect(batchAgeMs([], 10_000)).toBe(0);
-    expect(batchAgeMs(Array.from({ length: 200_000 }, (_, i) => at(i + 1)), 300_000)).toBe(299_999);
+    expect(
+      batchAgeMs(
+        Array.from({ length: 200_000 }, (_, i) => at(i + 1)),
+        300_000,
+      ),
+    ).toBe(299_999);
   });
 });

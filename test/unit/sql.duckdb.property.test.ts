@@ -9,13 +9,14 @@
  * (2) SQL before a window-aligned cutoff + `aggregate` after it, merged by
  *     `mergeRows` and shaped by `shapeRows` == oracle over all records.
  */
-import { type DuckDBConnection, DuckDBInstance } from '@duckdb/node-api';
-import { Decimal as DecimalJs } from 'decimal.js';
-import fc from 'fast-check';
+
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
+import { type DuckDBConnection, DuckDBInstance } from '@duckdb/node-api';
+import { Decimal as DecimalJs } from 'decimal.js';
+import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { aggregate } from '../../functions/core/aggregate.ts';
 import { stateFromColumns, stateToColumns } from '../../functions/core/metrics.ts';
@@ -50,7 +51,10 @@ const SHARED_VALUES = ['purchase', 'page_view', 'US', 'FR', "O'Hare", 'a"b', 'é
  * unbiased, so sums of large and small values show any float accumulation.
  */
 const decimalNumber = fc
-  .tuple(fc.oneof(fc.noBias(fc.bigInt({ min: -(10n ** 14n), max: 10n ** 14n })), fc.bigInt({ min: -1000n, max: 1000n })), fc.integer({ min: 0, max: 9 }))
+  .tuple(
+    fc.oneof(fc.noBias(fc.bigInt({ min: -(10n ** 14n), max: 10n ** 14n })), fc.bigInt({ min: -1000n, max: 1000n })),
+    fc.integer({ min: 0, max: 9 }),
+  )
   .map(([n, k]) => Number(n) / 10 ** k);
 
 const fieldValue = fc.oneof(
@@ -119,7 +123,9 @@ const genView: fc.Arbitrary<View> = fc
       dimensions,
       grain,
       ...(filter ? { filter } : {}),
-      metrics: Object.fromEntries(metrics.map((m): [string, Metric] => [m.name, m.fn === 'count' ? { fn: 'count' } : { fn: m.fn, field: m.field }])),
+      metrics: Object.fromEntries(
+        metrics.map((m): [string, Metric] => [m.name, m.fn === 'count' ? { fn: 'count' } : { fn: m.fn, field: m.field }]),
+      ),
     }),
   );
 
@@ -227,7 +233,11 @@ let dir: string;
 let runNo = 0;
 
 beforeAll(async () => {
-  instance = await DuckDBInstance.create(':memory:', { autoinstall_known_extensions: 'false', autoload_known_extensions: 'false', threads: '1' });
+  instance = await DuckDBInstance.create(':memory:', {
+    autoinstall_known_extensions: 'false',
+    autoload_known_extensions: 'false',
+    threads: '1',
+  });
   db = await instance.connect();
   dir = mkdtempSync(join(tmpdir(), 'tandem-sql-'));
 });
@@ -294,7 +304,9 @@ describe('compileView (duckdb dialect) on DuckDB', () => {
         const files = records.length === 0 && c.files === 0 ? [] : writeArchive(records, c.fileOf, Math.max(1, c.files));
 
         const all = firstCopies(records, cutoff);
-        expect(sqlAsOracle(c.view, await runView(c.view, files, cutoff))).toEqual(oracleGroups(c.view, all, viewBucket(c.view), viewDims(c.view)));
+        expect(sqlAsOracle(c.view, await runView(c.view, files, cutoff))).toEqual(
+          oracleGroups(c.view, all, viewBucket(c.view), viewDims(c.view)),
+        );
 
         const recent = firstCopies(records, cutoff, since);
         expect(sqlAsOracle(c.view, await runView(c.view, files, cutoff, since))).toEqual(
@@ -303,7 +315,10 @@ describe('compileView (duckdb dialect) on DuckDB', () => {
 
         const counts = (await db.runAndReadAll(countSql('duckdb', duckdbSource(files), cutoff))).getRowObjectsJson()[0]!;
         const before = records.filter((r) => r.arrival < cutoff);
-        expect({ records: Number(counts.records), ids: Number(counts.ids) }).toEqual({ records: before.length, ids: new Set(before.map((r) => r.id)).size });
+        expect({ records: Number(counts.records), ids: Number(counts.ids) }).toEqual({
+          records: before.length,
+          ids: new Set(before.map((r) => r.id)).size,
+        });
       }),
       { numRuns: RUNS },
     );
@@ -343,7 +358,9 @@ describe('compileView (duckdb dialect) on DuckDB', () => {
         const asOracle = merged.map((r) => ({
           bucket: r.bucket,
           dims: [...r.dims],
-          state: Object.fromEntries(Object.entries(stateToColumns(v, r.state)).map(([k, x]) => [k, x === null ? null : scaled(new DecimalJs(x).toFixed(9))])),
+          state: Object.fromEntries(
+            Object.entries(stateToColumns(v, r.state)).map(([k, x]) => [k, x === null ? null : scaled(new DecimalJs(x).toFixed(9))]),
+          ),
         }));
         expect(asOracle).toEqual(oracleGroups(v, everything, viewBucket(v), viewDims(v)));
 

@@ -221,7 +221,10 @@ ORDER BY 1, 2 NULLS FIRST, 3 NULLS FIRST
       expect(
         athena
           .replace(/element_at\((fields|num), ('[^']*')\)/g, '$1[$2]')
-          .replace(/CAST\((num\['[^']*'\]) AS DECIMAL\(38, 9\)\)/g, 'COALESCE(CAST(TRY_CAST($1 AS DECIMAL(18, 9)) AS DECIMAL(38, 9)), CAST($1 AS DECIMAL(38, 9)))'),
+          .replace(
+            /CAST\((num\['[^']*'\]) AS DECIMAL\(38, 9\)\)/g,
+            'COALESCE(CAST(TRY_CAST($1 AS DECIMAL(18, 9)) AS DECIMAL(38, 9)), CAST($1 AS DECIMAL(38, 9)))',
+          ),
       ).toBe(duckdb);
     }
   });
@@ -295,8 +298,12 @@ WHERE arrival < 1714568400000
 
   it('athenaSource keeps the partitions up to the hour of cutoff - 1 ms', () => {
     expect(arrivalPartition(Date.UTC(2024, 4, 1, 0, 0) - 1)).toEqual({ dt: '2024-04-30', hr: '23' });
-    expect(athenaSource('db', 'raw', Date.UTC(2024, 4, 1, 0, 0))).toContain(`WHERE dt < '2024-04-30' OR (dt = '2024-04-30' AND hr <= '23')`);
-    expect(athenaSource('db', 'raw', Date.UTC(2024, 4, 1, 0, 1))).toContain(`WHERE dt < '2024-05-01' OR (dt = '2024-05-01' AND hr <= '00')`);
+    expect(athenaSource('db', 'raw', Date.UTC(2024, 4, 1, 0, 0))).toContain(
+      `WHERE dt < '2024-04-30' OR (dt = '2024-04-30' AND hr <= '23')`,
+    );
+    expect(athenaSource('db', 'raw', Date.UTC(2024, 4, 1, 0, 1))).toContain(
+      `WHERE dt < '2024-05-01' OR (dt = '2024-05-01' AND hr <= '00')`,
+    );
   });
 
   it('the Glue columns are the fields of a RawRecord, partitioned by dt and hr', () => {
@@ -321,8 +328,12 @@ WHERE arrival < 1714568400000
     const v = demo('events_by_type');
     expect(() => compileView(v, { dialect: 'duckdb', cutoff: 1.5, source: 'raw' })).toThrow(/cutoff must be whole epoch milliseconds/);
     expect(() => compileView(v, { dialect: 'duckdb', cutoff: -1, source: 'raw' })).toThrow(/cutoff/);
-    expect(() => compileView(v, { dialect: 'duckdb', cutoff: CUTOFF, since: CUTOFF + 1, source: 'raw' })).toThrow(/since .* must not be after the cutoff/);
-    expect(() => compileView(v, { dialect: 'mysql' as SqlDialect, cutoff: CUTOFF, source: 'raw' })).toThrow(/dialect must be one of athena, duckdb/);
+    expect(() => compileView(v, { dialect: 'duckdb', cutoff: CUTOFF, since: CUTOFF + 1, source: 'raw' })).toThrow(
+      /since .* must not be after the cutoff/,
+    );
+    expect(() => compileView(v, { dialect: 'mysql' as SqlDialect, cutoff: CUTOFF, source: 'raw' })).toThrow(
+      /dialect must be one of athena, duckdb/,
+    );
   });
 });
 
@@ -373,7 +384,19 @@ describe('athena dialect parses as Trino SQL (node-sql-parser)', () => {
     const { ast } = parse(sql);
     expect(ast.columns.map((c) => c.as)).toEqual(['bucket', 'order', 'select__count', 'from__sum']);
     // The parser keeps the doubled quote as written: one literal, not a statement break.
-    expect(stringLiterals(ast)).toEqual(['2024-05-01', '2024-05-01', '12', 'amount', 'order', 'country', "O''Hare''); DROP TABLE raw_events; --", 'flag', 'true', 'code', '7']);
+    expect(stringLiterals(ast)).toEqual([
+      '2024-05-01',
+      '2024-05-01',
+      '12',
+      'amount',
+      'order',
+      'country',
+      "O''Hare''); DROP TABLE raw_events; --",
+      'flag',
+      'true',
+      'code',
+      '7',
+    ]);
   });
 });
 
@@ -384,7 +407,9 @@ describe('names and literals', () => {
       expect(() => view({ name: 'v', grain: 'hour', dimensions: [name], metrics: { n: count() } })).toThrow(ViewValidationError);
       expect(() => view({ name: 'v', grain: 'hour', dimensions: [], metrics: { n: sum(name) } })).toThrow(/view\.metrics\.n\.field/);
       expect(() => view({ name: 'v', grain: 'hour', dimensions: [], metrics: { [name]: count() } })).toThrow(ViewValidationError);
-      expect(() => view({ name: 'v', grain: 'hour', dimensions: [], filter: { [name]: 'x' }, metrics: { n: count() } })).toThrow(ViewValidationError);
+      expect(() => view({ name: 'v', grain: 'hour', dimensions: [], filter: { [name]: 'x' }, metrics: { n: count() } })).toThrow(
+        ViewValidationError,
+      );
     }
   });
 

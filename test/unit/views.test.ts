@@ -78,7 +78,9 @@ describe('views: JSON loading through the same schema', () => {
   });
 
   it('rejects an unknown grain', () => {
-    expect(issues([{ ...base, grain: 'week' }])).toEqual([{ path: 'views[0].grain', message: 'grain must be one of minute, hour, day, received "week"' }]);
+    expect(issues([{ ...base, grain: 'week' }])).toEqual([
+      { path: 'views[0].grain', message: 'grain must be one of minute, hour, day, received "week"' },
+    ]);
   });
 
   it('rejects a metric without its field, naming the path', () => {
@@ -106,11 +108,15 @@ describe('views: JSON loading through the same schema', () => {
 
   it('rejects the reserved name bucket as a dimension and as a metric', () => {
     expect(issues([{ ...base, dimensions: ['bucket'] }])).toEqual([{ path: 'views[0].dimensions[0]', message: '"bucket" is reserved' }]);
-    expect(issues([{ ...base, metrics: { bucket: { fn: 'count' } } }])).toEqual([{ path: 'views[0].metrics.bucket', message: '"bucket" is reserved' }]);
+    expect(issues([{ ...base, metrics: { bucket: { fn: 'count' } } }])).toEqual([
+      { path: 'views[0].metrics.bucket', message: '"bucket" is reserved' },
+    ]);
   });
 
   it('rejects a dimension listed twice', () => {
-    expect(issues([{ ...base, dimensions: ['a', 'a'] }])).toEqual([{ path: 'views[0].dimensions[1]', message: 'dimension "a" is listed twice' }]);
+    expect(issues([{ ...base, dimensions: ['a', 'a'] }])).toEqual([
+      { path: 'views[0].dimensions[1]', message: 'dimension "a" is listed twice' },
+    ]);
   });
 
   it('rejects a view without metrics', () => {
@@ -119,7 +125,10 @@ describe('views: JSON loading through the same schema', () => {
 
   it('rejects names that are not identifiers, with the key schema message', () => {
     const [m] = issues([{ ...base, metrics: { 'bad-name': { fn: 'count' } } }]);
-    expect(m).toEqual({ path: 'views[0].metrics.bad-name', message: expect.stringMatching(/^metric name must be a letter or _ .*received "bad-name"$/) });
+    expect(m).toEqual({
+      path: 'views[0].metrics.bad-name',
+      message: expect.stringMatching(/^metric name must be a letter or _ .*received "bad-name"$/),
+    });
     const [f] = issues([{ ...base, filter: { 'a b': 'x' } }]);
     expect(f).toEqual({ path: 'views[0].filter.a b', message: expect.stringMatching(/^field must be a letter or _/) });
     expect(issues([{ ...base, name: '1abc' }])[0]!.path).toBe('views[0].name');

@@ -64,7 +64,12 @@ export interface RunInfo {
 
 export interface StatusAnswer {
   readonly now?: string;
-  readonly batch?: { readonly version: number; readonly cutoff: string; readonly lagSeconds?: number; readonly publishedAt?: string } | null;
+  readonly batch?: {
+    readonly version: number;
+    readonly cutoff: string;
+    readonly lagSeconds?: number;
+    readonly publishedAt?: string;
+  } | null;
   readonly lastRun?: RunInfo | null;
   readonly speed?: { readonly shards?: readonly ShardProgress[] };
   readonly archive?: { readonly shards?: readonly ShardProgress[] };
@@ -109,7 +114,11 @@ export class Api {
     try {
       res = await fetch(this.base + path, {
         method,
-        headers: { 'x-api-key': this.key, accept: 'application/json', ...(body !== undefined ? { 'content-type': 'application/json' } : {}) },
+        headers: {
+          'x-api-key': this.key,
+          accept: 'application/json',
+          ...(body !== undefined ? { 'content-type': 'application/json' } : {}),
+        },
         ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
         cache: 'no-store',
         signal: AbortSignal.timeout(30_000),
@@ -125,11 +134,16 @@ export class Api {
     }
     if (res.ok) return data as T;
     const err = (data ?? {}) as { error?: string; field?: string };
-    const message = err.error ? (err.field && !err.error.includes(err.field) ? `${err.field}: ${err.error}` : err.error) : `HTTP ${res.status}`;
+    const message = err.error
+      ? err.field && !err.error.includes(err.field)
+        ? `${err.field}: ${err.error}`
+        : err.error
+      : `HTTP ${res.status}`;
     if (res.status === 401 || res.status === 403) throw new ApiFailure('auth', 'The API refused this key.', res.status);
     if (res.status === 404) throw new ApiFailure('not-found', message, res.status, err.field);
     if (res.status >= 400 && res.status < 500) throw new ApiFailure('bad-request', message, res.status, err.field);
-    if (res.status === 502 || res.status === 503 || res.status === 504) throw new ApiFailure('down', `The API is unavailable (${res.status}).`, res.status);
+    if (res.status === 502 || res.status === 503 || res.status === 504)
+      throw new ApiFailure('down', `The API is unavailable (${res.status}).`, res.status);
     throw new ApiFailure('server', message, res.status);
   }
 

@@ -72,8 +72,22 @@ export class Chart {
       const speed = model.series[1]!;
       const batch = model.series[0]!;
       series.push(
-        { label: 'speed deltas', stroke: COLORS.speed, fill: `${COLORS.speed}cc`, paths: bars, points: { show: false }, value: (_u, _v, _s, i) => num(i == null ? null : speed.values[i]) },
-        { label: 'batch view', stroke: COLORS.batch, fill: `${COLORS.batch}dd`, paths: bars, points: { show: false }, value: (_u, _v, _s, i) => num(i == null ? null : batch.values[i]) },
+        {
+          label: 'speed deltas',
+          stroke: COLORS.speed,
+          fill: `${COLORS.speed}cc`,
+          paths: bars,
+          points: { show: false },
+          value: (_u, _v, _s, i) => num(i == null ? null : speed.values[i]),
+        },
+        {
+          label: 'batch view',
+          stroke: COLORS.batch,
+          fill: `${COLORS.batch}dd`,
+          paths: bars,
+          points: { show: false },
+          value: (_u, _v, _s, i) => num(i == null ? null : batch.values[i]),
+        },
       );
     } else if (model.series.length === 1 && model.series[0]!.kind === 'total') {
       const asBars = model.totals.all !== null;
@@ -88,7 +102,13 @@ export class Chart {
       });
     } else {
       model.series.forEach((s, i) => {
-        series.push({ label: s.label, stroke: COLORS.groups[i % COLORS.groups.length], width: 2, spanGaps: false, value: (_u, v) => num(v) });
+        series.push({
+          label: s.label,
+          stroke: COLORS.groups[i % COLORS.groups.length],
+          width: 2,
+          spanGaps: false,
+          value: (_u, v) => num(v),
+        });
       });
     }
     return {
@@ -96,8 +116,14 @@ export class Chart {
       height: HEIGHT,
       tzDate: utcDate,
       series,
-      scales: { x: { time: true, range: () => [...(this.model?.xRange ?? model.xRange)] as [number, number] }, y: { range: (_u, min, max) => [Math.min(0, min ?? 0), max == null || max <= 0 ? 1 : max * 1.1] } },
-      axes: [{ stroke: '#555', grid: { stroke: '#eee' }, values: (_u, ticks, _axis, _space, incr) => axisTimes(ticks, incr) }, { stroke: '#555', grid: { stroke: '#eee' }, size: 60, values: (_u, ticks) => ticks.map((t) => num(t)) }],
+      scales: {
+        x: { time: true, range: () => [...(this.model?.xRange ?? model.xRange)] as [number, number] },
+        y: { range: (_u, min, max) => [Math.min(0, min ?? 0), max == null || max <= 0 ? 1 : max * 1.1] },
+      },
+      axes: [
+        { stroke: '#555', grid: { stroke: '#eee' }, values: (_u, ticks, _axis, _space, incr) => axisTimes(ticks, incr) },
+        { stroke: '#555', grid: { stroke: '#eee' }, size: 60, values: (_u, ticks) => ticks.map((t) => num(t)) },
+      ],
       legend: { live: true },
       cursor: { drag: { x: false, y: false } },
       hooks: { draw: [() => this.placeCutoff()], setSize: [() => this.placeCutoff()] },

@@ -186,7 +186,9 @@ function renderControls(): void {
     const box = el('input', { type: 'checkbox', value: d, 'data-dim': d });
     box.checked = sel.groupBy.includes(d);
     box.addEventListener('change', () => {
-      sel.groupBy = view.dimensions.filter((x) => ($('group-by').querySelector<HTMLInputElement>(`input[data-dim="${x}"]`)?.checked ?? false));
+      sel.groupBy = view.dimensions.filter(
+        (x) => $('group-by').querySelector<HTMLInputElement>(`input[data-dim="${x}"]`)?.checked ?? false,
+      );
       changed();
     });
     groupBy.append(el('label', { class: 'check' }, box, ` ${d}`));
@@ -210,7 +212,15 @@ function renderControls(): void {
     filters.append(el('label', { class: 'filter' }, `${d} =`, input, el('datalist', { id: listId })));
   }
   updateSuggestions();
-  const description = [view.description, view.filter ? `filter: ${Object.entries(view.filter).map(([k, v]) => `${k} = ${String(v)}`).join(', ')}` : '', `grain: ${view.grain}`]
+  const description = [
+    view.description,
+    view.filter
+      ? `filter: ${Object.entries(view.filter)
+          .map(([k, v]) => `${k} = ${String(v)}`)
+          .join(', ')}`
+      : '',
+    `grain: ${view.grain}`,
+  ]
     .filter(Boolean)
     .join(' · ');
   $('view-description').textContent = description;
@@ -417,12 +427,20 @@ function renderView(view: ViewInfo, sel: Selection, answer: QueryAnswer): void {
   if (model.totals.all !== null) parts.push(`${sel.metric}: ${num(model.totals.all)} in range`);
   else parts.push(`${sel.metric} per bucket`);
   if (model.split) parts.push(`batch ${num(model.totals.batch)} · speed ${num(model.totals.speed)}`);
-  parts.push(answer.batch ? `batch version ${answer.batch.version}, cutoff ${utc(Date.parse(answer.batch.cutoff), true)} UTC` : 'no batch published yet: all from the speed layer');
+  parts.push(
+    answer.batch
+      ? `batch version ${answer.batch.version}, cutoff ${utc(Date.parse(answer.batch.cutoff), true)} UTC`
+      : 'no batch published yet: all from the speed layer',
+  );
   if (model.hiddenGroups > 0) parts.push(`${model.hiddenGroups} smaller group(s) not drawn`);
   $('key-split').hidden = !model.split;
   $('key-shade').hidden = model.split;
   $('chart-caption').textContent = parts.join(' · ');
-  showEmpty(answer.rows.length === 0 ? `No events in ${RANGES.find((r) => r.id === sel.range)!.label}${Object.keys(sel.filters).length ? ' matching the filters' : ''}.` : undefined);
+  showEmpty(
+    answer.rows.length === 0
+      ? `No events in ${RANGES.find((r) => r.id === sel.range)!.label}${Object.keys(sel.filters).length ? ' matching the filters' : ''}.`
+      : undefined,
+  );
   renderTable(view, sel, answer, model.split);
 }
 
@@ -432,7 +450,9 @@ function renderTable(view: ViewInfo, sel: Selection, answer: QueryAnswer, split:
   const head = ['bucket (UTC)', ...groups, ...metrics, ...(split ? [`${sel.metric}: batch`, `${sel.metric}: speed`] : [])];
   const cols = ['bucket', ...groups, ...metrics, ...(split ? ['parts.batch', 'parts.speed'] : [])];
   const table = $<HTMLTableElement>('rows');
-  table.tHead!.replaceChildren(el('tr', {}, ...head.map((h, i) => el('th', { 'data-col': cols[i]!, class: i >= 1 + groups.length ? 'num' : '' }, h))));
+  table.tHead!.replaceChildren(
+    el('tr', {}, ...head.map((h, i) => el('th', { 'data-col': cols[i]!, class: i >= 1 + groups.length ? 'num' : '' }, h))),
+  );
   // Newest buckets first: what a live dashboard looks at.
   const rows = [...answer.rows].reverse().slice(0, MAX_TABLE_ROWS);
   const body = rows.map((r) => {
@@ -488,7 +508,11 @@ function renderStatus(s: StatusAnswer): void {
       : miniTable(
           ['shard', 'through', 'lag'],
           // Behind the stream's tip when the poller reports it; else the age of the last record applied.
-          speed.map((x) => [shortShard(x.shard), x.arrival ? clock(Date.parse(x.arrival)) : '–', x.millisBehindLatest !== undefined ? age(x.millisBehindLatest / 1000) : x.lagMs !== undefined ? age(x.lagMs / 1000) : '–']),
+          speed.map((x) => [
+            shortShard(x.shard),
+            x.arrival ? clock(Date.parse(x.arrival)) : '–',
+            x.millisBehindLatest !== undefined ? age(x.millisBehindLatest / 1000) : x.lagMs !== undefined ? age(x.lagMs / 1000) : '–',
+          ]),
         ),
   );
   const archive = s.archive?.shards ?? [];
@@ -497,7 +521,11 @@ function renderStatus(s: StatusAnswer): void {
       ? el('p', { class: 'note' }, 'Nothing archived yet.')
       : miniTable(
           ['shard', 'archived through', 'records'],
-          archive.map((x) => [shortShard(x.shard), x.arrival ? clock(Date.parse(x.arrival)) : '–', x.records !== undefined ? num(x.records) : '–']),
+          archive.map((x) => [
+            shortShard(x.shard),
+            x.arrival ? clock(Date.parse(x.arrival)) : '–',
+            x.records !== undefined ? num(x.records) : '–',
+          ]),
         ),
   );
   $('st-updated').textContent = `Status at ${clock(nowMs)} UTC${s.windowSeconds ? ` · ${s.windowSeconds} s arrival windows` : ''}`;
@@ -516,7 +544,14 @@ function renderRun(run: RunInfo | undefined): void {
   if (run.error ?? run.reason) $('st-run').append(el('div', { class: 'error' }, String(run.error ?? run.reason)));
   const views = Object.entries(run.views ?? {});
   $('st-run-views').replaceChildren(
-    ...(views.length === 0 ? [] : [miniTable(['view', 'rows', 'sql ms', 'load ms'], views.map(([name, v]) => [name, num(v.rows ?? null), num(v.sqlMs ?? null), num(v.loadMs ?? null)]))]),
+    ...(views.length === 0
+      ? []
+      : [
+          miniTable(
+            ['view', 'rows', 'sql ms', 'load ms'],
+            views.map(([name, v]) => [name, num(v.rows ?? null), num(v.sqlMs ?? null), num(v.loadMs ?? null)]),
+          ),
+        ]),
   );
 }
 
@@ -557,7 +592,7 @@ async function runBatch(): Promise<void> {
         progress.textContent =
           run.state === 'SUCCEEDED'
             ? `Run ${id} succeeded: version ${run.version ?? '?'}, cutoff ${run.cutoff ? `${utc(Date.parse(run.cutoff), true)} UTC` : '?'}`
-            : `Run ${id} ${run.state}${run.error ?? run.reason ? `: ${run.error ?? run.reason}` : ''}`;
+            : `Run ${id} ${run.state}${(run.error ?? run.reason) ? `: ${run.error ?? run.reason}` : ''}`;
         progress.dataset.state = run.state;
         break;
       }
