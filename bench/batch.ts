@@ -26,7 +26,8 @@ import { Metrics } from '@aws-lambda-powertools/metrics';
 import Table from 'cli-table3';
 import { Command } from 'commander';
 import { createClients } from '../functions/adapters/clients.ts';
-import { createArchiveHandler } from '../functions/archive.ts';
+import { kinesisEventFactory, kinesisSource } from '../functions/adapters/kinesis-records.ts';
+import { createArchiveHandler } from '../functions/archive/handler.ts';
 import { duckDbEngine, openDuckDb } from '../functions/batch/duckdb.ts';
 import { runBatchToCompletion } from '../functions/batch/pipeline.ts';
 import type { Config } from '../functions/config.ts';
@@ -69,29 +70,16 @@ function hashShard(id: string, shards: number): number {
 interface Pending {
   readonly arrival: number;
   readonly seq: string;
+  /** Base64 of the record's bytes, as the event carries it. */
   readonly data: string;
 }
 
-function kinesisEvent(shard: string, records: readonly Pending[]) {
-  return {
-    Records: records.map((r) => ({
-      kinesis: {
-        kinesisSchemaVersion: '1.0',
-        partitionKey: 'k',
-        sequenceNumber: r.seq,
-        data: r.data,
-        approximateArrivalTimestamp: r.arrival / 1000,
-      },
-      eventSource: 'aws:kinesis',
-      eventVersion: '1.0',
-      eventID: `${shard}:${r.seq}`,
-      eventName: 'aws:kinesis:record',
-      invokeIdentityArn: 'arn:aws:iam::000000000000:role/tandem-archive',
-      awsRegion: 'us-east-1',
-      eventSourceARN: 'arn:aws:kinesis:us-east-1:000000000000:stream/tandem-events',
-    })),
-  };
-}
+const SOURCE = kinesisSource({ account: '000000000000', region: 'us-east-1', stream: 'tandem-events', role: 'tandem-archive' });
+const kinesisEvent = (shard: string, records: readonly Pending[]) =>
+  kinesisEventFactory(
+    records.map((r) => ({ shard, ...r })),
+    SOURCE,
+  );
 
 function walk(dir: string): string[] {
   return readdirSync(dir, { withFileTypes: true }).flatMap((e) => (e.isDirectory() ? walk(join(dir, e.name)) : [join(dir, e.name)]));
@@ -197,7 +185,7 @@ try {
     log('  full batch run...');
     const t0 = performance.now();
     const run = await runBatchToCompletion(clients, config, {
-      engine: duckDbEngine({ s3: clients.s3, bucket: config.buckets.raw, stageDir }),
+      engine: duckDbEngine({ s3: clients.s3, rawBucket: config.buckets.raw, stageDir }),
       now: () => now,
     });
     const totalMs = performance.now() - t0;

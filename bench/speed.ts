@@ -37,6 +37,9 @@ import {
 import Table from 'cli-table3';
 import { Command } from 'commander';
 import { createClients } from '../functions/adapters/clients.ts';
+import type { StreamRecord } from '../functions/adapters/kinesis-event.ts';
+import { kinesisEventFactory, kinesisSource } from '../functions/adapters/kinesis-records.ts';
+import { normalize } from '../functions/adapters/poison.ts';
 import { aggregate } from '../functions/core/aggregate.ts';
 import { decimalText } from '../functions/core/decimal.ts';
 import { DEMO_VIEWS } from '../functions/core/demo-views.ts';
@@ -47,8 +50,7 @@ import { DEFAULT_SETTINGS, dedupExpiry } from '../functions/core/settings.ts';
 import { TABLES, TTL_ATTRIBUTE } from '../functions/resources.ts';
 import { groupByItem, ItemCache } from '../functions/speed/apply.ts';
 import { decide, readClaims, writeClaims } from '../functions/speed/dedup.ts';
-import { normalize, type StreamRecord } from '../functions/speed/process.ts';
-import { createSpeedHandler } from '../functions/speed.ts';
+import { createSpeedHandler } from '../functions/speed/handler.ts';
 import { DemoGenerator } from '../local/demo.ts';
 import { emulatorEnv, type KinesisEngine, kinesisEngine, startEmulator } from '../local/emulators.ts';
 import { startEventSourceMapping } from '../local/esm.ts';
@@ -89,26 +91,8 @@ function demoRecords(n: number, lateFraction?: number): StreamRecord[] {
   return out;
 }
 
-function kinesisEvent(records: readonly StreamRecord[]) {
-  return {
-    Records: records.map((r) => ({
-      kinesis: {
-        kinesisSchemaVersion: '1.0',
-        partitionKey: 'k',
-        sequenceNumber: r.seq,
-        data: Buffer.from(r.data).toString('base64'),
-        approximateArrivalTimestamp: r.arrival / 1000,
-      },
-      eventSource: 'aws:kinesis',
-      eventVersion: '1.0',
-      eventID: `${r.shard}:${r.seq}`,
-      eventName: 'aws:kinesis:record',
-      invokeIdentityArn: 'arn:aws:iam::000000000000:role/bench',
-      awsRegion: 'us-east-1',
-      eventSourceARN: 'arn:aws:kinesis:us-east-1:000000000000:stream/bench',
-    })),
-  };
-}
+const SOURCE = kinesisSource({ account: '000000000000', region: 'us-east-1', stream: 'bench', role: 'bench' });
+const kinesisEvent = (records: readonly StreamRecord[]) => kinesisEventFactory(records, SOURCE);
 
 /** Requests by command, and UpdateItems by table, counted on the real client. */
 function countRequests(client: DynamoDBClient) {
@@ -387,7 +371,7 @@ async function part1(): Promise<Row[]> {
   }
 }
 
-/** Delta items per record the key design implies for a mix at a batch size: aggregate() alone, no DynamoDB. */
+/** Speed items per record the key design implies for a mix at a batch size: aggregate() alone, no DynamoDB. */
 /** DynamoDB's size of a number: one byte per two significant digits, plus one; 4 bytes holds up to 6 digits. */
 const NUMBER_BYTES = 4;
 

@@ -19,11 +19,11 @@ import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { App, Duration, RemovalPolicy, Validations } from 'aws-cdk-lib';
+import * as kinesis from 'aws-cdk-lib/aws-kinesis';
 import * as lambda from 'aws-cdk-lib/aws-lambda';
 import { AwsSolutionsChecks } from 'cdk-nag';
 import { parseViews, parseViewsJson, type View } from '../functions/core/views.ts';
 import { BATCH_ENGINES, type BatchEngine } from '../lib/batch-layer.ts';
-import type { StreamCapacity } from '../lib/stream.ts';
 import { TandemStack, type TandemStackProps } from '../lib/tandem-stack.ts';
 
 /** Reads a views file as the local cloud's `--views` does: JSON, or a module exporting `views`/default. */
@@ -66,7 +66,7 @@ export async function propsFromContext(ctx: Context, env = process.env): Promise
   const localstack = target === 'localstack';
   const viewsFile = text(ctx, 'views');
   const batchEngine: BatchEngine = oneOf(ctx, 'batchEngine', BATCH_ENGINES) ?? (localstack ? 'duckdb' : 'athena');
-  const streamMode = oneOf<StreamCapacity>(ctx, 'streamMode', ['on-demand', 'provisioned']) ?? (localstack ? 'provisioned' : undefined);
+  const streamMode = oneOf(ctx, 'streamMode', ['on-demand', 'provisioned'] as const) ?? (localstack ? 'provisioned' : undefined);
   const shardCount = whole(ctx, 'shardCount');
   const batchEverySeconds = whole(ctx, 'batchEverySeconds');
   const maxBatchLagSeconds = whole(ctx, 'maxBatchLagSeconds');
@@ -85,7 +85,7 @@ export async function propsFromContext(ctx: Context, env = process.env): Promise
     ...(account && region ? { env: { account, region } } : {}),
     ...(viewsFile ? { views: await loadViewsFile(viewsFile) } : {}),
     batchEngine,
-    ...(streamMode ? { streamMode } : {}),
+    ...(streamMode ? { streamMode: streamMode === 'provisioned' ? kinesis.StreamMode.PROVISIONED : kinesis.StreamMode.ON_DEMAND } : {}),
     ...(shardCount !== undefined ? { shardCount } : {}),
     ...(batchEverySeconds !== undefined ? { batchEvery: Duration.seconds(batchEverySeconds) } : {}),
     ...(maxBatchLagSeconds !== undefined ? { maxBatchLag: Duration.seconds(maxBatchLagSeconds) } : {}),

@@ -1,46 +1,21 @@
 /**
  * The CLI's HTTP client: where the API is (target resolution) and one request
  * function that turns every failure into a message a person can act on. The
- * commands speak only the HTTP contract of DESIGN.md through it; the dashboard
+ * commands speak only the HTTP contract of docs/api.md through it; the dashboard
  * has its own fetch code.
  */
 import { existsSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
+import type { ErrorBody } from '../functions/contract/api.ts';
+import { API_KEY_FILE, DEFAULT_DATA_DIR, readLocalEndpoints } from '../local/endpoints.ts';
+
+// The discovery files' home is local/ (the local cloud writes them); re-exported for the commands.
+export { API_KEY_FILE, DEFAULT_DATA_DIR, ENDPOINTS_FILE, type LocalEndpoints, readLocalEndpoints } from '../local/endpoints.ts';
 
 type Env = Readonly<Record<string, string | undefined>>;
 
 /** Where `tandem local` listens unless told otherwise (the contract's default port). */
 export const DEFAULT_URL = 'http://localhost:3000';
-/** The local cloud's default data directory (`tandem local --data-dir`). */
-export const DEFAULT_DATA_DIR = '.tandem';
-/** File in the data directory where the local cloud keeps the API key it generated or was given. */
-export const API_KEY_FILE = 'api-key';
-/** File in the data directory where a running local cloud says where it listens (removed on a clean stop). */
-export const ENDPOINTS_FILE = 'endpoints.json';
-
-/** What a running local cloud writes to `<data dir>/endpoints.json`. */
-export interface LocalEndpoints {
-  readonly pid: number;
-  readonly api: string;
-  readonly kinesis: string;
-  readonly dynamodb: string;
-  readonly s3: string;
-}
-
-/**
- * The endpoints of the local cloud running on this data directory, if one is:
- * a file left by a local cloud that was killed (its pid gone) is ignored.
- */
-export function readLocalEndpoints(dataDir: string | undefined, env: Env = process.env, cwd = process.cwd()): LocalEndpoints | undefined {
-  const file = join(resolve(cwd, dataDir ?? env.TANDEM_DATA_DIR ?? DEFAULT_DATA_DIR), ENDPOINTS_FILE);
-  try {
-    const e = JSON.parse(readFileSync(file, 'utf8')) as LocalEndpoints;
-    process.kill(e.pid, 0);
-    return typeof e.api === 'string' && typeof e.dynamodb === 'string' ? e : undefined;
-  } catch {
-    return undefined;
-  }
-}
 
 export interface Target {
   readonly url: string;
@@ -107,9 +82,10 @@ export interface RequestOptions {
 }
 
 /** The `error` text of a contract error body `{"error": "...", "field"?: "..."}`, when there is one. */
-export function errorText(body: unknown): string | undefined {
+export function errorOfBody(body: unknown): string | undefined {
   if (body && typeof body === 'object' && 'error' in body) {
-    const { error, field } = body as { error?: unknown; field?: unknown };
+    // The contract's error body (ErrorBody), checked: a proxy in between may answer anything.
+    const { error, field } = body as { [K in keyof ErrorBody]?: unknown };
     if (typeof error === 'string') return typeof field === 'string' && !error.includes(field) ? `${field}: ${error}` : error;
   }
   if (body && typeof body === 'object' && 'message' in body && typeof (body as { message: unknown }).message === 'string') {
@@ -158,7 +134,7 @@ export class ApiClient {
   }
 
   private failureMessage(method: string, path: string, status: number, body: unknown): string {
-    const detail = errorText(body) ?? (typeof body === 'string' && body.length < 200 ? body : '');
+    const detail = errorOfBody(body) ?? (typeof body === 'string' && body.length < 200 ? body : '');
     if (status === 401 || status === 403) {
       const how =
         this.target.keySource === 'none'

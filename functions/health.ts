@@ -1,7 +1,9 @@
-/** GET /health: 200 `{"status":"ok"}` while the API answers (no key needed, no store touched). */
+/** GET /health: the Lambda entry point (functions/api/health.ts). */
 import { Logger } from '@aws-lambda-powertools/logger';
-import { type ApiHandler, guarded, json } from './api/http.ts';
+import { createHealthHandler } from './api/health.ts';
+import type { ApiHandler } from './api/http.ts';
+import { SERVICE_NAMES } from './contract/telemetry.ts';
 
-const logger = new Logger({ serviceName: 'tandem-health' });
+const logger = new Logger({ serviceName: SERVICE_NAMES.health });
 
-export const handler: ApiHandler = guarded(logger, async () => json(200, { status: 'ok' }));
+export const handler: ApiHandler = createHealthHandler(logger);

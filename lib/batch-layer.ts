@@ -6,7 +6,7 @@
  * partition projection (engine `athena`), or on DuckDB inside the batch-task
  * function over the raw objects (engine `duckdb`: for LocalStack, which has no
  * Athena or Glue, and for small data). Rows land in the batch-views table as
- * version N; the pointer flips only when all are written (invariant 7).
+ * version N; the pointer flips only when all are written (invariant 7, docs/design.md).
  */
 import { ArnFormat, Duration, RemovalPolicy, Size, Stack } from 'aws-cdk-lib';
 import * as athena from 'aws-cdk-lib/aws-athena';
@@ -22,7 +22,7 @@ import * as scheduler from 'aws-cdk-lib/aws-scheduler';
 import * as schedulerTargets from 'aws-cdk-lib/aws-scheduler-targets';
 import * as sfn from 'aws-cdk-lib/aws-stepfunctions';
 import { Construct } from 'constructs';
-import { batchStateMachineDefinition } from '../functions/batch/state-machine.ts';
+import { batchStateMachineDefinition } from '../functions/contract/state-machine.ts';
 import { GLUE_COLUMNS, GLUE_PARTITION_KEYS, GLUE_SERDE, glueProjectionParameters } from '../functions/core/sql.ts';
 import { BUCKETS, RAW_PREFIX, SETTINGS_ENV, STREAM, TABLES } from '../functions/resources.ts';
 import {
@@ -51,7 +51,7 @@ const RESULTS_PREFIX = 'athena/';
 export const RAW_TABLE_NAME = 'raw_events';
 
 export interface BatchLayerProps extends FunctionDefaults {
-  /** The event stream (the planner checks idle shards, invariant 4). */
+  /** The event stream (the planner checks idle shards, invariant 4 of docs/design.md). */
   readonly stream: kinesis.IStream;
   /** The control table (lock, runs, manifests, pointer, checkpoints). */
   readonly controlTable: dynamodb.ITable;
@@ -71,7 +71,7 @@ export interface BatchLayerProps extends FunctionDefaults {
   readonly batchEngine?: BatchEngine;
   /**
    * How often the scheduler starts a batch run. Must be shorter than maxBatchLag.
-   * Each published version is a full copy of every view (invariant 7), so a
+   * Each published version is a full copy of every view (invariant 7, docs/design.md), so a
    * run costs about two DynamoDB writes per batch-view row: see docs/deploy.md.
    *
    * @default Duration.hours(1)
@@ -194,7 +194,7 @@ export class BatchLayer extends Construct {
       if (cutoffBytes < 10_000_000) invalid(this, `athenaBytesScannedCutoff must be at least 10 MB. Received ${cutoffBytes} bytes`);
       const resultsBucket = secureBucket(this, 'ResultsBucket', {
         removalPolicy,
-        accessLogs: props.accessLogsBucket,
+        accessLogsBucket: props.accessLogsBucket,
         accessLogsPrefix: 'athena-results/',
         lifecycleRules: [
           {
@@ -336,7 +336,7 @@ export class BatchLayer extends Construct {
       removalPolicy: props.logRemovalPolicy ?? RemovalPolicy.RETAIN,
     });
     this.stateMachine = new sfn.StateMachine(this, 'StateMachine', {
-      // The same ASL the local interpreter runs (functions/batch/state-machine.ts), the task ARN substituted.
+      // The same ASL the local interpreter runs (functions/contract/state-machine.ts), the task ARN substituted.
       definitionBody: sfn.DefinitionBody.fromString(
         JSON.stringify(
           // biome-ignore lint/suspicious/noTemplateCurlyInString: a Step Functions definition substitution, not a JS template

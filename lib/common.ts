@@ -81,11 +81,24 @@ export function tandemTable(scope: Construct, id: string, spec: TableSpec, props
 export interface SecureBucketProps {
   readonly removalPolicy: RemovalPolicy;
   /** Bucket receiving this bucket's server access logs; undefined only for the access-log bucket itself. */
-  readonly accessLogs: s3.IBucket | undefined;
-  /** Prefix of this bucket's access logs in the log bucket. */
+  readonly accessLogsBucket: s3.IBucket | undefined;
+  /**
+   * Prefix of this bucket's access logs in the log bucket.
+   *
+   * @default - the construct id, lowercased, and `/`
+   */
   readonly accessLogsPrefix?: string;
+  /**
+   * Lifecycle rules.
+   *
+   * @default - none
+   */
   readonly lifecycleRules?: s3.LifecycleRule[];
-  /** CloudWatch request-metrics filters (e.g. for the on-failure alarm). */
+  /**
+   * CloudWatch request-metrics filters (e.g. for the on-failure alarm).
+   *
+   * @default - none
+   */
   readonly metrics?: s3.BucketMetrics[];
 }
 
@@ -98,14 +111,14 @@ export function secureBucket(scope: Construct, id: string, props: SecureBucketPr
     blockPublicAccess: s3.BlockPublicAccess.BLOCK_ALL,
     // ACLs off everywhere: the log bucket receives S3 logs through a bucket policy (CDK adds it).
     objectOwnership: s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
-    ...(props.accessLogs
-      ? { serverAccessLogsBucket: props.accessLogs, serverAccessLogsPrefix: props.accessLogsPrefix ?? `${id.toLowerCase()}/` }
+    ...(props.accessLogsBucket
+      ? { serverAccessLogsBucket: props.accessLogsBucket, serverAccessLogsPrefix: props.accessLogsPrefix ?? `${id.toLowerCase()}/` }
       : {}),
     ...(props.lifecycleRules ? { lifecycleRules: props.lifecycleRules } : {}),
     ...(props.metrics ? { metrics: props.metrics } : {}),
     removalPolicy: props.removalPolicy,
   });
-  if (!props.accessLogs) {
+  if (!props.accessLogsBucket) {
     acknowledge(bucket, { S1: 'This is the server-access-log bucket of the stack; logging it into itself would loop' });
   }
   return bucket;

@@ -2,7 +2,7 @@
  * The Kinesis event source mapping both consumers (speed, archive) use, with
  * the safe settings the design requires: bisect on error, bounded retries and
  * record age, partial batch responses, an S3 on-failure destination, and one
- * batch per shard at a time (ParallelizationFactor 1: invariant 5 relies on it).
+ * batch per shard at a time (ParallelizationFactor 1: invariant 5 of docs/design.md relies on it).
  * The consumer also writes its poison records under failures/: the grant and
  * its cdk-nag acknowledgement live here with the destination's.
  */
@@ -18,16 +18,20 @@ import { acknowledge, checkDuration, checkRange, FailureBucketDestination, grant
 
 /** The mapping settings a consumer's props may override (each consumer has its own defaults). */
 export interface ConsumerMappingSettings {
+  /** Records per invocation. */
   readonly batchSize: number;
+  /** Longest wait to fill a batch. */
   readonly maxBatchingWindow: Duration;
+  /** Retries of a failing batch before its records go to the on-failure destination. */
   readonly retryAttempts: number;
+  /** Records older than this go to the on-failure destination unprocessed. */
   readonly maxRecordAge: Duration;
 }
 
 /** What a consumer construct's props carry for its mapping. */
 export interface ConsumerMappingProps extends Partial<ConsumerMappingSettings> {
   readonly stream: kinesis.IStream;
-  readonly streamRetention: Duration;
+  readonly streamRetentionPeriod: Duration;
   readonly failureBucket: s3.IBucket;
 }
 
@@ -55,10 +59,11 @@ export function addConsumerMapping(
   // -1 (infinite) is what Kinesis mappings default to and what the design forbids.
   checkRange(scope, 'retryAttempts', o.retryAttempts, 0, 10_000);
   checkDuration(scope, 'maxRecordAge', o.maxRecordAge, 60, 7 * 24 * 3600);
-  if (!o.maxRecordAge.isUnresolved() && !o.streamRetention.isUnresolved() && o.maxRecordAge.toSeconds() > o.streamRetention.toSeconds()) {
+  const retention = o.streamRetentionPeriod;
+  if (!o.maxRecordAge.isUnresolved() && !retention.isUnresolved() && o.maxRecordAge.toSeconds() > retention.toSeconds()) {
     invalid(
       scope,
-      `maxRecordAge cannot exceed the stream retention (${o.streamRetention.toHumanString()}). Received ${o.maxRecordAge.toHumanString()}`,
+      `maxRecordAge cannot exceed the stream retention (${retention.toHumanString()}). Received ${o.maxRecordAge.toHumanString()}`,
     );
   }
   const source = new KinesisEventSource(o.stream, {

@@ -1,8 +1,9 @@
 /**
- * One Lambda function of Tandem: a handler from `functions/routes.ts` HANDLERS,
+ * One Lambda function of Tandem: a handler from `functions/contract/routes.ts` HANDLERS,
  * bundled with local esbuild (no Docker), on the latest Node runtime, arm64,
  * with its own role (logs scoped to its own log group), a log group with a
- * retention, X-Ray, and Powertools configured through the environment.
+ * retention, X-Ray, and Powertools configured through the environment (its
+ * service name and metrics namespace from functions/contract/telemetry.ts).
  */
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -12,7 +13,8 @@ import * as lambda from 'aws-cdk-lib/aws-lambda';
 import { NodejsFunction, OutputFormat } from 'aws-cdk-lib/aws-lambda-nodejs';
 import * as logs from 'aws-cdk-lib/aws-logs';
 import { Construct } from 'constructs';
-import { HANDLERS, type HandlerName } from '../functions/routes.ts';
+import { HANDLERS, type HandlerName } from '../functions/contract/routes.ts';
+import { METRICS_NAMESPACE, SERVICE_NAMES } from '../functions/contract/telemetry.ts';
 import { acknowledge, invalid, XRAY_REASON } from './common.ts';
 
 /** The repository root: handler entries in HANDLERS are relative to it. */
@@ -147,8 +149,8 @@ export class TandemFunction extends Construct {
       projectRoot: PROJECT_ROOT,
       depsLockFilePath: path.join(PROJECT_ROOT, 'package-lock.json'),
       environment: {
-        POWERTOOLS_SERVICE_NAME: `tandem-${props.handler}`,
-        POWERTOOLS_METRICS_NAMESPACE: 'Tandem',
+        POWERTOOLS_SERVICE_NAME: SERVICE_NAMES[props.handler],
+        POWERTOOLS_METRICS_NAMESPACE: METRICS_NAMESPACE,
         POWERTOOLS_LOG_LEVEL: props.logLevel ?? 'INFO',
         NODE_OPTIONS: '--enable-source-maps',
         ...props.environment,

@@ -7,6 +7,6 @@ export { Monitoring, type MonitoringProps } from './monitoring.ts';
 export { RawArchive, type RawArchiveProps } from './raw-archive.ts';
 export { Serving, type ServingProps } from './serving.ts';
 export { SpeedLayer, type SpeedLayerProps } from './speed-layer.ts';
-export { EventStream, type EventStreamProps, type StreamCapacity } from './stream.ts';
+export { EventStream, type EventStreamProps } from './stream.ts';
 export { Tandem, type TandemProps } from './tandem.ts';
 export { TandemStack, type TandemStackProps } from './tandem-stack.ts';

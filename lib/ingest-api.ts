@@ -1,6 +1,6 @@
 /**
  * The front door: an API Gateway REST API (v1, which LocalStack's free edition
- * also serves) with the contract's routes (functions/routes.ts), a REQUEST
+ * also serves) with the contract's routes (functions/contract/routes.ts), a REQUEST
  * Lambda authorizer on every route but `/health`, request validation, access
  * and execution logs, stage throttling, JSON error bodies for the gateway's
  * own answers, and optionally a WAF web ACL. It owns the ingest, health and
@@ -15,8 +15,8 @@ import type * as lambda from 'aws-cdk-lib/aws-lambda';
 import * as logs from 'aws-cdk-lib/aws-logs';
 import * as wafv2 from 'aws-cdk-lib/aws-wafv2';
 import { Construct } from 'constructs';
+import { type HandlerName, ROUTES, type Route } from '../functions/contract/routes.ts';
 import { SETTINGS_ENV, STREAM, TABLES } from '../functions/resources.ts';
-import { type HandlerName, ROUTES, type Route } from '../functions/routes.ts';
 import { acknowledge, checkRange, invalid } from './common.ts';
 import { type FunctionDefaults, functionDefaults, TandemFunction } from './function.ts';
 import type { EventStream } from './stream.ts';

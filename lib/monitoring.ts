@@ -2,7 +2,7 @@
  * Alarms and a CloudWatch dashboard over every layer. The batch-lag alarm's
  * window is `lagAlarmThresholdSeconds(settings)` from functions/core/settings.ts,
  * the one place that also derives the speed TTL from it, so the alarm always
- * fires before an uncovered speed delta can expire (invariant 8).
+ * fires before an uncovered speed delta can expire (invariant 8, docs/design.md).
  */
 import { Duration } from 'aws-cdk-lib';
 import * as cloudwatch from 'aws-cdk-lib/aws-cloudwatch';
@@ -11,6 +11,7 @@ import type * as lambda from 'aws-cdk-lib/aws-lambda';
 import type * as s3 from 'aws-cdk-lib/aws-s3';
 import type * as sns from 'aws-cdk-lib/aws-sns';
 import { Construct } from 'constructs';
+import { BATCH_METRICS, METRIC_SERVICES, METRICS_NAMESPACE, SERVICE_DIMENSION } from '../functions/contract/telemetry.ts';
 import { lagAlarmThresholdSeconds, type Settings, speedTtlSeconds } from '../functions/core/settings.ts';
 import type { BatchLayer } from './batch-layer.ts';
 import { checkDuration, invalid } from './common.ts';
@@ -150,11 +151,11 @@ export class Monitoring extends Construct {
       treatMissingData: cloudwatch.TreatMissingData.BREACHING,
     });
 
-    // What functions/batch-task.ts publishes after plan, publish and fail (Powertools: namespace Tandem, service batch).
+    // What the batch-task handler publishes after plan, publish and fail.
     const cutoffAge = new cloudwatch.Metric({
-      namespace: 'Tandem',
-      metricName: 'BatchCutoffAge',
-      dimensionsMap: { service: 'batch' },
+      namespace: METRICS_NAMESPACE,
+      metricName: BATCH_METRICS.cutoffAge,
+      dimensionsMap: { [SERVICE_DIMENSION]: METRIC_SERVICES.batchTask },
       statistic: 'Maximum',
       period: five,
     });

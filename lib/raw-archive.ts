@@ -1,7 +1,7 @@
 /**
  * The raw archive: a Lambda on the stream (large batches, long window) that
  * writes gzip NDJSON objects under `raw/dt=/hr=/` with keys derived from the
- * shard and sequence range (idempotent, invariant 6), then moves the shard's
+ * shard and sequence range (idempotent, invariant 6 of docs/design.md), then moves the shard's
  * "archived through" checkpoint in the control table.
  */
 import { Duration, RemovalPolicy } from 'aws-cdk-lib';
@@ -21,8 +21,8 @@ import { type FunctionDefaults, functionDefaults, TandemFunction } from './funct
 export interface RawArchiveProps extends FunctionDefaults {
   /** The event stream. */
   readonly stream: kinesis.IStream;
-  /** Record retention of the stream (bounds `maxRecordAge`). */
-  readonly streamRetention: Duration;
+  /** Record retention period of the stream (bounds `maxRecordAge`). */
+  readonly streamRetentionPeriod: Duration;
   /** The control table (per-shard checkpoints, poison counter). */
   readonly controlTable: dynamodb.ITable;
   /** On-failure destination of the mapping; poison records are written there too. */
@@ -54,7 +54,7 @@ export interface RawArchiveProps extends FunctionDefaults {
   /**
    * Records older than this go to the on-failure destination unarchived.
    *
-   * @default - the stream's retention
+   * @default - the stream's retention period
    */
   readonly maxRecordAge?: Duration;
   /**
@@ -99,7 +99,7 @@ export class RawArchive extends Construct {
     checkDuration(this, 'rawTransitionAfter', transitionAfter, 86_400, 100 * 365 * 86_400);
     this.bucket = secureBucket(this, 'Bucket', {
       removalPolicy: props.removalPolicy ?? RemovalPolicy.RETAIN,
-      accessLogs: props.accessLogsBucket,
+      accessLogsBucket: props.accessLogsBucket,
       accessLogsPrefix: 'raw-bucket/',
       lifecycleRules: [
         {
@@ -130,7 +130,7 @@ export class RawArchive extends Construct {
       batchSize: 5000,
       maxBatchingWindow: Duration.seconds(60),
       retryAttempts: 1000,
-      maxRecordAge: props.streamRetention,
+      maxRecordAge: props.streamRetentionPeriod,
     });
     acknowledge(fn.role, {
       [`IAM5[Resource::${nagResource(this, this.bucket.arnForObjects(`${RAW_PREFIX}*`))}]`]:

@@ -20,8 +20,8 @@ import { type FunctionDefaults, functionDefaults, TandemFunction } from './funct
 export interface SpeedLayerProps extends FunctionDefaults {
   /** The event stream. */
   readonly stream: kinesis.IStream;
-  /** Record retention of the stream (bounds `maxRecordAge`). */
-  readonly streamRetention: Duration;
+  /** Record retention period of the stream (bounds `maxRecordAge`). */
+  readonly streamRetentionPeriod: Duration;
   /** The control table (speed progress per shard, poison counter). */
   readonly controlTable: dynamodb.ITable;
   /** On-failure destination of the mapping; poison records are written there too. */

@@ -1,6 +1,6 @@
 /**
  * The event stream: one encrypted Kinesis data stream, on-demand or provisioned.
- * Ingest writes with the event id as partition key (DESIGN invariant 3); the
+ * Ingest writes with the event id as partition key (invariant 3, docs/design.md); the
  * speed and archive layers each read it through their own event source mapping.
  */
 import { Duration, RemovalPolicy } from 'aws-cdk-lib';
@@ -12,18 +12,16 @@ import { Construct } from 'constructs';
 import { STREAM } from '../functions/resources.ts';
 import { checkDuration, checkRange, invalid } from './common.ts';
 
-export type StreamCapacity = 'on-demand' | 'provisioned';
-
 export interface EventStreamProps {
   /**
-   * Capacity mode: `on-demand` scales by itself and bills per GB;
-   * `provisioned` bills per shard-hour.
+   * Capacity mode: ON_DEMAND scales by itself and bills per GB; PROVISIONED
+   * bills per shard-hour.
    *
-   * @default 'on-demand'
+   * @default kinesis.StreamMode.ON_DEMAND
    */
-  readonly streamMode?: StreamCapacity;
+  readonly streamMode?: kinesis.StreamMode;
   /**
-   * Shards of a provisioned stream (ignored when on-demand).
+   * Shards of a provisioned stream (an on-demand stream rejects it).
    *
    * @default STREAM.defaultShards (2)
    */
@@ -58,17 +56,18 @@ export class EventStream extends Construct {
 
   constructor(scope: Construct, id: string, props: EventStreamProps = {}) {
     super(scope, id);
-    const mode = props.streamMode ?? 'on-demand';
-    if (mode !== 'on-demand' && mode !== 'provisioned')
-      invalid(this, `streamMode must be 'on-demand' or 'provisioned'. Received ${JSON.stringify(mode)}`);
-    if (mode === 'on-demand' && props.shardCount !== undefined)
-      invalid(this, `shardCount applies to a provisioned stream only. Received ${props.shardCount} with streamMode 'on-demand'`);
+    const mode = props.streamMode ?? kinesis.StreamMode.ON_DEMAND;
+    // Callers without the type (JavaScript, context values) may pass anything.
+    if (!Object.values(kinesis.StreamMode).includes(mode))
+      invalid(this, `streamMode must be one of ${Object.values(kinesis.StreamMode).join(', ')}. Received ${JSON.stringify(mode)}`);
+    if (mode === kinesis.StreamMode.ON_DEMAND && props.shardCount !== undefined)
+      invalid(this, `shardCount applies to a provisioned stream only. Received ${props.shardCount} with streamMode ${mode}`);
     checkRange(this, 'shardCount', props.shardCount, 1, 10_000);
     this.retentionPeriod = props.retentionPeriod ?? Duration.hours(24);
     checkDuration(this, 'retentionPeriod', this.retentionPeriod, 24 * 3600, 8760 * 3600);
     this.stream = new kinesis.Stream(this, 'Resource', {
-      streamMode: mode === 'on-demand' ? kinesis.StreamMode.ON_DEMAND : kinesis.StreamMode.PROVISIONED,
-      ...(mode === 'provisioned' ? { shardCount: props.shardCount ?? STREAM.defaultShards } : {}),
+      streamMode: mode,
+      ...(mode === kinesis.StreamMode.PROVISIONED ? { shardCount: props.shardCount ?? STREAM.defaultShards } : {}),
       retentionPeriod: this.retentionPeriod,
       ...(props.encryptionKey
         ? { encryption: kinesis.StreamEncryption.KMS, encryptionKey: props.encryptionKey }

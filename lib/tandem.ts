@@ -16,11 +16,11 @@ import type * as s3 from 'aws-cdk-lib/aws-s3';
 import type * as sns from 'aws-cdk-lib/aws-sns';
 import type * as sfn from 'aws-cdk-lib/aws-stepfunctions';
 import { Construct } from 'constructs';
+import { ROUTES } from '../functions/contract/routes.ts';
 import { DEMO_VIEWS } from '../functions/core/demo-views.ts';
 import type { Settings } from '../functions/core/settings.ts';
 import { parseViews, type View, ViewValidationError } from '../functions/core/views.ts';
 import { TABLES } from '../functions/resources.ts';
-import { ROUTES } from '../functions/routes.ts';
 import { type BatchEngine, BatchLayer } from './batch-layer.ts';
 import { invalid, secureBucket, tandemTable } from './common.ts';
 import { type SettingsProps, settingsEnvironment, toSettings } from './environment.ts';
@@ -30,16 +30,24 @@ import { FAILURE_METRICS_FILTER, Monitoring } from './monitoring.ts';
 import { RawArchive } from './raw-archive.ts';
 import { Serving } from './serving.ts';
 import { SpeedLayer } from './speed-layer.ts';
-import { EventStream, type StreamCapacity } from './stream.ts';
+import { EventStream } from './stream.ts';
 
+/**
+ * Props of the Tandem construct. A prop that sets one layer's construct prop
+ * carries that prop's name, prefixed with the layer where the bare name would
+ * be ambiguous here (`speedBatchSize` is SpeedLayer's `batchSize`,
+ * `streamRetentionPeriod` is EventStream's `retentionPeriod`).
+ */
 export interface TandemProps extends SettingsProps, FunctionDefaults {
   /**
-   * The views: TypeScript declarations or parsed JSON (an array or
-   * `{ "views": [...] }`), validated with the same schema the local cloud uses.
+   * The views, declared with `view()` of functions/core/views.ts. Views read
+   * from JSON are parsed first with `parseViews` or `parseViewsJson` of that
+   * module (as bin/app.ts does for `-c views=`). They are validated again here
+   * with the schema the local cloud uses.
    *
    * @default - the demo views (functions/core/demo-views.ts)
    */
-  readonly views?: readonly View[] | unknown;
+  readonly views?: readonly View[];
   /**
    * Where the batch SQL runs: `athena` or `duckdb` (inside the batch-task
    * function; LocalStack's free edition has no Athena or Glue).
@@ -50,9 +58,9 @@ export interface TandemProps extends SettingsProps, FunctionDefaults {
   /**
    * Kinesis capacity mode.
    *
-   * @default 'on-demand'
+   * @default kinesis.StreamMode.ON_DEMAND
    */
-  readonly streamMode?: StreamCapacity;
+  readonly streamMode?: kinesis.StreamMode;
   /**
    * Shards of a provisioned stream.
    *
@@ -60,11 +68,11 @@ export interface TandemProps extends SettingsProps, FunctionDefaults {
    */
   readonly shardCount?: number;
   /**
-   * Record retention of the stream.
+   * Record retention period of the stream.
    *
    * @default Duration.hours(24)
    */
-  readonly streamRetention?: Duration;
+  readonly streamRetentionPeriod?: Duration;
   /**
    * Customer-managed key of the stream.
    *
@@ -116,7 +124,7 @@ export interface TandemProps extends SettingsProps, FunctionDefaults {
   /**
    * Archive mapping: records older than this go to the on-failure bucket.
    *
-   * @default - the stream retention
+   * @default - the stream's retention period
    */
   readonly archiveMaxRecordAge?: Duration;
   /**
@@ -286,15 +294,15 @@ export class Tandem extends Construct {
       logRemovalPolicy: props.logRemovalPolicy ?? removalPolicy,
     };
 
-    const accessLogs = secureBucket(this, 'AccessLogsBucket', {
+    const accessLogsBucket = secureBucket(this, 'AccessLogsBucket', {
       removalPolicy,
-      accessLogs: undefined,
+      accessLogsBucket: undefined,
       lifecycleRules: [{ id: 'expire-access-logs', expiration: props.accessLogsRetention ?? Duration.days(90) }],
     });
     this.controlTable = tandemTable(this, 'ControlTable', TABLES.control, { removalPolicy });
     this.failureBucket = secureBucket(this, 'FailureBucket', {
       removalPolicy,
-      accessLogs,
+      accessLogsBucket,
       accessLogsPrefix: 'failure-bucket/',
       metrics: [{ id: FAILURE_METRICS_FILTER }],
     });
@@ -302,12 +310,12 @@ export class Tandem extends Construct {
     this.eventStream = new EventStream(this, 'Stream', {
       ...(props.streamMode ? { streamMode: props.streamMode } : {}),
       ...(props.shardCount !== undefined ? { shardCount: props.shardCount } : {}),
-      ...(props.streamRetention ? { retentionPeriod: props.streamRetention } : {}),
+      ...(props.streamRetentionPeriod ? { retentionPeriod: props.streamRetentionPeriod } : {}),
       ...(props.streamEncryptionKey ? { encryptionKey: props.streamEncryptionKey } : {}),
       removalPolicy,
     });
     this.stream = this.eventStream.stream;
-    const streamRetention = this.eventStream.retentionPeriod;
+    const streamRetentionPeriod = this.eventStream.retentionPeriod;
 
     this.ingestApi = new IngestApi(this, 'Api', {
       ...fnDefaults,
@@ -325,7 +333,7 @@ export class Tandem extends Construct {
     this.speedLayer = new SpeedLayer(this, 'Speed', {
       ...fnDefaults,
       stream: this.stream,
-      streamRetention,
+      streamRetentionPeriod,
       controlTable: this.controlTable,
       failureBucket: this.failureBucket,
       environment,
@@ -341,10 +349,10 @@ export class Tandem extends Construct {
     this.rawArchive = new RawArchive(this, 'Archive', {
       ...fnDefaults,
       stream: this.stream,
-      streamRetention,
+      streamRetentionPeriod,
       controlTable: this.controlTable,
       failureBucket: this.failureBucket,
-      accessLogsBucket: accessLogs,
+      accessLogsBucket,
       environment,
       removalPolicy,
       ...(props.archiveBatchSize !== undefined ? { batchSize: props.archiveBatchSize } : {}),
@@ -361,7 +369,7 @@ export class Tandem extends Construct {
       stream: this.stream,
       controlTable: this.controlTable,
       rawBucket: this.rawArchive.bucket,
-      accessLogsBucket: accessLogs,
+      accessLogsBucket,
       environment,
       removalPolicy,
       maxBatchLag: Duration.seconds(this.settings.maxBatchLagSeconds),

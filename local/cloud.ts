@@ -9,26 +9,20 @@
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { extname, join, relative, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { API_KEY_FILE, ENDPOINTS_FILE, type LocalEndpoints } from '../bin/client.ts';
 import { type Clients, createClients, clients as sharedClients } from '../functions/adapters/clients.ts';
+import type { LogSink } from '../functions/adapters/log.ts';
+import { HANDLERS, type HandlerName } from '../functions/contract/routes.ts';
 import { parseViews, parseViewsJson, type View } from '../functions/core/views.ts';
 import { BUCKETS, FAILURE_PREFIX, localNames, SETTINGS_ENV, STREAM, TABLES } from '../functions/resources.ts';
-import { HANDLERS, type HandlerName } from '../functions/routes.ts';
 import { type Demo, DemoGenerator, httpSender, startDemo } from './demo.ts';
 import { type EmulatorSet, startEmulators } from './emulators.ts';
+import { API_KEY_FILE, DEFAULT_DATA_DIR, writeLocalEndpoints } from './endpoints.ts';
 import { type EventSourceMapping, type EventSourceMappingOptions, startEventSourceMapping } from './esm.ts';
 import { type HttpServer, startHttpServer } from './http.ts';
 import { provision } from './provision.ts';
 import { HandlerLoadError, type LocalFunction, loadFunction, REPO_ROOT } from './runtime.ts';
 import { type Scheduler, startScheduler } from './scheduler.ts';
 import { type Sweeper, startSweeper, sweepTargets } from './sweeper.ts';
-
-export interface CloudLogger {
-  info(message: string, ...extra: unknown[]): void;
-  warn(message: string, ...extra: unknown[]): void;
-  error(message: string, ...extra: unknown[]): void;
-  debug?(message: string, ...extra: unknown[]): void;
-}
 
 export interface LocalCloudOptions {
   /** API port; 0 picks a free one. @default 3000 */
@@ -67,7 +61,7 @@ export interface LocalCloudOptions {
   readonly onFatal?: (error: Error) => void;
   /** Runs one batch to completion; the batch pipeline's own when absent. */
   readonly runBatch?: () => Promise<unknown>;
-  readonly logger?: CloudLogger;
+  readonly logger?: LogSink;
 }
 
 export interface LocalCloud {
@@ -145,7 +139,7 @@ export function missingHandlers(): string[] {
 
 export async function startLocalCloud(opts: LocalCloudOptions = {}): Promise<LocalCloud> {
   const t0 = Date.now();
-  const log: CloudLogger = opts.logger ?? {
+  const log: LogSink = opts.logger ?? {
     info: (m) => console.error(m),
     warn: (m, ...x) => console.warn(m, ...x),
     error: (m, ...x) => console.error(m, ...x),
@@ -165,7 +159,7 @@ export async function startLocalCloud(opts: LocalCloudOptions = {}): Promise<Loc
   if (batchEvery !== null && !(batchEvery > 0))
     throw new RangeError(`--batch-every must be a positive number of seconds or "off", received ${batchEvery}`);
   const views = opts.viewsFile ? await loadViewsFile(opts.viewsFile) : undefined;
-  const dataDir = resolve(opts.dataDir ?? '.tandem');
+  const dataDir = resolve(opts.dataDir ?? DEFAULT_DATA_DIR);
   mkdirSync(dataDir, { recursive: true });
   const { generateKey } = await import('../functions/api/keys.ts');
   const { key: apiKey, generated } = readOrCreateKey(dataDir, opts.apiKey, generateKey);
@@ -240,7 +234,7 @@ export async function startLocalCloud(opts: LocalCloudOptions = {}): Promise<Loc
       bisectBatchOnError: true,
       reportBatchItemFailures: true,
       // Beside the handlers' own poison objects (failures/speed/, failures/archive/), not among them.
-      onFailure: { s3: own.s3, bucket: names[BUCKETS.failures.env]!, prefix: `${FAILURE_PREFIX}esm/` },
+      onFailure: { s3: own.s3, failureBucket: names[BUCKETS.failures.env]!, prefix: `${FAILURE_PREFIX}esm/` },
       checkpointDir: join(dataDir, 'esm'),
       logger: esmLogger,
     };
@@ -286,15 +280,13 @@ export async function startLocalCloud(opts: LocalCloudOptions = {}): Promise<Loc
     });
     stops.push(() => http.close());
     // So the CLI (`tandem status`, `tandem keys`) finds this cloud whatever ports it got.
-    const endpointsFile = join(dataDir, ENDPOINTS_FILE);
-    const endpoints: LocalEndpoints = {
+    const endpointsFile = writeLocalEndpoints(dataDir, {
       pid: process.pid,
       api: http.url,
       kinesis: emulators.kinesis.endpoint,
       dynamodb: emulators.dynamodb.endpoint,
       s3: emulators.s3.endpoint,
-    };
-    writeFileSync(endpointsFile, `${JSON.stringify(endpoints, null, 2)}\n`);
+    });
     stops.push(async () => rmSync(endpointsFile, { force: true }));
 
     const sweeper: Sweeper = startSweeper({

@@ -12,6 +12,7 @@
  * kinesis-local, which slowed as a shard grew (docs/local-cloud.md, "Long runs").
  */
 import { type KinesisClient, PutRecordsCommand } from '@aws-sdk/client-kinesis';
+import type { LogSink } from '../functions/adapters/log.ts';
 
 export interface DemoEvent {
   readonly id: string;
@@ -161,7 +162,7 @@ export function startDemo(opts: {
   /** @default 1000 */
   tickMs?: number;
   generator?: DemoGenerator;
-  logger?: { warn(message: string, ...extra: unknown[]): void };
+  logger?: Pick<LogSink, 'warn'>;
 }): Demo {
   const rate = opts.ratePerSecond ?? 10;
   const tickMs = opts.tickMs ?? 1000;

@@ -1,6 +1,6 @@
 /**
  * The local cloud's API Gateway: turns each HTTP request into an API Gateway
- * REST (v1) proxy event, routes it with functions/routes.ts (the table the CDK
+ * REST (v1) proxy event, routes it with functions/contract/routes.ts (the table the CDK
  * RestApi is built from), checks the API key as API Gateway/the authorizer does
  * in AWS, calls the route's handler, and writes the proxy result back. Also
  * serves the dashboard (web/dist, else web/) at `/`.
@@ -15,14 +15,9 @@ import { createServer, type IncomingMessage, type ServerResponse } from 'node:ht
 import type { AddressInfo } from 'node:net';
 import { extname, join, resolve, sep } from 'node:path';
 import type { APIGatewayProxyEvent, APIGatewayProxyResult } from 'aws-lambda';
-import { type HandlerName, MAX_BODY_BYTES, matchRoute, ROUTES, type Route } from '../functions/routes.ts';
+import type { LogSink } from '../functions/adapters/log.ts';
+import { type HandlerName, MAX_BODY_BYTES, type ResolvedRoute, type Route, resolveRoute } from '../functions/contract/routes.ts';
 import { InvocationTimeoutError, LOCAL_ACCOUNT, REPO_ROOT } from './runtime.ts';
-
-export interface HttpLogger {
-  info(message: string, ...extra: unknown[]): void;
-  warn(message: string, ...extra: unknown[]): void;
-  error(message: string, ...extra: unknown[]): void;
-}
 
 export interface HttpServerOptions {
   /** Port to listen on; 0 picks a free one. @default 3000 */
@@ -39,7 +34,7 @@ export interface HttpServerOptions {
   readonly staticDirs?: readonly string[];
   /** Request body limit in bytes. @default MAX_BODY_BYTES */
   readonly maxBodyBytes?: number;
-  readonly logger?: HttpLogger;
+  readonly logger?: LogSink;
 }
 
 export interface HttpServer {
@@ -313,14 +308,14 @@ export async function startHttpServer(opts: HttpServerOptions): Promise<HttpServ
     } catch {
       return sendJson(res, 400, { error: 'malformed request URL' });
     }
-    let sameResource: Route[];
-    let match: ReturnType<typeof matchRoute>;
+    let resolved: ResolvedRoute | undefined;
     try {
-      sameResource = ROUTES.filter((r) => matchRoute(r.method, url.pathname)?.route === r);
-      match = matchRoute(method === 'HEAD' ? 'GET' : method, url.pathname);
+      resolved = resolveRoute({ httpMethod: method === 'HEAD' ? 'GET' : method, path: url.pathname });
     } catch {
       return sendJson(res, 400, { error: 'malformed percent-encoding in the path' });
     }
+    const sameResource = resolved?.routes ?? [];
+    const match = resolved?.route && { route: resolved.route, params: resolved.params };
     if (method === 'OPTIONS') {
       if (sameResource.length === 0) return sendJson(res, 404, { error: `no route for ${url.pathname}` });
       res.writeHead(204, { ...CORS, allow: [...new Set([...sameResource.map((r) => r.method), 'OPTIONS'])].join(',') });

@@ -16,7 +16,7 @@ import { dirname, isAbsolute, relative, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import type { Context } from 'aws-lambda';
 
-/** The repository root: handler paths in functions/routes.ts are relative to it. */
+/** The repository root: handler paths in functions/contract/routes.ts are relative to it. */
 export const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 
 /** Account and region the local ARNs carry (the emulators accept any). */

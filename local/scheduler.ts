@@ -3,6 +3,7 @@
  * `everySeconds`, never two runs at once (a tick that finds a run still going
  * is skipped, as a Step Functions run guarded by the batch lock would be).
  */
+import type { LogSink } from '../functions/adapters/log.ts';
 
 export interface SchedulerStats {
   runs: number;
@@ -21,7 +22,7 @@ export interface Scheduler {
 export interface SchedulerOptions {
   readonly everySeconds: number;
   readonly runBatch: () => Promise<unknown>;
-  readonly logger?: { info(message: string, ...extra: unknown[]): void; warn(message: string, ...extra: unknown[]): void };
+  readonly logger?: Pick<LogSink, 'info' | 'warn'>;
 }
 
 export function startScheduler(opts: SchedulerOptions): Scheduler {

@@ -9,6 +9,7 @@
 import type { AttributeValue } from '@aws-sdk/client-dynamodb';
 import { DeleteItemCommand, type DynamoDBClient, ScanCommand } from '@aws-sdk/client-dynamodb';
 import type { KinesisClient } from '@aws-sdk/client-kinesis';
+import type { LogSink } from '../functions/adapters/log.ts';
 import { TABLES } from '../functions/resources.ts';
 import { trimStream } from './stream-trim.ts';
 
@@ -91,7 +92,7 @@ export function startSweeper(opts: {
   intervalMs?: number;
   /** Also enforce the stream's retention (kinesalite: local/stream-trim.ts) every `everySweeps` sweeps. */
   stream?: { kinesis: KinesisClient; streamName: string; everySweeps: number };
-  logger?: { warn(message: string, ...extra: unknown[]): void; debug?(message: string, ...extra: unknown[]): void };
+  logger?: Pick<LogSink, 'warn' | 'debug'>;
 }): Sweeper {
   let running: Promise<number> | undefined;
   let stopped = false;

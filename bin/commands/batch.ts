@@ -4,6 +4,7 @@
  */
 import { SingleBar } from 'cli-progress';
 import type { Command } from 'commander';
+import type { PointerAnswer, RunAnswer, StartRunAnswer, ViewsAnswer } from '../../functions/contract/api.ts';
 import { type ApiClient, sleep } from '../client.ts';
 import {
   action,
@@ -19,35 +20,19 @@ import {
   withTarget,
 } from '../output.ts';
 
-/** A batch run as GET /batch/runs/{id} answers (the control table's `run / <id>` item). */
-export interface BatchRun {
-  readonly id?: string;
-  readonly runId?: string;
-  readonly state: 'RUNNING' | 'SUCCEEDED' | 'FAILED' | 'SKIPPED' | string;
-  readonly stage?: string;
-  readonly startedAt?: string | number;
-  readonly finishedAt?: string | number;
-  readonly version?: number;
-  readonly cutoff?: string | number;
-  readonly views?: Readonly<Record<string, { readonly rows?: number; readonly sqlMs?: number; readonly loadMs?: number }>>;
-  readonly error?: string;
-  readonly note?: string;
-}
-
 /**
  * Where a run is, as a fraction of its work: `plan`, then each view's SQL and
  * load (`views`, one step per view as it completes), then `publish`.
  */
 export function progressOf(
-  run: Pick<BatchRun, 'state' | 'stage' | 'views'>,
+  run: Pick<RunAnswer, 'state' | 'stage' | 'views'>,
   viewCount: number,
 ): { value: number; total: number; step: string } {
   const total = viewCount + 2;
-  const done = Object.keys(run.views ?? {}).length;
+  const done = Object.keys(run.views).length;
   if (FINAL.has(run.state) || run.stage === 'done') return { value: total, total, step: 'done' };
   switch (run.stage) {
     case 'plan':
-    case undefined:
       return { value: 0, total, step: 'plan' };
     case 'publish':
       return { value: total - 1, total, step: 'publish' };
@@ -56,7 +41,7 @@ export function progressOf(
   }
 }
 
-const FINAL = new Set(['SUCCEEDED', 'FAILED', 'SKIPPED', 'ABORTED', 'TIMED_OUT']);
+const FINAL = new Set<RunAnswer['state']>(['SUCCEEDED', 'FAILED', 'SKIPPED']);
 
 export function registerBatch(program: Command): void {
   const batch = program.command('batch').description('run the batch layer now, or roll back to an earlier batch version');
@@ -84,12 +69,9 @@ export function registerBatch(program: Command): void {
   rollback.action(
     action(async (version: string, flags: TargetFlags & { json?: boolean }) => {
       const n = positiveInt('<version>', version);
-      const { body } = await clientFor(flags).post<Record<string, unknown>>('/batch/rollback', { version: n });
+      const { body } = await clientFor(flags).post<PointerAnswer>('/batch/rollback', { version: n });
       if (flags.json) printJson(body);
-      else
-        process.stdout.write(
-          `now serving batch version ${String(body?.version ?? n)}${body?.cutoff ? `, cutoff ${String(body.cutoff)}` : ''}\n`,
-        );
+      else process.stdout.write(`now serving batch version ${body.version}, cutoff ${body.cutoff}\n`);
     }),
   );
 }
@@ -103,27 +85,26 @@ interface RunFlags extends TargetFlags {
 async function runBatch(flags: RunFlags): Promise<void> {
   const timeoutMs = positiveInt('--timeout', flags.timeout) * 1000;
   const client = clientFor(flags);
-  const { body: started } = await client.post<Record<string, unknown>>('/batch/runs', {});
-  const id = String(started?.id ?? started?.runId ?? '');
-  if (!id) throw new Error(`POST /batch/runs answered without a run id: ${JSON.stringify(started)}`);
+  const { body: started } = await client.post<StartRunAnswer>('/batch/runs', {});
+  const id = started.id;
   if (!flags.wait) {
     if (flags.json) printJson(started);
     else process.stdout.write(`${id}\n`);
-    narrate(`batch run ${id} ${started?.alreadyRunning ? 'was already running' : 'started'}; follow it with GET /batch/runs/${id}`);
+    narrate(`batch run ${id} ${started.alreadyRunning ? 'was already running' : 'started'}; follow it with GET /batch/runs/${id}`);
     return;
   }
-  narrate(started?.alreadyRunning ? `batch run ${id} was already running: following it` : `batch run ${id} started`);
+  narrate(started.alreadyRunning ? `batch run ${id} was already running: following it` : `batch run ${id} started`);
   const done = await follow(client, id, timeoutMs);
-  if (flags.json) printJson({ id, ...done });
+  if (flags.json) printJson(done);
   else printRun(id, done);
   if (done.state === 'FAILED' || !FINAL.has(done.state)) throw new ReportedFailure(EXIT_FAILURE);
 }
 
 /** Polls a run until it ends, showing its progress: a bar on a terminal, a line per step otherwise. */
-async function follow(client: ApiClient, id: string, timeoutMs: number): Promise<BatchRun> {
+async function follow(client: ApiClient, id: string, timeoutMs: number): Promise<RunAnswer> {
   const deadline = Date.now() + timeoutMs;
-  const { body: declared } = await client.get<{ views: unknown[] } | unknown[]>('/views');
-  const viewCount = (Array.isArray(declared) ? declared : declared.views).length;
+  const { body: declared } = await client.get<ViewsAnswer>('/views');
+  const viewCount = declared.views.length;
   const t0 = Date.now();
   const seconds = () => ((Date.now() - t0) / 1000).toFixed(1);
   const bar = process.stderr.isTTY
@@ -134,19 +115,17 @@ async function follow(client: ApiClient, id: string, timeoutMs: number): Promise
   const reported = new Set<string>();
   try {
     for (;;) {
-      const { body: run } = await client.get<BatchRun>(`/batch/runs/${encodeURIComponent(id)}`);
+      const { body: run } = await client.get<RunAnswer>(`/batch/runs/${encodeURIComponent(id)}`);
       const p = progressOf(run, viewCount);
       if (bar) bar.update(p.value, { step: p.step, seconds: seconds() });
       else {
         // A quick plan can be over by the first poll: say so rather than skip the step.
         if (lastStep === undefined)
-          narrate(
-            `${seconds()} s  plan: ${run.stage === 'plan' || run.cutoff === undefined ? 'choosing the cutoff' : `cutoff ${String(run.cutoff)}`}`,
-          );
-        for (const [name, v] of Object.entries(run.views ?? {})) {
+          narrate(`${seconds()} s  plan: ${run.stage === 'plan' || run.cutoff === null ? 'choosing the cutoff' : `cutoff ${run.cutoff}`}`);
+        for (const [name, v] of Object.entries(run.views)) {
           if (reported.has(name)) continue;
           reported.add(name);
-          narrate(`${seconds()} s  ${name}: ${v.rows ?? '?'} rows (SQL ${v.sqlMs ?? '?'} ms, load ${v.loadMs ?? '?'} ms)`);
+          narrate(`${seconds()} s  ${name}: ${v.rows} rows (SQL ${v.sqlMs} ms, load ${v.loadMs} ms)`);
         }
         if (run.stage === 'publish' && lastStep !== 'publish') narrate(`${seconds()} s  publish: flipping the pointer`);
       }
@@ -163,22 +142,22 @@ async function follow(client: ApiClient, id: string, timeoutMs: number): Promise
   }
 }
 
-function printRun(id: string, run: BatchRun): void {
+function printRun(id: string, run: RunAnswer): void {
   const lines = [`batch run ${id}: ${run.state}`];
-  if (run.version !== undefined) lines.push(`version ${run.version}, cutoff ${String(run.cutoff ?? '')}`);
-  if (run.startedAt !== undefined && run.finishedAt !== undefined) {
+  if (run.version !== null) lines.push(`version ${run.version}, cutoff ${run.cutoff ?? ''}`);
+  if (run.startedAt !== null && run.finishedAt !== null) {
     const ms = new Date(run.finishedAt).getTime() - new Date(run.startedAt).getTime();
     if (Number.isFinite(ms)) lines.push(`took ${(ms / 1000).toFixed(1)} s`);
   }
   if (run.error) lines.push(`error: ${run.error}`);
   if (run.note) lines.push(`note: ${run.note}`);
   process.stdout.write(`${lines.join('\n')}\n`);
-  const views = Object.entries(run.views ?? {});
+  const views = Object.entries(run.views);
   if (views.length > 0) {
     process.stdout.write(
       `${renderTable(
         ['view', 'rows', 'sql ms', 'load ms'],
-        views.map(([name, v]) => [name, v.rows ?? null, v.sqlMs ?? null, v.loadMs ?? null]),
+        views.map(([name, v]) => [name, v.rows, v.sqlMs, v.loadMs]),
         ['left', 'right', 'right', 'right'],
       )}\n`,
     );

@@ -6,6 +6,7 @@
 
 import { join } from 'node:path';
 import type { Command } from 'commander';
+import { DEFAULT_DATA_DIR } from '../../local/endpoints.ts';
 import { action, narrate, UsageError, usageExits } from '../output.ts';
 
 interface LocalFlags {
@@ -37,7 +38,7 @@ export function registerLocal(program: Command): void {
     .option('--views <file>', 'views to declare: a .json file, or a .ts/.js module with a default export (default: the demo views)')
     .option('--window <seconds>', 'arrival window in seconds (must divide a day)', '60')
     .option('--batch-every <seconds|off>', 'seconds between scheduled batch runs, or "off"', '60')
-    .option('--data-dir <dir>', 'where emulator data, checkpoints and the API key are kept', '.tandem')
+    .option('--data-dir <dir>', 'where emulator data, checkpoints and the API key are kept', DEFAULT_DATA_DIR)
     .option('--api-key <key>', 'the API key (default: the one saved in the data dir, else a new one)')
     .option('--shards <n>', 'shards of the stream when it is first created', '2')
     .option('--demo-rate <n>', 'demo events per second (kept modest: every event costs CPU and disk in each layer, all day long)', '10')

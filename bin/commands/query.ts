@@ -3,6 +3,7 @@
  * `tandem views`: GET /views.
  */
 import { type Command, Option } from 'commander';
+import type { QueryAnswer, ViewInfo, ViewsAnswer } from '../../functions/contract/api.ts';
 import { iso, parseTime, QUERY_GRAINS } from '../../functions/core/time.ts';
 import {
   action,
@@ -25,26 +26,6 @@ interface QueryFlags extends TargetFlags {
   readonly totals?: boolean;
   readonly where: string[];
   readonly json?: boolean;
-}
-
-/** The response of GET /views/{name} (DESIGN.md, "The contract"). */
-export interface QueryAnswer {
-  readonly view: string;
-  readonly grain: string;
-  readonly from: string;
-  readonly to: string;
-  readonly batch: { readonly version: number; readonly cutoff: string } | null;
-  readonly rows: readonly Record<string, string | number | null>[];
-}
-
-/** A view as GET /views lists it. */
-export interface ViewInfo {
-  readonly name: string;
-  readonly description?: string;
-  readonly filter?: Readonly<Record<string, string | number | boolean>>;
-  readonly dimensions: readonly string[];
-  readonly grain: string;
-  readonly metrics: Readonly<Record<string, { readonly fn: string; readonly field?: string }>>;
 }
 
 const UNIT_MS: Record<string, number> = { s: 1_000, m: 60_000, h: 3_600_000, d: 86_400_000 };
@@ -153,13 +134,13 @@ async function query(view: string, flags: QueryFlags): Promise<void> {
 }
 
 async function listViews(flags: TargetFlags & { json?: boolean }): Promise<void> {
-  const { body } = await clientFor(flags).get<{ views: ViewInfo[] } | ViewInfo[]>('/views');
+  const { body } = await clientFor(flags).get<ViewsAnswer>('/views');
   if (flags.json) {
     printJson(body);
     return;
   }
-  const list = Array.isArray(body) ? body : body.views;
-  const metric = ([name, m]: [string, { fn: string; field?: string }]) => `${name}: ${m.fn}(${m.field ?? ''})`;
+  const list = body.views;
+  const metric = ([name, m]: [string, ViewInfo['metrics'][string]]) => `${name}: ${m.fn}(${'field' in m ? m.field : ''})`;
   const filter = (f: ViewInfo['filter']) =>
     f
       ? Object.entries(f)

@@ -9,6 +9,7 @@ import { createInterface } from 'node:readline';
 import type { Readable } from 'node:stream';
 import { SingleBar } from 'cli-progress';
 import type { Command } from 'commander';
+import type { ErrorBody, EventsAnswer, EventsRefused } from '../../functions/contract/api.ts';
 import { type ApiClient, ApiError, sleep, UnreachableError } from '../client.ts';
 import {
   action,
@@ -248,13 +249,6 @@ function withId(event: unknown): unknown {
   return event;
 }
 
-interface EventsAnswer {
-  accepted?: number;
-  rejected?: { index: number; field?: string | null; message?: string }[];
-  error?: string;
-  field?: string;
-}
-
 /**
  * Posts one batch: 200/207 as the contract says; 400 rejects the batch with the
  * API's reasons; 413 halves the batch; 429/502/503/504 and network errors are
@@ -264,7 +258,10 @@ async function postBatch(client: ApiClient, items: readonly Item[]): Promise<Pos
   const events = items.map((i) => withId(i.event));
   for (let attempt = 1; ; attempt++) {
     try {
-      const { status, body } = await client.post<EventsAnswer>('/events', events, { accept: [400, 413] });
+      // 200 and 207 answer EventsAnswer, a 400 EventsRefused (every event rejected) or a bare error (the body as a whole).
+      const { status, body: sent } = await client.post<EventsAnswer | EventsRefused | ErrorBody>('/events', events, { accept: [400, 413] });
+      // A body that is not JSON (a proxy's page) is kept as text by the client.
+      const body = sent !== null && typeof sent === 'object' ? sent : { error: `rejected (${status})` };
       if (status === 413) {
         if (items.length === 1)
           return {
@@ -282,21 +279,21 @@ async function postBatch(client: ApiClient, items: readonly Item[]): Promise<Pos
         const [a, b] = [await postBatch(client, items.slice(0, half)), await postBatch(client, items.slice(half))];
         return { accepted: a.accepted + b.accepted, rejected: [...a.rejected, ...b.rejected] };
       }
-      const listed = Array.isArray(body?.rejected) ? body.rejected : [];
-      if (status === 400 && listed.length === 0) {
-        const message = body?.error ?? 'rejected (400)';
-        return { accepted: 0, rejected: items.map((i) => ({ position: i.position, field: body?.field ?? null, message, event: i.event })) };
+      const listed = 'rejected' in body ? body.rejected : [];
+      if ('error' in body && listed.length === 0) {
+        const { error: message, field = null } = body;
+        return { accepted: 0, rejected: items.map((i) => ({ position: i.position, field, message, event: i.event })) };
       }
       const rejected = listed.map((r) => {
         const item = items[r.index];
         return {
           position: item?.position ?? { index: r.index },
-          field: r.field ?? null,
-          message: r.message ?? 'rejected',
+          field: r.field,
+          message: r.message,
           event: item?.event,
         };
       });
-      return { accepted: typeof body?.accepted === 'number' ? body.accepted : items.length - rejected.length, rejected };
+      return { accepted: 'accepted' in body ? body.accepted : items.length - rejected.length, rejected };
     } catch (e) {
       const transient = e instanceof UnreachableError || (e instanceof ApiError && [429, 502, 503, 504].includes(e.status));
       if (!transient || attempt >= ATTEMPTS) throw e;

@@ -1,5 +1,5 @@
 /**
- * Poison records of the stream consumers (DESIGN invariant 9): records that
+ * Poison records of the stream consumers (invariant 9, docs/design.md): records that
  * `toRawRecord` rejects. Both consumers (speed and archive) see every poison
  * record; each writes it to the failures bucket under a key derived from its
  * layer, shard and sequence number (a retry overwrites, never duplicates) and
@@ -66,7 +66,12 @@ export const POISON_ATTRIBUTES: Record<ConsumerLayer, { readonly count: string; 
   archive: { count: 'archive', hw: 'archiveHw' },
 };
 
-export async function writePoison(s3: S3Client, bucket: string, layer: ConsumerLayer, records: readonly PoisonRecord[]): Promise<void> {
+export async function writePoison(
+  s3: S3Client,
+  failureBucket: string,
+  layer: ConsumerLayer,
+  records: readonly PoisonRecord[],
+): Promise<void> {
   await mapLimit(records, 8, async (p) => {
     const text = Buffer.from(p.data).toString('utf8');
     const body = {
@@ -81,7 +86,7 @@ export async function writePoison(s3: S3Client, bucket: string, layer: ConsumerL
     };
     await s3.send(
       new PutObjectCommand({
-        Bucket: bucket,
+        Bucket: failureBucket,
         Key: poisonKey(layer, p.shard, p.seq),
         Body: Buffer.from(JSON.stringify(body)),
         ContentType: 'application/json',

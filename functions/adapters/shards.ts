@@ -4,7 +4,7 @@
  * consumer must not depend on it): each shard's records are handled in sequence
  * order, shards in parallel, and a shard that fails reports its *first* record,
  * so Lambda retries that shard's whole batch and never skips an earlier record
- * whose effects are incomplete (invariant 9).
+ * whose effects are incomplete (invariant 9, docs/design.md).
  */
 import { padSeq } from '../core/record.ts';
 import type { StreamRecord } from './kinesis-event.ts';

@@ -8,8 +8,9 @@
 import { gunzipSync, inflateSync } from 'node:zlib';
 import type { Logger } from '@aws-lambda-powertools/logger';
 import type { APIGatewayProxyEvent, APIGatewayProxyResult, Context } from 'aws-lambda';
+import type { ErrorBody } from '../contract/api.ts';
+import { MAX_BODY_BYTES } from '../contract/routes.ts';
 import { SETTINGS_ENV } from '../resources.ts';
-import { MAX_BODY_BYTES } from '../routes.ts';
 
 export type ApiHandler = (event: APIGatewayProxyEvent, context: Context) => Promise<APIGatewayProxyResult>;
 
@@ -50,8 +51,8 @@ export function jsonText(statusCode: number, text: string, headers: Record<strin
 export const MAX_RESPONSE_BYTES = 5_000_000;
 
 /** The contract's error body: `{ "error": message, "field"?: name }`, plus any extra fields. */
-export function errorBody(message: string, field?: string, extra: Record<string, unknown> = {}): Record<string, unknown> {
-  return { error: message, ...(field === undefined ? {} : { field }), ...extra };
+export function errorBody<E extends object = Record<never, never>>(message: string, field?: string, extra?: E): ErrorBody & E {
+  return { error: message, ...(field === undefined ? {} : { field }), ...extra } as ErrorBody & E;
 }
 
 /** A 4xx/5xx answer that a handler throws from anywhere below it; the guard renders it. */

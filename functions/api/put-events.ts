@@ -1,6 +1,6 @@
 /**
  * Writes accepted events to the stream: PutRecords with the event id as the
- * partition key (all copies of an id land on one shard, DESIGN invariant 3), in
+ * partition key (all copies of an id land on one shard, invariant 3 of docs/design.md), in
  * requests of at most 500 records and 5 MB, retrying only the entries that
  * failed. Answers which entries are stored, so ingest says 2xx only when all are.
  */

@@ -16,7 +16,7 @@
  */
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { DynamoDBDocumentClient, GetCommand, QueryCommand, type QueryCommandInput } from '@aws-sdk/lib-dynamodb';
-import { batchPartitions, cellsOf, pad13, speedPartitions, speedSlot } from '../core/keys.ts';
+import { batchPartitions, cellsOf, POINTER_KEY, pad13, speedPartitions, speedSlot } from '../core/keys.ts';
 import { mapLimit } from '../core/limit.ts';
 import { stateColumns, stateFromColumns } from '../core/metrics.ts';
 import type { Row, SpeedRow } from '../core/query.ts';
@@ -81,9 +81,7 @@ export function num(v: unknown): number {
 const str = (v: unknown): string | undefined => (v === undefined || v === null ? undefined : String(v));
 
 export async function readPointer(deps: Pick<ReadDeps, 'doc' | 'tables'>): Promise<Pointer | null> {
-  const out = await deps.doc.send(
-    new GetCommand({ TableName: deps.tables.control, Key: { pk: 'pointer', sk: 'current' }, ConsistentRead: true }),
-  );
+  const out = await deps.doc.send(new GetCommand({ TableName: deps.tables.control, Key: POINTER_KEY, ConsistentRead: true }));
   const item = out.Item;
   if (!item || item.version === undefined || item.cutoff === undefined) return null;
   const publishedAt = str(item.publishedAt);
@@ -151,13 +149,13 @@ export function batchQueries(
 /**
  * The arrival windows a query must read from the speed table: from the cutoff
  * (or, with no batch yet, from the oldest window that can still be alive) to
- * now plus a little clock skew. Windows older than the TTL horizon hold only
+ * now plus a little clock skew. Windows older than the TTL hold only
  * expired items, which the filter would drop anyway.
  */
 export function speedWindowRange(settings: Settings, cutoff: number | null, now: number): { from: number; to: number } {
   const windowMs = settings.windowSeconds * 1000;
-  const horizon = floorTo(now - windowMs - speedTtlSeconds(settings) * 1000 - 60_000, windowMs);
-  return { from: cutoff === null ? horizon : Math.max(cutoff, horizon), to: now + 120_000 };
+  const oldestLiveWindow = floorTo(now - windowMs - speedTtlSeconds(settings) * 1000 - 60_000, windowMs);
+  return { from: cutoff === null ? oldestLiveWindow : Math.max(cutoff, oldestLiveWindow), to: now + 120_000 };
 }
 
 /**

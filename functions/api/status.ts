@@ -4,6 +4,7 @@
  * `checkpoint / *` and `stats / poison` items (one per shard each).
  */
 import { GetCommand } from '@aws-sdk/lib-dynamodb';
+import type { ArchiveShard, LastRun, RunAnswer, SpeedShard, StatusAnswer } from '../contract/api.ts';
 import type { Settings } from '../core/settings.ts';
 import { emptyStats, num, queryAll, type ReadDeps, readPointer } from './read-view.ts';
 
@@ -43,7 +44,7 @@ export interface StatusDeps extends Pick<ReadDeps, 'doc' | 'tables'> {
 /** How many of the newest run items to look at for "the last run" (run ids sort by start time). */
 const RECENT_RUNS = 10;
 
-export async function readStatus(deps: StatusDeps, now: number): Promise<Record<string, unknown>> {
+export async function readStatus(deps: StatusDeps, now: number): Promise<StatusAnswer> {
   const stats = emptyStats();
   const control = deps.tables.control;
   const partition = (pk: string, extra: { limit?: number; newestFirst?: boolean } = {}) =>
@@ -81,33 +82,34 @@ export async function readStatus(deps: StatusDeps, now: number): Promise<Record<
     },
     // The same shape as GET /batch/runs/{id}, plus the run's duration.
     lastRun: last
-      ? {
+      ? ({
           id: String(last.runId ?? last.sk),
-          state: last.state,
-          stage: last.stage,
+          state: last.state as RunAnswer['state'],
+          stage: last.stage as RunAnswer['stage'],
           startedAt: isoTime(last.startedAt) ?? null,
           finishedAt: isoTime(last.finishedAt) ?? null,
           durationMs: started !== undefined && finished !== undefined ? finished - started : null,
-          version: last.version ?? null,
+          version: (last.version ?? null) as number | null,
           cutoff: isoTime(last.cutoff) ?? null,
           previousCutoff: isoTime(last.previousCutoff) ?? null,
-          views: last.views ?? {},
-          timings: last.timings ?? {},
-          ...(last.archive !== undefined && { archive: last.archive }),
-          ...(last.note !== undefined && { note: last.note }),
-          ...(last.error !== undefined && { error: last.error }),
-        }
+          views: (last.views ?? {}) as RunAnswer['views'],
+          timings: (last.timings ?? {}) as RunAnswer['timings'],
+          ...(last.archive !== undefined && { archive: last.archive as RunAnswer['archive'] }),
+          ...(last.note !== undefined && { note: last.note as string }),
+          ...(last.error !== undefined && { error: last.error as string }),
+        } satisfies LastRun)
       : null,
     speed: {
       shards: speed.map((raw) => {
         const i = plain(raw) as Item;
         const arrival = ms(i.arrival);
+        // The item's own attributes (seq, ...) in their order, times as ISO-8601.
         return {
           shard: String(i.sk),
           ...without(i, 'pk', 'sk', 'expiresAt'),
           ...(arrival !== undefined && { arrival: new Date(arrival).toISOString(), lagMs: Math.max(0, now - arrival) }),
           ...(i.updatedAt !== undefined && { updatedAt: isoTime(i.updatedAt) }),
-        };
+        } as SpeedShard;
       }),
     },
     archive: {
@@ -118,7 +120,7 @@ export async function readStatus(deps: StatusDeps, now: number): Promise<Record<
           ...without(i, 'pk', 'sk', 'expiresAt'),
           ...(i.arrival !== undefined && { arrival: isoTime(i.arrival) }),
           ...(i.updatedAt !== undefined && { updatedAt: isoTime(i.updatedAt) }),
-        };
+        } as ArchiveShard;
       }),
     },
     windowSeconds: deps.settings.windowSeconds,

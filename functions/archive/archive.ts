@@ -1,6 +1,7 @@
 /**
- * The raw archive (DESIGN invariant 6), a function of its clients; the Lambda
- * entry is functions/archive.ts. Per Kinesis shard of a batch, in this order:
+ * The raw archive (invariant 6, docs/design.md), a function of its clients
+ * (handler.ts calls it; the Lambda entry is functions/archive.ts). Per Kinesis
+ * shard of a batch, in this order:
  *
  *   1. normalize each record with `toRawRecord` (the one poison rule of both
  *      layers); poison goes to the failures bucket and `stats / poison`, is not
@@ -28,21 +29,14 @@ import { promisify } from 'node:util';
 import { gzip as gzipCb } from 'node:zlib';
 import { ConditionalCheckFailedException, type DynamoDBClient, UpdateItemCommand } from '@aws-sdk/client-dynamodb';
 import { PutObjectCommand, type S3Client, S3ServiceException } from '@aws-sdk/client-s3';
-import type { StreamRecord as ArchiveRecord } from '../adapters/kinesis-event.ts';
+import type { StreamRecord } from '../adapters/kinesis-event.ts';
+import type { LogSink } from '../adapters/log.ts';
 import { countPoison, normalize, type PoisonRecord, writePoison } from '../adapters/poison.ts';
 import { batchAgeMs, errorAttribute, forEachShard } from '../adapters/shards.ts';
 import { padSeq, type RawRecord } from '../core/record.ts';
-import { CHECKPOINT_PK, HOUR_MS, MANIFEST_PK, manifestEntry, manifestSk, rawObjectKey } from './layout.ts';
+import { CHECKPOINT_PK, HOUR_MS, OBJECT_MANIFEST_PK, objectManifestEntry, objectManifestSk, rawObjectKey } from './layout.ts';
 
 const gzip = promisify(gzipCb);
-
-export type { ArchiveRecord, PoisonRecord };
-
-/** The part of a logger the core uses (Powertools' Logger fits). */
-export interface LogSink {
-  warn(message: string, attributes: Record<string, unknown>): void;
-  error(message: string, attributes: Record<string, unknown>): void;
-}
 
 /** Fault-injection points for tests (a crash is a thrown error). */
 export interface ArchiveHooks {
@@ -57,7 +51,8 @@ export interface ArchiveDeps {
   readonly failureBucket: string;
   readonly controlTable: string;
   readonly now?: () => number;
-  readonly log?: LogSink | undefined;
+  /** Warnings (poison) and errors (failed shards), with attributes (Powertools' Logger fits). */
+  readonly log?: Pick<LogSink, 'warn' | 'error'> | undefined;
   readonly hooks?: ArchiveHooks | undefined;
 }
 
@@ -82,7 +77,7 @@ export interface ArchiveResult {
 }
 
 /** Archives one Lambda batch (normally one shard's; several shards are handled independently). */
-export async function archiveBatch(records: readonly ArchiveRecord[], deps: ArchiveDeps): Promise<ArchiveResult> {
+export async function archiveBatch(records: readonly StreamRecord[], deps: ArchiveDeps): Promise<ArchiveResult> {
   const now = deps.now ?? Date.now;
   const stats: ArchiveStats = {
     records: records.length,
@@ -108,7 +103,7 @@ export async function archiveBatch(records: readonly ArchiveRecord[], deps: Arch
 
 async function archiveShard(
   shard: string,
-  list: readonly ArchiveRecord[],
+  list: readonly StreamRecord[],
   deps: ArchiveDeps,
   stats: ArchiveStats,
   now: () => number,
@@ -137,11 +132,11 @@ async function archiveShard(
       await deps.ddb.send(
         new UpdateItemCommand({
           TableName: deps.controlTable,
-          Key: { pk: { S: MANIFEST_PK }, sk: { S: manifestSk(hour, shard) } },
+          Key: { pk: { S: OBJECT_MANIFEST_PK }, sk: { S: objectManifestSk(hour, shard) } },
           UpdateExpression: 'ADD #objects :entry SET #hour = :hour, #shard = :shard',
           ExpressionAttributeNames: { '#objects': 'objects', '#hour': 'hour', '#shard': 'shard' },
           ExpressionAttributeValues: {
-            ':entry': { SS: [manifestEntry(first, last, group.length)] },
+            ':entry': { SS: [objectManifestEntry(first, last, group.length)] },
             ':hour': { N: String(hour) },
             ':shard': { S: shard },
           },
@@ -183,11 +178,11 @@ async function archiveShard(
  * it. Returns false when the object was already there (412). Deterministic
  * keys make the overwrite that s3rver does instead just as harmless.
  */
-async function putOnce(s3: S3Client, bucket: string, key: string, body: Buffer): Promise<boolean> {
+async function putOnce(s3: S3Client, rawBucket: string, key: string, body: Buffer): Promise<boolean> {
   try {
     await s3.send(
       new PutObjectCommand({
-        Bucket: bucket,
+        Bucket: rawBucket,
         Key: key,
         Body: body,
         IfNoneMatch: '*',

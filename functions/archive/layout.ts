@@ -22,7 +22,7 @@ export const HOUR_MS = 3_600_000;
 
 /** Control-table partition keys of the archive's items. */
 export const CHECKPOINT_PK = 'checkpoint';
-export const MANIFEST_PK = 'archive';
+export const OBJECT_MANIFEST_PK = 'archive';
 
 /** Key of one raw object. `firstSeq`/`lastSeq` are padded sequence numbers. */
 export function rawObjectKey(shard: string, arrivalMs: number, firstSeq: string, lastSeq: string): string {
@@ -52,21 +52,21 @@ export function parseRawObjectKey(key: string): RawObjectName | undefined {
 }
 
 /** Sort key of the manifest item of one shard and arrival hour. */
-export function manifestSk(hourStartMs: number, shard: string): string {
+export function objectManifestSk(hourStartMs: number, shard: string): string {
   return `${pad13(hourStartMs)}#${shard}`;
 }
 
 /** One manifest entry: `<firstSeq>-<lastSeq>=<lines>`. */
-export function manifestEntry(firstSeq: string, lastSeq: string, lines: number): string {
+export function objectManifestEntry(firstSeq: string, lastSeq: string, lines: number): string {
   return `${firstSeq}-${lastSeq}=${lines}`;
 }
 
 /** The object keys and line counts a manifest item lists. */
-export function manifestObjects(hourStartMs: number, shard: string, entries: Iterable<string>): { key: string; lines: number }[] {
+export function objectManifestEntries(hourStartMs: number, shard: string, entries: Iterable<string>): { key: string; lines: number }[] {
   const out: { key: string; lines: number }[] = [];
   for (const e of entries) {
     const m = /^(\d+)-(\d+)=(\d+)$/.exec(e);
-    if (!m) throw new Error(`malformed archive manifest entry "${e}" (${manifestSk(hourStartMs, shard)})`);
+    if (!m) throw new Error(`malformed archive manifest entry "${e}" (${objectManifestSk(hourStartMs, shard)})`);
     out.push({ key: rawObjectKey(shard, hourStartMs, m[1]!, m[2]!), lines: Number(m[3]) });
   }
   return out;

@@ -26,7 +26,7 @@ export interface AthenaEngineOptions {
   readonly table: string;
   readonly workgroup: string;
   /** The raw bucket (to turn `$path` back into object keys). */
-  readonly bucket: string;
+  readonly rawBucket: string;
   /** Longest wait between polls of a running query, ms. @default 2000 */
   readonly maxPollMs?: number;
   readonly sleep?: (ms: number) => Promise<void>;
@@ -106,7 +106,7 @@ export function athenaEngine(opts: AthenaEngineOptions): BatchEngine {
   return {
     name: 'athena',
     async open(cutoff: number, runId: string): Promise<EngineSession> {
-      const prefix = `s3://${opts.bucket}/`;
+      const prefix = `s3://${opts.rawBucket}/`;
       const stats = { objects: 0, downloaded: 0, downloadedBytes: 0, stageMs: 0 };
       return {
         engine: 'athena',

@@ -9,19 +9,19 @@
 import { randomBytes } from 'node:crypto';
 import { ConditionalCheckFailedException } from '@aws-sdk/client-dynamodb';
 import { DeleteCommand, type DynamoDBDocumentClient, GetCommand, PutCommand, QueryCommand, UpdateCommand } from '@aws-sdk/lib-dynamodb';
-import { padVersion } from '../core/keys.ts';
+import { RUN_ID_RE, type RunStage, type RunState } from '../contract/api.ts';
+import { POINTER_KEY, padVersion } from '../core/keys.ts';
 import { TTL_ATTRIBUTE } from '../resources.ts';
 
 export const LOCK_KEY = { pk: 'lock', sk: 'batch' } as const;
-export const POINTER_KEY = { pk: 'pointer', sk: 'current' } as const;
 export const RUN_PK = 'run';
 export const VERSION_PK = 'version';
 
 /** Run items are kept this long, then expire (TTL). */
 export const RUN_RETENTION_SECONDS = 90 * 86_400;
 
-export type RunState = 'RUNNING' | 'SUCCEEDED' | 'FAILED' | 'SKIPPED';
-export type RunStage = 'plan' | 'views' | 'publish' | 'done';
+// The run's states, stages and id format are the API's (GET /batch/runs/{id}); the pointer's key is core's (the query reads it too).
+export { POINTER_KEY, RUN_ID_RE, type RunStage, type RunState };
 
 export interface ViewRun {
   readonly rows: number;
@@ -95,8 +95,6 @@ export function newRunId(nowMs: number): string {
   const t = new Date(nowMs).toISOString().replace(/[-:]/g, '').replace('.', '');
   return `run-${t}-${randomBytes(3).toString('hex')}`;
 }
-
-export const RUN_ID_RE = /^[A-Za-z0-9_-]{1,80}$/;
 
 // ---- lock ---------------------------------------------------------------------------------------
 
@@ -359,7 +357,7 @@ export async function getPointer(c: Control): Promise<Pointer | undefined> {
 
 /**
  * Flips the pointer to `p` if its version is higher than the current one
- * (invariant 7). Returns the pointer that stands afterwards and whether it is `p`.
+ * (invariant 7, docs/design.md). Returns the pointer that stands afterwards and whether it is `p`.
  */
 export async function flipPointer(c: Control, p: Pointer): Promise<{ published: boolean; current: Pointer }> {
   try {

@@ -16,7 +16,7 @@ import { stageObjects } from './stage.ts';
 
 export interface DuckDbEngineOptions {
   readonly s3: S3Client;
-  readonly bucket: string;
+  readonly rawBucket: string;
   /** Staging cache directory (kept between runs). */
   readonly stageDir: string;
   /** Downloads in flight. @default 16 */
@@ -51,7 +51,7 @@ export function duckDbEngine(opts: DuckDbEngineOptions): BatchEngine {
     name: 'duckdb',
     async open(cutoff: number): Promise<EngineSession> {
       const t0 = performance.now();
-      const staged = await stageObjects(opts.s3, opts.bucket, opts.stageDir, cutoff, opts.concurrency);
+      const staged = await stageObjects(opts.s3, opts.rawBucket, opts.stageDir, cutoff, opts.concurrency);
       const files = [...staged.files.values()].sort();
       const stats: EngineStats = {
         objects: files.length,

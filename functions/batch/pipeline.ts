@@ -48,7 +48,7 @@ export function engineFromEnv(
       database: need(SETTINGS_ENV.athenaDatabase),
       table: need(SETTINGS_ENV.athenaTable),
       workgroup: need(SETTINGS_ENV.athenaWorkgroup),
-      bucket: config.buckets.raw,
+      rawBucket: config.buckets.raw,
     });
   }
   if (name !== 'duckdb') throw new Error(`environment variable ${SETTINGS_ENV.batchEngine} must be athena or duckdb, received "${name}"`);
@@ -58,7 +58,7 @@ export function engineFromEnv(
     .digest('hex')
     .slice(0, 12);
   const stageDir = env[SETTINGS_ENV.stageDir] || join(tmpdir(), 'tandem-stage', `${config.buckets.raw}-${store}`);
-  return duckDbEngine({ s3: clients.s3, bucket: config.buckets.raw, stageDir });
+  return duckDbEngine({ s3: clients.s3, rawBucket: config.buckets.raw, stageDir });
 }
 
 export interface BatchOptions {
@@ -163,7 +163,7 @@ async function runSteps(ctx: BatchContext, runId: string): Promise<RunItem | und
   } catch (e) {
     // A simulated crash leaves everything as a dead process would: no cleanup at all.
     if (!(e instanceof SimulatedCrash)) {
-      await failStep(ctx, { runId, ...(version !== undefined && { version }), error: errorText(e) }).catch(() => undefined);
+      await failStep(ctx, { runId, ...(version !== undefined && { version }), error: describeError(e) }).catch(() => undefined);
     }
   } finally {
     clearInterval(heartbeat);
@@ -172,6 +172,6 @@ async function runSteps(ctx: BatchContext, runId: string): Promise<RunItem | und
   return getRun(c, runId);
 }
 
-export function errorText(e: unknown): string {
+export function describeError(e: unknown): string {
   return e instanceof Error ? `${e.name === 'Error' ? '' : `${e.name}: `}${e.message}` : String(e);
 }

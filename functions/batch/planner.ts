@@ -1,5 +1,5 @@
 /**
- * The cutoff planner (DESIGN invariant 4: complete before cut).
+ * The cutoff planner (invariant 4 of docs/design.md: complete before cut).
  *
  * The batch may cover arrival < C only if every record with arrival < C is in
  * the archive. Per shard, the archive's checkpoint says "every record up to
@@ -39,7 +39,7 @@ export interface Checkpoint {
 /** What the stream holds past a shard's checkpoint: nothing, or the first record there. */
 export type Probe = { readonly kind: 'empty' } | { readonly kind: 'record'; readonly arrival: number; readonly seq: string };
 
-export interface ShardProgress {
+export interface ArchiveProgress {
   readonly shardId: string;
   /** Closed (a split or merge parent): it gets no new records. */
   readonly closed: boolean;
@@ -69,7 +69,7 @@ export interface CutoffPlan {
 }
 
 export interface CutoffInput {
-  readonly shards: readonly ShardProgress[];
+  readonly shards: readonly ArchiveProgress[];
   /** When the probes started, epoch ms. */
   readonly now: number;
   readonly settings: Pick<Settings, 'windowSeconds' | 'cutoffMarginSeconds'>;
@@ -187,20 +187,20 @@ export async function probeShard(
 }
 
 /** Reads shards, checkpoints and probes; `now` is taken before the first probe. */
-export async function gatherProgress(deps: {
+export async function gatherArchiveProgress(deps: {
   kinesis: KinesisClient;
   doc: DynamoDBDocumentClient;
   streamName: string;
   controlTable: string;
   now: () => number;
-}): Promise<{ now: number; shards: ShardProgress[] }> {
+}): Promise<{ now: number; shards: ArchiveProgress[] }> {
   const [shards, checkpoints] = await Promise.all([
     listShards(deps.kinesis, deps.streamName),
     readCheckpoints(deps.doc, deps.controlTable),
   ]);
   const now = deps.now();
   const progress = await Promise.all(
-    shards.map(async (s): Promise<ShardProgress> => {
+    shards.map(async (s): Promise<ArchiveProgress> => {
       const shardId = s.ShardId!;
       const checkpoint = checkpoints.get(shardId);
       return {

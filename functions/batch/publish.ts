@@ -1,5 +1,5 @@
 /**
- * Publishing a loaded version (DESIGN invariant 7), keeping the last K
+ * Publishing a loaded version (invariant 7, docs/design.md), keeping the last K
  * versions readable, and rolling back to one of them.
  *
  * Publish: every view of version N is loaded (its manifest says so) before

@@ -24,11 +24,11 @@ export interface ListedObject {
 }
 
 /** Every raw object (ListObjectsV2, all pages). Keys that are not archive objects are ignored. */
-export async function listRawObjects(s3: S3Client, bucket: string): Promise<ListedObject[]> {
+export async function listRawObjects(s3: S3Client, rawBucket: string): Promise<ListedObject[]> {
   const out: ListedObject[] = [];
   let token: string | undefined;
   do {
-    const page = await s3.send(new ListObjectsV2Command({ Bucket: bucket, Prefix: RAW_PREFIX, ContinuationToken: token }));
+    const page = await s3.send(new ListObjectsV2Command({ Bucket: rawBucket, Prefix: RAW_PREFIX, ContinuationToken: token }));
     for (const o of page.Contents ?? []) {
       const name = o.Key ? parseRawObjectKey(o.Key) : undefined;
       if (name) out.push({ key: name.key, size: o.Size ?? 0, etag: o.ETag ?? '', hour: name.hour });
@@ -93,10 +93,10 @@ const READ_ATTEMPTS = 3;
  * `aborted`, ECONNRESET) would fail the whole batch run, so the object is
  * fetched again (seen once in the simulation campaign, docs/reliability.md).
  */
-async function readObject(s3: S3Client, bucket: string, key: string): Promise<{ bytes: Uint8Array; etag: string | undefined }> {
+async function readObject(s3: S3Client, rawBucket: string, key: string): Promise<{ bytes: Uint8Array; etag: string | undefined }> {
   for (let attempt = 1; ; attempt++) {
-    const got = await s3.send(new GetObjectCommand({ Bucket: bucket, Key: key }));
-    if (!got.Body) throw new Error(`s3://${bucket}/${key} has no body`);
+    const got = await s3.send(new GetObjectCommand({ Bucket: rawBucket, Key: key }));
+    if (!got.Body) throw new Error(`s3://${rawBucket}/${key} has no body`);
     try {
       return { bytes: await got.Body.transformToByteArray(), etag: got.ETag };
     } catch (e) {
@@ -111,8 +111,8 @@ async function readObject(s3: S3Client, bucket: string, key: string): Promise<{ 
  * `dir`, downloading only what is not there yet (at most `concurrency` at a
  * time), and removes cached files whose object no longer exists.
  */
-export async function stageObjects(s3: S3Client, bucket: string, dir: string, cutoff: number, concurrency = 16): Promise<StageResult> {
-  const listed = await listRawObjects(s3, bucket);
+export async function stageObjects(s3: S3Client, rawBucket: string, dir: string, cutoff: number, concurrency = 16): Promise<StageResult> {
+  const listed = await listRawObjects(s3, rawBucket);
   const wanted = listed.filter((o) => o.hour < cutoff);
   const index = await readIndex(dir);
   const files = new Map<string, string>();
@@ -124,7 +124,7 @@ export async function stageObjects(s3: S3Client, bucket: string, dir: string, cu
       files.set(o.key, path);
       // Same ETag and size: the very object already cached (a rewritten object gets a new ETag).
       if (index[o.key] === o.etag && (await sizeOf(path)) === o.size) return;
-      const got = await readObject(s3, bucket, o.key);
+      const got = await readObject(s3, rawBucket, o.key);
       const bytes = got.bytes;
       await writeAtomically(path, bytes);
       index[o.key] = got.etag ?? o.etag;

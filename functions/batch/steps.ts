@@ -2,8 +2,8 @@
  * The steps of a batch run, each a function of its context (clients, names,
  * engine): plan -> per view (SQL -> load) -> publish, and fail. The in-process
  * pipeline (pipeline.ts: the local cloud, tests, benchmarks) and the Step
- * Functions task (functions/batch-task.ts: AWS) call the same functions, so
- * both write the same run, manifest, lock and pointer items.
+ * Functions task (task.ts, the handler of functions/batch-task.ts: AWS) call
+ * the same functions, so both write the same run, manifest, lock and pointer items.
  */
 import type { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import type { KinesisClient } from '@aws-sdk/client-kinesis';
@@ -29,7 +29,7 @@ import {
 } from './control.ts';
 import type { BatchEngine, EngineSession } from './engine.ts';
 import { loadRows, rowPartitions } from './load.ts';
-import { type CutoffPlan, computeCutoff, gatherProgress } from './planner.ts';
+import { type CutoffPlan, computeCutoff, gatherArchiveProgress } from './planner.ts';
 import { applyRetention, publishVersion, retireVersion } from './publish.ts';
 import { checkCompleteness, type ExpectedObject, IncompleteArchiveError, readArchiveManifest } from './verify.ts';
 
@@ -126,7 +126,7 @@ export async function planStep(
     return { runId, skipped: true, views: [], note };
   }
   const pointer = await getPointer(c);
-  const progress = await gatherProgress({
+  const progress = await gatherArchiveProgress({
     kinesis: ctx.kinesis,
     doc: ctx.doc,
     streamName: ctx.streamName,
@@ -206,7 +206,7 @@ async function verifyArchive(
 
 // ---- view ---------------------------------------------------------------------------------------
 
-export interface ViewInput {
+export interface ViewStepInput {
   readonly runId: string;
   readonly version: number;
   readonly cutoff: number;
@@ -225,7 +225,7 @@ export interface ViewOutput {
  * manifest lists the view's partitions before any row is written, so the rows
  * of a run that dies mid-load can always be found and deleted.
  */
-export async function viewStep(ctx: BatchContext, input: ViewInput, shared?: EngineSession): Promise<ViewOutput> {
+export async function viewStep(ctx: BatchContext, input: ViewStepInput, shared?: EngineSession): Promise<ViewOutput> {
   const c = control(ctx);
   await holdLock(ctx, input.runId);
   const view = findView(ctx.views, input.view);

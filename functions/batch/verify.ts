@@ -12,7 +12,7 @@
  * retry archived again (the batch's per-id dedup absorbs them).
  */
 import { type DynamoDBDocumentClient, QueryCommand } from '@aws-sdk/lib-dynamodb';
-import { MANIFEST_PK, manifestObjects } from '../archive/layout.ts';
+import { OBJECT_MANIFEST_PK, objectManifestEntries } from '../archive/layout.ts';
 import { pad13 } from '../core/keys.ts';
 import type { ObjectRead } from './engine.ts';
 
@@ -31,14 +31,14 @@ export async function readArchiveManifest(doc: DynamoDBDocumentClient, table: st
         TableName: table,
         // sk = <hour start, 13 digits>#<shard>: below pad13(cutoff) are exactly the hours starting before it.
         KeyConditionExpression: 'pk = :pk AND sk < :cut',
-        ExpressionAttributeValues: { ':pk': MANIFEST_PK, ':cut': pad13(cutoff) },
+        ExpressionAttributeValues: { ':pk': OBJECT_MANIFEST_PK, ':cut': pad13(cutoff) },
         ConsistentRead: true,
         ExclusiveStartKey: start,
       }),
     );
     for (const item of page.Items ?? []) {
       const objects = item.objects instanceof Set ? [...(item.objects as Set<string>)] : [];
-      out.push(...manifestObjects(Number(item.hour), String(item.shard), objects));
+      out.push(...objectManifestEntries(Number(item.hour), String(item.shard), objects));
     }
     start = page.LastEvaluatedKey;
   } while (start);

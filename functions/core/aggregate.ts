@@ -1,8 +1,8 @@
 /**
  * The speed layer's aggregation of one batch of already-deduplicated records
- * into deltas, one per (view, dimension values, event-time bucket, arrival
- * window, Kinesis shard). The arrival window keys each delta so the query can
- * take exactly the windows the published batch does not cover (DESIGN invariant 2).
+ * into cell deltas, one per (view, dimension values, event-time bucket, arrival
+ * window, shard). The arrival window keys each cell delta so the query can
+ * take exactly the windows the published batch does not cover (invariant 2, docs/design.md).
  */
 import { combineViewStates, lift, type ViewState } from './metrics.ts';
 import { compareDims } from './query.ts';
@@ -10,7 +10,7 @@ import { numericValue, type RawRecord } from './record.ts';
 import { bucketStart, windowStart } from './time.ts';
 import { matchesFilter, type View } from './views.ts';
 
-export interface Delta {
+export interface CellDelta {
   readonly view: string;
   /** Dimension values in the view's `dimensions` order (canonical text, null when absent). */
   readonly dims: readonly (string | null)[];
@@ -21,7 +21,7 @@ export interface Delta {
   /** Kinesis shard id the records came from. */
   readonly shard: string;
   readonly state: ViewState;
-  /** Records counted in this delta. */
+  /** Records counted in this cell delta. */
   readonly records: number;
   /** Smallest and largest (padded) sequence number of those records. */
   readonly firstSeq: string;
@@ -38,11 +38,11 @@ export function recordState(view: View, r: RawRecord): ViewState {
   return Object.fromEntries(Object.entries(view.metrics).map(([n, m]) => [n, lift(m, m.fn === 'count' ? null : numericValue(r, m.field))]));
 }
 
-const deltaKey = (d: Pick<Delta, 'view' | 'dims' | 'bucket' | 'window' | 'shard'>) =>
+const cellDeltaKey = (d: Pick<CellDelta, 'view' | 'dims' | 'bucket' | 'window' | 'shard'>) =>
   JSON.stringify([d.view, d.dims, d.bucket, d.window, d.shard]);
 
-/** Combines two deltas of the same key (as a retried or split batch would produce). */
-export function combineDeltas(view: View, a: Delta, b: Delta): Delta {
+/** Combines two cell deltas of the same key (as a retried or split batch would produce). */
+export function combineCellDeltas(view: View, a: CellDelta, b: CellDelta): CellDelta {
   return {
     ...a,
     state: combineViewStates(view, a.state, b.state),
@@ -59,13 +59,13 @@ export function combineDeltas(view: View, a: Delta, b: Delta): Delta {
  * records a view's filter does not match count nowhere for that view.
  * Output is sorted by view (declaration order), shard, window, bucket, dimensions.
  */
-export function aggregate(views: readonly View[], records: readonly RawRecord[], windowMs: number): Delta[] {
-  const out: Delta[] = [];
+export function aggregate(views: readonly View[], records: readonly RawRecord[], windowMs: number): CellDelta[] {
+  const out: CellDelta[] = [];
   for (const view of views) {
-    const byKey = new Map<string, Delta>();
+    const byKey = new Map<string, CellDelta>();
     for (const r of records) {
       if (!matchesFilter(view, r.fields)) continue;
-      const one: Delta = {
+      const one: CellDelta = {
         view: view.name,
         dims: dimensionValues(view, r),
         bucket: bucketStart(r.ts, view.grain),
@@ -76,35 +76,35 @@ export function aggregate(views: readonly View[], records: readonly RawRecord[],
         firstSeq: r.seq,
         lastSeq: r.seq,
       };
-      const key = deltaKey(one);
+      const key = cellDeltaKey(one);
       const seen = byKey.get(key);
-      byKey.set(key, seen ? combineDeltas(view, seen, one) : one);
+      byKey.set(key, seen ? combineCellDeltas(view, seen, one) : one);
     }
-    out.push(...sortDeltas([...byKey.values()]));
+    out.push(...sortCellDeltas([...byKey.values()]));
   }
   return out;
 }
 
 /**
- * Combines deltas with equal keys (e.g. of several batches) into one per key,
- * in the order `aggregate` returns. Deltas of views not in `views` are dropped.
+ * Combines cell deltas with equal keys (e.g. of several batches) into one per key,
+ * in the order `aggregate` returns. Cell deltas of views not in `views` are dropped.
  */
-export function mergeDeltas(views: readonly View[], deltas: readonly Delta[]): Delta[] {
-  const out: Delta[] = [];
+export function mergeCellDeltas(views: readonly View[], deltas: readonly CellDelta[]): CellDelta[] {
+  const out: CellDelta[] = [];
   for (const view of views) {
-    const byKey = new Map<string, Delta>();
+    const byKey = new Map<string, CellDelta>();
     for (const d of deltas) {
       if (d.view !== view.name) continue;
-      const key = deltaKey(d);
+      const key = cellDeltaKey(d);
       const seen = byKey.get(key);
-      byKey.set(key, seen ? combineDeltas(view, seen, d) : d);
+      byKey.set(key, seen ? combineCellDeltas(view, seen, d) : d);
     }
-    out.push(...sortDeltas([...byKey.values()]));
+    out.push(...sortCellDeltas([...byKey.values()]));
   }
   return out;
 }
 
-function sortDeltas(deltas: Delta[]): Delta[] {
+function sortCellDeltas(deltas: CellDelta[]): CellDelta[] {
   const cmp = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0);
   return deltas.sort((a, b) => cmp(a.shard, b.shard) || a.window - b.window || a.bucket - b.bucket || compareDims(a.dims, b.dims));
 }

@@ -1,4 +1,4 @@
-/** The demo views of the contract (DESIGN.md, "Demo views"), used by `npm start` and the tests. */
+/** The demo views of the contract (docs/design.md, "Demo views"), used by `npm start` and the tests. */
 import { avg, count, max, min, sum, type View, view } from './views.ts';
 
 export const DEMO_VIEWS: readonly View[] = [

@@ -1,11 +1,10 @@
 /**
- * The event contract of ingest (DESIGN.md, "The contract", Events): which
+ * The event contract of ingest (docs/api.md, POST /events): which
  * request bodies and which events are accepted, and for each rejected event the
  * one field at fault with a message a person understands.
  */
 import { randomUUID } from 'node:crypto';
 import { z } from 'zod';
-import { MAX_EVENTS_PER_REQUEST } from '../routes.ts';
 import { DecimalRangeError, decimalFromNumber } from './decimal.ts';
 import { parseTime } from './time.ts';
 import { canonicalValue, matchesFilter, metricFields, NAME_RE, type View } from './views.ts';
@@ -39,6 +38,11 @@ export interface EventsResult {
   readonly accepted: { readonly index: number; readonly event: Event }[];
   readonly rejected: Rejection[];
 }
+
+/** Most events in one POST /events. */
+export const MAX_EVENTS_PER_REQUEST = 500;
+/** Largest request body accepted (5 MB), also after gzip decoding. */
+export const MAX_BODY_BYTES = 5 * 1024 * 1024;
 
 /** Largest serialized event (UTF-8 bytes of its JSON); Kinesis takes 1 MB a record, this keeps records small. */
 export const MAX_EVENT_BYTES = 64 * 1024;

@@ -13,7 +13,7 @@
  * touches, not one per bucket and dimension values (late events land in a few
  * hour slots, not in a new item each). An item is written by one Kinesis shard
  * only, so its high-water sequence number is a plain attribute. A query for
- * windows >= C reads (arrival hours since C) x SPEED_WRITE_SHARDS partitions,
+ * windows >= C reads (arrival hours since C) x WRITE_SHARDS partitions,
  * each with one key-range Query.
  *
  * Batch-view table: pk = <view>#<version, 10 digits>#<partition start ms>
@@ -23,11 +23,17 @@
  */
 import type { Grain } from './time.ts';
 
-export const SPEED_WRITE_SHARDS = 4;
+export const WRITE_SHARDS = 4;
 const HOUR_MS = 3_600_000;
 const DAY_MS = 86_400_000;
 
 export const BATCH_PARTITION_MS: Record<Grain, number> = { minute: DAY_MS, hour: 30 * DAY_MS, day: 360 * DAY_MS };
+
+/**
+ * Control table: the published pointer `pointer / current` (version, cutoff), written by the batch
+ * layer's publish and rollback (batch/control.ts), read first by every query (api/read-view.ts).
+ */
+export const POINTER_KEY = { pk: 'pointer', sk: 'current' } as const;
 
 export const pad13 = (ms: number) => String(ms).padStart(13, '0');
 export const padVersion = (v: number) => String(v).padStart(10, '0');
@@ -45,16 +51,16 @@ export function fnv1a(text: string): number {
   return h;
 }
 
-export function speedWriteShard(kinesisShardId: string): number {
-  return fnv1a(kinesisShardId) % SPEED_WRITE_SHARDS;
+export function writeShard(shard: string): number {
+  return fnv1a(shard) % WRITE_SHARDS;
 }
 
-export function speedPk(view: string, windowMs: number, kinesisShardId: string): string {
-  return `${view}#${Math.floor(windowMs / HOUR_MS) * HOUR_MS}#${speedWriteShard(kinesisShardId)}`;
+export function speedPk(view: string, windowMs: number, shard: string): string {
+  return `${view}#${Math.floor(windowMs / HOUR_MS) * HOUR_MS}#${writeShard(shard)}`;
 }
 
-export function speedSk(windowMs: number, slotMs: number, part: number, kinesisShardId: string): string {
-  return `${pad13(windowMs)}#${pad13(slotMs)}#${part}#${kinesisShardId}`;
+export function speedSk(windowMs: number, slotMs: number, part: number, shard: string): string {
+  return `${pad13(windowMs)}#${pad13(slotMs)}#${part}#${shard}`;
 }
 
 /** The slot of a bucket: the start of its event-time hour (hour and day buckets are their own slot). */
@@ -100,7 +106,7 @@ export function parseCellAttribute(
 export function speedPartitions(view: string, fromWindowMs: number, toMs: number): { pk: string; skFrom: string }[] {
   const out: { pk: string; skFrom: string }[] = [];
   for (let h = Math.floor(fromWindowMs / HOUR_MS) * HOUR_MS; h < toMs; h += HOUR_MS) {
-    for (let w = 0; w < SPEED_WRITE_SHARDS; w++) out.push({ pk: `${view}#${h}#${w}`, skFrom: pad13(Math.max(h, fromWindowMs)) });
+    for (let w = 0; w < WRITE_SHARDS; w++) out.push({ pk: `${view}#${h}#${w}`, skFrom: pad13(Math.max(h, fromWindowMs)) });
   }
   return out;
 }

@@ -1,6 +1,6 @@
 /**
- * Query shaping of GET /views/{name} (DESIGN.md, "The contract"): parameters,
- * the merge of the batch view with the speed deltas it does not cover, and the
+ * Query shaping of GET /views/{name} (docs/api.md): parameters,
+ * the merge of the batch view with the speed cells it does not cover, and the
  * rows of the response. Pure: the query handler reads the rows and hands them here.
  */
 import { decimalToNumber } from './decimal.ts';
@@ -41,7 +41,7 @@ export function isQueryError(r: QuerySpec | QueryError): r is QueryError {
   return 'field' in r;
 }
 
-/** One row of a view's state: a batch-view row, or (with `window`) a speed delta. */
+/** One row of a view's state: a batch-view row, or (with `window`) a cell of a speed item. */
 export interface Row {
   readonly bucket: number;
   readonly dims: readonly (string | null)[];
@@ -167,14 +167,14 @@ function combineInto(view: View, acc: Map<string, Row>, bucket: number, dims: re
 }
 
 /**
- * The merged view: batch rows (arrival < cutoff) plus the speed deltas of
+ * The merged view: batch rows (arrival < cutoff) plus the speed cells of
  * windows >= cutoff, combined per (bucket, dimension values). With no published
- * batch (`cutoff` null) every speed delta counts.
+ * batch (`cutoff` null) every speed cell counts.
  */
-export function mergeRows(view: View, batchRows: readonly Row[], speedDeltas: readonly SpeedRow[], cutoff: number | null): Row[] {
+export function mergeRows(view: View, batchRows: readonly Row[], speedRows: readonly SpeedRow[], cutoff: number | null): Row[] {
   const acc = new Map<string, Row>();
   for (const r of batchRows) combineInto(view, acc, r.bucket, r.dims, r.state);
-  for (const d of speedDeltas) {
+  for (const d of speedRows) {
     if (cutoff === null || d.window >= cutoff) combineInto(view, acc, d.bucket, d.dims, d.state);
   }
   return sortRows([...acc.values()]);
@@ -218,7 +218,7 @@ export function shapeRows(view: View, spec: QuerySpec, rows: readonly Row[]): Re
 
 /**
  * The response rows with, when `spec.parts`, each row's batch part (from the
- * batch view's rows alone) and speed part (from the speed deltas of windows >=
+ * batch view's rows alone) and speed part (from the speed cells of windows >=
  * cutoff alone). For count and sum the parts add up to the row; for min, max
  * and avg they are each side's own value.
  */
@@ -226,10 +226,10 @@ export function shapeResponse(
   view: View,
   spec: QuerySpec,
   batchRows: readonly Row[],
-  speedDeltas: readonly SpeedRow[],
+  speedRows: readonly SpeedRow[],
   cutoff: number | null,
 ): ResponseRow[] {
-  const rows = shapeRows(view, spec, mergeRows(view, batchRows, speedDeltas, cutoff));
+  const rows = shapeRows(view, spec, mergeRows(view, batchRows, speedRows, cutoff));
   if (!spec.parts) return rows;
   const metricsOnly = (r: ResponseRow | undefined): Record<string, number | null> =>
     Object.fromEntries(
@@ -241,7 +241,7 @@ export function shapeResponse(
   const key = (r: ResponseRow) => JSON.stringify([r.bucket, ...spec.groupBy.map((d) => r[d] ?? null)]);
   const index = (side: ResponseRow[]) => new Map(side.map((r) => [key(r), r]));
   const batch = index(shapeRows(view, spec, mergeRows(view, batchRows, [], cutoff)));
-  const speed = index(shapeRows(view, spec, mergeRows(view, [], speedDeltas, cutoff)));
+  const speed = index(shapeRows(view, spec, mergeRows(view, [], speedRows, cutoff)));
   return rows.map((r) => ({ ...r, parts: { batch: metricsOnly(batch.get(key(r))), speed: metricsOnly(speed.get(key(r))) } }));
 }
 

@@ -1,7 +1,7 @@
 /**
  * Settings shared by both layers, and the one place where the speed TTL and the
- * batch-lag alarm threshold are derived from each other (DESIGN invariant 8):
- * the alarm fires at `maxBatchLag`, and a speed delta lives 3 x that past its
+ * batch-lag alarm threshold are derived from each other (invariant 8, docs/design.md):
+ * the alarm fires at `maxBatchLag`, and a speed item lives 3 x that past its
  * arrival window, so an alarm always comes before uncovered data can expire.
  */
 
@@ -26,10 +26,10 @@ export const DEFAULT_SETTINGS: Settings = {
   cutoffMarginSeconds: 5,
 };
 
-/** Factor between the lag alarm threshold and the life of a speed delta. */
+/** Factor between the lag alarm threshold and the life of a speed item. */
 export const SPEED_TTL_FACTOR = 3;
 
-/** Seconds a speed delta lives after the end of its arrival window. */
+/** Seconds a speed item lives after the end of its arrival window. */
 export function speedTtlSeconds(s: Pick<Settings, 'maxBatchLagSeconds'>): number {
   return SPEED_TTL_FACTOR * s.maxBatchLagSeconds;
 }
@@ -39,7 +39,7 @@ export function lagAlarmThresholdSeconds(s: Pick<Settings, 'maxBatchLagSeconds'>
   return s.maxBatchLagSeconds;
 }
 
-/** Epoch seconds at which a speed delta of the window starting at `windowStartMs` expires. */
+/** Epoch seconds at which a speed item of the window starting at `windowStartMs` expires. */
 export function speedExpiry(windowStartMs: number, s: Settings): number {
   return Math.ceil((windowStartMs + s.windowSeconds * 1000) / 1000) + speedTtlSeconds(s);
 }

@@ -1,6 +1,6 @@
 /**
  * Event-time buckets, arrival windows and cutoffs. All times are epoch
- * milliseconds, UTC. One clock for the cut (DESIGN invariant 1): arrival windows
+ * milliseconds, UTC. One clock for the cut (invariant 1, docs/design.md): arrival windows
  * come from Kinesis' ApproximateArrivalTimestamp; `ts` only picks the bucket.
  */
 

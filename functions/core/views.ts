@@ -70,7 +70,7 @@ export const ViewSchema = z
   });
 
 /** A view as declared (input to the schema). */
-export type ViewInput = z.input<typeof ViewSchema>;
+export type ViewDeclaration = z.input<typeof ViewSchema>;
 /** A validated view. */
 export interface View {
   readonly name: string;
@@ -144,7 +144,7 @@ export const max = (field: string): Metric => ({ fn: 'max', field });
 export const avg = (field: string): Metric => ({ fn: 'avg', field });
 
 /** Declares one view, validated at once (errors name `view.<path>`). */
-export function view(declaration: ViewInput): View {
+export function view(declaration: ViewDeclaration): View {
   const result = ViewSchema.safeParse(declaration);
   if (!result.success) {
     throw new ViewValidationError(result.error.issues.map((i) => ({ path: formatPath('view', i.path), message: i.message })));

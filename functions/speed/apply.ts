@@ -1,12 +1,12 @@
 /**
  * Exactly-once application of deltas to the speed table without transactions
- * (DESIGN invariant 5).
+ * (invariant 5, docs/design.md).
  *
  * A speed item is (view, arrival window, slot = event-time hour, Kinesis
  * shard) and holds one cell per (bucket, dimension values) of the slot
- * (functions/core/keys.ts). One conditional UpdateItem applies a run of the
+ * (functions/core/keys.ts). One conditional UpdateItem applies a chunk of the
  * item's records: ADD each touched cell's count/sum components and `records`,
- * SET `hw` to the run's last sequence number, all under
+ * SET `hw` to the chunk's last sequence number, all under
  * `attribute_not_exists(hw) OR hw < :first`. An item is written by one Kinesis
  * shard only (the shard id is part of its key) and a shard runs one batch at a
  * time, so `hw` is the last record applied to the item, and the records of the
@@ -15,7 +15,7 @@
  *   - none left (hw >= the last): already applied (a redelivered batch): skip;
  *   - hw inside the batch: a retry whose batch extends past an earlier attempt:
  *     only the records past hw ("repair");
- *   - a run whose update would pass DynamoDB's 4 KB expression limit is cut
+ *   - a chunk whose update would pass DynamoDB's 4 KB expression limit is cut
  *     in two, and the halves are applied one after the other (each moves hw).
  * When the condition fails the writer learns the item's hw and starts over.
  *
@@ -40,7 +40,7 @@ import {
   GetItemCommand,
   UpdateItemCommand,
 } from '@aws-sdk/client-dynamodb';
-import { aggregate, type Delta } from '../core/aggregate.ts';
+import { aggregate, type CellDelta } from '../core/aggregate.ts';
 import { Decimal, decimalText } from '../core/decimal.ts';
 import { cellAttribute, speedPart, speedPk, speedSk, speedSlot } from '../core/keys.ts';
 import { stateColumns } from '../core/metrics.ts';
@@ -119,7 +119,7 @@ const MAX_CONFLICTS = 6;
 
 /**
  * DynamoDB's limit on each expression string is 4 KB (dynalite enforces it too). An update
- * above this budget is cut into runs.
+ * above this budget is cut into chunks.
  */
 const EXPRESSION_BUDGET = 4000;
 
@@ -194,7 +194,7 @@ export async function applyItem(
       if (past.length < pending.length && !wrote) ctx.stats.repairs++;
       pending = past;
     }
-    // The longest run from the start whose update fits the expression limit.
+    // The longest chunk from the start whose update fits the expression limit.
     let n = pending.length;
     let update = buildUpdate(view, key, aggregate([view], pending, windowMs), speedExpiry(key.window, ctx.settings), known);
     while (!fits(update)) {
@@ -268,7 +268,7 @@ export interface Update {
 }
 
 /** The conditional UpdateItem applying cell deltas (all of item `key`) in one write (pure; exported for unit tests). */
-export function buildUpdate(view: View, key: SpeedItemKey, cells: readonly Delta[], expiresAt: number, known?: ItemKnowledge): Update {
+export function buildUpdate(view: View, key: SpeedItemKey, cells: readonly CellDelta[], expiresAt: number, known?: ItemKnowledge): Update {
   if (cells.length === 0) throw new Error('buildUpdate: no cell to apply');
   const { pk, sk } = speedKey(key);
   // biome-ignore lint/complexity/useMathMinMax: padded sequence numbers are strings; Math.min would make them imprecise floats

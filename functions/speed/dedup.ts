@@ -1,5 +1,5 @@
 /**
- * Event-id deduplication of the speed layer (DESIGN invariant 3).
+ * Event-id deduplication of the speed layer (invariant 3, docs/design.md).
  *
  * A claim `id -> (shard, seq, expiresAt)` names the one copy of an event that
  * counts. All copies of an id share a partition key, hence a shard, and a shard

@@ -1,6 +1,6 @@
 /**
- * The speed layer's batch logic, a function of its clients (the Lambda entry
- * is functions/speed.ts). Per Kinesis shard of the batch, in this order:
+ * The speed layer's batch logic, a function of its clients (handler.ts calls
+ * it; the Lambda entry is functions/speed.ts). Per Kinesis shard of the batch, in this order:
  *   1. normalize each record (`toRawRecord`); rejects are poison: failures
  *      bucket + `stats / poison`, never reported as failed;
  *   2. dedup: read the claims of the batch's ids, decide, write the new claims;
@@ -16,6 +16,7 @@
 import { ConditionalCheckFailedException, type DynamoDBClient, UpdateItemCommand } from '@aws-sdk/client-dynamodb';
 import type { S3Client } from '@aws-sdk/client-s3';
 import type { StreamRecord } from '../adapters/kinesis-event.ts';
+import type { LogSink } from '../adapters/log.ts';
 import { countPoison, normalize, type PoisonRecord, writePoison } from '../adapters/poison.ts';
 import { batchAgeMs, errorAttribute, forEachShard } from '../adapters/shards.ts';
 import { mapLimit } from '../core/limit.ts';
@@ -24,16 +25,6 @@ import { dedupExpiry, type Settings } from '../core/settings.ts';
 import type { View } from '../core/views.ts';
 import { type ApplyStats, applyItem, emptyApplyStats, groupByItem, type ItemCache } from './apply.ts';
 import { decide, readClaims, writeClaims } from './dedup.ts';
-
-/** One Kinesis record as the entry hands it over (envelope parsed, data base64-decoded). */
-export type { StreamRecord };
-export { normalize };
-
-/** The part of a logger the core uses (Powertools' Logger fits). */
-export interface LogSink {
-  warn(message: string, attributes: Record<string, unknown>): void;
-  error(message: string, attributes: Record<string, unknown>): void;
-}
 
 export interface SpeedDeps {
   readonly ddb: DynamoDBClient;
@@ -45,8 +36,9 @@ export interface SpeedDeps {
   /** Known speed items, kept across invocations of a warm container. */
   readonly cache?: ItemCache | undefined;
   readonly now?: () => number;
-  readonly log?: LogSink | undefined;
-  /** Delta UpdateItems in flight (default 16). */
+  /** Warnings (poison) and errors (failed shards), with attributes (Powertools' Logger fits). */
+  readonly log?: Pick<LogSink, 'warn' | 'error'> | undefined;
+  /** Speed-item UpdateItems in flight (default 16). */
   readonly concurrency?: number;
 }
 
@@ -56,7 +48,7 @@ export interface SpeedStats {
   duplicates: number;
   counted: number;
   /** Speed items of the batch (items touched: one per view, arrival window, event-time hour). */
-  deltas: number;
+  speedItems: number;
   /** Ids looked up / claims written in the dedup table. */
   claimsRead: number;
   claimsWritten: number;
@@ -82,7 +74,7 @@ export const emptyStats = (): SpeedStats => ({
   poison: 0,
   duplicates: 0,
   counted: 0,
-  deltas: 0,
+  speedItems: 0,
   claimsRead: 0,
   claimsWritten: 0,
   dedupRequests: 0,
@@ -93,7 +85,7 @@ export const emptyStats = (): SpeedStats => ({
   failedShards: 0,
 });
 
-export const PROGRESS_PK = 'speed';
+export const SPEED_PROGRESS_PK = 'speed';
 
 /** Processes one Lambda batch (normally one shard's; several shards are handled independently). */
 export async function processSpeedBatch(records: readonly StreamRecord[], deps: SpeedDeps): Promise<SpeedResult> {
@@ -164,7 +156,7 @@ async function processShard(
 
   started = performance.now();
   const items = groupByItem(deps.views, counted, windowMs);
-  stats.deltas += items.length;
+  stats.speedItems += items.length;
   const ctx = { ddb: deps.ddb, table: deps.tables.speed, settings: deps.settings, cache: deps.cache, stats: stats.apply };
   await mapLimit(items, deps.concurrency ?? 16, (item) => applyItem(ctx, item.view, item.key, item.records, windowMs));
   stats.applyMs += performance.now() - started;
@@ -186,7 +178,7 @@ export async function recordProgress(
     await ddb.send(
       new UpdateItemCommand({
         TableName: table,
-        Key: { pk: { S: PROGRESS_PK }, sk: { S: shard } },
+        Key: { pk: { S: SPEED_PROGRESS_PK }, sk: { S: shard } },
         UpdateExpression: 'SET #seq = :seq, #arrival = :arrival, #updatedAt = :now',
         ConditionExpression: 'attribute_not_exists(#seq) OR #seq < :seq',
         ExpressionAttributeNames: { '#seq': 'seq', '#arrival': 'arrival', '#updatedAt': 'updatedAt' },

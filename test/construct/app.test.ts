@@ -7,10 +7,11 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { App, Duration, RemovalPolicy } from 'aws-cdk-lib';
+import * as kinesis from 'aws-cdk-lib/aws-kinesis';
 import * as s3 from 'aws-cdk-lib/aws-s3';
 import { afterAll, describe, expect, it } from 'vitest';
 import { buildApp, propsFromContext } from '../../bin/app.ts';
-import { HANDLERS } from '../../functions/routes.ts';
+import { HANDLERS } from '../../functions/contract/routes.ts';
 import { PLACEHOLDER } from './synth.ts';
 
 const dirs: string[] = [];
@@ -40,7 +41,7 @@ describe('context', () => {
     });
     expect(p).toMatchObject({
       batchEngine: 'duckdb',
-      streamMode: 'provisioned',
+      streamMode: kinesis.StreamMode.PROVISIONED,
       removalPolicy: RemovalPolicy.DESTROY,
       env: { account: '000000000000', region: 'us-east-1' },
     });

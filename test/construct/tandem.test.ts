@@ -12,11 +12,11 @@ import type * as iam from 'aws-cdk-lib/aws-iam';
 import type * as lambda from 'aws-cdk-lib/aws-lambda';
 import { AwsSolutionsChecks } from 'cdk-nag';
 import { describe, expect, it } from 'vitest';
+import { ROUTES } from '../../functions/contract/routes.ts';
 import { DEMO_VIEWS } from '../../functions/core/demo-views.ts';
 import { DEFAULT_SETTINGS, lagAlarmThresholdSeconds, speedTtlSeconds } from '../../functions/core/settings.ts';
 import { GLUE_COLUMNS } from '../../functions/core/sql.ts';
 import { BUCKETS, SETTINGS_ENV, STREAM, TABLES, TTL_ATTRIBUTE } from '../../functions/resources.ts';
-import { ROUTES } from '../../functions/routes.ts';
 import { actionsOf, logicalId, referencedIds, resources, type Statement, statementsOfRole, synthTandem } from './synth.ts';
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -98,7 +98,9 @@ describe('event source mappings', () => {
   });
 
   it('never retries forever nor keeps records forever', () => {
-    for (const m of Object.values(resources(template, 'AWS::Lambda::EventSourceMapping'))) {
+    const mappings = Object.values(resources(template, 'AWS::Lambda::EventSourceMapping'));
+    expect(mappings).toHaveLength(2);
+    for (const m of mappings) {
       expect(m.Properties.MaximumRetryAttempts).toBeGreaterThanOrEqual(0);
       expect(m.Properties.MaximumRecordAgeInSeconds).toBeGreaterThanOrEqual(60);
     }
@@ -379,10 +381,22 @@ describe('functions', () => {
       });
       const group = (f.Properties.LoggingConfig as { LogGroup: { Ref: string } }).LogGroup.Ref;
       expect(groups[group]!.Properties.RetentionInDays).toBe(30);
-      expect(f.Properties.Environment).toMatchObject({
-        Variables: { POWERTOOLS_SERVICE_NAME: expect.stringMatching(/^tandem-/), POWERTOOLS_METRICS_NAMESPACE: 'Tandem' },
-      });
+      expect(f.Properties.Environment).toMatchObject({ Variables: { POWERTOOLS_METRICS_NAMESPACE: 'Tandem' } });
     }
+    // The service names the handlers' loggers use (functions/contract/telemetry.ts): deployed log queries match them.
+    const services = Object.values(fns).map(
+      (f) => (f.Properties.Environment as { Variables: Record<string, unknown> }).Variables.POWERTOOLS_SERVICE_NAME,
+    );
+    expect(services.sort()).toEqual([
+      'tandem-archive',
+      'tandem-authorizer',
+      'tandem-batch',
+      'tandem-batch-api',
+      'tandem-health',
+      'tandem-ingest',
+      'tandem-query',
+      'tandem-speed',
+    ]);
   });
 
   it('carry the views and settings the local cloud uses', () => {

@@ -5,11 +5,12 @@
  */
 import { App, Duration, RemovalPolicy, Size, Stack } from 'aws-cdk-lib';
 import * as iam from 'aws-cdk-lib/aws-iam';
+import * as kinesis from 'aws-cdk-lib/aws-kinesis';
 import * as lambda from 'aws-cdk-lib/aws-lambda';
 import { AwsSolutionsChecks } from 'cdk-nag';
 import { describe, expect, it } from 'vitest';
 import { lagAlarmThresholdSeconds, speedTtlSeconds } from '../../functions/core/settings.ts';
-import { count, sum, view } from '../../functions/core/views.ts';
+import { count, parseViewsJson, sum, type View, view } from '../../functions/core/views.ts';
 import { SETTINGS_ENV } from '../../functions/resources.ts';
 import { Tandem, type TandemProps } from '../../lib/tandem.ts';
 import { actionsOf, logicalId, PLACEHOLDER, referencedIds, resources, statementsOfRole, synthTandem } from './synth.ts';
@@ -23,7 +24,12 @@ function build(props: TandemProps): void {
 const nagViolations = (app: App) => new AwsSolutionsChecks().validateScope(app).violations.map((v) => v.ruleName);
 
 describe('batchEngine duckdb (the LocalStack target)', () => {
-  const s = synthTandem({ batchEngine: 'duckdb', streamMode: 'provisioned', shardCount: 3, removalPolicy: RemovalPolicy.DESTROY });
+  const s = synthTandem({
+    batchEngine: 'duckdb',
+    streamMode: kinesis.StreamMode.PROVISIONED,
+    shardCount: 3,
+    removalPolicy: RemovalPolicy.DESTROY,
+  });
   const fn = s.tandem.batchLayer.function;
   const env = () =>
     (
@@ -58,8 +64,13 @@ describe('batchEngine duckdb (the LocalStack target)', () => {
   });
 
   it('deletes stateful resources with the stack when asked', () => {
-    for (const t of Object.values(resources(s.template, 'AWS::DynamoDB::Table'))) expect(t.DeletionPolicy).toBe('Delete');
-    for (const b of Object.values(resources(s.template, 'AWS::S3::Bucket'))) expect(b.DeletionPolicy).toBe('Delete');
+    const tables = Object.values(resources(s.template, 'AWS::DynamoDB::Table'));
+    const buckets = Object.values(resources(s.template, 'AWS::S3::Bucket'));
+    // control, speed, dedup, batch views; access logs, failures, raw (DuckDB has no results bucket)
+    expect(tables).toHaveLength(4);
+    expect(buckets).toHaveLength(3);
+    for (const t of tables) expect(t.DeletionPolicy).toBe('Delete');
+    for (const b of buckets) expect(b.DeletionPolicy).toBe('Delete');
   });
 
   it('is cdk-nag clean', () => {
@@ -77,7 +88,7 @@ describe('options', () => {
   let reader: iam.Role | undefined;
   const s = synthTandem(
     {
-      views: { views },
+      views: parseViewsJson(JSON.stringify({ views })),
       maxBatchLag: Duration.hours(2),
       batchEvery: Duration.minutes(30),
       createWebAcl: true,
@@ -93,7 +104,7 @@ describe('options', () => {
     },
   );
 
-  it('views given as { views } JSON reach every function', () => {
+  it('views parsed from { views } JSON reach every function', () => {
     s.template.hasResourceProperties('AWS::Lambda::Function', {
       Environment: { Variables: { [SETTINGS_ENV.views]: JSON.stringify(views) } },
     });
@@ -133,7 +144,9 @@ describe('options', () => {
   });
 
   it('builds x86_64 functions when asked', () => {
-    for (const f of Object.values(resources(s.template, 'AWS::Lambda::Function'))) expect(f.Properties.Architectures).toEqual(['x86_64']);
+    const functions = Object.values(resources(s.template, 'AWS::Lambda::Function'));
+    expect(functions).toHaveLength(8);
+    for (const f of functions) expect(f.Properties.Architectures).toEqual(['x86_64']);
   });
 
   it('grantIngest lets a producer put records, grantQuery lets a reader read the three tables', () => {
@@ -157,7 +170,7 @@ describe('validation errors show the value received', () => {
     ['shardCount on an on-demand stream', { shardCount: 4 }, /shardCount applies to a provisioned stream only\. Received 4/],
     [
       'a stream retention under a day',
-      { streamRetention: Duration.hours(12) },
+      { streamRetentionPeriod: Duration.hours(12) },
       /retentionPeriod must be between 86400 and 31536000 seconds\. Received 43200 seconds/,
     ],
     ['infinite retries', { speedRetryAttempts: -1 }, /retryAttempts must be a whole number between 0 and 10000\. Received -1/],
@@ -195,7 +208,8 @@ describe('validation errors show the value received', () => {
     ['an unknown engine', { batchEngine: 'spark' as 'athena' }, /batchEngine must be one of athena, duckdb\. Received "spark"/],
     [
       'a view with a bad grain',
-      { views: [{ name: 'v', dimensions: [], grain: 'week', metrics: { n: { fn: 'count' } } }] },
+      // Callers without the types (JavaScript, casts) are validated all the same.
+      { views: [{ name: 'v', dimensions: [], grain: 'week', metrics: { n: { fn: 'count' } } }] as unknown as View[] },
       /views\[0\]\.grain: grain must be one of minute, hour, day, received "week"/,
     ],
     ['no views', { views: [] }, /views must declare at least one view\. Received \[\]/],

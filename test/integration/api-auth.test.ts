@@ -6,8 +6,8 @@
 import { ScanCommand } from '@aws-sdk/lib-dynamodb';
 import type { APIGatewayRequestAuthorizerEvent } from 'aws-lambda';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createAuthorizer } from '../../functions/api/authorizer.ts';
 import { createKey, hashKey, listKeys, lookupKey, revokeKey } from '../../functions/api/keys.ts';
-import { createAuthorizer } from '../../functions/authorizer.ts';
 import { silentLogger } from '../support/api.ts';
 import { startTestCloud, type TestCloud } from '../support/cloud.ts';
 

@@ -28,7 +28,7 @@ afterAll(async () => {
   await cloud?.stop();
 });
 
-// ---- an independent oracle of the event contract (DESIGN.md "Events"), written for the test ----
+// ---- an independent oracle of the event contract (docs/api.md, POST /events), written for the test ----
 const NAME = /^[A-Za-z_][A-Za-z0-9_]{0,63}$/;
 const METRIC_FIELDS: Record<string, string[]> = { purchase: ['amount'], page_view: ['load_ms'] };
 const Y2000 = Date.UTC(2000, 0, 1);

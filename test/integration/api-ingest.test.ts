@@ -6,9 +6,9 @@
 import { gzipSync } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { KinesisPut } from '../../functions/api/put-events.ts';
+import { MAX_BODY_BYTES } from '../../functions/contract/routes.ts';
 import { DEMO_VIEWS } from '../../functions/core/demo-views.ts';
 import { createIngestHandler } from '../../functions/ingest.ts';
-import { MAX_BODY_BYTES } from '../../functions/routes.ts';
 import { flakyKinesis, lambdaContext, parse, postEvents, readStream, type StreamRecord, silentLogger } from '../support/api.ts';
 import { startTestCloud, type TestCloud } from '../support/cloud.ts';
 

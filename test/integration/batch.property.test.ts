@@ -1,5 +1,5 @@
 /**
- * The batch layer's exactness property (invariant 2, batch side), through the
+ * The batch layer's exactness property (invariant 2 of docs/design.md, batch side), through the
  * real archive handler, s3rver, DuckDB and dynalite: for random streams
  * (demo mix, duplicate ids with the same or other values, late events, odd
  * metric values), random archive batching with redelivered and overlapping

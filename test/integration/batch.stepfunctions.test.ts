@@ -1,5 +1,5 @@
 /**
- * The batch state machine definition (functions/batch/state-machine.ts, the
+ * The batch state machine definition (functions/contract/state-machine.ts, the
  * one the CDK stack deploys) run by a local ASL interpreter
  * (aws-local-stepfunctions) whose Task states call the real batch-task
  * handler against real emulators: a successful run, a skipped one, and a
@@ -11,8 +11,8 @@ import { DeleteObjectCommand, ListObjectsV2Command } from '@aws-sdk/client-s3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { getPointer, getRun, lockHolder } from '../../functions/batch/control.ts';
 import { batchContext } from '../../functions/batch/pipeline.ts';
-import { batchStateMachineDefinition } from '../../functions/batch/state-machine.ts';
-import { createBatchTaskHandler } from '../../functions/batch-task.ts';
+import { createBatchTaskHandler } from '../../functions/batch/task.ts';
+import { batchStateMachineDefinition } from '../../functions/contract/state-machine.ts';
 import { DEMO_VIEWS } from '../../functions/core/demo-views.ts';
 import {
   archiveHandler,

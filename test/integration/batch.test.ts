@@ -17,7 +17,7 @@ import { DeleteObjectCommand, ListObjectsV2Command, PutObjectCommand } from '@aw
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { acquireLock, getManifest, getPointer, getRun, releaseLock } from '../../functions/batch/control.ts';
 import { type BatchOptions, batchContext, runBatchToCompletion, startBatchRun } from '../../functions/batch/pipeline.ts';
-import { computeCutoff, gatherProgress } from '../../functions/batch/planner.ts';
+import { computeCutoff, gatherArchiveProgress } from '../../functions/batch/planner.ts';
 import { planStep, publishStep, SimulatedCrash, viewStep } from '../../functions/batch/steps.ts';
 import { createBatchApiHandler } from '../../functions/batch-api.ts';
 import { DEMO_VIEWS } from '../../functions/core/demo-views.ts';
@@ -156,7 +156,7 @@ describe('batch layer', () => {
     const archive = archiveHandler(cloud.clients, r);
     const settings = { windowSeconds: 1, cutoffMarginSeconds: 0 };
     const plan = async () => {
-      const p = await gatherProgress({
+      const p = await gatherArchiveProgress({
         kinesis: cloud.clients.kinesis,
         doc: cloud.clients.doc,
         streamName: stream,
@@ -208,7 +208,7 @@ describe('batch layer', () => {
       await new Promise((res) => setTimeout(res, 50));
     }
     const plan = async () => {
-      const p = await gatherProgress({
+      const p = await gatherArchiveProgress({
         kinesis: cloud.clients.kinesis,
         doc: cloud.clients.doc,
         streamName: stream,

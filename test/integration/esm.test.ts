@@ -14,14 +14,9 @@ import { CreateBucketCommand, GetObjectCommand, ListObjectsV2Command, type S3Cli
 import type { KinesisStreamEvent } from 'aws-lambda';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createClients } from '../../functions/adapters/clients.ts';
+import type { LogSink } from '../../functions/adapters/log.ts';
 import { emulatorEnv, type RunningEmulator, startEmulator } from '../../local/emulators.ts';
-import {
-  type EsmLogger,
-  type EventSourceMapping,
-  type EventSourceMappingOptions,
-  type FailureObject,
-  startEventSourceMapping,
-} from '../../local/esm.ts';
+import { type EventSourceMapping, type EventSourceMappingOptions, type FailureObject, startEventSourceMapping } from '../../local/esm.ts';
 import { loadFunction, wrapHandler } from '../../local/runtime.ts';
 import { createStream, decode, put, Recorder } from '../support/kinesis.ts';
 
@@ -31,7 +26,7 @@ let kinesis: KinesisClient;
 let s3: S3Client;
 const BUCKET = 'esm-failures';
 const logs: string[] = [];
-const logger: EsmLogger = { info: (m) => logs.push(m), warn: (m) => logs.push(m), error: (m) => logs.push(m) };
+const logger: LogSink = { info: (m) => logs.push(m), warn: (m) => logs.push(m), error: (m) => logs.push(m) };
 const running: EventSourceMapping[] = [];
 const dirs: string[] = [];
 
@@ -251,7 +246,7 @@ describe('event source mapping on the Kinesis emulator', () => {
       maxBatchingWindowMs: 500,
       bisectBatchOnError: true,
       retryAttempts: 0,
-      onFailure: { s3, bucket: BUCKET, prefix: `bisect-${stream}/` },
+      onFailure: { s3, failureBucket: BUCKET, prefix: `bisect-${stream}/` },
       invoke: async (event) => {
         const e = rec.note(event);
         if (e.data.includes('POISON')) throw new TypeError('poison record');
@@ -289,7 +284,7 @@ describe('event source mapping on the Kinesis emulator', () => {
       name: 'retries',
       streamName: stream,
       retryAttempts: 2,
-      onFailure: { s3, bucket: BUCKET, prefix: `retries-${stream}/` },
+      onFailure: { s3, failureBucket: BUCKET, prefix: `retries-${stream}/` },
       invoke: async (event) => {
         const e = rec.note(event);
         if (e.data.includes('BAD')) throw new Error('cannot handle BAD');
@@ -369,7 +364,7 @@ describe('event source mapping on the Kinesis emulator', () => {
       streamName: stream,
       reportBatchItemFailures: true,
       retryAttempts: 1,
-      onFailure: { s3, bucket: BUCKET, prefix: `invalid-${stream}/` },
+      onFailure: { s3, failureBucket: BUCKET, prefix: `invalid-${stream}/` },
       // Wrong key casing: Lambda treats this as a complete failure.
       invoke: async (e) => {
         rec.note(e);
@@ -404,7 +399,7 @@ describe('event source mapping on the Kinesis emulator', () => {
       batchSize: 4,
       bisectBatchOnError: true,
       retryAttempts: 0,
-      onFailure: { s3, bucket: BUCKET, prefix: `timeout-${stream}/` },
+      onFailure: { s3, failureBucket: BUCKET, prefix: `timeout-${stream}/` },
       invoke: (e) => fn.invoke(e),
     });
     await m.idle();
@@ -427,7 +422,7 @@ describe('event source mapping on the Kinesis emulator', () => {
       retryAttempts: -1,
       maxRecordAgeSeconds: 2,
       retryBackoffMs: 300,
-      onFailure: { s3, bucket: BUCKET, prefix: `age-${stream}/` },
+      onFailure: { s3, failureBucket: BUCKET, prefix: `age-${stream}/` },
       invoke: async () => {
         calls++;
         throw new Error('always failing');

@@ -11,7 +11,7 @@ import { gzipSync } from 'node:zlib';
 import { APIGatewayProxyEventSchema } from '@aws-lambda-powertools/parser/schemas';
 import type { APIGatewayProxyEvent } from 'aws-lambda';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { HandlerName } from '../../functions/routes.ts';
+import type { HandlerName } from '../../functions/contract/routes.ts';
 import { type HttpServer, keyMatches, startHttpServer } from '../../local/http.ts';
 import { wrapHandler } from '../../local/runtime.ts';
 

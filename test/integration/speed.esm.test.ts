@@ -23,7 +23,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DEMO_VIEWS } from '../../functions/core/demo-views.ts';
 import { DEFAULT_SETTINGS } from '../../functions/core/settings.ts';
 import { ItemCache } from '../../functions/speed/apply.ts';
-import { createSpeedHandler } from '../../functions/speed.ts';
+import { createSpeedHandler } from '../../functions/speed/handler.ts';
 import { startEventSourceMapping } from '../../local/esm.ts';
 import { startTestCloud, type TestCloud } from '../support/cloud.ts';
 import {

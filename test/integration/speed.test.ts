@@ -5,14 +5,15 @@
 import { DeleteItemCommand, GetItemCommand, ScanCommand } from '@aws-sdk/client-dynamodb';
 import { GetObjectCommand } from '@aws-sdk/client-s3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { toStreamRecords } from '../../functions/adapters/kinesis-event.ts';
 import { poisonKey } from '../../functions/adapters/poison.ts';
 import { DEMO_VIEWS } from '../../functions/core/demo-views.ts';
 import { padSeq } from '../../functions/core/record.ts';
 import { DEFAULT_SETTINGS } from '../../functions/core/settings.ts';
 import { count, max, min, sum, type View, view } from '../../functions/core/views.ts';
 import { ItemCache } from '../../functions/speed/apply.ts';
+import { createSpeedHandler } from '../../functions/speed/handler.ts';
 import { processSpeedBatch } from '../../functions/speed/process.ts';
-import { createSpeedHandler, toStreamRecords } from '../../functions/speed.ts';
 import { startTestCloud, type TestCloud } from '../support/cloud.ts';
 import {
   asObject,
@@ -227,7 +228,7 @@ describe('speed layer against dynalite', () => {
     expect(a.failures).toEqual([]);
     // A warm container knows every item's hw: the redelivery costs no item request at all.
     const again = await processSpeedBatch(toStreamRecords(kinesisEvent(recs.slice(0, 20))), deps);
-    expect(again.stats.apply).toMatchObject({ requests: 0, skipped: a.stats.deltas, written: 0 });
+    expect(again.stats.apply).toMatchObject({ requests: 0, skipped: a.stats.speedItems, written: 0 });
     // A cold container: the repair must come from the table, not from the warm cache.
     const b = await processSpeedBatch(toStreamRecords(kinesisEvent(recs.slice(0, 30))), { ...deps, cache: new ItemCache() });
     expect(b.failures).toEqual([]);

@@ -53,7 +53,8 @@ describe('emulator workarounds', () => {
     expect(listed).toEqual(keys);
   });
 
-  it('s3rver stores a streamed body intact (it corrupts it when the SDK adds checksum trailers: clients.ts sets WHEN_REQUIRED)', async () => {
+  // s3rver corrupts a streamed body when the SDK adds checksum trailers: clients.ts sets WHEN_REQUIRED.
+  it('s3rver stores a streamed body intact', async () => {
     const body = Buffer.from(Array.from({ length: 20_000 }, (_, i) => `line ${i}\n`).join(''));
     await clients.s3.send(
       new PutObjectCommand({
@@ -67,7 +68,8 @@ describe('emulator workarounds', () => {
     expect(Buffer.from(await got.Body!.transformToByteArray()).equals(body)).toBe(true);
   });
 
-  it('the Kinesis client reaches kinesalite over HTTP/1.1 and each PutRecords is stored once (the client defaults to HTTP/2, which kinesalite does not speak: every call fails with "Protocol error")', async () => {
+  // The client defaults to HTTP/2, which kinesalite does not speak: every call fails with "Protocol error".
+  it('the Kinesis client reaches kinesalite over HTTP/1.1 and each PutRecords is stored once', async () => {
     // kinesis-local, the emulator before, failed PutRecords under HTTP/2 only some of the time, after
     // storing them: the retries duplicated records, which the exact list below would also catch.
     const StreamName = await createStream(clients.kinesis, 1);
@@ -82,7 +84,8 @@ describe('emulator workarounds', () => {
     expect((got.Records ?? []).map((r) => Buffer.from(r.Data!).toString())).toEqual(Array.from({ length: n }, (_, i) => `r${i}`));
   });
 
-  it('dynalite closes the LevelDB iterator of every Query and Scan (as published it leaves each one open, and they pin its memory: local/dynalite-iterators.cjs)', async () => {
+  // As published, dynalite leaves every iterator open, and they pin its memory: local/dynalite-iterators.cjs.
+  it('dynalite closes the LevelDB iterator of every Query and Scan', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'tandem-iterators-'));
     /** Open iterators after a mix of reads: full, cut by Limit, backwards, scans. */
     const openAfterReads = async (dynaliteAsShipped: boolean): Promise<number> => {

@@ -73,7 +73,8 @@ export async function runCampaign(cloud: SimCloud, o: CampaignOptions): Promise<
     if (r.failure && !o.verbose) for (const line of lines) o.log(line);
     if (r.failure)
       o.log(
-        `seed ${seed} FAILED at step #${r.failure.step} (${r.failure.what}); replay: npm run test:sim -- --seed ${seed} --steps ${o.steps} --profile ${o.profile}`,
+        `seed ${seed} FAILED at step #${r.failure.step} (${r.failure.what}); ` +
+          `replay: npm run test:sim -- --seed ${seed} --steps ${o.steps} --profile ${o.profile}`,
       );
     o.onSeed?.(result, results.length);
     if (r.failure && o.failFast) break;

@@ -80,7 +80,8 @@ const program = new Command('test:sim')
             if (o.results) appendFileSync(o.results, `${JSON.stringify(r)}\n`);
             if (seeds.length > 1)
               log(
-                `[${done}/${seeds.length}] seed ${r.seed}: ${r.failure ? `FAILED (${r.failure.what})` : 'ok'} in ${(r.ms / 1000).toFixed(1)} s, ${r.queries} queries`,
+                `[${done}/${seeds.length}] seed ${r.seed}: ${r.failure ? `FAILED (${r.failure.what})` : 'ok'} ` +
+                  `in ${(r.ms / 1000).toFixed(1)} s, ${r.queries} queries`,
               );
           },
         });

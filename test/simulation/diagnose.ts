@@ -127,8 +127,9 @@ export async function diagnose(w: World, ids: readonly string[], maxLines = 60):
               : '';
     if (problem === '' && shown >= maxLines / 2) continue;
     shown++;
+    const where = copies.map((c) => `${c.shard.slice(-2)}/…${c.seq.slice(-6)}@${iso(c.arrival)}`).join(', ');
     lines.push(
-      `${id}: ${copies.length} cop${copies.length === 1 ? 'y' : 'ies'} [${copies.map((c) => `${c.shard.slice(-2)}/…${c.seq.slice(-6)}@${iso(c.arrival)}`).join(', ')}] ` +
+      `${id}: ${copies.length} cop${copies.length === 1 ? 'y' : 'ies'} [${where}] ` +
         `claim ${claim ? `${claim.shard.slice(-2)}/…${claim.seq.slice(-6)}` : '-'} archived ${a.length}× layer ${layer}${problem}`,
     );
   }

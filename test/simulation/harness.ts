@@ -39,12 +39,12 @@ import { duckDbEngine } from '../../functions/batch/duckdb.ts';
 import { type BatchOptions, runBatchToCompletion } from '../../functions/batch/pipeline.ts';
 import { createBatchApiHandler } from '../../functions/batch-api.ts';
 import type { Config } from '../../functions/config.ts';
+import type { HandlerName } from '../../functions/contract/routes.ts';
 import { DEMO_VIEWS } from '../../functions/core/demo-views.ts';
 import { DEFAULT_SETTINGS, type Settings } from '../../functions/core/settings.ts';
 import { createIngestHandler } from '../../functions/ingest.ts';
 import { createQueryHandler } from '../../functions/query.ts';
 import { BUCKETS, FAILURE_PREFIX, localNames, STREAM, TABLES } from '../../functions/resources.ts';
-import type { HandlerName } from '../../functions/routes.ts';
 import { ItemCache } from '../../functions/speed/apply.ts';
 import { createSpeedHandler } from '../../functions/speed.ts';
 import { type EmulatorSet, startEmulators } from '../../local/emulators.ts';
@@ -212,7 +212,7 @@ export class World {
   /** Options of every batch run: the DuckDB engine and the fault hooks. */
   batchOptions(): BatchOptions {
     return {
-      engine: this.batch.wrapEngine(duckDbEngine({ s3: this.clients.s3, bucket: this.config.buckets.raw, stageDir: this.stageDir })),
+      engine: this.batch.wrapEngine(duckDbEngine({ s3: this.clients.s3, rawBucket: this.config.buckets.raw, stageDir: this.stageDir })),
       hooks: this.batch.hooks,
       lockTtlSeconds: LOCK_TTL_S,
     };
@@ -291,7 +291,7 @@ export class World {
       startingPosition: 'TRIM_HORIZON' as const,
       bisectBatchOnError: true,
       reportBatchItemFailures: true,
-      onFailure: { s3: c.s3, bucket: buckets.failures, prefix: FAILURE_PREFIX },
+      onFailure: { s3: c.s3, failureBucket: buckets.failures, prefix: FAILURE_PREFIX },
       checkpointDir: this.esmDir,
       pollIntervalMs: 50,
       shardRefreshMs: 500,
@@ -398,7 +398,8 @@ export class World {
         () =>
           reject(
             new SimError(
-              `the mappings did not catch up within ${timeoutMs} ms: ${JSON.stringify({ speed: esm.speed.stats(), archive: esm.archive.stats() })}`,
+              `the mappings did not catch up within ${timeoutMs} ms: ` +
+                JSON.stringify({ speed: esm.speed.stats(), archive: esm.archive.stats() }),
             ),
           ),
         timeoutMs,

@@ -220,7 +220,8 @@ export function describeStep(s: Step): string {
   switch (s.kind) {
     case 'send': {
       const n = (k: EventDraw['kind']) => s.events.filter((e) => e.kind === k).length;
-      return `send ${s.shape} new=${n('new')} retry=${n('retry')} bad=${n('bad')}${s.fault ? ` putFault=${s.fault.kind}x${s.fault.requests}` : ''}`;
+      const fault = s.fault ? ` putFault=${s.fault.kind}x${s.fault.requests}` : '';
+      return `send ${s.shape} new=${n('new')} retry=${n('retry')} bad=${n('bad')}${fault}`;
     }
     case 'poison':
       return `poison variant=${s.variant} x${s.count}`;
@@ -237,11 +238,17 @@ export function describeStep(s: Step): string {
     case 'reshard':
       return `reshard ${s.how}`;
     case 'query':
-      return `query view=${s.q.view} from=-${s.q.fromBackMin}m span=${s.q.spanMin}m coarser=${s.q.coarser} groupBy=${s.q.groupBy} filter=${s.q.filter ?? '-'}`;
+      return (
+        `query view=${s.q.view} from=-${s.q.fromBackMin}m span=${s.q.spanMin}m ` +
+        `coarser=${s.q.coarser} groupBy=${s.q.groupBy} filter=${s.q.filter ?? '-'}`
+      );
     case 'pause':
       return `pause ${s.ms} ms`;
     case 'queryDuringBatch':
-      return `queries during a batch run, view=${s.q.view} coarser=${s.q.coarser} groupBy=${s.q.groupBy}${s.hold ? ', the first held across the flip' : ''}`;
+      return (
+        `queries during a batch run, view=${s.q.view} coarser=${s.q.coarser} groupBy=${s.q.groupBy}` +
+        `${s.hold ? ', the first held across the flip' : ''}`
+      );
     case 'burst':
       return `burst of ${s.requests} concurrent sends x${s.perRequest} events, ${s.copies} copies in flight`;
     case 'sabotage':

@@ -14,7 +14,7 @@ import { CreateBucketCommand } from '@aws-sdk/client-s3';
 import { Decimal as DecimalJs } from 'decimal.js';
 import type { Clients } from '../../functions/adapters/clients.ts';
 import type { ArchiveHooks } from '../../functions/archive/archive.ts';
-import { createArchiveHandler } from '../../functions/archive.ts';
+import { createArchiveHandler } from '../../functions/archive/handler.ts';
 import { duckDbEngine } from '../../functions/batch/duckdb.ts';
 import type { BatchOptions } from '../../functions/batch/pipeline.ts';
 import type { Config } from '../../functions/config.ts';
@@ -73,7 +73,7 @@ export function testConfig(r: Resources, streamName: string, views: readonly Vie
 
 /** Batch options for tests: DuckDB staging into the resources' own directory, plus overrides. */
 export function batchOptions(clients: Pick<Clients, 's3'>, r: Resources, extra: BatchOptions = {}): BatchOptions {
-  return { engine: duckDbEngine({ s3: clients.s3, bucket: r.buckets.raw, stageDir: r.stageDir }), ...extra };
+  return { engine: duckDbEngine({ s3: clients.s3, rawBucket: r.buckets.raw, stageDir: r.stageDir }), ...extra };
 }
 
 /** The real archive handler over these resources. */

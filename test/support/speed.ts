@@ -8,6 +8,7 @@
 import { Logger } from '@aws-lambda-powertools/logger';
 import { Metrics } from '@aws-lambda-powertools/metrics';
 import { type AttributeValue, CreateTableCommand, DescribeTableCommand, type DynamoDBClient, ScanCommand } from '@aws-sdk/client-dynamodb';
+import { kinesisEventFactory, kinesisSource } from '../../functions/adapters/kinesis-records.ts';
 import { Decimal } from '../../functions/core/decimal.ts';
 import { cellsOf } from '../../functions/core/keys.ts';
 import type { View } from '../../functions/core/views.ts';
@@ -39,26 +40,20 @@ export function seqOf(shard: number, n: number): string {
   return String(base + BigInt(n) * 7_919_000_000n + BigInt((n * 37) % 1000));
 }
 
+const SOURCE = kinesisSource({ account: '000000000000', region: 'us-east-1', stream: 'tandem-events', role: 'tandem-speed' });
+
 /** A Lambda Kinesis event holding `records` (as the ESM builds it). */
 export function kinesisEvent(records: readonly ShardRecord[]) {
-  return {
-    Records: records.map((r) => ({
-      kinesis: {
-        kinesisSchemaVersion: '1.0',
-        partitionKey: r.event instanceof Uint8Array ? 'poison' : String(r.event.id ?? 'none'),
-        sequenceNumber: r.seq,
-        data: Buffer.from(r.event instanceof Uint8Array ? r.event : Buffer.from(JSON.stringify(r.event))).toString('base64'),
-        approximateArrivalTimestamp: r.arrival / 1000,
-      },
-      eventSource: 'aws:kinesis',
-      eventVersion: '1.0',
-      eventID: `${r.shard}:${r.seq}`,
-      eventName: 'aws:kinesis:record',
-      invokeIdentityArn: 'arn:aws:iam::000000000000:role/tandem-speed',
-      awsRegion: 'us-east-1',
-      eventSourceARN: 'arn:aws:kinesis:us-east-1:000000000000:stream/tandem-events',
+  return kinesisEventFactory(
+    records.map((r) => ({
+      shard: r.shard,
+      seq: r.seq,
+      arrival: r.arrival,
+      partitionKey: r.event instanceof Uint8Array ? 'poison' : String(r.event.id ?? 'none'),
+      data: r.event instanceof Uint8Array ? r.event : Buffer.from(JSON.stringify(r.event)),
     })),
-  };
+    SOURCE,
+  );
 }
 
 /** One expected speed cell (records and every state column as normalized decimal text), or an item's hw (the last counted sequence number, padded). */

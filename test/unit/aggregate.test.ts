@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { aggregate, combineDeltas, type Delta, mergeDeltas } from '../../functions/core/aggregate.ts';
+import { aggregate, type CellDelta, combineCellDeltas, mergeCellDeltas } from '../../functions/core/aggregate.ts';
 import { DEMO_VIEWS } from '../../functions/core/demo-views.ts';
 import { stateToColumns } from '../../functions/core/metrics.ts';
 import { padSeq, type RawRecord, toRawRecord } from '../../functions/core/record.ts';
@@ -17,7 +17,7 @@ function rec(event: Record<string, unknown>, arrival: number, shard = 'shardId-0
 }
 
 /** A delta in comparable form: state as column text. */
-const plain = (d: Delta) => ({ ...d, state: stateToColumns(findView(DEMO_VIEWS, d.view)!, d.state) });
+const plain = (d: CellDelta) => ({ ...d, state: stateToColumns(findView(DEMO_VIEWS, d.view)!, d.state) });
 
 describe('aggregate', () => {
   it('keys deltas by view, dimensions, bucket, window and shard, with exact metrics', () => {
@@ -112,22 +112,23 @@ describe('aggregate', () => {
   });
 });
 
-describe('mergeDeltas and combineDeltas', () => {
+describe('mergeCellDeltas and combineCellDeltas', () => {
   it('combining the deltas of two batches equals aggregating both at once', () => {
     const rs = Array.from({ length: 12 }, (_, i) =>
       rec({ type: 'purchase', ts: H + i * MIN, country: i % 2 ? 'DE' : 'FR', amount: i }, H + (i % 3) * MIN),
     );
     const whole = aggregate(DEMO_VIEWS, rs, MIN).map(plain);
-    const parts = mergeDeltas(DEMO_VIEWS, [...aggregate(DEMO_VIEWS, rs.slice(0, 5), MIN), ...aggregate(DEMO_VIEWS, rs.slice(5), MIN)]).map(
-      plain,
-    );
+    const parts = mergeCellDeltas(DEMO_VIEWS, [
+      ...aggregate(DEMO_VIEWS, rs.slice(0, 5), MIN),
+      ...aggregate(DEMO_VIEWS, rs.slice(5), MIN),
+    ]).map(plain);
     expect(parts).toEqual(whole);
   });
 
   it('takes the smallest first and largest last sequence number', () => {
     const a = aggregate([byType], [rec({ type: 'a', ts: H }, H)], MIN)[0]!;
     const b = { ...a, firstSeq: padSeq('1'), lastSeq: padSeq('99999') };
-    const c = combineDeltas(byType, a, b);
+    const c = combineCellDeltas(byType, a, b);
     expect([c.firstSeq, c.lastSeq, c.records]).toEqual([padSeq('1'), padSeq('99999'), 2]);
     expect(stateToColumns(byType, c.state)).toEqual({ events__count: '2' });
   });

@@ -3,14 +3,14 @@ import { Logger } from '@aws-lambda-powertools/logger';
 import type { APIGatewayProxyEvent, APIGatewayRequestAuthorizerEvent, Context } from 'aws-lambda';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
+import { apiWildcard, createAuthorizer } from '../../functions/api/authorizer.ts';
 import { guarded, HttpError, header, json, readBody, readJsonBody } from '../../functions/api/http.ts';
 import { generateKey, hashKey, KEY_PREFIX, matchEnvKey, parseKeyHashes } from '../../functions/api/keys.ts';
 import { chunkEntries, entryBytes, type PutEntry } from '../../functions/api/put-events.ts';
 import { speedWindowRange } from '../../functions/api/read-view.ts';
 import { isoTime } from '../../functions/api/status.ts';
-import { apiWildcard, createAuthorizer } from '../../functions/authorizer.ts';
+import { MAX_BODY_BYTES } from '../../functions/contract/routes.ts';
 import { DEFAULT_SETTINGS, speedTtlSeconds } from '../../functions/core/settings.ts';
-import { MAX_BODY_BYTES } from '../../functions/routes.ts';
 
 const logger = new Logger({ serviceName: 'test', logLevel: 'SILENT' });
 const ctx = { awsRequestId: 'req-1', getRemainingTimeInMillis: () => 10_000 } as unknown as Context;

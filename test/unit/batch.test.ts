@@ -4,16 +4,16 @@
  * Athena helpers, the batch-task event contract and the state machine shape.
  */
 import { describe, expect, it } from 'vitest';
-import { manifestEntry, manifestObjects, parseRawObjectKey, rawObjectKey } from '../../functions/archive/layout.ts';
+import { objectManifestEntries, objectManifestEntry, parseRawObjectKey, rawObjectKey } from '../../functions/archive/layout.ts';
 import { requestToken, resultRows, retryThrottled } from '../../functions/batch/athena.ts';
 import { newRunId, RUN_ID_RE } from '../../functions/batch/control.ts';
 import { toBatchRows } from '../../functions/batch/engine.ts';
 import { rowItem, rowPartitions } from '../../functions/batch/load.ts';
 import { engineFromEnv } from '../../functions/batch/pipeline.ts';
 import { rollbackAllowed } from '../../functions/batch/publish.ts';
-import { batchStateMachineDefinition } from '../../functions/batch/state-machine.ts';
+import { BatchTaskEventSchema, stepError } from '../../functions/batch/task.ts';
 import { checkCompleteness } from '../../functions/batch/verify.ts';
-import { BatchTaskEventSchema, stepError } from '../../functions/batch-task.ts';
+import { batchStateMachineDefinition } from '../../functions/contract/state-machine.ts';
 import { DEMO_VIEWS } from '../../functions/core/demo-views.ts';
 import { DEFAULT_SETTINGS, speedExpiry } from '../../functions/core/settings.ts';
 
@@ -38,10 +38,10 @@ describe('archive layout', () => {
 
   it('manifest entries round-trip to object keys and line counts', () => {
     const hour = Date.UTC(2030, 0, 2, 3);
-    expect(manifestObjects(hour, 's', [manifestEntry(seq(1), seq(9), 42)])).toEqual([
+    expect(objectManifestEntries(hour, 's', [objectManifestEntry(seq(1), seq(9), 42)])).toEqual([
       { key: rawObjectKey('s', hour, seq(1), seq(9)), lines: 42 },
     ]);
-    expect(() => manifestObjects(hour, 's', ['garbage'])).toThrow(/malformed archive manifest entry "garbage"/);
+    expect(() => objectManifestEntries(hour, 's', ['garbage'])).toThrow(/malformed archive manifest entry "garbage"/);
   });
 });
 

@@ -95,23 +95,39 @@ describe('readEvents', () => {
 
 describe('batch and status helpers', () => {
   it('counts the progress of a run: plan, one step per view, publish', () => {
-    expect(progressOf({ state: 'RUNNING', stage: 'plan' }, 3)).toEqual({ value: 0, total: 5, step: 'plan' });
-    expect(progressOf({ state: 'RUNNING', stage: 'views', views: { a: {}, b: {} } }, 3)).toMatchObject({
+    const view = { rows: 1, sqlMs: 1, loadMs: 1 };
+    expect(progressOf({ state: 'RUNNING', stage: 'plan', views: {} }, 3)).toEqual({ value: 0, total: 5, step: 'plan' });
+    expect(progressOf({ state: 'RUNNING', stage: 'views', views: { a: view, b: view } }, 3)).toMatchObject({
       value: 3,
       step: 'SQL + load (2/3 views)',
     });
-    expect(progressOf({ state: 'RUNNING', stage: 'publish' }, 3).value).toBe(4);
-    expect(progressOf({ state: 'SUCCEEDED', stage: 'done' }, 3).value).toBe(5);
+    expect(progressOf({ state: 'RUNNING', stage: 'publish', views: {} }, 3).value).toBe(4);
+    expect(progressOf({ state: 'SUCCEEDED', stage: 'done', views: {} }, 3).value).toBe(5);
   });
 
   it('renders the status with the cutoff age', () => {
     expect(age(75)).toBe('1 min 15 s');
     const text = renderStatus({
       now: '2025-06-01T12:00:00.000Z',
-      batch: { version: 4, cutoff: '2025-06-01T11:58:00.000Z' },
-      lastRun: { id: 'r1', state: 'SUCCEEDED', durationMs: 1500, views: { v: { rows: 3, sqlMs: 10, loadMs: 20 } } },
+      batch: { version: 4, cutoff: '2025-06-01T11:58:00.000Z', lagSeconds: 120 },
+      lastRun: {
+        id: 'r1',
+        state: 'SUCCEEDED',
+        stage: 'done',
+        startedAt: '2025-06-01T11:58:10.000Z',
+        finishedAt: '2025-06-01T11:58:11.500Z',
+        durationMs: 1500,
+        version: 4,
+        cutoff: '2025-06-01T11:58:00.000Z',
+        previousCutoff: null,
+        views: { v: { rows: 3, sqlMs: 10, loadMs: 20 } },
+        timings: {},
+      },
       speed: { shards: [{ shard: 'shardId-000000000000', lagMs: 2000 }] },
       archive: { shards: [{ shard: 'shardId-000000000000', arrival: '2025-06-01T11:59:00.000Z', records: 12 }] },
+      windowSeconds: 60,
+      dedupHorizonSeconds: 604800,
+      maxBatchLagSeconds: 21600,
       poison: { count: 2 },
     });
     expect(text).toContain('version 4, cutoff 2025-06-01T11:58:00.000Z (2 min 0 s ago)');

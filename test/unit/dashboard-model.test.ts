@@ -1,7 +1,7 @@
 /** The dashboard's chart model (web/src/model.ts): pure, so tested without a browser. */
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import type { QueryAnswer, ViewInfo } from '../../web/src/api.ts';
+import type { QueryAnswer, ViewInfo } from '../../functions/contract/api.ts';
 import { buildModel, GRAIN_MS, grainsFor, MAX_GROUPS, rangeBounds } from '../../web/src/model.ts';
 
 const events: ViewInfo = { name: 'events_by_type', dimensions: ['type'], grain: 'minute', metrics: { events: { fn: 'count' } } };

@@ -12,13 +12,13 @@ import {
   pad13,
   padVersion,
   parseCellAttribute,
-  SPEED_WRITE_SHARDS,
   speedPart,
   speedPartitions,
   speedPk,
   speedSk,
   speedSlot,
-  speedWriteShard,
+  WRITE_SHARDS,
+  writeShard,
 } from '../../functions/core/keys.ts';
 
 const HOUR = 3_600_000;
@@ -47,17 +47,17 @@ describe('keys: encodings', () => {
   });
 
   it('spreads shard ids over the write shards, stably', () => {
-    const shards = Array.from({ length: 64 }, (_, i) => `shardId-${String(i).padStart(12, '0')}`).map(speedWriteShard);
-    expect(new Set(shards).size).toBe(SPEED_WRITE_SHARDS);
-    expect(shards.every((s) => s >= 0 && s < SPEED_WRITE_SHARDS)).toBe(true);
-    expect(speedWriteShard('shardId-000000000001')).toBe(speedWriteShard('shardId-000000000001'));
+    const shards = Array.from({ length: 64 }, (_, i) => `shardId-${String(i).padStart(12, '0')}`).map(writeShard);
+    expect(new Set(shards).size).toBe(WRITE_SHARDS);
+    expect(shards.every((s) => s >= 0 && s < WRITE_SHARDS)).toBe(true);
+    expect(writeShard('shardId-000000000001')).toBe(writeShard('shardId-000000000001'));
   });
 });
 
 describe('keys: speed table', () => {
   it('partitions by view, arrival hour and write shard; sorts by window, slot (event hour), shard', () => {
     const shard = 'shardId-000000000003';
-    expect(speedPk('v', W, shard)).toBe(`v#${Date.UTC(2024, 2, 15, 13)}#${speedWriteShard(shard)}`);
+    expect(speedPk('v', W, shard)).toBe(`v#${Date.UTC(2024, 2, 15, 13)}#${writeShard(shard)}`);
     expect(speedSlot(B + 17 * 60_000 + 5)).toBe(B);
     expect(speedSk(W, B, 3, shard)).toBe(`${pad13(W)}#${pad13(B)}#3#${shard}`);
     expect(speedSk(W, B, 6, shard) < speedSk(W + 60_000, 0, 0, shard)).toBe(true);
@@ -97,9 +97,9 @@ describe('keys: speed table', () => {
     const from = Date.UTC(2024, 2, 15, 13, 30);
     const to = Date.UTC(2024, 2, 15, 15, 0);
     const parts = speedPartitions('v', from, to);
-    expect(parts).toHaveLength(2 * SPEED_WRITE_SHARDS);
+    expect(parts).toHaveLength(2 * WRITE_SHARDS);
     expect(parts[0]).toEqual({ pk: `v#${Date.UTC(2024, 2, 15, 13)}#0`, skFrom: pad13(from) });
-    expect(parts[SPEED_WRITE_SHARDS]).toEqual({ pk: `v#${Date.UTC(2024, 2, 15, 14)}#0`, skFrom: pad13(Date.UTC(2024, 2, 15, 14)) });
+    expect(parts[WRITE_SHARDS]).toEqual({ pk: `v#${Date.UTC(2024, 2, 15, 14)}#0`, skFrom: pad13(Date.UTC(2024, 2, 15, 14)) });
     // every window in range falls in a listed partition at or after its lower bound
     for (let w = from; w < to; w += 60_000) {
       const pk = speedPk('v', w, 'shardId-000000000000');

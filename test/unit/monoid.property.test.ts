@@ -7,7 +7,7 @@
  */
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { aggregate, type Delta, mergeDeltas } from '../../functions/core/aggregate.ts';
+import { aggregate, type CellDelta, mergeCellDeltas } from '../../functions/core/aggregate.ts';
 import { Decimal } from '../../functions/core/decimal.ts';
 import { isBodyError, validateEvents } from '../../functions/core/events.ts';
 import { combine, identity, lift, type MetricState, stateToColumns } from '../../functions/core/metrics.ts';
@@ -137,9 +137,9 @@ function chunks<T>(list: readonly T[], cuts: readonly number[]): T[][] {
 
 const plainRows = (v: View, rows: readonly Row[]) =>
   rows.map((r) => ({ bucket: r.bucket, dims: r.dims, state: stateToColumns(v, r.state) }));
-const plainDeltas = (v: View, deltas: readonly Delta[]) => deltas.map((d) => ({ ...d, state: stateToColumns(v, d.state) }));
+const plainDeltas = (v: View, deltas: readonly CellDelta[]) => deltas.map((d) => ({ ...d, state: stateToColumns(v, d.state) }));
 /** Batch-view rows: deltas with their windows and shards combined away. */
-const asRows = (v: View, deltas: readonly Delta[]): Row[] => mergeRows(v, [], deltas, null);
+const asRows = (v: View, deltas: readonly CellDelta[]): Row[] => mergeRows(v, [], deltas, null);
 
 // ---------- the oracle ----------
 
@@ -328,7 +328,7 @@ describe('aggregate', () => {
             .reverse()
             .flatMap((c) => aggregate(views, c, 60_000));
           for (const v of views) {
-            expect(plainDeltas(v, mergeDeltas([v], parts))).toEqual(
+            expect(plainDeltas(v, mergeCellDeltas([v], parts))).toEqual(
               plainDeltas(
                 v,
                 whole.filter((d) => d.view === v.name),

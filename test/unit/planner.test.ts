@@ -1,12 +1,12 @@
 /**
- * The pure cutoff planner (invariant 4): a lagging shard holds C back, an idle
+ * The pure cutoff planner (invariant 4, docs/design.md): a lagging shard holds C back, an idle
  * one does not, C is window-aligned and never moves back, and — the property —
  * C never passes a record the archive has not written, for random archive
  * progress per shard.
  */
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { computeCutoff, type ShardProgress } from '../../functions/batch/planner.ts';
+import { type ArchiveProgress, computeCutoff } from '../../functions/batch/planner.ts';
 
 const settings = { windowSeconds: 60, cutoffMarginSeconds: 5 };
 const NOW = Date.UTC(2030, 0, 1, 12, 0, 30, 250);
@@ -14,7 +14,7 @@ const seq = (n: number) => String(n).padStart(64, '0');
 
 describe('computeCutoff', () => {
   it('with every shard idle, cuts at now less the margin, floored to a window', () => {
-    const shards: ShardProgress[] = [
+    const shards: ArchiveProgress[] = [
       { shardId: 'a', closed: false, checkpoint: { arrival: NOW - 86_400_000, seq: seq(5) }, probe: { kind: 'empty' } },
       { shardId: 'b', closed: false, probe: { kind: 'empty' } },
     ];
@@ -28,7 +28,7 @@ describe('computeCutoff', () => {
 
   it('a lagging shard holds the cutoff back to its first unarchived record, less the margin', () => {
     const lagArrival = Date.UTC(2030, 0, 1, 11, 42, 3, 0);
-    const shards: ShardProgress[] = [
+    const shards: ArchiveProgress[] = [
       {
         shardId: 'a',
         closed: false,
@@ -44,8 +44,8 @@ describe('computeCutoff', () => {
 
   it('a closed parent not yet drained counts like a lagging shard; a drained one does not', () => {
     const lagArrival = Date.UTC(2030, 0, 1, 10, 0, 20);
-    const parent: ShardProgress = { shardId: 'p', closed: true, probe: { kind: 'record', arrival: lagArrival, seq: seq(1) } };
-    const child: ShardProgress = { shardId: 'c', closed: false, probe: { kind: 'empty' } };
+    const parent: ArchiveProgress = { shardId: 'p', closed: true, probe: { kind: 'record', arrival: lagArrival, seq: seq(1) } };
+    const child: ArchiveProgress = { shardId: 'c', closed: false, probe: { kind: 'empty' } };
     expect(computeCutoff({ shards: [parent, child], now: NOW, settings, published: null }).cutoff).toBe(Date.UTC(2030, 0, 1, 10, 0, 0));
     const drained = { ...parent, probe: { kind: 'empty' as const } };
     expect(computeCutoff({ shards: [drained, child], now: NOW, settings, published: null }).cutoff).toBe(Date.UTC(2030, 0, 1, 12, 0, 0));
@@ -53,7 +53,7 @@ describe('computeCutoff', () => {
 
   it('never moves back from the published cutoff, and says when it has not advanced', () => {
     const published = Date.UTC(2030, 0, 1, 12, 0, 0);
-    const lagging: ShardProgress[] = [
+    const lagging: ArchiveProgress[] = [
       { shardId: 'a', closed: false, probe: { kind: 'record', arrival: published - 3_600_000, seq: seq(1) } },
     ];
     const plan = computeCutoff({ shards: lagging, now: NOW, settings, published });
@@ -98,7 +98,7 @@ describe('computeCutoff', () => {
             const k = arrivals.length === 0 ? 0 : sp.archived % (arrivals.length + 1);
             return { id: `s${i}`, arrivals, k };
           });
-          const shards: ShardProgress[] = layout.map((l) => ({
+          const shards: ArchiveProgress[] = layout.map((l) => ({
             shardId: l.id,
             closed: false,
             ...(l.k > 0 ? { checkpoint: { arrival: l.arrivals[l.k - 1]!, seq: seq(l.k - 1) } } : {}),

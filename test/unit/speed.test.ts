@@ -1,16 +1,17 @@
 /** Pure parts of the speed layer: dedup decisions, update building, the item cache, the event parser, mapLimit. */
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
+import { KinesisEventError, toStreamRecords } from '../../functions/adapters/kinesis-event.ts';
+import { kinesisRecordFactory, kinesisSource } from '../../functions/adapters/kinesis-records.ts';
+import { normalize } from '../../functions/adapters/poison.ts';
 import { batchAgeMs } from '../../functions/adapters/shards.ts';
-import type { Delta } from '../../functions/core/aggregate.ts';
+import type { CellDelta } from '../../functions/core/aggregate.ts';
 import { Decimal } from '../../functions/core/decimal.ts';
 import { mapLimit } from '../../functions/core/limit.ts';
 import { padSeq, type RawRecord } from '../../functions/core/record.ts';
 import { count, max, min, sum, view } from '../../functions/core/views.ts';
 import { buildUpdate, groupByItem, ItemCache, knowledge } from '../../functions/speed/apply.ts';
 import { type Claim, decide } from '../../functions/speed/dedup.ts';
-import { normalize } from '../../functions/speed/process.ts';
-import { SpeedEventError, toStreamRecords } from '../../functions/speed.ts';
 
 const rec = (id: string, shard: string, seq: number): RawRecord => ({
   id,
@@ -82,7 +83,7 @@ describe('the conditional update of a speed item', () => {
   });
   const HOUR = 3_600_000;
   const key = { view: 'orders', window: 2 * HOUR + 60_000, slot: HOUR, part: 1, shard: 'shard-1' };
-  const cell = (bucket: number, country: string, first: string, last: string): Delta => ({
+  const cell = (bucket: number, country: string, first: string, last: string): CellDelta => ({
     view: 'orders',
     dims: [country],
     bucket,
@@ -205,22 +206,9 @@ describe('ItemCache', () => {
 });
 
 describe('the Kinesis event', () => {
-  const record = (data: string, eventID = 'shardId-000000000003:4959') => ({
-    kinesis: {
-      kinesisSchemaVersion: '1.0',
-      partitionKey: 'k',
-      sequenceNumber: '4959',
-      data,
-      approximateArrivalTimestamp: 1_607_497_475.123,
-    },
-    eventSource: 'aws:kinesis',
-    eventVersion: '1.0',
-    eventID,
-    eventName: 'aws:kinesis:record',
-    invokeIdentityArn: 'arn:aws:iam::1:role/r',
-    awsRegion: 'us-east-1',
-    eventSourceARN: 'arn:aws:kinesis:us-east-1:1:stream/s',
-  });
+  const source = kinesisSource({ account: '1', region: 'us-east-1', stream: 's', role: 'r' });
+  const record = (data: string) =>
+    kinesisRecordFactory({ shard: 'shardId-000000000003', seq: '4959', arrival: 1_607_497_475_123, data }, source);
 
   it('takes the shard from eventID, the arrival in whole ms, and the decoded bytes', () => {
     const [r] = toStreamRecords({ Records: [record(Buffer.from('{"a":1}').toString('base64'))] });
@@ -229,7 +217,7 @@ describe('the Kinesis event', () => {
   });
 
   it('names the field of a malformed envelope', () => {
-    expect(() => toStreamRecords({ Records: [{ ...record('e30='), eventSource: 'aws:sqs' }] })).toThrow(SpeedEventError);
+    expect(() => toStreamRecords({ Records: [{ ...record('e30='), eventSource: 'aws:sqs' }] })).toThrow(KinesisEventError);
     expect(() => toStreamRecords({ Records: [] })).toThrow(/Records/);
   });
 

@@ -51,14 +51,17 @@ const ATHENA_RANKED = `WITH ranked AS (
   WHERE arrival < 1714568400000
 ),`;
 
-const DUCKDB_RANKED = `WITH ranked AS (
+// The `columns` line is one line of the SQL, split here for the line width only.
+const DUCKDB_RANKED =
+  `WITH ranked AS (
   SELECT
     ts, arrival, fields, num,
     ROW_NUMBER() OVER (PARTITION BY id ORDER BY arrival, seq) AS copy_rank
   FROM read_json(
     ['/stage/a.json.gz', '/stage/it''s.json.gz'],
     format = 'newline_delimited', compression = 'gzip', hive_partitioning = false,
-    columns = {'id': 'VARCHAR', 'type': 'VARCHAR', 'ts': 'BIGINT', 'arrival': 'BIGINT', 'shard': 'VARCHAR', 'seq': 'VARCHAR', 'fields': 'MAP(VARCHAR, VARCHAR)', 'num': 'MAP(VARCHAR, VARCHAR)'}
+    columns = {'id': 'VARCHAR', 'type': 'VARCHAR', 'ts': 'BIGINT', 'arrival': 'BIGINT', 'shard': 'VARCHAR', ` +
+  `'seq': 'VARCHAR', 'fields': 'MAP(VARCHAR, VARCHAR)', 'num': 'MAP(VARCHAR, VARCHAR)'}
   )
   WHERE arrival < 1714568400000
 ),`;

@@ -1,81 +1,18 @@
 /**
- * The dashboard's only way out: the HTTP contract of DESIGN.md, with the API
+ * The dashboard's only way out: the HTTP contract of docs/api.md, with the API
  * key in `x-api-key`. Failures come back as an ApiFailure whose `kind` drives
  * what the page shows (ask for the key again, "API down", a message).
  */
 
-/** A view as GET /views lists it. */
-export interface ViewInfo {
-  readonly name: string;
-  readonly description?: string;
-  readonly filter?: Readonly<Record<string, string | number | boolean>>;
-  readonly dimensions: readonly string[];
-  readonly grain: 'minute' | 'hour' | 'day';
-  readonly metrics: Readonly<Record<string, { readonly fn: 'count' | 'sum' | 'min' | 'max' | 'avg'; readonly field?: string }>>;
-}
-
-/** A cell of a response row: the bucket and dimensions are text, metrics numbers (null when undefined). */
-export type Cell = string | number | null;
-
-/** A response row, and the batch/speed split when the API sends it. */
-export interface Row {
-  readonly [column: string]: Cell | RowParts | undefined;
-  readonly parts?: RowParts;
-}
-
-/** Per-row split of the merged metrics (`parts=1`, when the API offers it). */
-export interface RowParts {
-  readonly batch: Readonly<Record<string, number | null>>;
-  readonly speed: Readonly<Record<string, number | null>>;
-}
-
-export interface QueryAnswer {
-  readonly view: string;
-  readonly grain: string;
-  readonly from: string;
-  readonly to: string;
-  readonly batch: { readonly version: number; readonly cutoff: string } | null;
-  readonly rows: readonly Row[];
-}
-
-export interface ShardProgress {
-  readonly shard: string;
-  readonly arrival?: string;
-  readonly records?: number;
-  readonly lagMs?: number;
-  readonly millisBehindLatest?: number;
-  readonly updatedAt?: string;
-}
-
-export interface RunInfo {
-  readonly id?: string;
-  readonly runId?: string;
-  readonly state?: string;
-  readonly stage?: string;
-  readonly startedAt?: string;
-  readonly finishedAt?: string;
-  readonly durationMs?: number;
-  readonly version?: number;
-  readonly cutoff?: string;
-  readonly error?: string;
-  readonly reason?: string;
-  readonly views?: Readonly<Record<string, { readonly rows?: number; readonly sqlMs?: number; readonly loadMs?: number }>>;
-}
-
-export interface StatusAnswer {
-  readonly now?: string;
-  readonly batch?: {
-    readonly version: number;
-    readonly cutoff: string;
-    readonly lagSeconds?: number;
-    readonly publishedAt?: string;
-  } | null;
-  readonly lastRun?: RunInfo | null;
-  readonly speed?: { readonly shards?: readonly ShardProgress[] };
-  readonly archive?: { readonly shards?: readonly ShardProgress[] };
-  readonly windowSeconds?: number;
-  readonly poison?: { readonly count?: number };
-}
+import type {
+  ErrorBody,
+  QueryAnswer,
+  RunAnswer,
+  StartRunAnswer,
+  StatusAnswer,
+  ViewInfo,
+  ViewsAnswer,
+} from '../../functions/contract/api.ts';
 
 export type FailureKind = 'auth' | 'down' | 'bad-request' | 'not-found' | 'server';
 
@@ -133,7 +70,8 @@ export class Api {
       // A body that is not JSON is reported by status below.
     }
     if (res.ok) return data as T;
-    const err = (data ?? {}) as { error?: string; field?: string };
+    // The contract's error body; a gateway or proxy in between may send something else, or nothing.
+    const err = (data ?? {}) as Partial<ErrorBody>;
     const message = err.error
       ? err.field && !err.error.includes(err.field)
         ? `${err.field}: ${err.error}`
@@ -148,8 +86,7 @@ export class Api {
   }
 
   async views(): Promise<ViewInfo[]> {
-    const body = await this.call<{ views: ViewInfo[] } | ViewInfo[]>('GET', '/views');
-    return Array.isArray(body) ? body : body.views;
+    return (await this.call<ViewsAnswer>('GET', '/views')).views;
   }
 
   query(view: string, params: Readonly<Record<string, string>>): Promise<QueryAnswer> {
@@ -160,11 +97,11 @@ export class Api {
     return this.call<StatusAnswer>('GET', '/status');
   }
 
-  startRun(): Promise<{ id?: string; runId?: string }> {
-    return this.call('POST', '/batch/runs', {});
+  startRun(): Promise<StartRunAnswer> {
+    return this.call<StartRunAnswer>('POST', '/batch/runs', {});
   }
 
-  run(id: string): Promise<RunInfo> {
-    return this.call<RunInfo>('GET', `/batch/runs/${encodeURIComponent(id)}`);
+  run(id: string): Promise<RunAnswer> {
+    return this.call<RunAnswer>('GET', `/batch/runs/${encodeURIComponent(id)}`);
   }
 }

@@ -3,7 +3,8 @@
  * chosen view over a range and grain, refreshing every few seconds, the rows
  * under the chart, and the status of both layers with a "run batch now" button.
  */
-import { Api, ApiFailure, apiBase, type QueryAnswer, type RunInfo, type StatusAnswer, type ViewInfo } from './api.ts';
+import type { LastRun, QueryAnswer, StatusAnswer, ViewInfo } from '../../functions/contract/api.ts';
+import { Api, ApiFailure, apiBase } from './api.ts';
 import { Chart } from './chart.ts';
 import { age, clock, el, num, utc } from './format.ts';
 import { additive, buildModel, type ChartGrain, GRAIN_MS, grainsFor, groupColumns, RANGES, type RangeId, rangeBounds } from './model.ts';
@@ -31,8 +32,6 @@ const state = {
   api: undefined as Api | undefined,
   views: [] as ViewInfo[],
   sel: undefined as Selection | undefined,
-  /** Does the API answer `parts=1` (batch/speed split per row)? Unknown until asked. */
-  parts: undefined as boolean | undefined,
   /** Dimension values seen per view, for the filter suggestions. */
   seen: new Map<string, Map<string, Set<string>>>(),
   timer: undefined as number | undefined,
@@ -175,7 +174,7 @@ function renderControls(): void {
   );
   fillSelect(
     $<HTMLSelectElement>('metric'),
-    Object.entries(view.metrics).map(([name, m]) => ({ value: name, label: `${name} — ${m.fn}(${m.field ?? ''})` })),
+    Object.entries(view.metrics).map(([name, m]) => ({ value: name, label: `${name} — ${m.fn}(${'field' in m ? m.field : ''})` })),
     sel.metric,
   );
 
@@ -367,17 +366,8 @@ async function refreshView(): Promise<void> {
   const view = viewOf(sel.view)!;
   const wanted = JSON.stringify(sel);
   try {
-    let answer: QueryAnswer;
-    // Ask for the batch/speed split once; an API without it names `parts` in a 400.
-    const askParts = state.parts !== false && sel.groupBy.length === 0 && additive(view, sel.metric);
-    try {
-      answer = await api.query(sel.view, queryParams(sel, Date.now(), askParts));
-      if (askParts) state.parts = answer.rows.length === 0 ? state.parts : answer.rows.every((r) => r.parts !== undefined);
-    } catch (e) {
-      if (!(askParts && e instanceof ApiFailure && e.kind === 'bad-request' && e.field === 'parts')) throw e;
-      state.parts = false;
-      answer = await api.query(sel.view, queryParams(sel, Date.now(), false));
-    }
+    // The batch/speed split of each row, where the two parts add up to the row.
+    const answer = await api.query(sel.view, queryParams(sel, Date.now(), sel.groupBy.length === 0 && additive(view, sel.metric)));
     if (JSON.stringify(state.sel) !== wanted) return; // the selection changed meanwhile; its own fetch follows
     remember(view, answer);
     updateSuggestions();
@@ -494,28 +484,27 @@ function renderStatus(s: StatusAnswer): void {
   panel.setAttribute('data-version', s.batch ? String(s.batch.version) : '');
   $('st-version').textContent = s.batch ? String(s.batch.version) : 'none yet';
   $('st-cutoff').textContent = s.batch ? `${utc(Date.parse(s.batch.cutoff), true)} UTC` : '–';
-  const nowMs = s.now ? Date.parse(s.now) : Date.now();
-  const lag = s.batch ? (s.batch.lagSeconds ?? (nowMs - Date.parse(s.batch.cutoff)) / 1000) : undefined;
-  $('st-age').textContent = lag === undefined ? '–' : age(lag);
-  renderRun(s.lastRun ?? undefined);
-  $('st-poison').textContent = String(s.poison?.count ?? 0);
-  $('st-poison').classList.toggle('warn', (s.poison?.count ?? 0) > 0);
+  const nowMs = Date.parse(s.now);
+  $('st-age').textContent = s.batch ? age(s.batch.lagSeconds) : '–';
+  renderRun(s.lastRun);
+  $('st-poison').textContent = String(s.poison.count);
+  $('st-poison').classList.toggle('warn', s.poison.count > 0);
 
-  const speed = s.speed?.shards ?? [];
+  const speed = s.speed.shards;
   $('st-speed').replaceChildren(
     speed.length === 0
       ? el('p', { class: 'note' }, 'No speed progress yet.')
       : miniTable(
           ['shard', 'through', 'lag'],
-          // Behind the stream's tip when the poller reports it; else the age of the last record applied.
+          // The age of the last record applied.
           speed.map((x) => [
             shortShard(x.shard),
             x.arrival ? clock(Date.parse(x.arrival)) : '–',
-            x.millisBehindLatest !== undefined ? age(x.millisBehindLatest / 1000) : x.lagMs !== undefined ? age(x.lagMs / 1000) : '–',
+            x.lagMs !== undefined ? age(x.lagMs / 1000) : '–',
           ]),
         ),
   );
-  const archive = s.archive?.shards ?? [];
+  const archive = s.archive.shards;
   $('st-archive').replaceChildren(
     archive.length === 0
       ? el('p', { class: 'note' }, 'Nothing archived yet.')
@@ -531,25 +520,25 @@ function renderStatus(s: StatusAnswer): void {
   $('st-updated').textContent = `Status at ${clock(nowMs)} UTC${s.windowSeconds ? ` · ${s.windowSeconds} s arrival windows` : ''}`;
 }
 
-function renderRun(run: RunInfo | undefined): void {
+function renderRun(run: LastRun | null): void {
   if (!run) {
     $('st-run').textContent = 'none yet';
     $('st-run-views').replaceChildren();
     return;
   }
-  const took = run.durationMs !== undefined ? ` in ${(run.durationMs / 1000).toFixed(1)} s` : '';
-  const stage = run.state === 'RUNNING' && run.stage ? ` (${run.stage})` : '';
-  const state = el('span', { class: `badge ${String(run.state ?? '').toLowerCase()}` }, run.state ?? '?');
+  const took = run.durationMs !== null ? ` in ${(run.durationMs / 1000).toFixed(1)} s` : '';
+  const stage = run.state === 'RUNNING' ? ` (${run.stage})` : '';
+  const state = el('span', { class: `badge ${run.state.toLowerCase()}` }, run.state);
   $('st-run').replaceChildren(state, `${stage}${took}${run.startedAt ? ` · ${clock(Date.parse(run.startedAt))} UTC` : ''}`);
-  if (run.error ?? run.reason) $('st-run').append(el('div', { class: 'error' }, String(run.error ?? run.reason)));
-  const views = Object.entries(run.views ?? {});
+  if (run.error) $('st-run').append(el('div', { class: 'error' }, run.error));
+  const views = Object.entries(run.views);
   $('st-run-views').replaceChildren(
     ...(views.length === 0
       ? []
       : [
           miniTable(
             ['view', 'rows', 'sql ms', 'load ms'],
-            views.map(([name, v]) => [name, num(v.rows ?? null), num(v.sqlMs ?? null), num(v.loadMs ?? null)]),
+            views.map(([name, v]) => [name, num(v.rows), num(v.sqlMs), num(v.loadMs)]),
           ),
         ]),
   );
@@ -581,18 +570,16 @@ async function runBatch(): Promise<void> {
   progress.textContent = 'Starting a batch run…';
   progress.dataset.state = 'STARTING';
   try {
-    const started = await api.startRun();
-    const id = String(started.id ?? started.runId ?? '');
-    if (!id) throw new ApiFailure('server', 'the API started a run but sent no id');
+    const { id } = await api.startRun();
     state.runId = id;
     for (;;) {
       const run = await api.run(id);
-      progress.textContent = `Run ${id}: ${run.state ?? '?'}${run.stage ? ` · ${run.stage}` : ''}`;
-      if (run.state && run.state !== 'RUNNING') {
+      progress.textContent = `Run ${id}: ${run.state} · ${run.stage}`;
+      if (run.state !== 'RUNNING') {
         progress.textContent =
           run.state === 'SUCCEEDED'
             ? `Run ${id} succeeded: version ${run.version ?? '?'}, cutoff ${run.cutoff ? `${utc(Date.parse(run.cutoff), true)} UTC` : '?'}`
-            : `Run ${id} ${run.state}${(run.error ?? run.reason) ? `: ${run.error ?? run.reason}` : ''}`;
+            : `Run ${id} ${run.state}${run.error ? `: ${run.error}` : ''}`;
         progress.dataset.state = run.state;
         break;
       }
@@ -629,8 +616,7 @@ function boot(): void {
   window.setInterval(() => {
     const s = state.status;
     if (!s?.body.batch) return;
-    const base = s.body.batch.lagSeconds ?? ((s.body.now ? Date.parse(s.body.now) : s.at) - Date.parse(s.body.batch.cutoff)) / 1000;
-    const lag = base + (Date.now() - s.at) / 1000;
+    const lag = s.body.batch.lagSeconds + (Date.now() - s.at) / 1000;
     $('st-age').textContent = age(lag);
   }, 1_000);
   const key = sessionStorage.getItem(KEY_STORAGE);

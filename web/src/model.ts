@@ -4,7 +4,7 @@
  * total series, or one series per group. Pure, so it is unit-tested without a
  * browser.
  */
-import type { QueryAnswer, ViewInfo } from './api.ts';
+import type { QueryAnswer, ViewInfo } from '../../functions/contract/api.ts';
 
 export const GRAIN_MS = { minute: 60_000, hour: 3_600_000, day: 86_400_000 } as const;
 export type ChartGrain = keyof typeof GRAIN_MS;

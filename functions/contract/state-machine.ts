@@ -1,7 +1,8 @@
 /**
  * The batch run as a Step Functions state machine (Amazon States Language),
  * without any CDK dependency, so the CDK stack (DefinitionBody.fromString)
- * and the local interpreter test run the very same definition:
+ * and the local interpreter test run the very same definition (hence its
+ * place in functions/contract/, which lib/ may import):
  *
  *   Plan -> Views (Map over the views: View) -> Publish
  *   any failure (after retries) -> MarkFailed -> Failed

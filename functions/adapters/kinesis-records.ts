@@ -1,0 +1,63 @@
+/**
+ * The Lambda Kinesis event as an event source mapping builds it: the inverse
+ * of kinesis-event.ts, and the one place that knows its shape. The local
+ * cloud's mapping (local/esm/) delivers these to the consumers, and the tests
+ * and benchmarks feed the consumers these directly (like Powertools' test
+ * factories). It lives in functions/adapters/, not local/ or test/, because
+ * all three may import from here and it is the counterpart of the parser next to it.
+ */
+import type { KinesisStreamEvent, KinesisStreamRecord } from 'aws-lambda';
+
+/** One record as it sits in a shard (the fields of kinesis-event.ts's StreamRecord, plus the partition key). */
+export interface KinesisRecordInput {
+  readonly shard: string;
+  readonly seq: string;
+  /** ApproximateArrivalTimestamp, epoch ms. */
+  readonly arrival: number;
+  /** The record's bytes, or a string that is already their base64 text (as the event carries them). */
+  readonly data: Uint8Array | string;
+  /** @default 'k' */
+  readonly partitionKey?: string;
+}
+
+/** Who delivers the records: the same for every record of a mapping. */
+export interface KinesisEventSource {
+  /** eventSourceARN. */
+  readonly streamArn: string;
+  /** invokeIdentityArn: the mapping's execution role. */
+  readonly roleArn: string;
+  readonly region: string;
+}
+
+/** A source from its parts: the stream's and the role's ARN in one account and region. */
+export const kinesisSource = (s: { account: string; region: string; stream: string; role: string }): KinesisEventSource => ({
+  streamArn: `arn:aws:kinesis:${s.region}:${s.account}:stream/${s.stream}`,
+  roleArn: `arn:aws:iam::${s.account}:role/${s.role}`,
+  region: s.region,
+});
+
+/** One record of a Lambda Kinesis event. */
+export function kinesisRecordFactory(r: KinesisRecordInput, source: KinesisEventSource): KinesisStreamRecord {
+  return {
+    kinesis: {
+      kinesisSchemaVersion: '1.0',
+      partitionKey: r.partitionKey ?? 'k',
+      sequenceNumber: r.seq,
+      data: typeof r.data === 'string' ? r.data : Buffer.from(r.data).toString('base64'),
+      // Lambda gives seconds with a fraction.
+      approximateArrivalTimestamp: r.arrival / 1000,
+    },
+    eventSource: 'aws:kinesis',
+    eventVersion: '1.0',
+    eventID: `${r.shard}:${r.seq}`,
+    eventName: 'aws:kinesis:record',
+    invokeIdentityArn: source.roleArn,
+    awsRegion: source.region,
+    eventSourceARN: source.streamArn,
+  };
+}
+
+/** A Lambda Kinesis event holding `records`, in the order given. */
+export function kinesisEventFactory(records: readonly KinesisRecordInput[], source: KinesisEventSource): KinesisStreamEvent {
+  return { Records: records.map((r) => kinesisRecordFactory(r, source)) };
+}

@@ -1,0 +1,114 @@
+/**
+ * The handler of the Lambda that the batch state machine (functions/contract/state-machine.ts)
+ * calls for each step: `{ step: 'plan' | 'view' | 'publish' | 'fail', runId, ... }`
+ * -> the step's result (docs/batch-layer.md has the exact contract). The event
+ * is validated with zod, then steps.ts does the work. Publishes the age of the
+ * published cutoff as a metric after plan, publish and fail, the input of the
+ * batch-lag alarm (threshold from core/settings.ts). The Lambda entry is
+ * functions/batch-task.ts; tests and the local interpreter pass their own context.
+ */
+import type { Logger } from '@aws-lambda-powertools/logger';
+import { type Metrics, MetricUnit } from '@aws-lambda-powertools/metrics';
+import { z } from 'zod';
+import { BATCH_METRICS } from '../contract/telemetry.ts';
+import { getPointer, RUN_ID_RE } from './control.ts';
+import { describeError } from './pipeline.ts';
+import { type BatchContext, failStep, planStep, publishStep, viewStep } from './steps.ts';
+
+const runId = z.string().regex(RUN_ID_RE, { error: 'runId must be 1-80 letters, digits, - or _' });
+const ms = z.number().int().nonnegative();
+
+export const BatchTaskEventSchema = z.discriminatedUnion('step', [
+  z.object({ step: z.literal('plan'), runId }),
+  z.object({ step: z.literal('view'), runId, version: z.number().int().positive(), cutoff: ms, view: z.string().min(1) }),
+  z.object({
+    step: z.literal('publish'),
+    runId,
+    skipped: z.boolean().optional(),
+    version: z.number().int().positive().nullish(),
+    cutoff: ms.nullish(),
+  }),
+  // `error` is what a Catch put at $.error: `{ Error, Cause }` (Cause: Lambda's JSON error text).
+  z.object({ step: z.literal('fail'), runId, version: z.number().int().positive().optional(), error: z.unknown().optional() }),
+]);
+export type BatchTaskEvent = z.infer<typeof BatchTaskEventSchema>;
+
+/** A readable message out of a Step Functions error object. */
+export function stepError(error: unknown): string {
+  if (error && typeof error === 'object') {
+    const e = error as { Error?: unknown; Cause?: unknown };
+    const name = typeof e.Error === 'string' ? e.Error : 'Error';
+    const cause = typeof e.Cause === 'string' ? e.Cause : '';
+    try {
+      // A Lambda error: its own type and message say it all.
+      const parsed = JSON.parse(cause) as { errorType?: string; errorMessage?: string };
+      if (parsed.errorMessage) return `${parsed.errorType ?? name}: ${parsed.errorMessage}`;
+    } catch {
+      // not JSON: keep the text
+    }
+    return cause ? `${name}: ${cause}` : name;
+  }
+  return error === undefined ? 'the run failed' : String(error);
+}
+
+/** Seconds since the published cutoff (undefined before the first publish). */
+export async function cutoffAgeSeconds(ctx: BatchContext): Promise<number | undefined> {
+  const pointer = await getPointer({ doc: ctx.doc, table: ctx.tables.control }).catch(() => undefined);
+  return pointer ? Math.max(0, Math.round((ctx.now() - pointer.cutoff) / 1000)) : undefined;
+}
+
+function publishCutoffAge(metrics: Metrics, age: number | undefined): void {
+  if (age !== undefined) metrics.addMetric(BATCH_METRICS.cutoffAge, MetricUnit.Seconds, age);
+}
+
+export type BatchTaskHandler = (event: unknown) => Promise<Record<string, unknown>>;
+
+/** The handler over a given context (tests and the local interpreter pass theirs). */
+export function createBatchTaskHandler(context: () => BatchContext, logger: Logger, metrics: Metrics): BatchTaskHandler {
+  return async (event: unknown) => {
+    const parsed = BatchTaskEventSchema.safeParse(event);
+    if (!parsed.success) {
+      const issue = parsed.error.issues[0];
+      throw new Error(`invalid batch task event: ${issue ? `${issue.path.join('.') || 'event'}: ${issue.message}` : 'invalid'}`);
+    }
+    const e = parsed.data;
+    const ctx = context();
+    try {
+      switch (e.step) {
+        case 'plan': {
+          const { session: _s, ...out } = await planStep(ctx, e.runId);
+          // Always present, so the state machine's JSONPath never misses them.
+          return { ...out, version: out.version ?? null, cutoff: out.cutoff ?? null };
+        }
+        case 'view': {
+          const out = await viewStep(ctx, e);
+          metrics.addMetric(BATCH_METRICS.viewRows, MetricUnit.Count, out.rows);
+          metrics.addMetric(BATCH_METRICS.viewSqlTime, MetricUnit.Milliseconds, out.sqlMs);
+          metrics.addMetric(BATCH_METRICS.viewLoadTime, MetricUnit.Milliseconds, out.loadMs);
+          return { ...out };
+        }
+        case 'publish':
+          return {
+            ...(await publishStep(ctx, {
+              runId: e.runId,
+              ...(e.skipped !== undefined && { skipped: e.skipped }),
+              ...(e.version != null && { version: e.version }),
+              ...(e.cutoff != null && { cutoff: e.cutoff }),
+            })),
+          };
+        case 'fail': {
+          metrics.addMetric(BATCH_METRICS.runsFailed, MetricUnit.Count, 1);
+          return { ...(await failStep(ctx, { runId: e.runId, ...(e.version && { version: e.version }), error: stepError(e.error) })) };
+        }
+      }
+    } catch (err) {
+      logger.error('batch step failed', { step: e.step, runId: e.runId, error: describeError(err) });
+      throw err;
+    } finally {
+      if (e.step !== 'view') {
+        publishCutoffAge(metrics, await cutoffAgeSeconds(ctx));
+      }
+      if (metrics.hasStoredMetrics()) metrics.publishStoredMetrics();
+    }
+  };
+}
