@@ -1,7 +1,9 @@
 import { defineConfig } from 'vitest/config';
 
-// Three projects: `unit` (pure logic, no servers: `npm run test:unit`),
-// `construct` (CDK synthesis and assertions) and `integration` (real emulators).
+// Four projects: `unit` (pure logic, no servers: `npm run test:unit`),
+// `construct` (CDK synthesis and assertions), `integration` (real emulators) and
+// `e2e` (the HTTP contract against a target: a local cloud its global setup starts,
+// or the one `npm run test:e2e -- --api … --key …` names).
 export default defineConfig({
   test: {
     env: { AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: 'true' },
@@ -11,6 +13,11 @@ export default defineConfig({
       {
         extends: true,
         test: { name: 'integration', include: ['test/integration/**/*.test.ts'], testTimeout: 180_000, hookTimeout: 120_000 },
+      },
+      {
+        extends: true,
+        // Each test sets its own timeout from the suite's deadlines (a deployed batch takes minutes).
+        test: { name: 'e2e', include: ['test/e2e/**/*.e2e.test.ts'], globalSetup: ['test/e2e/setup.ts'], testTimeout: 120_000 },
       },
     ],
   },

@@ -17,27 +17,22 @@
  * Writes the table into docs/benchmarks.md under `## batch` (unless --no-write).
  */
 
-import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, statSync } from 'node:fs';
 import { availableParallelism, loadavg, tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { Logger } from '@aws-lambda-powertools/logger';
-import { Metrics } from '@aws-lambda-powertools/metrics';
+import { join } from 'node:path';
 import Table from 'cli-table3';
 import { Command } from 'commander';
 import { createClients } from '../functions/adapters/clients.ts';
-import { kinesisEventFactory, kinesisSource } from '../functions/adapters/kinesis-records.ts';
-import { createArchiveHandler } from '../functions/archive/handler.ts';
 import { duckDbEngine, openDuckDb } from '../functions/batch/duckdb.ts';
 import { runBatchToCompletion } from '../functions/batch/pipeline.ts';
-import type { Config } from '../functions/config.ts';
 import { DEMO_VIEWS } from '../functions/core/demo-views.ts';
-import { DEFAULT_SETTINGS } from '../functions/core/settings.ts';
 import { compileView, duckdbSource } from '../functions/core/sql.ts';
-import { localNames, STREAM } from '../functions/resources.ts';
+import { localNames } from '../functions/resources.ts';
 import { DemoGenerator } from '../local/demo.ts';
 import { emulatorEnv, startEmulator } from '../local/emulators.ts';
 import { provision } from '../local/provision.ts';
+import { ArchiveFeeder, benchConfig, walk } from './support/archive.ts';
+import { writeBenchmarkSection } from './support/report.ts';
 
 process.env.POWERTOOLS_METRICS_DISABLED = 'true';
 process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED = 'true';
@@ -55,35 +50,9 @@ const counts = opts.events.split(',').map((s) => Number.parseInt(s.trim(), 10));
 if (counts.some((n) => !Number.isInteger(n) || n < 1)) throw new Error(`--events must be whole numbers, received "${opts.events}"`);
 
 const T0 = Date.UTC(2025, 2, 3, 0, 0, 0);
-const SEQ0 = 49_590_338_271_490_256_608_559_692_538_361_571_095_921_575_989_136_588_898n;
-const shardId = (i: number) => `shardId-${String(i).padStart(12, '0')}`;
 const log = (...a: unknown[]) => console.error(...a);
 const mb = (bytes: number) => `${(bytes / 1024 / 1024).toFixed(0)} MB`;
 const sec = (ms: number) => `${(ms / 1000).toFixed(1)} s`;
-
-function hashShard(id: string, shards: number): number {
-  let h = 0;
-  for (let i = 0; i < id.length; i++) h = (h * 31 + id.charCodeAt(i)) >>> 0;
-  return h % shards;
-}
-
-interface Pending {
-  readonly arrival: number;
-  readonly seq: string;
-  /** Base64 of the record's bytes, as the event carries it. */
-  readonly data: string;
-}
-
-const SOURCE = kinesisSource({ account: '000000000000', region: 'us-east-1', stream: 'tandem-events', role: 'tandem-archive' });
-const kinesisEvent = (shard: string, records: readonly Pending[]) =>
-  kinesisEventFactory(
-    records.map((r) => ({ shard, ...r })),
-    SOURCE,
-  );
-
-function walk(dir: string): string[] {
-  return readdirSync(dir, { withFileTypes: true }).flatMap((e) => (e.isDirectory() ? walk(join(dir, e.name)) : [join(dir, e.name)]));
-}
 
 interface Result {
   events: number;
@@ -119,27 +88,8 @@ try {
   for (const [i, n] of counts.entries()) {
     const names = localNames(`bench${i}`);
     await provision(clients, { names, shards: opts.shards });
-    const config: Config = {
-      streamName: names[STREAM.env]!,
-      tables: {
-        speed: names.TANDEM_SPEED_TABLE!,
-        dedup: names.TANDEM_DEDUP_TABLE!,
-        batchViews: names.TANDEM_BATCH_VIEWS_TABLE!,
-        control: names.TANDEM_CONTROL_TABLE!,
-      },
-      buckets: { raw: names.TANDEM_RAW_BUCKET!, failures: names.TANDEM_FAILURE_BUCKET! },
-      views: DEMO_VIEWS,
-      settings: DEFAULT_SETTINGS,
-    };
-    const archive = createArchiveHandler({
-      s3: clients.s3,
-      ddb: clients.dynamodb,
-      rawBucket: config.buckets.raw,
-      failureBucket: config.buckets.failures,
-      controlTable: config.tables.control,
-      logger: new Logger({ logLevel: 'SILENT' }),
-      metrics: new Metrics({ namespace: 'TandemBench' }),
-    });
+    const config = benchConfig(names);
+    const feeder = new ArchiveFeeder(clients, config, opts.shards, opts.batchSize);
 
     // ---- archive: the real handler, fed batches per shard as the event source mapping would ----
     log(`\n${n.toLocaleString('en-US')} events: archiving through the archive handler...`);
@@ -147,34 +97,15 @@ try {
     const spanMs = opts.spanHours * 3_600_000;
     const perTick = 100;
     const ticks = Math.ceil(n / perTick);
-    const pending: Pending[][] = Array.from({ length: opts.shards }, () => []);
-    const seqs = Array.from({ length: opts.shards }, () => 0n);
-    let records = 0;
     const tArchive = performance.now();
-    const flush = async (s: number) => {
-      const batch = pending[s]!;
-      if (batch.length === 0) return;
-      pending[s] = [];
-      const out = await archive(kinesisEvent(shardId(s), batch));
-      if (out.batchItemFailures.length > 0) throw new Error(`archive batch of ${shardId(s)} failed`);
-    };
     for (let t = 0; t < ticks; t++) {
       const at = T0 + Math.floor((t * spanMs) / ticks);
       const { events, retries } = gen.tick(at, Math.min(perTick, n - t * perTick));
-      for (const [j, e] of [...events, ...retries].entries()) {
-        const s = hashShard(e.id, opts.shards);
-        seqs[s] = seqs[s]! + 1n;
-        pending[s]!.push({
-          arrival: at + (j % 100),
-          seq: String(SEQ0 + seqs[s]! * 1_000_003n),
-          data: Buffer.from(JSON.stringify(e)).toString('base64'),
-        });
-        records++;
-        if (pending[s]!.length >= opts.batchSize) await flush(s);
-      }
-      if (t % 1000 === 0 && process.stderr.isTTY) process.stderr.write(`\r  ${records.toLocaleString('en-US')} records`);
+      for (const [j, e] of [...events, ...retries].entries()) await feeder.add(e, at + (j % 100));
+      if (t % 1000 === 0 && process.stderr.isTTY) process.stderr.write(`\r  ${feeder.records.toLocaleString('en-US')} records`);
     }
-    for (let s = 0; s < opts.shards; s++) await flush(s);
+    await feeder.flush();
+    const records = feeder.records;
     const archiveMs = performance.now() - tArchive;
     log(`\r  ${records.toLocaleString('en-US')} records archived in ${sec(archiveMs)}`);
 
@@ -198,7 +129,9 @@ try {
     const files = walk(join(stageDir, 'raw')).sort();
     const db = await openDuckDb();
     const tf = performance.now();
-    for (const v of DEMO_VIEWS) await db.query(compileView(v, { dialect: 'duckdb', cutoff: run.cutoff!, source: duckdbSource(files) }));
+    const horizonMs = config.settings.dedupHorizonSeconds * 1000;
+    for (const v of DEMO_VIEWS)
+      await db.query(compileView(v, { dialect: 'duckdb', cutoff: run.cutoff!, horizonMs, source: duckdbSource(files) }));
     const floorMs = performance.now() - tf;
     db.close();
 
@@ -265,8 +198,6 @@ for (const r of rows) table.push(r);
 console.log(table.toString());
 
 if (opts.write) {
-  const here = dirname(fileURLToPath(import.meta.url));
-  const file = join(here, '..', 'docs', 'benchmarks.md');
   const md = [
     '## batch',
     '',
@@ -288,14 +219,6 @@ if (opts.write) {
     'What the figures mean: docs/batch-layer.md, "Performance".',
     '',
   ].join('\n');
-  const current = readFileSync(file, 'utf8');
-  const start = current.indexOf('\n## batch\n');
-  let next: string;
-  if (start < 0) next = `${current.trimEnd()}\n\n${md}`;
-  else {
-    const end = current.indexOf('\n## ', start + 1);
-    next = `${current.slice(0, start + 1)}${md}${end < 0 ? '' : current.slice(end)}`;
-  }
-  writeFileSync(file, next);
+  writeBenchmarkSection('batch', md);
   log('\nwrote docs/benchmarks.md (## batch)');
 }

@@ -38,15 +38,16 @@ import Table from 'cli-table3';
 import { Command } from 'commander';
 import { createClients } from '../functions/adapters/clients.ts';
 import type { StreamRecord } from '../functions/adapters/kinesis-event.ts';
-import { kinesisEventFactory, kinesisSource } from '../functions/adapters/kinesis-records.ts';
+import { kinesisEventFactory, kinesisSource, kplAggregate } from '../functions/adapters/kinesis-records.ts';
 import { normalize } from '../functions/adapters/poison.ts';
 import { aggregate } from '../functions/core/aggregate.ts';
 import { decimalText } from '../functions/core/decimal.ts';
 import { DEMO_VIEWS } from '../functions/core/demo-views.ts';
+import { Sketch } from '../functions/core/hll.ts';
 import { cellAttribute, dimsKey, pad13, speedPk } from '../functions/core/keys.ts';
 import { mapLimit } from '../functions/core/limit.ts';
 import { stateColumns } from '../functions/core/metrics.ts';
-import { DEFAULT_SETTINGS, dedupExpiry } from '../functions/core/settings.ts';
+import { DEFAULT_SETTINGS } from '../functions/core/settings.ts';
 import { TABLES, TTL_ATTRIBUTE } from '../functions/resources.ts';
 import { groupByItem, ItemCache } from '../functions/speed/apply.ts';
 import { decide, readClaims, writeClaims } from '../functions/speed/dedup.ts';
@@ -169,14 +170,14 @@ async function naiveBatch(ddb: DynamoDBClient, table: string, records: readonly 
     const pk = speedPk(delta.view, delta.window, delta.shard);
     const sk = `${pad13(delta.window)}#${pad13(delta.bucket)}#${dimsKey(delta.dims)}#${delta.shard}`;
     const names: Record<string, string> = { '#records': 'records' };
-    const values: Record<string, { N: string }> = { ':one': { N: '1' } };
+    const values: Record<string, { N: string } | { S: string }> = { ':one': { N: '1' } };
     const add = ['#records :one'];
     const set: string[] = [];
     stateColumns(view).forEach((c, i) => {
       const v = delta.state[c.metric]?.[c.component];
       if (v == null) return;
       names[`#c${i}`] = c.column;
-      values[`:c${i}`] = { N: decimalText(v) };
+      values[`:c${i}`] = v instanceof Sketch ? { S: v.toText() } : { N: decimalText(v) };
       if (c.component === 'count' || c.component === 'sum') add.push(`#c${i} :c${i}`);
       else set.push(`#c${i} = if_not_exists(#c${i}, :c${i})`);
     });
@@ -224,8 +225,9 @@ interface Row {
 async function claimsOnlyBatch(ddb: DynamoDBClient, table: string, records: readonly StreamRecord[]) {
   const raws = parsed(records);
   const io = { requests: 0 };
-  const claims = await readClaims(ddb, table, [...new Set(raws.map((r) => r.id))], T0, io);
-  await writeClaims(ddb, table, decide(raws, claims).newClaims, dedupExpiry(T0, DEFAULT_SETTINGS), io);
+  const horizonMs = DEFAULT_SETTINGS.dedupHorizonSeconds * 1000;
+  const { claims } = await readClaims(ddb, table, [...new Set(raws.map((r) => r.id))], io, { horizonMs });
+  await writeClaims(ddb, table, decide(raws, claims, horizonMs).newClaims, DEFAULT_SETTINGS, io);
 }
 
 /**
@@ -267,6 +269,87 @@ const claimsCeiling = (r: Row) => ceilingOf(r.claimsOnly.dynalite, r);
 const fmt = (n: number, digits = 3) => (Number.isFinite(n) ? n.toFixed(digits) : '-');
 const int = (n: number) => Math.round(n).toLocaleString('en-US');
 const pct = (x: number) => `${Math.round(x * 100)} %`;
+
+/** The aggregated run: the same demo records, KPL-aggregated, beside the plain run at the same batch size (user records). */
+interface AggregatedRow {
+  /** User records per batch, and per aggregate (one demo tick: 100 ms of arrivals, the KPL's default RecordMaxBufferedTime). */
+  batch: number;
+  perAggregate: number;
+  records: number;
+  rps: number;
+  /** All DynamoDB requests per user record; the dedup's alone. */
+  requests: number;
+  dedupRequests: number;
+}
+
+/**
+ * `records` as a producer with KPL aggregation on would put them: `perAggregate` consecutive records
+ * in one Kinesis record (the aggregator of `aws-kinesis-agg`), at the first one's arrival.
+ */
+function aggregatedRecords(records: readonly StreamRecord[], perAggregate: number): StreamRecord[] {
+  const out: StreamRecord[] = [];
+  for (let i = 0; i < records.length; i += perAggregate) {
+    const group = records.slice(i, i + perAggregate);
+    const users = group.map((r) => ({ partitionKey: JSON.parse(Buffer.from(r.data).toString()).id as string, data: r.data }));
+    for (const agg of kplAggregate(users))
+      out.push({
+        shard: SHARD,
+        seq: String(SEQ0 + BigInt(out.length) * 1_000_003n),
+        arrival: group[0]!.arrival,
+        data: agg.data,
+        partitionKey: agg.partitionKey,
+      });
+  }
+  return out;
+}
+
+/** The real handler over the aggregated demo mix, batches of `batch` user records. */
+async function aggregatedRun(
+  clients: ReturnType<typeof createClients>,
+  counter: ReturnType<typeof countRequests>,
+  records: readonly StreamRecord[],
+  batch: number,
+): Promise<AggregatedRow> {
+  const perAggregate = 100;
+  const aggregated = aggregatedRecords(records, perAggregate);
+  const perBatch = Math.max(1, Math.round(batch / perAggregate));
+  const tables = await createTables(clients.dynamodb, 'benchkpl');
+  let dedupRequests = 0;
+  const handler = createSpeedHandler({
+    ddb: clients.dynamodb,
+    s3: clients.s3,
+    tables,
+    failureBucket: 'unused',
+    views: DEMO_VIEWS,
+    settings: DEFAULT_SETTINGS,
+    cache: new ItemCache(),
+    logger: new Logger({ logLevel: 'SILENT' }),
+    metrics: new Metrics({ namespace: 'Bench' }),
+    onStats: (st) => {
+      dedupRequests += st.dedupRequests;
+      if (st.poison > 0) throw new Error('an aggregated benchmark batch held poison');
+    },
+  });
+  counter.reset();
+  let ms = 0;
+  for (let i = 0; i < aggregated.length; i += perBatch) {
+    const e = kinesisEvent(aggregated.slice(i, i + perBatch));
+    const t = performance.now();
+    const res = await handler(e);
+    ms += performance.now() - t;
+    if (res.batchItemFailures.length > 0) throw new Error('an aggregated benchmark batch failed');
+  }
+  return {
+    batch,
+    perAggregate,
+    records: records.length,
+    rps: (records.length / ms) * 1000,
+    requests: counter.counts.total / records.length,
+    dedupRequests: dedupRequests / records.length,
+  };
+}
+
+let aggregatedRow: AggregatedRow | undefined;
 
 async function part1(): Promise<Row[]> {
   const dynamo = await startEmulator('dynamodb');
@@ -365,6 +448,10 @@ async function part1(): Promise<Row[]> {
         `batch ${size}: real ${fmt(realMs / 1000, 2)} s, naive ${fmt(naiveMs / 1000, 2)} s, dedup alone ${fmt(claimsMs / 1000, 2)} s`,
       );
     }
+    // Issue 22: the same mix KPL-aggregated, at 1,000 user records a batch (or the one size asked for).
+    const aggBatch = sizes.includes(1000) ? 1000 : sizes[0]!;
+    aggregatedRow = await aggregatedRun(clients, counter, records, aggBatch);
+    console.error(`aggregated, batch ${aggBatch} user records: ${int(aggregatedRow.rps)} user records/s`);
     return rows;
   } finally {
     await dynamo.stop();
@@ -536,6 +623,20 @@ async function part2(): Promise<KinesisRow | undefined> {
   }
 }
 
+function renderAggregated(a: AggregatedRow | undefined, rows: Row[]): string[] {
+  const plain = rows.find((r) => r.size === a?.batch);
+  if (!a || !plain) return [];
+  return [
+    '',
+    `The same mix KPL-aggregated (issue 22): ${int(a.perAggregate)} user records an aggregate (100 ms of arrivals, the KPL's default RecordMaxBufferedTime; \`aws-kinesis-agg\`'s aggregator), ${int(a.batch / a.perAggregate)} Kinesis records (${int(a.batch)} user records) a batch, beside the plain run at ${int(a.batch)} records a batch; per user record.`,
+    '',
+    '| input | batch (user records) | records/s | DynamoDB requests / record | dedup requests / record |',
+    '|---|---:|---:|---:|---:|',
+    `| plain records | ${int(plain.size)} | ${int(plain.realRps)} | ${fmt(plain.requests)} | ${fmt(plain.dedupRequests)} |`,
+    `| KPL aggregates of ${int(a.perAggregate)} | ${int(a.batch)} | ${int(a.rps)} | ${fmt(a.requests)} | ${fmt(a.dedupRequests)} |`,
+  ];
+}
+
 function render(rows: Row[], k: KinesisRow | undefined, m: MixRow[]): string {
   const lines: string[] = [];
   lines.push(
@@ -551,6 +652,7 @@ function render(rows: Row[], k: KinesisRow | undefined, m: MixRow[]): string {
       `| ${int(r.size)} | ${int(r.realRps)} | ${int(r.naiveRps)} | ${fmt(r.realRps / r.naiveRps, 1)}x | ${fmt(r.deltaWrites)} | ${fmt(r.dedupRequests)} | ${fmt(r.claimWrites)} | ${fmt(r.requests)} (${fmt(r.naiveRequests, 2)}) | ${fmt(r.itemsPerBatch, 1)} | ${pct(r.dedupShare)} / ${pct(r.applyShare)} | ${int(r.conflicts)} |`,
     );
   }
+  lines.push(...renderAggregated(aggregatedRow, rows));
   lines.push('');
   lines.push(
     "CPU per record on each side of the socket, in the same run (from /proc: dynalite's process, and this one's, which runs the handler and the SDK). dynalite's CPU per record of the real handler bounds it at 1 s / that many µs even if the handler cost nothing and overlapped perfectly: the ceiling, and the ceiling over the naive handler's records/s.",
@@ -629,6 +731,7 @@ for (const r of rows) {
   ]);
 }
 console.log(table.toString());
+for (const line of renderAggregated(aggregatedRow, rows)) if (line.startsWith('| ')) console.log(line);
 for (const r of rows) {
   console.log(
     `CPU µs / record at batch ${int(r.size)}: dynalite ${int(r.cpu.realDynalite)} real, ${int(r.cpu.naiveDynalite)} naive; handler process ${int(r.cpu.realHandler)} real, ${int(r.cpu.naiveHandler)} naive; ceiling on dynalite ${int(ceiling(r).rps)} records/s = ${fmt(ceiling(r).overNaive, 1)}x naive; dedup alone ${int(r.claimsOnly.rps)} records/s, dynalite ${int(r.claimsOnly.dynalite)} µs/record, ceiling ${fmt(claimsCeiling(r).overNaive, 1)}x naive`,

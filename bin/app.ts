@@ -13,7 +13,10 @@
  * batchEngine (athena | duckdb), streamMode (on-demand | provisioned),
  * shardCount, batchEverySeconds, maxBatchLagSeconds, apiKeyHashes (comma list),
  * corsAllowOrigin, createWebAcl (true | false), removalPolicy (retain | destroy),
- * architecture (arm64 | x86_64), nag (true | false).
+ * architecture (arm64 | x86_64), runtime (nodejs22.x | nodejs24.x),
+ * apiAuth (authorizer | in-function), bisectBatchOnError (true | false),
+ * validateRequestBody (true | false), nag (true | false), projectionStartDay (YYYY-MM-DD: the first
+ * arrival day Athena's partition projection enumerates; default the day of synthesis, pin it once deployed).
  */
 import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
@@ -24,6 +27,7 @@ import * as lambda from 'aws-cdk-lib/aws-lambda';
 import { AwsSolutionsChecks } from 'cdk-nag';
 import { parseViews, parseViewsJson, type View } from '../functions/core/views.ts';
 import { BATCH_ENGINES, type BatchEngine } from '../lib/batch-layer.ts';
+import { ApiAuth } from '../lib/ingest-api.ts';
 import { TandemStack, type TandemStackProps } from '../lib/tandem-stack.ts';
 
 /** Reads a views file as the local cloud's `--views` does: JSON, or a module exporting `views`/default. */
@@ -60,7 +64,18 @@ function flag(ctx: Context, key: string): boolean | undefined {
   return v === undefined ? undefined : v === 'true';
 }
 
-/** Stack props from the app context. The LocalStack target picks what its free edition can run. */
+/** Node runtimes the `runtime` context key offers. */
+const RUNTIMES = { 'nodejs22.x': lambda.Runtime.NODEJS_22_X, 'nodejs24.x': lambda.Runtime.NODEJS_24_X } as const;
+
+/**
+ * Stack props from the app context. The LocalStack target picks what LocalStack's free plan
+ * runs (docs/deploy.md, "Deploying to LocalStack"): the key checked in the functions (no
+ * Lambda authorizers), Node.js 22 (nodejs24.x only from LocalStack 4.11), the DuckDB engine
+ * (no Athena or Glue), no bisect on error (its Kinesis poller has none), no body validation in
+ * the gateway (LocalStack validates every body as JSON, gzip too, and answers without the
+ * contract's body; the functions validate anyway), a provisioned stream, removable resources
+ * and functions for the host's CPU. Each can still be set by its own key.
+ */
 export async function propsFromContext(ctx: Context, env = process.env): Promise<TandemStackProps & { stackName: string }> {
   const target = oneOf(ctx, 'target', ['aws', 'localstack'] as const) ?? 'aws';
   const localstack = target === 'localstack';
@@ -74,9 +89,16 @@ export async function propsFromContext(ctx: Context, env = process.env): Promise
   const cors = text(ctx, 'corsAllowOrigin');
   const webAcl = flag(ctx, 'createWebAcl');
   const removal = oneOf(ctx, 'removalPolicy', ['retain', 'destroy'] as const) ?? (localstack ? 'destroy' : 'retain');
+  const runtime = oneOf(ctx, 'runtime', Object.keys(RUNTIMES) as (keyof typeof RUNTIMES)[]) ?? (localstack ? 'nodejs22.x' : undefined);
+  const apiAuth = oneOf(ctx, 'apiAuth', Object.values(ApiAuth)) ?? (localstack ? ApiAuth.IN_FUNCTION : undefined);
+  const bisect = flag(ctx, 'bisectBatchOnError') ?? (localstack ? false : undefined);
+  const validateBody = flag(ctx, 'validateRequestBody') ?? (localstack ? false : undefined);
   // LocalStack runs functions in containers of the host's architecture unless it emulates.
   const arch =
     oneOf(ctx, 'architecture', ['arm64', 'x86_64'] as const) ?? (localstack ? (process.arch === 'arm64' ? 'arm64' : 'x86_64') : undefined);
+  const projectionStartDay = text(ctx, 'projectionStartDay');
+  if (projectionStartDay !== undefined && !/^\d{4}-\d{2}-\d{2}$/.test(projectionStartDay))
+    throw new Error(`context projectionStartDay must be a day YYYY-MM-DD, received "${projectionStartDay}"`);
   const account = env.CDK_DEFAULT_ACCOUNT;
   const region = env.CDK_DEFAULT_REGION;
   return {
@@ -101,6 +123,11 @@ export async function propsFromContext(ctx: Context, env = process.env): Promise
     ...(webAcl !== undefined ? { createWebAcl: webAcl } : {}),
     removalPolicy: removal === 'destroy' ? RemovalPolicy.DESTROY : RemovalPolicy.RETAIN,
     ...(arch ? { architecture: arch === 'arm64' ? lambda.Architecture.ARM_64 : lambda.Architecture.X86_64 } : {}),
+    ...(runtime ? { runtime: RUNTIMES[runtime] } : {}),
+    ...(apiAuth ? { apiAuth: apiAuth as ApiAuth } : {}),
+    ...(bisect !== undefined ? { bisectBatchOnError: bisect } : {}),
+    ...(validateBody !== undefined ? { validateRequestBody: validateBody } : {}),
+    ...(projectionStartDay ? { projectionStartDay } : {}),
   };
 }
 

@@ -4,6 +4,7 @@
  * (bin/tandem.js loads this file through tsx) or `npm run tandem -- ...`.
  */
 import { Command } from 'commander';
+import { registerBackfill } from './commands/backfill.ts';
 import { registerBatch } from './commands/batch.ts';
 import { registerKeys } from './commands/keys.ts';
 import { registerLocal } from './commands/local.ts';
@@ -26,6 +27,7 @@ registerSend(program);
 registerQuery(program);
 registerStatus(program);
 registerBatch(program);
+registerBackfill(program);
 registerKeys(program);
 
 await program.parseAsync(process.argv);

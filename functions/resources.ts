@@ -96,6 +96,8 @@ export const SETTINGS_ENV = {
   athenaDatabase: 'TANDEM_ATHENA_DATABASE',
   athenaTable: 'TANDEM_ATHENA_TABLE',
   apiKeyHashes: 'TANDEM_API_KEY_HASHES',
+  /** `in-function`: the API handlers check `x-api-key` themselves (no authorizer in front; functions/api/key-check.ts). */
+  apiAuth: 'TANDEM_API_AUTH',
   /** Local directory where the DuckDB batch engine caches raw objects between runs. */
   stageDir: 'TANDEM_STAGE_DIR',
   corsOrigin: 'TANDEM_CORS_ORIGIN',

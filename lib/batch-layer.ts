@@ -8,7 +8,7 @@
  * Athena or Glue, and for small data). Rows land in the batch-views table as
  * version N; the pointer flips only when all are written (invariant 7, docs/design.md).
  */
-import { ArnFormat, Duration, RemovalPolicy, Size, Stack } from 'aws-cdk-lib';
+import { ArnFormat, Aws, Duration, Fn, RemovalPolicy, Size, Stack } from 'aws-cdk-lib';
 import * as athena from 'aws-cdk-lib/aws-athena';
 import * as cloudwatch from 'aws-cdk-lib/aws-cloudwatch';
 import type * as dynamodb from 'aws-cdk-lib/aws-dynamodb';
@@ -22,8 +22,16 @@ import * as scheduler from 'aws-cdk-lib/aws-scheduler';
 import * as schedulerTargets from 'aws-cdk-lib/aws-scheduler-targets';
 import * as sfn from 'aws-cdk-lib/aws-stepfunctions';
 import { Construct } from 'constructs';
-import { batchStateMachineDefinition } from '../functions/contract/state-machine.ts';
-import { GLUE_COLUMNS, GLUE_PARTITION_KEYS, GLUE_SERDE, glueProjectionParameters } from '../functions/core/sql.ts';
+import { type AthenaOptions, batchStateMachineDefinition } from '../functions/contract/state-machine.ts';
+import {
+  COMPACT_PREFIX,
+  GLUE_COLUMNS,
+  GLUE_COMPACT_COLUMNS,
+  GLUE_PARQUET_SERDE,
+  GLUE_PARTITION_KEYS,
+  GLUE_SERDE,
+  glueProjectionParameters,
+} from '../functions/core/sql.ts';
 import { BUCKETS, RAW_PREFIX, SETTINGS_ENV, STREAM, TABLES } from '../functions/resources.ts';
 import {
   acknowledge,
@@ -45,10 +53,17 @@ export const BATCH_ENGINES: readonly BatchEngine[] = ['athena', 'duckdb'];
 /** Longest run of one batch step (Lambda's maximum); the state machine's task timeout matches it. */
 const TASK_TIMEOUT = Duration.minutes(15);
 
+/** The last 12 hex digits of the stack id (a UUID new on every stack create): names that must not outlive a create. */
+function stackIdSuffix(): string {
+  return Fn.select(4, Fn.split('-', Fn.select(2, Fn.split('/', Aws.STACK_ID))));
+}
+
 /** Prefix of Athena query results in the results bucket. */
 const RESULTS_PREFIX = 'athena/';
 /** Name of the Glue table over `raw/`. */
 export const RAW_TABLE_NAME = 'raw_events';
+/** Name of the Glue table over `compact/` (compacted arrival hours, Parquet: docs/batch-layer.md "Compaction"). */
+export const COMPACT_TABLE_NAME = 'raw_events_compact';
 
 export interface BatchLayerProps extends FunctionDefaults {
   /** The event stream (the planner checks idle shards, invariant 4 of docs/design.md). */
@@ -118,16 +133,35 @@ export interface BatchLayerProps extends FunctionDefaults {
    */
   readonly batchTaskMemorySize?: number;
   /**
-   * Athena: bytes one query may scan before Athena cancels it.
+   * Athena: raw archive bytes a day (gzip JSON as archived, about 60 bytes an event), the input of
+   * the bytes-scanned cost model below.
    *
-   * @default Size.gibibytes(100)
+   * @default Size.gibibytes(1) (about 17 M events a day)
+   */
+  readonly athenaRawBytesPerDay?: Size;
+  /**
+   * Athena: days of raw history the largest query reads: a rebuild reads all history (an
+   * increment only the dedup horizon plus the new hour).
+   *
+   * @default 30
+   */
+  readonly athenaHistoryDays?: number;
+  /**
+   * Athena: bytes one query may scan before Athena cancels it (the workgroup's
+   * BytesScannedCutoffPerQuery). The cost model (docs/batch-layer.md, "Athena in AWS"): the largest
+   * query is a rebuild over all history, so cutoff = 2 × athenaRawBytesPerDay × athenaHistoryDays
+   * (twice the model: room for growth before the alarm, at 80 %, asks for a new model), at least
+   * Athena's minimum of 10 MB. A query costs at most cutoff × $5 / TB.
+   *
+   * @default - 2 × athenaRawBytesPerDay × athenaHistoryDays (60 GiB with their defaults: at most $0.32 a query)
    */
   readonly athenaBytesScannedCutoff?: Size;
   /**
-   * Athena: the first arrival day partition projection enumerates (YYYY-MM-DD).
-   * Keep it near the deployment date.
+   * Athena: the first arrival day partition projection enumerates (YYYY-MM-DD, `-c projectionStartDay`).
+   * Nothing archived before the stack exists, so the deploy day is the natural start; pin it (cdk.json)
+   * once deployed: a later start hides older hours from Athena, and a run then fails its completeness check.
    *
-   * @default '2025-01-01'
+   * @default - the day of synthesis (UTC)
    */
   readonly projectionStartDay?: string;
   /**
@@ -142,6 +176,21 @@ export interface BatchLayerProps extends FunctionDefaults {
    * @default RemovalPolicy.RETAIN
    */
   readonly removalPolicy?: RemovalPolicy;
+}
+
+/** A real calendar day written YYYY-MM-DD. */
+function isDay(text: string): boolean {
+  const at = new Date(`${text}T00:00:00Z`);
+  return /^\d{4}-\d{2}-\d{2}$/.test(text) && !Number.isNaN(at.getTime()) && at.toISOString().slice(0, 10) === text;
+}
+
+/** The cost model of the bytes-scanned cutoff (see athenaBytesScannedCutoff), in bytes; unresolved sizes are not allowed. */
+export function bytesScannedCutoff(
+  props: Pick<BatchLayerProps, 'athenaBytesScannedCutoff' | 'athenaRawBytesPerDay' | 'athenaHistoryDays'>,
+): number {
+  if (props.athenaBytesScannedCutoff) return props.athenaBytesScannedCutoff.toBytes();
+  const perDay = (props.athenaRawBytesPerDay ?? Size.gibibytes(1)).toBytes();
+  return Math.max(10_000_000, 2 * perDay * (props.athenaHistoryDays ?? 30));
 }
 
 /** Batch-views table, batch-task function, state machine, schedule, and the engine's resources. */
@@ -164,6 +213,10 @@ export class BatchLayer extends Construct {
   readonly table?: glue.CfnTable;
   /** Athena results bucket (engine `athena` only). */
   readonly resultsBucket?: s3.Bucket;
+  /** The workgroup's bytes-scanned cutoff per query, bytes (engine `athena` only). */
+  readonly bytesScannedCutoff?: number;
+  /** The first day partition projection enumerates (engine `athena` only). */
+  readonly projectionStartDay?: string;
 
   constructor(scope: Construct, id: string, props: BatchLayerProps) {
     super(scope, id);
@@ -183,15 +236,23 @@ export class BatchLayer extends Construct {
     checkRange(this, 'batchScheduleRetryAttempts', props.batchScheduleRetryAttempts, 0, 185);
     checkRange(this, 'viewConcurrency', props.viewConcurrency, 1, 40);
     const removalPolicy = props.removalPolicy ?? RemovalPolicy.RETAIN;
+    const runTimeout = props.batchTimeout ?? Duration.hours(2);
+    // At least one task's timeout; at most a Standard execution's year.
+    checkDuration(this, 'batchTimeout', runTimeout, TASK_TIMEOUT.toSeconds(), 365 * 86_400);
 
     this.batchViewsTable = tandemTable(this, 'BatchViewsTable', TABLES.batchViews, { removalPolicy });
 
     const engineEnv: Record<string, string> = { [SETTINGS_ENV.batchEngine]: this.engine };
+    let athenaOptions: AthenaOptions | undefined;
     if (this.engine === 'athena') {
-      const cutoff = props.athenaBytesScannedCutoff ?? Size.gibibytes(100);
-      const cutoffBytes = cutoff.toBytes();
+      checkRange(this, 'athenaHistoryDays', props.athenaHistoryDays, 1, 36_500);
+      const cutoffBytes = bytesScannedCutoff(props);
       // Athena's minimum is 10 MB.
       if (cutoffBytes < 10_000_000) invalid(this, `athenaBytesScannedCutoff must be at least 10 MB. Received ${cutoffBytes} bytes`);
+      const startDay = props.projectionStartDay ?? new Date().toISOString().slice(0, 10);
+      if (!isDay(startDay)) invalid(this, `projectionStartDay must be a day YYYY-MM-DD. Received ${JSON.stringify(startDay)}`);
+      this.bytesScannedCutoff = cutoffBytes;
+      this.projectionStartDay = startDay;
       const resultsBucket = secureBucket(this, 'ResultsBucket', {
         removalPolicy,
         accessLogsBucket: props.accessLogsBucket,
@@ -212,7 +273,13 @@ export class BatchLayer extends Construct {
           .replace(/[^a-z0-9_]/g, '_');
       if (!/^[a-z0-9_]{1,255}$/.test(databaseName))
         invalid(this, `glueDatabaseName must be lowercase letters, digits or _. Received ${JSON.stringify(databaseName)}`);
-      const database = new glue.Database(this, 'Database', { databaseName, description: 'Tandem raw archive', removalPolicy });
+      // Always deleted with the stack: it holds only the table definition below, which the next create
+      // makes again, and a retained database with this fixed name would fail that create ("already exists").
+      const database = new glue.Database(this, 'Database', {
+        databaseName,
+        description: 'Tandem raw archive',
+        removalPolicy: RemovalPolicy.DESTROY,
+      });
       const location = `s3://${props.rawBucket.bucketName}/${RAW_PREFIX}`;
       const table = new glue.CfnTable(this, 'RawTable', {
         catalogId: Stack.of(this).account,
@@ -225,7 +292,7 @@ export class BatchLayer extends Construct {
             classification: 'json',
             compressionType: 'gzip',
             EXTERNAL: 'TRUE',
-            ...glueProjectionParameters(location, props.projectionStartDay ?? '2025-01-01'),
+            ...glueProjectionParameters(location, startDay),
           },
           partitionKeys: GLUE_PARTITION_KEYS.map((c) => ({ name: c.name, type: c.type })),
           storageDescriptor: {
@@ -239,10 +306,34 @@ export class BatchLayer extends Construct {
         },
       });
       table.node.addDependency(database);
+      const compactLocation = `s3://${props.rawBucket.bucketName}/${COMPACT_PREFIX}`;
+      // The same partitions as the raw table, over the Parquet objects of the compacted hours.
+      const compactTable = new glue.CfnTable(this, 'CompactTable', {
+        catalogId: Stack.of(this).account,
+        databaseName,
+        tableInput: {
+          name: COMPACT_TABLE_NAME,
+          description:
+            'Compacted arrival hours: the raw lines of an hour a published cutoff covers, as Parquet (functions/batch/compact.ts)',
+          tableType: 'EXTERNAL_TABLE',
+          parameters: { classification: 'parquet', EXTERNAL: 'TRUE', ...glueProjectionParameters(compactLocation, startDay) },
+          partitionKeys: GLUE_PARTITION_KEYS.map((c) => ({ name: c.name, type: c.type })),
+          storageDescriptor: {
+            location: compactLocation,
+            columns: GLUE_COMPACT_COLUMNS.map((c) => ({ name: c.name, type: c.type })),
+            inputFormat: GLUE_PARQUET_SERDE.inputFormat,
+            outputFormat: GLUE_PARQUET_SERDE.outputFormat,
+            serdeInfo: { serializationLibrary: GLUE_PARQUET_SERDE.serializationLibrary, parameters: {} },
+          },
+        },
+      });
+      compactTable.node.addDependency(database);
       const workGroup = new athena.CfnWorkGroup(this, 'WorkGroup', {
         name: `${databaseName}_batch`,
         description: 'Tandem batch views',
-        recursiveDeleteOption: removalPolicy === RemovalPolicy.DESTROY,
+        // Without it CloudFormation cannot delete a workgroup that ran any query, so `cdk destroy` fails.
+        // It deletes the workgroup's query history and saved queries, not the results bucket (removalPolicy).
+        recursiveDeleteOption: true,
         workGroupConfiguration: {
           enforceWorkGroupConfiguration: true,
           publishCloudWatchMetricsEnabled: true,
@@ -257,6 +348,13 @@ export class BatchLayer extends Construct {
       engineEnv[SETTINGS_ENV.athenaWorkgroup] = workGroup.name;
       engineEnv[SETTINGS_ENV.athenaDatabase] = databaseName;
       engineEnv[SETTINGS_ENV.athenaTable] = RAW_TABLE_NAME;
+      athenaOptions = {
+        workgroup: workGroup.name,
+        database: databaseName,
+        table: RAW_TABLE_NAME,
+        // A definition substitution: the ASL is a plain string (the same the local interpreter runs).
+        resultsLocation: `s3://\${ResultsBucket}/${RESULTS_PREFIX}`,
+      };
       this.resultsBucket = resultsBucket;
       this.database = database;
       this.table = table;
@@ -298,40 +396,34 @@ export class BatchLayer extends Construct {
     };
     if (this.workGroup && this.database && this.table && this.resultsBucket) {
       const stack = Stack.of(this);
+      // The state machine runs the queries; the function reads their statistics and outputs, and the fail
+      // step stops the run's queries a cancelled Map iteration left running.
       iam.Grant.addToPrincipal({
         grantee: this.function,
-        actions: ['athena:StartQueryExecution', 'athena:GetQueryExecution', 'athena:GetQueryResults', 'athena:StopQueryExecution'],
+        actions: ['athena:GetQueryExecution', 'athena:ListQueryExecutions', 'athena:BatchGetQueryExecution', 'athena:StopQueryExecution'],
         resourceArns: [stack.formatArn({ service: 'athena', resource: 'workgroup', resourceName: this.workGroup.name })],
       });
+      // Query outputs (CSV, UNLOAD parts) and the archive record kept for the verify step.
       iam.Grant.addToPrincipal({
         grantee: this.function,
-        actions: ['glue:GetDatabase', 'glue:GetTable', 'glue:GetPartition', 'glue:GetPartitions'],
-        resourceArns: [
-          this.database.catalog.catalogArn,
-          this.database.databaseArn,
-          stack.formatArn({ service: 'glue', resource: 'table', resourceName: `${this.database.databaseName}/${RAW_TABLE_NAME}` }),
-        ],
-      });
-      // Athena writes and reads query results with the caller's permissions.
-      iam.Grant.addToPrincipal({
-        grantee: this.function,
-        actions: ['s3:GetBucketLocation', 's3:ListBucket', 's3:ListBucketMultipartUploads'],
+        actions: ['s3:GetBucketLocation', 's3:ListBucket'],
         resourceArns: [this.resultsBucket.bucketArn],
       });
       iam.Grant.addToPrincipal({
         grantee: this.function,
-        actions: ['s3:GetObject', 's3:PutObject', 's3:AbortMultipartUpload', 's3:ListMultipartUploadParts'],
+        actions: ['s3:GetObject', 's3:PutObject'],
         resourceArns: [this.resultsBucket.arnForObjects(`${RESULTS_PREFIX}*`)],
       });
-      iam.Grant.addToPrincipal({ grantee: this.function, actions: ['s3:GetBucketLocation'], resourceArns: [props.rawBucket.bucketArn] });
       ackFn[`IAM5[Resource::${nagResource(this, this.resultsBucket.arnForObjects(`${RESULTS_PREFIX}*`))}]`] =
         'Athena names each result object after its query id; access is limited to the athena/ prefix of the results bucket';
     }
     acknowledge(fn.role, ackFn);
 
     const stateLogs = new logs.LogGroup(this, 'StateMachineLogs', {
-      // The /aws/vendedlogs/ prefix keeps CloudWatch's resource policy small (Step Functions guidance).
-      logGroupName: `/aws/vendedlogs/states/${Stack.of(this).stackName}-batch`,
+      // The /aws/vendedlogs/ prefix keeps CloudWatch's resource policy small (Step Functions guidance). The
+      // name ends with a piece of the stack id, new on every create: the group may be retained, and a fixed
+      // name would make the next create (after a failed first one, or `cdk destroy`) fail with "already exists".
+      logGroupName: `/aws/vendedlogs/states/${Stack.of(this).stackName}-batch-${stackIdSuffix()}`,
       retention: props.logRetention ?? logs.RetentionDays.ONE_MONTH,
       removalPolicy: props.logRemovalPolicy ?? RemovalPolicy.RETAIN,
     });
@@ -343,21 +435,28 @@ export class BatchLayer extends Construct {
           batchStateMachineDefinition('${BatchTaskArn}', {
             maxConcurrency: props.viewConcurrency ?? 2,
             taskTimeoutSeconds: TASK_TIMEOUT.toSeconds(),
+            // In the ASL: the `timeout` prop of sfn.StateMachine is ignored with DefinitionBody.fromString.
+            timeoutSeconds: runTimeout.toSeconds(),
+            ...(athenaOptions ? { athena: athenaOptions } : {}),
           }),
         ),
       ),
-      definitionSubstitutions: { BatchTaskArn: this.function.functionArn },
+      definitionSubstitutions: {
+        BatchTaskArn: this.function.functionArn,
+        ...(this.resultsBucket ? { ResultsBucket: this.resultsBucket.bucketName } : {}),
+      },
       stateMachineType: sfn.StateMachineType.STANDARD,
-      timeout: props.batchTimeout ?? Duration.hours(2),
       tracingEnabled: true,
       logs: { destination: stateLogs, level: sfn.LogLevel.ALL, includeExecutionData: true },
     });
     this.function.grantInvoke(this.stateMachine);
-    acknowledge(this.stateMachine.role, {
+    const smAck: Record<string, string> = {
       [`IAM5[Resource::${nagResource(this, fn.function.functionArn)}:*]`]:
         'Step Functions invokes the batch-task function by ARN; CDK also allows its versions and aliases (ARN:*)',
       'IAM5[Resource::*]': 'CloudWatch Logs delivery (logs:*LogDelivery*) and X-Ray actions support no resource-level permissions',
-    });
+    };
+    if (this.workGroup && this.database && this.resultsBucket) this.grantQueries(this.stateMachine, props.rawBucket, smAck);
+    acknowledge(this.stateMachine.role, smAck);
 
     this.schedule = new scheduler.Schedule(this, 'Schedule', {
       description: 'Starts a Tandem batch run',
@@ -369,6 +468,65 @@ export class BatchLayer extends Construct {
         retryAttempts: props.batchScheduleRetryAttempts ?? 3,
         maxEventAge: Duration.minutes(10),
       }),
+    });
+  }
+
+  /**
+   * What Athena needs from the principal that runs the queries (the state machine): Athena runs them
+   * with the caller's permissions, reading the Glue table and raw/, writing results and UNLOAD output.
+   */
+  private grantQueries(sm: sfn.StateMachine, rawBucket: s3.IBucket, ack: Record<string, string>): void {
+    const stack = Stack.of(this);
+    const results = this.resultsBucket!;
+    const add = (actions: string[], resourceArns: string[]) => iam.Grant.addToPrincipal({ grantee: sm, actions, resourceArns });
+    add(
+      ['athena:StartQueryExecution', 'athena:GetQueryExecution', 'athena:StopQueryExecution'],
+      [stack.formatArn({ service: 'athena', resource: 'workgroup', resourceName: this.workGroup!.name })],
+    );
+    add(
+      ['glue:GetDatabase', 'glue:GetTable', 'glue:GetPartition', 'glue:GetPartitions'],
+      [
+        this.database!.catalog.catalogArn,
+        this.database!.databaseArn,
+        stack.formatArn({ service: 'glue', resource: 'table', resourceName: `${this.database!.databaseName}/${RAW_TABLE_NAME}` }),
+        stack.formatArn({ service: 'glue', resource: 'table', resourceName: `${this.database!.databaseName}/${COMPACT_TABLE_NAME}` }),
+      ],
+    );
+    add(['s3:GetBucketLocation', 's3:ListBucket'], [rawBucket.bucketArn]);
+    add(['s3:GetObject'], [rawBucket.arnForObjects(`${RAW_PREFIX}*`), rawBucket.arnForObjects(`${COMPACT_PREFIX}*`)]);
+    add(['s3:GetBucketLocation', 's3:ListBucket', 's3:ListBucketMultipartUploads'], [results.bucketArn]);
+    add(
+      ['s3:GetObject', 's3:PutObject', 's3:AbortMultipartUpload', 's3:ListMultipartUploadParts'],
+      [results.arnForObjects(`${RESULTS_PREFIX}*`)],
+    );
+    ack[`IAM5[Resource::${nagResource(this, rawBucket.arnForObjects(`${RAW_PREFIX}*`))}]`] =
+      "Athena reads the raw objects of the hours a query covers with the caller's permissions; read-only, raw/ prefix only";
+    ack[`IAM5[Resource::${nagResource(this, rawBucket.arnForObjects(`${COMPACT_PREFIX}*`))}]`] =
+      "Athena reads the Parquet objects of the compacted hours a query covers with the caller's permissions; read-only, compact/ only";
+    ack[`IAM5[Resource::${nagResource(this, results.arnForObjects(`${RESULTS_PREFIX}*`))}]`] =
+      'Athena writes results and UNLOAD output named after the query and run; limited to the athena/ prefix of the results bucket';
+  }
+
+  /**
+   * The largest bytes one query of the workgroup scanned (Athena's ProcessedBytes per workgroup, every
+   * query state: a query the cutoff cancels counts too), Maximum over `period` (default 5 minutes).
+   */
+  metricMaxBytesScanned(props?: cloudwatch.MetricOptions): cloudwatch.MathExpression | undefined {
+    if (!this.workGroup) return undefined;
+    const period = props?.period ?? Duration.minutes(5);
+    const metric = (state: string) =>
+      new cloudwatch.Metric({
+        namespace: 'AWS/Athena',
+        metricName: 'ProcessedBytes',
+        dimensionsMap: { WorkGroup: this.workGroup!.name, QueryType: 'DML', QueryState: state },
+        statistic: 'Maximum',
+        period,
+      });
+    return new cloudwatch.MathExpression({
+      expression: 'MAX([FILL(succeeded, 0), FILL(failed, 0), FILL(cancelled, 0)])',
+      usingMetrics: { succeeded: metric('SUCCEEDED'), failed: metric('FAILED'), cancelled: metric('CANCELED') },
+      period,
+      label: 'bytes scanned by the largest batch query',
     });
   }
 

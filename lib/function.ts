@@ -1,6 +1,6 @@
 /**
  * One Lambda function of Tandem: a handler from `functions/contract/routes.ts` HANDLERS,
- * bundled with local esbuild (no Docker), on the latest Node runtime, arm64,
+ * bundled with local esbuild (no Docker), on the latest Node runtime (or the one asked for), arm64,
  * with its own role (logs scoped to its own log group), a log group with a
  * retention, X-Ray, and Powertools configured through the environment (its
  * service name and metrics namespace from functions/contract/telemetry.ts).
@@ -23,6 +23,12 @@ export const PROJECT_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.
 /** The latest Node.js runtime aws-cdk-lib offers (cdk-nag L1 checks for it). */
 export const NODE_RUNTIME = lambda.Runtime.NODEJS_24_X;
 
+/** `nodejs22.x` -> 22: the Node major of a Lambda runtime, for esbuild's target. */
+function nodeMajor(runtime: lambda.Runtime): number | undefined {
+  const m = /^nodejs(\d+)\.x$/.exec(runtime.name);
+  return m ? Number(m[1]) : undefined;
+}
+
 /** Native module of the DuckDB batch engine, replaced by a stub wherever it is not installed. */
 const DUCKDB_MODULE = '@duckdb/node-api';
 const DUCKDB_STUB = path.join(PROJECT_ROOT, 'lib', 'bundling', 'duckdb-unavailable.ts');
@@ -38,6 +44,14 @@ export interface FunctionDefaults {
    * @default lambda.Architecture.ARM_64
    */
   readonly architecture?: lambda.Architecture;
+  /**
+   * Node.js runtime of every function (`nodejs<N>.x`, N >= 20); the bundles target it.
+   * An older one than NODE_RUNTIME is for platforms without the latest, such as
+   * LocalStack before 4.11 (docs/deploy.md).
+   *
+   * @default NODE_RUNTIME (lambda.Runtime.NODEJS_24_X)
+   */
+  readonly runtime?: lambda.Runtime;
   /**
    * How long function logs are kept.
    *
@@ -70,6 +84,7 @@ export interface FunctionDefaults {
 export function functionDefaults(p: FunctionDefaults): FunctionDefaults {
   return {
     ...(p.architecture ? { architecture: p.architecture } : {}),
+    ...(p.runtime ? { runtime: p.runtime } : {}),
     ...(p.logRetention ? { logRetention: p.logRetention } : {}),
     ...(p.logLevel ? { logLevel: p.logLevel } : {}),
     ...(p.handlerCode ? { handlerCode: p.handlerCode } : {}),
@@ -134,11 +149,15 @@ export class TandemFunction extends Construct {
     this.role = new iam.Role(this, 'Role', { assumedBy: new iam.ServicePrincipal('lambda.amazonaws.com') });
     this.logGroup.grantWrite(this.role);
 
+    const runtime = props.runtime ?? NODE_RUNTIME;
+    const major = nodeMajor(runtime);
+    // The handlers use Node 20 APIs (engines in package.json) and are bundled as ESM for Node.
+    if (major === undefined || major < 20) invalid(this, `runtime must be a Node.js runtime nodejs20.x or later. Received ${runtime.name}`);
     const code = props.handlerCode?.(props.handler);
     const architecture = props.architecture ?? lambda.Architecture.ARM_64;
     this.function = new NodejsFunction(this, 'Resource', {
       ...(code ? { code, handler: 'index.handler' } : { entry, handler: 'handler' }),
-      runtime: NODE_RUNTIME,
+      runtime,
       architecture,
       memorySize: props.memorySize ?? 256,
       timeout: props.timeout ?? Duration.seconds(30),
@@ -158,7 +177,7 @@ export class TandemFunction extends Construct {
       bundling: {
         forceDockerBundling: false,
         format: OutputFormat.ESM,
-        target: 'node24',
+        target: `node${major}`,
         minify: true,
         sourceMap: true,
         // Everything, the AWS SDK included, is bundled: the deployed code runs the SDK
@@ -184,5 +203,10 @@ export class TandemFunction extends Construct {
       },
     });
     acknowledge(this.role, { 'IAM5[Resource::*]': XRAY_REASON });
+    if (runtime.name !== NODE_RUNTIME.name) {
+      acknowledge(this.function, {
+        L1: `${runtime.name} was asked for (the runtime prop): the target platform lacks ${NODE_RUNTIME.name} (docs/deploy.md)`,
+      });
+    }
   }
 }

@@ -2,7 +2,7 @@
 export { BATCH_ENGINES, type BatchEngine, BatchLayer, type BatchLayerProps, RAW_TABLE_NAME } from './batch-layer.ts';
 export type { SettingsProps } from './environment.ts';
 export { type FunctionDefaults, NODE_RUNTIME, TandemFunction, type TandemFunctionProps } from './function.ts';
-export { IngestApi, type IngestApiProps } from './ingest-api.ts';
+export { ApiAuth, IngestApi, type IngestApiProps } from './ingest-api.ts';
 export { Monitoring, type MonitoringProps } from './monitoring.ts';
 export { RawArchive, type RawArchiveProps } from './raw-archive.ts';
 export { Serving, type ServingProps } from './serving.ts';

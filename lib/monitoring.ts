@@ -21,6 +21,19 @@ import type { Serving } from './serving.ts';
 import type { SpeedLayer } from './speed-layer.ts';
 import type { EventStream } from './stream.ts';
 
+/** CloudWatch's hard limit on the metrics of one alarm (metric math included). */
+export const ALARM_METRICS_LIMIT = 10;
+
+/** Splits a list into groups of at most `size` (the metrics of one alarm each). */
+export function groupsOf<T>(items: readonly T[], size: number): T[][] {
+  const out: T[][] = [];
+  for (let i = 0; i < items.length; i += size) out.push(items.slice(i, i + size));
+  return out;
+}
+
+/** Share of the bytes-scanned cutoff at which the Athena scan alarm fires. */
+export const ATHENA_SCAN_ALARM_SHARE = 0.8;
+
 /** Id of the failures bucket's request-metrics filter (whole bucket). */
 export const FAILURE_METRICS_FILTER = 'all';
 
@@ -77,8 +90,15 @@ export class Monitoring extends Construct {
   readonly batchCutoffAgeAlarm: cloudwatch.Alarm;
   /** API answered 5xx. */
   readonly apiServerErrorAlarm: cloudwatch.Alarm;
-  /** Lambda or Kinesis throttled. */
-  readonly throttleAlarm: cloudwatch.Alarm;
+  /** Lambda throttled an invocation: one alarm per ALARM_METRICS_LIMIT functions. */
+  readonly lambdaThrottleAlarms: cloudwatch.Alarm[];
+  /** Kinesis throttled a write or a read. */
+  readonly streamThrottleAlarm: cloudwatch.Alarm;
+  /**
+   * A batch query scanned ATHENA_SCAN_ALARM_SHARE of the workgroup's bytes-scanned cutoff: the
+   * cost model behind the cutoff no longer holds, and a query will soon be cancelled (engine athena only).
+   */
+  readonly athenaScanAlarm?: cloudwatch.Alarm;
   /** The dashboard. */
   readonly dashboard: cloudwatch.Dashboard;
   /** Every alarm above. */
@@ -132,8 +152,17 @@ export class Monitoring extends Construct {
       treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
     });
 
-    // "No successful run within the threshold": missing data counts as breaching, so a
-    // schedule that stopped starting runs alarms too, not only runs that fail.
+    // "No successful run within the threshold." Missing data cannot mean "breaching" here: a new
+    // stack has no run yet, and its alarm would be red from the first minute. Instead each period is
+    // counted only while the stream is being polled: GetRecords.Success is the heartbeat (both mappings
+    // poll every shard about once a second, whether or not records come), `succeeded + 0 * polls` is 0
+    // in every polled period without a successful run, and missing data (no heartbeat, no run) is not
+    // breaching. So a new stack starts OK, and a schedule that stops starting runs still alarms once
+    // lag has passed since the last success S. Invariant 8 (docs/design.md): S published cutoff C, and
+    // S - C <= lag unless the cutoff-age alarm below already fired; this alarm fires by S + lag + one
+    // period <= C + 3 x lag (period <= lag), before C + window + 3 x lag, when the first speed row
+    // the batch has not covered can expire. On a new stack, no speed row is older than the deploy D,
+    // and the alarm fires by D + lag + period if no run succeeds.
     const lag = lagAlarmThresholdSeconds(props.settings);
     const ttl = speedTtlSeconds(props.settings);
     if (!(lag < ttl)) invalid(this, `the batch-lag alarm threshold must be below the speed TTL (${ttl} s). Received ${lag} s`);
@@ -142,13 +171,23 @@ export class Monitoring extends Construct {
     // CloudWatch evaluates at most one day of data per alarm.
     if (!Number.isInteger(periods) || lag > 86_400)
       invalid(this, `maxBatchLag must be whole minutes and at most 1 day for its alarm. Received ${lag} s`);
-    this.batchLagAlarm = props.batch.metricSucceededRuns({ period: Duration.seconds(period) }).createAlarm(this, 'BatchLag', {
+    const lagPeriod = Duration.seconds(period);
+    const succeededWhilePolled = new cloudwatch.MathExpression({
+      expression: 'succeeded + 0 * polls',
+      usingMetrics: {
+        succeeded: props.batch.metricSucceededRuns({ period: lagPeriod }),
+        polls: props.stream.metricPolls({ period: lagPeriod }),
+      },
+      period: lagPeriod,
+      label: 'successful batch runs (0 while the stream is polled)',
+    });
+    this.batchLagAlarm = succeededWhilePolled.createAlarm(this, 'BatchLag', {
       alarmDescription: `No batch run succeeded for ${lag} s (maxBatchLag): speed deltas expire ${ttl} s after their window, fix the batch before then`,
       threshold: 1,
       comparisonOperator: cloudwatch.ComparisonOperator.LESS_THAN_THRESHOLD,
       evaluationPeriods: periods,
       datapointsToAlarm: periods,
-      treatMissingData: cloudwatch.TreatMissingData.BREACHING,
+      treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
     });
 
     // What the batch-task handler publishes after plan, publish and fail.
@@ -178,36 +217,65 @@ export class Monitoring extends Construct {
 
     const functions: lambda.IFunction[] = [
       props.api.ingestFunction,
-      props.api.authorizerFunction,
+      ...(props.api.authorizerFunction ? [props.api.authorizerFunction] : []),
+      props.api.healthFunction,
       props.speed.function,
       props.archive.function,
       props.batch.function,
       props.serving.queryFunction,
       props.serving.batchApiFunction,
     ];
-    const throttleMetrics: Record<string, cloudwatch.IMetric> = {
-      kinesisWrite: props.stream.metricWriteThrottles({ period: five }),
-      kinesisRead: props.stream.metricReadThrottles({ period: five }),
-    };
-    functions.forEach((f, i) => {
-      throttleMetrics[`lambda${i}`] = f.metricThrottles({ statistic: 'Sum', period: five });
-    });
-    const throttles = new cloudwatch.MathExpression({
-      expression: Object.keys(throttleMetrics)
-        .map((k) => `FILL(${k}, 0)`)
-        .join(' + '),
-      usingMetrics: throttleMetrics,
-      period: five,
-      label: 'throttled requests (Lambda + Kinesis)',
-    });
-    this.throttleAlarm = throttles.createAlarm(this, 'Throttles', {
-      alarmDescription: 'Lambda invocations or Kinesis reads/writes were throttled',
+    // Summed in groups: one alarm may hold at most ALARM_METRICS_LIMIT metrics, so a new function
+    // adds an alarm rather than breaking the deploy. The first keeps the logical id of the former single alarm.
+    const sum = (metrics: cloudwatch.IMetric[], prefix: string, label: string) =>
+      new cloudwatch.MathExpression({
+        expression: metrics.map((_, i) => `FILL(${prefix}${i}, 0)`).join(' + '),
+        usingMetrics: Object.fromEntries(metrics.map((m, i) => [`${prefix}${i}`, m])),
+        period: five,
+        label,
+      });
+    const throttleOptions = {
       threshold: 1,
       comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
       evaluationPeriods: 3,
       datapointsToAlarm: 2,
       treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
+    };
+    const groups = groupsOf(functions, ALARM_METRICS_LIMIT);
+    const lambdaThrottles = groups.map((group, g) =>
+      sum(
+        group.map((f) => f.metricThrottles({ statistic: 'Sum', period: five })),
+        'lambda',
+        groups.length > 1 ? `throttled Lambda invocations (${g + 1}/${groups.length})` : 'throttled Lambda invocations',
+      ),
+    );
+    this.lambdaThrottleAlarms = lambdaThrottles.map((m, g) =>
+      m.createAlarm(this, g === 0 ? 'Throttles' : `Throttles${g + 1}`, {
+        ...throttleOptions,
+        alarmDescription: "Lambda throttled invocations: the account's concurrency quota is reached (docs/deploy.md)",
+      }),
+    );
+    const streamThrottles = sum(
+      [props.stream.metricWriteThrottles({ period: five }), props.stream.metricReadThrottles({ period: five })],
+      'kinesis',
+      'throttled Kinesis requests',
+    );
+    this.streamThrottleAlarm = streamThrottles.createAlarm(this, 'StreamThrottles', {
+      ...throttleOptions,
+      alarmDescription: 'Kinesis throttled writes or reads (provisioned shards full, or on-demand scaling behind)',
     });
+
+    const scanned = props.batch.metricMaxBytesScanned({ period: five });
+    const cutoffBytes = props.batch.bytesScannedCutoff;
+    if (scanned && cutoffBytes !== undefined) {
+      this.athenaScanAlarm = scanned.createAlarm(this, 'AthenaBytesScanned', {
+        alarmDescription: `A batch query scanned ${ATHENA_SCAN_ALARM_SHARE * 100} % of the workgroup's cutoff (${cutoffBytes} bytes): raise athenaRawBytesPerDay / athenaHistoryDays (docs/batch-layer.md, "Athena in AWS") before queries get cancelled`,
+        threshold: Math.floor(cutoffBytes * ATHENA_SCAN_ALARM_SHARE),
+        comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+        evaluationPeriods: 1,
+        treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
+      });
+    }
 
     this.alarms = [
       this.speedIteratorAgeAlarm,
@@ -217,7 +285,9 @@ export class Monitoring extends Construct {
       this.batchLagAlarm,
       this.batchCutoffAgeAlarm,
       this.apiServerErrorAlarm,
-      this.throttleAlarm,
+      ...this.lambdaThrottleAlarms,
+      this.streamThrottleAlarm,
+      ...(this.athenaScanAlarm ? [this.athenaScanAlarm] : []),
     ];
     if (props.alarmTopic) {
       const action = new cwActions.SnsAction(props.alarmTopic);
@@ -254,7 +324,7 @@ export class Monitoring extends Construct {
         [props.serving.metricQueryErrors()],
         [props.serving.queryFunction.metricDuration({ statistic: 'p99' })],
       ),
-      graph('Throttles', [throttles]),
+      graph('Throttles', lambdaThrottles, [streamThrottles]),
     );
   }
 }

@@ -52,6 +52,14 @@ export interface RawArchiveProps extends FunctionDefaults {
    */
   readonly retryAttempts?: number;
   /**
+   * Split a failing batch in two and retry each half (BisectBatchOnFunctionError).
+   * Off where the platform does not implement it (LocalStack); poison records never
+   * fail a batch either way.
+   *
+   * @default true
+   */
+  readonly bisectBatchOnError?: boolean;
+  /**
    * Records older than this go to the on-failure destination unarchived.
    *
    * @default - the stream's retention period

@@ -41,11 +41,20 @@ export interface SpeedLayerProps extends FunctionDefaults {
    */
   readonly maxBatchingWindow?: Duration;
   /**
-   * Retries of a failing batch (bisected each time) before its records go to the on-failure destination.
+   * Retries of a failing batch (bisected each time unless bisectBatchOnError is off) before its
+   * records go to the on-failure destination.
    *
    * @default 10
    */
   readonly retryAttempts?: number;
+  /**
+   * Split a failing batch in two and retry each half (BisectBatchOnFunctionError).
+   * Off where the platform does not implement it (LocalStack); poison records never
+   * fail a batch either way.
+   *
+   * @default true
+   */
+  readonly bisectBatchOnError?: boolean;
   /**
    * Records older than this go to the on-failure destination unprocessed (the
    * batch layer still counts them: the archive has them).

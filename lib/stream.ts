@@ -91,6 +91,14 @@ export class EventStream extends Construct {
     return this.stream.metricPutRecordsThrottledRecords({ statistic: 'Sum', ...props });
   }
 
+  /**
+   * Successful GetRecords calls (Sum, 5 minutes): the mappings poll every shard about once a second,
+   * records or not, so this has a data point in every period while the consumers run (a heartbeat).
+   */
+  metricPolls(props?: cloudwatch.MetricOptions): cloudwatch.Metric {
+    return this.stream.metricGetRecordsSuccess({ statistic: 'Sum', ...props });
+  }
+
   /** Reads rejected by throttling (Sum, 5 minutes). */
   metricReadThrottles(props?: cloudwatch.MetricOptions): cloudwatch.Metric {
     return this.stream.metricReadProvisionedThroughputExceeded({ statistic: 'Sum', ...props });

@@ -25,7 +25,7 @@ import { type BatchEngine, BatchLayer } from './batch-layer.ts';
 import { invalid, secureBucket, tandemTable } from './common.ts';
 import { type SettingsProps, settingsEnvironment, toSettings } from './environment.ts';
 import type { FunctionDefaults } from './function.ts';
-import { IngestApi } from './ingest-api.ts';
+import { type ApiAuth, IngestApi } from './ingest-api.ts';
 import { FAILURE_METRICS_FILTER, Monitoring } from './monitoring.ts';
 import { RawArchive } from './raw-archive.ts';
 import { Serving } from './serving.ts';
@@ -50,7 +50,7 @@ export interface TandemProps extends SettingsProps, FunctionDefaults {
   readonly views?: readonly View[];
   /**
    * Where the batch SQL runs: `athena` or `duckdb` (inside the batch-task
-   * function; LocalStack's free edition has no Athena or Glue).
+   * function; LocalStack's free plan has no Athena or Glue).
    *
    * @default 'athena'
    */
@@ -103,6 +103,14 @@ export interface TandemProps extends SettingsProps, FunctionDefaults {
    * @default Duration.hours(6)
    */
   readonly speedMaxRecordAge?: Duration;
+  /**
+   * Both mappings: split a failing batch in two and retry each half. Exactness does not
+   * rest on it (a poison record never fails a batch); turn it off where the platform
+   * does not implement it (LocalStack: docs/deploy.md).
+   *
+   * @default true
+   */
+  readonly bisectBatchOnError?: boolean;
   /**
    * Archive mapping: records per invocation.
    *
@@ -170,15 +178,27 @@ export interface TandemProps extends SettingsProps, FunctionDefaults {
    */
   readonly viewConcurrency?: number;
   /**
+   * Athena: raw archive bytes a day, the input of the bytes-scanned cost model (BatchLayerProps).
+   *
+   * @default Size.gibibytes(1)
+   */
+  readonly athenaRawBytesPerDay?: Size;
+  /**
+   * Athena: days of raw history the largest query (a rebuild) reads (BatchLayerProps).
+   *
+   * @default 30
+   */
+  readonly athenaHistoryDays?: number;
+  /**
    * Athena: bytes one query may scan.
    *
-   * @default Size.gibibytes(100)
+   * @default - 2 × athenaRawBytesPerDay × athenaHistoryDays (docs/batch-layer.md, "Athena in AWS")
    */
   readonly athenaBytesScannedCutoff?: Size;
   /**
    * Athena: first arrival day of partition projection (YYYY-MM-DD).
    *
-   * @default '2025-01-01'
+   * @default - the day of synthesis (UTC): pin it once deployed
    */
   readonly projectionStartDay?: string;
   /**
@@ -187,6 +207,20 @@ export interface TandemProps extends SettingsProps, FunctionDefaults {
    * @default - only keys created with `tandem keys create`
    */
   readonly apiKeyHashes?: string[];
+  /**
+   * Where the API key is checked: a REQUEST authorizer, or the API functions themselves
+   * (for an API Gateway without Lambda authorizers, such as LocalStack's free plan).
+   *
+   * @default ApiAuth.AUTHORIZER
+   */
+  readonly apiAuth?: ApiAuth;
+  /**
+   * Whether API Gateway checks the shape of request bodies before calling a function
+   * (the functions validate every body anyway).
+   *
+   * @default true
+   */
+  readonly validateRequestBody?: boolean;
   /**
    * Browser origin allowed by CORS.
    *
@@ -288,6 +322,7 @@ export class Tandem extends Construct {
     const environment = settingsEnvironment(this.views, this.settings);
     const fnDefaults: FunctionDefaults = {
       ...(props.architecture ? { architecture: props.architecture } : {}),
+      ...(props.runtime ? { runtime: props.runtime } : {}),
       logRetention: props.logRetention ?? logs.RetentionDays.ONE_MONTH,
       ...(props.logLevel ? { logLevel: props.logLevel } : {}),
       ...(props.handlerCode ? { handlerCode: props.handlerCode } : {}),
@@ -323,6 +358,8 @@ export class Tandem extends Construct {
       controlTable: this.controlTable,
       environment,
       ...(props.apiKeyHashes ? { apiKeyHashes: props.apiKeyHashes } : {}),
+      ...(props.apiAuth ? { apiAuth: props.apiAuth } : {}),
+      ...(props.validateRequestBody !== undefined ? { validateRequestBody: props.validateRequestBody } : {}),
       ...(props.corsAllowOrigin ? { corsAllowOrigin: props.corsAllowOrigin } : {}),
       ...(props.throttlingRateLimit !== undefined ? { throttlingRateLimit: props.throttlingRateLimit } : {}),
       ...(props.throttlingBurstLimit !== undefined ? { throttlingBurstLimit: props.throttlingBurstLimit } : {}),
@@ -342,6 +379,7 @@ export class Tandem extends Construct {
       ...(props.speedMaxBatchingWindow ? { maxBatchingWindow: props.speedMaxBatchingWindow } : {}),
       ...(props.speedRetryAttempts !== undefined ? { retryAttempts: props.speedRetryAttempts } : {}),
       ...(props.speedMaxRecordAge ? { maxRecordAge: props.speedMaxRecordAge } : {}),
+      ...(props.bisectBatchOnError !== undefined ? { bisectBatchOnError: props.bisectBatchOnError } : {}),
     });
     this.speedTable = this.speedLayer.speedTable;
     this.dedupTable = this.speedLayer.dedupTable;
@@ -359,6 +397,7 @@ export class Tandem extends Construct {
       ...(props.archiveMaxBatchingWindow ? { maxBatchingWindow: props.archiveMaxBatchingWindow } : {}),
       ...(props.archiveRetryAttempts !== undefined ? { retryAttempts: props.archiveRetryAttempts } : {}),
       ...(props.archiveMaxRecordAge ? { maxRecordAge: props.archiveMaxRecordAge } : {}),
+      ...(props.bisectBatchOnError !== undefined ? { bisectBatchOnError: props.bisectBatchOnError } : {}),
       ...(props.rawTransitionAfter ? { rawTransitionAfter: props.rawTransitionAfter } : {}),
       ...(props.rawTransitionStorageClass ? { rawTransitionStorageClass: props.rawTransitionStorageClass } : {}),
     });
@@ -379,6 +418,8 @@ export class Tandem extends Construct {
       ...(props.batchFlexibleWindow ? { batchFlexibleWindow: props.batchFlexibleWindow } : {}),
       ...(props.viewConcurrency !== undefined ? { viewConcurrency: props.viewConcurrency } : {}),
       ...(props.athenaBytesScannedCutoff ? { athenaBytesScannedCutoff: props.athenaBytesScannedCutoff } : {}),
+      ...(props.athenaRawBytesPerDay ? { athenaRawBytesPerDay: props.athenaRawBytesPerDay } : {}),
+      ...(props.athenaHistoryDays !== undefined ? { athenaHistoryDays: props.athenaHistoryDays } : {}),
       ...(props.projectionStartDay ? { projectionStartDay: props.projectionStartDay } : {}),
     });
     this.batchViewsTable = this.batchLayer.batchViewsTable;

@@ -6,7 +6,7 @@
  * emulators lack (a TTL sweeper for dynalite). `tandem local` (bin/) is a thin
  * command around `startLocalCloud`.
  */
-import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { extname, join, relative, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { type Clients, createClients, clients as sharedClients } from '../functions/adapters/clients.ts';
@@ -14,13 +14,14 @@ import type { LogSink } from '../functions/adapters/log.ts';
 import { HANDLERS, type HandlerName } from '../functions/contract/routes.ts';
 import { parseViews, parseViewsJson, type View } from '../functions/core/views.ts';
 import { BUCKETS, FAILURE_PREFIX, localNames, SETTINGS_ENV, STREAM, TABLES } from '../functions/resources.ts';
-import { type Demo, DemoGenerator, httpSender, startDemo } from './demo.ts';
+import { DEMO_HISTORY_SEED, type Demo, DemoGenerator, demoHistory, httpSender, startDemo } from './demo.ts';
 import { type EmulatorSet, startEmulators } from './emulators.ts';
 import { API_KEY_FILE, DEFAULT_DATA_DIR, writeLocalEndpoints } from './endpoints.ts';
 import { type EventSourceMapping, type EventSourceMappingOptions, startEventSourceMapping } from './esm.ts';
 import { type HttpServer, startHttpServer } from './http.ts';
+import { type CfnTemplate, iamEnabled, type LocalIam, loadTemplate, runAsFunction, startLocalIam } from './iam/index.ts';
 import { provision } from './provision.ts';
-import { HandlerLoadError, type LocalFunction, loadFunction, REPO_ROOT } from './runtime.ts';
+import { HandlerLoadError, LOCAL_ACCOUNT, type LocalFunction, loadFunction, REPO_ROOT } from './runtime.ts';
 import { type Scheduler, startScheduler } from './scheduler.ts';
 import { type Sweeper, startSweeper, sweepTargets } from './sweeper.ts';
 
@@ -61,6 +62,13 @@ export interface LocalCloudOptions {
   readonly onFatal?: (error: Error) => void;
   /** Runs one batch to completion; the batch pipeline's own when absent. */
   readonly runBatch?: () => Promise<unknown>;
+  /**
+   * Each function's environment and IAM policy from the stack's synthesized template, every
+   * AWS call checked against it (docs/local-cloud.md, "IAM"); `false` turns it off, as
+   * `TANDEM_IAM=off` does. `template` replaces the app's (tests: a variant of the stack).
+   * @default on, unless TANDEM_IAM=off
+   */
+  readonly iam?: false | { readonly template?: CfnTemplate };
   readonly logger?: LogSink;
 }
 
@@ -160,6 +168,8 @@ export async function startLocalCloud(opts: LocalCloudOptions = {}): Promise<Loc
     throw new RangeError(`--batch-every must be a positive number of seconds or "off", received ${batchEvery}`);
   const views = opts.viewsFile ? await loadViewsFile(opts.viewsFile) : undefined;
   const dataDir = resolve(opts.dataDir ?? DEFAULT_DATA_DIR);
+  // The demo's day of history goes into a new data dir only (not again on a restart).
+  const newDataDir = !existsSync(dataDir) || readdirSync(dataDir).length === 0;
   mkdirSync(dataDir, { recursive: true });
   const { generateKey } = await import('../functions/api/keys.ts');
   const { key: apiKey, generated } = readOrCreateKey(dataDir, opts.apiKey, generateKey);
@@ -170,6 +180,12 @@ export async function startLocalCloud(opts: LocalCloudOptions = {}): Promise<Loc
     stopping = true;
     for (const s of stops.splice(0).reverse()) await s().catch((e) => log.warn('local cloud: error while stopping', e));
   };
+  // Before the emulators start, so that a synthesis (when lib/ or the views changed) overlaps them.
+  const iamTemplate =
+    opts.iam !== false && iamEnabled()
+      ? loadTemplate({ viewsFile: opts.viewsFile, template: opts.iam?.template, logger: { info: (m) => log.info(m) } })
+      : undefined;
+  iamTemplate?.catch(() => undefined);
   try {
     // The persist interval only reaches kinesis-local (if chosen): it rewrites its whole state as one
     // JSON file per interval, each costing more CPU as the stream grows. kinesalite ignores it.
@@ -210,12 +226,29 @@ export async function startLocalCloud(opts: LocalCloudOptions = {}): Promise<Loc
     });
     await provision(own, { names, shards: opts.shards ?? STREAM.defaultShards });
 
+    let iam: LocalIam | undefined;
+    if (iamTemplate) {
+      iam = startLocalIam({
+        target: { account: LOCAL_ACCOUNT, region: env.AWS_REGION ?? 'us-east-1', names },
+        functionNames: Object.fromEntries(Object.entries(FUNCTIONS).map(([h, f]) => [h, f.name])),
+        overrides: process.env,
+        template: await iamTemplate,
+      });
+      stops.push(async () => iam!.uninstall());
+      const t = iam.template;
+      log.debug?.(
+        `iam: each function runs with its environment and policy from the stack template (${t.hash ? `${t.hash}, ${t.cached ? 'cached' : `synthesized in ${(t.ms / 1000).toFixed(1)} s`}` : 'given'}); TANDEM_IAM=off turns the check off`,
+      );
+    }
+
     const fns = {} as Record<keyof typeof FUNCTIONS, LocalFunction>;
     for (const [h, f] of Object.entries(FUNCTIONS)) {
+      const identity = iam?.functions.get(h as HandlerName);
       fns[h as keyof typeof FUNCTIONS] = await loadFunction({
         name: f.name,
         entry: HANDLERS[h as HandlerName],
         timeoutSeconds: f.timeoutSeconds,
+        ...(identity ? { identity } : {}),
       });
     }
 
@@ -270,7 +303,12 @@ export async function startLocalCloud(opts: LocalCloudOptions = {}): Promise<Loc
       ...(opts.host ? { host: opts.host } : {}),
       apiKeys: apiKey,
       // Keys made with `tandem keys create` (control table) work here as they do in AWS.
-      lookupKey: async (k) => (await lookupKey(own.doc, names[TABLES.control.env]!, k)) !== undefined,
+      // As the authorizer function, whose role may read only the key items.
+      lookupKey: async (k) => {
+        const look = () => lookupKey(own.doc, names[TABLES.control.env]!, k);
+        const authorizer = iam?.functions.get('authorizer');
+        return (await (authorizer ? runAsFunction(authorizer, look) : look())) !== undefined;
+      },
       invoke: (h, event) => {
         const fn = fns[h as keyof typeof FUNCTIONS];
         if (!fn) throw new Error(`no local function for handler ${h}`);
@@ -302,21 +340,29 @@ export async function startLocalCloud(opts: LocalCloudOptions = {}): Promise<Loc
     stops.push(() => sweeper.stop());
 
     let scheduler: Scheduler | undefined;
+    let runBatch: (() => Promise<unknown>) | undefined;
     if (batchEvery !== null) {
-      let runBatch = opts.runBatch;
+      runBatch = opts.runBatch;
       if (!runBatch) {
         const { startBatchRun } = (await import(
           pathToFileURL(join(REPO_ROOT, BATCH_PIPELINE)).href
         )) as typeof import('../functions/batch/pipeline.ts');
         const { loadConfig } = await import('../functions/config.ts');
         const config = loadConfig();
+        // A scheduled run is the batch-task function's work in AWS: it runs as that function.
+        const batchTask = iam?.functions.get('batchTask');
         runBatch = async () => {
-          const started = await startBatchRun(own, config);
+          const start = () => startBatchRun(own, config);
+          const started = await (batchTask ? runAsFunction(batchTask, start) : start());
           const run = await started.done;
           if (run?.state === 'FAILED') throw new Error(`batch run ${run.runId} failed: ${run.error ?? 'unknown error'}`);
         };
       }
-      scheduler = startScheduler({ everySeconds: batchEvery, runBatch, logger: { info: (m) => log.debug?.(m), warn: log.warn } });
+      scheduler = startScheduler({
+        everySeconds: batchEvery,
+        runBatch: runBatch!,
+        logger: { info: (m) => log.debug?.(m), warn: log.warn },
+      });
       stops.push(() => scheduler!.stop());
     }
 
@@ -331,6 +377,25 @@ export async function startLocalCloud(opts: LocalCloudOptions = {}): Promise<Loc
       stops.push(() => demo!.stop());
     }
 
+    // After the API is up, in the background: /health does not wait for the history.
+    const history: DemoHistory | undefined =
+      (opts.demo ?? true)
+        ? startDemoHistory({
+            dataDir,
+            newDataDir,
+            windowSeconds,
+            clients: own,
+            rawBucket: names[BUCKETS.raw.env]!,
+            controlTable: names[TABLES.control.env]!,
+            dedupTable: names[TABLES.dedup.env]!,
+            views,
+            runBatch,
+            stopping: () => stopping,
+            log,
+          })
+        : undefined;
+    if (history) stops.push(() => history.settled());
+
     return {
       url: http.url,
       apiKey,
@@ -343,7 +408,9 @@ export async function startLocalCloud(opts: LocalCloudOptions = {}): Promise<Loc
         archive: archive.stats(),
         ...(scheduler ? { scheduler: scheduler.stats() } : {}),
         ...(demo ? { demo: demo.stats() } : {}),
+        ...(history ? { history: history.stats() } : {}),
         functions: Object.fromEntries(Object.entries(fns).map(([k, f]) => [k, f.stats()])),
+        ...(iam ? { iam: iam.stats() } : {}),
       }),
       idle: async (mappings = ['speed', 'archive']) => {
         await Promise.all(mappings.map((m) => (m === 'speed' ? speed : archive).idle()));
@@ -354,6 +421,108 @@ export async function startLocalCloud(opts: LocalCloudOptions = {}): Promise<Loc
     await stopAll();
     throw e;
   }
+}
+
+/** File in the data directory recording the demo history's backfill: pending until it is archived. */
+export const DEMO_HISTORY_FILE = 'demo-history.json';
+
+interface DemoHistoryRecord {
+  readonly seed: number;
+  /** The moment the history ends (the first start of this data dir). */
+  readonly nowMs: number;
+  /** The backfill's arrival time T. */
+  readonly arrival: number;
+  readonly state: 'pending' | 'done';
+  readonly events?: number;
+  readonly shard?: string | null;
+}
+
+export interface DemoHistory {
+  stats(): { state: 'none' | 'backfilling' | 'batch' | 'done' | 'failed'; events?: number; shard?: string | null; error?: string };
+  /** Resolves once the background work has ended (it stops by itself when the cloud stops). */
+  settled(): Promise<void>;
+}
+
+/**
+ * Backfills a day of demo events (functions/archive/backfill.ts) on a new data
+ * dir, then runs a first batch, so the dashboard has batch history within a
+ * minute of the first start. Deterministic: seed and end time are recorded in
+ * `<dataDir>/demo-history.json` before anything is written, so a start
+ * interrupted mid-backfill finishes the same backfill (same keys, same T) on the
+ * next start instead of leaving its `writing` item to hold the cutoff back.
+ *
+ * T is two windows before the first start, floored to a window: on a new data
+ * dir nothing is published and no run has happened, so no cutoff can have
+ * passed it, and the first run (C = now less the 5 s margin, floored) passes it.
+ */
+function startDemoHistory(o: {
+  dataDir: string;
+  newDataDir: boolean;
+  windowSeconds: number;
+  clients: Clients;
+  rawBucket: string;
+  controlTable: string;
+  dedupTable: string;
+  views: readonly View[] | undefined;
+  runBatch: (() => Promise<unknown>) | undefined;
+  stopping: () => boolean;
+  log: LogSink;
+}): DemoHistory {
+  const file = join(o.dataDir, DEMO_HISTORY_FILE);
+  let record: DemoHistoryRecord | undefined;
+  try {
+    record = JSON.parse(readFileSync(file, 'utf8')) as DemoHistoryRecord;
+  } catch {
+    record = undefined;
+  }
+  const state: ReturnType<DemoHistory['stats']> = { state: record?.state === 'done' ? 'done' : 'none' };
+  if (!record && o.newDataDir) {
+    const now = Date.now();
+    const w = o.windowSeconds * 1000;
+    record = { seed: DEMO_HISTORY_SEED, nowMs: now, arrival: Math.floor(now / w) * w - 2 * w, state: 'pending' };
+    writeFileSync(file, `${JSON.stringify(record, null, 2)}\n`);
+  }
+  if (!record || record.state === 'done') return { stats: () => ({ ...state }), settled: async () => {} };
+  const pending = record;
+  const work = (async () => {
+    state.state = 'backfilling';
+    const t0 = Date.now();
+    const [{ runBackfill }, { DEMO_VIEWS }, { copyRegistrar }] = await Promise.all([
+      import('../functions/archive/backfill.ts'),
+      import('../functions/core/demo-views.ts'),
+      import('../functions/speed/dedup.ts'),
+    ]);
+    const events = demoHistory({ nowMs: pending.nowMs, seed: pending.seed });
+    const summary = await runBackfill(
+      events.map((event, index) => ({ position: { index }, event })),
+      {
+        s3: o.clients.s3,
+        ddb: o.clients.dynamodb,
+        rawBucket: o.rawBucket,
+        controlTable: o.controlTable,
+        register: copyRegistrar(o.clients.dynamodb, o.dedupTable),
+        views: o.views ?? DEMO_VIEWS,
+        arrival: pending.arrival,
+        spoolDir: o.dataDir,
+      },
+    );
+    if (o.stopping()) return;
+    writeFileSync(file, `${JSON.stringify({ ...pending, state: 'done', events: summary.accepted, shard: summary.shard }, null, 2)}\n`);
+    state.events = summary.accepted;
+    state.shard = summary.shard;
+    o.log.info(`demo: backfilled ${summary.accepted} events of the last 24 h in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+    if (o.runBatch) {
+      state.state = 'batch';
+      await o.runBatch();
+    }
+    state.state = 'done';
+  })().catch((e) => {
+    if (o.stopping()) return;
+    state.state = 'failed';
+    state.error = e instanceof Error ? e.message : String(e);
+    o.log.warn('demo: backfilling the demo history failed (it is tried again on the next start)', e);
+  });
+  return { stats: () => ({ ...state }), settled: () => work };
 }
 
 /** A path as the user would type it (relative to the working directory when inside it). */

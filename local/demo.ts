@@ -211,3 +211,31 @@ export function startDemo(opts: {
     },
   };
 }
+
+/** Seed of the demo's history: the same day of events on every new data dir. */
+export const DEMO_HISTORY_SEED = 22;
+
+/**
+ * A day (by default) of demo history before `nowMs`, deterministic for a seed
+ * and `nowMs`: per minute, events around a daily curve (busier in the
+ * afternoon, quiet at night), with the demo's late events and resent copies.
+ * `tandem local` backfills it on a new data dir (local/cloud.ts).
+ */
+export function demoHistory(opts: { nowMs: number; hours?: number; perMinute?: number; seed?: number }): DemoEvent[] {
+  const hours = opts.hours ?? 24;
+  const perMinute = opts.perMinute ?? 15;
+  const gen = new DemoGenerator({ seed: opts.seed ?? DEMO_HISTORY_SEED });
+  const start = Math.floor(opts.nowMs / 60_000) * 60_000 - hours * 3_600_000;
+  const out: DemoEvent[] = [];
+  let owed = 0;
+  for (let t = start; t < start + hours * 3_600_000; t += 60_000) {
+    const hourOfDay = new Date(t).getUTCHours() + new Date(t).getUTCMinutes() / 60;
+    owed += perMinute * (1 + 0.6 * Math.sin(((hourOfDay - 9) / 24) * 2 * Math.PI));
+    const n = Math.floor(owed);
+    owed -= n;
+    // Event times spread over the minute; the generator puts late ones hours back.
+    const { events, retries } = gen.tick(t + 59_000, n);
+    out.push(...events, ...retries);
+  }
+  return out;
+}

@@ -340,14 +340,14 @@ export async function startHttpServer(opts: HttpServerOptions): Promise<HttpServ
     const declared = Number(req.headers['content-length']);
     if (Number.isFinite(declared) && declared > limit) {
       req.resume();
-      return sendJson(res, 413, { error: `request body is larger than ${limit} bytes` }, { connection: 'close' });
+      return sendJson(res, 413, { error: `request body is larger than ${limit} bytes`, field: 'body' }, { connection: 'close' });
     }
     let body: Buffer;
     try {
       body = await readBody(req, limit);
     } catch (e) {
       if (e instanceof BodyTooLarge)
-        return sendJson(res, 413, { error: `request body is larger than ${limit} bytes` }, { connection: 'close' });
+        return sendJson(res, 413, { error: `request body is larger than ${limit} bytes`, field: 'body' }, { connection: 'close' });
       throw e;
     }
     const event = toProxyEvent({

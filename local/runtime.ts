@@ -5,9 +5,12 @@
  * with a timeout error when the deadline passes, and a thrown error comes back
  * as a function error (errorType, errorMessage) without killing the caller.
  *
- * All handlers run in one process and share one `process.env`: set it before
- * the first `loadFunction` (handlers read their configuration at import, as
- * at a Lambda cold start).
+ * All handlers run in one process. Given an `identity` (local/iam), a function
+ * is imported and invoked as itself: it sees its own environment in
+ * `process.env` and its AWS calls are checked against its IAM policy. Without
+ * one, handlers share the host's `process.env`: set it before the first
+ * `loadFunction` (handlers read their configuration at import, as at a Lambda
+ * cold start).
  */
 
 import { randomUUID } from 'node:crypto';
@@ -15,6 +18,7 @@ import { existsSync } from 'node:fs';
 import { dirname, isAbsolute, relative, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import type { Context } from 'aws-lambda';
+import { type FunctionIdentity, runAsFunction } from './iam/enforce.ts';
 
 /** The repository root: handler paths in functions/contract/routes.ts are relative to it. */
 export const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
@@ -34,6 +38,12 @@ export interface FunctionOptions {
   /** Reported as context.memoryLimitInMB (not enforced). @default 1024 */
   readonly memoryMb?: number;
   readonly region?: string;
+  /**
+   * Who the function is (local/iam): its import and every invocation run as it, so its AWS
+   * calls are checked against its policies and it sees its own environment. @default - the host's
+   * environment, no check
+   */
+  readonly identity?: FunctionIdentity;
 }
 
 export interface FunctionStats {
@@ -155,7 +165,9 @@ function errorFields(e: unknown): { type: string; message: string } {
 
 /** Loads a handler module (after process.env is set) and returns an invocable function. */
 export async function loadFunction<E = unknown, R = unknown>(opts: FunctionOptions): Promise<LocalFunction<E, R>> {
-  const handler = await loadHandler(opts.entry, opts.handlerExport);
+  // Imported as the function: module-scope code (configuration, clients) reads its environment, as at a cold start.
+  const load = () => loadHandler(opts.entry, opts.handlerExport);
+  const handler = await (opts.identity ? runAsFunction(opts.identity, load) : load());
   const entry = isAbsolute(opts.entry) ? opts.entry : resolve(REPO_ROOT, opts.entry);
   return wrapHandler<E, R>(handler as (event: E, context: Context) => unknown, { ...opts, entry });
 }
@@ -191,7 +203,9 @@ export function wrapHandler<E = unknown, R = unknown>(
       try {
         // The abandoned promise of a timed-out handler keeps running in this process
         // (Lambda would freeze the sandbox); its outcome is ignored.
-        const run = Promise.resolve().then(() => handler(throughJson(event) as E, context));
+        const call = () => handler(throughJson(event) as E, context);
+        const identity = opts.identity;
+        const run = Promise.resolve().then(() => (identity ? runAsFunction(identity, call) : call()));
         run.catch(() => undefined);
         const result = await Promise.race([run, timeout]);
         try {

@@ -1,10 +1,12 @@
 /**
- * `tandem batch run [--wait]` (POST /batch/runs, then GET /batch/runs/{id}) and
- * `tandem batch rollback <version>` (POST /batch/rollback).
+ * `tandem batch run [--wait]` (POST /batch/runs, then GET /batch/runs/{id}),
+ * `tandem batch rebuild [--view NAME] [--wait]` (POST /batch/runs with
+ * `{"rebuild": true}` or `{"view": NAME}`) and `tandem batch rollback <version>`
+ * (POST /batch/rollback).
  */
 import { SingleBar } from 'cli-progress';
 import type { Command } from 'commander';
-import type { PointerAnswer, RunAnswer, StartRunAnswer, ViewsAnswer } from '../../functions/contract/api.ts';
+import type { PointerAnswer, RunAnswer, StartRunAnswer, StartRunRequest, ViewsAnswer } from '../../functions/contract/api.ts';
 import { type ApiClient, sleep } from '../client.ts';
 import {
   action,
@@ -56,7 +58,23 @@ export function registerBatch(program: Command): void {
     .addHelpText('after', '\nExamples:\n  tandem batch run\n  tandem batch run --wait --json');
   withTarget(run);
   usageExits(run);
-  run.action(action(async (flags: RunFlags) => runBatch(flags)));
+  run.action(action(async (flags: RunFlags) => runBatch(flags, {})));
+
+  const rebuild = batch
+    .command('rebuild')
+    .description('start a batch run that recomputes every view (or one, with --view) from all history instead of an increment')
+    .option('--view <name>', 'rebuild only this view (the others run as an increment)')
+    .option('--wait', 'wait for the run to finish, showing its progress; exit 1 if it fails')
+    .option('--timeout <seconds>', 'give up waiting after this long', '600')
+    .option('--json', 'print the run as one JSON document')
+    .addHelpText('after', '\nExamples:\n  tandem batch rebuild --wait\n  tandem batch rebuild --view page_views --wait');
+  withTarget(rebuild);
+  usageExits(rebuild);
+  rebuild.action(
+    action(async (flags: RunFlags & { view?: string }) =>
+      runBatch(flags, flags.view === undefined ? { rebuild: true } : { view: flags.view }),
+    ),
+  );
 
   const rollback = batch
     .command('rollback')
@@ -82,10 +100,10 @@ interface RunFlags extends TargetFlags {
   readonly json?: boolean;
 }
 
-async function runBatch(flags: RunFlags): Promise<void> {
+async function runBatch(flags: RunFlags, request: StartRunRequest): Promise<void> {
   const timeoutMs = positiveInt('--timeout', flags.timeout) * 1000;
   const client = clientFor(flags);
-  const { body: started } = await client.post<StartRunAnswer>('/batch/runs', {});
+  const { body: started } = await client.post<StartRunAnswer>('/batch/runs', request);
   const id = started.id;
   if (!flags.wait) {
     if (flags.json) printJson(started);
@@ -125,7 +143,7 @@ async function follow(client: ApiClient, id: string, timeoutMs: number): Promise
         for (const [name, v] of Object.entries(run.views)) {
           if (reported.has(name)) continue;
           reported.add(name);
-          narrate(`${seconds()} s  ${name}: ${v.rows} rows (SQL ${v.sqlMs} ms, load ${v.loadMs} ms)`);
+          narrate(`${seconds()} s  ${name}: ${v.rows} rows${modeText(v)} (SQL ${v.sqlMs} ms, load ${v.loadMs} ms)`);
         }
         if (run.stage === 'publish' && lastStep !== 'publish') narrate(`${seconds()} s  publish: flipping the pointer`);
       }
@@ -142,6 +160,13 @@ async function follow(client: ApiClient, id: string, timeoutMs: number): Promise
   }
 }
 
+/** `, increment: 120 written` or `, rebuild (declaration changed)`; nothing for a run item without a mode. */
+function modeText(v: RunAnswer['views'][string]): string {
+  if (v.mode === 'increment') return `, increment: ${v.written ?? v.rows} written`;
+  if (v.mode === 'rebuild') return `, rebuild${v.reason ? ` (${v.reason})` : ''}`;
+  return '';
+}
+
 function printRun(id: string, run: RunAnswer): void {
   const lines = [`batch run ${id}: ${run.state}`];
   if (run.version !== null) lines.push(`version ${run.version}, cutoff ${run.cutoff ?? ''}`);
@@ -156,9 +181,16 @@ function printRun(id: string, run: RunAnswer): void {
   if (views.length > 0) {
     process.stdout.write(
       `${renderTable(
-        ['view', 'rows', 'sql ms', 'load ms'],
-        views.map(([name, v]) => [name, v.rows, v.sqlMs, v.loadMs]),
-        ['left', 'right', 'right', 'right'],
+        ['view', 'mode', 'rows', 'written', 'sql ms', 'load ms'],
+        views.map(([name, v]) => [
+          name,
+          v.mode === undefined ? '' : v.mode === 'rebuild' && v.reason ? `rebuild (${v.reason})` : v.mode,
+          v.rows,
+          v.written ?? v.rows,
+          v.sqlMs,
+          v.loadMs,
+        ]),
+        ['left', 'left', 'right', 'right', 'right', 'right'],
       )}\n`,
     );
   }

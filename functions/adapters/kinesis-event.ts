@@ -29,7 +29,10 @@ export interface StreamRecord {
   readonly seq: string;
   /** ApproximateArrivalTimestamp, epoch ms. */
   readonly arrival: number;
+  /** The record's bytes: one JSON event, or a KPL aggregate of them (functions/adapters/kpl.ts). */
   readonly data: Uint8Array;
+  /** The record's partition key (undefined: not known, as for records built by hand in tests). */
+  readonly partitionKey?: string | undefined;
 }
 
 export class KinesisEventError extends Error {
@@ -54,6 +57,7 @@ export function toStreamRecords(event: unknown): StreamRecord[] {
       // Lambda gives seconds with millisecond precision: round, never truncate, a float product.
       arrival: Math.round(r.kinesis.approximateArrivalTimestamp * 1000),
       data: Buffer.from(r.kinesis.data, 'base64'),
+      partitionKey: r.kinesis.partitionKey,
     };
   });
 }

@@ -2,7 +2,7 @@
  * Poison records of the stream consumers (invariant 9, docs/design.md): records that
  * `toRawRecord` rejects. Both consumers (speed and archive) see every poison
  * record; each writes it to the failures bucket under a key derived from its
- * layer, shard and sequence number (a retry overwrites, never duplicates) and
+ * layer, shard and position (a retry overwrites, never duplicates) and
  * counts it once in the control item `stats / poison` under its own
  * attributes. It is never reported as a failed batch item, so it cannot block
  * its shard.
@@ -10,18 +10,20 @@
 import { ConditionalCheckFailedException, type DynamoDBClient, GetItemCommand, UpdateItemCommand } from '@aws-sdk/client-dynamodb';
 import { PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { mapLimit } from '../core/limit.ts';
-import { padSeq, type RawRecord, RecordError, toRawRecord } from '../core/record.ts';
+import { type RawRecord, RecordError, recordPosition, toRawRecord } from '../core/record.ts';
 import { FAILURE_PREFIX } from '../resources.ts';
 import type { StreamRecord } from './kinesis-event.ts';
+import { deaggregateRecord, isAggregated } from './kpl.ts';
 
 /** The consumer that met a poison record. */
 export type ConsumerLayer = 'speed' | 'archive';
 
 export interface PoisonRecord {
   readonly shard: string;
-  /** Padded sequence number. */
+  /** Position (`recordPosition`): the padded sequence number, plus the sub-sequence number for a user record of an aggregate. */
   readonly seq: string;
   readonly arrival: number;
+  /** The bytes that could not be read: the record's, or the user record's in an aggregate. */
   readonly data: Uint8Array;
   /** The field `toRawRecord` named (or `data` when the bytes are not JSON). */
   readonly field: string;
@@ -29,26 +31,63 @@ export interface PoisonRecord {
 }
 
 /** A normalized record, or the poison it turned out to be. */
-export type Normalized = { ok: true; record: RawRecord; source: StreamRecord } | { ok: false; poison: PoisonRecord };
+export type Normalized =
+  | {
+      ok: true;
+      record: RawRecord;
+      source: StreamRecord;
+      /** The partition key that routed the event: its user record's in an aggregate, else the Kinesis record's (undefined: not known). */
+      partitionKey: string | undefined;
+    }
+  | { ok: false; poison: PoisonRecord };
 
-/** Decodes and normalizes one stream record with `toRawRecord`; what it rejects is poison in both layers. */
+/** Decodes and normalizes one plain stream record with `toRawRecord`; what it rejects is poison in both layers. */
 export function normalize(r: StreamRecord): Normalized {
-  const poison = (field: string, reason: string): Normalized => ({
-    ok: false,
-    poison: { shard: r.shard, seq: padSeq(r.seq), arrival: r.arrival, data: r.data, field, reason },
-  });
+  return normalizeEvent(r, r.data, r.partitionKey, undefined);
+}
+
+/**
+ * Every event of one stream record, in position order: the record itself, or
+ * each user record of a KPL aggregate (functions/adapters/kpl.ts). A corrupt
+ * aggregate is one poison record at the Kinesis record's position; a bad user
+ * record is poison at its own position, and the aggregate's other user records
+ * are events as usual.
+ */
+export function normalizeRecords(r: StreamRecord): Normalized[] {
+  if (!isAggregated(r.data)) return [normalize(r)];
+  const agg = deaggregateRecord(r.data, r.seq, r.partitionKey ?? '');
+  if (!agg.ok) return [poisonOf(r, recordPosition(r.seq), r.data, 'data', agg.reason)];
+  return agg.records.map((u) =>
+    u.ok ? normalizeEvent(r, u.data, u.partitionKey, u.sub) : poisonOf(r, recordPosition(r.seq, u.sub), r.data, 'data', u.reason),
+  );
+}
+
+const poisonOf = (r: StreamRecord, seq: string, data: Uint8Array, field: string, reason: string): Normalized => ({
+  ok: false,
+  poison: { shard: r.shard, seq, arrival: r.arrival, data, field, reason },
+});
+
+function normalizeEvent(r: StreamRecord, bytes: Uint8Array, partitionKey: string | undefined, sub: number | undefined): Normalized {
+  const poison = (field: string, reason: string) => poisonOf(r, recordPosition(r.seq, sub), bytes, field, reason);
   let data: unknown;
   try {
-    data = JSON.parse(Buffer.from(r.data).toString('utf8'));
+    data = JSON.parse(Buffer.from(bytes).toString('utf8'));
   } catch (e) {
     return poison('data', `is not JSON: ${(e as Error).message}`);
   }
   try {
-    return { ok: true, record: toRawRecord(data, r.arrival, r.shard, r.seq), source: r };
+    return { ok: true, record: toRawRecord(data, r.arrival, r.shard, r.seq, sub), source: r, partitionKey };
   } catch (e) {
     if (e instanceof RecordError) return poison(e.field, e.message);
     return poison('event', (e as Error).message);
   }
+}
+
+/** The position just past every event of `r`: the position of its last user record (a corrupt or empty aggregate: its own). */
+export function lastPosition(events: readonly Normalized[], r: StreamRecord): string {
+  const last = events[events.length - 1];
+  if (!last) return recordPosition(r.seq);
+  return last.ok ? last.record.seq : last.poison.seq;
 }
 
 /** Object key of one poison record in the failures bucket. */

@@ -1,21 +1,18 @@
 /**
- * API Gateway REQUEST authorizer (AWS only; the local HTTP server checks its
- * own key): `x-api-key` is hashed (SHA-256) and looked up among the control
- * table's `apikey / <hash>` items (created and revoked with `tandem keys`,
- * no deploy) and the hashes in TANDEM_API_KEY_HASHES. No key -> 401
- * ("Unauthorized"), unknown or revoked key -> Deny -> 403. The principal is the
- * key's name. Keys are never logged; not even their hashes.
+ * API Gateway REQUEST authorizer (the AWS target; the local HTTP server checks its
+ * own key, and where the gateway has no authorizer the handlers check it themselves):
+ * `x-api-key` is hashed (SHA-256) and looked up among the hashes in
+ * TANDEM_API_KEY_HASHES and the control table's `apikey / <hash>` items (created and
+ * revoked with `tandem keys`, no deploy), by `resolveKey` of functions/api/key-check.ts,
+ * which the in-function check shares. No key -> 401 ("Unauthorized"), unknown or
+ * revoked key -> Deny -> 403. The principal is the key's name. Keys are never logged;
+ * not even their hashes.
  */
 import type { Logger } from '@aws-lambda-powertools/logger';
-import type { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
 import type { APIGatewayAuthorizerResult, APIGatewayRequestAuthorizerEvent } from 'aws-lambda';
-import { lookupKey, matchEnvKey } from './keys.ts';
+import { type KeyLookupDeps, keyOf, resolveKey } from './key-check.ts';
 
-export interface AuthorizerDeps {
-  readonly doc: Pick<DynamoDBDocumentClient, 'send'>;
-  /** The control table (read lazily: a deployment may rely on env hashes only). */
-  readonly controlTable: () => string | undefined;
-  readonly envHashes: readonly { name: string; hash: string }[];
+export interface AuthorizerDeps extends KeyLookupDeps {
   readonly logger: Logger;
 }
 
@@ -43,19 +40,12 @@ export function policy(principalId: string, effect: 'Allow' | 'Deny', methodArn:
   };
 }
 
-function apiKeyOf(event: APIGatewayRequestAuthorizerEvent): string | undefined {
-  for (const [k, v] of Object.entries(event.headers ?? {})) if (k.toLowerCase() === 'x-api-key' && v) return v;
-  return undefined;
-}
-
 export function createAuthorizer(deps: AuthorizerDeps): Authorizer {
   return async (event) => {
-    const key = apiKeyOf(event);
+    const key = keyOf(event.headers);
     // API Gateway answers 401 for exactly this error message.
     if (!key) throw new Error('Unauthorized');
-    let name = matchEnvKey(deps.envHashes, key);
-    const table = deps.controlTable();
-    if (name === undefined && table) name = await lookupKey(deps.doc, table, key);
+    const name = await resolveKey(deps, key);
     if (name === undefined) {
       deps.logger.info('api key refused', { sourceIp: event.requestContext?.identity?.sourceIp, path: event.path });
       return policy('anonymous', 'Deny', event.methodArn);

@@ -1,8 +1,9 @@
 /**
  * The batch routes of the HTTP API (API Gateway REST v1 proxy events):
  *
- * - `POST /batch/runs` -> 202 `{ id, state }`: starts a run, or answers with the
- *   running one's id.
+ * - `POST /batch/runs` (body `{}`, none, `{"rebuild": true}` or `{"view": NAME}`) -> 202
+ *   `{ id, state }`: starts a run, or answers with the running one's id; 400 naming the field
+ *   of an invalid body (`view` for an unknown view).
  * - `GET /batch/runs/{id}` -> the run: state, stage, version, cutoff, per-view
  *   rows and timings, error; 404 when unknown.
  * - `POST /batch/rollback` `{ "version": N }` -> 200 with the pointer, 404 for an
@@ -15,13 +16,23 @@
  */
 import type { Logger } from '@aws-lambda-powertools/logger';
 import type { APIGatewayProxyEvent } from 'aws-lambda';
-import { type PointerAnswer, RollbackRequestSchema, RUN_ID_RE, type RunAnswer, type StartRunAnswer } from '../contract/api.ts';
+import {
+  type PointerAnswer,
+  RollbackRequestSchema,
+  RUN_ID_RE,
+  type RunAnswer,
+  type StartRunAnswer,
+  type StartRunRequest,
+  StartRunRequestSchema,
+} from '../contract/api.ts';
 import { resolveRoute } from '../contract/routes.ts';
 import { type ApiHandler, guarded, HttpError, json, readJsonBody } from './http.ts';
 
 /** What the batch routes need of the batch layer. */
 export interface BatchRuns {
-  start(): Promise<StartRunAnswer>;
+  start(request?: StartRunRequest): Promise<StartRunAnswer>;
+  /** The declared views' names. */
+  viewNames(): readonly string[];
   get(id: string): Promise<RunAnswer | undefined>;
   rollback(
     version: number,
@@ -39,7 +50,7 @@ export function createBatchRunsHandler(runs: () => BatchRuns, logger: Logger): A
     if (!resolved || route?.handler !== 'batchApi') throw new HttpError(404, `no route ${event.httpMethod} ${event.path}`);
     const { params } = resolved;
 
-    if (route.path === '/batch/runs') return json(202, await batch.start());
+    if (route.path === '/batch/runs') return json(202, await batch.start(startRequest(event, batch.viewNames())));
 
     if (route.path === '/batch/runs/{id}') {
       const id = params.id ?? '';
@@ -59,4 +70,24 @@ export function createBatchRunsHandler(runs: () => BatchRuns, logger: Logger): A
     if (result.status !== 'ok') throw new HttpError(result.status === 'unknown' ? 404 : 409, result.message, 'version');
     return json(200, result.pointer);
   });
+}
+
+/** The body of POST /batch/runs, checked: none or `{}` is a plain run. */
+function startRequest(event: APIGatewayProxyEvent, views: readonly string[]): StartRunRequest {
+  const raw = event.body === null || event.body === undefined || event.body === '' ? {} : readJsonBody(event);
+  const body = StartRunRequestSchema.safeParse(raw);
+  if (!body.success) {
+    const issue = body.error.issues[0];
+    if (issue?.code === 'unrecognized_keys') {
+      const key = issue.keys[0] ?? 'body';
+      throw new HttpError(400, `${key} is not a field of this body (it takes "rebuild" or "view")`, key);
+    }
+    const field = issue?.path.length ? String(issue.path[0]) : 'body';
+    throw new HttpError(400, issue?.path.length ? issue.message : 'the body must be {}, {"rebuild": true} or {"view": "<name>"}', field);
+  }
+  const view = body.data.view;
+  if (view !== undefined && !views.includes(view)) {
+    throw new HttpError(400, `view must be the name of a view: there is no view named "${view}" (views: ${views.join(', ')})`, 'view');
+  }
+  return body.data;
 }

@@ -1,7 +1,8 @@
 /**
  * What every API handler shares: JSON responses with CORS headers, the
  * `{ "error", "field"? }` error shape, request bodies (base64, gzip, size
- * limit), and a top-level guard that turns an unexpected error into a 500
+ * limit), and a top-level guard that checks the API key where no authorizer
+ * does (functions/api/key-check.ts) and turns an unexpected error into a 500
  * JSON body without a stack. API Gateway REST v1 proxy events in and out, so
  * the same handler runs behind API Gateway and behind the local HTTP server.
  */
@@ -9,8 +10,9 @@ import { gunzipSync, inflateSync } from 'node:zlib';
 import type { Logger } from '@aws-lambda-powertools/logger';
 import type { APIGatewayProxyEvent, APIGatewayProxyResult, Context } from 'aws-lambda';
 import type { ErrorBody } from '../contract/api.ts';
-import { MAX_BODY_BYTES } from '../contract/routes.ts';
+import { MAX_BODY_BYTES, ROUTES } from '../contract/routes.ts';
 import { SETTINGS_ENV } from '../resources.ts';
+import { type KeyCheck, keyCheckFromEnv } from './key-check.ts';
 
 export type ApiHandler = (event: APIGatewayProxyEvent, context: Context) => Promise<APIGatewayProxyResult>;
 
@@ -126,16 +128,26 @@ export function readJsonBody(event: Pick<APIGatewayProxyEvent, 'body' | 'isBase6
   }
 }
 
+/** True for a route the contract leaves open (`GET /health`): no key is asked for, whatever the environment. */
+function isPublic(event: Pick<APIGatewayProxyEvent, 'httpMethod' | 'resource' | 'path'>): boolean {
+  const path = event.resource || event.path;
+  return ROUTES.some((r) => !r.auth && r.method === event.httpMethod && r.path === path);
+}
+
 /**
- * The top-level guard of every API handler: answers CORS preflights, renders
+ * The top-level guard of every API handler: answers CORS preflights, checks the
+ * API key when the function is to do it itself (`keyCheck`, by default from
+ * TANDEM_API_AUTH: see functions/api/key-check.ts) before any routing, renders
  * HttpErrors, and turns anything else into `500 {"error": "internal error"}`
  * (with the request id, so the log line can be found) while the stack goes to
  * the log only.
  */
-export function guarded(logger: Logger, handle: ApiHandler): ApiHandler {
+export function guarded(logger: Logger, handle: ApiHandler, keyCheck: KeyCheck | undefined = keyCheckFromEnv(logger)): ApiHandler {
   return async (event, context) => {
     if (event.httpMethod === 'OPTIONS') return { statusCode: 204, headers: corsHeaders(), body: '' };
     try {
+      const refused = keyCheck && !isPublic(event) ? await keyCheck(event) : undefined;
+      if (refused) return json(refused.statusCode, errorBody(refused.error, refused.field));
       return await handle(event, context);
     } catch (e) {
       if (e instanceof HttpError) return e.toResponse();

@@ -2,7 +2,8 @@
  * The read side of the API (API Gateway REST v1 proxy): GET /views (the
  * declared views), GET /views/{name} (batch version N merged with the speed
  * items of windows >= its cutoff), GET /status. Parameters are checked by the
- * core (core/query.ts): 400 naming the parameter, 404 for an unknown view.
+ * core (core/query.ts), which also orders and limits the rows (`orderBy`, `limit`):
+ * 400 naming the parameter, 404 for an unknown view.
  */
 import type { Logger } from '@aws-lambda-powertools/logger';
 import type { QueryAnswer, QueryRow, ViewInfo, ViewsAnswer } from '../contract/api.ts';
@@ -45,7 +46,8 @@ export async function queryView(deps: QueryDeps, name: string, params: Record<st
   const now = (deps.now ?? Date.now)();
   const spec = parseQuery(view, params, now);
   if (isQueryError(spec)) throw new HttpError(400, `${spec.field} ${spec.message}`, spec.field);
-  const read = await readView(deps, view, spec.from, spec.to, now, deps.read);
+  // The grain lets the batch part read rollups (read-view.ts batchReads); the speed part stays at the view's grain.
+  const read = await readView(deps, view, spec.from, spec.to, now, { ...deps.read, grain: spec.grain });
   return {
     view: view.name,
     grain: spec.grain,
@@ -77,7 +79,7 @@ export function createQueryHandler(deps: QueryDeps): ApiHandler {
         if (bytes > limit) {
           throw new HttpError(
             400,
-            `the answer has ${answer.rows.length} rows (${(bytes / 1e6).toFixed(1)} MB), more than one response may carry (${(limit / 1e6).toFixed(1)} MB): ask for a coarser grain, fewer groupBy dimensions, a dimension filter or a shorter range`,
+            `the answer has ${answer.rows.length} rows (${(bytes / 1e6).toFixed(1)} MB), more than one response may carry (${(limit / 1e6).toFixed(1)} MB): ask for a coarser grain, fewer groupBy dimensions, a dimension filter, a limit per bucket or a shorter range`,
             answer.grain === 'all' ? 'groupBy' : 'grain',
           );
         }

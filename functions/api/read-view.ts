@@ -13,15 +13,36 @@
  * instant between the reads; newer speed writes only add newer arrivals.
  * Every read is strongly consistent: an eventually consistent batch read
  * right after a flip could miss rows of N that were written before it.
+ *
+ * Version N's rows of a partition may have been written by an older version
+ * (an increment rewrites only the partitions it touches): N's manifest maps
+ * each partition to its writer, and retention keeps a writer's rows while any
+ * kept version's manifest references them.
+ *
+ * Rollups: the writer of a partition also wrote its rows at each coarser grain (hour, day; core/keys.ts
+ * `batchRollupPk`). A query rolled up to a coarser grain reads, per partition, the coarsest kept grain
+ * that tiles its grain for the aligned middle of the range, and finer rows only for the unaligned
+ * edges (`batchReads`): a 90-day query at day grain reads day rows, not 129,600 minutes per cell.
  */
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { DynamoDBDocumentClient, GetCommand, QueryCommand, type QueryCommandInput } from '@aws-sdk/lib-dynamodb';
-import { batchPartitions, cellsOf, POINTER_KEY, pad13, speedPartitions, speedSlot } from '../core/keys.ts';
+import {
+  BATCH_PARTITION_MS,
+  batchPartitionPk,
+  batchPartitionStart,
+  batchRollupPk,
+  cellsOf,
+  POINTER_KEY,
+  pad13,
+  speedPartitions,
+  speedSlot,
+  versionKey,
+} from '../core/keys.ts';
 import { mapLimit } from '../core/limit.ts';
 import { stateColumns, stateFromColumns } from '../core/metrics.ts';
 import type { Row, SpeedRow } from '../core/query.ts';
 import { type Settings, speedTtlSeconds } from '../core/settings.ts';
-import { bucketStart, floorTo } from '../core/time.ts';
+import { bucketStart, floorTo, GRAIN_MS, type Grain, type QueryGrain } from '../core/time.ts';
 import type { View } from '../core/views.ts';
 
 /**
@@ -89,6 +110,41 @@ export async function readPointer(deps: Pick<ReadDeps, 'doc' | 'tables'>): Promi
   return { version: num(item.version), cutoff: num(item.cutoff), ...(publishedAt && { publishedAt }), ...(runId && { runId }) };
 }
 
+/** A view's partitions in version N as its manifest maps them: partition start -> writer, and which writers kept rollups. */
+export interface PartitionWriters {
+  readonly writers: ReadonlyMap<number, number>;
+  /** Partitions whose writer is >= `from` also hold their rows at `grains`; absent: base rows only. */
+  readonly rollups?: { readonly grains: readonly Grain[]; readonly from: number };
+}
+
+/**
+ * Which version wrote each partition of a view in version N: N's manifest (control item
+ * `version / <N>`), only this view's map and rollups entry. Undefined when the manifest holds no map
+ * for the view (written before increments, or a view N does not have): then N's own keys, as before.
+ */
+export async function readPartitionWriters(
+  deps: Pick<ReadDeps, 'doc' | 'tables'>,
+  view: View,
+  version: number,
+): Promise<PartitionWriters | undefined> {
+  const out = await deps.doc.send(
+    new GetCommand({
+      TableName: deps.tables.control,
+      Key: versionKey(version),
+      ProjectionExpression: '#views.#v.#parts, #views.#v.#rollups',
+      ExpressionAttributeNames: { '#views': 'views', '#v': view.name, '#parts': 'partitions', '#rollups': 'rollups' },
+      ConsistentRead: true,
+    }),
+  );
+  const entry = (out.Item?.views as Record<string, { partitions?: unknown; rollups?: unknown }> | undefined)?.[view.name];
+  const parts = entry?.partitions;
+  if (!parts || typeof parts !== 'object' || Array.isArray(parts)) return undefined;
+  const writers = new Map(Object.entries(parts as Record<string, unknown>).map(([start, writer]) => [Number(start), num(writer)]));
+  const r = entry.rollups as { grains?: unknown; from?: unknown } | undefined;
+  if (!r || !Array.isArray(r.grains) || r.from === undefined) return { writers };
+  return { writers, rollups: { grains: r.grains.map(String) as Grain[], from: num(r.from) } };
+}
+
 /** Every item of a Query, following LastEvaluatedKey (or the first `maxItems`). */
 export async function queryAll(
   doc: Pick<ReadDeps, 'doc'>['doc'],
@@ -124,22 +180,76 @@ function batchProjection(view: View): { names: Record<string, string>; projectio
   return { names, projection: Object.keys(names).join(', ') };
 }
 
-/** The batch partitions of version N that hold buckets in [fromMs, toMs), each one key-range Query. */
-export function batchQueries(
-  deps: Pick<ReadDeps, 'tables'>,
+/** One key-range read of the batch: the rows of `pk` (at `grain`) whose buckets are in [from, to). */
+export interface BatchRead {
+  readonly pk: string;
+  readonly grain: Grain;
+  readonly from: number;
+  readonly to: number;
+}
+
+const ceilTo = (ms: number, step: number) => Math.ceil(ms / step) * step;
+
+/**
+ * Covers the buckets [a, e) with rows of the coarsest of `tiers` (finest first) that fit: the part
+ * aligned to it from the coarsest tier, the unaligned edges from the finer ones, recursively.
+ */
+function cover(a: number, e: number, tiers: readonly Grain[]): { grain: Grain; from: number; to: number }[] {
+  if (a >= e) return [];
+  const grain = tiers[tiers.length - 1]!;
+  if (tiers.length === 1) return [{ grain, from: a, to: e }];
+  const finer = tiers.slice(0, -1);
+  const lo = ceilTo(a, GRAIN_MS[grain]);
+  const hi = floorTo(e, GRAIN_MS[grain]);
+  if (lo >= hi) return cover(a, e, finer);
+  return [...cover(a, lo, finer), { grain, from: lo, to: hi }, ...cover(hi, e, finer)];
+}
+
+/**
+ * What the batch part of a query over view buckets starting in [fromMs, toMs), rolled up to
+ * `grain`, reads of version N: per partition in range (under its writer's keys, from `writers`, N's
+ * manifest; without one, N's own keys and base rows only), the coarsest kept grain that tiles
+ * `grain` (a rollup no coarser than it, any for `all`) for the part of the range aligned to it, and
+ * finer rows for the unaligned edges. Every bucket read lies wholly in the range, so a rollup row
+ * stands for exactly the base rows it sums.
+ */
+export function batchReads(
   view: View,
   version: number,
+  grain: QueryGrain,
   fromMs: number,
   toMs: number,
-): QueryCommandInput[] {
-  const lo = bucketStart(fromMs, view.grain);
-  // sk = <bucket 13d>#<dims>: BETWEEN pad13(lo) AND pad13(to) holds exactly the buckets in [lo, to),
-  // since "<to>#..." sorts after "<to>".
+  writers?: PartitionWriters,
+): BatchRead[] {
+  const base = GRAIN_MS[view.grain];
+  // The view buckets a query counts: those whose start is in [fromMs, toMs).
+  const a = ceilTo(fromMs, base);
+  const e = ceilTo(toMs, base);
+  const span = BATCH_PARTITION_MS[view.grain];
+  const fits = (g: Grain) => grain === 'all' || GRAIN_MS[g] <= GRAIN_MS[grain as Grain];
+  const out: BatchRead[] = [];
+  for (let p = batchPartitionStart(a, view.grain); p < e; p += span) {
+    const writer = writers ? writers.writers.get(p) : version;
+    if (writer === undefined) continue;
+    const r = writers?.rollups;
+    const rollups = r && writer >= r.from ? r.grains.filter(fits) : [];
+    const tiers = [view.grain, ...rollups].sort((x, y) => GRAIN_MS[x] - GRAIN_MS[y]);
+    for (const piece of cover(Math.max(a, p), Math.min(e, p + span), tiers)) {
+      const pk = piece.grain === view.grain ? batchPartitionPk(view.name, writer, p) : batchRollupPk(view.name, piece.grain, writer, p);
+      out.push({ pk, ...piece });
+    }
+  }
+  return out;
+}
+
+/** The reads of `batchReads` as key-range Queries, projected to what the merge uses. */
+export function batchQueries(deps: Pick<ReadDeps, 'tables'>, view: View, reads: readonly BatchRead[]): QueryCommandInput[] {
+  // sk = <bucket 13d>#<dims>, and "<to>#..." sorts after "<to>": BETWEEN pad13(from) AND pad13(to) holds exactly the buckets in [from, to).
   const { names, projection } = batchProjection(view);
-  return batchPartitions(view.name, version, view.grain, lo, toMs).map((pk) => ({
+  return reads.map((r) => ({
     TableName: deps.tables.batchViews,
     KeyConditionExpression: 'pk = :pk AND sk BETWEEN :lo AND :hi',
-    ExpressionAttributeValues: { ':pk': pk, ':lo': pad13(lo), ':hi': pad13(toMs) },
+    ExpressionAttributeValues: { ':pk': r.pk, ':lo': pad13(r.from), ':hi': pad13(r.to) },
     ExpressionAttributeNames: names,
     ProjectionExpression: projection,
     ConsistentRead: true,
@@ -188,12 +298,18 @@ export interface ViewRead {
   readonly pointer: Pointer | null;
   readonly batchRows: Row[];
   readonly speedRows: SpeedRow[];
-  readonly stats: { pointer: number; batch: ReadStats; speed: ReadStats };
+  /** GetItem requests: the pointer, and the manifest of its version. */
+  readonly stats: { pointer: number; manifest: number; batch: ReadStats; speed: ReadStats };
 }
 
 export interface ReadOptions {
   /** Skip the speed table (benchmarks: a batch-only read of the same range). */
   readonly batchOnly?: boolean;
+  /**
+   * The grain the answer is rolled up to: the batch part may then read rollups of that grain or
+   * finer (`batchReads`). @default the view's grain (base rows only)
+   */
+  readonly grain?: QueryGrain;
 }
 
 /** Reads everything a merged query over buckets [fromMs, toMs) needs. */
@@ -209,7 +325,11 @@ export async function readView(
   const batchStats = emptyStats();
   const speedStats = emptyStats();
   const tasks: { input: QueryCommandInput; kind: 'batch' | 'speed' }[] = [];
-  if (pointer) for (const input of batchQueries(deps, view, pointer.version, fromMs, toMs)) tasks.push({ input, kind: 'batch' });
+  const writers = pointer ? await readPartitionWriters(deps, view, pointer.version) : undefined;
+  if (pointer) {
+    const reads = batchReads(view, pointer.version, opts.grain ?? view.grain, fromMs, toMs, writers);
+    for (const input of batchQueries(deps, view, reads)) tasks.push({ input, kind: 'batch' });
+  }
   if (!opts.batchOnly) {
     const range = speedWindowRange(deps.settings, pointer?.cutoff ?? null, now);
     for (const input of speedQueries(deps, view, range.from, range.to, fromMs, toMs, now)) tasks.push({ input, kind: 'speed' });
@@ -234,5 +354,5 @@ export async function readView(
       }
     }
   });
-  return { pointer, batchRows, speedRows, stats: { pointer: 1, batch: batchStats, speed: speedStats } };
+  return { pointer, batchRows, speedRows, stats: { pointer: 1, manifest: pointer ? 1 : 0, batch: batchStats, speed: speedStats } };
 }

@@ -4,7 +4,9 @@
  * shard of a batch, in this order:
  *
  *   1. normalize each record with `toRawRecord` (the one poison rule of both
- *      layers); poison goes to the failures bucket and `stats / poison`, is not
+ *      layers), each user record of a KPL aggregate as a record of its own at
+ *      its (seq, subseq) position (`normalizeRecords`): lines and object keys
+ *      carry positions; poison goes to the failures bucket and `stats / poison`, is not
  *      archived and is not reported as failed (it must not block the shard);
  *   2. write one gzip NDJSON object per arrival hour of the batch, keyed by
  *      shard and the sequence range it holds, with `If-None-Match: *` (a 412
@@ -31,7 +33,7 @@ import { ConditionalCheckFailedException, type DynamoDBClient, UpdateItemCommand
 import { PutObjectCommand, type S3Client, S3ServiceException } from '@aws-sdk/client-s3';
 import type { StreamRecord } from '../adapters/kinesis-event.ts';
 import type { LogSink } from '../adapters/log.ts';
-import { countPoison, normalize, type PoisonRecord, writePoison } from '../adapters/poison.ts';
+import { countPoison, normalizeRecords, type PoisonRecord, writePoison } from '../adapters/poison.ts';
 import { batchAgeMs, errorAttribute, forEachShard } from '../adapters/shards.ts';
 import { padSeq, type RawRecord } from '../core/record.ts';
 import { CHECKPOINT_PK, HOUR_MS, OBJECT_MANIFEST_PK, objectManifestEntry, objectManifestSk, rawObjectKey } from './layout.ts';
@@ -110,16 +112,19 @@ async function archiveShard(
 ): Promise<void> {
   const byHour = new Map<number, RawRecord[]>();
   const poison: PoisonRecord[] = [];
+  let archived = 0;
   for (const r of list) {
-    const n = normalize(r);
-    if (!n.ok) {
-      poison.push(n.poison);
-      continue;
+    for (const n of normalizeRecords(r)) {
+      if (!n.ok) {
+        poison.push(n.poison);
+        continue;
+      }
+      const hour = Math.floor(n.record.arrival / HOUR_MS) * HOUR_MS;
+      const group = byHour.get(hour) ?? [];
+      group.push(n.record);
+      byHour.set(hour, group);
+      archived++;
     }
-    const hour = Math.floor(n.record.arrival / HOUR_MS) * HOUR_MS;
-    const group = byHour.get(hour) ?? [];
-    group.push(n.record);
-    byHour.set(hour, group);
   }
 
   await Promise.all(
@@ -168,7 +173,7 @@ async function archiveShard(
     shard,
     seq: padSeq(last.seq),
     arrival: last.arrival,
-    records: list.length - poison.length,
+    records: archived,
     now: now(),
   });
 }

@@ -4,7 +4,10 @@
  *
  * - raw objects `raw/dt=YYYY-MM-DD/hr=HH/<shardId>/<firstSeq>-<lastSeq>.json.gz`
  *   (docs/architecture.md): one per (archive batch, arrival hour), sequence
- *   numbers padded to 64 digits so keys sort in stream order;
+ *   numbers padded to 64 digits so keys sort in stream order; the first or last
+ *   record of an object may be a user record of a KPL aggregate, whose position
+ *   carries its sub-sequence number (`recordPosition`, functions/core/record.ts:
+ *   `<64 digits>.<6 digits>`), and the order of keys is still stream order;
  * - the object manifest, control items `archive / <hour start ms, 13 digits>#<shardId>`
  *   with a string set `objects` of `<firstSeq>-<lastSeq>=<lines>`: every object
  *   the archive wrote for that shard and hour, with its record count. The batch
@@ -14,7 +17,7 @@
  *   records, updatedAt }`, "everything up to `seq` is archived".
  */
 import { pad13 } from '../core/keys.ts';
-import { SEQ_WIDTH } from '../core/record.ts';
+import { POSITION_PATTERN } from '../core/record.ts';
 import { arrivalPartition } from '../core/sql.ts';
 import { RAW_PREFIX } from '../resources.ts';
 
@@ -23,15 +26,23 @@ export const HOUR_MS = 3_600_000;
 /** Control-table partition keys of the archive's items. */
 export const CHECKPOINT_PK = 'checkpoint';
 export const OBJECT_MANIFEST_PK = 'archive';
+/**
+ * A backfill's control item, `backfill / <pseudo-shard>` { arrival, state: writing|complete,
+ * records, objects } (functions/archive/backfill.ts); the planner reads them: a backfill still
+ * writing holds the cutoff at its arrival time, like a shard lagging there.
+ */
+export const BACKFILL_PK = 'backfill';
+/** Prefix of a backfill's pseudo-shard (its objects' shard in keys and manifest items). */
+export const BACKFILL_SHARD_PREFIX = 'backfill-';
 
-/** Key of one raw object. `firstSeq`/`lastSeq` are padded sequence numbers. */
+/** Key of one raw object. `firstSeq`/`lastSeq` are positions (`recordPosition`: padded sequence numbers, for plain records). */
 export function rawObjectKey(shard: string, arrivalMs: number, firstSeq: string, lastSeq: string): string {
   const { dt, hr } = arrivalPartition(arrivalMs);
   return `${RAW_PREFIX}dt=${dt}/hr=${hr}/${shard}/${firstSeq}-${lastSeq}.json.gz`;
 }
 
 const KEY_RE = new RegExp(
-  `^${RAW_PREFIX}dt=(\\d{4})-(\\d{2})-(\\d{2})/hr=(\\d{2})/([^/]+)/(\\d{${SEQ_WIDTH}})-(\\d{${SEQ_WIDTH}})\\.json\\.gz$`,
+  `^${RAW_PREFIX}dt=(\\d{4})-(\\d{2})-(\\d{2})/hr=(\\d{2})/([^/]+)/(${POSITION_PATTERN})-(${POSITION_PATTERN})\\.json\\.gz$`,
 );
 
 export interface RawObjectName {
@@ -56,16 +67,18 @@ export function objectManifestSk(hourStartMs: number, shard: string): string {
   return `${pad13(hourStartMs)}#${shard}`;
 }
 
-/** One manifest entry: `<firstSeq>-<lastSeq>=<lines>`. */
+/** One manifest entry: `<firstSeq>-<lastSeq>=<lines>` (positions, as in the object's key). */
 export function objectManifestEntry(firstSeq: string, lastSeq: string, lines: number): string {
   return `${firstSeq}-${lastSeq}=${lines}`;
 }
+
+const MANIFEST_ENTRY_RE = /^(\d+(?:\.\d+)?)-(\d+(?:\.\d+)?)=(\d+)$/;
 
 /** The object keys and line counts a manifest item lists. */
 export function objectManifestEntries(hourStartMs: number, shard: string, entries: Iterable<string>): { key: string; lines: number }[] {
   const out: { key: string; lines: number }[] = [];
   for (const e of entries) {
-    const m = /^(\d+)-(\d+)=(\d+)$/.exec(e);
+    const m = MANIFEST_ENTRY_RE.exec(e);
     if (!m) throw new Error(`malformed archive manifest entry "${e}" (${objectManifestSk(hourStartMs, shard)})`);
     out.push({ key: rawObjectKey(shard, hourStartMs, m[1]!, m[2]!), lines: Number(m[3]) });
   }

@@ -1,36 +1,24 @@
 /**
- * The Athena engine (AWS): the core's compiled SQL over the Glue table of the
- * raw archive (partition projection on dt/hr, see core/sql.ts GLUE_*). Each
- * query carries a ClientRequestToken derived from the run, the purpose and
- * the SQL, so a retried step gets the same query execution instead of a second
- * scan; throttling (TooManyRequests: too many queries queued) is retried with
- * backoff; results are read page by page, as text (decimals stay exact).
- * Result encryption and the bytes-scanned cutoff are properties of the workgroup.
+ * Athena (AWS): the state machine runs every query (functions/contract/state-machine.ts: Start /
+ * Poll / Stop states), so the Lambda only compiles their SQL over the Glue table of the raw archive
+ * (partition projection on dt/hr, see core/sql.ts GLUE_*) and reads what they leave in S3: the
+ * completeness query's CSV result and the views' UNLOAD parts (gzip JSON, every value as text:
+ * decimals stay exact). What the Lambda still asks Athena goes through a port (AthenaQueries) whose
+ * one adapter wraps the real client and retries throttling with backoff. Result encryption and the
+ * bytes-scanned cutoff are properties of the workgroup.
  */
 
-import { createHash } from 'node:crypto';
 import {
   type AthenaClient,
+  BatchGetQueryExecutionCommand,
   GetQueryExecutionCommand,
-  GetQueryResultsCommand,
-  type ResultSet,
-  StartQueryExecutionCommand,
+  ListQueryExecutionsCommand,
+  StopQueryExecutionCommand,
 } from '@aws-sdk/client-athena';
-import { arrivalPartition, athenaSource, compileView, literal } from '../core/sql.ts';
+import { BATCH_PARTITION_MS } from '../core/keys.ts';
+import { arrivalPartition, athenaSource, compileView, literal, outputColumns } from '../core/sql.ts';
 import type { View } from '../core/views.ts';
-import { type BatchEngine, type EngineSession, type ObjectRead, toBatchRows } from './engine.ts';
-
-export interface AthenaEngineOptions {
-  readonly athena: AthenaClient;
-  readonly database: string;
-  readonly table: string;
-  readonly workgroup: string;
-  /** The raw bucket (to turn `$path` back into object keys). */
-  readonly rawBucket: string;
-  /** Longest wait between polls of a running query, ms. @default 2000 */
-  readonly maxPollMs?: number;
-  readonly sleep?: (ms: number) => Promise<void>;
-}
+import { type BatchEngine, type BatchRow, type ObjectRead, type RunViewOptions, readHours, toBatchRows } from './engine.ts';
 
 const THROTTLED = new Set(['TooManyRequestsException', 'ThrottlingException']);
 const defaultSleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
@@ -47,94 +35,267 @@ export async function retryThrottled<T>(call: () => Promise<T>, sleep = defaultS
   }
 }
 
-/** Athena's idempotency token (32..128 characters): the same run, purpose and SQL give the same token. */
-export function requestToken(runId: string, purpose: string, sql: string): string {
-  return createHash('sha256').update(`${runId}\n${purpose}\n${sql}`).digest('hex');
-}
-
-/** Rows of an Athena result set as text values, without the header row of the first page. */
-export function resultRows(set: ResultSet | undefined, skipHeader: boolean): (string | null)[][] {
-  const rows = (set?.Rows ?? []).map((r) => (r.Data ?? []).map((d) => d.VarCharValue ?? null));
-  return skipHeader ? rows.slice(1) : rows;
-}
-
-export function athenaEngine(opts: AthenaEngineOptions): BatchEngine {
-  // athenaSource checks the Glue names (lowercase, no quotes): the per-object query below uses them too.
-  athenaSource(opts.database, opts.table, 1);
-  const sleep = opts.sleep ?? defaultSleep;
-  const maxPoll = opts.maxPollMs ?? 2000;
-
-  async function run(runId: string, purpose: string, sql: string): Promise<(string | null)[][]> {
-    const started = await retryThrottled(
-      () =>
-        opts.athena.send(
-          new StartQueryExecutionCommand({
-            QueryString: sql,
-            ClientRequestToken: requestToken(runId, purpose, sql),
-            WorkGroup: opts.workgroup,
-            QueryExecutionContext: { Database: opts.database },
-          }),
-        ),
-      sleep,
-    );
-    const id = started.QueryExecutionId;
-    if (!id) throw new Error(`Athena returned no query execution id (${purpose})`);
-    for (let wait = 250; ; wait = Math.min(maxPoll, wait * 2)) {
-      const got = await retryThrottled(() => opts.athena.send(new GetQueryExecutionCommand({ QueryExecutionId: id })), sleep);
-      const state = got.QueryExecution?.Status?.State;
-      if (state === 'SUCCEEDED') break;
-      if (state === 'FAILED' || state === 'CANCELLED') {
-        throw new Error(`Athena query ${id} (${purpose}) ${state}: ${got.QueryExecution?.Status?.StateChangeReason ?? 'no reason given'}`);
-      }
-      await sleep(wait);
-    }
-    const rows: (string | null)[][] = [];
-    let token: string | undefined;
-    let first = true;
-    do {
-      const page = await retryThrottled(
-        () => opts.athena.send(new GetQueryResultsCommand({ QueryExecutionId: id, NextToken: token, MaxResults: 1000 })),
-        sleep,
-      );
-      rows.push(...resultRows(page.ResultSet, first));
-      first = false;
-      token = page.NextToken;
-    } while (token);
-    return rows;
-  }
-
+/**
+ * The Athena engine of the batch context: named so the steps take the state machine's path
+ * (plan without the completeness query, compile / verify / parts / load / finish, stopping
+ * queries on failure); never opened, since no query runs in the Lambda.
+ */
+export function athenaEngine(): BatchEngine {
   return {
     name: 'athena',
-    async open(cutoff: number, runId: string): Promise<EngineSession> {
-      const prefix = `s3://${opts.rawBucket}/`;
-      const stats = { objects: 0, downloaded: 0, downloadedBytes: 0, stageMs: 0 };
-      return {
-        engine: 'athena',
-        cutoff,
-        stats,
-        async objectReads() {
-          const last = arrivalPartition(cutoff - 1);
-          // "$path" is Athena's pseudo-column naming the object each row came from.
-          const sql = [
-            `SELECT "$path" AS "path", COUNT(*) AS "lines", COUNT_IF("arrival" < ${cutoff}) AS "covered"`,
-            `FROM "${opts.database}"."${opts.table}"`,
-            `WHERE "dt" < ${literal(last.dt)} OR ("dt" = ${literal(last.dt)} AND "hr" <= ${literal(last.hr)})`,
-            'GROUP BY 1',
-          ].join('\n');
-          const out = new Map<string, ObjectRead>();
-          for (const [path, lines, covered] of await run(runId, 'objects', sql)) {
-            const key = path?.startsWith(prefix) ? path.slice(prefix.length) : String(path);
-            out.set(key, { lines: Number(lines), covered: Number(covered) });
+    open: () =>
+      Promise.reject(
+        new Error(
+          'the Athena engine runs no query in the Lambda: the batch state machine runs them (compile, then its Start / Poll states)',
+        ),
+      ),
+  };
+}
+
+/** A query of the workgroup still QUEUED or RUNNING, with its statement. */
+export interface RunningQuery {
+  readonly id: string;
+  readonly sql: string;
+}
+
+/**
+ * What the batch task Lambda asks Athena, the queries themselves being the state machine's: the
+ * project's seam (tests implement it; athenaQueries adapts the real client).
+ */
+export interface AthenaQueries {
+  /** A finished query's engine time, ms (0 when Athena gives none); no waiting. */
+  statistics(id: string): Promise<{ engineMs: number }>;
+  /** The queries still QUEUED or RUNNING among the workgroup's most recent ones. */
+  running(workgroup: string): Promise<RunningQuery[]>;
+  stop(id: string): Promise<void>;
+}
+
+export interface AthenaQueriesOptions {
+  /** Pages of 50 of the workgroup's most recent queries that `running` looks at. @default 4 */
+  readonly pages?: number;
+  readonly sleep?: (ms: number) => Promise<void>;
+}
+
+/** The port over the real Athena client; every call retried while Athena throttles it. */
+export function athenaQueries(athena: AthenaClient, opts: AthenaQueriesOptions = {}): AthenaQueries {
+  const sleep = opts.sleep ?? defaultSleep;
+  const pages = opts.pages ?? 4;
+  return {
+    async statistics(id) {
+      const got = await retryThrottled(() => athena.send(new GetQueryExecutionCommand({ QueryExecutionId: id })), sleep);
+      return { engineMs: got.QueryExecution?.Statistics?.EngineExecutionTimeInMillis ?? 0 };
+    },
+    async running(workgroup) {
+      const out: RunningQuery[] = [];
+      let token: string | undefined;
+      for (let page = 0; page < pages; page++) {
+        const listed = await retryThrottled(
+          () => athena.send(new ListQueryExecutionsCommand({ WorkGroup: workgroup, MaxResults: 50, NextToken: token })),
+          sleep,
+        );
+        const ids = listed.QueryExecutionIds ?? [];
+        if (ids.length > 0) {
+          const got = await retryThrottled(() => athena.send(new BatchGetQueryExecutionCommand({ QueryExecutionIds: ids })), sleep);
+          for (const q of got.QueryExecutions ?? []) {
+            const state = q.Status?.State;
+            if ((state === 'QUEUED' || state === 'RUNNING') && q.QueryExecutionId) out.push({ id: q.QueryExecutionId, sql: q.Query ?? '' });
           }
-          stats.objects = out.size;
-          return out;
-        },
-        async runView(view: View) {
-          const sql = compileView(view, { dialect: 'athena', cutoff, source: athenaSource(opts.database, opts.table, cutoff) });
-          return toBatchRows(view, await run(runId, `view:${view.name}`, sql));
-        },
-        async close() {},
-      };
+        }
+        token = listed.NextToken;
+        if (!token) break;
+      }
+      return out;
+    },
+    async stop(id) {
+      await retryThrottled(() => athena.send(new StopQueryExecutionCommand({ QueryExecutionId: id })), sleep);
     },
   };
+}
+
+/** The Glue table restricted to the partitions of the arrival hours first (null: the first there is) .. hour(cutoff - 1). */
+function rangeSource(database: string, table: string, cutoff: number, first: number | null): string {
+  const last = arrivalPartition(cutoff - 1);
+  const upTo = `("dt" < ${literal(last.dt)} OR ("dt" = ${literal(last.dt)} AND "hr" <= ${literal(last.hr)}))`;
+  const p = first === null ? undefined : arrivalPartition(first);
+  const since = p && `("dt" > ${literal(p.dt)} OR ("dt" = ${literal(p.dt)} AND "hr" >= ${literal(p.hr)}))`;
+  return `"${database}"."${table}"\n  WHERE ${since ? `${since} AND ${upTo}` : upTo}`;
+}
+
+/**
+ * The completeness check's query: per raw object of the session's hours (hour(from) .. hour(cutoff - 1)),
+ * its lines, the lines before the cutoff and its size. "$path" and "$file_size" are Athena's pseudo-columns.
+ */
+export function objectsQuerySql(database: string, table: string, cutoff: number, from: number | null): string {
+  athenaSource(database, table, cutoff); // checks the Glue names (lowercase, no quotes)
+  const { first } = readHours(cutoff, from);
+  return [
+    `SELECT "path", COUNT(*) AS "lines", COUNT_IF("arrival" < ${cutoff}) AS "covered", MAX("bytes") AS "bytes"`,
+    'FROM (',
+    '  SELECT "$path" AS "path", "$file_size" AS "bytes", arrival',
+    `  FROM ${rangeSource(database, table, cutoff, first)}`,
+    ')',
+    'GROUP BY 1',
+  ].join('\n');
+}
+
+/** Rows of the objects query (path, lines, covered, bytes) as object reads keyed by object key (`prefix` = s3://<raw bucket>/). */
+export function objectReadsOf(rows: readonly (readonly (string | null)[])[], prefix: string): Map<string, ObjectRead> {
+  const out = new Map<string, ObjectRead>();
+  for (const [path, lines, covered, bytes] of rows) {
+    const key = prefix && path?.startsWith(prefix) ? path.slice(prefix.length) : String(path).replace(/^s3:\/\/[^/]+\//, '');
+    out.set(key, { lines: Number(lines), covered: Number(covered), bytes: Number(bytes) });
+  }
+  return out;
+}
+
+/** A view's statement over the Glue table, reading the arrivals from `need` (core/sql.ts rawReadRange) on. */
+export function viewQuerySql(
+  database: string,
+  table: string,
+  view: View,
+  cutoff: number,
+  need: number | null,
+  options: RunViewOptions,
+): string {
+  return compileView(view, {
+    dialect: 'athena',
+    cutoff,
+    horizonMs: options.horizonMs,
+    ...(options.since !== undefined && { since: options.since }),
+    source: athenaSource(database, table, cutoff, need),
+  });
+}
+
+/**
+ * Load groups of an UNLOAD (at most Athena's 100 partitions of one UNLOAD): a batch-view partition
+ * (core/keys.ts BATCH_PARTITION_MS) goes to group (partition index mod UNLOAD_GROUPS), so every
+ * partition lies wholly in one group and an increment's merge (per partition) needs one group only.
+ * Consecutive partitions land in different groups, so a rebuild spreads evenly.
+ */
+export const UNLOAD_GROUPS = 64;
+
+/** The load group of the batch-view partition starting at `partitionStart` (ms). */
+export function unloadGroupOf(view: Pick<View, 'grain'>, partitionStart: number): number {
+  return Math.floor(partitionStart / BATCH_PARTITION_MS[view.grain]) % UNLOAD_GROUPS;
+}
+
+/**
+ * The view's statement wrapped in an UNLOAD to `<location>a<attempt>/` (an empty S3 prefix per query
+ * attempt: UNLOAD refuses a location holding data), as `head + attempt + tail` so the state machine
+ * can form each attempt's statement (States.Format). Gzip JSON lines, every column as text (decimals
+ * stay exact: a JSON number would pass through a double), partitioned by load group (`g=<n>/`), so
+ * the load splits by partition groups without reading anything first. Columns by position `c0..cN`
+ * (core/sql.ts outputColumns order).
+ */
+export function unloadSql(view: View, viewSql: string, location: string): { head: string; tail: string } {
+  if (!/^s3:\/\/[a-z0-9.-]+\/[A-Za-z0-9_=./-]*\/$/.test(location))
+    throw new Error(`an UNLOAD location must be s3://bucket/prefix/ (letters, digits, _ = . / -), received ${JSON.stringify(location)}`);
+  const columns = outputColumns(view).map((_, i) => `c${i}`);
+  const span = BATCH_PARTITION_MS[view.grain];
+  const head = [
+    'UNLOAD (',
+    `  SELECT ${columns.map((c) => `CAST(${c} AS VARCHAR) AS ${c}`).join(', ')},`,
+    `    CAST((CAST(c0 AS BIGINT) / ${span}) % ${UNLOAD_GROUPS} AS VARCHAR) AS g`,
+    '  FROM (',
+    viewSql,
+    `  ) AS t (${columns.join(', ')})`,
+    `) TO '${location}a`,
+  ].join('\n');
+  return { head, tail: "/'\nWITH (format = 'JSON', compression = 'GZIP', partitioned_by = ARRAY['g'])" };
+}
+
+/** Rows of UNLOAD JSON lines (unloadSql): `{"c0": "...", ...}`, an absent or null column is NULL. */
+export function unloadRows(view: View, text: string): BatchRow[] {
+  const n = outputColumns(view).length;
+  const rows: (string | null)[][] = [];
+  for (const line of text.split('\n')) {
+    if (line.trim() === '') continue;
+    const o = JSON.parse(line) as Record<string, unknown>;
+    const row: (string | null)[] = [];
+    for (let i = 0; i < n; i++) {
+      const v = o[`c${i}`];
+      row.push(v === null || v === undefined ? null : String(v));
+    }
+    rows.push(row);
+  }
+  return toBatchRows(view, rows);
+}
+
+/**
+ * Athena's CSV result file (`<QueryExecutionId>.csv`): RFC 4180, every value quoted, a NULL an
+ * empty unquoted field; the header row is dropped.
+ */
+export function parseAthenaCsv(text: string): (string | null)[][] {
+  const rows: (string | null)[][] = [];
+  let row: (string | null)[] = [];
+  let i = 0;
+  const n = text.length;
+  let fieldStart = true;
+  while (i < n) {
+    const ch = text[i];
+    if (ch === '"') {
+      let value = '';
+      i++;
+      for (;;) {
+        const q = text.indexOf('"', i);
+        if (q < 0) throw new Error('unterminated quoted field in an Athena CSV result');
+        value += text.slice(i, q);
+        if (text[q + 1] === '"') {
+          value += '"';
+          i = q + 2;
+        } else {
+          i = q + 1;
+          break;
+        }
+      }
+      row.push(value);
+      fieldStart = false;
+    } else if (ch === ',') {
+      if (fieldStart) row.push(null);
+      fieldStart = true;
+      i++;
+    } else if (ch === '\n' || ch === '\r') {
+      if (fieldStart && row.length > 0) row.push(null);
+      if (row.length > 0) rows.push(row);
+      row = [];
+      fieldStart = true;
+      i += ch === '\r' && text[i + 1] === '\n' ? 2 : 1;
+    } else {
+      // An unquoted value (Athena quotes every one; kept for robustness).
+      let j = i;
+      while (j < n && text[j] !== ',' && text[j] !== '\n' && text[j] !== '\r') j++;
+      row.push(text.slice(i, j));
+      fieldStart = false;
+      i = j;
+    }
+  }
+  if (fieldStart && row.length > 0) row.push(null);
+  if (row.length > 0) rows.push(row);
+  return rows.slice(1);
+}
+
+/** Bucket and key of an s3:// URL. */
+export function s3Location(url: string): { bucket: string; key: string } {
+  const m = /^s3:\/\/([^/]+)\/(.*)$/.exec(url);
+  if (!m) throw new Error(`not an s3:// location: ${JSON.stringify(url)}`);
+  return { bucket: m[1]!, key: m[2]! };
+}
+
+/** What marks a run's statements (compile puts it in each): its UNLOAD prefix, or a comment in the completeness query. */
+export const runMarkers = (runId: string): string[] => [`/unload/${runId}/`, `-- tandem-run:${runId} `];
+
+/**
+ * Stops the run's queries still QUEUED or RUNNING in the workgroup (among its most recent ones, see
+ * athenaQueries): when one view's iteration fails, the Map cancels the others while their queries
+ * run on, and the fail step stops them. Returns the ids stopped.
+ */
+export async function stopRunQueries(queries: AthenaQueries, workgroup: string, runId: string): Promise<string[]> {
+  const markers = runMarkers(runId);
+  const stopped: string[] = [];
+  for (const q of await queries.running(workgroup)) {
+    if (!markers.some((m) => q.sql.includes(m))) continue;
+    await queries.stop(q.id);
+    stopped.push(q.id);
+  }
+  return stopped;
 }

@@ -9,8 +9,9 @@
 import { randomBytes } from 'node:crypto';
 import { ConditionalCheckFailedException } from '@aws-sdk/client-dynamodb';
 import { DeleteCommand, type DynamoDBDocumentClient, GetCommand, PutCommand, QueryCommand, UpdateCommand } from '@aws-sdk/lib-dynamodb';
-import { RUN_ID_RE, type RunStage, type RunState } from '../contract/api.ts';
-import { POINTER_KEY, padVersion } from '../core/keys.ts';
+import { type REBUILD_REASONS, RUN_ID_RE, type RunStage, type RunState, type VIEW_MODES } from '../contract/api.ts';
+import { POINTER_KEY, padVersion, versionKey } from '../core/keys.ts';
+import type { Grain } from '../core/time.ts';
 import { TTL_ATTRIBUTE } from '../resources.ts';
 
 export const LOCK_KEY = { pk: 'lock', sk: 'batch' } as const;
@@ -23,10 +24,19 @@ export const RUN_RETENTION_SECONDS = 90 * 86_400;
 // The run's states, stages and id format are the API's (GET /batch/runs/{id}); the pointer's key is core's (the query reads it too).
 export { POINTER_KEY, RUN_ID_RE, type RunStage, type RunState };
 
+/** How a run computes a view: from all history, or the new arrivals merged into the published version. */
+export type ViewMode = (typeof VIEW_MODES)[number];
+/** Why a view is rebuilt. */
+export type RebuildReason = (typeof REBUILD_REASONS)[number];
+
 export interface ViewRun {
   readonly rows: number;
   readonly sqlMs: number;
   readonly loadMs: number;
+  readonly mode?: ViewMode;
+  readonly reason?: RebuildReason;
+  /** Of `rows`, the rows the run wrote (the rest are shared with the version it increments). */
+  readonly written?: number;
 }
 
 export interface RunItem {
@@ -42,18 +52,49 @@ export interface RunItem {
   readonly views: Record<string, ViewRun>;
   /** Milliseconds per stage: plan (cutoff), stage (objects to the engine), verify, publish, total. */
   readonly timings?: Record<string, number>;
-  /** What the run read: objects, records (lines with arrival < cutoff), extra (unlisted) objects. */
-  readonly archive?: { readonly objects: number; readonly records: number; readonly extraObjects: number };
+  /**
+   * What the run read: objects, records (lines with arrival < cutoff), extra (unlisted) objects, and the
+   * raw objects, lines and bytes (as stored) of its arrival range (the Verify step's session).
+   */
+  readonly archive?: {
+    readonly objects: number;
+    readonly records: number;
+    readonly extraObjects: number;
+    readonly rawObjectsRead?: number;
+    readonly rawRowsRead?: number;
+    readonly rawBytesRead?: number;
+    /** Compacted arrival hours read as Parquet (their rows and column-chunk bytes are in the figures above). */
+    readonly compactedHours?: number;
+  };
+  /** The compaction after the publish (batch/compact.ts): hours compacted, hours failed (retried next run), the first error. */
+  readonly compaction?: { readonly hours: number; readonly failed: number; readonly error?: string };
   /** Why the run was skipped, or which shard held the cutoff back. */
   readonly note?: string;
   readonly error?: string;
 }
 
+/**
+ * One view of a version. `partitions` maps each batch-view partition holding rows of the view
+ * (its start ms, 13 digits) to the version that wrote those rows (copy-on-write: an increment
+ * rewrites only the partitions it touches, the others stay with their writer). Manifests written
+ * before increments existed hold a list of this version's own partition keys instead.
+ */
 export interface ViewManifest {
+  /** Rows of the view in this version (shared ones included). */
   readonly rows: number;
-  /** Batch-view partition keys holding the rows (deleted when the version retires). */
-  readonly partitions: string[];
+  readonly partitions: Readonly<Record<string, number>> | readonly string[];
   readonly loaded: boolean;
+  /** viewFingerprint of the declaration the rows were computed for. */
+  readonly fingerprint?: string;
+  /** The dedup horizon (ms) the rows were counted with: another one changes which copies count. */
+  readonly horizonMs?: number;
+  readonly mode?: ViewMode;
+  readonly reason?: RebuildReason;
+  /** An increment: the version it merges into and that version's cutoff (the increment's `since`). */
+  readonly base?: number;
+  readonly since?: number;
+  /** The coarser grains its partitions also keep (batch/load.ts loadPartitions), and from which writer version on. */
+  readonly rollups?: { readonly grains: readonly Grain[]; readonly from: number };
 }
 
 export type VersionState = 'loading' | 'published' | 'retired';
@@ -295,9 +336,7 @@ export async function allocateVersion(c: Control, runId: string, cutoff: number,
 }
 
 export async function getManifest(c: Control, version: number): Promise<VersionManifest | undefined> {
-  const got = await c.doc.send(
-    new GetCommand({ TableName: c.table, Key: { pk: VERSION_PK, sk: padVersion(version) }, ConsistentRead: true }),
-  );
+  const got = await c.doc.send(new GetCommand({ TableName: c.table, Key: versionKey(version), ConsistentRead: true }));
   return strip<VersionManifest>(got.Item);
 }
 
@@ -320,12 +359,26 @@ export async function listManifests(c: Control): Promise<VersionManifest[]> {
   return out;
 }
 
+/** Records the plan of every view of a loading version (its mode, fingerprint, base), before any view step runs. */
+export async function recordManifestPlan(c: Control, version: number, views: Record<string, ViewManifest>): Promise<void> {
+  await c.doc.send(
+    new UpdateCommand({
+      TableName: c.table,
+      Key: versionKey(version),
+      UpdateExpression: 'SET #views = :views',
+      ConditionExpression: '#state = :loading',
+      ExpressionAttributeNames: { '#views': 'views', '#state': 'state' },
+      ExpressionAttributeValues: { ':views': views, ':loading': 'loading' },
+    }),
+  );
+}
+
 /** Records one view of a version in its manifest (before its rows are written, then once loaded). */
 export async function recordManifestView(c: Control, version: number, view: string, v: ViewManifest): Promise<void> {
   await c.doc.send(
     new UpdateCommand({
       TableName: c.table,
-      Key: { pk: VERSION_PK, sk: padVersion(version) },
+      Key: versionKey(version),
       UpdateExpression: 'SET #views.#v = :v',
       ConditionExpression: '#state = :loading',
       ExpressionAttributeNames: { '#views': 'views', '#v': view, '#state': 'state' },
@@ -339,7 +392,7 @@ export async function setManifestState(c: Control, version: number, state: Versi
   await c.doc.send(
     new UpdateCommand({
       TableName: c.table,
-      Key: { pk: VERSION_PK, sk: padVersion(version) },
+      Key: versionKey(version),
       UpdateExpression: 'SET #state = :state, #at = :now',
       ConditionExpression: 'attribute_exists(pk)',
       ExpressionAttributeNames: { '#state': 'state', '#at': at },

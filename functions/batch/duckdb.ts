@@ -1,18 +1,34 @@
 /**
- * The DuckDB engine: stages the raw objects of the covered hours from S3 to a
- * local cache (stage.ts) and runs the core's compiled SQL over them with
- * @duckdb/node-api, in an in-memory database per session. Extensions are never
- * downloaded (json is built in; a missing one fails at once instead of
- * reaching for the network).
+ * The DuckDB engine: stages the raw objects of the session's arrival hours
+ * from S3 to a local cache (stage.ts), parses their lines once per session into
+ * an in-memory table (only the columns the compiled SQL reads, plus the
+ * object each line came from) and runs every view's compiled SQL over that
+ * table, with @duckdb/node-api. Extensions are never downloaded (json is built
+ * in; a missing one fails at once instead of reaching for the network).
  */
 
-import { relative, sep } from 'node:path';
-import type { S3Client } from '@aws-sdk/client-s3';
+import { randomBytes } from 'node:crypto';
+import { mkdir, readFile, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { DuckDBInstance } from '@duckdb/node-api';
-import { compileView, duckdbSource, literal } from '../core/sql.ts';
+import { HOUR_MS } from '../archive/layout.ts';
+import { COMPACT_COLUMNS, compileView, duckdbParquetSource, duckdbSource, literal } from '../core/sql.ts';
 import type { View } from '../core/views.ts';
-import { type BatchEngine, type EngineSession, type EngineStats, type ObjectRead, toBatchRows } from './engine.ts';
+import { type CompactedShard, type CompactResult, compactObjectKey } from './compact.ts';
+import {
+  type BatchEngine,
+  type CompactedRead,
+  type EngineSession,
+  type EngineStats,
+  type ObjectRead,
+  type OpenOptions,
+  type RunViewOptions,
+  toBatchRows,
+  viewReadFrom,
+} from './engine.ts';
 import { stageObjects } from './stage.ts';
+import { checkCompleteness, type ExpectedObject, IncompleteArchiveError } from './verify.ts';
 
 export interface DuckDbEngineOptions {
   readonly s3: S3Client;
@@ -46,44 +62,191 @@ export async function openDuckDb(): Promise<DuckDb> {
   };
 }
 
+/** The session's table of parsed archive lines. */
+const LINES_TABLE = 'raw_lines';
+
+/**
+ * The archive columns the compiled SQL reads (core/sql.ts compileView: the
+ * dedup order id/arrival/shard/seq, the bucket ts, the maps). `type` is never
+ * read by a view. A column the compiler starts to use fails every query at
+ * once ("column not found"), never silently.
+ */
+const LINE_COLUMNS = COMPACT_COLUMNS.map((c) => c.name);
+
+/**
+ * The session's lines: the raw objects' JSON (file_index = position in `json`)
+ * and the compacted hours' Parquet (file_index = json.length + position in
+ * `parquet`). file_index is DuckDB's virtual column: small, unlike a path.
+ */
+function linesSelect(json: readonly string[], parquet: readonly string[]): string {
+  const parts: string[] = [];
+  const columns = LINE_COLUMNS.join(', ');
+  if (json.length > 0) parts.push(`SELECT CAST(file_index AS INTEGER) AS file_index, ${columns} FROM ${duckdbSource(json)}`);
+  if (parquet.length > 0)
+    parts.push(`SELECT CAST(file_index AS INTEGER) + ${json.length} AS file_index, ${columns} FROM ${duckdbParquetSource(parquet)}`);
+  if (parts.length === 0) parts.push(`SELECT CAST(NULL AS INTEGER) AS file_index, ${columns} FROM ${duckdbSource([])}`);
+  return parts.join('\nUNION ALL\n');
+}
+
+/**
+ * Bytes of the column chunks of `columns` in each Parquet file (parquet_metadata's
+ * total_compressed_size, nested leaves such as `num, key_value, key` counted under their
+ * top-level column): what Athena bills for reading those columns of the file.
+ */
+async function columnChunkBytes(db: DuckDb, files: readonly string[], columns: readonly string[]): Promise<number[]> {
+  if (files.length === 0) return [];
+  const rows = await db.query(
+    `SELECT file_name, SUM(total_compressed_size) FROM parquet_metadata([${files.map(literal).join(', ')}])\n` +
+      `WHERE split_part(path_in_schema, ', ', 1) IN (${columns.map(literal).join(', ')}) GROUP BY 1`,
+  );
+  const by = new Map(rows.map(([f, n]) => [f, Number(n)]));
+  return files.map((f) => by.get(f) ?? 0);
+}
+
+/**
+ * Compacts one arrival hour: stages its raw objects, checks them object by object against the
+ * archive's manifest (the completeness check, for this hour only: the last time these objects
+ * are checked one by one), writes the lines as Parquet sorted by (arrival, shard, seq) and puts
+ * the object at compact.ts compactObjectKey(hour). Throws IncompleteArchiveError on a hole.
+ */
+async function compactHour(opts: DuckDbEngineOptions, hour: number, expected: readonly ExpectedObject[]): Promise<CompactResult> {
+  const end = hour + HOUR_MS;
+  const staged = await stageObjects(opts.s3, opts.rawBucket, opts.stageDir, end, {
+    from: hour,
+    ...(opts.concurrency !== undefined && { concurrency: opts.concurrency }),
+  });
+  const objects = staged.objects;
+  const db = await openDuckDb();
+  const out = join(opts.stageDir, 'compact-out', `${hour}-${randomBytes(4).toString('hex')}.parquet`);
+  try {
+    await db.query(
+      `CREATE TEMP TABLE ${LINES_TABLE} AS ${linesSelect(
+        objects.map((o) => o.path),
+        [],
+      )}`,
+    );
+    const counts = objects.map(() => ({ lines: 0, covered: 0 }));
+    const rows = await db.query(`SELECT file_index, COUNT(*), COUNT(*) FILTER (WHERE arrival < ${end}) FROM ${LINES_TABLE} GROUP BY 1`);
+    for (const [index, lines, covered] of rows)
+      if (index !== null) counts[Number(index)] = { lines: Number(lines), covered: Number(covered) };
+    const reads = new Map<string, ObjectRead>(objects.map((o, i) => [o.key, { ...counts[i]!, bytes: o.size }]));
+    const result = checkCompleteness(expected, reads);
+    if (!result.complete) throw new IncompleteArchiveError(result);
+    await mkdir(join(opts.stageDir, 'compact-out'), { recursive: true });
+    // Arrival order: every view's window sorts by id over many hours anyway, while arrival-sorted row
+    // groups carry tight arrival min/max statistics, so a look-back bound inside the hour skips row groups.
+    await db.query(
+      `COPY (SELECT ${LINE_COLUMNS.join(', ')} FROM ${LINES_TABLE} ORDER BY arrival, shard, seq) TO ${literal(out)} ` +
+        '(FORMAT PARQUET, COMPRESSION ZSTD)',
+    );
+    const body = await readFile(out);
+    await opts.s3.send(new PutObjectCommand({ Bucket: opts.rawBucket, Key: compactObjectKey(hour), Body: body }));
+    const shards: Record<string, CompactedShard> = {};
+    const lineCounts = new Map(
+      (await db.query(`SELECT shard, COUNT(*) FROM ${LINES_TABLE} GROUP BY 1`)).map(([s, n]) => [String(s), Number(n)] as const),
+    );
+    const recorded = new Map<string, number>();
+    for (const e of expected) recorded.set(e.shard, (recorded.get(e.shard) ?? 0) + e.lines);
+    const objectCounts = new Map<string, number>();
+    for (const o of objects) {
+      const shard = o.key.split('/')[3]!;
+      objectCounts.set(shard, (objectCounts.get(shard) ?? 0) + 1);
+    }
+    for (const shard of new Set([...lineCounts.keys(), ...recorded.keys(), ...objectCounts.keys()])) {
+      shards[shard] = { lines: lineCounts.get(shard) ?? 0, recorded: recorded.get(shard) ?? 0, objects: objectCounts.get(shard) ?? 0 };
+    }
+    return { shards, bytes: body.length };
+  } finally {
+    db.close();
+    await rm(out, { force: true });
+  }
+}
+
 export function duckDbEngine(opts: DuckDbEngineOptions): BatchEngine {
   return {
     name: 'duckdb',
-    async open(cutoff: number): Promise<EngineSession> {
+    compactor: { compactHour: (hour, expected) => compactHour(opts, hour, expected) },
+    async open(cutoff: number, _runId: string, options: OpenOptions = {}): Promise<EngineSession> {
+      const from = options.from ?? null;
       const t0 = performance.now();
-      const staged = await stageObjects(opts.s3, opts.rawBucket, opts.stageDir, cutoff, opts.concurrency);
-      const files = [...staged.files.values()].sort();
+      const staged = await stageObjects(opts.s3, opts.rawBucket, opts.stageDir, cutoff, {
+        from,
+        compacted: new Set(options.compacted?.keys() ?? []),
+        ...(opts.concurrency !== undefined && { concurrency: opts.concurrency }),
+      });
+      const objects = staged.objects;
+      const parquet = staged.parquet;
       const stats: EngineStats = {
-        objects: files.length,
+        objects: objects.length + parquet.length,
         downloaded: staged.downloaded,
         downloadedBytes: staged.downloadedBytes,
         stageMs: performance.now() - t0,
+        parseMs: 0,
       };
       const db = await openDuckDb();
-      const query = (sql: string) => db.query(sql);
+      let loaded: Promise<void> | undefined;
+      // Parsing the JSON lines is most of a view's cost: done once, on first use, for all the views of the session.
+      const load = () => {
+        loaded ??= (async () => {
+          const t = performance.now();
+          await db.query(
+            `CREATE TEMP TABLE ${LINES_TABLE} AS ${linesSelect(
+              objects.map((o) => o.path),
+              parquet.map((o) => o.path),
+            )}`,
+          );
+          stats.parseMs = performance.now() - t;
+        })();
+        return loaded;
+      };
       return {
         engine: 'duckdb',
         cutoff,
+        from,
         stats,
         async objectReads() {
-          const out = new Map<string, ObjectRead>();
-          if (files.length === 0) return out;
-          // Only `arrival` is declared: DuckDB still reads and counts every line of every file.
-          const rows = await query(
-            [
-              `SELECT "filename", COUNT(*) AS "lines", COUNT(*) FILTER (WHERE "arrival" < ${cutoff}) AS "covered"`,
-              `FROM read_json([${files.map(literal).join(', ')}], format = 'newline_delimited', compression = 'gzip',`,
-              `  filename = true, columns = {'arrival': 'BIGINT'})`,
-              'GROUP BY 1',
-            ].join('\n'),
+          await load();
+          // Every staged object is reported, an empty one with 0 lines (then a mismatch, not a missing object).
+          const counts = objects.map(() => ({ lines: 0, covered: 0 }));
+          const rows = await db.query(
+            `SELECT file_index, COUNT(*), COUNT(*) FILTER (WHERE arrival < ${cutoff}) FROM ${LINES_TABLE} ` +
+              `WHERE file_index < ${objects.length} GROUP BY 1`,
           );
-          for (const [path, lines, covered] of rows) {
-            out.set(relative(opts.stageDir, String(path)).split(sep).join('/'), { lines: Number(lines), covered: Number(covered) });
+          for (const [index, lines, covered] of rows) counts[Number(index)] = { lines: Number(lines), covered: Number(covered) };
+          return new Map<string, ObjectRead>(objects.map((o, i) => [o.key, { ...counts[i]!, bytes: o.size }]));
+        },
+        async compactedReads() {
+          await load();
+          const bytes = await columnChunkBytes(
+            db,
+            parquet.map((o) => o.path),
+            LINE_COLUMNS,
+          );
+          const out = new Map<number, CompactedRead>(parquet.map((o, i) => [o.hour, { shards: new Map(), bytes: bytes[i]! }]));
+          const rows = await db.query(
+            `SELECT file_index, shard, COUNT(*), COUNT(*) FILTER (WHERE arrival < ${cutoff}) FROM ${LINES_TABLE} ` +
+              `WHERE file_index >= ${objects.length} GROUP BY 1, 2`,
+          );
+          for (const [index, shard, lines, covered] of rows) {
+            const o = parquet[Number(index) - objects.length]!;
+            (out.get(o.hour)!.shards as Map<string, { lines: number; covered: number }>).set(String(shard), {
+              lines: Number(lines),
+              covered: Number(covered),
+            });
           }
           return out;
         },
-        async runView(view: View) {
-          return toBatchRows(view, await query(compileView(view, { dialect: 'duckdb', cutoff, source: duckdbSource(files) })));
+        async runView(view: View, options: RunViewOptions) {
+          viewReadFrom({ cutoff, from }, view, options);
+          await load();
+          const sql = compileView(view, {
+            dialect: 'duckdb',
+            cutoff,
+            horizonMs: options.horizonMs,
+            ...(options.since !== undefined && { since: options.since }),
+            source: LINES_TABLE,
+          });
+          return toBatchRows(view, await db.query(sql));
         },
         async close() {
           db.close();

@@ -1,14 +1,20 @@
 /**
- * The recompute engine: runs the core's compiled SQL of a view over every raw
- * object with arrival before the cutoff, and reports what it read per object
- * for the completeness check. Two implementations: DuckDB over objects staged
- * from S3 to a local cache (duckdb.ts; the local cloud, LocalStack) and Athena
- * over the Glue table (athena.ts; AWS). `TANDEM_BATCH_ENGINE` selects one.
+ * The recompute engine: runs the core's compiled SQL of a view over the raw
+ * objects of an arrival range, and reports what it read per object for the
+ * completeness check. A session is opened for a cutoff C and the lowest
+ * arrival `from` the run must read (core/sql.ts `rawReadRange`: since - H for an
+ * increment, null for a rebuild); it reads the objects of the arrival hours
+ * [hour(from), hour(C - 1)] and nothing else. Two implementations: DuckDB over
+ * objects staged from S3 to a local cache, parsed once per session (duckdb.ts;
+ * the local cloud, LocalStack) and Athena over the Glue table (athena.ts; AWS).
+ * `TANDEM_BATCH_ENGINE` selects one.
  */
-import { Decimal, decimalText } from '../core/decimal.ts';
-import { stateColumns } from '../core/metrics.ts';
-import { outputColumns } from '../core/sql.ts';
+import { HOUR_MS } from '../archive/layout.ts';
+import { columnFromSql, stateColumns } from '../core/metrics.ts';
+import { outputColumns, rawReadRange } from '../core/sql.ts';
+import { iso } from '../core/time.ts';
 import type { View } from '../core/views.ts';
+import type { CompactedHour, Compactor } from './compact.ts';
 
 /** One row of a batch view: bucket, dimension values in view order, state columns as decimal text. */
 export interface BatchRow {
@@ -23,6 +29,8 @@ export interface ObjectRead {
   readonly lines: number;
   /** Of them, records with arrival < cutoff. */
   readonly covered: number;
+  /** Size of the object, bytes (what S3 stores: gzip). */
+  readonly bytes: number;
 }
 
 export interface EngineStats {
@@ -34,23 +42,98 @@ export interface EngineStats {
   downloadedBytes: number;
   /** Time spent listing and staging objects, ms (DuckDB). */
   stageMs: number;
+  /** Time spent parsing the staged lines into the session's table, ms (DuckDB; 0 until the first query). */
+  parseMs: number;
 }
 
-/** One run's view of the archive: opened for a cutoff, closed at the end of a step. */
+export interface OpenOptions {
+  /**
+   * The lowest arrival (epoch ms) the run must read: the session reads the
+   * objects of the arrival hours from hour(from) to hour(cutoff - 1).
+   * null or absent: every hour before the cutoff (a rebuild, all history).
+   */
+  readonly from?: number | null;
+  /**
+   * The compacted hours (compact.ts readCompacted) of the range: the session
+   * reads their Parquet object instead of their raw objects. @default none
+   */
+  readonly compacted?: ReadonlyMap<number, CompactedHour>;
+}
+
+/** What the engine read of one compacted hour's Parquet object. */
+export interface CompactedRead {
+  /** Lines per shard (the `shard` column), and of them with arrival < cutoff. */
+  readonly shards: ReadonlyMap<string, { readonly lines: number; readonly covered: number }>;
+  /** Bytes read: the column chunks of the columns read (what Athena bills for Parquet). */
+  readonly bytes: number;
+}
+
+export interface RunViewOptions {
+  /** The dedup horizon H, ms (settings.dedupHorizonSeconds * 1000). */
+  readonly horizonMs: number;
+  /** Count only the copies that arrived in [since, cutoff) (an increment). @default - every copy before the cutoff (a rebuild) */
+  readonly since?: number;
+}
+
+/** One run's view of the archive: opened for a cutoff and an arrival range, closed at the end of a step. */
 export interface EngineSession {
   readonly engine: 'duckdb' | 'athena';
   readonly cutoff: number;
+  /** The lowest arrival the session reads (null: all history). */
+  readonly from: number | null;
   readonly stats: EngineStats;
-  /** Per raw object key of an arrival hour starting before the cutoff: what the engine reads of it. */
+  /** Per raw object key of an arrival hour the session reads (hour(from) .. hour(cutoff - 1)): what the engine reads of it. */
   objectReads(): Promise<Map<string, ObjectRead>>;
-  /** The view's batch rows over arrival < cutoff (first copy per id). */
-  runView(view: View): Promise<BatchRow[]>;
+  /** Per compacted hour of the range whose Parquet object the session found: what it read of it. */
+  compactedReads?(): Promise<Map<number, CompactedRead>>;
+  /**
+   * The view's batch rows: the copies that count under the dedup rule with
+   * horizon H, with arrival < cutoff (and >= since for an increment). Fails when
+   * the statement would need arrivals the session does not read.
+   */
+  runView(view: View, options: RunViewOptions): Promise<BatchRow[]>;
   close(): Promise<void>;
 }
 
 export interface BatchEngine {
   readonly name: 'duckdb' | 'athena';
-  open(cutoff: number, runId: string): Promise<EngineSession>;
+  open(cutoff: number, runId: string, options?: OpenOptions): Promise<EngineSession>;
+  /** Compacts one covered arrival hour into Parquet (compact.ts); absent: this engine compacts elsewhere (Athena: the state machine). */
+  readonly compactor?: Compactor;
+}
+
+/** Start of the arrival hour holding `ms`. */
+export const hourStart = (ms: number): number => ms - (((ms % HOUR_MS) + HOUR_MS) % HOUR_MS);
+
+/**
+ * The arrival hours a session reads, as hour starts: `first` (null: from the
+ * beginning) through `last` = the hour of cutoff - 1 ms, inclusive. Empty
+ * (first > last) only when from >= cutoff.
+ */
+export function readHours(cutoff: number, from: number | null): { first: number | null; last: number } {
+  return { first: from === null ? null : hourStart(from), last: hourStart(cutoff - 1) };
+}
+
+/**
+ * The lowest arrival a view's statement reads (core/sql.ts rawReadRange), checked
+ * against the session's range: an increment compiled against a session that
+ * does not hold its look-back would silently count copies whose previous copy
+ * it never saw, so that is an error, never a smaller read.
+ */
+export function viewReadFrom(
+  session: { readonly cutoff: number; readonly from: number | null },
+  view: View,
+  options: RunViewOptions,
+): number | null {
+  const need = rawReadRange(session.cutoff, options.horizonMs, options.since).from;
+  const first = readHours(session.cutoff, session.from).first;
+  if (first !== null && (need === null || need < first)) {
+    throw new Error(
+      `view ${view.name} needs the arrivals from ${need === null ? 'the beginning' : iso(need)}, ` +
+        `but the session reads only from ${iso(first)} (open it with a lower from)`,
+    );
+  }
+  return need;
 }
 
 /**
@@ -69,7 +152,8 @@ export function toBatchRows(view: View, rows: readonly (readonly (string | null)
     const values: Record<string, string | null> = {};
     state.forEach((c, i) => {
       const v = r[1 + nd + i];
-      values[c.column] = v === null || v === undefined ? null : decimalText(new Decimal(v));
+      // Decimals to plain text; a sketch's register list to its canonical text (core/hll.ts).
+      values[c.column] = columnFromSql(c.component, v);
     });
     return { bucket, dims: r.slice(1, 1 + nd).map((d) => d ?? null), values };
   });

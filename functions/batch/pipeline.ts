@@ -1,6 +1,7 @@
 /**
  * A whole batch run in this process: plan -> per view (SQL -> load) ->
- * publish, with failure handling, behind the batch lock. Used by the local
+ * publish -> compact (steps.ts compactStep: after the publish, never fails
+ * it), with failure handling, behind the batch lock. Used by the local
  * cloud (its scheduler and `POST /batch/runs` without Step Functions), tests
  * and benchmarks. In AWS, Step Functions calls the same steps one by one
  * through functions/batch-task.ts.
@@ -11,17 +12,19 @@ import { join } from 'node:path';
 import type { Clients } from '../adapters/clients.ts';
 import type { Config } from '../config.ts';
 import { SETTINGS_ENV } from '../resources.ts';
-import { athenaEngine } from './athena.ts';
+import { athenaEngine, athenaQueries } from './athena.ts';
 import { acquireLock, type Control, createRun, getRun, newRunId, RUN_ID_RE, type RunItem, refreshLock } from './control.ts';
 import { duckDbEngine } from './duckdb.ts';
 import type { BatchEngine, EngineSession } from './engine.ts';
 import {
   type BatchContext,
   type BatchHooks,
+  compactStep,
   DEFAULT_LOCK_TTL_SECONDS,
   failStep,
   planStep,
   publishStep,
+  type RunRequest,
   SimulatedCrash,
   viewStep,
 } from './steps.ts';
@@ -30,27 +33,13 @@ type Env = Readonly<Record<string, string | undefined>>;
 
 export type EngineName = 'duckdb' | 'athena';
 
-/** The engine `TANDEM_BATCH_ENGINE` selects (default duckdb; the CDK stack sets athena in AWS). */
-export function engineFromEnv(
-  clients: Pick<Clients, 's3' | 'athena'>,
-  config: Pick<Config, 'buckets'>,
-  env: Env = process.env,
-): BatchEngine {
+/**
+ * The engine `TANDEM_BATCH_ENGINE` selects (default duckdb; the CDK stack sets athena in AWS, where
+ * the state machine runs the queries: that engine only names the path the steps take).
+ */
+export function engineFromEnv(clients: Pick<Clients, 's3'>, config: Pick<Config, 'buckets'>, env: Env = process.env): BatchEngine {
   const name = env[SETTINGS_ENV.batchEngine] || 'duckdb';
-  if (name === 'athena') {
-    const need = (key: string) => {
-      const v = env[key];
-      if (!v) throw new Error(`environment variable ${key} is not set (needed by the athena batch engine)`);
-      return v;
-    };
-    return athenaEngine({
-      athena: clients.athena,
-      database: need(SETTINGS_ENV.athenaDatabase),
-      table: need(SETTINGS_ENV.athenaTable),
-      workgroup: need(SETTINGS_ENV.athenaWorkgroup),
-      rawBucket: config.buckets.raw,
-    });
-  }
+  if (name === 'athena') return athenaEngine();
   if (name !== 'duckdb') throw new Error(`environment variable ${SETTINGS_ENV.batchEngine} must be athena or duckdb, received "${name}"`);
   // Without a configured directory, one per store and bucket: two local clouds never share a cache.
   const store = createHash('sha256')
@@ -73,6 +62,8 @@ export interface BatchOptions {
   /** @default 8 */
   readonly loadConcurrency?: number;
   readonly env?: Env;
+  /** What the run was asked for (rebuild all views, or one). */
+  readonly request?: RunRequest;
 }
 
 export function batchContext(
@@ -93,6 +84,9 @@ export function batchContext(
     views: config.views,
     settings: config.settings,
     engine: opts.engine ?? engineFromEnv(clients, config, opts.env),
+    s3: clients.s3,
+    athena: athenaQueries(clients.athena),
+    athenaWorkgroup: (opts.env ?? process.env)[SETTINGS_ENV.athenaWorkgroup],
     now: opts.now ?? Date.now,
     lockTtlSeconds: opts.lockTtlSeconds ?? DEFAULT_LOCK_TTL_SECONDS,
     loadConcurrency: opts.loadConcurrency ?? 8,
@@ -124,7 +118,7 @@ export async function startBatchRun(
   const lock = await acquireLock(c, runId, ctx.now(), ctx.lockTtlSeconds);
   if (!lock.acquired) return { runId: lock.holder, alreadyRunning: true, done: getRun(c, lock.holder) };
   await createRun(c, runId, ctx.now());
-  return { runId, alreadyRunning: false, done: runSteps(ctx, runId) };
+  return { runId, alreadyRunning: false, done: runSteps(ctx, runId, opts.request) };
 }
 
 /** Runs a batch to its end (tests, the local scheduler, benchmarks); the final run item. */
@@ -139,10 +133,10 @@ export async function runBatchToCompletion(
   return run;
 }
 
-async function runSteps(ctx: BatchContext, runId: string): Promise<RunItem | undefined> {
+async function runSteps(ctx: BatchContext, runId: string, request: RunRequest = {}): Promise<RunItem | undefined> {
   const c: Control = { doc: ctx.doc, table: ctx.tables.control };
   const startedAt = performance.now();
-  // Keep the lock alive while steps run (an Athena query or a big load may outlast its TTL).
+  // Keep the lock alive while steps run (a long query or a big load may outlast its TTL).
   const heartbeat = setInterval(
     () => {
       refreshLock(c, runId, ctx.now(), ctx.lockTtlSeconds).catch(() => undefined);
@@ -153,12 +147,16 @@ async function runSteps(ctx: BatchContext, runId: string): Promise<RunItem | und
   let session: EngineSession | undefined;
   let version: number | undefined;
   try {
-    const plan = await planStep(ctx, runId, { keepSession: true });
+    const plan = await planStep(ctx, runId, { keepSession: true, request });
     session = plan.session;
     version = plan.version;
     if (!plan.skipped && plan.version !== undefined && plan.cutoff !== undefined) {
       for (const view of plan.views) await viewStep(ctx, { runId, version: plan.version, cutoff: plan.cutoff, view }, session);
-      await publishStep(ctx, { runId, version: plan.version, cutoff: plan.cutoff }, startedAt);
+      const published = await publishStep(ctx, { runId, version: plan.version, cutoff: plan.cutoff }, startedAt);
+      // The staged JSON is no longer needed by this run: close it before compaction opens its own DuckDB.
+      await session?.close().catch(() => undefined);
+      session = undefined;
+      if (published.published && published.cutoff !== undefined) await compactStep(ctx, runId, published.cutoff);
     }
   } catch (e) {
     // A simulated crash leaves everything as a dead process would: no cleanup at all.

@@ -17,6 +17,12 @@
  *   than the checkpoint's lets a shard that was quiet for hours, then got one
  *   record the archive has not seen yet, hold C back only to that record.)
  *
+ * Backfills (functions/archive/backfill.ts) write records with one arrival
+ * time T under a pseudo-shard, announced by a control item `backfill / <shard>`
+ * written before their first object. One still `writing` counts as a shard
+ * archived only up to T - 1 ms (it bounds C by T, like a shard lagging at T);
+ * a `complete` one as an idle shard.
+ *
  * C = min over shards of the bound, less the safety margin, floored to a
  * window; never below the published cutoff. The pure part, `computeCutoff`,
  * takes everything as data so a property test can drive it.
@@ -24,7 +30,7 @@
 import { GetRecordsCommand, GetShardIteratorCommand, type KinesisClient, ListShardsCommand, type Shard } from '@aws-sdk/client-kinesis';
 import type { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
 import { QueryCommand } from '@aws-sdk/lib-dynamodb';
-import { CHECKPOINT_PK, kinesisSeq } from '../archive/layout.ts';
+import { BACKFILL_PK, CHECKPOINT_PK, kinesisSeq } from '../archive/layout.ts';
 import { padSeq } from '../core/record.ts';
 import type { Settings } from '../core/settings.ts';
 import { floorTo } from '../core/time.ts';
@@ -45,6 +51,15 @@ export interface ArchiveProgress {
   readonly closed: boolean;
   readonly checkpoint?: Checkpoint | undefined;
   readonly probe: Probe;
+}
+
+/** A backfill's control item as the planner reads it. */
+export interface BackfillBound {
+  /** Its pseudo-shard, `backfill-<hex>`. */
+  readonly shard: string;
+  /** The arrival time of all its records, epoch ms. */
+  readonly arrival: number;
+  readonly state: 'writing' | 'complete';
 }
 
 export interface ShardBound {
@@ -75,6 +90,8 @@ export interface CutoffInput {
   readonly settings: Pick<Settings, 'windowSeconds' | 'cutoffMarginSeconds'>;
   /** The published cutoff, null before the first publish. */
   readonly published: number | null;
+  /** The backfills' control items: one still writing bounds C by its arrival time. */
+  readonly backfills?: readonly BackfillBound[] | undefined;
 }
 
 /** The pure planner: see the module comment. */
@@ -84,6 +101,12 @@ export function computeCutoff(input: CutoffInput): CutoffPlan {
       ? { shardId: s.shardId, state: 'idle', bound: input.now }
       : { shardId: s.shardId, state: 'lagging', bound: s.probe.arrival },
   );
+  for (const b of input.backfills ?? [])
+    shards.push(
+      b.state === 'complete'
+        ? { shardId: b.shard, state: 'idle', bound: input.now }
+        : { shardId: b.shard, state: 'lagging', bound: b.arrival },
+    );
   let limit = input.now;
   let limitedBy: string | undefined;
   for (const s of shards) {
@@ -138,6 +161,27 @@ export async function readCheckpoints(doc: DynamoDBDocumentClient, table: string
   return out;
 }
 
+/** The backfills' control items `backfill / *` (functions/archive/backfill.ts). */
+export async function readBackfills(doc: DynamoDBDocumentClient, table: string): Promise<BackfillBound[]> {
+  const out: BackfillBound[] = [];
+  let start: Record<string, unknown> | undefined;
+  do {
+    const page = await doc.send(
+      new QueryCommand({
+        TableName: table,
+        KeyConditionExpression: 'pk = :pk',
+        ExpressionAttributeValues: { ':pk': BACKFILL_PK },
+        ConsistentRead: true,
+        ExclusiveStartKey: start,
+      }),
+    );
+    for (const item of page.Items ?? [])
+      out.push({ shard: String(item.sk), arrival: Number(item.arrival), state: item.state === 'complete' ? 'complete' : 'writing' });
+    start = page.LastEvaluatedKey;
+  } while (start);
+  return out;
+}
+
 /** Most GetRecords calls a probe follows through empty pages (sparse or trimmed shards). */
 const MAX_PROBE_PAGES = 20;
 
@@ -186,17 +230,22 @@ export async function probeShard(
   throw new Error(`probing ${shardId}: no record and not at the tip after ${MAX_PROBE_PAGES} GetRecords calls`);
 }
 
-/** Reads shards, checkpoints and probes; `now` is taken before the first probe. */
+/**
+ * Reads shards, checkpoints, backfill items and probes; `now` is taken after the
+ * backfill items are read (a backfill that writes its item later takes its T
+ * later, up to the margin) and before the first probe.
+ */
 export async function gatherArchiveProgress(deps: {
   kinesis: KinesisClient;
   doc: DynamoDBDocumentClient;
   streamName: string;
   controlTable: string;
   now: () => number;
-}): Promise<{ now: number; shards: ArchiveProgress[] }> {
-  const [shards, checkpoints] = await Promise.all([
+}): Promise<{ now: number; shards: ArchiveProgress[]; backfills: BackfillBound[] }> {
+  const [shards, checkpoints, backfills] = await Promise.all([
     listShards(deps.kinesis, deps.streamName),
     readCheckpoints(deps.doc, deps.controlTable),
+    readBackfills(deps.doc, deps.controlTable),
   ]);
   const now = deps.now();
   const progress = await Promise.all(
@@ -211,5 +260,5 @@ export async function gatherArchiveProgress(deps: {
       };
     }),
   );
-  return { now, shards: progress };
+  return { now, shards: progress, backfills };
 }

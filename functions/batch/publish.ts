@@ -26,7 +26,7 @@ import {
   setManifestState,
   type VersionManifest,
 } from './control.ts';
-import { deletePartitions } from './load.ts';
+import { deletePartitions, partitionRefs } from './load.ts';
 
 export interface PublishDeps {
   readonly control: Control;
@@ -40,11 +40,41 @@ export type PublishResult =
   | { readonly published: true; readonly pointer: Pointer }
   | { readonly published: false; readonly current: Pointer };
 
-/** Retires one version: no rollback can reach it any more, then its rows go. */
+/**
+ * The rows a version's manifest references that no other non-retired version's manifest
+ * references: the ones that may go when it retires (copy-on-write: an untouched partition is
+ * shared by every version from its writer on).
+ */
+async function unreferencedRows(deps: PublishDeps, retiring: readonly VersionManifest[]): Promise<string[]> {
+  const leaving = new Set(retiring.map((m) => m.version));
+  const kept = new Set<string>();
+  for (const m of await listManifests(deps.control)) {
+    if (m.state === 'retired' || leaving.has(m.version)) continue;
+    for (const [name, v] of Object.entries(m.views ?? {})) for (const ref of partitionRefs(name, m.version, v)) kept.add(ref.pk);
+  }
+  const out = new Set<string>();
+  for (const m of retiring) {
+    for (const [name, v] of Object.entries(m.views ?? {})) {
+      for (const ref of partitionRefs(name, m.version, v)) if (!kept.has(ref.pk)) out.add(ref.pk);
+    }
+  }
+  return [...out].sort();
+}
+
+/**
+ * Retires versions: manifest `retired` first (no rollback can reach them any more), then the
+ * rows they reference that no kept version references (a failed run's own rows; a partition a
+ * kept version still shares stays).
+ */
+export async function retireVersions(deps: PublishDeps, ms: readonly VersionManifest[]): Promise<number> {
+  if (ms.length === 0) return 0;
+  for (const m of ms) if (m.state !== 'retired') await setManifestState(deps.control, m.version, 'retired', deps.now());
+  return deletePartitions({ ddb: deps.ddb, table: deps.batchViewsTable }, await unreferencedRows(deps, ms));
+}
+
+/** Retires one version (see retireVersions). */
 export async function retireVersion(deps: PublishDeps, m: VersionManifest): Promise<number> {
-  if (m.state !== 'retired') await setManifestState(deps.control, m.version, 'retired', deps.now());
-  const partitions = Object.values(m.views ?? {}).flatMap((v) => v.partitions ?? []);
-  return deletePartitions({ ddb: deps.ddb, table: deps.batchViewsTable }, partitions);
+  return retireVersions(deps, [m]);
 }
 
 /**
@@ -64,13 +94,9 @@ export async function applyRetention(deps: PublishDeps, current: number): Promis
       .slice(0, Math.max(0, deps.settings.keepVersions - 1))
       .map((m) => m.version),
   );
-  const retired: number[] = [];
-  for (const m of below) {
-    if (keep.has(m.version)) continue;
-    await retireVersion(deps, m);
-    retired.push(m.version);
-  }
-  return retired;
+  const retiring = below.filter((m) => !keep.has(m.version));
+  await retireVersions(deps, retiring);
+  return retiring.map((m) => m.version);
 }
 
 /** Flips the pointer to a fully loaded version; see the module comment. Retention (`applyRetention`) comes after. */

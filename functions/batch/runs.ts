@@ -11,7 +11,7 @@
 import { StartExecutionCommand } from '@aws-sdk/client-sfn';
 import type { Clients } from '../adapters/clients.ts';
 import type { Config } from '../config.ts';
-import type { PointerAnswer, RunAnswer, StartRunAnswer } from '../contract/api.ts';
+import type { PointerAnswer, RunAnswer, StartRunAnswer, StartRunRequest } from '../contract/api.ts';
 import { iso } from '../core/time.ts';
 import { SETTINGS_ENV } from '../resources.ts';
 import {
@@ -42,6 +42,11 @@ export interface RunLog {
   error(message: string, extra: Record<string, unknown>): void;
 }
 
+/** The input of the Step Functions execution of a run: its id and the request (a rebuild, or one view's). */
+export function executionInput(runId: string, request: StartRunRequest = {}): string {
+  return JSON.stringify({ runId, ...request });
+}
+
 const isoOrNull = (ms: number | null | undefined) => (ms === undefined || ms === null ? null : iso(ms));
 
 /** A run item as the API shows it (times ISO-8601). */
@@ -58,6 +63,7 @@ export function runResponse(run: RunItem): RunAnswer {
     views: run.views ?? {},
     timings: run.timings ?? {},
     ...(run.archive && { archive: run.archive }),
+    ...(run.compaction && { compaction: run.compaction }),
     ...(run.note && { note: run.note }),
     ...(run.error && { error: run.error }),
   };
@@ -80,10 +86,11 @@ export function batchRuns(d: BatchApiDeps, log: RunLog) {
   const control: Control = { doc: d.clients.doc, table: d.config.tables.control };
   const now = d.batch?.now ?? Date.now;
   return {
-    async start(): Promise<StartRunAnswer> {
+    /** `request` is checked already (the view exists). */
+    async start(request: StartRunRequest = {}): Promise<StartRunAnswer> {
       const arn = env[SETTINGS_ENV.stateMachineArn];
       if (!arn) {
-        const started = await startBatchRun(d.clients, d.config, d.batch);
+        const started = await startBatchRun(d.clients, d.config, { ...d.batch, request });
         started.done.catch((e) => log.error('batch run failed', { runId: started.runId, error: describeError(e) }));
         return { id: started.runId, state: 'RUNNING', ...(started.alreadyRunning && { alreadyRunning: true as const }) };
       }
@@ -92,7 +99,7 @@ export function batchRuns(d: BatchApiDeps, log: RunLog) {
       const runId = newRunId(now());
       await createRun(control, runId, now());
       try {
-        await d.clients.sfn.send(new StartExecutionCommand({ stateMachineArn: arn, name: runId, input: JSON.stringify({ runId }) }));
+        await d.clients.sfn.send(new StartExecutionCommand({ stateMachineArn: arn, name: runId, input: executionInput(runId, request) }));
       } catch (e) {
         await updateRun(control, runId, {
           state: 'FAILED',
@@ -103,6 +110,11 @@ export function batchRuns(d: BatchApiDeps, log: RunLog) {
         throw e;
       }
       return { id: runId, state: 'RUNNING' };
+    },
+
+    /** The declared view names (a rebuild of one must name one of them). */
+    viewNames(): string[] {
+      return d.config.views.map((v) => v.name);
     },
 
     async get(id: string): Promise<RunAnswer | undefined> {

@@ -2,19 +2,25 @@
  * The DuckDB engine's staging cache: raw objects copied from S3 to a local
  * directory, mirrored key for key (`<dir>/raw/dt=.../<shard>/<range>.json.gz`).
  * DuckDB cannot read S3 here (httpfs is not bundled and is not downloaded), so
- * it reads these files. Only objects missing locally (or of another size) are
- * downloaded (by ETag and size); the cache survives between runs. A run reads exactly the objects
- * the listing returns: a cached file whose object is gone from S3 is not read
- * (and is removed), so the cache can never hide a missing object.
+ * it reads these files. A run stages only the arrival hours it reads (from the
+ * hour of `from` to the hour of cutoff - 1; all of them for a rebuild), listed
+ * by key prefix, so its cost follows that range, not the history. Only objects
+ * missing locally (or of another ETag or size) are downloaded; the cache
+ * survives between runs. A run reads exactly the objects the listing returns:
+ * a cached file of a listed hour whose object is gone from S3 is not read (and
+ * is removed), so the cache can never hide a missing object.
  */
 
 import { randomBytes } from 'node:crypto';
 import { mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { dirname, join, relative, sep } from 'node:path';
 import { GetObjectCommand, ListObjectsV2Command, type S3Client } from '@aws-sdk/client-s3';
-import { parseRawObjectKey } from '../archive/layout.ts';
+import { HOUR_MS, parseRawObjectKey } from '../archive/layout.ts';
 import { mapLimit } from '../core/limit.ts';
+import { arrivalPartition } from '../core/sql.ts';
 import { RAW_PREFIX } from '../resources.ts';
+import { COMPACT_PREFIX, parseCompactKey } from './compact.ts';
+import { readHours } from './engine.ts';
 
 export interface ListedObject {
   readonly key: string;
@@ -23,12 +29,41 @@ export interface ListedObject {
   readonly hour: number;
 }
 
-/** Every raw object (ListObjectsV2, all pages). Keys that are not archive objects are ignored. */
-export async function listRawObjects(s3: S3Client, rawBucket: string): Promise<ListedObject[]> {
+const DAY_MS = 24 * HOUR_MS;
+
+/**
+ * Key prefixes covering exactly the arrival hours `first`..`last` (hour starts,
+ * inclusive): a whole day as `raw/dt=YYYY-MM-DD/`, the hours of a partly
+ * covered day one by one (`raw/dt=YYYY-MM-DD/hr=HH/`). `first` null: all of
+ * `raw/` (the caller keeps the hours up to `last`). No Delimiter: s3rver's
+ * delimiter listing only finds one level (docs: shared DESIGN "Facts measured").
+ */
+export function hourPrefixes(first: number | null, last: number, skip: ReadonlySet<number> = new Set()): string[] {
+  if (first === null) return [RAW_PREFIX];
+  const out: string[] = [];
+  const skipsIn = (day: number) => [...skip].some((h) => h >= day && h < day + DAY_MS);
+  for (let h = first; h <= last; ) {
+    const { dt, hr } = arrivalPartition(h);
+    if (skip.has(h)) {
+      // A compacted hour: read as Parquet, its raw objects are not listed.
+      h += HOUR_MS;
+    } else if (h % DAY_MS === 0 && h + DAY_MS - HOUR_MS <= last && !skipsIn(h)) {
+      out.push(`${RAW_PREFIX}dt=${dt}/`);
+      h += DAY_MS;
+    } else {
+      out.push(`${RAW_PREFIX}dt=${dt}/hr=${hr}/`);
+      h += HOUR_MS;
+    }
+  }
+  return out;
+}
+
+/** Every raw object under `prefix` (ListObjectsV2, all pages). Keys that are not archive objects are ignored. */
+export async function listRawObjects(s3: S3Client, rawBucket: string, prefix = RAW_PREFIX): Promise<ListedObject[]> {
   const out: ListedObject[] = [];
   let token: string | undefined;
   do {
-    const page = await s3.send(new ListObjectsV2Command({ Bucket: rawBucket, Prefix: RAW_PREFIX, ContinuationToken: token }));
+    const page = await s3.send(new ListObjectsV2Command({ Bucket: rawBucket, Prefix: prefix, ContinuationToken: token }));
     for (const o of page.Contents ?? []) {
       const name = o.Key ? parseRawObjectKey(o.Key) : undefined;
       if (name) out.push({ key: name.key, size: o.Size ?? 0, etag: o.ETag ?? '', hour: name.hour });
@@ -38,9 +73,43 @@ export async function listRawObjects(s3: S3Client, rawBucket: string): Promise<L
   return out;
 }
 
+/** Every compacted hour's Parquet object (compact.ts), all pages. */
+export async function listCompactObjects(s3: S3Client, rawBucket: string): Promise<ListedObject[]> {
+  const out: ListedObject[] = [];
+  let token: string | undefined;
+  do {
+    const page = await s3.send(new ListObjectsV2Command({ Bucket: rawBucket, Prefix: COMPACT_PREFIX, ContinuationToken: token }));
+    for (const o of page.Contents ?? []) {
+      const name = o.Key ? parseCompactKey(o.Key) : undefined;
+      if (name) out.push({ key: name.key, size: o.Size ?? 0, etag: o.ETag ?? '', hour: name.hour });
+    }
+    token = page.IsTruncated ? page.NextContinuationToken : undefined;
+  } while (token);
+  return out.sort((a, b) => (a.key < b.key ? -1 : 1));
+}
+
+export interface StageOptions {
+  /** The lowest arrival the run reads; null or absent: every hour before the cutoff. */
+  readonly from?: number | null;
+  /** Downloads (and listings) in flight. @default 16 */
+  readonly concurrency?: number;
+  /**
+   * Compacted arrival hours (compact.ts): their Parquet object is staged
+   * instead of their raw objects. A compacted hour whose object is missing
+   * is simply not staged (the completeness check then fails it).
+   */
+  readonly compacted?: ReadonlySet<number>;
+}
+
 export interface StageResult {
-  /** Local paths by object key, for the objects staged (hour start < cutoff). */
+  /** The objects staged (arrival hours hour(from)..hour(cutoff - 1)), in key order, with their local paths. */
+  readonly objects: readonly (ListedObject & { readonly path: string })[];
+  /** The Parquet objects of the compacted hours in range, in key order, with their local paths. */
+  readonly parquet: readonly (ListedObject & { readonly path: string })[];
+  /** Local paths by object key. */
   readonly files: Map<string, string>;
+  /** S3 listing requests' prefixes (one listing each, paged). */
+  readonly prefixes: number;
   readonly downloaded: number;
   readonly downloadedBytes: number;
   readonly removed: number;
@@ -54,12 +123,22 @@ async function sizeOf(path: string): Promise<number | undefined> {
   }
 }
 
-/** `<dir>/index.json`: the ETag each cached file was downloaded with. */
-const INDEX = 'index.json';
+/**
+ * The ETag each cached file was downloaded with, one small index per arrival
+ * hour (`<dir>/index/dt=YYYY-MM-DD/hr=HH.json`): a run reads and writes only
+ * the indexes of its hours, never one file the size of the history.
+ */
+function indexPath(dir: string, hour: number): string {
+  const { dt, hr } = arrivalPartition(hour);
+  return join(dir, 'index', `dt=${dt}`, `hr=${hr}.json`);
+}
 
-async function readIndex(dir: string): Promise<Record<string, string>> {
+/** The single index of earlier versions: no longer read (its files are downloaded again once). */
+const LEGACY_INDEX = 'index.json';
+
+async function readIndex(path: string): Promise<Record<string, string>> {
   try {
-    return JSON.parse(await readFile(join(dir, INDEX), 'utf8')) as Record<string, string>;
+    return JSON.parse(await readFile(path, 'utf8')) as Record<string, string>;
   } catch {
     return {};
   }
@@ -107,43 +186,93 @@ async function readObject(s3: S3Client, rawBucket: string, key: string): Promise
 }
 
 /**
- * Stages every raw object of an arrival hour starting before `cutoff` into
- * `dir`, downloading only what is not there yet (at most `concurrency` at a
- * time), and removes cached files whose object no longer exists.
+ * Stages every raw object of the arrival hours hour(from)..hour(cutoff - 1)
+ * (every hour starting before `cutoff` without `from`) into `dir`, downloading
+ * only what is not there yet (at most `concurrency` at a time), and removes
+ * the cached files of those hours whose object no longer exists.
  */
-export async function stageObjects(s3: S3Client, rawBucket: string, dir: string, cutoff: number, concurrency = 16): Promise<StageResult> {
-  const listed = await listRawObjects(s3, rawBucket);
-  const wanted = listed.filter((o) => o.hour < cutoff);
-  const index = await readIndex(dir);
-  const files = new Map<string, string>();
+export async function stageObjects(
+  s3: S3Client,
+  rawBucket: string,
+  dir: string,
+  cutoff: number,
+  options: StageOptions = {},
+): Promise<StageResult> {
+  const concurrency = options.concurrency ?? 16;
+  const { first, last } = readHours(cutoff, options.from ?? null);
+  const compacted = options.compacted ?? new Set<number>();
+  const prefixes = hourPrefixes(first, last, compacted);
+  const listed = (await mapLimit(prefixes, concurrency, (p) => listRawObjects(s3, rawBucket, p))).flat();
+  const inRange = (hour: number) => hour <= last && (first === null || hour >= first);
+  const wanted = listed.filter((o) => inRange(o.hour) && !compacted.has(o.hour)).sort((a, b) => (a.key < b.key ? -1 : 1));
+  // One object per compacted hour: the whole prefix is a few listing pages even for years of history.
+  const parquetListed = compacted.size === 0 ? [] : await listCompactObjects(s3, rawBucket);
+  const parquetWanted = parquetListed.filter((o) => inRange(o.hour) && compacted.has(o.hour));
+
+  const indexes = new Map<number, Record<string, string>>();
+  const dirty = new Set<number>();
+  const indexOf = async (hour: number) => {
+    let index = indexes.get(hour);
+    if (!index) {
+      index = await readIndex(indexPath(dir, hour));
+      indexes.set(hour, index);
+    }
+    return index;
+  };
+  const saveIndexes = async () => {
+    for (const hour of dirty) await writeAtomically(indexPath(dir, hour), JSON.stringify(indexes.get(hour)));
+    dirty.clear();
+  };
+
+  const objects = wanted.map((o) => ({ ...o, path: join(dir, ...o.key.split('/')) }));
+  const parquet = parquetWanted.map((o) => ({ ...o, path: join(dir, ...o.key.split('/')) }));
   let downloaded = 0;
   let downloadedBytes = 0;
+  for (const o of [...objects, ...parquet]) await indexOf(o.hour);
   try {
-    await mapLimit(wanted, concurrency, async (o) => {
-      const path = join(dir, ...o.key.split('/'));
-      files.set(o.key, path);
+    await mapLimit([...objects, ...parquet], concurrency, async (o) => {
+      const index = indexes.get(o.hour)!;
       // Same ETag and size: the very object already cached (a rewritten object gets a new ETag).
-      if (index[o.key] === o.etag && (await sizeOf(path)) === o.size) return;
+      if (index[o.key] === o.etag && (await sizeOf(o.path)) === o.size) return;
       const got = await readObject(s3, rawBucket, o.key);
-      const bytes = got.bytes;
-      await writeAtomically(path, bytes);
+      await writeAtomically(o.path, got.bytes);
       index[o.key] = got.etag ?? o.etag;
+      dirty.add(o.hour);
       downloaded++;
-      downloadedBytes += bytes.length;
+      downloadedBytes += got.bytes.length;
     });
   } finally {
-    await writeAtomically(join(dir, INDEX), JSON.stringify(index));
+    await saveIndexes();
   }
+
+  // Only the listed prefixes' directories: the cache of other hours is left as it is (and not read).
   const present = new Set(listed.map((o) => o.key));
   let removed = 0;
-  for (const path of await walk(join(dir, RAW_PREFIX))) {
-    const key = relative(dir, path).split(sep).join('/');
-    if (!present.has(key)) {
+  for (const prefix of prefixes) {
+    for (const path of await walk(join(dir, ...prefix.split('/').filter(Boolean)))) {
+      const key = relative(dir, path).split(sep).join('/');
+      if (present.has(key)) continue;
       await rm(path, { force: true });
-      delete index[key];
+      const name = parseRawObjectKey(key);
+      if (name) {
+        const index = await indexOf(name.hour);
+        if (key in index) {
+          delete index[key];
+          dirty.add(name.hour);
+        }
+      }
       removed++;
     }
   }
-  await writeAtomically(join(dir, INDEX), JSON.stringify(index));
-  return { files, downloaded, downloadedBytes, removed };
+  await saveIndexes();
+  await rm(join(dir, LEGACY_INDEX), { force: true });
+  return {
+    objects,
+    parquet,
+    files: new Map([...objects, ...parquet].map((o) => [o.key, o.path])),
+    prefixes: prefixes.length,
+    downloaded,
+    downloadedBytes,
+    removed,
+  };
 }

@@ -5,12 +5,31 @@
  * Functions task (task.ts, the handler of functions/batch-task.ts: AWS) call
  * the same functions, so both write the same run, manifest, lock and pointer items.
  */
+import { gunzipSync } from 'node:zlib';
 import type { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import type { KinesisClient } from '@aws-sdk/client-kinesis';
-import type { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
+import { GetObjectCommand, ListObjectsV2Command, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
+import { type DynamoDBDocumentClient, UpdateCommand } from '@aws-sdk/lib-dynamodb';
+import { HOUR_MS } from '../archive/layout.ts';
+import { batchPartitionPk, versionKey } from '../core/keys.ts';
+import { mapLimit } from '../core/limit.ts';
 import type { Settings } from '../core/settings.ts';
+import { rawReadRange } from '../core/sql.ts';
 import { iso } from '../core/time.ts';
-import { findView, type View } from '../core/views.ts';
+import { findView, type View, viewFingerprint } from '../core/views.ts';
+import {
+  type AthenaQueries,
+  objectReadsOf,
+  objectsQuerySql,
+  parseAthenaCsv,
+  runMarkers,
+  s3Location,
+  stopRunQueries,
+  unloadRows,
+  unloadSql,
+  viewQuerySql,
+} from './athena.ts';
+import { type CompactedHour, compactCovered, readCompacted } from './compact.ts';
 import {
   acquireLock,
   allocateVersion,
@@ -19,19 +38,25 @@ import {
   getManifest,
   getPointer,
   getRun,
+  type Pointer,
+  type RebuildReason,
   type RunItem,
+  recordManifestPlan,
   recordManifestView,
   recordRunTimings,
   recordRunView,
   refreshLock,
   releaseLock,
   updateRun,
+  type VersionManifest,
+  type ViewManifest,
+  type ViewMode,
 } from './control.ts';
-import type { BatchEngine, EngineSession } from './engine.ts';
-import { loadRows, rowPartitions } from './load.ts';
+import type { BatchEngine, BatchRow, EngineSession, ObjectRead } from './engine.ts';
+import { loadPartitions, mergeRows, type RollupsEntry, readPartitionRows, rollupsEntry, rowsByPartition } from './load.ts';
 import { type CutoffPlan, computeCutoff, gatherArchiveProgress } from './planner.ts';
 import { applyRetention, publishVersion, retireVersion } from './publish.ts';
-import { checkCompleteness, type ExpectedObject, IncompleteArchiveError, readArchiveManifest } from './verify.ts';
+import { type CompactedInput, checkCompleteness, type ExpectedObject, IncompleteArchiveError, readArchiveManifest } from './verify.ts';
 
 /** Fault-injection points (tests). A hook crashes the run by throwing. */
 export interface BatchHooks {
@@ -62,6 +87,12 @@ export interface BatchContext {
   readonly views: readonly View[];
   readonly settings: Settings;
   readonly engine: BatchEngine;
+  /** S3: the Athena path of the state machine reads query outputs (functions/contract/state-machine.ts). */
+  readonly s3?: S3Client;
+  /** What the Lambda still asks Athena (a query's statistics, stopping the run's queries): athena.ts athenaQueries. */
+  readonly athena?: AthenaQueries;
+  /** The Athena workgroup the state machine runs the queries in (the fail step stops the run's leftovers there). */
+  readonly athenaWorkgroup?: string | undefined;
   readonly now: () => number;
   /** Seconds a lock lives without a refresh. */
   readonly lockTtlSeconds: number;
@@ -88,11 +119,72 @@ export class LockLostError extends Error {
   }
 }
 
-async function holdLock(ctx: BatchContext, runId: string): Promise<void> {
-  if (!(await refreshLock(control(ctx), runId, ctx.now(), ctx.lockTtlSeconds))) throw new LockLostError(runId);
+async function holdLock(ctx: BatchContext, runId: string, ttlSeconds = ctx.lockTtlSeconds): Promise<void> {
+  if (!(await refreshLock(control(ctx), runId, ctx.now(), ttlSeconds))) throw new LockLostError(runId);
 }
 
+/**
+ * The lock's life across an Athena query: no Lambda runs while the state machine polls one, so each
+ * Athena step refreshes the lock for the longest a query may run (the state machine's default budget,
+ * 30 min) plus a margin; a run that dies meanwhile (execution timeout) holds it back that long at most.
+ */
+export const ATHENA_LOCK_TTL_SECONDS = 35 * 60;
+const holdAthenaLock = (ctx: BatchContext, runId: string) => holdLock(ctx, runId, Math.max(ctx.lockTtlSeconds, ATHENA_LOCK_TTL_SECONDS));
+
 // ---- plan ---------------------------------------------------------------------------------------
+
+/** What a run was asked for (POST /batch/runs): rebuild every view, or one; else each view as the rule says. */
+export interface RunRequest {
+  readonly rebuild?: boolean;
+  readonly view?: string;
+}
+
+/** How a run computes one view. */
+export interface ViewPlan {
+  readonly mode: ViewMode;
+  readonly reason?: RebuildReason;
+  /** An increment: the published version it merges into, and its cutoff (the increment's `since`). */
+  readonly base?: number;
+  readonly since?: number;
+}
+
+/**
+ * Per view: INCREMENT (merge the arrivals in [C, C') into the published version (N, C)) when
+ * N's manifest holds the view computed from the same declaration (fingerprint) with the same
+ * dedup horizon; else, or when the run asks for it, REBUILD from all history.
+ */
+export function planViews(
+  views: readonly View[],
+  published: Pick<Pointer, 'version' | 'cutoff'> | undefined,
+  base: Pick<VersionManifest, 'views'> | undefined,
+  horizonMs: number,
+  request: RunRequest = {},
+): Record<string, ViewPlan> {
+  const out: Record<string, ViewPlan> = {};
+  for (const view of views) {
+    const entry = published && base ? base.views?.[view.name] : undefined;
+    if (request.rebuild || request.view === view.name) out[view.name] = { mode: 'rebuild', reason: 'requested' };
+    else if (!entry) out[view.name] = { mode: 'rebuild', reason: 'new view' };
+    // A manifest from before increments (no fingerprint, a list of keys) cannot vouch for its declaration.
+    // A changed horizon changes which copies count, as a changed filter would.
+    else if (entry.fingerprint !== viewFingerprint(view) || entry.horizonMs !== horizonMs || Array.isArray(entry.partitions))
+      out[view.name] = { mode: 'rebuild', reason: 'declaration changed' };
+    else out[view.name] = { mode: 'increment', base: published!.version, since: published!.cutoff };
+  }
+  return out;
+}
+
+/** The lowest arrival an engine must read for these views: the dedup look-back before the earliest `since`, null for all history. */
+export function readFrom(plans: readonly ViewPlan[], horizonMs: number): number | null {
+  let from = Number.POSITIVE_INFINITY;
+  for (const p of plans) {
+    if (p.mode === 'rebuild' || p.since === undefined) return null;
+    from = Math.min(from, p.since - horizonMs);
+  }
+  return from === Number.POSITIVE_INFINITY ? null : from;
+}
+
+const horizonMsOf = (ctx: BatchContext) => ctx.settings.dedupHorizonSeconds * 1000;
 
 export interface PlanOutput {
   readonly runId: string;
@@ -114,10 +206,11 @@ export interface PlanOutput {
 export async function planStep(
   ctx: BatchContext,
   runId: string,
-  opts: { keepSession?: boolean } = {},
+  opts: { keepSession?: boolean; request?: RunRequest; verifyLater?: boolean } = {},
 ): Promise<PlanOutput & { session?: EngineSession }> {
   const t0 = performance.now();
   const c = control(ctx);
+  const request = opts.request ?? {};
   const lock = await acquireLock(c, runId, ctx.now(), ctx.lockTtlSeconds);
   await createRun(c, runId, ctx.now());
   if (!lock.acquired) {
@@ -133,7 +226,13 @@ export async function planStep(
     controlTable: ctx.tables.control,
     now: ctx.now,
   });
-  const plan = computeCutoff({ shards: progress.shards, now: progress.now, settings: ctx.settings, published: pointer?.cutoff ?? null });
+  const plan = computeCutoff({
+    shards: progress.shards,
+    backfills: progress.backfills,
+    now: progress.now,
+    settings: ctx.settings,
+    published: pointer?.cutoff ?? null,
+  });
   const planMs = performance.now() - t0;
   if (!plan.advanced) {
     const note = skipNote(plan);
@@ -149,7 +248,32 @@ export async function planStep(
     await releaseLock(c, runId);
     return { runId, skipped: true, cutoff: plan.cutoff, views: [], note };
   }
+  // The API checks the name; a run started otherwise (a schedule's input) fails here, before it allocates a version.
+  if (request.view !== undefined && !findView(ctx.views, request.view))
+    throw new Error(`there is no view named "${request.view}" to rebuild`);
   const version = await allocateVersion(c, runId, plan.cutoff, ctx.now());
+  const base = pointer ? await getManifest(c, pointer.version) : undefined;
+  const plans = planViews(ctx.views, pointer, base, horizonMsOf(ctx), request);
+  // The manifest holds the plan before any row is written: each view step (a Lambda of its own in
+  // AWS) reads its mode there, and the fingerprint is what the next run compares with.
+  await recordManifestPlan(
+    c,
+    version,
+    Object.fromEntries(
+      ctx.views.map((v) => {
+        const p = plans[v.name]!;
+        const entry: ViewManifest = {
+          rows: 0,
+          partitions: {},
+          loaded: false,
+          fingerprint: viewFingerprint(v),
+          horizonMs: horizonMsOf(ctx),
+          ...p,
+        };
+        return [v.name, entry];
+      }),
+    ),
+  );
   await updateRun(c, runId, {
     stage: 'views',
     version,
@@ -157,12 +281,20 @@ export async function planStep(
     previousCutoff: plan.previous,
     ...(plan.limitedBy ? { note: `cutoff held back by ${plan.limitedBy}` } : {}),
   });
+  // On Athena the state machine runs the completeness query itself (compile -> objects query -> verify).
+  if (opts.verifyLater) {
+    await recordRunTimings(c, runId, { plan: planMs });
+    await ctx.hooks?.afterStage?.('plan', runId);
+    return { runId, skipped: false, version, cutoff: plan.cutoff, views: ctx.views.map((v) => v.name) };
+  }
   // The manifest is read before the engine lists the objects: an object the archive writes after the
   // listing (same arrival hour, later records) is then not taken for a missing one.
-  const expected = await readArchiveManifest(ctx.doc, ctx.tables.control, plan.cutoff);
-  const session = await ctx.engine.open(plan.cutoff, runId);
+  const from = readFrom(Object.values(plans), horizonMsOf(ctx));
+  const expected = await readArchiveManifest(ctx.doc, ctx.tables.control, plan.cutoff, from);
+  const compacted = await compactedHours(ctx, plan.cutoff, from);
+  const session = await ctx.engine.open(plan.cutoff, runId, { from, compacted });
   try {
-    const verifyMs = await verifyArchive(ctx, runId, session, expected);
+    const verifyMs = await verifyArchive(ctx, runId, session, expected, compacted);
     await recordRunTimings(c, runId, { plan: planMs, stage: session.stats.stageMs, verify: verifyMs });
     await ctx.hooks?.afterStage?.('plan', runId);
   } catch (e) {
@@ -193,15 +325,92 @@ async function verifyArchive(
   runId: string,
   session: EngineSession,
   expected: readonly ExpectedObject[],
+  compacted: ReadonlyMap<number, CompactedHour> = new Map(),
 ): Promise<number> {
   const t = performance.now();
-  const reads = await session.objectReads();
-  const result = checkCompleteness(expected, reads);
+  const compactedReads = (await session.compactedReads?.()) ?? new Map();
+  await recordCompleteness(ctx, runId, await session.objectReads(), expected, { items: compacted, reads: compactedReads });
+  return performance.now() - t;
+}
+
+/**
+ * The compacted hours of a run's range (compact.ts), read after the manifest. Only an engine that
+ * compacts reads them (DuckDB); the Athena path reads the raw table for every hour.
+ */
+async function compactedHours(ctx: BatchContext, cutoff: number, from: number | null): Promise<Map<number, CompactedHour>> {
+  if (!ctx.engine.compactor) return new Map();
+  return readCompacted({ doc: ctx.doc, table: ctx.tables.control }, cutoff, from);
+}
+
+/**
+ * The oldest arrival a run's compaction looks at: the dedup look-back of the next increment (H before
+ * the cutoff) and a day more, so every hour an increment reads gets compacted and a failed hour is
+ * retried by the runs of at least a day. Older hours (history archived before the first run, say)
+ * stay JSON: only a rebuild reads them, and looking at all history every run is what this avoids.
+ */
+export const compactFrom = (cutoff: number, horizonMs: number): number => cutoff - horizonMs - 24 * HOUR_MS;
+
+/**
+ * After a publish: compacts into Parquet every arrival hour the published cutoff covers whole that is
+ * not compacted yet (compact.ts). Never fails the run: an hour that fails is recorded on the run
+ * item and compacted by a later run. Returns its duration, ms.
+ */
+export async function compactStep(ctx: BatchContext, runId: string, cutoff: number): Promise<number> {
+  const compactor = ctx.engine.compactor;
+  if (!compactor) return 0;
+  const t = performance.now();
+  const c = control(ctx);
+  try {
+    const outcome = await compactCovered(
+      {
+        doc: ctx.doc,
+        table: ctx.tables.control,
+        compactor,
+        now: ctx.now,
+        expectedOf: (hour) => readArchiveManifest(ctx.doc, ctx.tables.control, hour + HOUR_MS, hour),
+        afterObject: (hour) => ctx.hooks?.afterStage?.(`compact:${hour}`, runId),
+      },
+      cutoff,
+      compactFrom(cutoff, horizonMsOf(ctx)),
+    );
+    await updateRun(c, runId, {
+      compaction: {
+        hours: outcome.compacted.length,
+        failed: outcome.failed.length,
+        ...(outcome.failed.length > 0 && { error: outcome.failed[0]!.error }),
+      },
+    });
+    for (const f of outcome.failed) console.error(`batch run ${runId}: compaction of ${f.error} (retried by the next run)`);
+  } catch (e) {
+    console.error(`batch run ${runId}: compaction failed (retried by the next run): ${e instanceof Error ? e.message : String(e)}`);
+  }
+  const ms = performance.now() - t;
+  await recordRunTimings(c, runId, { compact: ms }).catch(() => undefined);
+  return ms;
+}
+
+/** Compares what was read with what the archive recorded, records it on the run; throws IncompleteArchiveError. */
+async function recordCompleteness(
+  ctx: BatchContext,
+  runId: string,
+  reads: ReadonlyMap<string, ObjectRead>,
+  expected: readonly ExpectedObject[],
+  compacted?: CompactedInput,
+): Promise<void> {
+  // `expected` holds the hours the session reads only (readArchiveManifest with the session's from).
+  const result = checkCompleteness(expected, reads, compacted);
   await updateRun(control(ctx), runId, {
-    archive: { objects: result.objects, records: result.records, extraObjects: result.extraObjects },
+    archive: {
+      objects: result.objects,
+      records: result.records,
+      extraObjects: result.extraObjects,
+      rawObjectsRead: result.rawObjectsRead,
+      rawRowsRead: result.rawRowsRead,
+      rawBytesRead: result.rawBytesRead,
+      compactedHours: result.compactedHours,
+    },
   });
   if (!result.complete) throw new IncompleteArchiveError(result);
-  return performance.now() - t;
 }
 
 // ---- view ---------------------------------------------------------------------------------------
@@ -215,29 +424,43 @@ export interface ViewStepInput {
 
 export interface ViewOutput {
   readonly view: string;
+  /** Rows of the view in the version (shared partitions included). */
   readonly rows: number;
   readonly sqlMs: number;
   readonly loadMs: number;
+  readonly mode: ViewMode;
+  /** Rows the step wrote: every row for a rebuild, the touched partitions' rows for an increment. */
+  readonly written: number;
 }
 
 /**
- * Computes one view with the engine and loads its rows as the version. The
- * manifest lists the view's partitions before any row is written, so the rows
- * of a run that dies mid-load can always be found and deleted.
+ * Computes one view with the engine and loads its rows as the version, as its plan in the
+ * manifest says. REBUILD: the SQL over all history, every partition written as this version.
+ * INCREMENT: the SQL over the arrivals since the base version's cutoff; each partition the
+ * increment touches is read from its writer, merged with the increment (metric monoids) and
+ * written as this version; the others stay with their writer (copy-on-write). The manifest
+ * maps the partitions to their writers before any row is written, so the rows of a run that
+ * dies mid-load can always be found and deleted.
  */
 export async function viewStep(ctx: BatchContext, input: ViewStepInput, shared?: EngineSession): Promise<ViewOutput> {
   const c = control(ctx);
   await holdLock(ctx, input.runId);
   const view = findView(ctx.views, input.view);
   if (!view) throw new Error(`unknown view ${input.view}`);
+  const plan = (await getManifest(c, input.version))?.views?.[view.name];
+  if (!plan?.mode) throw new Error(`version ${input.version} has no plan for view ${view.name}`);
+  const increment = plan.mode === 'increment' && plan.base !== undefined && plan.since !== undefined;
+  const horizonMs = horizonMsOf(ctx);
   let session = shared;
   if (!session) {
-    const expected = await readArchiveManifest(ctx.doc, ctx.tables.control, input.cutoff);
-    session = await ctx.engine.open(input.cutoff, input.runId);
+    const from = readFrom([plan as ViewPlan], horizonMs);
+    const expected = await readArchiveManifest(ctx.doc, ctx.tables.control, input.cutoff, from);
+    const compacted = await compactedHours(ctx, input.cutoff, from);
+    session = await ctx.engine.open(input.cutoff, input.runId, { from, compacted });
     // A separate step stages its own copy of the objects: check that copy too (cheap on DuckDB).
     if (session.engine === 'duckdb') {
       try {
-        await verifyArchive(ctx, input.runId, session, expected);
+        await verifyArchive(ctx, input.runId, session, expected, compacted);
       } catch (e) {
         await session.close();
         throw e;
@@ -246,15 +469,19 @@ export async function viewStep(ctx: BatchContext, input: ViewStepInput, shared?:
   }
   try {
     const t0 = performance.now();
-    const rows = await session.runView(view);
+    const rows = await session.runView(view, { horizonMs, ...(increment && { since: plan.since! }) });
     const sqlMs = Math.round(performance.now() - t0);
-    await recordManifestView(c, input.version, view.name, {
-      rows: rows.length,
-      partitions: rowPartitions(view, input.version, rows),
-      loaded: false,
-    });
     const t1 = performance.now();
-    await loadRows(
+    const next = increment ? await mergeIncrement(ctx, view, plan, input.version, rows) : rebuildOf(view, input.version, rows);
+    const entry: ViewManifest = {
+      ...plan,
+      rows: next.rows,
+      partitions: next.partitions,
+      ...(next.rollups && { rollups: next.rollups }),
+      loaded: false,
+    };
+    await recordManifestView(c, input.version, view.name, entry);
+    await loadPartitions(
       {
         ddb: ctx.ddb,
         table: ctx.tables.batchViews,
@@ -263,21 +490,373 @@ export async function viewStep(ctx: BatchContext, input: ViewStepInput, shared?:
       },
       view,
       input.version,
-      rows,
+      next.write,
     );
     const loadMs = Math.round(performance.now() - t1);
-    await recordManifestView(c, input.version, view.name, {
-      rows: rows.length,
-      partitions: rowPartitions(view, input.version, rows),
-      loaded: true,
+    await recordManifestView(c, input.version, view.name, { ...entry, loaded: true });
+    const out: ViewOutput = { view: view.name, rows: next.rows, sqlMs, loadMs, mode: plan.mode, written: next.write.length };
+    await recordRunView(c, input.runId, view.name, {
+      rows: out.rows,
+      sqlMs,
+      loadMs,
+      mode: plan.mode,
+      ...(plan.reason && { reason: plan.reason }),
+      written: out.written,
     });
-    const out: ViewOutput = { view: view.name, rows: rows.length, sqlMs, loadMs };
-    await recordRunView(c, input.runId, view.name, { rows: out.rows, sqlMs, loadMs });
     await ctx.hooks?.afterStage?.(`view:${view.name}`, input.runId);
     return out;
   } finally {
     if (!shared) await session.close();
   }
+}
+
+interface NextPartitions {
+  /** Rows of the view in the new version. */
+  readonly rows: number;
+  /** Partition -> writer, the new version's manifest entry. */
+  readonly partitions: Record<string, number>;
+  /** The rows to write as the new version: whole partitions (their rollups are computed from them). */
+  readonly write: readonly BatchRow[];
+  readonly rollups?: RollupsEntry | undefined;
+}
+
+function rebuildOf(view: View, version: number, rows: readonly BatchRow[]): NextPartitions {
+  return {
+    rows: rows.length,
+    partitions: Object.fromEntries([...rowsByPartition(view, rows).keys()].map((p) => [p, version])),
+    write: rows,
+    rollups: rollupsEntry(view, version),
+  };
+}
+
+async function mergeIncrement(
+  ctx: BatchContext,
+  view: View,
+  plan: ViewManifest,
+  version: number,
+  increment: readonly BatchRow[],
+): Promise<NextPartitions> {
+  const base = await getManifest(control(ctx), plan.base!);
+  const entry = base?.views?.[view.name];
+  if (!base || base.state === 'retired' || !entry || Array.isArray(entry.partitions)) {
+    throw new Error(`version ${version} increments version ${plan.base}, which no longer holds view ${view.name}`);
+  }
+  const partitions: Record<string, number> = { ...(entry.partitions as Record<string, number>) };
+  for (const [p, w] of Object.entries(partitions)) partitions[p] = Number(w);
+  const touched = [...rowsByPartition(view, increment).entries()];
+  const merged = await mapLimit(touched, ctx.loadConcurrency, async ([p, rows]) => {
+    const writer = partitions[p];
+    const old =
+      writer === undefined
+        ? []
+        : await readPartitionRows(ctx.ddb, ctx.tables.batchViews, view, batchPartitionPk(view.name, writer, Number(p)));
+    return { p, old: old.length, rows: mergeRows(view, old, rows) };
+  });
+  let rows = Number(entry.rows);
+  const write: BatchRow[] = [];
+  for (const m of merged) {
+    rows += m.rows.length - m.old;
+    partitions[m.p] = version;
+    for (const r of m.rows) write.push(r);
+  }
+  return { rows, partitions, write, rollups: rollupsEntry(view, version, entry.rollups) };
+}
+
+// ---- Athena from the state machine: compile, verify, parts, load, finish ----------------------------
+
+/** One Athena query as the state machine runs it: the SQL of attempt n is `head + n + tail`. */
+export interface CompiledQuery {
+  readonly name: string;
+  readonly head: string;
+  readonly tail: string;
+}
+
+export interface CompileInput {
+  readonly runId: string;
+  readonly version: number;
+  readonly cutoff: number;
+  readonly database: string;
+  readonly table: string;
+  /** `s3://bucket/prefix/` of the workgroup's results bucket. */
+  readonly resultsLocation: string;
+}
+
+export interface CompileOutput {
+  /** Where the archive's record of the objects in range is kept for the verify step (JSON). */
+  readonly expected: string;
+  /** The completeness query (objects and their line counts). */
+  readonly objects: CompiledQuery;
+  /** Per view: its query and the prefix its UNLOAD attempts write under (`<location>a<attempt>/`). */
+  readonly views: readonly { readonly view: string; readonly mode: ViewMode; readonly location: string; readonly query: CompiledQuery }[];
+}
+
+const athenaClients = (ctx: BatchContext) => {
+  if (!ctx.s3 || !ctx.athena) throw new Error('the Athena steps need the S3 client and the Athena queries in the batch context');
+  return { s3: ctx.s3, athena: ctx.athena };
+};
+
+/**
+ * The queries of a run on Athena (the SQL comes from core/sql.ts, so from a Lambda): the
+ * completeness query over the run's arrival range and one UNLOAD per view. The archive's
+ * record of the objects in range is read now, before the query lists them (an object the
+ * archive writes after the listing is then not taken for a missing one), and kept in S3.
+ */
+export async function compileStep(ctx: BatchContext, input: CompileInput): Promise<CompileOutput> {
+  await holdAthenaLock(ctx, input.runId);
+  const { s3 } = athenaClients(ctx);
+  const manifest = await getManifest(control(ctx), input.version);
+  const horizonMs = horizonMsOf(ctx);
+  const plans = ctx.views.map((view) => {
+    const plan = manifest?.views?.[view.name];
+    if (!plan?.mode) throw new Error(`version ${input.version} has no plan for view ${view.name}`);
+    return { view, plan: plan as ViewPlan };
+  });
+  const from = readFrom(
+    plans.map((p) => p.plan),
+    horizonMs,
+  );
+  const base = input.resultsLocation.endsWith('/') ? input.resultsLocation : `${input.resultsLocation}/`;
+  const expected = await readArchiveManifest(ctx.doc, ctx.tables.control, input.cutoff, from);
+  const expectedUrl = `${base}expected/${input.runId}.json`;
+  const where = s3Location(expectedUrl);
+  await s3.send(
+    new PutObjectCommand({ Bucket: where.bucket, Key: where.key, Body: JSON.stringify(expected), ContentType: 'application/json' }),
+  );
+  const views = plans.map(({ view, plan }) => {
+    const increment = plan.mode === 'increment' && plan.since !== undefined;
+    const options = { horizonMs, ...(increment && { since: plan.since! }) };
+    const need = rawReadRange(input.cutoff, horizonMs, increment ? plan.since : undefined).from;
+    const location = `${base}unload/${input.runId}/${view.name}/`;
+    const sql = unloadSql(view, viewQuerySql(input.database, input.table, view, input.cutoff, need, options), location);
+    return { view: view.name, mode: plan.mode, location, query: { name: `view-${view.name}`, ...sql } };
+  });
+  // The comment keeps each attempt's statement distinct, as its token is, and marks the run's query (stopRunQueries).
+  const marker = runMarkers(input.runId)[1]!;
+  const objects = {
+    name: 'objects',
+    head: `${objectsQuerySql(input.database, input.table, input.cutoff, from)}\n${marker}attempt `,
+    tail: '',
+  };
+  return { expected: expectedUrl, objects, views };
+}
+
+async function readObject(s3: S3Client, url: string): Promise<string> {
+  const { bucket, key } = s3Location(url);
+  const got = await s3.send(new GetObjectCommand({ Bucket: bucket, Key: key }));
+  const bytes = Buffer.from(await got.Body!.transformToByteArray());
+  // UNLOAD's GZIP output; CSV results and our own JSON are plain.
+  return (bytes[0] === 0x1f && bytes[1] === 0x8b ? gunzipSync(bytes) : bytes).toString('utf8');
+}
+
+async function listKeys(s3: S3Client, url: string): Promise<{ key: string; size: number }[]> {
+  const { bucket, key: prefix } = s3Location(url);
+  const out: { key: string; size: number }[] = [];
+  let token: string | undefined;
+  do {
+    const page = await s3.send(new ListObjectsV2Command({ Bucket: bucket, Prefix: prefix, ContinuationToken: token }));
+    for (const o of page.Contents ?? []) if (o.Key) out.push({ key: o.Key, size: o.Size ?? 0 });
+    token = page.IsTruncated ? page.NextContinuationToken : undefined;
+  } while (token);
+  return out;
+}
+
+/** The completeness check over the objects query's CSV result (`output`) and the archive's record kept by compile. */
+export async function verifyStep(
+  ctx: BatchContext,
+  input: { runId: string; version: number; cutoff: number; expected: string; output: string },
+): Promise<{ runId: string; objects: number }> {
+  await holdAthenaLock(ctx, input.runId);
+  const { s3 } = athenaClients(ctx);
+  const t = performance.now();
+  const [expected, csv] = await Promise.all([readObject(s3, input.expected), readObject(s3, input.output)]);
+  const reads = objectReadsOf(parseAthenaCsv(csv), '');
+  await recordCompleteness(ctx, input.runId, reads, JSON.parse(expected) as ExpectedObject[]);
+  await recordRunTimings(control(ctx), input.runId, { verify: performance.now() - t });
+  return { runId: input.runId, objects: reads.size };
+}
+
+export interface PartsOutput {
+  readonly location: string;
+  /** The load groups the UNLOAD wrote (`g=<n>`), each holding whole batch-view partitions. */
+  readonly groups: readonly string[];
+  readonly bytes: number;
+  readonly sqlMs: number;
+}
+
+/**
+ * After a view's query: the load groups its UNLOAD wrote, and the view's manifest entry before any
+ * row is written (an increment starts from its base's partition map; each load maps the partitions
+ * it writes to this version before writing them).
+ */
+export async function partsStep(
+  ctx: BatchContext,
+  input: { runId: string; version: number; view: string; location: string; queryId?: string },
+): Promise<PartsOutput> {
+  await holdAthenaLock(ctx, input.runId);
+  const { s3, athena } = athenaClients(ctx);
+  const view = findView(ctx.views, input.view);
+  if (!view) throw new Error(`unknown view ${input.view}`);
+  const c = control(ctx);
+  const plan = (await getManifest(c, input.version))?.views?.[view.name];
+  if (!plan?.mode) throw new Error(`version ${input.version} has no plan for view ${view.name}`);
+  let partitions: Record<string, number> = {};
+  let rows = 0;
+  let rollups = rollupsEntry(view, input.version);
+  if (plan.mode === 'increment') {
+    const entry = (await baseEntry(ctx, view, plan, input.version)).entry;
+    partitions = Object.fromEntries(Object.entries(entry.partitions as Record<string, number>).map(([p, w]) => [p, Number(w)]));
+    rows = Number(entry.rows);
+    rollups = rollupsEntry(view, input.version, entry.rollups);
+  }
+  // Each load group writes whole partitions, so each writes its partitions' rollups too (loadPartitions).
+  await recordManifestView(c, input.version, view.name, { ...plan, rows, partitions, ...(rollups && { rollups }), loaded: false });
+  const keys = await listKeys(s3, input.location);
+  const prefix = s3Location(input.location).key;
+  const groups = new Set<string>();
+  let bytes = 0;
+  for (const k of keys) {
+    const g = /^(g=\d+)\//.exec(k.key.slice(prefix.length))?.[1];
+    if (g) groups.add(g);
+    bytes += k.size;
+  }
+  let sqlMs = 0;
+  if (input.queryId) {
+    sqlMs = (await athena.statistics(input.queryId)).engineMs;
+  }
+  return { location: input.location, groups: [...groups].sort(), bytes, sqlMs };
+}
+
+async function baseEntry(ctx: BatchContext, view: View, plan: ViewManifest, version: number) {
+  const base = await getManifest(control(ctx), plan.base!);
+  const entry = base?.views?.[view.name];
+  if (!base || base.state === 'retired' || !entry || Array.isArray(entry.partitions)) {
+    throw new Error(`version ${version} increments version ${plan.base}, which no longer holds view ${view.name}`);
+  }
+  return { base, entry };
+}
+
+export interface LoadOutput {
+  readonly group: string;
+  /** Rows written as this version. */
+  readonly written: number;
+  /** Rows the view gains in the version through this group (an increment: merged minus replaced). */
+  readonly rows: number;
+  readonly loadMs: number;
+}
+
+/**
+ * Loads one load group of a view's UNLOAD (whole batch-view partitions): its files read in parallel,
+ * rows grouped by partition; an increment merges each partition with the rows its writer holds.
+ * Each partition is mapped to this version in the manifest before its rows are written (a run that
+ * dies mid-load leaves only rows its manifest names). Idempotent: a retried load writes the same.
+ */
+export async function loadStep(
+  ctx: BatchContext,
+  input: { runId: string; version: number; view: string; location: string; group: string },
+): Promise<LoadOutput> {
+  const t0 = performance.now();
+  await holdAthenaLock(ctx, input.runId);
+  const { s3 } = athenaClients(ctx);
+  const view = findView(ctx.views, input.view);
+  if (!view) throw new Error(`unknown view ${input.view}`);
+  if (!/^g=\d+$/.test(input.group)) throw new Error(`a load group is g=<n>, received ${JSON.stringify(input.group)}`);
+  const c = control(ctx);
+  const plan = (await getManifest(c, input.version))?.views?.[view.name];
+  if (!plan?.mode) throw new Error(`version ${input.version} has no plan for view ${view.name}`);
+  const { bucket } = s3Location(input.location);
+  const files = await listKeys(s3, `${input.location}${input.group}/`);
+  const parts = await mapLimit(files, 8, (f) => readObject(s3, `s3://${bucket}/${f.key}`));
+  const rows = parts.flatMap((text) => unloadRows(view, text));
+  const increment = plan.mode === 'increment' && plan.base !== undefined;
+  const writers = increment ? ((await baseEntry(ctx, view, plan, input.version)).entry.partitions as Record<string, number>) : {};
+  const byPartition = [...rowsByPartition(view, rows).entries()];
+  const merged = await mapLimit(byPartition, ctx.loadConcurrency, async ([p, prows]) => {
+    const writer = writers[p] === undefined ? undefined : Number(writers[p]);
+    const old =
+      writer === undefined
+        ? []
+        : await readPartitionRows(ctx.ddb, ctx.tables.batchViews, view, batchPartitionPk(view.name, writer, Number(p)));
+    return { p, old: old.length, rows: increment ? mergeRows(view, old, prows) : prows };
+  });
+  await mapPartitions(
+    ctx,
+    input.version,
+    view.name,
+    merged.map((m) => m.p),
+  );
+  const write = merged.flatMap((m) => m.rows);
+  await loadPartitions(
+    {
+      ddb: ctx.ddb,
+      table: ctx.tables.batchViews,
+      concurrency: ctx.loadConcurrency,
+      ...(ctx.hooks?.afterItems && { onProgress: (n: number) => ctx.hooks!.afterItems!(view.name, n) }),
+    },
+    view,
+    input.version,
+    write,
+  );
+  const delta = merged.reduce((n, m) => n + m.rows.length - m.old, 0);
+  return { group: input.group, written: write.length, rows: delta, loadMs: Math.round(performance.now() - t0) };
+}
+
+/** Maps partitions of a view to `version` in its manifest (one update per 50: concurrent loads touch other paths of the item). */
+async function mapPartitions(ctx: BatchContext, version: number, view: string, partitions: readonly string[]): Promise<void> {
+  for (let i = 0; i < partitions.length; i += 50) {
+    const chunk = partitions.slice(i, i + 50);
+    const names: Record<string, string> = { '#views': 'views', '#v': view, '#parts': 'partitions', '#state': 'state' };
+    const sets = chunk.map((p, j) => {
+      names[`#p${j}`] = p;
+      return `#views.#v.#parts.#p${j} = :n`;
+    });
+    await ctx.doc.send(
+      new UpdateCommand({
+        TableName: ctx.tables.control,
+        Key: versionKey(version),
+        UpdateExpression: `SET ${sets.join(', ')}`,
+        ConditionExpression: '#state = :loading',
+        ExpressionAttributeNames: names,
+        ExpressionAttributeValues: { ':n': version, ':loading': 'loading' },
+      }),
+    );
+  }
+}
+
+/** After every load group of a view: its total rows, `loaded` in the manifest, and the run item's view entry. */
+export async function finishStep(
+  ctx: BatchContext,
+  input: {
+    runId: string;
+    version: number;
+    view: string;
+    loads: readonly Pick<LoadOutput, 'written' | 'rows' | 'loadMs'>[];
+    sqlMs?: number;
+  },
+): Promise<ViewOutput> {
+  await holdAthenaLock(ctx, input.runId);
+  const view = findView(ctx.views, input.view);
+  if (!view) throw new Error(`unknown view ${input.view}`);
+  const c = control(ctx);
+  const entry = (await getManifest(c, input.version))?.views?.[view.name];
+  if (!entry?.mode) throw new Error(`version ${input.version} has no plan for view ${view.name}`);
+  // From the base, not from the entry: a retried finish must not add the loads twice.
+  const start =
+    entry.mode === 'increment' && entry.base !== undefined ? Number((await baseEntry(ctx, view, entry, input.version)).entry.rows) : 0;
+  const rows = start + input.loads.reduce((n, l) => n + l.rows, 0);
+  const written = input.loads.reduce((n, l) => n + l.written, 0);
+  const loadMs = input.loads.reduce((n, l) => n + l.loadMs, 0);
+  const sqlMs = input.sqlMs ?? 0;
+  await recordManifestView(c, input.version, view.name, { ...entry, rows, loaded: true });
+  await recordRunView(c, input.runId, view.name, {
+    rows,
+    sqlMs,
+    loadMs,
+    mode: entry.mode,
+    ...(entry.reason && { reason: entry.reason }),
+    written,
+  });
+  await ctx.hooks?.afterStage?.(`view:${view.name}`, input.runId);
+  return { view: view.name, rows, sqlMs, loadMs, mode: entry.mode, written };
 }
 
 // ---- publish ------------------------------------------------------------------------------------
@@ -356,9 +935,20 @@ export interface FailInput {
   readonly error: string;
 }
 
-/** Marks the run FAILED, retires its version unless it was published, releases the lock. */
-export async function failStep(ctx: BatchContext, input: FailInput): Promise<{ runId: string; state: 'FAILED' }> {
+/**
+ * Marks the run FAILED, retires its version unless it was published, releases the lock. On Athena it
+ * first stops the run's queries still running (a failed view makes the Map cancel its siblings mid-query).
+ */
+export async function failStep(
+  ctx: BatchContext,
+  input: FailInput,
+): Promise<{ runId: string; state: 'FAILED'; stoppedQueries?: string[] }> {
   const c = control(ctx);
+  let stoppedQueries: string[] | undefined;
+  if (ctx.engine.name === 'athena' && ctx.athena && ctx.athenaWorkgroup) {
+    // Best effort: the run must be marked FAILED and its lock released whatever Athena answers.
+    stoppedQueries = await stopRunQueries(ctx.athena, ctx.athenaWorkgroup, input.runId).catch(() => undefined);
+  }
   await updateRun(c, input.runId, { state: 'FAILED', stage: 'done', finishedAt: ctx.now(), error: input.error });
   const version = input.version ?? (await getRun(c, input.runId))?.version;
   if (version !== undefined) {
@@ -367,5 +957,5 @@ export async function failStep(ctx: BatchContext, input: FailInput): Promise<{ r
     if (m && m.state === 'loading' && pointer?.version !== version) await retireVersion(publishDeps(ctx), m);
   }
   await releaseLock(c, input.runId);
-  return { runId: input.runId, state: 'FAILED' };
+  return { runId: input.runId, state: 'FAILED', ...(stoppedQueries && { stoppedQueries }) };
 }

@@ -1,6 +1,7 @@
 /**
  * The handler of the Lambda that the batch state machine (functions/contract/state-machine.ts)
- * calls for each step: `{ step: 'plan' | 'view' | 'publish' | 'fail', runId, ... }`
+ * calls for each step: `{ step: 'plan' | 'view' | 'publish' | 'fail', runId, ... }` (on Athena also
+ * 'compile' | 'verify' | 'parts' | 'load' | 'finish' around the queries the state machine runs)
  * -> the step's result (docs/batch-layer.md has the exact contract). The event
  * is validated with zod, then steps.ts does the work. Publishes the age of the
  * published cutoff as a metric after plan, publish and fail, the input of the
@@ -13,13 +14,29 @@ import { z } from 'zod';
 import { BATCH_METRICS } from '../contract/telemetry.ts';
 import { getPointer, RUN_ID_RE } from './control.ts';
 import { describeError } from './pipeline.ts';
-import { type BatchContext, failStep, planStep, publishStep, viewStep } from './steps.ts';
+import {
+  type BatchContext,
+  compileStep,
+  failStep,
+  finishStep,
+  loadStep,
+  partsStep,
+  planStep,
+  publishStep,
+  verifyStep,
+  viewStep,
+} from './steps.ts';
 
 const runId = z.string().regex(RUN_ID_RE, { error: 'runId must be 1-80 letters, digits, - or _' });
 const ms = z.number().int().nonnegative();
 
 export const BatchTaskEventSchema = z.discriminatedUnion('step', [
-  z.object({ step: z.literal('plan'), runId }),
+  // `input`: the execution's input (POST /batch/runs passes its body there; a schedule its own fields).
+  z.object({
+    step: z.literal('plan'),
+    runId,
+    input: z.looseObject({ rebuild: z.boolean().optional(), view: z.string().min(1).optional() }).optional(),
+  }),
   z.object({ step: z.literal('view'), runId, version: z.number().int().positive(), cutoff: ms, view: z.string().min(1) }),
   z.object({
     step: z.literal('publish'),
@@ -27,6 +44,48 @@ export const BatchTaskEventSchema = z.discriminatedUnion('step', [
     skipped: z.boolean().optional(),
     version: z.number().int().positive().nullish(),
     cutoff: ms.nullish(),
+  }),
+  // The Athena path (functions/contract/state-machine.ts with the athena option): the state machine runs the queries.
+  z.object({
+    step: z.literal('compile'),
+    runId,
+    version: z.number().int().positive(),
+    cutoff: ms,
+    database: z.string().min(1),
+    table: z.string().min(1),
+    resultsLocation: z.string().startsWith('s3://'),
+  }),
+  z.object({
+    step: z.literal('verify'),
+    runId,
+    version: z.number().int().positive(),
+    cutoff: ms,
+    expected: z.string().startsWith('s3://'),
+    output: z.string().startsWith('s3://'),
+  }),
+  z.object({
+    step: z.literal('parts'),
+    runId,
+    version: z.number().int().positive(),
+    view: z.string().min(1),
+    location: z.string().startsWith('s3://'),
+    queryId: z.string().min(1).optional(),
+  }),
+  z.object({
+    step: z.literal('load'),
+    runId,
+    version: z.number().int().positive(),
+    view: z.string().min(1),
+    location: z.string().startsWith('s3://'),
+    group: z.string().regex(/^g=\d+$/),
+  }),
+  z.object({
+    step: z.literal('finish'),
+    runId,
+    version: z.number().int().positive(),
+    view: z.string().min(1),
+    loads: z.array(z.looseObject({ written: z.number().int().nonnegative(), rows: z.number().int(), loadMs: z.number().nonnegative() })),
+    sqlMs: z.number().nonnegative().optional(),
   }),
   // `error` is what a Catch put at $.error: `{ Error, Cause }` (Cause: Lambda's JSON error text).
   z.object({ step: z.literal('fail'), runId, version: z.number().int().positive().optional(), error: z.unknown().optional() }),
@@ -76,12 +135,32 @@ export function createBatchTaskHandler(context: () => BatchContext, logger: Logg
     try {
       switch (e.step) {
         case 'plan': {
-          const { session: _s, ...out } = await planStep(ctx, e.runId);
+          const request = {
+            ...(e.input?.rebuild !== undefined && { rebuild: e.input.rebuild }),
+            ...(e.input?.view && { view: e.input.view }),
+          };
+          // On Athena the state machine runs the completeness query (compile -> query -> verify).
+          const { session: _s, ...out } = await planStep(ctx, e.runId, { request, verifyLater: ctx.engine.name === 'athena' });
           // Always present, so the state machine's JSONPath never misses them.
           return { ...out, version: out.version ?? null, cutoff: out.cutoff ?? null };
         }
         case 'view': {
           const out = await viewStep(ctx, e);
+          metrics.addMetric(BATCH_METRICS.viewRows, MetricUnit.Count, out.rows);
+          metrics.addMetric(BATCH_METRICS.viewSqlTime, MetricUnit.Milliseconds, out.sqlMs);
+          metrics.addMetric(BATCH_METRICS.viewLoadTime, MetricUnit.Milliseconds, out.loadMs);
+          return { ...out };
+        }
+        case 'compile':
+          return { ...(await compileStep(ctx, e)) };
+        case 'verify':
+          return { ...(await verifyStep(ctx, e)) };
+        case 'parts':
+          return { ...(await partsStep(ctx, e)) };
+        case 'load':
+          return { ...(await loadStep(ctx, e)) };
+        case 'finish': {
+          const out = await finishStep(ctx, e);
           metrics.addMetric(BATCH_METRICS.viewRows, MetricUnit.Count, out.rows);
           metrics.addMetric(BATCH_METRICS.viewSqlTime, MetricUnit.Milliseconds, out.sqlMs);
           metrics.addMetric(BATCH_METRICS.viewLoadTime, MetricUnit.Milliseconds, out.loadMs);
@@ -105,7 +184,7 @@ export function createBatchTaskHandler(context: () => BatchContext, logger: Logg
       logger.error('batch step failed', { step: e.step, runId: e.runId, error: describeError(err) });
       throw err;
     } finally {
-      if (e.step !== 'view') {
+      if (e.step === 'plan' || e.step === 'publish' || e.step === 'fail') {
         publishCutoffAge(metrics, await cutoffAgeSeconds(ctx));
       }
       if (metrics.hasStoredMetrics()) metrics.publishStoredMetrics();

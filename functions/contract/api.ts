@@ -129,8 +129,21 @@ export type RunState = (typeof RUN_STATES)[number];
 export const RUN_STAGES = ['plan', 'views', 'publish', 'done'] as const;
 export type RunStage = (typeof RUN_STAGES)[number];
 
-/** The body of POST /batch/runs: nothing is read from it (the CLI and the dashboard send `{}`). */
-export const StartRunRequestSchema = z.object({});
+/**
+ * The body of POST /batch/runs: `{}` (or none) runs every view as the rule says (an increment,
+ * or a rebuild for a new or changed view); `{"rebuild": true}` rebuilds every view from all
+ * history, `{"view": "NAME"}` that view. Unknown fields are refused (a misspelt `rebuild` must not
+ * silently run an increment).
+ */
+export const StartRunRequestSchema = z
+  .strictObject({
+    rebuild: z.boolean({ error: 'rebuild must be true or false' }).optional(),
+    view: z.string({ error: 'view must be the name of a view' }).min(1, { error: 'view must be the name of a view' }).optional(),
+  })
+  .superRefine((b, ctx) => {
+    if (b.rebuild === true && b.view !== undefined)
+      ctx.addIssue({ code: 'custom', path: ['view'], message: 'view names the one view to rebuild: leave it out with "rebuild": true' });
+  });
 export type StartRunRequest = z.infer<typeof StartRunRequestSchema>;
 
 /** 202 of POST /batch/runs: the run started, or the one already going (`alreadyRunning`). */
@@ -141,8 +154,22 @@ export const StartRunAnswerSchema = z.strictObject({
 });
 export type StartRunAnswer = z.infer<typeof StartRunAnswerSchema>;
 
-/** One view of a run: rows written, SQL and load milliseconds. */
-export const ViewRunSchema = z.strictObject({ rows: Count, sqlMs: z.number(), loadMs: z.number() });
+export const VIEW_MODES = ['increment', 'rebuild'] as const;
+export const REBUILD_REASONS = ['requested', 'new view', 'declaration changed'] as const;
+
+/**
+ * One view of a run: rows of the view in the version, SQL and load milliseconds; `mode` (an
+ * increment merged into the published version, or a rebuild from all history, with its
+ * `reason`) and `written`, the rows the run wrote (an increment shares untouched partitions).
+ */
+export const ViewRunSchema = z.strictObject({
+  rows: Count,
+  sqlMs: z.number(),
+  loadMs: z.number(),
+  mode: z.enum(VIEW_MODES).optional(),
+  reason: z.enum(REBUILD_REASONS).optional(),
+  written: Count.optional(),
+});
 export type ViewRun = z.infer<typeof ViewRunSchema>;
 
 const runFields = {
@@ -159,7 +186,21 @@ const runFields = {
   /** Milliseconds per stage (plan, stage, verify, publish, retire, total). */
   timings: z.record(z.string(), z.number()),
   /** What the run read of the raw archive. */
-  archive: z.strictObject({ objects: Count, records: Count, extraObjects: Count }).optional(),
+  archive: z
+    .strictObject({
+      objects: Count,
+      records: Count,
+      extraObjects: Count,
+      /** The raw objects of the run's arrival range, their lines and their stored (gzip) bytes. */
+      rawObjectsRead: Count.optional(),
+      rawRowsRead: Count.optional(),
+      rawBytesRead: Count.optional(),
+      /** Arrival hours of the range read from Parquet (compacted) instead of raw JSON. */
+      compactedHours: Count.optional(),
+    })
+    .optional(),
+  /** The compaction after the publish: hours compacted, hours that failed (retried by the next run), the first error. */
+  compaction: z.strictObject({ hours: Count, failed: Count, error: z.string().optional() }).optional(),
   /** Why the run was skipped, or which shard held the cutoff back. */
   note: z.string().optional(),
   error: z.string().optional(),
@@ -266,7 +307,7 @@ export const API = {
   'GET /views': { responses: { 200: ViewsAnswerSchema } },
   'GET /views/{name}': { responses: { 200: QueryAnswerSchema, 400: ErrorBodySchema, 404: ErrorBodySchema } },
   'GET /status': { responses: { 200: StatusAnswerSchema } },
-  'POST /batch/runs': { request: StartRunRequestSchema, responses: { 202: StartRunAnswerSchema } },
+  'POST /batch/runs': { request: StartRunRequestSchema, responses: { 202: StartRunAnswerSchema, 400: ErrorBodySchema } },
   'GET /batch/runs/{id}': { responses: { 200: RunAnswerSchema, 400: ErrorBodySchema, 404: ErrorBodySchema } },
   'POST /batch/rollback': {
     request: RollbackRequestSchema,

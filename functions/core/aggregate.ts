@@ -4,6 +4,7 @@
  * window, shard). The arrival window keys each cell delta so the query can
  * take exactly the windows the published batch does not cover (invariant 2, docs/design.md).
  */
+import { sketchOf } from './hll.ts';
 import { combineViewStates, lift, type ViewState } from './metrics.ts';
 import { compareDims } from './query.ts';
 import { numericValue, type RawRecord } from './record.ts';
@@ -35,7 +36,14 @@ export function dimensionValues(view: View, r: RawRecord): (string | null)[] {
 
 /** The state one record contributes to a view. */
 export function recordState(view: View, r: RawRecord): ViewState {
-  return Object.fromEntries(Object.entries(view.metrics).map(([n, m]) => [n, lift(m, m.fn === 'count' ? null : numericValue(r, m.field))]));
+  return Object.fromEntries(
+    Object.entries(view.metrics).map(([n, m]) => {
+      if (m.fn === 'count') return [n, lift(m, null)];
+      // distinct hashes the field's canonical text, as the SQL does (hll.ts).
+      if (m.fn === 'distinct') return [n, lift(m, null, sketchOf(r.fields[m.field]))];
+      return [n, lift(m, numericValue(r, m.field))];
+    }),
+  );
 }
 
 const cellDeltaKey = (d: Pick<CellDelta, 'view' | 'dims' | 'bucket' | 'window' | 'shard'>) =>

@@ -1,5 +1,5 @@
 /** The demo views of the contract (docs/design.md, "Demo views"), used by `npm start` and the tests. */
-import { avg, count, max, min, sum, type View, view } from './views.ts';
+import { avg, count, distinct, max, min, sum, type View, view } from './views.ts';
 
 export const DEMO_VIEWS: readonly View[] = [
   view({ name: 'events_by_type', dimensions: ['type'], grain: 'minute', metrics: { events: count() } }),
@@ -15,6 +15,6 @@ export const DEMO_VIEWS: readonly View[] = [
     filter: { type: 'page_view' },
     dimensions: ['page', 'country'],
     grain: 'minute',
-    metrics: { views: count(), load_ms: avg('load_ms') },
+    metrics: { views: count(), load_ms: avg('load_ms'), users: distinct('user') },
   }),
 ];

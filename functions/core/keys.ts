@@ -20,8 +20,14 @@
  *                   sk = <bucket ms, 13 digits>#<dims json>
  * A partition spans a day for minute views, 30 days for hour views and 360
  * days for day views (a few thousand rows per partition per dimension value).
+ *
+ * Rollups:          pk = <view>@<grain>#<version, 10 digits>#<partition start ms>, sk as above
+ * The rows of one base partition rolled up to a coarser grain (`rollupGrains`), written by the
+ * partition's writer with the partition itself: one partition start and writer for every grain, so
+ * a manifest's partition -> writer map names them all. Both partition spans are whole days, so a
+ * rollup bucket never straddles two partitions.
  */
-import type { Grain } from './time.ts';
+import { GRAIN_MS, type Grain } from './time.ts';
 
 export const WRITE_SHARDS = 4;
 const HOUR_MS = 3_600_000;
@@ -37,6 +43,12 @@ export const POINTER_KEY = { pk: 'pointer', sk: 'current' } as const;
 
 export const pad13 = (ms: number) => String(ms).padStart(13, '0');
 export const padVersion = (v: number) => String(v).padStart(10, '0');
+
+/**
+ * Control table: the manifest of batch version N, `version / <N, 10 digits>`, written by the batch
+ * layer (batch/control.ts), read by queries for the partition -> writer map of a view (api/read-view.ts).
+ */
+export const versionKey = (version: number) => ({ pk: 'version', sk: padVersion(version) }) as const;
 
 /** Dimension values in view order, encoded for a sort key (self-delimiting JSON). */
 export const dimsKey = (dims: readonly (string | null)[]) => JSON.stringify(dims);
@@ -141,7 +153,22 @@ export function batchPartitionStart(bucketMs: number, grain: Grain): number {
 }
 
 export function batchPk(view: string, version: number, bucketMs: number, grain: Grain): string {
-  return `${view}#${padVersion(version)}#${batchPartitionStart(bucketMs, grain)}`;
+  return batchPartitionPk(view, version, batchPartitionStart(bucketMs, grain));
+}
+
+/** The key of the partition starting at `partitionStartMs` as `version` wrote it (a version manifest maps partitions to writers). */
+export function batchPartitionPk(view: string, version: number, partitionStartMs: number): string {
+  return `${view}#${padVersion(version)}#${partitionStartMs}`;
+}
+
+/** The grains a view's batch also keeps its rows at: each coarser one among hour and day. */
+export function rollupGrains(grain: Grain): Grain[] {
+  return (['hour', 'day'] as const).filter((g) => GRAIN_MS[g] > GRAIN_MS[grain]);
+}
+
+/** The key of a partition's rollup rows at `grain` as `version` wrote them (the base grain keeps `batchPartitionPk`). */
+export function batchRollupPk(view: string, grain: Grain, version: number, partitionStartMs: number): string {
+  return `${view}@${grain}#${padVersion(version)}#${partitionStartMs}`;
 }
 
 export function batchSk(bucketMs: number, dims: readonly (string | null)[]): string {

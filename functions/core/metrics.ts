@@ -3,14 +3,19 @@
  * the speed layer, the batch loader, the query merge and the tests.
  *
  * State components per metric fn (also the SQL/DynamoDB column suffixes):
- *   count -> count;  sum -> sum;  min -> min;  max -> max;  avg -> sum, count
+ *   count -> count;  sum -> sum;  min -> min;  max -> max;  avg -> sum, count;
+ *   distinct -> hll (a HyperLogLog sketch, hll.ts)
  * A missing (or non-numeric) field leaves sum/min/max/avg untouched; count()
- * counts every matching event.
+ * counts every matching event; a missing field leaves distinct untouched.
  */
 import { checkRange, Decimal, decimalText } from './decimal.ts';
+import { estimate, mergeSketches, parseSketch, parseSqlSketch, type Sketch } from './hll.ts';
 import type { Metric, MetricFn, View } from './views.ts';
 
-export type Component = 'count' | 'sum' | 'min' | 'max';
+/** The components held as exact decimals (DynamoDB `N`). */
+export type NumericComponent = 'count' | 'sum' | 'min' | 'max';
+/** `hll`: a sketch, held as its canonical text (DynamoDB `S`). */
+export type Component = NumericComponent | 'hll';
 
 export const COMPONENTS: Record<MetricFn, readonly Component[]> = {
   count: ['count'],
@@ -18,10 +23,11 @@ export const COMPONENTS: Record<MetricFn, readonly Component[]> = {
   min: ['min'],
   max: ['max'],
   avg: ['sum', 'count'],
+  distinct: ['hll'],
 };
 
-/** One metric's state: a value per component (min/max are null until a value is seen). */
-export type MetricState = Partial<Record<Component, Decimal | null>>;
+/** One metric's state: a value per component (min/max are null until a value is seen, hll while empty). */
+export type MetricState = Partial<Record<NumericComponent, Decimal | null>> & { hll?: Sketch | null };
 /** A view row's state: one MetricState per metric name. */
 export type ViewState = Record<string, MetricState>;
 
@@ -40,6 +46,8 @@ export function identity(metric: Metric): MetricState {
       return { max: null };
     case 'avg':
       return { sum: ZERO, count: ZERO };
+    case 'distinct':
+      return { hll: null };
   }
 }
 
@@ -61,11 +69,16 @@ export function combine(metric: Metric, a: MetricState, b: MetricState): MetricS
       return { max: pick(a.max, b.max, (x, y) => (y.gt(x) ? y : x)) };
     case 'avg':
       return { sum: add('sum'), count: add('count') };
+    case 'distinct':
+      return { hll: mergeSketches(a.hll, b.hll) };
   }
 }
 
-/** The state one event contributes; `value` is the metric field's exact value, null when absent. */
-export function lift(metric: Metric, value: Decimal | null): MetricState {
+/**
+ * The state one event contributes; `value` is the metric field's exact value, null when absent
+ * (`distinct`: the sketch of the field's canonical text, `sketchOf`).
+ */
+export function lift(metric: Metric, value: Decimal | null, sketch: Sketch | null = null): MetricState {
   switch (metric.fn) {
     case 'count':
       return { count: ONE };
@@ -77,10 +90,12 @@ export function lift(metric: Metric, value: Decimal | null): MetricState {
       return { max: value };
     case 'avg':
       return value === null ? { sum: ZERO, count: ZERO } : { sum: value, count: ONE };
+    case 'distinct':
+      return { hll: sketch };
   }
 }
 
-/** The value a user sees: avg = sum / count (null when count is 0), min/max null when empty. */
+/** The value a user sees: avg = sum / count (null when count is 0), min/max null when empty, distinct the sketch's estimate. */
 export function finalize(metric: Metric, s: MetricState): Decimal | null {
   switch (metric.fn) {
     case 'count':
@@ -93,6 +108,8 @@ export function finalize(metric: Metric, s: MetricState): Decimal | null {
       return s.max ?? null;
     case 'avg':
       return s.count && !s.count.isZero() ? (s.sum ?? ZERO).div(s.count) : null;
+    case 'distinct':
+      return new Decimal(estimate(s.hll ?? null));
   }
 }
 
@@ -126,14 +143,31 @@ export function stateColumns(view: View): StateColumn[] {
   );
 }
 
-/** State as plain decimal text per column (null for an empty min/max): for JSON, DynamoDB and SQL rows. */
+/**
+ * State as text per column: plain decimal text, a sketch's canonical text (hll.ts); null for an
+ * empty min/max/sketch. For JSON, DynamoDB and SQL rows.
+ */
 export function stateToColumns(view: View, s: ViewState): Record<string, string | null> {
   const out: Record<string, string | null> = {};
   for (const c of stateColumns(view)) {
+    if (c.component === 'hll') {
+      out[c.column] = s[c.metric]?.hll?.toText() ?? null;
+      continue;
+    }
     const v = s[c.metric]?.[c.component];
     out[c.column] = v == null ? null : decimalText(v);
   }
   return out;
+}
+
+/**
+ * A state column's text as an SQL engine returns it, in the form the rest of Tandem writes:
+ * plain decimal text, or a sketch's canonical text from the SQL's register list (hll.ts).
+ */
+export function columnFromSql(component: Component, text: string | null | undefined): string | null {
+  if (text === null || text === undefined) return null;
+  if (component === 'hll') return parseSqlSketch(text)?.toText() ?? null;
+  return decimalText(new Decimal(text));
 }
 
 /** Reads a state back from columns (strings, numbers or bigints as SQL engines and DynamoDB return them). */
@@ -143,7 +177,9 @@ export function stateFromColumns(view: View, row: Readonly<Record<string, unknow
     const ms: MetricState = identity(m);
     for (const component of COMPONENTS[m.fn]) {
       const raw = row[stateColumn(metric, component)];
-      if (raw !== null && raw !== undefined) ms[component] = new Decimal(String(raw));
+      if (raw === null || raw === undefined) continue;
+      if (component === 'hll') ms.hll = parseSketch(String(raw));
+      else ms[component] = new Decimal(String(raw));
     }
     s[metric] = ms;
   }

@@ -15,7 +15,9 @@ export const DEFAULT_RANGE_MS = 24 * 3_600_000;
 const DAY_MS = 86_400_000;
 
 /** The parameters the contract names; any other parameter filters a dimension. */
-export const QUERY_PARAMS = ['from', 'to', 'grain', 'groupBy', 'parts'] as const;
+export const QUERY_PARAMS = ['from', 'to', 'grain', 'groupBy', 'parts', 'orderBy', 'limit'] as const;
+/** Largest `limit`: rows kept per bucket. */
+export const MAX_LIMIT = 10_000;
 
 export interface QuerySpec {
   /** Inclusive start, ms: a view bucket counts when its start is in [from, to). */
@@ -29,10 +31,19 @@ export interface QuerySpec {
   readonly filters: Readonly<Record<string, string>>;
   /** `parts=1`: each row also carries its batch and speed parts (the dashboard's split). */
   readonly parts?: boolean;
+  /** `orderBy=<metric>` (`-<metric>`: descending): the order of the rows within each bucket. */
+  readonly orderBy?: OrderBy;
+  /** `limit=N`: the first N rows of each bucket (in `orderBy` order, else by dimension values). */
+  readonly limit?: number;
+}
+
+export interface OrderBy {
+  readonly metric: string;
+  readonly descending: boolean;
 }
 
 export interface QueryError {
-  /** `from`, `to`, `grain`, `groupBy`, or the unknown parameter's name. */
+  /** `from`, `to`, `grain`, `groupBy`, `parts`, `orderBy`, `limit`, or the unknown parameter's name. */
   readonly field: string;
   readonly message: string;
 }
@@ -137,7 +148,39 @@ export function parseQuery(view: View, params: Readonly<Record<string, string | 
   if (partsText !== undefined && !['0', '1', 'true', 'false'].includes(partsText)) {
     return { field: 'parts', message: `must be 1 or 0 (true or false), received "${partsText}"` };
   }
-  return { from, to, grain, groupBy, filters, ...(partsText === '1' || partsText === 'true' ? { parts: true } : {}) };
+
+  // Unlike from/to/grain, an empty orderBy or limit is refused: it is a client bug, not a default asked for.
+  let orderBy: OrderBy | undefined;
+  const orderByText = params.orderBy;
+  if (orderByText !== undefined) {
+    const descending = orderByText.startsWith('-');
+    const metric = descending ? orderByText.slice(1) : orderByText;
+    if (!Object.hasOwn(view.metrics, metric)) {
+      return {
+        field: 'orderBy',
+        message: `must be a metric of view "${view.name}" (${Object.keys(view.metrics).join(', ')}), with a leading - for descending, received "${orderByText}"`,
+      };
+    }
+    orderBy = { metric, descending };
+  }
+  let limit: number | undefined;
+  const limitText = params.limit;
+  if (limitText !== undefined) {
+    limit = /^\d{1,6}$/.test(limitText) ? Number(limitText) : Number.NaN;
+    if (!(limit >= 1 && limit <= MAX_LIMIT)) {
+      return { field: 'limit', message: `must be a whole number from 1 to ${MAX_LIMIT}, received "${limitText}"` };
+    }
+  }
+  return {
+    from,
+    to,
+    grain,
+    groupBy,
+    filters,
+    ...(partsText === '1' || partsText === 'true' ? { parts: true } : {}),
+    ...(orderBy ? { orderBy } : {}),
+    ...(limit !== undefined ? { limit } : {}),
+  };
 }
 
 const rowKey = (bucket: number, dims: readonly (string | null)[]) => JSON.stringify([bucket, dims]);
@@ -203,8 +246,12 @@ export function rollupRows(view: View, spec: QuerySpec, rows: readonly Row[]): R
   return sortRows([...acc.values()]);
 }
 
-/** The response rows: rolled up and grouped, metrics finalized to JSON numbers (or null). */
+/** The response rows: rolled up and grouped, metrics finalized to JSON numbers (or null), then ordered and limited per bucket. */
 export function shapeRows(view: View, spec: QuerySpec, rows: readonly Row[]): ResponseRow[] {
+  return topRows(spec, finalizeRows(view, spec, rows));
+}
+
+function finalizeRows(view: View, spec: QuerySpec, rows: readonly Row[]): ResponseRow[] {
   return rollupRows(view, spec, rows).map((r) => {
     const out: ResponseRow = { bucket: iso(r.bucket) };
     spec.groupBy.forEach((d, i) => {
@@ -240,13 +287,56 @@ export function shapeResponse(
     );
   const key = (r: ResponseRow) => JSON.stringify([r.bucket, ...spec.groupBy.map((d) => r[d] ?? null)]);
   const index = (side: ResponseRow[]) => new Map(side.map((r) => [key(r), r]));
-  const batch = index(shapeRows(view, spec, mergeRows(view, batchRows, [], cutoff)));
-  const speed = index(shapeRows(view, spec, mergeRows(view, [], speedRows, cutoff)));
+  // Each side whole (finalizeRows neither orders nor limits): a row of the merged top N need not be in either side's.
+  const batch = index(finalizeRows(view, spec, mergeRows(view, batchRows, [], cutoff)));
+  const speed = index(finalizeRows(view, spec, mergeRows(view, [], speedRows, cutoff)));
   return rows.map((r) => ({ ...r, parts: { batch: metricsOnly(batch.get(key(r))), speed: metricsOnly(speed.get(key(r))) } }));
 }
 
-/** A metric's value over no events: 0 for count and sum, null for the others. */
+/**
+ * `orderBy` and `limit` over response rows: buckets stay in time order; within
+ * a bucket, rows go by the metric's value as answered (ascending, or descending
+ * with `-`), null values last in both directions (SQL's NULLS LAST), ties by
+ * the `groupBy` values as sortRows orders them (null first); then the first
+ * `limit` rows of each bucket. Without `orderBy` the rows keep sortRows' order.
+ */
+export function topRows(spec: Pick<QuerySpec, 'groupBy' | 'orderBy' | 'limit'>, rows: readonly ResponseRow[]): ResponseRow[] {
+  const { orderBy, limit } = spec;
+  if (orderBy === undefined && limit === undefined) return [...rows];
+  const dims = (r: ResponseRow) => spec.groupBy.map((d) => r[d] as string | null);
+  const value = (r: ResponseRow) => {
+    const v = orderBy ? r[orderBy.metric] : null;
+    return typeof v === 'number' ? v : null;
+  };
+  const byValue = (a: ResponseRow, b: ResponseRow): number => {
+    if (!orderBy) return 0;
+    const x = value(a);
+    const y = value(b);
+    if (x === y) return 0;
+    if (x === null) return 1;
+    if (y === null) return -1;
+    return (x < y ? -1 : 1) * (orderBy.descending ? -1 : 1);
+  };
+  // ISO-8601 buckets of one format sort as text in time order.
+  const sorted = [...rows].sort(
+    (a, b) => (a.bucket === b.bucket ? 0 : String(a.bucket) < String(b.bucket) ? -1 : 1) || byValue(a, b) || compareDims(dims(a), dims(b)),
+  );
+  if (limit === undefined) return sorted;
+  const out: ResponseRow[] = [];
+  let bucket: unknown;
+  let kept = 0;
+  for (const r of sorted) {
+    if (r.bucket !== bucket) {
+      bucket = r.bucket;
+      kept = 0;
+    }
+    if (kept++ < limit) out.push(r);
+  }
+  return out;
+}
+
+/** A metric's value over no events: 0 for count, sum and distinct, null for the others. */
 function emptyValue(view: View, metric: string): number | null {
   const fn = view.metrics[metric]?.fn;
-  return fn === 'count' || fn === 'sum' ? 0 : null;
+  return fn === 'count' || fn === 'sum' || fn === 'distinct' ? 0 : null;
 }

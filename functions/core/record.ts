@@ -17,7 +17,11 @@ export interface RawRecord {
   /** Kinesis ApproximateArrivalTimestamp, epoch ms. */
   readonly arrival: number;
   readonly shard: string;
-  /** Sequence number, zero-padded to SEQ_WIDTH digits (compares as a string). */
+  /**
+   * Position in the shard (compares as a string): the sequence number zero-padded to SEQ_WIDTH
+   * digits, plus `.` and the sub-sequence number padded to SUBSEQ_WIDTH digits for a user record
+   * of a KPL aggregate (`recordPosition`).
+   */
   readonly seq: string;
   /** Every scalar field of the event as canonical text (null for JSON null). */
   readonly fields: Readonly<Record<string, string | null>>;
@@ -32,6 +36,32 @@ export function padSeq(seq: string): string {
   if (!/^\d{1,64}$/.test(seq)) throw new RangeError(`sequence number must be 1..${SEQ_WIDTH} digits, received "${seq}"`);
   return seq.padStart(SEQ_WIDTH, '0');
 }
+
+/**
+ * Width of sub-sequence numbers in positions. An aggregate holds at most 1 MiB and each
+ * user record takes at least 6 bytes of it, so its index stays below 175,000.
+ */
+export const SUBSEQ_WIDTH = 6;
+
+/**
+ * The position of a record in its shard: `padSeq(seq)` for a plain record (exactly the
+ * padded sequence number, as before aggregates were read), `padSeq(seq).<subseq>` for
+ * user record `sub` of a KPL aggregate. Every base has SEQ_WIDTH digits and `.` sorts
+ * below every digit, so string order is (seq, subseq) order and a plain record sorts
+ * before every user record of the same sequence number. Every comparison of positions
+ * (speed items' `hw`, claims, progress marks, poison counts, raw object keys) is a plain
+ * string comparison, in the code and in DynamoDB conditions alike.
+ */
+export function recordPosition(seq: string, sub?: number): string {
+  const base = padSeq(seq);
+  if (sub === undefined) return base;
+  if (!Number.isSafeInteger(sub) || sub < 0 || sub >= 10 ** SUBSEQ_WIDTH)
+    throw new RangeError(`sub-sequence number must be 0..${10 ** SUBSEQ_WIDTH - 1}, received ${sub}`);
+  return `${base}.${String(sub).padStart(SUBSEQ_WIDTH, '0')}`;
+}
+
+/** Matches a position (`recordPosition`): the padded sequence number and the optional sub-sequence suffix. */
+export const POSITION_PATTERN = `\\d{${SEQ_WIDTH}}(?:\\.\\d{${SUBSEQ_WIDTH}})?`;
 
 export class RecordError extends Error {
   constructor(
@@ -50,7 +80,7 @@ export class RecordError extends Error {
  * destination in both layers. A metric field that is not a usable number is
  * not poison: it is absent from `num`, so both layers skip it the same way.
  */
-export function toRawRecord(data: unknown, arrival: number, shard: string, seq: string): RawRecord {
+export function toRawRecord(data: unknown, arrival: number, shard: string, seq: string, sub?: number): RawRecord {
   if (data === null || typeof data !== 'object' || Array.isArray(data)) throw new RecordError('event', 'must be a JSON object');
   const e = data as Record<string, unknown>;
   if (typeof e.id !== 'string' || e.id.length < 1 || e.id.length > 128)
@@ -77,7 +107,7 @@ export function toRawRecord(data: unknown, arrival: number, shard: string, seq: 
     }
     // nested objects and arrays are not fields: ingest rejects them, consumers ignore them
   }
-  return { id: e.id, type: e.type, ts, arrival, shard, seq: padSeq(seq), fields, num };
+  return { id: e.id, type: e.type, ts, arrival, shard, seq: recordPosition(seq, sub), fields, num };
 }
 
 /** Exact value of a metric field of a record, null when absent or not a usable number. */

@@ -8,7 +8,10 @@
 export interface Settings {
   /** Arrival window length in seconds (cutoffs are multiples of it). */
   readonly windowSeconds: number;
-  /** How long event-id claims are kept (the speed layer's dedup horizon). */
+  /**
+   * The dedup horizon H: a copy of an event id does not count when another copy of the id arrived
+   * within H before it (docs/api.md). Both layers apply it.
+   */
   readonly dedupHorizonSeconds: number;
   /** The longest the published cutoff may lag before the lag alarm fires. */
   readonly maxBatchLagSeconds: number;
@@ -44,9 +47,20 @@ export function speedExpiry(windowStartMs: number, s: Settings): number {
   return Math.ceil((windowStartMs + s.windowSeconds * 1000) / 1000) + speedTtlSeconds(s);
 }
 
-/** Epoch seconds at which a dedup claim made at `nowMs` expires. */
-export function dedupExpiry(nowMs: number, s: Settings): number {
-  return Math.ceil(nowMs / 1000) + s.dedupHorizonSeconds;
+/**
+ * The longest a Kinesis record can wait for a Lambda mapping: Lambda caps `maximumRecordAge` at 7 days
+ * (lib/consumer.ts checks it). A copy processed later than its arrival + this is never processed.
+ */
+export const MAX_RECORD_AGE_SECONDS = 7 * 24 * 3600;
+
+/**
+ * Epoch seconds after which the dedup claim of an id whose latest copy arrived at `latestArrivalMs`
+ * may be deleted (TTL): H after that arrival, rounded up, plus the longest a record can wait for the
+ * mapping, so every copy that could still arrive within H of it is processed while the claim exists.
+ * For deletion only: the speed layer decides on exact arrivals (functions/speed/dedup.ts).
+ */
+export function dedupExpiry(latestArrivalMs: number, s: Pick<Settings, 'dedupHorizonSeconds'>): number {
+  return Math.ceil((latestArrivalMs + s.dedupHorizonSeconds * 1000) / 1000) + MAX_RECORD_AGE_SECONDS;
 }
 
 export function validateSettings(s: Settings): Settings {
@@ -55,7 +69,8 @@ export function validateSettings(s: Settings): Settings {
   };
   whole(s.windowSeconds, 'windowSeconds', 1);
   if (86400 % s.windowSeconds !== 0) throw new RangeError(`windowSeconds must divide a day (86400) evenly, received ${s.windowSeconds}`);
-  whole(s.dedupHorizonSeconds, 'dedupHorizonSeconds', 60);
+  // Any whole number of seconds is a valid rule; tests use a few seconds to put copies beyond H.
+  whole(s.dedupHorizonSeconds, 'dedupHorizonSeconds', 1);
   whole(s.maxBatchLagSeconds, 'maxBatchLagSeconds', 60);
   whole(s.keepVersions, 'keepVersions', 1);
   whole(s.cutoffMarginSeconds, 'cutoffMarginSeconds', 0);

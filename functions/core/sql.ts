@@ -10,17 +10,20 @@
  * `order`), a whole number (cutoffs, grains) or a literal quoted and escaped by
  * `literal`. Nothing comes from event data.
  *
- * Output columns, in this order (see `outputColumns`): `bucket` (BIGINT epoch ms),
- * each dimension by name (text, NULL when absent), then the state columns of
- * metrics.ts `stateColumns(view)`: counts BIGINT, sums/min/max DECIMAL(38, 9).
- * Athena lowercases result column names, so readers should map columns by
- * position (`outputColumns`), and read decimals as text, never as doubles.
+ * Output columns, in this order (see `outputColumns`): the bucket (BIGINT epoch
+ * ms), each dimension (text, NULL when absent), then the state columns of
+ * metrics.ts `stateColumns(view)`: counts BIGINT, sums/min/max DECIMAL(38, 9),
+ * sketches of `distinct` text (their registers, hll.ts `parseSqlSketch`).
+ * The SQL names them by position only (`c0`, `c1`, ...): names from a view may
+ * differ only in case, and Trino folds even quoted identifiers. Readers map
+ * columns by position (`outputColumns` gives the logical names), and read
+ * decimals as text, never as doubles.
  */
 import { PRECISION, SCALE } from './decimal.ts';
 import type { Component } from './metrics.ts';
 import { stateColumns } from './metrics.ts';
 import { GRAIN_MS, iso } from './time.ts';
-import { canonicalValue, metricFields, NAME_RE, type View } from './views.ts';
+import { canonicalValue, distinctFields, metricFields, NAME_RE, type View } from './views.ts';
 
 export type SqlDialect = 'athena' | 'duckdb';
 export const SQL_DIALECTS: readonly SqlDialect[] = ['athena', 'duckdb'];
@@ -35,7 +38,7 @@ export class SqlCompileError extends Error {
 /**
  * What differs between the engines. Everything else in the statements is SQL
  * both read the same way: double-quoted identifiers, '' in literals,
- * CAST(x AS DECIMAL(38, 9)), % on BIGINT, ROW_NUMBER() OVER, ordinals in GROUP BY
+ * CAST(x AS DECIMAL(38, 9)), % and - on BIGINT, LAG() OVER, ordinals in GROUP BY
  * and ORDER BY, NULLS FIRST.
  */
 /** The exact type of every metric value in SQL (DECIMAL(38, 9), as decimal.ts). */
@@ -46,29 +49,33 @@ interface Dialect {
   readonly mapGet: (map: string, key: string) => string;
   /** Exact DECIMAL(38, 9) of a decimal text. */
   readonly toDecimal: (text: string) => string;
+  /** MD5 of a text's UTF-8 bytes as 32 lowercase hex digits, NULL for NULL (hll.ts). */
+  readonly md5Hex: (text: string) => string;
+  /** The texts of a group concatenated in the order of `order`. */
+  readonly concatAgg: (text: string, order: string) => string;
 }
 
 const DIALECTS: Record<SqlDialect, Dialect> = {
   // Trino's map[key] fails the query on a missing key; element_at returns NULL.
-  athena: { mapGet: (map, key) => `element_at(${map}, ${key})`, toDecimal: (x) => `CAST(${x} AS ${DECIMAL_TYPE})` },
+  // Its md5 takes and returns varbinary, and to_hex writes uppercase; it has no string_agg.
+  athena: {
+    mapGet: (map, key) => `element_at(${map}, ${key})`,
+    toDecimal: (x) => `CAST(${x} AS ${DECIMAL_TYPE})`,
+    md5Hex: (x) => `lower(to_hex(md5(to_utf8(${x}))))`,
+    concatAgg: (x, order) => `array_join(array_agg(${x} ORDER BY ${order}), '')`,
+  },
   // DuckDB's element_at returns a list; map[key] returns the value or NULL.
   // Its text -> DECIMAL(38, 9) cast is ~30x slower than to DECIMAL(18, 9) (measured by
   // bench/batch.ts): inputs have <= 15 significant digits, so nearly all fit the narrow type
   // exactly; the wide cast is only the fallback. Both are exact, never a DOUBLE.
+  // Its md5 of a VARCHAR hashes the UTF-8 bytes and returns lowercase hex; it has no array_join.
   duckdb: {
     mapGet: (map, key) => `${map}[${key}]`,
     toDecimal: (x) => `COALESCE(CAST(TRY_CAST(${x} AS DECIMAL(18, ${SCALE})) AS ${DECIMAL_TYPE}), CAST(${x} AS ${DECIMAL_TYPE}))`,
+    md5Hex: (x) => `md5(${x})`,
+    concatAgg: (x, order) => `string_agg(${x}, '' ORDER BY ${order})`,
   },
 };
-
-/** Names the compiler derives (`<metric>__<component>`, `num_<field>`) may pass NAME_RE's length, never its alphabet. */
-const DERIVED_NAME_RE = /^[A-Za-z_][A-Za-z0-9_]*$/;
-
-/** A double-quoted identifier. Only letters, digits and _ get here, so nothing needs escaping. */
-function ident(name: string): string {
-  if (!DERIVED_NAME_RE.test(name)) throw new SqlCompileError(`not a valid name for SQL: ${JSON.stringify(name)}`);
-  return `"${name}"`;
-}
 
 /** A name from a view (field, dimension, metric), checked again: a View may be built without the schema. */
 function viewName(name: string): string {
@@ -82,8 +89,8 @@ export function literal(text: string): string {
   return `'${text.replaceAll("'", "''")}'`;
 }
 
-function wholeMs(value: number, what: string): string {
-  if (!Number.isSafeInteger(value) || value < 0) throw new SqlCompileError(`${what} must be whole epoch milliseconds, received ${value}`);
+function wholeMs(value: number, what: string, unit = 'epoch milliseconds'): string {
+  if (!Number.isSafeInteger(value) || value < 0) throw new SqlCompileError(`${what} must be whole ${unit}, received ${value}`);
   return String(value);
 }
 
@@ -133,6 +140,21 @@ export const GLUE_SERDE = {
   parameters: {},
 } as const;
 
+/** Key prefix, in the raw bucket, of the compacted arrival hours (Parquet; the compacted Glue table's location). */
+export const COMPACT_PREFIX = 'compact/';
+
+/** Columns of the Glue table over `compact/` (Parquet: COMPACT_COLUMNS, the columns the batch reads). */
+export const GLUE_COMPACT_COLUMNS: readonly { readonly name: string; readonly type: string }[] = RAW_COLUMNS.filter(
+  (c) => c.name !== 'type',
+).map((c) => ({ name: c.name, type: c.glue }));
+
+/** SerDe and formats of the Glue table over `compact/`: Hive's Parquet SerDe (what Athena reads Parquet with). */
+export const GLUE_PARQUET_SERDE = {
+  serializationLibrary: 'org.apache.hadoop.hive.ql.io.parquet.serde.ParquetHiveSerDe',
+  inputFormat: 'org.apache.hadoop.hive.ql.io.parquet.MapredParquetInputFormat',
+  outputFormat: 'org.apache.hadoop.hive.ql.io.parquet.MapredParquetOutputFormat',
+} as const;
+
 /**
  * Table parameters for partition projection over `raw/dt=YYYY-MM-DD/hr=HH/`, so
  * Athena enumerates partitions instead of asking Glue, and `athenaSource`'s
@@ -165,19 +187,57 @@ export interface CompileOptions {
   /** A table expression over archive lines: `duckdbSource(...)`, `athenaSource(...)`. */
   readonly source: string;
   /**
-   * Inclusive lower bound on the arrival of the *first copy* (epoch ms): with it
-   * the statement aggregates only events first seen in [since, cutoff), which
-   * combined with a batch over arrival < since gives the batch over arrival <
-   * cutoff. Dedup still ranks every copy before the cutoff, so a copy arriving
-   * after `since` of an id first seen before it is not counted again.
-   * @default - every first copy before the cutoff
+   * The dedup horizon H, ms (settings.dedupHorizonSeconds * 1000): a copy does not
+   * count when the previous copy of its id arrived at most H before it.
+   */
+  readonly horizonMs: number;
+  /**
+   * Inclusive lower bound on the arrival of the counted copies (epoch ms): the
+   * statement then aggregates only the copies that count and arrived in
+   * [since, cutoff), the increment that, combined with the batch over arrival <
+   * since, gives the batch over arrival < cutoff. It reads only the copies
+   * that arrived at or after since - H (`rawReadRange`).
+   * @default - every counted copy before the cutoff (a rebuild)
    */
   readonly since?: number;
 }
 
-/** Output column names of `compileView(view)`, in order. */
+/** Output column names of `compileView(view)`, in order: the logical names, by position (the SQL names them `c0`, `c1`, ...). */
 export function outputColumns(view: View): string[] {
   return ['bucket', ...view.dimensions, ...stateColumns(view).map((c) => c.column)];
+}
+
+/**
+ * The arrival range [from, to) of archive lines a statement with these options
+ * reads: from = since - H for an increment (an older copy is more than H before
+ * any copy the increment counts), null for a rebuild (all history). Engines
+ * read only the objects of the arrival hours that overlap it.
+ */
+export function rawReadRange(cutoff: number, horizonMs: number, since?: number): { from: number | null; to: number } {
+  const bounds = readBounds(cutoff, horizonMs, since);
+  return { from: bounds.from, to: cutoff };
+}
+
+function readBounds(cutoff: number, horizonMs: number, since: number | undefined): { from: number | null; since: number | null } {
+  wholeMs(cutoff, 'cutoff');
+  wholeMs(horizonMs, 'horizonMs', 'milliseconds >= 0');
+  if (since === undefined) return { from: null, since: null };
+  wholeMs(since, 'since');
+  if (since > cutoff) throw new SqlCompileError(`since (${since}) must not be after the cutoff (${cutoff})`);
+  return { from: Math.max(0, since - horizonMs), since };
+}
+
+/** One item of a SELECT list, with an optional comment (a name from the view or a derived one: letters, digits, _). */
+interface SelectItem {
+  readonly sql: string;
+  readonly note?: string | undefined;
+}
+
+/** A SELECT list, one item a line, each comment after its comma. */
+function selectList(items: readonly SelectItem[], indent: string): string {
+  return items
+    .map((item, i) => `${indent}${item.sql}${i < items.length - 1 ? ',' : ''}${item.note === undefined ? '' : ` -- ${item.note}`}`)
+    .join('\n');
 }
 
 function metricExpression(component: Component, value: string | null): string {
@@ -190,81 +250,207 @@ function metricExpression(component: Component, value: string | null): string {
       return `MIN(${value})`;
     case 'max':
       return `MAX(${value})`;
+    case 'hll':
+      throw new SqlCompileError('a sketch is not a plain aggregate (compileView joins it)');
   }
 }
 
 /**
+ * The rank of a hash (hll.ts) from `tail`: its hex digits 4-16 (the 52 bits after the register
+ * index) with `8` (bit 1000) appended, leading zeros trimmed. Each trimmed digit is 4 zero bits;
+ * the first digit left adds its own leading zeros + 1 (8-f: 1, 4-7: 2, 2-3: 3, 1: 4). The
+ * appended bit caps the rank at 53 when all 52 bits are zero. Hex digits compare as text
+ * (0-9 < a-f), so `tail >= '8'` tests its first digit.
+ */
+const RANK_SQL = "4 * (14 - length(tail)) + CASE WHEN tail >= '8' THEN 1 WHEN tail >= '4' THEN 2 WHEN tail >= '2' THEN 3 ELSE 4 END";
+
+/**
  * One SQL statement computing a view's batch rows over the archive lines with
- * arrival < cutoff: per event id the first copy (smallest arrival, then
- * sequence), then the view's filter, grouped by bucket and dimensions.
+ * arrival < cutoff: the copies that count under the dedup rule (a copy counts
+ * iff the previous copy of its id, by (arrival, shard, seq), is absent or
+ * arrived more than H before it), then the view's filter, grouped by bucket and
+ * dimensions.
  */
 export function compileView(view: View, options: CompileOptions): string {
   const d = dialectOf(options.dialect);
   const cutoff = wholeMs(options.cutoff, 'cutoff');
-  const since = options.since === undefined ? undefined : wholeMs(options.since, 'since');
-  if (options.since !== undefined && options.since > options.cutoff) {
-    throw new SqlCompileError(`since (${options.since}) must not be after the cutoff (${options.cutoff})`);
-  }
+  const horizon = wholeMs(options.horizonMs, 'horizonMs', 'milliseconds >= 0');
+  const bounds = readBounds(options.cutoff, options.horizonMs, options.since);
   const grainMs = GRAIN_MS[view.grain];
   if (grainMs === undefined) throw new SqlCompileError(`unknown grain ${JSON.stringify(view.grain)}`);
 
   // Map keys are field names: checked like identifiers, written as literals.
   const field = (name: string) => d.mapGet('fields', literal(viewName(name)));
-  // Each metric field is cast once, in `events`, to a column num_<field> (no
-  // clash: the only other columns there are ts and fields).
-  const valueColumn = (name: string) => ident(`num_${viewName(name)}`);
-  const values = metricFields(view).map((f) => `${d.toDecimal(d.mapGet('num', literal(viewName(f))))} AS ${valueColumn(f)}`);
+  // Every derived column is named by position (v0, v1, ... for the metric
+  // values; c0, c1, ... for the output), never after a view's name: Trino folds
+  // even quoted identifiers to lowercase, so `amount` and `Amount` would
+  // collide (rejected as ambiguous in Trino, silently the same column in DuckDB).
+  const fields = metricFields(view).map(viewName);
+  const valueColumn = (name: string) => `"v${fields.indexOf(name)}"`;
+  // Each metric field is cast once, in `events`; each distinct field hashed once (h0, h1, ...).
+  const hashed = distinctFields(view).map(viewName);
+  const hashColumn = (name: string) => `"h${hashed.indexOf(name)}"`;
+  const values: SelectItem[] = [
+    ...fields.map((f) => ({ sql: `${d.toDecimal(d.mapGet('num', literal(f)))} AS ${valueColumn(f)}` })),
+    ...hashed.map((f) => ({ sql: `${d.md5Hex(d.mapGet('fields', literal(f)))} AS ${hashColumn(f)}` })),
+  ];
 
-  const select = [
+  const keys = [
     // Integer arithmetic (no timestamps, no time zones): ts >= year 2000, so % is a floor.
-    `ts - ts % ${grainMs} AS "bucket"`,
-    ...view.dimensions.map((dim) => `${field(dim)} AS ${ident(viewName(dim))}`),
-    ...stateColumns(view).map((c) => {
+    `ts - ts % ${grainMs}`,
+    ...view.dimensions.map((dim) => field(dim)),
+  ];
+  const state = stateColumns(view);
+  const expressions = [
+    ...keys,
+    ...state.map((c) => {
       const m = view.metrics[viewName(c.metric)]!;
-      return `${metricExpression(c.component, m.fn === 'count' ? null : valueColumn(m.field))} AS ${ident(c.column)}`;
+      // A sketch column comes from its own CTE (`sketches` below); a placeholder here.
+      if (c.component === 'hll') return '';
+      return metricExpression(c.component, m.fn === 'count' ? null : valueColumn(m.field));
     }),
   ];
+  // A comment after each output column names it (`outputColumns`): names from the view match NAME_RE, so no line break.
+  const names = outputColumns(view);
+  const select: SelectItem[] = expressions.map((expression, i) => ({ sql: `${expression} AS "c${i}"`, note: names[i] }));
   const where = Object.entries(view.filter ?? {}).map(([name, want]) => `${field(name)} = ${literal(canonicalValue(want)!)}`);
   const groups = select.slice(0, 1 + view.dimensions.length).map((_, i) => String(i + 1));
 
-  // The arrival < cutoff filter goes before the ranking. The batch must count the
-  // events whose first copy over ALL records (the speed layer's rule) arrived
-  // before the cutoff. Every other copy of an id arrives at or after the first;
-  // so if the first copy is before the cutoff it is also first among the copies
-  // before the cutoff, and if it is not, no copy is before the cutoff. Ranking
-  // only the copies before the cutoff keeps exactly the same events, reads less,
-  // and lets Athena skip the partitions after the cutoff.
-  // The view's filter comes after the ranking: the first copy decides, even if a
-  // later copy of the id carries other field values.
-  return [
-    'WITH ranked AS (',
+  // Whether a copy counts depends only on the previous copy of its id in the
+  // (arrival, shard, seq) order (LAG). Reading only the arrivals in [from,
+  // cutoff) keeps every counted decision exact: those copies are one interval
+  // of that order, so a copy's previous copy is the same as over all history,
+  // or it was not read. A previous copy is never at or after the cutoff when
+  // the copy is before it; so one not read arrived before from = since - H,
+  // more than H before every copy counted here (arrival >= since), and that
+  // copy counts either way. The bounds on arrival also let Athena skip the
+  // partitions outside [from, cutoff).
+  // The view's filter comes after the dedup: the counted copy's fields decide,
+  // even if another copy of the id carries other values.
+  const read = [`arrival < ${cutoff}`, ...(bounds.from === null ? [] : [`arrival >= ${bounds.from}`])];
+  const counts = [
+    `(prev_arrival IS NULL OR arrival - prev_arrival > ${horizon})`,
+    ...(bounds.since === null ? [] : [`arrival >= ${bounds.since}`]),
+  ];
+  const head = [
+    'WITH copies AS (',
     '  SELECT',
     '    ts, arrival, fields, num,',
-    '    ROW_NUMBER() OVER (PARTITION BY id ORDER BY arrival, seq) AS copy_rank',
+    '    LAG(arrival) OVER (PARTITION BY id ORDER BY arrival, shard, seq) AS prev_arrival',
     `  FROM ${options.source}`,
-    `  WHERE arrival < ${cutoff}`,
+    `  WHERE ${read.join(' AND ')}`,
     '),',
     'events AS (',
     '  SELECT',
-    ['ts, fields', ...values].map((line) => `    ${line}`).join(',\n'),
-    '  FROM ranked',
-    `  WHERE copy_rank = 1${since === undefined ? '' : ` AND arrival >= ${since}`}`,
+    selectList([{ sql: 'ts, fields' }, ...values], '    '),
+    '  FROM copies',
+    `  WHERE ${counts.join(' AND ')}`,
     ')',
+  ];
+  // Explicit NULLS FIRST (as query.ts sortRows): DuckDB's default null order is a setting.
+  const orderBy = `ORDER BY ${groups.map((p, i) => (i === 0 ? p : `${p} NULLS FIRST`)).join(', ')}`;
+  const whereLines = (extra: readonly string[], indent: string) => {
+    const all = [...where, ...extra];
+    return all.length > 0 ? [`${indent}WHERE ${all.join(`\n${indent}  AND `)}`] : [];
+  };
+  if (hashed.length === 0) {
+    return [
+      ...head,
+      'SELECT',
+      selectList(select, '  '),
+      'FROM events',
+      ...whereLines([], ''),
+      `GROUP BY ${groups.join(', ')}`,
+      orderBy,
+    ].join('\n');
+  }
+
+  // A view with distinct metrics: the plain aggregates per row in `aggregates`; per distinct metric,
+  // the largest rank per row and register (`registers<k>`), then the row's register list
+  // (`sketch<k>`, `<index hex><rank, 2 digits>...` in index order, hll.ts parseSqlSketch),
+  // joined to its row (the same filter, so a sketch's rows are among `aggregates`' rows).
+  const keyNames = keys.map((_, i) => `"c${i}"`);
+  const plain = select.filter((_, i) => i < keys.length || state[i - keys.length]!.component !== 'hll');
+  const blocks: string[][] = [
+    [
+      'aggregates AS (',
+      '  SELECT',
+      selectList(plain, '    '),
+      '  FROM events',
+      ...whereLines([], '  '),
+      `  GROUP BY ${groups.join(', ')}`,
+      ')',
+    ],
+  ];
+  const sketchIndex = new Map<string, number>();
+  for (const c of state) {
+    if (c.component !== 'hll') continue;
+    const m = view.metrics[viewName(c.metric)]!;
+    if (m.fn !== 'distinct') throw new SqlCompileError(`metric ${c.metric}: only distinct has a sketch`);
+    const k = sketchIndex.size;
+    sketchIndex.set(c.column, k);
+    const h = hashColumn(m.field);
+    const perEvent: SelectItem[] = [
+      ...keys.map((expression, j) => ({ sql: `${expression} AS "c${j}"`, note: names[j] })),
+      { sql: `substr(${h}, 1, 3) AS reg` },
+      // Not trim(LEADING '0' FROM ...): node-sql-parser's Trino grammar (sql.golden.test.ts) cannot read it.
+      { sql: `regexp_replace(substr(${h}, 4, 13) || '8', '^0+', '') AS tail` },
+    ];
+    blocks.push(
+      [
+        `registers${k} AS ( -- ${c.column}: the largest rank per row and register`,
+        '  SELECT',
+        `    ${keyNames.join(', ')}, reg,`,
+        `    MAX(${RANK_SQL}) AS rnk`,
+        '  FROM (',
+        '    SELECT',
+        selectList(perEvent, '      '),
+        '    FROM events',
+        ...whereLines([`${h} IS NOT NULL`], '    '),
+        '  )',
+        `  GROUP BY ${[...groups, String(keys.length + 1)].join(', ')}`,
+        ')',
+      ],
+      [
+        `sketch${k} AS ( -- ${c.column}: the row's registers in index order`,
+        '  SELECT',
+        `    ${keyNames.join(', ')},`,
+        `    ${d.concatAgg("reg || lpad(CAST(rnk AS VARCHAR), 2, '0')", 'reg')} AS regs`,
+        `  FROM registers${k}`,
+        `  GROUP BY ${groups.join(', ')}`,
+        ')',
+      ],
+    );
+  }
+  const outer: SelectItem[] = names.map((name, i) => {
+    const c = i < keys.length ? undefined : state[i - keys.length];
+    const k = c === undefined ? undefined : sketchIndex.get(c.column);
+    return { sql: `${k === undefined ? `g."c${i}"` : `s${k}.regs`} AS "c${i}"`, note: name };
+  });
+  const joins = [...sketchIndex.values()].map((k) => {
+    // Null-safe on the dimensions; not IS NOT DISTINCT FROM, which node-sql-parser's Trino grammar cannot read.
+    const on = keyNames.map((n, j) =>
+      j === 0 ? `s${k}.${n} = g.${n}` : `(s${k}.${n} = g.${n} OR (s${k}.${n} IS NULL AND g.${n} IS NULL))`,
+    );
+    return `LEFT JOIN sketch${k} s${k}\n  ON ${on.join('\n  AND ')}`;
+  });
+  return [
+    ...head.slice(0, -1),
+    '),',
+    ...blocks.flatMap((b, i) => (i < blocks.length - 1 ? [...b.slice(0, -1), '),'] : b)),
     'SELECT',
-    select.map((line) => `  ${line}`).join(',\n'),
-    'FROM events',
-    ...(where.length > 0 ? [`WHERE ${where.join('\n  AND ')}`] : []),
-    `GROUP BY ${groups.join(', ')}`,
-    // Explicit NULLS FIRST (as query.ts sortRows): DuckDB's default null order is a setting.
-    `ORDER BY ${groups.map((p, i) => (i === 0 ? p : `${p} NULLS FIRST`)).join(', ')}`,
+    selectList(outer, '  '),
+    'FROM aggregates g',
+    ...joins,
+    orderBy,
   ].join('\n');
 }
 
 /**
- * Counts for the batch's completeness check: archive lines (`records`) and
- * distinct event ids (`ids`) with arrival < cutoff, to compare with the
- * archive checkpoints' record counts (Athena answers zero rows, not an error,
- * for partitions that are missing).
+ * Counts for a completeness check: archive lines (`records`) with arrival <
+ * cutoff, to compare with the archive checkpoints' record counts (Athena
+ * answers zero rows, not an error, for partitions that are missing), and the
+ * distinct event ids (`ids`) among them.
  */
 export function countSql(dialect: SqlDialect, source: string, cutoff: number): string {
   dialectOf(dialect);
@@ -301,6 +487,24 @@ export function duckdbSource(files: readonly string[]): string {
   ].join('\n');
 }
 
+/**
+ * The archive columns the batch reads (compileView: the dedup order id/arrival/shard/seq, the bucket ts, the maps),
+ * the columns a compacted hour's Parquet object holds (functions/batch/compact.ts), with their DuckDB types.
+ */
+export const COMPACT_COLUMNS: readonly { readonly name: string; readonly duckdb: string }[] = RAW_COLUMNS.filter((c) => c.name !== 'type');
+
+/**
+ * DuckDB table expression over staged Parquet objects of compacted hours: the columns they were written with
+ * (COMPACT_COLUMNS; `fields` and `num` stay MAP(VARCHAR, VARCHAR) text, so numbers stay exact).
+ */
+export function duckdbParquetSource(files: readonly string[]): string {
+  if (files.length === 0) throw new SqlCompileError('duckdbParquetSource needs at least one file');
+  const glob = files.find((f) => /[*?[\]{}]/.test(f));
+  if (glob !== undefined)
+    throw new SqlCompileError(`staged file paths must not contain glob characters (* ? [ ] { }), received ${JSON.stringify(glob)}`);
+  return `read_parquet([${files.map(literal).join(', ')}], hive_partitioning = false)`;
+}
+
 /** `YYYY-MM-DD` and `HH` of the arrival hour holding `ms` (UTC), as in the archive's object keys. */
 export function arrivalPartition(ms: number): { dt: string; hr: string } {
   const text = iso(ms);
@@ -309,19 +513,61 @@ export function arrivalPartition(ms: number): { dt: string; hr: string } {
 
 /**
  * Athena table expression over the Glue table of the archive, restricted to
- * the partitions that can hold arrival < cutoff (the hour of cutoff - 1 ms and
- * before), so Athena's partition projection never lists objects after the cutoff.
+ * the partitions that can hold from <= arrival < cutoff (the hour of from and
+ * after, the hour of cutoff - 1 ms and before; `rawReadRange` gives both), so
+ * Athena's partition projection never lists objects outside that range.
+ * Without `from` (null: a rebuild), every hour before the cutoff.
  */
-export function athenaSource(database: string, table: string, cutoff: number): string {
+export function athenaSource(
+  database: string,
+  table: string,
+  cutoff: number,
+  from?: number | null,
+  compacted?: { readonly table: string; readonly hours: readonly number[] },
+): string {
   const last = arrivalPartition(Number(wholeMs(cutoff, 'cutoff')) - 1);
   const columns = RAW_COLUMNS.map((c) => c.name).join(', ');
+  const upTo = `(dt < ${literal(last.dt)} OR (dt = ${literal(last.dt)} AND hr <= ${literal(last.hr)}))`;
+  const first = from === undefined || from === null ? undefined : arrivalPartition(Number(wholeMs(from, 'from')));
+  const since = first && `(dt > ${literal(first.dt)} OR (dt = ${literal(first.dt)} AND hr >= ${literal(first.hr)}))`;
+  if (compacted && compacted.hours.length > 0) {
+    // Compacted hours from the Parquet table, the others from the raw table; `type` is in the raw table only.
+    const range = since ? `${since} AND ${upTo}` : upTo.slice(1, -1);
+    const hours = hoursPredicate(compacted.hours);
+    const names = COMPACT_COLUMNS.map((c) => c.name).join(', ');
+    return [
+      '(',
+      `    SELECT ${names} FROM ${athenaName(database)}.${athenaName(compacted.table)} WHERE ${range} AND ${hours}`,
+      '    UNION ALL',
+      `    SELECT ${names} FROM ${athenaName(database)}.${athenaName(table)} WHERE ${range} AND NOT ${hours}`,
+      '  )',
+    ].join('\n');
+  }
   return [
     '(',
     `    SELECT ${columns}`,
     `    FROM ${athenaName(database)}.${athenaName(table)}`,
-    `    WHERE dt < ${literal(last.dt)} OR (dt = ${literal(last.dt)} AND hr <= ${literal(last.hr)})`,
+    `    WHERE ${since ? `${since} AND ${upTo}` : upTo.slice(1, -1)}`,
     '  )',
   ].join('\n');
+}
+
+/**
+ * A partition predicate matching exactly the given arrival hours: `dt IN (...)` for whole days,
+ * `(dt = D AND hr IN (...))` for the hours of other days.
+ */
+export function hoursPredicate(hours: readonly number[]): string {
+  const byDay = new Map<string, Set<string>>();
+  for (const h of hours) {
+    const { dt, hr } = arrivalPartition(Number(wholeMs(h, 'hour')));
+    byDay.set(dt, (byDay.get(dt) ?? new Set()).add(hr));
+  }
+  const whole = [...byDay].filter(([, hrs]) => hrs.size === 24).map(([dt]) => dt);
+  const parts = [...byDay]
+    .filter(([, hrs]) => hrs.size < 24)
+    .map(([dt, hrs]) => `(dt = ${literal(dt)} AND hr IN (${[...hrs].sort().map(literal).join(', ')}))`);
+  if (whole.length > 0) parts.unshift(`dt IN (${whole.sort().map(literal).join(', ')})`);
+  return parts.length === 0 ? 'false' : `(${parts.join(' OR ')})`;
 }
 
 /** Glue database and table names: Glue stores them in lowercase; `"` never occurs, so quoting is enough. */

@@ -2,6 +2,7 @@
  * Views: the one declaration both layers and the merge derive from.
  * A view is data (typed here, loadable from JSON through the same zod schema).
  */
+import { createHash } from 'node:crypto';
 import { z } from 'zod';
 import { GRAINS, type Grain } from './time.ts';
 
@@ -30,9 +31,11 @@ export const MetricSchema = z.discriminatedUnion(
     z.object({ fn: z.literal('min'), field }).strict(),
     z.object({ fn: z.literal('max'), field }).strict(),
     z.object({ fn: z.literal('avg'), field }).strict(),
+    z.object({ fn: z.literal('distinct'), field }).strict(),
   ],
   {
-    error: (i) => `fn must be one of count, sum, min, max, avg, received ${JSON.stringify((i.input as { fn?: unknown } | undefined)?.fn)}`,
+    error: (i) =>
+      `fn must be one of count, sum, min, max, avg, distinct, received ${JSON.stringify((i.input as { fn?: unknown } | undefined)?.fn)}`,
   },
 );
 export type Metric = z.infer<typeof MetricSchema>;
@@ -142,6 +145,8 @@ export const sum = (field: string): Metric => ({ fn: 'sum', field });
 export const min = (field: string): Metric => ({ fn: 'min', field });
 export const max = (field: string): Metric => ({ fn: 'max', field });
 export const avg = (field: string): Metric => ({ fn: 'avg', field });
+/** An approximate count of the distinct values of a field (a HyperLogLog sketch, core/hll.ts). */
+export const distinct = (field: string): Metric => ({ fn: 'distinct', field });
 
 /** Declares one view, validated at once (errors name `view.<path>`). */
 export function view(declaration: ViewDeclaration): View {
@@ -152,9 +157,14 @@ export function view(declaration: ViewDeclaration): View {
   return result.data as View;
 }
 
-/** Fields whose values a view's metrics read (must be finite numbers when present). */
+/** Fields whose numeric values a view's metrics read (must be finite numbers when present); not `distinct`'s, which reads any text. */
 export function metricFields(v: View): string[] {
-  return [...new Set(Object.values(v.metrics).flatMap((m) => (m.fn === 'count' ? [] : [m.field])))];
+  return [...new Set(Object.values(v.metrics).flatMap((m) => (m.fn === 'count' || m.fn === 'distinct' ? [] : [m.field])))];
+}
+
+/** Fields whose canonical text a view's `distinct` metrics hash, in declaration order. */
+export function distinctFields(v: View): string[] {
+  return [...new Set(Object.values(v.metrics).flatMap((m) => (m.fn === 'distinct' ? [m.field] : [])))];
 }
 
 /** Canonical text of a filter or dimension value: the form both layers compare and group on. */
@@ -174,4 +184,27 @@ export function matchesFilter(v: View, fields: Readonly<Record<string, string | 
 
 export function findView(views: readonly View[], name: string): View | undefined {
   return views.find((v) => v.name === name);
+}
+
+/** JSON with the keys of every object sorted: the same text for the same data, whatever order it was written in. */
+function canonicalJson(value: unknown): string {
+  if (Array.isArray(value)) return `[${value.map(canonicalJson).join(',')}]`;
+  if (value !== null && typeof value === 'object') {
+    const entries = Object.entries(value).filter(([, v]) => v !== undefined);
+    entries.sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+    return `{${entries.map(([k, v]) => `${JSON.stringify(k)}:${canonicalJson(v)}`).join(',')}}`;
+  }
+  return JSON.stringify(value);
+}
+
+/**
+ * A stable hash (sha-256, hex) of what in a view's declaration changes its
+ * rows: name, filter, dimensions (in order: they are the output's order),
+ * grain and metrics. Not the description; not the order of keys in the filter
+ * or the metrics; no filter is the same as an empty one. A batch version
+ * records it per view, so a changed declaration is rebuilt, not incremented.
+ */
+export function viewFingerprint(v: View): string {
+  const declaration = { name: v.name, filter: v.filter ?? {}, dimensions: v.dimensions, grain: v.grain, metrics: v.metrics };
+  return createHash('sha256').update(canonicalJson(declaration)).digest('hex');
 }

@@ -32,6 +32,21 @@
  * a warm container) or from the failed condition's ALL_OLD (a GetItem where the
  * store, like dynalite, does not return it). Without knowledge the update
  * optimistically SETs every min/max; in steady state it costs one write per item.
+ *
+ * distinct (a HyperLogLog sketch, core/hll.ts): register-wise max has no
+ * update expression either, and a sketch has no order a condition could
+ * compare. So for a view with a distinct metric the write is a plain
+ * read-modify-write of the whole item state: it SETs each touched cell's
+ * sketch to (the stored sketch merged with the delta's), computed from
+ * knowledge that is *complete* (every sketch of the item as of its hw: a full
+ * read, or the writer's own writes since one), under the condition `hw = <the
+ * known hw>` instead of `hw < :first`. Every write moves hw forward, so hw
+ * names one state of the item, and the condition admits the write only on the
+ * state the merge was computed from; the hw condition keeps exactly-once as
+ * before. Without complete knowledge (a new window's item, a cold container)
+ * the writer assumes a new item, under `attribute_not_exists(hw)`; if the item
+ * exists the condition fails and its ALL_OLD is complete knowledge. A cell
+ * whose registers the delta does not raise is not rewritten.
  */
 import {
   type AttributeValue,
@@ -42,7 +57,8 @@ import {
 } from '@aws-sdk/client-dynamodb';
 import { aggregate, type CellDelta } from '../core/aggregate.ts';
 import { Decimal, decimalText } from '../core/decimal.ts';
-import { cellAttribute, speedPart, speedPk, speedSk, speedSlot } from '../core/keys.ts';
+import { mergeSketches, parseSketch } from '../core/hll.ts';
+import { cellAttribute, LATE_PART_MS, speedPart, speedPk, speedSk, speedSlot } from '../core/keys.ts';
 import { stateColumns } from '../core/metrics.ts';
 import type { RawRecord } from '../core/record.ts';
 import { type Settings, speedExpiry } from '../core/settings.ts';
@@ -50,12 +66,20 @@ import { bucketStart, windowStart } from '../core/time.ts';
 import { matchesFilter, type View } from '../core/views.ts';
 import { TTL_ATTRIBUTE } from '../resources.ts';
 
-/** What a writer knows of a stored item: its hw and its min/max columns. */
+/** What a writer knows of a stored item: its hw, its min/max columns and its sketches. */
 export interface ItemKnowledge {
   readonly exists: boolean;
   readonly hw: string | undefined;
   /** min/max cell attributes (`<minute>|<dims>|<metric>__min`, `__max`) as DynamoDB number text. */
   readonly extremes: Readonly<Record<string, string>>;
+  /** Sketch cell attributes (`<minute>|<dims>|<metric>__hll`), canonical text (core/hll.ts). */
+  readonly sketches?: Readonly<Record<string, string>>;
+  /**
+   * The knowledge holds every sketch of the item as it stands at `hw` (or its absence): read
+   * whole, or kept up by the writer's own writes conditioned on that hw. Only complete knowledge
+   * may be merged into a sketch and written back.
+   */
+  readonly complete?: boolean;
 }
 
 /**
@@ -136,12 +160,24 @@ export interface SpeedItemKey {
 
 export const speedKey = (k: SpeedItemKey) => ({ pk: speedPk(k.view, k.window, k.shard), sk: speedSk(k.window, k.slot, k.part, k.shard) });
 
-/** The item a record counts in for a view, or undefined when the view's filter drops it. */
+/** Does the view keep sketches (distinct metrics)? Its items are read, merged and rewritten whole. */
+export const hasSketches = (view: View): boolean => Object.values(view.metrics).some((m) => m.fn === 'distinct');
+
+/**
+ * The item a record counts in for a view, or undefined when the view's filter drops it.
+ * A view with sketches cuts even the current hour's item by arrival (`LATE_PART_MS`, as a late
+ * slot's): a sketch grows by about 3 bytes per distinct value of a cell, DynamoDB charges a write
+ * by the whole item's size, and every batch rewrites the item; cut, an item holds 10 s of
+ * values, not a window's. Measured on the demo mix (120,000 records, batches of 1,000, write units
+ * from dynalite's ConsumedCapacity): 0.056 per record without `users: distinct(user)` on
+ * page_views; with it 0.114 (2.0x) uncut, 0.075 (1.34x) cut, for the same number of writes.
+ */
 export function recordItem(view: View, r: RawRecord, windowMs: number): SpeedItemKey | undefined {
   if (!matchesFilter(view, r.fields)) return undefined;
   const window = windowStart(r.arrival, windowMs);
   const slot = speedSlot(bucketStart(r.ts, view.grain));
-  return { view: view.name, window, slot, part: speedPart(window, slot, r.arrival), shard: r.shard };
+  const part = hasSketches(view) ? 1 + Math.floor((r.arrival - window) / LATE_PART_MS) : speedPart(window, slot, r.arrival);
+  return { view: view.name, window, slot, part, shard: r.shard };
 }
 
 /** Counted records grouped by the speed item they count in, per view, each group in sequence order. */
@@ -209,7 +245,11 @@ export async function applyItem(
         // UPDATED_NEW: hw and what this write touched (the rest is known already); a smaller answer than ALL_NEW.
         new UpdateItemCommand({
           TableName: ctx.table,
-          ...update,
+          Key: update.Key,
+          UpdateExpression: update.UpdateExpression,
+          ConditionExpression: update.ConditionExpression,
+          ExpressionAttributeNames: update.ExpressionAttributeNames,
+          ExpressionAttributeValues: update.ExpressionAttributeValues,
           ReturnValues: 'UPDATED_NEW',
           ReturnValuesOnConditionCheckFailure: 'ALL_OLD',
         }),
@@ -217,7 +257,14 @@ export async function applyItem(
       ctx.stats.written++;
       wrote = true;
       const learned = knowledge(res.Attributes);
-      known = { exists: true, hw: learned.hw, extremes: { ...known?.extremes, ...learned.extremes } };
+      known = {
+        exists: true,
+        hw: learned.hw,
+        extremes: { ...known?.extremes, ...learned.extremes },
+        sketches: { ...known?.sketches, ...learned.sketches },
+        // A write with sketches was conditioned on the exact state it merged into (or on no item).
+        complete: update.merges || known?.complete === true,
+      };
       ctx.cache?.set(cacheKey, known);
       pending = pending.slice(n);
       if (pending.length === 0) return;
@@ -235,13 +282,13 @@ export async function applyItem(
       ctx.stats.conflicts++;
       if (++conflicts >= MAX_CONFLICTS)
         throw new Error(`speed item ${pk} / ${sk}: condition still failing after ${MAX_CONFLICTS} attempts`);
-      if (e.Item) known = knowledge(e.Item);
+      if (e.Item) known = wholeItem(e.Item);
       else {
         ctx.stats.requests++;
         const got = await ctx.ddb.send(
           new GetItemCommand({ TableName: ctx.table, Key: { pk: { S: pk }, sk: { S: sk } }, ConsistentRead: true }),
         );
-        known = knowledge(got.Item);
+        known = wholeItem(got.Item);
       }
     }
   }
@@ -249,15 +296,24 @@ export async function applyItem(
 
 const fits = (u: Update) => u.UpdateExpression.length <= EXPRESSION_BUDGET && u.ConditionExpression.length <= EXPRESSION_BUDGET;
 
-/** What an item (or the part of it an update returned) tells a writer: hw and the cells' min/max. */
+/**
+ * What an item (or the part of it an update returned) tells a writer: hw, the cells' min/max and
+ * sketches. Whether that is complete, the caller knows (`wholeItem`).
+ */
 export function knowledge(item: Record<string, AttributeValue> | undefined): ItemKnowledge {
   if (!item) return { exists: false, hw: undefined, extremes: {} };
   const extremes: Record<string, string> = {};
+  const sketches: Record<string, string> = {};
   for (const [name, v] of Object.entries(item)) {
-    if (v.N !== undefined && (name.endsWith('__min') || name.endsWith('__max')) && name.includes('|')) extremes[name] = v.N;
+    if (!name.includes('|')) continue;
+    if (v.N !== undefined && (name.endsWith('__min') || name.endsWith('__max'))) extremes[name] = v.N;
+    if (v.S !== undefined && name.endsWith('__hll')) sketches[name] = v.S;
   }
-  return { exists: true, hw: item.hw?.S, extremes };
+  return { exists: true, hw: item.hw?.S, extremes, ...(Object.keys(sketches).length > 0 && { sketches }) };
 }
+
+/** The knowledge a whole item (a failed condition's ALL_OLD, a GetItem) gives: complete. */
+const wholeItem = (item: Record<string, AttributeValue> | undefined): ItemKnowledge => ({ ...knowledge(item), complete: true });
 
 export interface Update {
   readonly Key: Record<string, AttributeValue>;
@@ -265,6 +321,8 @@ export interface Update {
   readonly ConditionExpression: string;
   readonly ExpressionAttributeNames: Record<string, string>;
   readonly ExpressionAttributeValues: Record<string, AttributeValue>;
+  /** The view has sketches: the write is conditioned on the item's exact state (not sent to DynamoDB). */
+  readonly merges: boolean;
 }
 
 /** The conditional UpdateItem applying cell deltas (all of item `key`) in one write (pure; exported for unit tests). */
@@ -276,14 +334,28 @@ export function buildUpdate(view: View, key: SpeedItemKey, cells: readonly CellD
   // biome-ignore lint/complexity/useMathMinMax: as above
   const lastSeq = cells.reduce((m, c) => (c.lastSeq > m ? c.lastSeq : m), cells[0]!.lastSeq);
   const names: Record<string, string> = { '#hw': 'hw' };
-  const values: Record<string, AttributeValue> = { ':first': { S: firstSeq }, ':last': { S: lastSeq } };
+  const values: Record<string, AttributeValue> = { ':last': { S: lastSeq } };
   const add: string[] = [];
   const set: string[] = ['#hw = :last'];
   // An item known to exist needs neither the attribute_not_exists branch nor its constant
   // attributes again (shorter requests); if it vanished after all, the condition fails
   // and the retry, knowing better, writes the full item.
-  const exists = known?.exists === true && known.hw !== undefined;
-  const conditions: string[] = [exists ? '#hw < :first' : '(attribute_not_exists(#hw) OR #hw < :first)'];
+  const columns = stateColumns(view);
+  // Sketches merge from the item's exact state (module comment): its hw, or no item at all.
+  const merges = columns.some((c) => c.component === 'hll');
+  const complete = known?.complete === true;
+  // Without complete knowledge a view with sketches writes as to a new item (constants included).
+  const exists = known?.exists === true && known.hw !== undefined && (!merges || complete);
+  let conditions: string[];
+  if (!merges) {
+    values[':first'] = { S: firstSeq };
+    conditions = [exists ? '#hw < :first' : '(attribute_not_exists(#hw) OR #hw < :first)'];
+  } else if (complete && exists) {
+    values[':hw'] = { S: known.hw! };
+    conditions = ['#hw = :hw'];
+  } else conditions = ['attribute_not_exists(#hw)'];
+  // Stored sketches count only when the knowledge is complete; else the item is assumed new.
+  const stored = complete ? (known?.sketches ?? {}) : {};
   // Short placeholders (the 4 KB limit counts them), with a prefix that keeps them from ever
   // spelling a fixed one: a bare base-36 counter reaches `hw` at 644.
   let n = 0;
@@ -297,7 +369,6 @@ export function buildUpdate(view: View, key: SpeedItemKey, cells: readonly CellD
     values[p] = v;
     return p;
   };
-  const columns = stateColumns(view);
   for (const d of cells) {
     if (d.view !== key.view || d.window !== key.window || d.shard !== key.shard || speedSlot(d.bucket) !== key.slot) {
       throw new Error(
@@ -307,6 +378,15 @@ export function buildUpdate(view: View, key: SpeedItemKey, cells: readonly CellD
     const attr = (column: string) => cellAttribute(key.slot, d.bucket, d.dims, column);
     add.push(`${name(attr('records'))} ${value({ N: String(d.records) })}`);
     for (const c of columns) {
+      if (c.component === 'hll') {
+        const delta = d.state[c.metric]?.hll ?? null;
+        if (delta === null) continue;
+        const before = stored[attr(c.column)];
+        const merged = mergeSketches(before === undefined ? null : parseSketch(before), delta)!;
+        const text = merged.toText();
+        if (text !== before) set.push(`${name(attr(c.column))} = ${value({ S: text })}`);
+        continue;
+      }
       const v = d.state[c.metric]?.[c.component];
       if (c.component === 'count' || c.component === 'sum') {
         add.push(`${name(attr(c.column))} ${value({ N: decimalText(v ?? new Decimal(0)) })}`);
@@ -335,5 +415,6 @@ export function buildUpdate(view: View, key: SpeedItemKey, cells: readonly CellD
     ConditionExpression: conditions.join(' AND '),
     ExpressionAttributeNames: names,
     ExpressionAttributeValues: values,
+    merges,
   };
 }

@@ -1,24 +1,118 @@
 /**
- * Event-id deduplication of the speed layer (invariant 3, docs/design.md).
+ * Event-id deduplication of the speed layer: the dedup rule with a horizon
+ * (invariant 3, docs/design.md; the contract in docs/api.md). A copy of an id
+ * does not count when another copy of the id (counted or not) arrived within
+ * H before it: `arrival - prevArrival <= H`, in ms, copies ordered by
+ * (arrival, seq). A copy's decision depends only on the arrival of the copy
+ * just before it, so the speed layer keeps per id the latest copy it saw.
  *
- * A claim `id -> (shard, seq, expiresAt)` names the one copy of an event that
- * counts. All copies of an id share a partition key, hence a shard, and a shard
- * runs one batch at a time, so nobody else writes a batch's claims while it
- * runs: the claims are read in bulk (BatchGetItem, 100 ids a request) and the
- * new ones written in bulk (BatchWriteItem, 25 a request) instead of one
- * conditional put per record. A retried batch finds its own claims, recognizes
- * them by (shard, seq) and counts those records again; the speed items' hw
- * attribute then keeps them from being applied twice (see apply.ts).
+ * The claim of an id (one item of the dedup table) holds:
+ *   - `shard`, `seq`, `arrival`: the latest copy seen (exact ms);
+ *   - `fromSeq`, `before`: the first copy the batch that wrote the claim
+ *     added, and the arrival of the copy just before that one (absent: none),
+ *     so that a retry of that batch can replay its copies from the same start;
+ *   - `expiresAt`: for TTL deletion only (`dedupExpiry`): latest arrival + H,
+ *     plus the longest a record can wait for the mapping (its max record
+ *     age, at most 7 days), so no claim is deleted while a copy still to be
+ *     processed could arrive within H of it. Readers never drop a claim by its
+ *     expiry: the exact rule on arrivals says when it no longer matters.
+ *
+ * When the id is the partition key (ingest's choice; other keys: "Any
+ * partition key" below), all copies of an id share a shard, and a shard runs
+ * one batch at a time (ParallelizationFactor 1), so nobody else writes a
+ * batch's claims while it runs: claims are read in bulk (BatchGetItem, 100
+ * keys a request) and written in bulk (BatchWriteItem, 25 a request), never a
+ * conditional put per record. The same BatchGetItem reads the shard's progress
+ * mark P (`speed / <shard>`, the position of the last record of the last
+ * batch that completed: process.ts writes it after every speed item).
+ *
+ * Why a retry reaches the same decisions. Batches of a shard run in order;
+ * every batch starts at or before P + 1 (a retry restarts at the failed batch's
+ * first record; a re-created mapping starts earlier); every record <= P was
+ * counted or dropped, and applied, by a batch that completed. So:
+ *   1. a record with seq <= P is `redelivered`: its effects are all in the
+ *      speed table already; it is neither counted nor claimed again;
+ *   2. the first record r of an id past P whose predecessor is in the batch
+ *      (a redelivered copy): its previous arrival is that copy's, exactly;
+ *   3. otherwise r's predecessor is the latest copy <= P. A batch that
+ *      completed wrote a claim for every copy it added, and claims never fall
+ *      behind a completed batch (a writer adds copies past P only), so when
+ *      the claim's latest copy is <= P (or on another shard: a parent shard is
+ *      drained before its children) that copy is r's predecessor. When it is
+ *      > P, the claim was written by an attempt that did not complete; every
+ *      later batch starts at or before that attempt's first record and
+ *      reaches this id's copies only through it, so r is the claim's
+ *      `fromSeq` and its predecessor's arrival is `before`;
+ *   4. from r on, the batch's copies are decided in (arrival, seq) order in
+ *      memory, each against the one before it.
+ * The decisions are thus a function of the shard's records alone, whatever
+ * the attempt. The new claim (latest copy, `fromSeq` = r, `before`) may fall
+ * behind the stored one when a shorter retry replays a longer failed attempt;
+ * that is right, as the copies past it were never completed and the next
+ * batch starts right after this one. A claim identical to the stored one is
+ * not written again (a plain retry writes nothing).
+ *
+ * Positions. `seq` everywhere here is a record's position (`recordPosition`,
+ * functions/core/record.ts): the padded sequence number, with `.` and the
+ * padded sub-sequence number for a user record of a KPL aggregate, so string
+ * order is (seq, subseq) order. P is the position of the batch's last event
+ * (an aggregate's last user record), so every user record of a completed
+ * batch is <= P and the argument above holds per user record.
+ *
+ * Any partition key. The batched path rests on all copies of an id sharing a
+ * shard, true when the id is the partition key (`keyedById`: the record's, or
+ * in an aggregate the user record's). A copy routed by another key may have
+ * copies of its id on other shards, whose batches run concurrently. Such ids
+ * (a copy keyed otherwise in the batch, or a claim already chained) take the
+ * chained path instead: the claim keeps the id's latest CHAIN_MAX copies
+ * (arrival, shard, position) with the decision taken when each was claimed,
+ * and a version `v`; `decideChain` inserts the batch's new copies at their
+ * (arrival, shard, seq) place and `claimChained` writes the claim with one
+ * PutItem conditional on the version read (on a claim the batched path wrote:
+ * on its latest copy and no version), per id and batch. Writers of one id thus
+ * serialize: the one whose condition fails reads the claim again (strongly
+ * consistent) and decides again, so each copy is decided against every copy
+ * claimed before it, whatever shard claimed it, and no copy is claimed twice.
+ * Retries: a copy <= P is redelivered as above; a copy past P already in the
+ * chain was claimed by an attempt that did not complete and keeps that
+ * decision (its deltas are applied now, once, by invariant 5), so a retry
+ * reaches the same decisions whatever other shards claimed meanwhile; a copy
+ * not in the chain is decided as new. When copies are claimed in their
+ * (arrival, shard, seq) order, which holds whenever the shards keep up with
+ * each other within the gaps between copies, each decision is the rule's. A
+ * shard that lags can bring a copy older than one another shard already
+ * counted within H after it: the rule would move the count to the older copy,
+ * and the speed layer cannot take back a count (min/max are not reversible),
+ * so the later copy keeps it (the older one is a duplicate): the count is in
+ * the later copy's arrival window, and is one too many only when the older
+ * copy would not count either (another copy within H before it); the batch,
+ * reading all shards at once, decides by the rule when it covers them. The one race left: an id-keyed copy's batched write
+ * (unconditional) landing on an id's first chained claim, when one id is
+ * written both ways at the same moment (docs/api.md, "Writing straight to
+ * Kinesis").
+ *
+ * Copies from outside the stream. A backfill's records never reach this
+ * layer, but the batch orders them with the live ones (arrival T, pseudo-shard
+ * `backfill-<hex>`), so before archiving them the backfill adds each to its
+ * id's chain (`registerCopies`: the same conditional write and merge) and live
+ * copies are decided against it like copies of another shard. Positions
+ * compare within a shard only, so the pseudo-shard needs no progress mark.
  */
 import {
   type AttributeValue,
   BatchGetItemCommand,
   BatchWriteItemCommand,
+  ConditionalCheckFailedException,
   type DynamoDBClient,
+  GetItemCommand,
+  type KeysAndAttributes,
+  PutItemCommand,
+  type PutItemCommandInput,
   type WriteRequest,
 } from '@aws-sdk/client-dynamodb';
 import { backoff, chunks, mapLimit } from '../core/limit.ts';
 import type { RawRecord } from '../core/record.ts';
+import { DEFAULT_SETTINGS, dedupExpiry, type Settings } from '../core/settings.ts';
 import { TTL_ATTRIBUTE } from '../resources.ts';
 
 /** DynamoDB's per-request limits. */
@@ -28,11 +122,32 @@ export const BATCH_WRITE_MAX = 25;
 const MAX_ATTEMPTS = 8;
 
 export interface Claim {
+  /** Shard, padded sequence number and arrival (epoch ms) of the latest copy seen. */
   readonly shard: string;
-  /** Padded sequence number of the claiming record. */
   readonly seq: string;
-  /** Epoch seconds. */
-  readonly expiresAt: number;
+  readonly arrival: number;
+  /** Padded sequence number of the first copy the claim's writer added (undefined: a claim written before the horizon rule). */
+  readonly fromSeq: string | undefined;
+  /** Arrival of the copy just before `fromSeq` (undefined: none). */
+  readonly before: number | undefined;
+  /** A chained claim (ids with copies keyed otherwise than by their id): its copies, in (arrival, shard, seq) order. */
+  readonly chain?: readonly ChainCopy[] | undefined;
+  /** A chained claim's version: every conditional write moves it by one. */
+  readonly version?: number | undefined;
+}
+
+/** One copy in a chained claim, with the decision taken when it was claimed. */
+export interface ChainCopy {
+  readonly arrival: number;
+  readonly shard: string;
+  /** Position (padded sequence number, or with the sub-sequence number of a user record of an aggregate). */
+  readonly seq: string;
+  readonly counted: boolean;
+}
+
+/** A claim to store. */
+export interface ClaimWrite extends Claim {
+  readonly id: string;
 }
 
 export interface DedupIo {
@@ -40,119 +155,185 @@ export interface DedupIo {
   requests: number;
 }
 
+/** Where the shard's progress mark lives (control table, `speed / <shard>`). */
+export interface ProgressKey {
+  readonly table: string;
+  readonly key: Record<string, AttributeValue>;
+}
+
+export interface ClaimsRead {
+  readonly claims: Map<string, Claim>;
+  /** The shard's progress mark: padded sequence number of the last record of the last completed batch. */
+  readonly progress: string | undefined;
+}
+
 /**
- * Reads the live claims of `ids` (strongly consistent: a claim written by the
- * previous batch of the shard must be seen). Claims past their expiry are
- * treated as absent, as DynamoDB deletes expired items only within days and
- * dynalite never does.
+ * Reads the claims of `ids`, and the shard's progress mark when `progress` is
+ * given, in one pass of BatchGetItem (strongly consistent: what the previous
+ * batch of the shard wrote must be seen). Expired claims are read like any
+ * other (see the module comment). `horizonMs` dates a claim written before
+ * the horizon rule, which has no arrival: its claim time (expiry - H), at or
+ * after the copy's arrival.
  */
 export async function readClaims(
   ddb: DynamoDBClient,
   table: string,
   ids: readonly string[],
-  nowMs: number,
   io: DedupIo,
-  concurrency = 8,
-): Promise<Map<string, Claim>> {
+  opts: { readonly horizonMs: number; readonly progress?: ProgressKey | undefined; readonly concurrency?: number },
+): Promise<ClaimsRead> {
   const claims = new Map<string, Claim>();
-  const nowSec = Math.floor(nowMs / 1000);
-  await mapLimit(chunks([...new Set(ids)], BATCH_GET_MAX), concurrency, async (chunk) => {
-    let keys: Record<string, AttributeValue>[] = chunk.map((id) => ({ id: { S: id } }));
-    for (let attempt = 0; keys.length > 0; attempt++) {
-      if (attempt >= MAX_ATTEMPTS) throw new Error(`dedup: ${keys.length} claim reads still unprocessed after ${MAX_ATTEMPTS} attempts`);
+  let progress: string | undefined;
+  type Key = { table: string; key: Record<string, AttributeValue> };
+  const keys: Key[] = [...(opts.progress ? [opts.progress] : []), ...[...new Set(ids)].map((id) => ({ table, key: { id: { S: id } } }))];
+  await mapLimit(chunks(keys, BATCH_GET_MAX), opts.concurrency ?? 8, async (chunk) => {
+    let pending: Record<string, KeysAndAttributes> = {};
+    for (const k of chunk) {
+      // The whole item: a claim holds nothing else, so a projection reads no less
+      // (nor fewer read units) and only costs the emulator its evaluation per key.
+      pending[k.table] ??= { Keys: [], ConsistentRead: true };
+      pending[k.table]!.Keys!.push(k.key);
+    }
+    for (let attempt = 0; Object.keys(pending).length > 0; attempt++) {
+      if (attempt >= MAX_ATTEMPTS) throw new Error(`dedup: claim reads still unprocessed after ${MAX_ATTEMPTS} attempts`);
       if (attempt > 0) await backoff(attempt);
       io.requests++;
-      const res = await ddb.send(
-        new BatchGetItemCommand({
-          RequestItems: {
-            // The whole item: a claim holds nothing else, so a projection reads no less
-            // (nor fewer read units) and only costs the emulator its evaluation per key.
-            [table]: { Keys: keys, ConsistentRead: true },
-          },
-        }),
-      );
+      const res = await ddb.send(new BatchGetItemCommand({ RequestItems: pending }));
       for (const item of res.Responses?.[table] ?? []) {
-        const id = item.id?.S;
-        const shard = item.shard?.S;
-        const seq = item.seq?.S;
-        const expiresAt = Number(item[TTL_ATTRIBUTE]?.N ?? Number.POSITIVE_INFINITY);
-        if (id === undefined || shard === undefined || seq === undefined) continue;
-        if (expiresAt <= nowSec) continue;
-        claims.set(id, { shard, seq, expiresAt });
+        const claim = parseClaim(item, opts.horizonMs);
+        if (claim) claims.set(claim.id, claim);
       }
-      keys = res.UnprocessedKeys?.[table]?.Keys ?? [];
+      if (opts.progress && opts.progress.table !== table) {
+        for (const item of res.Responses?.[opts.progress.table] ?? []) progress = item.seq?.S ?? progress;
+      }
+      pending = Object.fromEntries(Object.entries(res.UnprocessedKeys ?? {}).filter(([, k]) => (k.Keys?.length ?? 0) > 0));
     }
   });
-  return claims;
+  return { claims, progress };
 }
+
+function parseClaim(item: Record<string, AttributeValue>, horizonMs: number): ClaimWrite | undefined {
+  const id = item.id?.S;
+  const shard = item.shard?.S;
+  const seq = item.seq?.S;
+  if (id === undefined || shard === undefined || seq === undefined) return undefined;
+  const expiresAt = Number(item[TTL_ATTRIBUTE]?.N ?? Number.NaN);
+  const arrival = item.arrival?.N !== undefined ? Number(item.arrival.N) : expiresAt * 1000 - horizonMs;
+  if (!Number.isFinite(arrival)) return undefined;
+  return {
+    id,
+    shard,
+    seq,
+    arrival,
+    fromSeq: item.fromSeq?.S,
+    before: item.before?.N !== undefined ? Number(item.before.N) : undefined,
+    ...(item.copies?.L && { chain: item.copies.L.flatMap((v) => (v.S === undefined ? [] : [parseChainCopy(v.S)])) }),
+    ...(item.v?.N !== undefined && { version: Number(item.v.N) }),
+  };
+}
+
+const parseChainCopy = (text: string): ChainCopy => {
+  const [arrival, shard, seq, counted] = text.split('|');
+  return { arrival: Number(arrival), shard: shard!, seq: seq!, counted: counted === '1' };
+};
+const chainCopyText = (c: ChainCopy) => `${c.arrival}|${c.shard}|${c.seq}|${c.counted ? 1 : 0}`;
 
 export interface Decision {
-  /** Records that count: the first copy of each id (in batch order). */
+  /** Records that count: no other copy of their id arrived within H before them. */
   readonly counted: RawRecord[];
-  /** Copies whose id is claimed by another (shard, seq), or a later copy in this batch. */
+  /** Records that do not count: another copy of their id arrived within H before them. */
   readonly duplicates: RawRecord[];
-  /** Counted records whose claim is not stored yet. */
-  readonly newClaims: RawRecord[];
+  /** Records at or below the shard's progress mark: decided and applied by a batch that completed. */
+  readonly redelivered: RawRecord[];
+  /** Claims to store (those that differ from the stored ones). */
+  readonly newClaims: ClaimWrite[];
 }
 
+const byArrivalSeq = (a: RawRecord, b: RawRecord) =>
+  a.arrival !== b.arrival ? a.arrival - b.arrival : a.seq < b.seq ? -1 : a.seq > b.seq ? 1 : 0;
+
 /**
- * Decides per record, given the live claims of the batch's ids:
- * - claimed by (this record's shard, this record's seq): our own claim from an
- *   earlier attempt at this batch -> counts;
- * - claimed by any other (shard, seq): a duplicate, counts nowhere;
- * - unclaimed: the copy with the lowest sequence number in the batch counts and
- *   is claimed; the other copies are duplicates.
- * Pure: the same claims give the same decision, which is what makes a retried
- * batch count exactly the records its first attempt counted.
+ * Decides every record of one shard's batch, given the stored claims of its
+ * ids and the shard's progress mark (see the module comment). Pure: the same
+ * records, claims and progress give the same decision.
  */
-export function decide(records: readonly RawRecord[], claims: ReadonlyMap<string, Claim>): Decision {
-  const first = new Map<string, RawRecord>();
+export function decide(records: readonly RawRecord[], claims: ReadonlyMap<string, Claim>, horizonMs: number, progress?: string): Decision {
+  const byId = new Map<string, RawRecord[]>();
   for (const r of records) {
-    const seen = first.get(r.id);
-    if (!seen || r.seq < seen.seq) first.set(r.id, r);
+    const list = byId.get(r.id);
+    if (list) list.push(r);
+    else byId.set(r.id, [r]);
   }
-  const counted: RawRecord[] = [];
-  const duplicates: RawRecord[] = [];
-  const newClaims: RawRecord[] = [];
-  // An id counts at most once per batch, even if a batch held one record twice.
-  const done = new Set<string>();
-  for (const r of records) {
-    const claim = claims.get(r.id);
-    if (done.has(r.id)) {
-      duplicates.push(r);
-    } else if (claim) {
-      if (claim.shard === r.shard && claim.seq === r.seq) {
-        counted.push(r);
-        done.add(r.id);
-      } else duplicates.push(r);
-    } else if (first.get(r.id) === r) {
-      done.add(r.id);
-      counted.push(r);
-      newClaims.push(r);
-    } else {
-      duplicates.push(r);
+  const counted = new Set<RawRecord>();
+  const duplicates = new Set<RawRecord>();
+  const redelivered = new Set<RawRecord>();
+  const newClaims: ClaimWrite[] = [];
+  for (const [id, copies] of byId) {
+    copies.sort(byArrivalSeq);
+    const claim = claims.get(id);
+    let prev: number | undefined;
+    let predecessorInBatch = false;
+    let first: { seq: string; before: number | undefined } | undefined;
+    let last: RawRecord | undefined;
+    for (const r of copies) {
+      if (progress !== undefined && r.seq <= progress) {
+        redelivered.add(r);
+        prev = r.arrival;
+        predecessorInBatch = true;
+        continue;
+      }
+      if (!first) {
+        if (!predecessorInBatch) prev = previousArrival(claim, r, progress);
+        first = { seq: r.seq, before: prev };
+      }
+      if (prev === undefined || r.arrival - prev > horizonMs) counted.add(r);
+      else duplicates.add(r);
+      prev = r.arrival;
+      last = r;
     }
+    if (!first || !last) continue;
+    const next: ClaimWrite = { id, shard: last.shard, seq: last.seq, arrival: last.arrival, fromSeq: first.seq, before: first.before };
+    if (!claim || !sameClaim(claim, next)) newClaims.push(next);
   }
-  return { counted, duplicates, newClaims };
+  // In batch order, as the callers group and apply them.
+  return {
+    counted: records.filter((r) => counted.has(r)),
+    duplicates: records.filter((r) => duplicates.has(r)),
+    redelivered: records.filter((r) => redelivered.has(r)),
+    newClaims,
+  };
 }
 
+/** The arrival of the copy just before `r`, the id's first copy of the batch past the progress mark (case 3 of the module comment). */
+function previousArrival(claim: Claim | undefined, r: RawRecord, progress: string | undefined): number | undefined {
+  if (!claim) return undefined;
+  // A claim from before the rule, from another (parent) shard, or whose latest copy completed: that copy.
+  if (claim.fromSeq === undefined || claim.shard !== r.shard || (progress !== undefined && claim.seq <= progress)) return claim.arrival;
+  // Written by an attempt that did not complete: this batch replays it from its first copy.
+  if (r.seq === claim.fromSeq) return claim.before;
+  // Not reachable while batches start at or before progress + 1; the latest copy is then the safe side.
+  return claim.arrival;
+}
+
+const sameClaim = (a: Claim, b: Claim) =>
+  a.shard === b.shard && a.seq === b.seq && a.arrival === b.arrival && a.fromSeq === b.fromSeq && a.before === b.before;
+
 /**
- * Stores claims for `records` (plain puts: no other writer can race for these
- * ids, see the module comment). Throws when some stay unprocessed, so the batch
- * fails before any delta is applied and is retried whole.
+ * Stores `claims` (plain puts: no other writer can race for these ids, see
+ * the module comment), each expiring `dedupExpiry` after its latest arrival.
+ * Throws when some stay unprocessed, so the batch fails before any delta is
+ * applied and is retried whole.
  */
 export async function writeClaims(
   ddb: DynamoDBClient,
   table: string,
-  records: readonly RawRecord[],
-  expiresAt: number,
+  claims: readonly ClaimWrite[],
+  settings: Pick<Settings, 'dedupHorizonSeconds'>,
   io: DedupIo,
   concurrency = 8,
 ): Promise<void> {
-  await mapLimit(chunks(records, BATCH_WRITE_MAX), concurrency, async (chunk) => {
-    let requests: WriteRequest[] = chunk.map((r) => ({
-      PutRequest: { Item: { id: { S: r.id }, shard: { S: r.shard }, seq: { S: r.seq }, [TTL_ATTRIBUTE]: { N: String(expiresAt) } } },
-    }));
+  await mapLimit(chunks(claims, BATCH_WRITE_MAX), concurrency, async (chunk) => {
+    let requests: WriteRequest[] = chunk.map((c) => ({ PutRequest: { Item: claimItem(c, settings) } }));
     for (let attempt = 0; requests.length > 0; attempt++) {
       if (attempt >= MAX_ATTEMPTS)
         throw new Error(`dedup: ${requests.length} claim writes still unprocessed after ${MAX_ATTEMPTS} attempts`);
@@ -162,4 +343,245 @@ export async function writeClaims(
       requests = res.UnprocessedItems?.[table] ?? [];
     }
   });
+}
+
+/** The dedup table item of a claim. */
+export function claimItem(c: ClaimWrite, settings: Pick<Settings, 'dedupHorizonSeconds'>): Record<string, AttributeValue> {
+  return {
+    id: { S: c.id },
+    shard: { S: c.shard },
+    seq: { S: c.seq },
+    arrival: { N: String(c.arrival) },
+    ...(c.fromSeq !== undefined && { fromSeq: { S: c.fromSeq } }),
+    ...(c.before !== undefined && { before: { N: String(c.before) } }),
+    [TTL_ATTRIBUTE]: { N: String(dedupExpiry(c.arrival, settings)) },
+  };
+}
+
+// ---- ids keyed otherwise than by their id: chained claims, conditional writes ----------------------
+
+/** Copies a chained claim keeps (the latest ones): enough for the retries and late shards met in practice. */
+export const CHAIN_MAX = 32;
+
+/** Is `r` routed by its event id? Unknown keys (records built by hand) are taken as keyed by id, as ingest writes them. */
+export const keyedById = (r: RawRecord, partitionKey: string | undefined) => partitionKey === undefined || partitionKey === r.id;
+
+const chainOrder = (a: { arrival: number; shard: string; seq: string }, b: { arrival: number; shard: string; seq: string }) =>
+  a.arrival !== b.arrival
+    ? a.arrival - b.arrival
+    : a.shard !== b.shard
+      ? a.shard < b.shard
+        ? -1
+        : 1
+      : a.seq < b.seq
+        ? -1
+        : a.seq > b.seq
+          ? 1
+          : 0;
+
+/** The copies a claim stands for: its chain, or the latest copy of a claim the batched path wrote (taken as counted). */
+function chainOf(claim: Claim | undefined): ChainCopy[] {
+  if (!claim) return [];
+  if (claim.chain) return [...claim.chain].sort(chainOrder);
+  return [{ arrival: claim.arrival, shard: claim.shard, seq: claim.seq, counted: true }];
+}
+
+export interface ChainDecision {
+  readonly counted: RawRecord[];
+  readonly duplicates: RawRecord[];
+  readonly redelivered: RawRecord[];
+  /** The chain to store, or undefined when no copy was added (nothing to write). */
+  readonly chain: ChainCopy[] | undefined;
+}
+
+/**
+ * Decides the copies of one id of a shard's batch against the id's chained
+ * claim (pure; see the module comment, "Any partition key"): a copy at or
+ * below the progress mark is redelivered; a copy already in the chain keeps
+ * the decision taken when it was claimed (a retry); any other copy is
+ * inserted at its (arrival, shard, seq) place and counts iff the copy just
+ * before it is absent or arrived more than H earlier, unless a counted copy
+ * already stands within H after it (a shard that lagged: that copy's count
+ * stays, see the module comment).
+ */
+export function decideChain(copies: readonly RawRecord[], claim: Claim | undefined, horizonMs: number, progress?: string): ChainDecision {
+  const chain = chainOf(claim);
+  const counted: RawRecord[] = [];
+  const duplicates: RawRecord[] = [];
+  const redelivered: RawRecord[] = [];
+  let added = false;
+  for (const r of [...copies].sort(chainOrder)) {
+    if (progress !== undefined && r.seq <= progress) {
+      redelivered.push(r);
+      continue;
+    }
+    const known = chain.find((c) => c.shard === r.shard && c.seq === r.seq);
+    if (known) {
+      (known.counted ? counted : duplicates).push(r);
+      continue;
+    }
+    let at = chain.length;
+    while (at > 0 && chainOrder(chain[at - 1]!, r) > 0) at--;
+    const before = chain[at - 1];
+    const after = chain[at];
+    const byRule = before === undefined || r.arrival - before.arrival > horizonMs;
+    const standsFor = after?.counted === true && after.arrival - r.arrival <= horizonMs;
+    const isCounted = byRule && !standsFor;
+    chain.splice(at, 0, { arrival: r.arrival, shard: r.shard, seq: r.seq, counted: isCounted });
+    (isCounted ? counted : duplicates).push(r);
+    added = true;
+  }
+  return { counted, duplicates, redelivered, chain: added ? chain.slice(-CHAIN_MAX) : undefined };
+}
+
+/**
+ * Claims the copies of ids keyed otherwise than by their id, one id at a
+ * time, with a conditional PutItem on the claim's version (or, for a claim
+ * the batched path wrote, on its latest copy): shards that race for an id
+ * serialize, and the loser decides again on a fresh strongly consistent read.
+ */
+export async function claimChained(
+  ddb: DynamoDBClient,
+  table: string,
+  byId: ReadonlyMap<string, readonly RawRecord[]>,
+  claims: ReadonlyMap<string, Claim>,
+  opts: {
+    readonly horizonMs: number;
+    readonly progress: string | undefined;
+    readonly settings: Pick<Settings, 'dedupHorizonSeconds'>;
+    readonly concurrency?: number;
+  },
+  io: DedupIo,
+): Promise<{
+  counted: Set<RawRecord>;
+  duplicates: Set<RawRecord>;
+  redelivered: Set<RawRecord>;
+  writes: number;
+  /** Each id's chain as stored after its write (or as read, when nothing was added). */
+  chains: Map<string, ChainCopy[]>;
+}> {
+  const out = {
+    counted: new Set<RawRecord>(),
+    duplicates: new Set<RawRecord>(),
+    redelivered: new Set<RawRecord>(),
+    writes: 0,
+    chains: new Map<string, ChainCopy[]>(),
+  };
+  await mapLimit([...byId.entries()], opts.concurrency ?? 16, async ([id, copies]) => {
+    let claim = claims.get(id);
+    for (let attempt = 0; ; attempt++) {
+      if (attempt >= MAX_ATTEMPTS)
+        throw new Error(`dedup: the claim of ${id} still changing under its writer after ${MAX_ATTEMPTS} attempts`);
+      const d = decideChain(copies, claim, opts.horizonMs, opts.progress);
+      if (d.chain) {
+        const last = d.chain[d.chain.length - 1]!;
+        const version = claim?.version ?? 0;
+        const condition: Pick<PutItemCommandInput, 'ConditionExpression' | 'ExpressionAttributeNames' | 'ExpressionAttributeValues'> =
+          !claim
+            ? { ConditionExpression: 'attribute_not_exists(#id)', ExpressionAttributeNames: { '#id': 'id' } }
+            : claim.version !== undefined
+              ? {
+                  ConditionExpression: '#v = :v',
+                  ExpressionAttributeNames: { '#v': 'v' },
+                  ExpressionAttributeValues: { ':v': { N: String(version) } },
+                }
+              : {
+                  ConditionExpression: 'attribute_not_exists(#v) AND #shard = :shard AND #seq = :seq',
+                  ExpressionAttributeNames: { '#v': 'v', '#shard': 'shard', '#seq': 'seq' },
+                  ExpressionAttributeValues: { ':shard': { S: claim.shard }, ':seq': { S: claim.seq } },
+                };
+        try {
+          io.requests++;
+          await ddb.send(
+            new PutItemCommand({
+              TableName: table,
+              Item: {
+                id: { S: id },
+                shard: { S: last.shard },
+                seq: { S: last.seq },
+                arrival: { N: String(last.arrival) },
+                copies: { L: d.chain.map((c) => ({ S: chainCopyText(c) })) },
+                v: { N: String(version + 1) },
+                [TTL_ATTRIBUTE]: { N: String(dedupExpiry(last.arrival, opts.settings)) },
+              },
+              ...condition,
+            }),
+          );
+          out.writes++;
+        } catch (e) {
+          if (!(e instanceof ConditionalCheckFailedException)) throw e;
+          io.requests++;
+          const got = await ddb.send(new GetItemCommand({ TableName: table, Key: { id: { S: id } }, ConsistentRead: true }));
+          claim = got.Item ? parseClaim(got.Item, opts.horizonMs) : undefined;
+          continue;
+        }
+      }
+      for (const r of d.counted) out.counted.add(r);
+      for (const r of d.duplicates) out.duplicates.add(r);
+      for (const r of d.redelivered) out.redelivered.add(r);
+      out.chains.set(id, d.chain ?? chainOf(claim));
+      return;
+    }
+  });
+  return out;
+}
+
+/** Does `chain` hold the first copy of `shard` uncounted although no copy arrived within H before it (see `registerCopies`)? */
+export function isSuperseded(chain: readonly ChainCopy[], shard: string, horizonMs: number): boolean {
+  const at = chain.findIndex((c) => c.shard === shard);
+  if (at < 0) return false;
+  const first = chain[at]!;
+  const before = chain[at - 1];
+  return !first.counted && (before === undefined || first.arrival - before.arrival > horizonMs);
+}
+
+/**
+ * Registers copies that reach the dedup rule from outside the stream (a
+ * backfill's, docs/batch-layer.md "Backfill"): each joins its id's chained
+ * claim at its (arrival, shard, seq) place through `claimChained`, the same
+ * conditional write, re-read and merge as a shard's chained copies, so it
+ * cannot race with a shard claiming the id, and live copies decided after it
+ * see it. There is no progress mark: a copy already in the chain (a re-run)
+ * is left as it is and writes nothing. The speed layer applies no outside copy
+ * (the batch counts them).
+ *
+ * `superseded`: ids whose first registered copy the rule would count but whose
+ * chain already holds a counted copy within H after it: a live copy the speed
+ * layer decided (and counted) before this registration. That count cannot be
+ * taken back, so the caller leaves the id's copies out (the batch then counts
+ * the live copy too). Read from the stored chain, so a re-run finds the same.
+ */
+export async function registerCopies(
+  ddb: DynamoDBClient,
+  table: string,
+  copies: readonly RawRecord[],
+  opts: { readonly horizonMs: number; readonly settings: Pick<Settings, 'dedupHorizonSeconds'>; readonly concurrency?: number },
+  io: DedupIo,
+): Promise<{ writes: number; counted: number; duplicates: number; superseded: Set<string> }> {
+  const byId = new Map<string, RawRecord[]>();
+  for (const r of copies) {
+    const list = byId.get(r.id);
+    if (list) list.push(r);
+    else byId.set(r.id, [r]);
+  }
+  const superseded = new Set<string>();
+  if (byId.size === 0) return { writes: 0, counted: 0, duplicates: 0, superseded };
+  const { claims } = await readClaims(ddb, table, [...byId.keys()], io, { horizonMs: opts.horizonMs });
+  const d = await claimChained(ddb, table, byId, claims, { ...opts, progress: undefined }, io);
+  for (const [id, list] of byId) if (isSuperseded(d.chains.get(id) ?? [], list[0]!.shard, opts.horizonMs)) superseded.add(id);
+  return { writes: d.writes, counted: d.counted.size, duplicates: d.duplicates.size, superseded };
+}
+
+/** `registerCopies` bound to a table and H, as a backfill takes it (`BackfillDeps.register`). */
+export function copyRegistrar(
+  ddb: DynamoDBClient,
+  table: string,
+  settings: Pick<Settings, 'dedupHorizonSeconds'> = DEFAULT_SETTINGS,
+): (records: readonly RawRecord[]) => Promise<{ writes: number; superseded: ReadonlySet<string> }> {
+  const opts = {
+    horizonMs: settings.dedupHorizonSeconds * 1000,
+    settings: { dedupHorizonSeconds: settings.dedupHorizonSeconds },
+    concurrency: 64,
+  };
+  return (records) => registerCopies(ddb, table, records, opts, { requests: 0 });
 }

@@ -1,9 +1,12 @@
 /**
  * The speed layer's batch logic, a function of its clients (handler.ts calls
  * it; the Lambda entry is functions/speed.ts). Per Kinesis shard of the batch, in this order:
- *   1. normalize each record (`toRawRecord`); rejects are poison: failures
- *      bucket + `stats / poison`, never reported as failed;
- *   2. dedup: read the claims of the batch's ids, decide, write the new claims;
+ *   1. normalize each record (`toRawRecord`), each user record of a KPL
+ *      aggregate as an event of its own at its (seq, subseq) position
+ *      (`normalizeRecords`); rejects are poison: failures bucket +
+ *      `stats / poison`, never reported as failed;
+ *   2. dedup (dedup.ts): read the claims of the batch's ids and the shard's
+ *      progress mark, decide by the dedup rule, write the changed claims;
  *   3. group the counted records by speed item (view, arrival window, event
  *      hour, shard) and aggregate each group into its cells' deltas;
  *   4. apply each item's deltas with one conditional UpdateItem (apply.ts);
@@ -17,14 +20,14 @@ import { ConditionalCheckFailedException, type DynamoDBClient, UpdateItemCommand
 import type { S3Client } from '@aws-sdk/client-s3';
 import type { StreamRecord } from '../adapters/kinesis-event.ts';
 import type { LogSink } from '../adapters/log.ts';
-import { countPoison, normalize, type PoisonRecord, writePoison } from '../adapters/poison.ts';
+import { countPoison, lastPosition, type Normalized, normalizeRecords, type PoisonRecord, writePoison } from '../adapters/poison.ts';
 import { batchAgeMs, errorAttribute, forEachShard } from '../adapters/shards.ts';
 import { mapLimit } from '../core/limit.ts';
-import { padSeq, type RawRecord } from '../core/record.ts';
-import { dedupExpiry, type Settings } from '../core/settings.ts';
+import type { RawRecord } from '../core/record.ts';
+import type { Settings } from '../core/settings.ts';
 import type { View } from '../core/views.ts';
 import { type ApplyStats, applyItem, emptyApplyStats, groupByItem, type ItemCache } from './apply.ts';
-import { decide, readClaims, writeClaims } from './dedup.ts';
+import { claimChained, decide, keyedById, readClaims, writeClaims } from './dedup.ts';
 
 export interface SpeedDeps {
   readonly ddb: DynamoDBClient;
@@ -47,6 +50,8 @@ export interface SpeedStats {
   poison: number;
   duplicates: number;
   counted: number;
+  /** Records at or below the shard's progress mark (a redelivery): already applied, skipped. */
+  redelivered: number;
   /** Speed items of the batch (items touched: one per view, arrival window, event-time hour). */
   speedItems: number;
   /** Ids looked up / claims written in the dedup table. */
@@ -74,6 +79,7 @@ export const emptyStats = (): SpeedStats => ({
   poison: 0,
   duplicates: 0,
   counted: 0,
+  redelivered: 0,
   speedItems: 0,
   claimsRead: 0,
   claimsWritten: 0,
@@ -114,10 +120,18 @@ async function processShard(
   const windowMs = deps.settings.windowSeconds * 1000;
   const good: RawRecord[] = [];
   const poison: PoisonRecord[] = [];
+  /** Ids with a copy in the batch routed by another key than the id: their claims are chained (dedup.ts, "Any partition key"). */
+  const otherKeys = new Set<string>();
+  let lastEvents: Normalized[] = [];
   for (const r of list) {
-    const n = normalize(r);
-    if (n.ok) good.push(n.record);
-    else poison.push(n.poison);
+    lastEvents = normalizeRecords(r);
+    for (const n of lastEvents) {
+      if (!n.ok) poison.push(n.poison);
+      else {
+        good.push(n.record);
+        if (!keyedById(n.record, n.partitionKey)) otherKeys.add(n.record.id);
+      }
+    }
   }
 
   if (poison.length > 0) {
@@ -141,12 +155,40 @@ async function processShard(
     if (good.length > 0) {
       const ids = [...new Set(good.map((r) => r.id))];
       stats.claimsRead += ids.length;
-      const claims = await readClaims(deps.ddb, deps.tables.dedup, ids, now(), io);
-      const decision = decide(good, claims);
-      await writeClaims(deps.ddb, deps.tables.dedup, decision.newClaims, dedupExpiry(now(), deps.settings), io);
-      stats.claimsWritten += decision.newClaims.length;
-      stats.duplicates += decision.duplicates.length;
-      counted = decision.counted;
+      const horizonMs = deps.settings.dedupHorizonSeconds * 1000;
+      const progress = { table: deps.tables.control, key: { pk: { S: SPEED_PROGRESS_PK }, sk: { S: shard } } };
+      const read = await readClaims(deps.ddb, deps.tables.dedup, ids, io, { horizonMs, progress });
+      // Ids keyed by id keep the batched path; an id with a copy keyed otherwise, here or before (a chained claim), does not.
+      const chained = new Map<string, RawRecord[]>();
+      for (const r of good) {
+        if (!otherKeys.has(r.id) && !read.claims.get(r.id)?.chain) continue;
+        const list = chained.get(r.id);
+        if (list) list.push(r);
+        else chained.set(r.id, [r]);
+      }
+      const batched = chained.size === 0 ? good : good.filter((r) => !chained.has(r.id));
+      const decision = decide(batched, read.claims, horizonMs, read.progress);
+      const [, chain] = await Promise.all([
+        writeClaims(deps.ddb, deps.tables.dedup, decision.newClaims, deps.settings, io),
+        chained.size === 0
+          ? undefined
+          : claimChained(
+              deps.ddb,
+              deps.tables.dedup,
+              chained,
+              read.claims,
+              { horizonMs, progress: read.progress, settings: deps.settings },
+              io,
+            ),
+      ]);
+      stats.claimsWritten += decision.newClaims.length + (chain?.writes ?? 0);
+      stats.duplicates += decision.duplicates.length + (chain?.duplicates.size ?? 0);
+      stats.redelivered += decision.redelivered.length + (chain?.redelivered.size ?? 0);
+      if (!chain) counted = decision.counted;
+      else {
+        const byBatch = new Set(decision.counted);
+        counted = good.filter((r) => (chained.has(r.id) ? chain.counted : byBatch).has(r));
+      }
     }
   } finally {
     stats.dedupRequests += io.requests;
@@ -161,8 +203,10 @@ async function processShard(
   await mapLimit(items, deps.concurrency ?? 16, (item) => applyItem(ctx, item.view, item.key, item.records, windowMs));
   stats.applyMs += performance.now() - started;
 
+  // The position of the batch's last event: for a plain record its padded sequence number, for an
+  // aggregate its last user record's, so that every user record of the batch is <= the mark (dedup.ts).
   const last = list[list.length - 1];
-  if (last) await recordProgress(deps.ddb, deps.tables.control, shard, padSeq(last.seq), last.arrival, now());
+  if (last) await recordProgress(deps.ddb, deps.tables.control, shard, lastPosition(lastEvents, last), last.arrival, now());
 }
 
 /** `speed / <shard>`: how far the speed layer got (GET /status's speed lag). Never moves back. */

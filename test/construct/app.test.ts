@@ -12,6 +12,7 @@ import * as s3 from 'aws-cdk-lib/aws-s3';
 import { afterAll, describe, expect, it } from 'vitest';
 import { buildApp, propsFromContext } from '../../bin/app.ts';
 import { HANDLERS } from '../../functions/contract/routes.ts';
+import { ApiAuth } from '../../lib/ingest-api.ts';
 import { PLACEHOLDER } from './synth.ts';
 
 const dirs: string[] = [];
@@ -46,6 +47,27 @@ describe('context', () => {
       env: { account: '000000000000', region: 'us-east-1' },
     });
     expect(p.architecture?.name).toBe(process.arch === 'arm64' ? 'arm64' : 'x86_64');
+    // What LocalStack's free plan lacks: Lambda authorizers, nodejs24.x before 4.11, bisect on error,
+    // body validation by content type.
+    expect(p).toMatchObject({ apiAuth: ApiAuth.IN_FUNCTION, bisectBatchOnError: false, validateRequestBody: false });
+    expect(p.runtime?.name).toBe('nodejs22.x');
+  });
+
+  it('the AWS target keeps the authorizer, the latest runtime and bisect; each can be chosen', async () => {
+    const p = await propsFromContext(ctx({}), {});
+    expect(p.apiAuth).toBeUndefined();
+    expect(p.runtime).toBeUndefined();
+    expect(p.bisectBatchOnError).toBeUndefined();
+    expect(p.validateRequestBody).toBeUndefined();
+    const q = await propsFromContext(
+      ctx({ target: 'localstack', runtime: 'nodejs24.x', apiAuth: 'authorizer', bisectBatchOnError: 'true' }),
+      {},
+    );
+    expect(q).toMatchObject({ apiAuth: ApiAuth.AUTHORIZER, bisectBatchOnError: true });
+    expect(q.runtime?.name).toBe('nodejs24.x');
+    await expect(propsFromContext(ctx({ runtime: 'nodejs18.x' }), {})).rejects.toThrow(
+      'context runtime must be one of nodejs22.x, nodejs24.x, received "nodejs18.x"',
+    );
   });
 
   it('reads numbers, lists and flags', async () => {
@@ -64,6 +86,11 @@ describe('context', () => {
     expect(p.createWebAcl).toBe(true);
   });
 
+  it('passes the partition-projection start day (default: the construct uses the day of synthesis)', async () => {
+    expect((await propsFromContext(ctx({ projectionStartDay: '2026-12-01' }), {})).projectionStartDay).toBe('2026-12-01');
+    expect((await propsFromContext(ctx({}), {})).projectionStartDay).toBeUndefined();
+  });
+
   it('rejects bad values, naming the key and the value', async () => {
     await expect(propsFromContext(ctx({ batchEngine: 'spark' }), {})).rejects.toThrow(
       'context batchEngine must be one of athena, duckdb, received "spark"',
@@ -73,6 +100,9 @@ describe('context', () => {
     );
     await expect(propsFromContext(ctx({ createWebAcl: 'yes' }), {})).rejects.toThrow(
       'context createWebAcl must be one of true, false, received "yes"',
+    );
+    await expect(propsFromContext(ctx({ projectionStartDay: 'today' }), {})).rejects.toThrow(
+      'context projectionStartDay must be a day YYYY-MM-DD, received "today"',
     );
   });
 

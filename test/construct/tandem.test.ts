@@ -15,8 +15,9 @@ import { describe, expect, it } from 'vitest';
 import { ROUTES } from '../../functions/contract/routes.ts';
 import { DEMO_VIEWS } from '../../functions/core/demo-views.ts';
 import { DEFAULT_SETTINGS, lagAlarmThresholdSeconds, speedTtlSeconds } from '../../functions/core/settings.ts';
-import { GLUE_COLUMNS } from '../../functions/core/sql.ts';
+import { GLUE_COLUMNS, GLUE_COMPACT_COLUMNS } from '../../functions/core/sql.ts';
 import { BUCKETS, SETTINGS_ENV, STREAM, TABLES, TTL_ATTRIBUTE } from '../../functions/resources.ts';
+import { ALARM_METRICS_LIMIT, groupsOf } from '../../lib/monitoring.ts';
 import { actionsOf, logicalId, referencedIds, resources, type Statement, statementsOfRole, synthTandem } from './synth.ts';
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -34,7 +35,7 @@ const WRITE_ACTION =
 const functions = () => ({
   ingest: tandem.ingestApi.ingestFunction,
   health: tandem.ingestApi.healthFunction,
-  authorizer: tandem.ingestApi.authorizerFunction,
+  authorizer: tandem.ingestApi.authorizerFunction!,
   speed: tandem.speedLayer.function,
   archive: tandem.rawArchive.function,
   batchTask: tandem.batchLayer.function,
@@ -214,7 +215,8 @@ describe('glue and athena', () => {
       'projection.enabled': 'true',
       'projection.dt.type': 'date',
       'projection.dt.format': 'yyyy-MM-dd',
-      'projection.dt.range': '2025-01-01,NOW',
+      // The deploy day by default (the day of synthesis).
+      'projection.dt.range': `${new Date().toISOString().slice(0, 10)},NOW`,
       'projection.hr.type': 'integer',
       'projection.hr.range': '0,23',
       'projection.hr.digits': '2',
@@ -223,11 +225,61 @@ describe('glue and athena', () => {
     });
   });
 
-  it('the workgroup enforces encrypted results and a bytes-scanned cutoff', () => {
+  it('the compacted table reads Parquet over compact/ with the columns the batch reads and the same projected partitions', () => {
+    const tables = Object.values(resources(template, 'AWS::Glue::Table')).map(
+      (t) =>
+        t.Properties.TableInput as {
+          Name: string;
+          PartitionKeys: unknown;
+          Parameters: Record<string, unknown>;
+          StorageDescriptor: {
+            Columns: unknown;
+            Location: unknown;
+            InputFormat: string;
+            OutputFormat: string;
+            SerdeInfo: { SerializationLibrary: string };
+          };
+        },
+    );
+    const table = tables.find((t) => t.Name === 'raw_events_compact')!;
+    expect(table).toBeDefined();
+    expect(table.StorageDescriptor.Columns).toEqual(GLUE_COMPACT_COLUMNS.map((c) => ({ Name: c.name, Type: c.type })));
+    expect(table.StorageDescriptor.Columns).not.toContainEqual({ Name: 'type', Type: 'string' });
+    expect(table.StorageDescriptor.Columns).toContainEqual({ Name: 'num', Type: 'map<string,string>' });
+    expect(table.StorageDescriptor.SerdeInfo.SerializationLibrary).toBe('org.apache.hadoop.hive.ql.io.parquet.serde.ParquetHiveSerDe');
+    expect(table.StorageDescriptor.InputFormat).toBe('org.apache.hadoop.hive.ql.io.parquet.MapredParquetInputFormat');
+    expect(table.StorageDescriptor.Location).toEqual({ 'Fn::Join': ['', ['s3://', { Ref: id(tandem.rawBucket) }, '/compact/']] });
+    expect(table.PartitionKeys).toEqual(tables.find((t) => t.Name === 'raw_events')!.PartitionKeys);
+    expect(table.Parameters).toMatchObject({
+      classification: 'parquet',
+      'projection.enabled': 'true',
+      'projection.dt.range': `${new Date().toISOString().slice(0, 10)},NOW`,
+      // biome-ignore lint/suspicious/noTemplateCurlyInString: Athena's projection template syntax
+      'storage.location.template': { 'Fn::Join': ['', ['s3://', { Ref: id(tandem.rawBucket) }, '/compact/dt=${dt}/hr=${hr}/']] },
+    });
+    // The state machine, which runs the queries, may read the table and the Parquet objects (read-only).
+    const statements = Object.values(resources(template, 'AWS::IAM::Policy')).flatMap(
+      (p) => (p.Properties.PolicyDocument as { Statement: { Action: string | string[]; Resource: unknown }[] }).Statement,
+    );
+    const text = JSON.stringify(statements.filter((st) => [st.Action].flat().includes('glue:GetTable')));
+    expect(text).toContain('raw_events_compact');
+    const reads = JSON.stringify(statements.filter((st) => [st.Action].flat().includes('s3:GetObject')));
+    expect(reads).toContain('/compact/*');
+  });
+
+  it('the workgroup can be deleted after it ran queries (cdk destroy), and the Glue database goes with the stack', () => {
+    template.hasResourceProperties('AWS::Athena::WorkGroup', { RecursiveDeleteOption: true });
+    // Only metadata: retained, its fixed name would make the next create fail with "already exists".
+    template.hasResource('AWS::Glue::Database', { DeletionPolicy: 'Delete', UpdateReplacePolicy: 'Delete' });
+  });
+
+  it('the workgroup enforces encrypted results and a bytes-scanned cutoff from the cost model', () => {
+    // 2 x athenaRawBytesPerDay (1 GiB) x athenaHistoryDays (30): docs/batch-layer.md, "Athena in AWS".
+    expect(tandem.batchLayer.bytesScannedCutoff).toBe(2 * 1024 ** 3 * 30);
     template.hasResourceProperties('AWS::Athena::WorkGroup', {
       WorkGroupConfiguration: {
         EnforceWorkGroupConfiguration: true,
-        BytesScannedCutoffPerQuery: 100 * 1024 ** 3,
+        BytesScannedCutoffPerQuery: 60 * 1024 ** 3,
         PublishCloudWatchMetricsEnabled: true,
         ResultConfiguration: {
           EncryptionConfiguration: { EncryptionOption: 'SSE_S3' },
@@ -247,18 +299,89 @@ describe('batch state machine and schedule', () => {
     expect(sm.StateMachineType).toBe('STANDARD');
   });
 
-  it('runs the batch-task function in every task', () => {
-    expect(sm.DefinitionSubstitutions).toEqual({ BatchTaskArn: { 'Fn::GetAtt': [fnId(tandem.batchLayer.function), 'Arn'] } });
-    const asl = JSON.parse(sm.DefinitionString as string) as {
-      States: Record<string, { Type: string; Resource?: string; Retry?: unknown[]; Catch?: unknown[] }>;
-    };
-    const tasks = Object.entries(asl.States).filter(([, s]) => s.Type === 'Task');
-    expect(tasks.map(([n]) => n)).toEqual(['Plan', 'Publish', 'MarkFailed']);
+  type State = {
+    Type: string;
+    Resource?: string;
+    Parameters?: Record<string, unknown>;
+    Retry?: unknown[];
+    Catch?: { ErrorEquals: string[]; Next: string }[];
+    Next?: string;
+    ItemProcessor?: { States: Record<string, State> };
+    Choices?: unknown[];
+  };
+  const asl = JSON.parse(sm.DefinitionString as string) as { States: Record<string, State> };
+  /** Every state, those inside Map states too. */
+  const allStates = (states: Record<string, State>): [string, State][] =>
+    Object.entries(states).flatMap(([n, st]) => [
+      [n, st] as [string, State],
+      ...(st.ItemProcessor ? allStates(st.ItemProcessor.States) : []),
+    ]);
+  const states = Object.fromEntries(allStates(asl.States));
+
+  it('runs the batch-task function in every Lambda task, and the queries as Athena tasks', () => {
+    expect(sm.DefinitionSubstitutions).toEqual({
+      BatchTaskArn: { 'Fn::GetAtt': [fnId(tandem.batchLayer.function), 'Arn'] },
+      ResultsBucket: { Ref: id(tandem.batchLayer.resultsBucket) },
+    });
     // biome-ignore lint/suspicious/noTemplateCurlyInString: a Step Functions definition substitution
-    for (const [, s] of tasks) expect(s.Resource).toBe('${BatchTaskArn}');
-    for (const name of ['Plan', 'Views', 'Publish'])
+    expect(states.Compile!.Parameters!.resultsLocation).toBe('s3://${ResultsBucket}/athena/');
+    const tasks = Object.entries(states).filter(([, st]) => st.Type === 'Task');
+    const lambdaTasks = tasks.filter(([, st]) => !st.Resource!.startsWith('arn:aws:states:::athena:'));
+    expect(lambdaTasks.map(([n]) => n).sort()).toEqual(['Compile', 'Finish', 'Load', 'MarkFailed', 'Parts', 'Plan', 'Publish', 'Verify']);
+    // biome-ignore lint/suspicious/noTemplateCurlyInString: a Step Functions definition substitution
+    for (const [, st] of lambdaTasks) expect(st.Resource).toBe('${BatchTaskArn}');
+    for (const name of ['Plan', 'Compile', 'Verify', 'Views', 'Publish'])
       expect(asl.States[name]!.Catch, name).toEqual([{ ErrorEquals: ['States.ALL'], ResultPath: '$.error', Next: 'MarkFailed' }]);
-    for (const [, s] of tasks) expect(s.Retry).toBeDefined();
+    for (const [, st] of tasks) expect(st.Retry).toBeDefined();
+  });
+
+  it('no Lambda waits on a query: each is started, polled and stopped by the state machine', () => {
+    for (const p of ['Objects', 'View']) {
+      expect(states[`${p}Start`]!.Resource).toBe('arn:aws:states:::athena:startQueryExecution');
+      expect(states[`${p}Poll`]!.Resource).toBe('arn:aws:states:::athena:getQueryExecution');
+      expect(states[`${p}Stop`]!.Resource).toBe('arn:aws:states:::athena:stopQueryExecution');
+      expect(states[`${p}Start`]!.Parameters).toMatchObject({ WorkGroup: 'test_batch', QueryExecutionContext: { Database: 'test' } });
+      // A failure while the query runs goes through Stop (the query id is in the state).
+      expect(states[`${p}Poll`]!.Catch).toEqual([{ ErrorEquals: ['States.ALL'], ResultPath: '$.error', Next: `${p}Stop` }]);
+      expect(states[`${p}Stop`]!.Parameters!['QueryExecutionId.$']).toMatch(/started\.id$/);
+      expect(states[`${p}TooLong`]!.Next).toBe(`${p}Stop`);
+      expect(states[`${p}Stop`]!.Next).toBe(`${p}Failed`);
+      // A retryable failure starts the query again with the next attempt number.
+      expect(states[`${p}Again`]!.Next).toBe(`${p}Start`);
+      expect(JSON.stringify(states[`${p}Again`]!.Parameters)).toContain('States.MathAdd');
+    }
+    expect(states.ObjectsFailed!.Next).toBe('MarkFailed');
+    expect(states.ViewFailed!.Type).toBe('Fail');
+  });
+
+  it('each attempt of a query has its own ClientRequestToken (the same token returns the same FAILED execution)', () => {
+    const token = states.ViewStart!.Parameters!['ClientRequestToken.$'] as string;
+    expect(token).toBe("States.Hash(States.Format('{}/{}/{}', $$.Execution.Name, $.query.name, $.loop.attempt), 'SHA-256')");
+    expect(states.ViewStart!.Parameters!['QueryString.$']).toBe("States.Format('{}{}{}', $.query.head, $.loop.attempt, $.query.tail)");
+  });
+
+  it('loads each view by a Map over the load groups of its UNLOAD output', () => {
+    const loads = states.Loads!;
+    expect(loads).toMatchObject({ Type: 'Map', ItemsPath: '$.parts.groups', MaxConcurrency: 8 });
+    expect(Object.keys(loads.ItemProcessor!.States)).toEqual(['Load']);
+    expect(states.Parts!.Parameters!['location.$']).toBe("States.Format('{}a{}/', $.location, $.loop.attempt)");
+    expect(asl.States.Views).toMatchObject({ Type: 'Map', ItemsPath: '$.compiled.views', MaxConcurrency: 2 });
+  });
+
+  it('the state machine may run queries in its workgroup only, and read raw/ and write the results bucket', () => {
+    const role = id((tandem.batchLayer.stateMachine.role as iam.Role).node.defaultChild);
+    const st = statementsOfRole(template, role);
+    const athena = st.filter((x) => actionsOf(x).some((a) => a.startsWith('athena:')));
+    expect(athena.flatMap(actionsOf).sort()).toEqual([
+      'athena:GetQueryExecution',
+      'athena:StartQueryExecution',
+      'athena:StopQueryExecution',
+    ]);
+    for (const x of athena) expect(JSON.stringify(x.Resource)).toContain(':workgroup/test_batch');
+    const raw = st.filter((x) => referencedIds(x).includes(id(tandem.rawBucket)));
+    expect(raw.flatMap(actionsOf).sort()).toEqual(['s3:GetBucketLocation', 's3:GetObject', 's3:ListBucket']);
+    const results = st.filter((x) => referencedIds(x).includes(id(tandem.batchLayer.resultsBucket)));
+    expect(results.flatMap(actionsOf)).toContain('s3:PutObject');
   });
 
   it('matches the reviewed definition (UPDATE_ASL=1 rewrites test/construct/state-machine.asl.json)', () => {
@@ -269,6 +392,17 @@ describe('batch state machine and schedule', () => {
       `${ASL_FILE} is missing: run UPDATE_ASL=1 npx vitest run test/construct/tandem.test.ts and review it`,
     ).toBe(true);
     expect(actual).toEqual(JSON.parse(readFileSync(ASL_FILE, 'utf8')));
+  });
+
+  it('times a run out after 2 hours inside the ASL (DefinitionBody.fromString ignores the timeout prop)', () => {
+    expect(JSON.parse(sm.DefinitionString as string).TimeoutSeconds).toBe(7200);
+  });
+
+  it('logs to a group whose name is new on every stack create (it may be retained)', () => {
+    const groups = resources(template, 'AWS::Logs::LogGroup');
+    const group = Object.values(groups).find((g) => JSON.stringify(g.Properties.LogGroupName ?? '').includes('/aws/vendedlogs/states/'));
+    expect(group).toBeDefined();
+    expect(JSON.stringify(group!.Properties.LogGroupName)).toContain('AWS::StackId');
   });
 
   it('is started every hour with a flexible window and a retry policy', () => {
@@ -361,6 +495,28 @@ describe('API', () => {
     template.hasResourceProperties('AWS::ApiGateway::GatewayResponse', { ResponseType: 'ACCESS_DENIED', StatusCode: '403' });
   });
 
+  it('sets no status code on the default responses, so each 4xx/5xx type keeps its own (404, 415, 429, 504, ...)', () => {
+    for (const type of ['DEFAULT_4XX', 'DEFAULT_5XX']) {
+      template.hasResourceProperties('AWS::ApiGateway::GatewayResponse', {
+        ResponseType: type,
+        StatusCode: Match.absent(),
+        ResponseTemplates: { 'application/json': '{"error": $context.error.messageString}' },
+      });
+    }
+    // Explicit codes only where the contract names them (docs/api.md).
+    const codes = Object.values(resources(template, 'AWS::ApiGateway::GatewayResponse'))
+      .filter((r) => r.Properties.StatusCode !== undefined)
+      .map((r) => `${r.Properties.ResponseType as string} ${r.Properties.StatusCode as string}`);
+    expect(codes.sort()).toEqual([
+      'ACCESS_DENIED 403',
+      'BAD_REQUEST_BODY 400',
+      'MISSING_AUTHENTICATION_TOKEN 404',
+      'REQUEST_TOO_LARGE 413',
+      'THROTTLED 429',
+      'UNAUTHORIZED 401',
+    ]);
+  });
+
   it('has no WAF unless asked', () => {
     template.resourceCountIs('AWS::WAFv2::WebACL', 0);
     template.resourceCountIs('AWS::WAFv2::WebACLAssociation', 0);
@@ -435,7 +591,7 @@ describe('functions', () => {
       [TABLES.batchViews.env]: ref(tandem.batchViewsTable),
     });
     expect(envOf(tandem.serving.batchApiFunction)).toMatchObject({ [SETTINGS_ENV.stateMachineArn]: ref(tandem.stateMachine) });
-    expect(envOf(tandem.ingestApi.authorizerFunction)).toEqual({
+    expect(envOf(tandem.ingestApi.authorizerFunction!)).toEqual({
       [TABLES.control.env]: ref(tandem.controlTable),
       POWERTOOLS_SERVICE_NAME: 'tandem-authorizer',
       POWERTOOLS_METRICS_NAMESPACE: 'Tandem',
@@ -509,7 +665,7 @@ describe('IAM: each function can do what it needs and no more', () => {
   });
 
   it('the authorizer reads API-key items of the control table and nothing else', () => {
-    const data = statements(tandem.ingestApi.authorizerFunction).filter((s) => !actionsOf(s).some((a) => /^(logs|xray):/.test(a)));
+    const data = statements(tandem.ingestApi.authorizerFunction!).filter((s) => !actionsOf(s).some((a) => /^(logs|xray):/.test(a)));
     expect(data).toEqual([
       {
         Effect: 'Allow',
@@ -534,7 +690,8 @@ describe('IAM: each function can do what it needs and no more', () => {
 
   it('the batch task reads the raw archive but cannot write it, and runs Athena in its own workgroup only', () => {
     const raw = statements(tandem.batchLayer.function).filter((s) => referencedIds(s).includes(id(tandem.rawBucket)));
-    expect(raw.flatMap(actionsOf).sort()).toEqual(['s3:GetBucketLocation', 's3:GetObject', 's3:ListBucket']);
+    // The state machine runs the queries (Athena reads raw/ with its role); the function reads raw/ for DuckDB only.
+    expect(raw.flatMap(actionsOf).sort()).toEqual(['s3:GetObject', 's3:ListBucket']);
     const athena = statements(tandem.batchLayer.function).filter((s) => actionsOf(s).some((a) => a.startsWith('athena:')));
     expect(athena).toHaveLength(1);
     expect(JSON.stringify(athena[0]!.Resource)).toContain(':workgroup/test_batch');
@@ -579,6 +736,24 @@ describe('alarms and dashboard', () => {
     expect(JSON.stringify(p.Metrics)).toContain(`"Value":{"Ref":"${id(tandem.failureBucket)}"}`);
   });
 
+  it('fires when a batch query scans 80 % of the workgroup cutoff (Athena ProcessedBytes of the workgroup)', () => {
+    const p = alarm(tandem.monitoring.athenaScanAlarm);
+    expect(p).toMatchObject({
+      Threshold: Math.floor(60 * 1024 ** 3 * 0.8),
+      ComparisonOperator: 'GreaterThanOrEqualToThreshold',
+      TreatMissingData: 'notBreaching',
+    });
+    const metrics = p.Metrics as {
+      MetricStat?: { Metric: { Namespace: string; MetricName: string; Dimensions: unknown[] }; Stat: string };
+    }[];
+    const stats = metrics.filter((m) => m.MetricStat).map((m) => m.MetricStat!);
+    expect(stats.map((m) => m.Metric.MetricName)).toEqual(['ProcessedBytes', 'ProcessedBytes', 'ProcessedBytes']);
+    for (const m of stats) {
+      expect(m).toMatchObject({ Metric: { Namespace: 'AWS/Athena' }, Stat: 'Maximum' });
+      expect(m.Metric.Dimensions).toContainEqual({ Name: 'WorkGroup', Value: 'test_batch' });
+    }
+  });
+
   it('fires on failed batch runs', () => {
     const p = alarm(tandem.monitoring.batchFailureAlarm);
     expect(p).toMatchObject({ Threshold: 1, ComparisonOperator: 'GreaterThanOrEqualToThreshold' });
@@ -587,17 +762,26 @@ describe('alarms and dashboard', () => {
 
   it('fires on batch lag after lagAlarmThresholdSeconds, well before the speed TTL', () => {
     const p = alarm(tandem.monitoring.batchLagAlarm);
-    const window = (p.Period as number) * (p.EvaluationPeriods as number);
+    const metrics = p.Metrics as { Id: string; Expression?: string; MetricStat?: { Period: number; Metric: { MetricName: string } } }[];
+    const period = metrics.find((m) => m.MetricStat)!.MetricStat!.Period;
+    const window = period * (p.EvaluationPeriods as number);
     expect(window).toBe(lagAlarmThresholdSeconds(DEFAULT_SETTINGS));
-    expect(window).toBeLessThan(speedTtlSeconds(DEFAULT_SETTINGS));
+    expect(window + period).toBeLessThan(speedTtlSeconds(DEFAULT_SETTINGS));
     expect(p).toMatchObject({
-      MetricName: 'ExecutionsSucceeded',
-      Namespace: 'AWS/States',
       ComparisonOperator: 'LessThanThreshold',
       Threshold: 1,
       DatapointsToAlarm: p.EvaluationPeriods,
-      TreatMissingData: 'breaching',
+      // A new stack has no run yet: missing data must not be breaching, or it starts red.
+      TreatMissingData: 'notBreaching',
     });
+    // Periods count only while the stream is polled (the heartbeat), so a stopped schedule still alarms.
+    expect(metrics.find((m) => m.Expression)!.Expression).toBe('succeeded + 0 * polls');
+    expect(
+      metrics
+        .map((m) => m.MetricStat?.Metric.MetricName)
+        .filter(Boolean)
+        .sort(),
+    ).toEqual(['ExecutionsSucceeded', 'GetRecords.Success']);
   });
 
   it('fires when the published cutoff is older than the lag threshold', () => {
@@ -617,15 +801,47 @@ describe('alarms and dashboard', () => {
       Namespace: 'AWS/ApiGateway',
       Threshold: 1,
     });
-    const throttles = JSON.stringify(alarm(tandem.monitoring.throttleAlarm).Metrics);
-    expect(throttles).toContain('"MetricName":"Throttles"');
-    expect(throttles).toContain('PutRecords.ThrottledRecords');
+    const lambda = tandem.monitoring.lambdaThrottleAlarms.map((a) => JSON.stringify(alarm(a).Metrics)).join();
+    for (const fn of Object.values(functions())) expect(lambda).toContain(`"Value":{"Ref":"${fnId(fn)}"}`);
+    expect(lambda).toContain('"MetricName":"Throttles"');
+    expect(JSON.stringify(alarm(tandem.monitoring.streamThrottleAlarm).Metrics)).toContain('PutRecords.ThrottledRecords');
+  });
+
+  it(`no alarm holds more than CloudWatch's ${ALARM_METRICS_LIMIT} metrics`, () => {
+    expect(Object.keys(alarms).length).toBeGreaterThan(0);
+    for (const [name, a] of Object.entries(alarms)) {
+      const metrics = (a.Properties.Metrics as { MetricStat?: unknown }[] | undefined) ?? [];
+      expect(metrics.filter((m) => m.MetricStat).length, name).toBeLessThanOrEqual(ALARM_METRICS_LIMIT);
+    }
+    expect(groupsOf([...Array(23).keys()], ALARM_METRICS_LIMIT).map((g) => g.length)).toEqual([10, 10, 3]);
   });
 
   it('a dashboard shows every alarm', () => {
     template.resourceCountIs('AWS::CloudWatch::Dashboard', 1);
     const body = JSON.stringify(Object.values(resources(template, 'AWS::CloudWatch::Dashboard'))[0]!.Properties.DashboardBody);
     for (const a of tandem.monitoring.alarms) expect(body).toContain(id(a));
+  });
+});
+
+describe('re-deploy after a failed create or cdk destroy', () => {
+  // Properties that name a resource; a retained resource with a name fixed at synth would make the
+  // next create of the stack fail with "already exists".
+  const NAME_KEYS = ['LogGroupName', 'BucketName', 'TableName', 'StreamName', 'Name', 'RoleName', 'AlarmName', 'DashboardName'];
+  const kept = (r: Record<string, unknown>) => ['Retain', 'RetainExceptOnCreate'].includes(r.DeletionPolicy as string);
+
+  it('no retained resource has a name fixed at synth (generated, or new per stack create)', () => {
+    const all = template.toJSON().Resources as Record<
+      string,
+      { Type: string; Properties?: Record<string, unknown> } & Record<string, unknown>
+    >;
+    const retained = Object.entries(all).filter(([, r]) => kept(r));
+    expect(retained.length).toBeGreaterThan(0);
+    for (const [logical, r] of retained) {
+      const props = r.Properties ?? {};
+      const names = [...NAME_KEYS.map((k) => props[k]), (props.DatabaseInput as { Name?: unknown } | undefined)?.Name];
+      for (const name of names.filter((n) => n !== undefined))
+        expect(JSON.stringify(name), `${logical} (${r.Type}) is retained with a fixed name`).toContain('AWS::StackId');
+    }
   });
 });
 

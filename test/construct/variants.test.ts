@@ -1,6 +1,7 @@
 /**
- * Props of the Tandem construct beyond its defaults: the DuckDB engine (the
- * LocalStack target), stream modes, WAF, views, removal, grants, and the
+ * Props of the Tandem construct beyond its defaults: the LocalStack target as
+ * bin/app.ts builds it (key checked in the functions, Node.js 22, DuckDB, no
+ * bisect), the DuckDB engine, stream modes, WAF, views, removal, grants, and the
  * validation errors that show the value received.
  */
 import { App, Duration, RemovalPolicy, Size, Stack } from 'aws-cdk-lib';
@@ -9,9 +10,13 @@ import * as kinesis from 'aws-cdk-lib/aws-kinesis';
 import * as lambda from 'aws-cdk-lib/aws-lambda';
 import { AwsSolutionsChecks } from 'cdk-nag';
 import { describe, expect, it } from 'vitest';
+import { propsFromContext } from '../../bin/app.ts';
+import { IN_FUNCTION, INVALID_KEY, MISSING_KEY } from '../../functions/api/key-check.ts';
+import { ROUTES } from '../../functions/contract/routes.ts';
 import { lagAlarmThresholdSeconds, speedTtlSeconds } from '../../functions/core/settings.ts';
 import { count, parseViewsJson, sum, type View, view } from '../../functions/core/views.ts';
-import { SETTINGS_ENV } from '../../functions/resources.ts';
+import { SETTINGS_ENV, TABLES } from '../../functions/resources.ts';
+import { ApiAuth } from '../../lib/ingest-api.ts';
 import { Tandem, type TandemProps } from '../../lib/tandem.ts';
 import { actionsOf, logicalId, PLACEHOLDER, referencedIds, resources, statementsOfRole, synthTandem } from './synth.ts';
 
@@ -22,6 +27,125 @@ function build(props: TandemProps): void {
 }
 
 const nagViolations = (app: App) => new AwsSolutionsChecks().validateScope(app).violations.map((v) => v.ruleName);
+
+// The props bin/app.ts derives from the context, as `npm run deploy:localstack` passes it.
+const {
+  stackName: _name,
+  description: _d,
+  env: _env,
+  ...localstackProps
+} = await propsFromContext((k) => (k === 'target' ? 'localstack' : undefined), {});
+
+describe('the LocalStack target (-c target=localstack)', () => {
+  const s = synthTandem(localstackProps);
+  const t = s.tandem;
+  const fnResources = () => resources(s.template, 'AWS::Lambda::Function');
+  const envOf = (fn: lambda.IFunction) =>
+    (fnResources()[logicalId(s.stack, fn)]!.Properties.Environment as { Variables: Record<string, unknown> }).Variables;
+  const keyed = { ingest: t.ingestApi.ingestFunction, query: t.serving.queryFunction, batchApi: t.serving.batchApiFunction };
+
+  it('creates no authorizer: every method is open to the gateway, the functions check the key', () => {
+    expect(t.ingestApi.apiAuth).toBe(ApiAuth.IN_FUNCTION);
+    s.template.resourceCountIs('AWS::ApiGateway::Authorizer', 0);
+    expect(t.ingestApi.authorizer).toBeUndefined();
+    expect(t.ingestApi.authorizerFunction).toBeUndefined();
+    expect(Object.keys(fnResources())).toHaveLength(7);
+    for (const m of Object.values(resources(s.template, 'AWS::ApiGateway::Method'))) {
+      expect(m.Properties.AuthorizationType).toBe('NONE');
+      expect(m.Properties.AuthorizerId).toBeUndefined();
+    }
+  });
+
+  it('every function of a keyed route checks the key itself; /health does not', () => {
+    // Each keyed route of the contract is served by one of these.
+    expect(new Set(ROUTES.filter((r) => r.auth).map((r) => r.handler))).toEqual(new Set(Object.keys(keyed)));
+    for (const [name, fn] of Object.entries(keyed)) {
+      expect(envOf(fn), name).toMatchObject({
+        [SETTINGS_ENV.apiAuth]: IN_FUNCTION,
+        [TABLES.control.env]: { Ref: logicalId(s.stack, t.controlTable) },
+      });
+      const role = logicalId(s.stack, (fn.role as iam.Role).node.defaultChild);
+      expect(statementsOfRole(s.template, role), name).toContainEqual({
+        Effect: 'Allow',
+        Action: 'dynamodb:GetItem',
+        Resource: { 'Fn::GetAtt': [logicalId(s.stack, t.controlTable), 'Arn'] },
+        Condition: { 'ForAllValues:StringEquals': { 'dynamodb:LeadingKeys': ['apikey'] } },
+      });
+    }
+    expect(Object.keys(envOf(t.ingestApi.healthFunction))).not.toContain(SETTINGS_ENV.apiAuth);
+    expect(Object.keys(envOf(t.ingestApi.healthFunction))).not.toContain(TABLES.control.env);
+  });
+
+  it('the functions answer 401/403 with the bodies of the gateway responses AWS gives', () => {
+    const responses = Object.values(resources(s.template, 'AWS::ApiGateway::GatewayResponse')).map((r) => r.Properties);
+    const body = (type: string) =>
+      JSON.parse((responses.find((r) => r.ResponseType === type)!.ResponseTemplates as Record<string, string>)['application/json']!);
+    expect(body('UNAUTHORIZED')).toEqual({ error: MISSING_KEY.error, field: MISSING_KEY.field });
+    expect(body('ACCESS_DENIED')).toEqual({ error: INVALID_KEY.error, field: INVALID_KEY.field });
+    expect(responses.find((r) => r.ResponseType === 'UNAUTHORIZED')!.StatusCode).toBe(String(MISSING_KEY.statusCode));
+    expect(responses.find((r) => r.ResponseType === 'ACCESS_DENIED')!.StatusCode).toBe(String(INVALID_KEY.statusCode));
+  });
+
+  it('leaves body checks to the functions (LocalStack validates gzip bodies as JSON and drops the contract body)', () => {
+    s.template.hasResourceProperties('AWS::ApiGateway::RequestValidator', { ValidateRequestBody: false, ValidateRequestParameters: true });
+  });
+
+  it('runs every function on nodejs22.x (nodejs24.x exists in LocalStack only from 4.11)', () => {
+    for (const f of Object.values(fnResources())) expect(f.Properties.Runtime).toBe('nodejs22.x');
+  });
+
+  it('runs the batch on DuckDB (no Athena or Glue in LocalStack)', () => {
+    expect(envOf(t.batchLayer.function)[SETTINGS_ENV.batchEngine]).toBe('duckdb');
+    expect(envOf(t.serving.batchApiFunction)[SETTINGS_ENV.batchEngine]).toBe('duckdb');
+    s.template.resourceCountIs('AWS::Athena::WorkGroup', 0);
+    s.template.resourceCountIs('AWS::Glue::Database', 0);
+  });
+
+  it('does not rely on bisect: both mappings have it off, bounded retries and the S3 on-failure destination', () => {
+    const mappings = Object.values(resources(s.template, 'AWS::Lambda::EventSourceMapping')).map((m) => m.Properties);
+    expect(mappings).toHaveLength(2);
+    for (const m of mappings) {
+      expect(m.BisectBatchOnFunctionError).toBe(false);
+      expect(m.FunctionResponseTypes).toEqual(['ReportBatchItemFailures']);
+      expect(m.MaximumRetryAttempts).toBeGreaterThan(0);
+      expect(JSON.stringify(m.DestinationConfig)).toContain(logicalId(s.stack, t.failureBucket));
+    }
+  });
+
+  it('is cdk-nag clean', () => {
+    expect(nagViolations(s.app)).toEqual([]);
+  });
+});
+
+describe('apiAuth and runtime are validated', () => {
+  it('rejects a runtime before Node 20 and an unknown mode', () => {
+    expect(() => build({ runtime: lambda.Runtime.NODEJS_18_X })).toThrow(
+      /runtime must be a Node\.js runtime nodejs20\.x or later\. Received nodejs18\.x/,
+    );
+    expect(() => build({ runtime: lambda.Runtime.PYTHON_3_12 })).toThrow(/Received python3\.12/);
+    expect(() => build({ apiAuth: 'none' as ApiAuth })).toThrow(/apiAuth must be one of authorizer, in-function\. Received "none"/);
+  });
+});
+
+describe('the Athena cost model and projection start', () => {
+  const s = synthTandem(
+    { athenaRawBytesPerDay: Size.gibibytes(60), athenaHistoryDays: 90, projectionStartDay: '2026-12-01' },
+    undefined,
+    'Cost',
+  );
+  it('sizes the cutoff as 2 x bytes a day x history days, and alarms at 80 % of it', () => {
+    const cutoff = 2 * 60 * 1024 ** 3 * 90;
+    expect(s.tandem.batchLayer.bytesScannedCutoff).toBe(cutoff);
+    s.template.hasResourceProperties('AWS::Athena::WorkGroup', { WorkGroupConfiguration: { BytesScannedCutoffPerQuery: cutoff } });
+    s.template.hasResourceProperties('AWS::CloudWatch::Alarm', { Threshold: Math.floor(cutoff * 0.8) });
+  });
+  it('projects partitions from the day it is given', () => {
+    const table = Object.values(s.template.findResources('AWS::Glue::Table'))[0] as {
+      Properties: { TableInput: { Parameters: Record<string, unknown> } };
+    };
+    expect(table.Properties.TableInput.Parameters['projection.dt.range']).toBe('2026-12-01,NOW');
+  });
+});
 
 describe('batchEngine duckdb (the LocalStack target)', () => {
   const s = synthTandem({
@@ -113,7 +237,8 @@ describe('options', () => {
 
   it('the lag alarm follows maxBatchLag, below the speed TTL derived from it', () => {
     const p = resources(s.template, 'AWS::CloudWatch::Alarm')[logicalId(s.stack, s.tandem.monitoring.batchLagAlarm)]!.Properties;
-    const window = (p.Period as number) * (p.EvaluationPeriods as number);
+    const period = (p.Metrics as { MetricStat?: { Period: number } }[]).find((m) => m.MetricStat)!.MetricStat!.Period;
+    const window = period * (p.EvaluationPeriods as number);
     expect(window).toBe(2 * 3600);
     expect(window).toBe(lagAlarmThresholdSeconds(s.tandem.settings));
     expect(window).toBeLessThan(speedTtlSeconds(s.tandem.settings));
@@ -217,6 +342,16 @@ describe('validation errors show the value received', () => {
       'a tiny Athena cutoff',
       { athenaBytesScannedCutoff: Size.mebibytes(1) },
       /athenaBytesScannedCutoff must be at least 10 MB\. Received 1048576 bytes/,
+    ],
+    [
+      'a projection start that is no day',
+      { projectionStartDay: '2025-02-30' },
+      /projectionStartDay must be a day YYYY-MM-DD\. Received "2025-02-30"/,
+    ],
+    [
+      'a projection start in another format',
+      { projectionStartDay: '01/02/2025' },
+      /projectionStartDay must be a day YYYY-MM-DD\. Received "01\/02\/2025"/,
     ],
   ])('rejects %s', (_what, props, message) => {
     expect(() => build(props)).toThrow(message);

@@ -10,9 +10,11 @@ import { gunzipSync } from 'node:zlib';
 import { GetItemCommand } from '@aws-sdk/client-dynamodb';
 import { GetObjectCommand, ListObjectsV2Command } from '@aws-sdk/client-s3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { type KinesisRecordInput, kinesisEventFactory, kinesisSource, kplAggregate } from '../../functions/adapters/kinesis-records.ts';
 import { HOUR_MS, parseRawObjectKey } from '../../functions/archive/layout.ts';
 import { runBatchToCompletion } from '../../functions/batch/pipeline.ts';
 import { DEMO_VIEWS } from '../../functions/core/demo-views.ts';
+import { recordPosition } from '../../functions/core/record.ts';
 import {
   archiveHandler,
   batchesOf,
@@ -211,5 +213,52 @@ describe('archive', () => {
   it('rejects an event that is not a Kinesis event', async () => {
     const r = await freshResources(cloud.clients);
     await expect(archiveHandler(cloud.clients, r)({ Records: [{ nope: true }] })).rejects.toThrow(/not a Kinesis event/);
+  });
+
+  it('archives each user record of a KPL aggregate as a line at its position, and the batch counts them by the rule', async () => {
+    const r = await freshResources(cloud.clients);
+    const handler = archiveHandler(cloud.clients, r);
+    const records = generateStream({ events: 90, shards: 2, start: T0, span: 120_000, duplicates: 0.15, seed: 11 }).filter(
+      (x) => !(x.event instanceof Uint8Array),
+    );
+    // Per shard, runs of 1 to 7 consecutive records: one alone stays a plain record, more become one aggregate
+    // (the aggregator as producer) at the run's first sequence number and arrival. Duplicates fall inside and across them.
+    const source = kinesisSource({ account: '000000000000', region: 'us-east-1', stream: stream(), role: 'archive' });
+    const expanded: ShardRecord[] = [];
+    const inputs: KinesisRecordInput[] = [];
+    for (const shard of [...new Set(records.map((x) => x.shard))].sort()) {
+      const list = records.filter((x) => x.shard === shard);
+      for (let i = 0, k = 0; i < list.length; k++) {
+        const run = list.slice(i, i + 1 + (k % 7));
+        i += run.length;
+        const head = run[0]!;
+        if (run.length === 1) {
+          inputs.push({ shard, seq: head.seq, arrival: head.arrival, data: Buffer.from(JSON.stringify(head.event)) });
+          expanded.push(head);
+          continue;
+        }
+        const [agg, more] = kplAggregate(
+          run.map((x) => ({ partitionKey: String((x.event as { id: unknown }).id), data: JSON.stringify(x.event) })),
+        );
+        expect(more).toBeUndefined();
+        inputs.push({ shard, seq: head.seq, arrival: head.arrival, data: agg!.data, partitionKey: agg!.partitionKey });
+        for (const [sub, x] of run.entries()) expanded.push({ ...x, seq: recordPosition(head.seq, sub), arrival: head.arrival });
+      }
+    }
+    // Delivered twice (a redelivery), 5 Kinesis records a batch.
+    for (let pass = 0; pass < 2; pass++)
+      for (let i = 0; i < inputs.length; i += 5)
+        expect((await handler(kinesisEventFactory(inputs.slice(i, i + 5), source))).batchItemFailures).toEqual([]);
+    const archived: string[] = [];
+    for (const key of await keys(r)) {
+      const name = parseRawObjectKey(key)!;
+      const rows = await lines(r, key);
+      expect([rows[0]!.seq, rows[rows.length - 1]!.seq]).toEqual([name.firstSeq, name.lastSeq]);
+      archived.push(...rows.map((row) => `${row.shard}/${row.seq}`));
+    }
+    // Each user record once per object set: the second pass wrote the same keys.
+    expect(archived.sort()).toEqual(expanded.map((x) => `${x.shard}/${x.seq.padStart(64, '0')}`).sort());
+    expect(archived.some((a) => a.includes('.'))).toBe(true);
+    await expectBatchMatches(r, expanded);
   });
 });

@@ -3,17 +3,28 @@
  * one the CDK stack deploys) run by a local ASL interpreter
  * (aws-local-stepfunctions) whose Task states call the real batch-task
  * handler against real emulators: a successful run, a skipped one, and a
- * failing one that goes through Catch -> MarkFailed -> Fail.
+ * failing one that goes through Catch -> MarkFailed -> Fail. The Athena
+ * definition runs the same way with handlers standing in for the Athena tasks
+ * (Start / Poll / Stop): they answer from DuckDB over the same archive and
+ * write what Athena would (the objects query's CSV, the views' UNLOAD parts),
+ * so the real compile, verify, parts, load and finish steps read them; what
+ * the Lambda itself asks Athena goes through its port (AthenaQueries), which
+ * the test implements over the same script.
  */
+import { gzipSync } from 'node:zlib';
 import { Logger } from '@aws-lambda-powertools/logger';
 import { Metrics } from '@aws-lambda-powertools/metrics';
-import { DeleteObjectCommand, ListObjectsV2Command } from '@aws-sdk/client-s3';
+import { DeleteObjectCommand, ListObjectsV2Command, PutObjectCommand } from '@aws-sdk/client-s3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { getPointer, getRun, lockHolder } from '../../functions/batch/control.ts';
+import { type AthenaQueries, athenaEngine, s3Location, unloadGroupOf } from '../../functions/batch/athena.ts';
+import { getManifest, getPointer, getRun, lockHolder } from '../../functions/batch/control.ts';
 import { batchContext } from '../../functions/batch/pipeline.ts';
 import { createBatchTaskHandler } from '../../functions/batch/task.ts';
-import { batchStateMachineDefinition } from '../../functions/contract/state-machine.ts';
+import { type AthenaOptions, batchStateMachineDefinition } from '../../functions/contract/state-machine.ts';
 import { DEMO_VIEWS } from '../../functions/core/demo-views.ts';
+import { batchPartitionStart } from '../../functions/core/keys.ts';
+import { DEFAULT_SETTINGS } from '../../functions/core/settings.ts';
+import { outputColumns, rawReadRange } from '../../functions/core/sql.ts';
 import {
   archiveHandler,
   batchesOf,
@@ -139,5 +150,275 @@ describe('batch state machine on a local ASL interpreter', () => {
     expect(run?.error).toMatch(/the archive is incomplete: 1 raw object\(s\) missing/);
     expect(await getPointer(control)).toBeUndefined();
     expect(await lockHolder(control, now)).toBeUndefined();
+  });
+});
+
+describe('the Athena definition on a local ASL interpreter (handlers stand in for Athena)', () => {
+  let cloud: TestCloud;
+  let StateMachine: typeof import('aws-local-stepfunctions').StateMachine;
+  beforeAll(async () => {
+    process.env.POWERTOOLS_METRICS_DISABLED = 'true';
+    ({ StateMachine } = await import('aws-local-stepfunctions'));
+    cloud = await startTestCloud();
+  });
+  afterAll(async () => {
+    await cloud?.stop();
+    removeStageDirs();
+  });
+
+  const horizonMs = DEFAULT_SETTINGS.dedupHorizonSeconds * 1000;
+
+  interface Started {
+    readonly id: string;
+    readonly sql: string;
+    readonly token: string;
+  }
+
+  /** What the Athena stand-ins are told to do, and what they saw. */
+  interface Script {
+    /** A view query's attempt that ends FAILED, retryable. */
+    failRetryable?: { view: string; attempt: number };
+    /** A view query whose polling fails (GetQueryExecution errors): the Catch must stop it. */
+    pollError?: string;
+    started: Started[];
+    stopped: string[];
+    stoppedByFailStep: string[];
+  }
+
+  async function execute(r: Resources, runId: string, now: number, script: Script) {
+    const config = testConfig(r, cloud.names.TANDEM_STREAM_NAME!, DEMO_VIEWS);
+    const duck = batchOptions(cloud.clients, r).engine!;
+    // The Lambda runs no query on Athena: its engine is named athena, never opened.
+    const ctx = {
+      ...batchContext(cloud.clients, config, batchOptions(cloud.clients, r, { now: () => now })),
+      engine: athenaEngine(),
+      athenaWorkgroup: 'tandem_batch',
+      // The port the Lambda asks Athena through (athena.ts AthenaQueries), answered from the script: the parts
+      // step reads a query's statistics; the fail step stops the run's queries still running.
+      athena: {
+        statistics: async () => ({ engineMs: 5 }),
+        running: async (workgroup: string) =>
+          workgroup === 'tandem_batch'
+            ? script.started
+                .filter((q) => !script.stopped.includes(q.id) && (executions.get(q.id)?.state ?? 'RUNNING') === 'RUNNING')
+                .map((q) => ({ id: q.id, sql: q.sql }))
+            : [],
+        stop: async (id: string) => {
+          script.stoppedByFailStep.push(id);
+          script.stopped.push(id);
+        },
+      } satisfies AthenaQueries,
+    };
+    const handler = createBatchTaskHandler(() => ctx, new Logger({ logLevel: 'SILENT' }), new Metrics({ namespace: 'TandemTest' }));
+    const calls: string[] = [];
+    const task = (input: unknown) => {
+      calls.push(String((input as { step: string }).step));
+      return handler(input) as Promise<never>;
+    };
+    const control = { doc: cloud.clients.doc, table: r.tables.control };
+    const executions = new Map<string, { state: string; output: string; status: Record<string, unknown> }>();
+
+    /** Answers a query from DuckDB over the same archive, writing what Athena writes. */
+    const start = async (input: { QueryString: string; ClientRequestToken: string }) => {
+      const id = `q-${script.started.length}`;
+      script.started.push({ id, sql: input.QueryString, token: input.ClientRequestToken });
+      const run = (await getRun(control, runId))!;
+      const manifest = (await getManifest(control, run.version!))!;
+      const unload = /\) TO '(s3:\/\/[^']+\/unload\/[^/]+\/([^/]+)\/a(\d+)\/)'/.exec(input.QueryString);
+      if (!unload) {
+        // The completeness query: Athena's CSV result at <output>/<id>.csv.
+        const plans = DEMO_VIEWS.map((v) => manifest.views[v.name]!);
+        const from = plans.some((p) => p.mode !== 'increment') ? null : Math.min(...plans.map((p) => p.since! - horizonMs));
+        const session = await duck.open(run.cutoff!, runId, { from });
+        const reads = await session.objectReads();
+        await session.close();
+        const q = (v: string | number) => `"${String(v).replaceAll('"', '""')}"`;
+        const csv = [
+          '"path","lines","covered","bytes"',
+          ...[...reads].map(([k, o]) => [q(`s3://${r.buckets.raw}/${k}`), q(o.lines), q(o.covered), q(o.bytes)].join(',')),
+        ].join('\n');
+        const output = `s3://${r.buckets.raw}/athena/${id}.csv`;
+        await put(output, `${csv}\n`);
+        executions.set(id, { state: 'SUCCEEDED', output, status: { State: 'SUCCEEDED' } });
+        return { QueryExecutionId: id };
+      }
+      const [, location, viewName, attempt] = unload;
+      const output = `s3://${r.buckets.raw}/athena/${id}.csv`;
+      if (script.failRetryable?.view === viewName && script.failRetryable?.attempt === Number(attempt)) {
+        const status = { State: 'FAILED', StateChangeReason: 'transient', AthenaError: { ErrorCategory: 1, Retryable: true } };
+        executions.set(id, { state: 'FAILED', output, status });
+        return { QueryExecutionId: id };
+      }
+      const view = DEMO_VIEWS.find((v) => v.name === viewName)!;
+      const plan = manifest.views[view.name]!;
+      const since = plan.mode === 'increment' ? plan.since : undefined;
+      const session = await duck.open(run.cutoff!, runId, { from: rawReadRange(run.cutoff!, horizonMs, since).from });
+      const rows = await session.runView(view, { horizonMs, ...(since !== undefined && { since }) });
+      await session.close();
+      const groups = new Map<number, string[]>();
+      const n = outputColumns(view).length;
+      for (const row of rows) {
+        const values = [String(row.bucket), ...row.dims, ...Object.values(row.values)];
+        const line = JSON.stringify(Object.fromEntries(values.slice(0, n).map((v, i) => [`c${i}`, v])));
+        const g = unloadGroupOf(view, batchPartitionStart(row.bucket, view.grain));
+        groups.set(g, [...(groups.get(g) ?? []), line]);
+      }
+      // Two files per group, as Athena's parallel writers would leave them.
+      for (const [g, lines] of groups) {
+        const half = Math.ceil(lines.length / 2);
+        await put(`${location}g=${g}/${id}-0.gz`, gzipSync(`${lines.slice(0, half).join('\n')}\n`));
+        if (lines.length > half) await put(`${location}g=${g}/${id}-1.gz`, gzipSync(`${lines.slice(half).join('\n')}\n`));
+      }
+      executions.set(id, { state: 'SUCCEEDED', output, status: { State: 'SUCCEEDED' } });
+      return { QueryExecutionId: id };
+    };
+    const put = (url: string, body: string | Uint8Array) => {
+      const { bucket, key } = s3Location(url);
+      return cloud.clients.s3.send(new PutObjectCommand({ Bucket: bucket, Key: key, Body: body }));
+    };
+    const poll = async (input: { QueryExecutionId: string }) => {
+      const e = executions.get(input.QueryExecutionId)!;
+      const isView = script.started.find((s) => s.id === input.QueryExecutionId)!.sql.startsWith('UNLOAD');
+      if (script.pollError && isView) {
+        // Still running as far as Athena knows: only a stop ends it.
+        e.state = 'RUNNING';
+        const err = new Error('simulated: GetQueryExecution failed');
+        err.name = script.pollError;
+        throw err;
+      }
+      return {
+        QueryExecution: { QueryExecutionId: input.QueryExecutionId, Status: e.status, ResultConfiguration: { OutputLocation: e.output } },
+      };
+    };
+    const stop = async (input: { QueryExecutionId: string }) => {
+      script.stopped.push(input.QueryExecutionId);
+      return {};
+    };
+    const athena: AthenaOptions = {
+      workgroup: 'tandem_batch',
+      database: 'tandem',
+      table: 'raw_events',
+      resultsLocation: `s3://${r.buckets.raw}/athena/`,
+      queryAttempts: 3,
+    };
+    const machine = new StateMachine(batchStateMachineDefinition(TASK_ARN, { athena }) as never);
+    const execution = machine.run(
+      {},
+      {
+        overrides: {
+          taskResourceLocalHandlers: {
+            Plan: task,
+            Compile: task,
+            Verify: task,
+            Parts: task,
+            Load: task,
+            Finish: task,
+            Publish: task,
+            MarkFailed: task,
+            ObjectsStart: start as never,
+            ViewStart: start as never,
+            ObjectsPoll: poll as never,
+            ViewPoll: poll as never,
+            ObjectsStop: stop as never,
+            ViewStop: stop as never,
+          },
+          waitTimeOverrides: { ObjectsWait: 0, ViewWait: 0 },
+        },
+        context: { Execution: { Name: runId } },
+      },
+    );
+    try {
+      return { output: (await execution.result) as Record<string, unknown>, error: undefined, calls };
+    } catch (error) {
+      // The run item says why (the ASL's Fail only says that a step failed).
+      const why = (await getRun(control, runId))?.error;
+      return { output: undefined, error: Object.assign(error as Error, { why }), calls };
+    }
+  }
+
+  async function archive(r: Resources, seed: number, start: number): Promise<ShardRecord[]> {
+    const records = generateStream({ events: 150, shards: 2, start, span: 300_000, duplicates: 0.05, late: 0.1, seed });
+    const handler = archiveHandler(cloud.clients, r);
+    for (const b of batchesOf(records, 50)) await handler(kinesisEvent(b));
+    return records;
+  }
+
+  async function expectOracle(r: Resources, version: number, records: readonly ShardRecord[], cutoff: number) {
+    for (const view of DEMO_VIEWS) {
+      expect(sorted(await readBatchRows(cloud.clients.dynamodb, r.tables.batchViews, view, version)), view.name).toEqual(
+        sorted(batchOracle(view, records, cutoff)),
+      );
+    }
+  }
+
+  it('queries from the state machine, loads by partition groups, and an increment merges into the published version', async () => {
+    const r = await freshResources(cloud.clients);
+    const first = await archive(r, 42, T0);
+    const script: Script = { started: [], stopped: [], stoppedByFailStep: [] };
+    const done = await execute(r, 'run-athena-ok', T0 + 600_000, script);
+    expect(done.error, (done.error as { why?: string } | undefined)?.why).toBeUndefined();
+    expect(done.output).toMatchObject({ publish: { state: 'SUCCEEDED', published: true, version: 1 } });
+    // One completeness query and one UNLOAD per view; every token a SHA-256 and distinct.
+    expect(script.started).toHaveLength(1 + DEMO_VIEWS.length);
+    expect(script.started[0]!.sql).toMatch(/^SELECT "path"/);
+    for (const s of script.started.slice(1)) expect(s.sql).toMatch(/^UNLOAD \(/);
+    expect(new Set(script.started.map((s) => s.token)).size).toBe(script.started.length);
+    for (const s of script.started) expect(s.token).toMatch(/^[0-9a-f]{64}$/);
+    expect(done.calls.filter((c) => c === 'load').length).toBeGreaterThanOrEqual(DEMO_VIEWS.length);
+    expect(script.stopped).toEqual([]);
+    const control = { doc: cloud.clients.doc, table: r.tables.control };
+    const run = (await getRun(control, 'run-athena-ok'))!;
+    expect(run.state).toBe('SUCCEEDED');
+    await expectOracle(r, 1, first, run.cutoff!);
+
+    // New arrivals: the next run increments every view (the merge per partition group).
+    const second = await archive(r, 43, T0 + 900_000);
+    const again = await execute(r, 'run-athena-inc', T0 + 1_500_000, { started: [], stopped: [], stoppedByFailStep: [] });
+    expect(again.error).toBeUndefined();
+    const inc = (await getRun(control, 'run-athena-inc'))!;
+    expect(inc).toMatchObject({ state: 'SUCCEEDED', version: 2 });
+    for (const v of DEMO_VIEWS) expect(inc.views?.[v.name]?.mode, v.name).toBe('increment');
+    await expectOracle(r, 2, [...first, ...second], inc.cutoff!);
+    expect(await lockHolder(control, T0 + 1_500_000)).toBeUndefined();
+  });
+
+  it('a query whose failure Athena calls retryable runs again with a new token and a new output location', async () => {
+    const r = await freshResources(cloud.clients);
+    const records = await archive(r, 7, T0);
+    const view = DEMO_VIEWS[0]!.name;
+    const script: Script = { started: [], stopped: [], stoppedByFailStep: [], failRetryable: { view, attempt: 0 } };
+    const done = await execute(r, 'run-athena-retry', T0 + 600_000, script);
+    expect(done.error, (done.error as { why?: string } | undefined)?.why).toBeUndefined();
+    const attempts = script.started.filter((s) => s.sql.includes(`/${view}/a`));
+    expect(attempts).toHaveLength(2);
+    expect(attempts[0]!.token).not.toBe(attempts[1]!.token);
+    expect(attempts[0]!.sql).toContain(`/${view}/a0/'`);
+    expect(attempts[1]!.sql).toContain(`/${view}/a1/'`);
+    const run = (await getRun({ doc: cloud.clients.doc, table: r.tables.control }, 'run-athena-retry'))!;
+    expect(run.state).toBe('SUCCEEDED');
+    await expectOracle(r, 1, records, run.cutoff!);
+  });
+
+  it('a query that cannot be followed is stopped through Catch, and the run fails through MarkFailed', async () => {
+    const r = await freshResources(cloud.clients);
+    await archive(r, 9, T0);
+    const script: Script = { started: [], stopped: [], stoppedByFailStep: [], pollError: 'Athena.InvalidRequestException' };
+    const failed = await execute(r, 'run-athena-stop', T0 + 600_000, script);
+    expect(failed.error?.message).toMatch(/A step of the batch run failed/);
+    const views = script.started.filter((s) => s.sql.startsWith('UNLOAD'));
+    expect(views.length).toBeGreaterThan(0);
+    // The query whose polling failed was stopped through Catch; the Map then cancelled its siblings
+    // mid-query, and the fail step stopped what was still running of the run. Nothing was loaded.
+    const byCatch = script.stopped.filter((id) => !script.stoppedByFailStep.includes(id));
+    expect(byCatch.length).toBeGreaterThan(0);
+    expect(script.stopped.sort()).toEqual(views.map((v) => v.id).sort());
+    expect(failed.calls).not.toContain('load');
+    expect(failed.calls.at(-1)).toBe('fail');
+    const control = { doc: cloud.clients.doc, table: r.tables.control };
+    const run = await getRun(control, 'run-athena-stop');
+    expect(run?.state).toBe('FAILED');
+    expect(run?.error).toMatch(/Athena\.InvalidRequestException/);
+    expect(await getPointer(control)).toBeUndefined();
+    expect(await lockHolder(control, T0 + 600_000)).toBeUndefined();
   });
 });

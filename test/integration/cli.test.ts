@@ -182,6 +182,51 @@ describe('tandem CLI', () => {
     expect(unknown.stderr).toContain('404');
   });
 
+  it('ranks rows with --order-by and --limit, and picks a coarser grain for a long range', async () => {
+    // Same 7 events as above: 5 cli_click, 1 cli_view, 1 purchase; the tie of the last two goes by type.
+    const top = await tandem([
+      'query',
+      'events_by_type',
+      '--from',
+      '-90d',
+      '--grain',
+      'all',
+      '--order-by',
+      '-events',
+      '--limit',
+      '2',
+      '--json',
+    ]);
+    expect(top.code).toBe(0);
+    expect(JSON.parse(top.stdout).rows.map((r: { type: string; events: number }) => [r.type, r.events])).toEqual([
+      ['cli_click', 5],
+      ['cli_view', 1],
+    ]);
+    const bottom = await tandem(['query', 'events_by_type', '--from', '-1h', '--grain', 'all', '--order-by', 'events', '--limit', '1']);
+    expect(bottom.code).toBe(0);
+    expect(bottom.stdout).toMatch(/│ cli_view\s+│\s+1 │/);
+    expect(bottom.stdout).not.toContain('cli_click');
+    expect(bottom.stderr).toContain('ordered by events within each bucket, at most 1 per bucket');
+
+    // No --grain: day beyond 7 days, hour beyond 24 hours (the view's grain is minute), the view's grain otherwise.
+    const long = await tandem(['query', 'events_by_type', '--from', '-90d', '--totals']);
+    expect(long.code).toBe(0);
+    expect(long.stderr).toContain('by day (the default for this range; --grain to choose)');
+    expect(long.stdout).toMatch(/│\s+7 │/);
+    expect(JSON.parse((await tandem(['query', 'events_by_type', '--from', '-3d', '--json'])).stdout).grain).toBe('hour');
+    expect(JSON.parse((await tandem(['query', 'events_by_type', '--from', '-1h', '--json'])).stdout).grain).toBe('minute');
+    expect(JSON.parse((await tandem(['query', 'events_by_type', '--from', '-90d', '--grain', 'hour', '--json'])).stdout).grain).toBe(
+      'hour',
+    );
+
+    const badMetric = await tandem(['query', 'events_by_type', '--order-by', '-nope']);
+    expect(badMetric.code).toBe(1);
+    expect(badMetric.stderr).toContain('orderBy must be a metric of view "events_by_type" (events)');
+    const badLimit = await tandem(['query', 'events_by_type', '--limit', '0']);
+    expect(badLimit.code).toBe(2);
+    expect(badLimit.stderr).toContain('--limit must be a whole number from 1 to 10000');
+  });
+
   it('shows the status as text and as JSON', async () => {
     const text = await tandem(['status']);
     expect(text.code).toBe(0);
@@ -217,6 +262,11 @@ describe('tandem CLI', () => {
     const id = started.stdout.trim();
     expect(id).not.toBe('');
     await until(`run ${id}`, async () => ((await get<{ state: string }>(`/batch/runs/${id}`)).state === 'SUCCEEDED' ? true : undefined));
+
+    // A rebuild of a view that does not exist: the API's 400 names `view`, nothing starts.
+    const unknown = await tandem(['batch', 'rebuild', '--view', 'nope']);
+    expect(unknown.code).toBe(1);
+    expect(unknown.stderr).toMatch(/no view named "nope"/);
 
     const back = await tandem(['batch', 'rollback', '1', '--json']);
     expect(back.code).toBe(0);

@@ -196,6 +196,43 @@ describe('dashboard', () => {
     await expect.poll(() => chart().getAttribute('data-total'), { timeout: 15_000 }).toBe(String(FIRST.length));
   });
 
+  it('ranks the top N of the range, and shows 90 days by the day with the split and the cutoff', async () => {
+    // The oracle: events per type, most first, ties by type.
+    const want = ['dash_click', 'dash_view', 'purchase']
+      .map((t) => [t, countOf(t)] as const)
+      .sort((a, b) => b[1] - a[1] || (a[0] < b[0] ? -1 : 1))
+      .map(([t, n], i) => [String(i + 1), t, String(n)]);
+    const topRows = () =>
+      page
+        .locator('#top tbody tr')
+        .evaluateAll((trs) =>
+          trs.map((tr) => ['rank', 'type', 'events'].map((c) => tr.querySelector(`td[data-col="${c}"]`)?.textContent ?? '')),
+        );
+    // No group-by chosen: the view's dimensions are ranked.
+    await expect.poll(() => page.locator('#top').getAttribute('data-state'), { timeout: 30_000 }).toBe('ready');
+    expect(await page.locator('#top-title').textContent()).toBe('Top 10 type by events');
+    await expect.poll(topRows, { timeout: 15_000 }).toEqual(want);
+
+    await page.selectOption('#range', '90d');
+    await expect.poll(() => page.locator('#grain').inputValue()).toBe('day');
+    expect(await page.locator('#grain option').allTextContents()).toEqual(['day']);
+    await expect.poll(() => page.locator('#rows-note').textContent(), { timeout: 30_000 }).toContain('by day');
+    await expect.poll(() => chart().getAttribute('data-total'), { timeout: 15_000 }).toBe(String(FIRST.length));
+    // The batch/speed split and the cutoff line, as over an hour.
+    expect(Number(await chart().getAttribute('data-batch-total')) + Number(await chart().getAttribute('data-speed-total'))).toBe(
+      FIRST.length,
+    );
+    expect(await chart().getAttribute('data-version')).toBe('1');
+    expect(await page.locator('#chart .cutoff-line').isVisible()).toBe(true);
+    await expect.poll(topRows, { timeout: 15_000 }).toEqual(want);
+    expect(await page.locator('#top-note').textContent()).toContain('last 90 days');
+    expect(page.url()).toContain('range=90d');
+
+    await page.selectOption('#range', '1h');
+    await expect.poll(() => page.locator('#grain').inputValue()).toBe('minute');
+    await expect.poll(() => page.locator('#rows-note').textContent(), { timeout: 30_000 }).toContain('by minute');
+  });
+
   it('refreshes live and moves the cutoff after "Run batch now"', async () => {
     const before = await chart().getAttribute('data-cutoff');
     const sent = await api<{ accepted: number }>('POST', '/events', SECOND);

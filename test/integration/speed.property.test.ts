@@ -3,8 +3,8 @@
  * k requests (before sending or with the answer lost), retries, bisections,
  * retries that extend past the first attempt, redeliveries of processed
  * ranges that overlap new records, cold containers — on two shards at once,
- * the speed table ends equal to an oracle over the unique events, and poison
- * is counted once. Drives the real handler against dynalite; one emulator
+ * the speed table ends equal to an oracle of the dedup rule with a small
+ * horizon (copies within and beyond H), and poison is counted once. Drives the real handler against dynalite; one emulator
  * set, fresh tables per run.
  */
 import { GetItemCommand } from '@aws-sdk/client-dynamodb';
@@ -15,6 +15,7 @@ import { DEFAULT_SETTINGS } from '../../functions/core/settings.ts';
 import { ItemCache } from '../../functions/speed/apply.ts';
 import { createSpeedHandler, type SpeedHandler } from '../../functions/speed/handler.ts';
 import { startTestCloud, type TestCloud } from '../support/cloud.ts';
+import { countedCopies } from '../support/oracle.ts';
 import {
   asObject,
   createSpeedTables,
@@ -31,6 +32,8 @@ import {
 
 const telemetry = quietTelemetry();
 const WINDOW_MS = DEFAULT_SETTINGS.windowSeconds * 1000;
+/** A small horizon: with gaps of up to 45 s, copies of an id land both within H of the previous copy and beyond it. */
+const SETTINGS = { ...DEFAULT_SETTINGS, dedupHorizonSeconds: 60 };
 const T0 = Date.UTC(2025, 5, 1, 23, 58, 0);
 const SHARDS = 2;
 
@@ -134,6 +137,8 @@ describe('speed layer property', () => {
   });
 
   it('ends equal to the oracle under any schedule of redeliveries, crashes and splits', async () => {
+    // Copies dropped for a copy within H before them, and copies that count again beyond H.
+    const seen = { within: 0, beyond: 0 };
     await fc.assert(
       fc.asyncProperty(
         fc.array(eventArb, { minLength: 1, maxLength: 28 }),
@@ -151,7 +156,7 @@ describe('speed layer property', () => {
                   tables,
                   failureBucket: cloud.names.TANDEM_FAILURE_BUCKET!,
                   views: DEMO_VIEWS,
-                  settings: DEFAULT_SETTINGS,
+                  settings: SETTINGS,
                   cache,
                   ...telemetry,
                 });
@@ -159,8 +164,12 @@ describe('speed layer property', () => {
             }),
           );
           const all = shards.flat();
+          const valid = all.flatMap((r) => (r.event instanceof Uint8Array ? [] : [{ ...r, id: String(r.event.id) }]));
+          const counted = countedCopies(valid, SETTINGS.dedupHorizonSeconds * 1000);
+          seen.within += valid.length - counted.length;
+          seen.beyond += counted.length - new Set(valid.map((c) => c.id)).size;
           const got = await readSpeedTable(cloud.clients.dynamodb, tables.speed);
-          expect(asObject(got)).toEqual(asObject(oracle(DEMO_VIEWS, all, WINDOW_MS)));
+          expect(asObject(got)).toEqual(asObject(oracle(DEMO_VIEWS, all, WINDOW_MS, SETTINGS.dedupHorizonSeconds * 1000)));
           const poison = all.filter((r) => r.event instanceof Uint8Array).length;
           const stats = await cloud.clients.dynamodb.send(
             new GetItemCommand({ TableName: tables.control, Key: { pk: { S: 'stats' }, sk: { S: 'poison' } } }),
@@ -170,6 +179,8 @@ describe('speed layer property', () => {
       ),
       { numRuns: 100 },
     );
+    expect(seen.within).toBeGreaterThan(0);
+    expect(seen.beyond).toBeGreaterThan(0);
     // 100 runs against real emulators: about a minute on a busy 2-core machine.
   }, 600_000);
 });

@@ -9,12 +9,13 @@ import { toStreamRecords } from '../../functions/adapters/kinesis-event.ts';
 import { poisonKey } from '../../functions/adapters/poison.ts';
 import { DEMO_VIEWS } from '../../functions/core/demo-views.ts';
 import { padSeq } from '../../functions/core/record.ts';
-import { DEFAULT_SETTINGS } from '../../functions/core/settings.ts';
+import { DEFAULT_SETTINGS, dedupExpiry, type Settings } from '../../functions/core/settings.ts';
 import { count, max, min, sum, type View, view } from '../../functions/core/views.ts';
 import { ItemCache } from '../../functions/speed/apply.ts';
 import { createSpeedHandler } from '../../functions/speed/handler.ts';
 import { processSpeedBatch } from '../../functions/speed/process.ts';
 import { startTestCloud, type TestCloud } from '../support/cloud.ts';
+import { countedCopies } from '../support/oracle.ts';
 import {
   asObject,
   createSpeedTables,
@@ -37,7 +38,8 @@ const PAGES = ['/', '/cart', '/docs'];
 /** A demo-mix event: purchases, page views and signups, with arrival-like ts unless `lateMs` is given. */
 function demoEvent(i: number, arrival: number, over: Record<string, unknown> = {}): Record<string, unknown> {
   const kind = i % 4;
-  const base = { id: `ev-${i}`, ts: arrival - 800, country: COUNTRIES[i % 3] };
+  // user: page_views' distinct(user), so every exactly-once case also checks the sketches' read-modify-write.
+  const base = { id: `ev-${i}`, ts: arrival - 800, country: COUNTRIES[i % 3], user: `u${(i * 7) % 11}` };
   if (kind === 0 || kind === 3) return { ...base, type: 'page_view', page: PAGES[(i >> 2) % 3], load_ms: 100 + ((i * 37) % 400), ...over };
   if (kind === 1) return { ...base, type: 'purchase', amount: [19.99, 5, 0.000000001, 1234.5][(i >> 2) % 4], ...over };
   return { ...base, type: 'signup', ...over };
@@ -68,8 +70,9 @@ describe('speed layer against dynalite', () => {
   });
 
   /** Fresh tables and a handler over a fault-injecting wrapper of the real client. */
-  async function setup(opts: { cache?: boolean; views?: View[] } = {}) {
+  async function setup(opts: { cache?: boolean; views?: View[]; settings?: Settings } = {}) {
     const views = opts.views ?? DEMO_VIEWS;
+    const settings = opts.settings ?? DEFAULT_SETTINGS;
     const tables = await createSpeedTables(cloud.clients.dynamodb, `speed${++run}`);
     const faulty = faultyClient(cloud.clients.dynamodb);
     const deps = {
@@ -78,7 +81,7 @@ describe('speed layer against dynalite', () => {
       tables,
       failureBucket: cloud.names.TANDEM_FAILURE_BUCKET!,
       views,
-      settings: DEFAULT_SETTINGS,
+      settings,
       cache: opts.cache === false ? undefined : new ItemCache(),
       ...telemetry,
     };
@@ -86,7 +89,7 @@ describe('speed layer against dynalite', () => {
     const invoke = (recs: readonly ShardRecord[]) => handler(kinesisEvent(recs));
     const table = () => readSpeedTable(cloud.clients.dynamodb, tables.speed);
     const expectOracle = async (all: readonly ShardRecord[]) => {
-      const want = oracle(views, all, WINDOW_MS);
+      const want = oracle(views, all, WINDOW_MS, settings.dedupHorizonSeconds * 1000);
       expect(want.size).toBeGreaterThan(0);
       expect(asObject(await table())).toEqual(asObject(want));
     };
@@ -226,20 +229,30 @@ describe('speed layer against dynalite', () => {
     // Attempt 1 fully applies [0, 20) but its response is lost; the re-created mapping sends [0, 30).
     const a = await processSpeedBatch(toStreamRecords(kinesisEvent(recs.slice(0, 20))), deps);
     expect(a.failures).toEqual([]);
-    // A warm container knows every item's hw: the redelivery costs no item request at all.
+    // Every record is at or below the shard's progress mark: redelivered, no item request at all.
     const again = await processSpeedBatch(toStreamRecords(kinesisEvent(recs.slice(0, 20))), deps);
-    expect(again.stats.apply).toMatchObject({ requests: 0, skipped: a.stats.speedItems, written: 0 });
-    // A cold container: the repair must come from the table, not from the warm cache.
+    expect(again.stats).toMatchObject({ redelivered: 20, counted: 0, duplicates: 0, claimsWritten: 0 });
+    expect(again.stats.apply).toMatchObject({ requests: 0, written: 0 });
+    // The re-created mapping's longer batch: only the records past the mark count.
     const b = await processSpeedBatch(toStreamRecords(kinesisEvent(recs.slice(0, 30))), { ...deps, cache: new ItemCache() });
     expect(b.failures).toEqual([]);
-    expect(b.stats.apply.repairs).toBeGreaterThan(0);
-    expect(b.stats.apply.skipped).toBeGreaterThan(0);
+    expect(b.stats).toMatchObject({ redelivered: 20, counted: 10 });
     await s.expectOracle(recs.slice(0, 30));
-    // A warm container repairs from what it knows, without a failed condition.
     const c = await processSpeedBatch(toStreamRecords(kinesisEvent(recs.slice(10, 40))), deps);
     expect(c.failures).toEqual([]);
-    expect(c.stats.apply.repairs).toBeGreaterThan(0);
+    expect(c.stats).toMatchObject({ redelivered: 20, counted: 10 });
     await s.expectOracle(recs);
+    // A cold container repairs from the table, a warm one from what it knows: items half-applied by a crash.
+    for (const cache of [new ItemCache(), undefined]) {
+      const s1 = await setup();
+      const d1 = { ...s1.deps, log: undefined };
+      s1.faulty.arm({ after: 3, kind: 'lost', on: 'UpdateItemCommand' });
+      expect((await processSpeedBatch(toStreamRecords(kinesisEvent(recs.slice(0, 30))), d1)).failures).toHaveLength(1);
+      const r = await processSpeedBatch(toStreamRecords(kinesisEvent(recs)), { ...d1, ...(cache && { cache }) });
+      expect(r.failures).toEqual([]);
+      expect(r.stats.apply.repairs + r.stats.apply.skipped).toBeGreaterThan(0);
+      await s1.expectOracle(recs);
+    }
     // A crash half-way through an extended batch, then a still longer retry.
     const s2 = await setup();
     s2.faulty.arm({ after: 3, kind: 'lost', on: 'UpdateItemCommand' });
@@ -266,6 +279,123 @@ describe('speed layer against dynalite', () => {
     await s.expectOracle(recs);
     // The first copy counted: no country XX anywhere.
     expect([...(await s.table()).keys()].some((k) => k.includes('"XX"'))).toBe(false);
+  });
+
+  describe('the dedup rule with a horizon (H = 60 s)', () => {
+    const settings: Settings = { ...DEFAULT_SETTINGS, dedupHorizonSeconds: 60 };
+    const H = 60_000;
+    /**
+     * Copies of a few ids among other events, on one shard, at these seconds after T0: x at 0, 30 (inside H),
+     * 85 (beyond H of the counted copy, within H of the one at 30: does not count) and 150 (counts again);
+     * y a chain every 50 s (only the first counts); z at 10 and 71 (beyond H: both count); w at 20 and 80
+     * (exactly H: does not count). Later copies carry other values (country XX).
+     */
+    const plan: [string, number][] = [
+      ['x', 0],
+      ['y', 5],
+      ['z', 10],
+      ['w', 20],
+      ['x', 30],
+      ['y', 55],
+      ['z', 71],
+      ['w', 80],
+      ['x', 85],
+      ['y', 105],
+      ['x', 150],
+      ['y', 155],
+      ['y', 205],
+    ];
+    const recs: ShardRecord[] = plan
+      .flatMap(([id, at], k) => [
+        [id, at * 1000],
+        [`solo-${k}`, at * 1000 + 400],
+      ])
+      .map(([id, at], i) => {
+        const arrival = T0 + Number(at);
+        const seen = plan.findIndex(([x]) => x === id) < Math.floor(i / 2);
+        return { shard: shardId(0), seq: seqOf(0, i), arrival, event: { ...demoEvent(i, arrival), id, ...(seen && { country: 'XX' }) } };
+      });
+    const copiesOf = (rs: readonly ShardRecord[]) => rs.map((r) => ({ ...r, id: String((r.event as { id: string }).id) }));
+
+    it('counts a copy iff no copy of its id arrived within H before it, across batches and inside one', async () => {
+      const counted = countedCopies(copiesOf(recs), H).map((c) => `${c.id}@${(c.arrival - T0) / 1000}`);
+      expect(counted.filter((c) => !c.startsWith('solo'))).toEqual(['x@0', 'y@5', 'z@10', 'w@20', 'z@71', 'x@150']);
+      for (const size of [1, 3, recs.length]) {
+        const s = await setup({ settings });
+        let duplicates = 0;
+        for (let i = 0; i < recs.length; i += size) {
+          const res = await processSpeedBatch(toStreamRecords(kinesisEvent(recs.slice(i, i + size))), { ...s.deps, log: undefined });
+          expect(res.failures).toEqual([]);
+          duplicates += res.stats.duplicates;
+        }
+        expect(duplicates).toBe(recs.length - counted.length);
+        await s.expectOracle(recs);
+        // The claim holds the latest copy (a duplicate refreshes it) and expires H plus the longest record age after it.
+        const claim = await cloud.clients.dynamodb.send(new GetItemCommand({ TableName: s.tables.dedup, Key: { id: { S: 'y' } } }));
+        const latest = recs.filter((r) => (r.event as { id: string }).id === 'y').at(-1)!;
+        expect(claim.Item).toMatchObject({
+          seq: { S: padSeq(latest.seq) },
+          arrival: { N: String(latest.arrival) },
+          expiresAt: { N: String(dedupExpiry(latest.arrival, settings)) },
+        });
+      }
+    });
+
+    it('reaches the same decisions when a batch is retried after its claims were written, whole, shorter or longer', async () => {
+      // The first attempt holds copies more than H apart (several count in one batch), crashes after its claims.
+      for (const [fault, retries] of [
+        [
+          { after: 2, kind: 'throw', on: 'UpdateItemCommand' },
+          [
+            [0, 16],
+            [16, 26],
+          ],
+        ],
+        [
+          { after: 0, kind: 'throw', on: 'UpdateItemCommand' },
+          [
+            [0, 5],
+            [5, 11],
+            [11, 26],
+          ],
+        ],
+        [{ after: 4, kind: 'lost', on: 'UpdateItemCommand' }, [[0, 26]]],
+        [
+          { after: 1, kind: 'lost', on: 'any' },
+          [
+            [0, 3],
+            [3, 26],
+          ],
+        ],
+      ] as const) {
+        const s = await setup({ settings });
+        s.faulty.arm(fault);
+        expect((await s.invoke(recs.slice(0, 16))).batchItemFailures).toEqual([{ itemIdentifier: recs[0]!.seq }]);
+        expect(s.faulty.armed).toBe(false);
+        for (const [a, b] of retries) expect((await s.invoke(recs.slice(a, b))).batchItemFailures).toEqual([]);
+        await s.expectOracle(recs);
+      }
+    });
+
+    it('leaves redelivered records (at or below the progress mark) counted as they were', async () => {
+      const s = await setup({ settings });
+      const deps = { ...s.deps, log: undefined };
+      for (const [a, b] of [
+        [0, 9],
+        [9, 20],
+      ] as const)
+        expect((await processSpeedBatch(toStreamRecords(kinesisEvent(recs.slice(a, b))), deps)).failures).toEqual([]);
+      // A re-created mapping sends everything again, split otherwise, from a cold container; it overlaps new records.
+      for (const [a, b] of [
+        [4, 13],
+        [13, 26],
+      ] as const) {
+        const res = await processSpeedBatch(toStreamRecords(kinesisEvent(recs.slice(a, b))), { ...deps, cache: new ItemCache() });
+        expect(res.failures).toEqual([]);
+        expect(res.stats.redelivered).toBe(Math.max(0, Math.min(b, 20) - a));
+      }
+      await s.expectOracle(recs);
+    });
   });
 
   it('counts late events in their old bucket under their new arrival window', async () => {

@@ -10,16 +10,19 @@
  * schedule: an action draws exactly where the one-class driver did.
  */
 
+import { createHash } from 'node:crypto';
 import { DeleteItemCommand, ScanCommand, UpdateItemCommand } from '@aws-sdk/client-dynamodb';
+import { kplAggregate } from '../../functions/adapters/kinesis-records.ts';
+import { deaggregateRecord } from '../../functions/adapters/kpl.ts';
 import { newRunId, type RunItem } from '../../functions/batch/control.ts';
 import { batchContext, describeError } from '../../functions/batch/pipeline.ts';
 import { failStep, planStep, publishStep, viewStep } from '../../functions/batch/steps.ts';
-import { padSeq } from '../../functions/core/record.ts';
+import { padSeq, recordPosition } from '../../functions/core/record.ts';
 import { CheckFailure, type Checks, type Expected, wholeSpan } from './checks.ts';
 import type { BatchFault, InvokeFaultKind, PutFault, WriteFault } from './faults.ts';
 import { LOCK_TTL_S, SIM_SETTINGS, SimError, type World } from './harness.ts';
 import { COUNTRIES, type Ev, PAGES, TYPES } from './ledger.ts';
-import type { EventDraw, EventType, QueryDraw } from './schedule.ts';
+import type { EventDraw, EventType, QueryDraw, Step } from './schedule.ts';
 import { type SeedState, sleep } from './state.ts';
 
 const isoOf = (ms: unknown) => (typeof ms === 'number' && Number.isFinite(ms) ? new Date(ms).toISOString() : String(ms));
@@ -250,6 +253,65 @@ export class Actions {
     const put = await this.world.putRaw(records);
     for (const [i, p] of put.entries()) this.s.ledger.poison.push({ shard: p.shard, seq: padSeq(p.seq), variant: records[i]!.v });
     this.s.count('poison', count);
+  }
+
+  // ---- a direct producer with KPL aggregation ------------------------------------------------------
+
+  /**
+   * New events put straight into Kinesis as KPL aggregates (the library's aggregator), with identical
+   * copies inside one aggregate and in another; the user records of one aggregate all route to the shard
+   * of its partition key (as the KPL packs them), so every copy of an id lands where ingest puts it. A bad
+   * user record and a corrupt aggregate are poison at their positions.
+   */
+  async aggregated(s: Extract<Step, { kind: 'aggregated' }>): Promise<void> {
+    const now = Date.now();
+    const events = s.events.map((d) => this.newEvent(d as Extract<EventDraw, { kind: 'new' }>, now));
+    // With other keys, each copy gets a user id of its own: copies of one id go to any shard.
+    const key = (id: string, copy: number) =>
+      s.otherKeys ? `user-${([...id].reduce((a, c) => a + c.charCodeAt(0), 0) + copy * 3) % 11}` : id;
+    const first = events.map((e) => ({ partitionKey: key(e.id, 0), data: Buffer.from(JSON.stringify(e)), id: e.id }));
+    const inside = first.slice(0, s.copiesInside).map((u) => ({ ...u, partitionKey: key(u.id, 1) }));
+    const across = first.slice(0, s.copiesAcross).map((u) => ({ ...u, partitionKey: key(u.id, 2) }));
+    const shards = (await this.world.shards())
+      .filter((x) => x.SequenceNumberRange?.EndingSequenceNumber === undefined)
+      .map((x) => ({ id: x.ShardId!, start: BigInt(x.HashKeyRange!.StartingHashKey!), end: BigInt(x.HashKeyRange!.EndingHashKey!) }));
+    const shardOf = (key: string) => {
+      const h = BigInt(`0x${createHash('md5').update(key).digest('hex')}`);
+      return shards.find((x) => x.start <= h && h <= x.end)?.id ?? '';
+    };
+    const byShard = (users: readonly { partitionKey: string; data: Buffer }[]) => {
+      if (s.otherKeys) return [users];
+      const m = new Map<string, { partitionKey: string; data: Buffer }[]>();
+      for (const u of users) m.set(shardOf(u.partitionKey), [...(m.get(shardOf(u.partitionKey)) ?? []), u]);
+      return [...m.values()];
+    };
+    const badUser = s.bad ? [{ partitionKey: first[0]!.partitionKey, data: Buffer.from('not json {') }] : [];
+    const groups = [...byShard([...first, ...inside, ...badUser]), ...byShard(across)].filter((g) => g.length > 0);
+    const records = groups.flatMap((g) => kplAggregate(g).map((a) => ({ data: Buffer.from(a.data), partitionKey: a.partitionKey })));
+    if (s.corrupt) {
+      const [bad] = kplAggregate([{ partitionKey: this.s.nextId('p'), data: Buffer.from(JSON.stringify(events[0])) }]);
+      const data = Buffer.from(bad!.data);
+      data[data.length - 1]! ^= 0xff;
+      records.push({ data, partitionKey: bad!.partitionKey });
+    }
+    for (const e of events) this.s.ledger.sending(e);
+    const put = await this.world.putRaw(records);
+    for (const e of events) this.s.ledger.ack(e);
+    for (const [i, p] of put.entries()) {
+      const r = records[i]!;
+      const agg = deaggregateRecord(r.data, p.seq, r.partitionKey);
+      if (!agg.ok) this.s.ledger.poison.push({ shard: p.shard, seq: recordPosition(p.seq), variant: -1 });
+      else
+        for (const u of agg.records) {
+          const bad = !u.ok || u.data.toString() === 'not json {';
+          if (bad) this.s.ledger.poison.push({ shard: p.shard, seq: recordPosition(p.seq, u.sub), variant: -1 });
+        }
+    }
+    this.s.count('client.aggregated.records', records.length);
+    this.s.count('client.aggregated.events', first.length + inside.length + across.length);
+    if (s.bad) this.s.count('poison');
+    if (s.corrupt) this.s.count('poison');
+    if (s.otherKeys) this.s.count('client.aggregated.otherKeys');
   }
 
   // ---- batch ----------------------------------------------------------------------------------

@@ -3,8 +3,8 @@
  * ledger), and the invariants that hold between steps.
  *
  * After every query: (1) rows equal the oracle's; (2) per event type, the
- * totals equal the number of acknowledged ids (nothing lost, nothing counted
- * twice); (3) the published batch version and cutoff never go back except by
+ * totals equal the number of copies that count under the dedup rule (the
+ * ledger's `events`: nothing lost, nothing counted twice); (3) the published batch version and cutoff never go back except by
  * a rollback; (4) every poison record is in the failures bucket, counted once
  * by each consumer, and nothing else is in that bucket. Every answer of
  * ingest, of the batch API and of a rollback is checked too, the stream after
@@ -297,7 +297,7 @@ export class Checks {
     );
   }
 
-  /** Per type, the count over all time equals the acknowledged ids: nothing lost, nothing counted twice. */
+  /** Per type, the count over all time equals the copies that count (the ledger's `events`): nothing lost, nothing counted twice. */
   async totals(): Promise<void> {
     const now = Date.now();
     const from = Math.floor((now - 4 * 86_400_000) / 60_000) * 60_000;

@@ -135,6 +135,8 @@ class Driver {
         return act.send(s.shape, s.events, s.fault);
       case 'poison':
         return act.poison(s.variant, s.count);
+      case 'aggregated':
+        return act.aggregated(s);
       case 'writeFault':
         return act.armWrite(s.consumer, s.fault);
       case 'deliveryFault':

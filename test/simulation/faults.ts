@@ -278,16 +278,17 @@ export class BatchFaults {
   wrapEngine(engine: BatchEngine): BatchEngine {
     return {
       name: engine.name,
-      open: async (cutoff, runId) => {
-        const session = await engine.open(cutoff, runId);
+      open: async (cutoff, runId, options) => {
+        const session = await engine.open(cutoff, runId, options);
         const wrapped: EngineSession = {
           engine: session.engine,
           cutoff: session.cutoff,
+          from: session.from,
           stats: session.stats,
           objectReads: () => session.objectReads(),
-          runView: async (view) => {
+          runView: async (view, options) => {
             if (this.fault?.stage === 'sql' && view.name === this.targetView()) this.fire('sql');
-            return session.runView(view);
+            return session.runView(view, options);
           },
           close: () => session.close(),
         };

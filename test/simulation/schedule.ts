@@ -68,7 +68,23 @@ export type Step =
   | { readonly kind: 'burst'; readonly requests: number; readonly perRequest: number; readonly copies: number }
   | { readonly kind: 'pause'; readonly ms: number }
   /** Not in any profile: corrupts one speed item behind Tandem's back, to show the checks are not blind. */
-  | { readonly kind: 'sabotage'; readonly what: 'double' | 'drop' };
+  | { readonly kind: 'sabotage'; readonly what: 'double' | 'drop' }
+  /**
+   * A direct producer with KPL aggregation on (issue 22): new events (and identical copies, inside one
+   * aggregate and in a second one) put straight into Kinesis as aggregates, one per shard their ids route
+   * to (with `otherKeys`, user ids as partition keys instead, and aggregates as they come: copies of an id on
+   * any shard); `bad`: one user record that is not an event; `corrupt`: one more aggregate with a bad checksum.
+   */
+  | {
+      readonly kind: 'aggregated';
+      readonly events: readonly EventDraw[];
+      readonly copiesInside: number;
+      readonly copiesAcross: number;
+      readonly bad: boolean;
+      readonly corrupt: boolean;
+      /** Partition keys other than the ids (a user id): copies of an id land on any shard. */
+      readonly otherKeys: boolean;
+    };
 
 export type StepKind = Step['kind'];
 
@@ -92,12 +108,17 @@ export const FULL: Profile = {
   burst: 4,
   pause: 4,
   sabotage: 0,
+  // 0 here keeps every existing seed's schedule as it was (a weight changes fast-check's draws); PRODUCERS sets it.
+  aggregated: 0,
 };
 
 /** `npm test`: the same faults, fewer slow ones (a restart of the emulators costs seconds). */
 export const SHORT: Profile = { ...FULL, restartCloud: 0.4, reshard: 0.5 };
 
-export const PROFILES = { full: FULL, short: SHORT } as const;
+/** SHORT plus direct producers writing KPL aggregates (`npm run test:sim -- --profile producers`). */
+export const PRODUCERS: Profile = { ...SHORT, aggregated: 4 };
+
+export const PROFILES = { full: FULL, short: SHORT, producers: PRODUCERS } as const;
 export type ProfileName = keyof typeof PROFILES;
 
 const MINUTES_3_DAYS = 3 * 24 * 60;
@@ -196,6 +217,18 @@ const stepArbs: Record<StepKind, fc.Arbitrary<Step>> = {
   }),
   pause: fc.record({ kind: fc.constant('pause' as const), ms: fc.integer({ min: 100, max: 2500 }) }),
   sabotage: fc.record({ kind: fc.constant('sabotage' as const), what: fc.constantFrom('double', 'drop') }),
+  aggregated: fc.record({
+    kind: fc.constant('aggregated' as const),
+    events: fc.array(
+      eventDraw.filter((d) => d.kind === 'new'),
+      { minLength: 1, maxLength: 12 },
+    ),
+    copiesInside: fc.nat(3),
+    copiesAcross: fc.nat(3),
+    bad: fc.boolean(),
+    corrupt: fc.boolean(),
+    otherKeys: fc.boolean(),
+  }),
 };
 
 export function stepArbitrary(profile: Profile): fc.Arbitrary<Step> {
@@ -253,6 +286,11 @@ export function describeStep(s: Step): string {
       return `burst of ${s.requests} concurrent sends x${s.perRequest} events, ${s.copies} copies in flight`;
     case 'sabotage':
       return `sabotage (${s.what} a speed item)`;
+    case 'aggregated':
+      return (
+        `aggregated put of ${s.events.length} event(s), ${s.copiesInside} copies inside, ${s.copiesAcross} across` +
+        `${s.bad ? ', a bad user record' : ''}${s.corrupt ? ', a corrupt aggregate' : ''}${s.otherKeys ? ', keyed by user ids' : ''}`
+      );
     default:
       return s.kind;
   }

@@ -9,8 +9,16 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { type AttributeValue, CreateTableCommand, type DynamoDBClient, ScanCommand } from '@aws-sdk/client-dynamodb';
+import {
+  type AttributeValue,
+  CreateTableCommand,
+  type DynamoDBClient,
+  GetItemCommand,
+  QueryCommand,
+  ScanCommand,
+} from '@aws-sdk/client-dynamodb';
 import { CreateBucketCommand } from '@aws-sdk/client-s3';
+import type { KinesisStreamEvent } from 'aws-lambda';
 import { Decimal as DecimalJs } from 'decimal.js';
 import type { Clients } from '../../functions/adapters/clients.ts';
 import type { ArchiveHooks } from '../../functions/archive/archive.ts';
@@ -18,9 +26,12 @@ import { createArchiveHandler } from '../../functions/archive/handler.ts';
 import { duckDbEngine } from '../../functions/batch/duckdb.ts';
 import type { BatchOptions } from '../../functions/batch/pipeline.ts';
 import type { Config } from '../../functions/config.ts';
+import { mergeSketches, parseSketch, sketchOf } from '../../functions/core/hll.ts';
+import { batchPartitionPk, POINTER_KEY, versionKey } from '../../functions/core/keys.ts';
 import { DEFAULT_SETTINGS, type Settings } from '../../functions/core/settings.ts';
 import type { View } from '../../functions/core/views.ts';
 import { BUCKETS, TABLES } from '../../functions/resources.ts';
+import { countedCopies } from './oracle.ts';
 import { kinesisEvent, quietTelemetry, type ShardRecord, seqOf, shardId } from './speed.ts';
 
 export { kinesisEvent, type ShardRecord, seqOf, shardId };
@@ -36,6 +47,8 @@ export interface Resources {
 
 let counter = 0;
 const stageDirs: string[] = [];
+/** The control table of each batch-view table `freshResources` made (readBatchRows reads a version's manifest there). */
+const controlTables = new Map<string, string>();
 
 /** Removes the staging directories `freshResources` made (call in afterAll). */
 export function removeStageDirs(): void {
@@ -64,6 +77,7 @@ export async function freshResources(c: Pick<Clients, 'dynamodb' | 's3'>, prefix
   ]);
   const stageDir = mkdtempSync(join(tmpdir(), 'tandem-stage-test-'));
   stageDirs.push(stageDir);
+  controlTables.set(tables.batchViews, tables.control);
   return { tables, buckets, stageDir };
 }
 
@@ -76,10 +90,31 @@ export function batchOptions(clients: Pick<Clients, 's3'>, r: Resources, extra: 
   return { engine: duckDbEngine({ s3: clients.s3, rawBucket: r.buckets.raw, stageDir: r.stageDir }), ...extra };
 }
 
-/** The real archive handler over these resources. */
+/** The pointer item; dynalite answers ResourceNotFound for a table created a moment ago (still CREATING), so a few retries. */
+async function publishedPointer(ddb: DynamoDBClient, table: string) {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await ddb.send(new GetItemCommand({ TableName: table, Key: marshallKey(POINTER_KEY), ConsistentRead: true }));
+    } catch (e) {
+      if ((e as Error).name !== 'ResourceNotFoundException' || attempt >= 40) throw e;
+      await new Promise((resolve) => setTimeout(resolve, 25));
+    }
+  }
+}
+
+/**
+ * The real archive handler over these resources, in a world that stays possible: it refuses a
+ * record that arrived before the published cutoff. A published cutoff C vouches that every record
+ * arriving before C is archived (invariant 4, docs/design.md: the planner saw every shard idle or
+ * lagging past C), and increments rely on it: the next run counts only the arrivals in [C, C'), so
+ * a record archived later with an arrival below C would be in a rebuild and in `batchOracle`, and
+ * never in an increment. In production Kinesis stamps arrivals, so that cannot happen; a test clock
+ * can make it happen (new records started at "the last arrival + 1 min" while the run's `now` was
+ * 2 min after it), hence the check here rather than a difference found later.
+ */
 export function archiveHandler(c: Pick<Clients, 'dynamodb' | 's3'>, r: Resources, hooks?: ArchiveHooks) {
   const { logger, metrics } = quietTelemetry();
-  return createArchiveHandler({
+  const handler = createArchiveHandler({
     s3: c.s3,
     ddb: c.dynamodb,
     rawBucket: r.buckets.raw,
@@ -89,6 +124,32 @@ export function archiveHandler(c: Pick<Clients, 'dynamodb' | 's3'>, r: Resources
     metrics,
     ...(hooks && { hooks }),
   });
+  // A redelivery of records already archived (a Lambda retry) is no new arrival: allowed after any publish.
+  const archived = new Set<string>();
+  // Sequence number and arrival: two generated streams of one world may reuse sequence numbers (generateStream starts each at 0).
+  const redelivery = (x: { eventID: string; kinesis: { approximateArrivalTimestamp: number } }) =>
+    `${x.eventID}@${x.kinesis.approximateArrivalTimestamp}`;
+  return async (event: Parameters<typeof handler>[0]) => {
+    // Malformed events (archive.test.ts) go to the handler as they are.
+    const records = (event as Partial<KinesisStreamEvent> | null)?.Records;
+    if (!Array.isArray(records)) return handler(event);
+    const pointer = await publishedPointer(c.dynamodb, r.tables.control);
+    const cutoff = pointer.Item?.cutoff?.N === undefined ? undefined : Number(pointer.Item.cutoff.N);
+    const early =
+      cutoff === undefined
+        ? undefined
+        : records.find((x) => x.kinesis?.approximateArrivalTimestamp * 1000 < cutoff && !archived.has(redelivery(x)));
+    if (early && cutoff !== undefined) {
+      const at = new Date(early.kinesis.approximateArrivalTimestamp * 1000).toISOString();
+      throw new Error(
+        `test world: record ${early.kinesis.sequenceNumber} arrived at ${at}, before the published cutoff ` +
+          `${new Date(cutoff).toISOString()}: archived now it is in no increment (start new records at or after the cutoff)`,
+      );
+    }
+    const out = await handler(event);
+    if (out.batchItemFailures.length === 0) for (const x of records) archived.add(redelivery(x));
+    return out;
+  };
 }
 
 // ---- generated streams --------------------------------------------------------------------------
@@ -207,22 +268,28 @@ function metricValue(v: unknown): DecimalJs | null {
 
 /**
  * The rows version N of a view must hold, computed straight from the
- * definition with none of the code under test: per event id the copy with the
- * smallest (arrival, sequence) over ALL records, counted if it arrived before
- * the cutoff; then the filter, the bucket, the dimensions and exact sums.
- * Keys `bucket|dims json`, values the state columns as plain decimal text.
+ * definition with none of the code under test: the copies that count under
+ * the dedup rule with horizon H (test/support/oracle.ts `countedCopies`: the
+ * first copy of an id, or one whose previous copy arrived more than H
+ * before it), those that arrived before the cutoff; then the filter, the
+ * bucket, the dimensions and exact sums. Keys `bucket|dims json`, values the
+ * state columns as plain decimal text. H defaults to the settings' 7 days.
  */
-export function batchOracle(view: View, records: readonly ShardRecord[], cutoff: number): Map<string, Record<string, string | null>> {
-  const first = new Map<string, ShardRecord>();
+export function batchOracle(
+  view: View,
+  records: readonly ShardRecord[],
+  cutoff: number,
+  horizonMs = DEFAULT_SETTINGS.dedupHorizonSeconds * 1000,
+): Map<string, Record<string, string | null>> {
+  const copies: (ShardRecord & { id: string })[] = [];
   for (const r of records) {
     if (r.event instanceof Uint8Array) continue;
     const e = r.event;
     if (typeof e.id !== 'string' || typeof e.type !== 'string' || eventTime(e.ts) === undefined) continue;
-    const seen = first.get(e.id);
-    if (!seen || r.arrival < seen.arrival || (r.arrival === seen.arrival && BigInt(r.seq) < BigInt(seen.seq))) first.set(e.id, r);
+    copies.push({ ...r, id: e.id });
   }
   const out = new Map<string, Record<string, string | null>>();
-  for (const r of first.values()) {
+  for (const r of countedCopies(copies, horizonMs)) {
     if (r.arrival >= cutoff) continue;
     const e = r.event as Record<string, unknown>;
     if (view.filter && !Object.entries(view.filter).every(([k, want]) => text(e[k]) === String(want))) continue;
@@ -241,6 +308,13 @@ export function batchOracle(view: View, records: readonly ShardRecord[], cutoff:
         add(`${name}__sum`, x ?? new Decimal(0));
         add(`${name}__count`, new Decimal(x ? 1 : 0));
       }
+      if (m.fn === 'distinct') {
+        // The sketch of the row's values (canonical text, core/hll.ts; its registers are checked against
+        // an independent oracle in test/unit/hll.test.ts), null while no event carries the field.
+        const col = `${name}__hll`;
+        const had = row[col] ?? null;
+        row[col] = mergeSketches(had === null ? null : parseSketch(had), sketchOf(text(e[m.field])))?.toText() ?? null;
+      }
       if (m.fn === 'min' || m.fn === 'max') {
         const col = `${name}__${m.fn}`;
         const cur = row[col];
@@ -253,43 +327,82 @@ export function batchOracle(view: View, records: readonly ShardRecord[], cutoff:
   return out;
 }
 
-/** The rows a version of a view holds in the batch-view table, keyed like `batchOracle`. */
+/**
+ * The rows a version of a view holds, keyed like `batchOracle`: through the version's manifest
+ * (partition -> the version that wrote it, as queries read), each partition from its writer's
+ * key. A manifest without a map for the view (written before increments): the items the
+ * version itself wrote.
+ */
 export async function readBatchRows(
   ddb: DynamoDBClient,
   table: string,
   view: View,
   version: number,
 ): Promise<Map<string, Record<string, string | null>>> {
-  const out = new Map<string, Record<string, string | null>>();
-  let start: Record<string, AttributeValue> | undefined;
-  do {
-    const page = await ddb.send(
-      new ScanCommand({
-        TableName: table,
-        ConsistentRead: true,
-        FilterExpression: '#view = :view AND #version = :version',
-        ExpressionAttributeNames: { '#view': 'view', '#version': 'version' },
-        ExpressionAttributeValues: { ':view': { S: view.name }, ':version': { N: String(version) } },
-        ...(start && { ExclusiveStartKey: start }),
-      }),
-    );
-    for (const item of page.Items ?? []) {
-      const dims = (item.dims?.L ?? []).map((d) => (d.NULL ? null : (d.S ?? null)));
-      const row: Record<string, string | null> = {};
-      for (const [metric, m] of Object.entries(view.metrics)) {
-        const comps = m.fn === 'avg' ? ['sum', 'count'] : [m.fn];
-        for (const c of comps) {
-          const col = `${metric}__${c}`;
-          const v = item[col]?.N;
-          row[col] = v === undefined ? null : new Decimal(v).toFixed();
-        }
-      }
-      out.set(`${item.bucket?.N}|${JSON.stringify(dims)}`, row);
+  const control = controlTables.get(table);
+  if (!control) throw new Error(`readBatchRows: ${table} is not a batch-view table of freshResources`);
+  const manifest = await ddb.send(new GetItemCommand({ TableName: control, Key: marshallKey(versionKey(version)), ConsistentRead: true }));
+  const parts = manifest.Item?.views?.M?.[view.name]?.M?.partitions?.M;
+  const items: Record<string, AttributeValue>[] = [];
+  if (parts) {
+    for (const [p, writer] of Object.entries(parts)) {
+      const pk = batchPartitionPk(view.name, Number(writer.N), Number(p));
+      let start: Record<string, AttributeValue> | undefined;
+      do {
+        const page = await ddb.send(
+          new QueryCommand({
+            TableName: table,
+            ConsistentRead: true,
+            KeyConditionExpression: 'pk = :pk',
+            ExpressionAttributeValues: { ':pk': { S: pk } },
+            ...(start && { ExclusiveStartKey: start }),
+          }),
+        );
+        items.push(...(page.Items ?? []));
+        start = page.LastEvaluatedKey;
+      } while (start);
     }
-    start = page.LastEvaluatedKey;
-  } while (start);
+  } else {
+    let start: Record<string, AttributeValue> | undefined;
+    do {
+      const page = await ddb.send(
+        new ScanCommand({
+          TableName: table,
+          ConsistentRead: true,
+          FilterExpression: '#view = :view AND #version = :version',
+          ExpressionAttributeNames: { '#view': 'view', '#version': 'version' },
+          ExpressionAttributeValues: { ':view': { S: view.name }, ':version': { N: String(version) } },
+          ...(start && { ExclusiveStartKey: start }),
+        }),
+      );
+      items.push(...(page.Items ?? []));
+      start = page.LastEvaluatedKey;
+    } while (start);
+  }
+  const out = new Map<string, Record<string, string | null>>();
+  for (const item of items) {
+    const dims = (item.dims?.L ?? []).map((d) => (d.NULL ? null : (d.S ?? null)));
+    const row: Record<string, string | null> = {};
+    for (const [metric, m] of Object.entries(view.metrics)) {
+      const comps = m.fn === 'avg' ? ['sum', 'count'] : m.fn === 'distinct' ? ['hll'] : [m.fn];
+      for (const c of comps) {
+        const col = `${metric}__${c}`;
+        if (c === 'hll') {
+          row[col] = item[col]?.S ?? null;
+          continue;
+        }
+        const v = item[col]?.N;
+        row[col] = v === undefined ? null : new Decimal(v).toFixed();
+      }
+    }
+    const key = `${item.bucket?.N}|${JSON.stringify(dims)}`;
+    if (out.has(key)) throw new Error(`readBatchRows: version ${version} of ${view.name} holds ${key} twice`);
+    out.set(key, row);
+  }
   return out;
 }
+
+const marshallKey = (k: { pk: string; sk: string }): Record<string, AttributeValue> => ({ pk: { S: k.pk }, sk: { S: k.sk } });
 
 /** Every item of a table (tests: counting what a version left behind). */
 export async function scanAll(ddb: DynamoDBClient, table: string): Promise<Record<string, AttributeValue>[]> {

@@ -10,9 +10,11 @@ import { Metrics } from '@aws-lambda-powertools/metrics';
 import { type AttributeValue, CreateTableCommand, DescribeTableCommand, type DynamoDBClient, ScanCommand } from '@aws-sdk/client-dynamodb';
 import { kinesisEventFactory, kinesisSource } from '../../functions/adapters/kinesis-records.ts';
 import { Decimal } from '../../functions/core/decimal.ts';
+import { mergeSketches, parseSketch, sketchOf } from '../../functions/core/hll.ts';
 import { cellsOf } from '../../functions/core/keys.ts';
 import type { View } from '../../functions/core/views.ts';
 import { TABLES } from '../../functions/resources.ts';
+import { countedCopies } from './oracle.ts';
 
 /** A record as it sits in a shard: what producers sent and what Kinesis stamped on it. */
 export interface ShardRecord {
@@ -71,25 +73,31 @@ function eventTime(ts: unknown): number | undefined {
 
 /**
  * The speed table computed straight from the definition, independently of
- * functions/core: per id the copy with the smallest sequence number counts
- * (copies of an id share a shard); it counts in every view whose filter it
- * passes, under (view, arrival window, event-time bucket, dimension values,
- * shard). Keys are `view|window|bucket|dims json|shard` for cells and
- * `hw|view|window|slot|part|shard` for the hw of each item (keys.ts).
+ * functions/core: the copies that count are those of the dedup rule with
+ * horizon `horizonMs` (`countedCopies`, test/support/oracle.ts: a copy counts
+ * iff no copy of its id arrived within H before it); each counts in every view
+ * whose filter it passes, under (view, arrival window, event-time bucket,
+ * dimension values, shard). Keys are `view|window|bucket|dims json|shard` for
+ * cells and `hw|view|window|slot|part|shard` for the hw of each item (keys.ts).
  */
-export function oracle(views: readonly View[], records: readonly ShardRecord[], windowMs: number): Map<string, ItemValues> {
-  const first = new Map<string, ShardRecord>();
+export function oracle(
+  views: readonly View[],
+  records: readonly ShardRecord[],
+  windowMs: number,
+  horizonMs: number,
+): Map<string, ItemValues> {
+  const copies: (ShardRecord & { id: string })[] = [];
   for (const r of records) {
     if (r.event instanceof Uint8Array) continue;
     const e = r.event;
     if (typeof e.id !== 'string' || typeof e.type !== 'string' || eventTime(e.ts) === undefined) continue;
-    const seen = first.get(e.id);
-    if (!seen || BigInt(r.seq) < BigInt(seen.seq)) first.set(e.id, r);
+    copies.push({ ...r, id: e.id });
   }
+  const counted = countedCopies(copies, horizonMs);
   const grainMs = { minute: 60_000, hour: 3_600_000, day: 86_400_000 } as const;
   const text = (v: unknown) => (v === null || v === undefined ? null : String(v));
   const out = new Map<string, ItemValues>();
-  for (const r of first.values()) {
+  for (const r of counted) {
     const e = r.event as Record<string, unknown>;
     const ts = eventTime(e.ts)!;
     for (const v of views) {
@@ -101,7 +109,9 @@ export function oracle(views: readonly View[], records: readonly ShardRecord[], 
       item.records = norm(Number(item.records) + 1);
       // The item holding the cell: its hw is the last record applied to any of its cells.
       const slot = Math.floor(bucket / 3_600_000) * 3_600_000;
-      const part = slot === Math.floor(window / 3_600_000) * 3_600_000 ? 0 : 1 + Math.floor((r.arrival - window) / 10_000);
+      // A view with a distinct metric cuts even the current hour's item by 10 s of arrival (speed/apply.ts recordItem).
+      const sketches = Object.values(v.metrics).some((m) => m.fn === 'distinct');
+      const part = slot === Math.floor(window / 3_600_000) * 3_600_000 && !sketches ? 0 : 1 + Math.floor((r.arrival - window) / 10_000);
       const itemKey = `hw|${v.name}|${window}|${slot}|${part}|${r.shard}`;
       const hw = r.seq.padStart(64, '0');
       if ((out.get(itemKey)?.hw ?? '') < hw) out.set(itemKey, { hw });
@@ -121,6 +131,11 @@ export function oracle(views: readonly View[], records: readonly ShardRecord[], 
           item[`${name}__min`] = item[`${name}__min`] === undefined ? x.toFixed() : Decimal.min(item[`${name}__min`]!, x).toFixed();
         if (m.fn === 'max' && x)
           item[`${name}__max`] = item[`${name}__max`] === undefined ? x.toFixed() : Decimal.max(item[`${name}__max`]!, x).toFixed();
+        // The sketch of the cell's distinct values (canonical text; register-wise max, core/hll.ts).
+        if (m.fn === 'distinct' && raw !== null && raw !== undefined) {
+          const had = item[`${name}__hll`];
+          item[`${name}__hll`] = mergeSketches(had === undefined ? null : parseSketch(had), sketchOf(String(raw)))!.toText();
+        }
       }
       out.set(key, item);
     }
@@ -143,6 +158,11 @@ export async function readSpeedTable(ddb: DynamoDBClient, table: string): Promis
         const key = `${item.view?.S}|${item.window?.N}|${cell.bucket}|${JSON.stringify(cell.dims)}|${item.shard?.S}`;
         const values = out.get(key) ?? {};
         for (const [k, v] of Object.entries(cell.columns)) {
+          if (k.endsWith('__hll')) {
+            const have = values[k];
+            values[k] = mergeSketches(have === undefined ? null : parseSketch(have), parseSketch(String(v)))!.toText();
+            continue;
+          }
           const x = new Decimal(String(v ?? 'NaN'));
           const have = values[k];
           values[k] = (

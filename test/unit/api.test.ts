@@ -1,5 +1,7 @@
 import { deflateSync, gzipSync } from 'node:zlib';
 import { Logger } from '@aws-lambda-powertools/logger';
+import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
+import { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
 import type { APIGatewayProxyEvent, APIGatewayRequestAuthorizerEvent, Context } from 'aws-lambda';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
@@ -11,6 +13,7 @@ import { speedWindowRange } from '../../functions/api/read-view.ts';
 import { isoTime } from '../../functions/api/status.ts';
 import { MAX_BODY_BYTES } from '../../functions/contract/routes.ts';
 import { DEFAULT_SETTINGS, speedTtlSeconds } from '../../functions/core/settings.ts';
+import { watchedDoc } from '../support/dynalite.ts';
 
 const logger = new Logger({ serviceName: 'test', logLevel: 'SILENT' });
 const ctx = { awsRequestId: 'req-1', getRemainingTimeInMillis: () => 10_000 } as unknown as Context;
@@ -158,8 +161,11 @@ describe('API keys', () => {
   });
 
   it('the authorizer allows a known key, denies an unknown one and answers Unauthorized without one', async () => {
+    // A real client behind the seam that fails every request: without a control table nothing is sent.
+    const watched = watchedDoc(DynamoDBDocumentClient.from(new DynamoDBClient({ region: 'us-east-1' })));
+    watched.fail = new Error('no table in this test');
     const auth = createAuthorizer({
-      doc: { send: () => Promise.reject(new Error('no table in this test')) },
+      doc: watched.doc,
       controlTable: () => undefined,
       envHashes: parseKeyHashes(`ci:${hashKey('good')}`),
       logger,
@@ -177,6 +183,7 @@ describe('API keys', () => {
     expect(deny.policyDocument.Statement[0]).toMatchObject({ Effect: 'Deny' });
     await expect(auth(ev({}))).rejects.toThrow('Unauthorized');
     expect(apiWildcard('not-an-arn')).toBe('not-an-arn');
+    expect(watched.reads).toEqual([]);
   });
 });
 

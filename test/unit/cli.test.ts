@@ -6,7 +6,7 @@ import { Readable } from 'node:stream';
 import { describe, expect, it } from 'vitest';
 import { resolveTarget } from '../../bin/client.ts';
 import { progressOf } from '../../bin/commands/batch.ts';
-import { parseWhen, queryParams } from '../../bin/commands/query.ts';
+import { defaultGrain, parseWhen, queryParams, rangeOf } from '../../bin/commands/query.ts';
 import { readEvents } from '../../bin/commands/send.ts';
 import { age, renderStatus } from '../../bin/commands/status.ts';
 import { UsageError } from '../../bin/output.ts';
@@ -68,6 +68,55 @@ describe('queryParams', () => {
     expect(() => queryParams({ where: ['country'] }, NOW)).toThrow(/--where must be dimension=value/);
     expect(() => queryParams({ where: ['from=x'] }, NOW)).toThrow(UsageError);
     expect(() => queryParams({ totals: true, groupBy: 'a', where: [] }, NOW)).toThrow(/--totals or --group-by/);
+    expect(() => queryParams({ where: ['limit=3'] }, NOW)).toThrow(/use --limit/);
+    expect(() => queryParams({ where: ['orderBy=views'] }, NOW)).toThrow(/use --order-by/);
+  });
+
+  it('passes --order-by and --limit through as orderBy and limit', () => {
+    expect(queryParams({ orderBy: '-views', limit: '10', where: [] }, NOW)).toMatchObject({ orderBy: '-views', limit: '10' });
+    expect(queryParams({ orderBy: 'revenue', where: [] }, NOW)).toMatchObject({ orderBy: 'revenue' });
+    expect('limit' in queryParams({ where: [] }, NOW) || 'orderBy' in queryParams({ where: [] }, NOW)).toBe(false);
+  });
+
+  it.each([
+    [{ orderBy: '' }, /--order-by must be a metric name/],
+    [{ orderBy: '-' }, /--order-by/],
+    [{ orderBy: 'views desc' }, /--order-by/],
+    [{ limit: '0' }, /--limit must be a whole number from 1 to 10000, received "0"/],
+    [{ limit: '10001' }, /--limit/],
+    [{ limit: '2.5' }, /--limit/],
+    [{ limit: '-1' }, /--limit/],
+    [{ limit: 'ten' }, /--limit/],
+  ])('refuses %j as a usage error', (flags, message) => {
+    expect(() => queryParams({ ...flags, where: [] }, NOW)).toThrow(UsageError);
+    expect(() => queryParams({ ...flags, where: [] }, NOW)).toThrow(message);
+  });
+});
+
+describe('the default grain of a long range', () => {
+  const H = 3_600_000;
+  const D = 24 * H;
+
+  it('is day beyond 7 days, hour beyond 24 hours, else the API default (the view grain)', () => {
+    expect(defaultGrain(90 * D, undefined)).toBe('day');
+    expect(defaultGrain(7 * D + 1, 'minute')).toBe('day');
+    expect(defaultGrain(7 * D, 'minute')).toBe('hour');
+    expect(defaultGrain(24 * H + 1, 'minute')).toBe('hour');
+    expect(defaultGrain(24 * H, 'minute')).toBeUndefined();
+    expect(defaultGrain(15 * 60_000, 'minute')).toBeUndefined();
+  });
+
+  it("is never finer than the view's grain", () => {
+    expect(defaultGrain(3 * D, 'day')).toBe('day');
+    expect(defaultGrain(3 * D, 'hour')).toBe('hour');
+    expect(defaultGrain(30 * D, 'day')).toBe('day');
+  });
+
+  it('measures the range as the API will: to defaults to now, from to 24 h before to', () => {
+    expect(rangeOf(queryParams({ from: '-90d', where: [] }, NOW), NOW)).toBe(90 * D);
+    expect(rangeOf(queryParams({ from: '2025-05-01', to: '2025-05-04', where: [] }, NOW), NOW)).toBe(3 * D);
+    expect(rangeOf(queryParams({ to: '-30d', where: [] }, NOW), NOW)).toBe(24 * H);
+    expect(rangeOf(queryParams({ where: [] }, NOW), NOW)).toBe(24 * H);
   });
 });
 

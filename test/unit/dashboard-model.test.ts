@@ -2,7 +2,20 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import type { QueryAnswer, ViewInfo } from '../../functions/contract/api.ts';
-import { buildModel, GRAIN_MS, grainsFor, MAX_GROUPS, rangeBounds } from '../../web/src/model.ts';
+import {
+  buildModel,
+  buildTop,
+  defaultGrain,
+  GRAIN_MS,
+  grainsFor,
+  grainsForRange,
+  MAX_CHART_BUCKETS,
+  MAX_GROUPS,
+  RANGES,
+  rangeBounds,
+  TOP_N,
+  topQuery,
+} from '../../web/src/model.ts';
 
 const events: ViewInfo = { name: 'events_by_type', dimensions: ['type'], grain: 'minute', metrics: { events: { fn: 'count' } } };
 const revenue: ViewInfo = {
@@ -131,5 +144,108 @@ describe('ranges and grains', () => {
     expect(to).toBe(T0 + 120_000);
     expect(from).toBe(to - 3_600_000);
     expect(from % GRAIN_MS.minute).toBe(0);
+  });
+});
+
+const H = 3_600_000;
+const DAY = 24 * H;
+const daily: ViewInfo = { name: 'daily', dimensions: [], grain: 'day', metrics: { n: { fn: 'count' } } };
+
+describe('long ranges: the default grain and the grains offered', () => {
+  it('opens a range at day beyond 7 days, hour beyond 6 hours, minute otherwise', () => {
+    expect(defaultGrain(events, 15 * 60_000)).toBe('minute');
+    expect(defaultGrain(events, 6 * H)).toBe('minute');
+    expect(defaultGrain(events, 6 * H + 1)).toBe('hour');
+    expect(defaultGrain(events, 24 * H)).toBe('hour');
+    expect(defaultGrain(events, 7 * DAY)).toBe('hour');
+    expect(defaultGrain(events, 7 * DAY + 1)).toBe('day');
+    expect(defaultGrain(events, 90 * DAY)).toBe('day');
+  });
+
+  it("never opens finer than the view's grain", () => {
+    expect(defaultGrain(revenue, 15 * 60_000)).toBe('hour');
+    expect(defaultGrain(revenue, 30 * DAY)).toBe('day');
+    expect(defaultGrain(daily, 60 * 60_000)).toBe('day');
+  });
+
+  it('offers up to 90 days', () => {
+    expect(RANGES.at(-1)).toMatchObject({ id: '90d', ms: 90 * DAY });
+  });
+
+  it('offers the grains that keep a chart within MAX_CHART_BUCKETS, and always the default', () => {
+    expect(grainsForRange(events, H)).toEqual(['minute', 'hour', 'day']);
+    expect(grainsForRange(events, 24 * H)).toEqual(['minute', 'hour', 'day']);
+    expect(grainsForRange(events, 7 * DAY)).toEqual(['hour', 'day']);
+    expect(grainsForRange(events, 30 * DAY)).toEqual(['hour', 'day']);
+    expect(grainsForRange(events, 90 * DAY)).toEqual(['day']);
+    expect(grainsForRange(revenue, 15 * 60_000)).toEqual(['hour', 'day']);
+    expect(grainsForRange(daily, 90 * DAY)).toEqual(['day']);
+  });
+
+  it('every range of every view has its default among the grains offered, none over the bucket bound but the default (property)', () => {
+    fc.assert(
+      fc.property(fc.constantFrom(events, revenue, daily), fc.integer({ min: 60_000, max: 366 * DAY }), (view, ms) => {
+        const offered = grainsForRange(view, ms);
+        const d = defaultGrain(view, ms);
+        expect(offered).toContain(d);
+        expect(grainsFor(view)).toEqual(expect.arrayContaining(offered));
+        for (const g of offered) if (g !== d) expect(ms / GRAIN_MS[g]).toBeLessThanOrEqual(MAX_CHART_BUCKETS);
+        // The default chart fits too, for every range the page offers.
+        if (RANGES.some((r) => r.ms === ms)) expect(ms / GRAIN_MS[d]).toBeLessThanOrEqual(MAX_CHART_BUCKETS);
+      }),
+    );
+    for (const r of RANGES)
+      for (const v of [events, revenue, daily]) expect(r.ms / GRAIN_MS[defaultGrain(v, r.ms)]).toBeLessThanOrEqual(MAX_CHART_BUCKETS);
+  });
+
+  it('aligns a 90-day range to whole days, ending with today', () => {
+    const now = Date.UTC(2025, 2, 10, 15, 30);
+    expect(rangeBounds(90 * DAY, 'day', now)).toEqual({ from: Date.UTC(2024, 11, 11), to: Date.UTC(2025, 2, 11) });
+  });
+});
+
+describe('the top-N table', () => {
+  const pages: ViewInfo = {
+    name: 'page_views',
+    dimensions: ['page', 'country'],
+    grain: 'minute',
+    metrics: { views: { fn: 'count' }, load_ms: { fn: 'avg', field: 'load_ms' } },
+  };
+  const sel = { metric: 'views', groupBy: ['page'], filters: { country: 'DE' } };
+
+  it('asks for the whole range as one bucket, the largest first, TOP_N rows, with the filters', () => {
+    expect(topQuery(pages, sel, T0, T0 + DAY)).toEqual({
+      from: at(0),
+      to: new Date(T0 + DAY).toISOString(),
+      grain: 'all',
+      groupBy: 'page',
+      orderBy: '-views',
+      limit: String(TOP_N),
+      country: 'DE',
+    });
+    expect(TOP_N).toBe(10);
+  });
+
+  it("ranks all of the view's dimensions when none is chosen, and nothing for a view without dimensions", () => {
+    expect(topQuery(pages, { ...sel, groupBy: [] }, T0, T0 + H)?.groupBy).toBe('page,country');
+    expect(topQuery(daily, { metric: 'n', groupBy: [], filters: {} }, T0, T0 + H)).toBeUndefined();
+  });
+
+  it('numbers the rows in the order the API sent them, nulls as (none) and null metrics kept', () => {
+    const a: QueryAnswer = {
+      ...answer([]),
+      grain: 'all',
+      rows: [
+        { bucket: at(0), page: '/', country: 'DE', views: 9, load_ms: 120.5 },
+        { bucket: at(0), page: '/docs', country: null, views: 4, load_ms: null },
+      ],
+    };
+    const top = buildTop(pages, [], a, 'views');
+    expect(top.columns).toEqual(['page', 'country']);
+    expect(top.rows).toEqual([
+      { rank: 1, labels: ['/', 'DE'], values: { views: 9, load_ms: 120.5 } },
+      { rank: 2, labels: ['/docs', '(none)'], values: { views: 4, load_ms: null } },
+    ]);
+    expect(buildTop(pages, ['country'], { ...a, rows: [] }, 'views')).toEqual({ columns: ['country'], rows: [], metric: 'views' });
   });
 });

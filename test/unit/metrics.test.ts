@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { Decimal, DecimalRangeError, MAX_ABS } from '../../functions/core/decimal.ts';
+import { Sketch } from '../../functions/core/hll.ts';
 import {
   combine,
   combineViewStates,
@@ -16,7 +17,8 @@ import {
 import { avg, count, max, min, sum, view } from '../../functions/core/views.ts';
 
 const d = (x: string | number) => new Decimal(x);
-const text = (s: MetricState) => Object.fromEntries(Object.entries(s).map(([k, v]) => [k, v == null ? null : v.toFixed()]));
+const text = (s: MetricState) =>
+  Object.fromEntries(Object.entries(s).map(([k, v]) => [k, v == null ? null : v instanceof Sketch ? v.toText() : v.toFixed()]));
 const fold = (m: ReturnType<typeof count>, values: (number | null)[]) =>
   values.map((v) => lift(m, v === null ? null : d(v))).reduce((a, b) => combine(m, a, b), identity(m));
 

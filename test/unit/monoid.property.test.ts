@@ -3,18 +3,22 @@
  * variant): the monoids, rollup, aggregate over split batches, and the merge of
  * a batch view with speed deltas at a window-aligned cutoff, against an oracle
  * written here from the events alone (scaled BigInt arithmetic, no decimal.js,
- * no code of the core).
+ * no code of the core; `distinct`: the registers from MD5 with BigInt, the
+ * estimate by hll.ts's formula over them, so the sketches must match register
+ * for register).
  */
+import { createHash } from 'node:crypto';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { aggregate, type CellDelta, mergeCellDeltas } from '../../functions/core/aggregate.ts';
 import { Decimal } from '../../functions/core/decimal.ts';
 import { isBodyError, validateEvents } from '../../functions/core/events.ts';
+import { estimate, Sketch, sketchOf } from '../../functions/core/hll.ts';
 import { combine, identity, lift, type MetricState, stateToColumns } from '../../functions/core/metrics.ts';
 import { isQueryError, mergeRows, parseQuery, type QuerySpec, type Row, rollupRows, shapeRows } from '../../functions/core/query.ts';
 import { type RawRecord, toRawRecord } from '../../functions/core/record.ts';
 import type { Grain, QueryGrain } from '../../functions/core/time.ts';
-import { avg, count, type Metric, max, min, sum, type View, view } from '../../functions/core/views.ts';
+import { avg, count, distinct, type Metric, max, min, sum, type View, view } from '../../functions/core/views.ts';
 
 const RUNS = { numRuns: 200 };
 const MS: Record<Grain, number> = { minute: 60_000, hour: 3_600_000, day: 86_400_000 };
@@ -36,7 +40,15 @@ const amountNumber = (a: Amount) => Number(`${a.m}e-${a.s}`);
 const amountScaled = (a: Amount) => a.m * 10n ** BigInt(9 - a.s);
 
 const metricArb = (field: fc.Arbitrary<string>): fc.Arbitrary<Metric> =>
-  fc.oneof(fc.constant(count()), field.map(sum), field.map(min), field.map(max), field.map(avg));
+  fc.oneof(
+    fc.constant(count()),
+    field.map(sum),
+    field.map(min),
+    field.map(max),
+    field.map(avg),
+    // distinct reads any field's canonical text: numbers, strings, null
+    fc.constantFrom('amount', 'country', 'page').map(distinct),
+  );
 
 const viewArb: fc.Arbitrary<View> = fc
   .record({
@@ -143,6 +155,15 @@ const asRows = (v: View, deltas: readonly CellDelta[]): Row[] => mergeRows(v, []
 
 // ---------- the oracle ----------
 
+/** A value's HLL register: the top 12 of the first 64 bits of MD5 (big-endian), 1 + leading zeros of the other 52. */
+function oracleRegister(text: string): [number, number] {
+  const h = BigInt(`0x${createHash('md5').update(Buffer.from(text, 'utf8')).digest('hex').slice(0, 16)}`);
+  const tail = h & ((1n << 52n) - 1n);
+  let rank = 1;
+  for (let bit = 51n; bit >= 0n && ((tail >> bit) & 1n) === 0n; bit--) rank++;
+  return [Number(h >> 52n), rank];
+}
+
 type OracleValue = number | null;
 const scaledText = (x: bigint) => {
   const neg = x < 0n;
@@ -154,7 +175,7 @@ const scaledText = (x: bigint) => {
 /** Response rows computed straight from the unique events (first arrival wins). */
 function oracle(v: View, spec: QuerySpec, all: readonly Arrived[]): Record<string, OracleValue | string>[] {
   const seen = new Set<string>();
-  const groups = new Map<string, { bucket: number; dims: (string | null)[]; events: GenEvent[] }>();
+  const groups = new Map<string, { bucket: number; dims: (string | null)[]; events: GenEvent[]; arrived: Arrived[] }>();
   for (const a of all) {
     const id = a.event.id as string;
     if (seen.has(id)) continue;
@@ -170,8 +191,9 @@ function oracle(v: View, spec: QuerySpec, all: readonly Arrived[]): Record<strin
     const bucket = spec.grain === 'all' ? spec.from : b - (b % MS[spec.grain as Grain]);
     const dims = spec.groupBy.map(text);
     const key = JSON.stringify([bucket, dims]);
-    const g = groups.get(key) ?? { bucket, dims, events: [] };
+    const g = groups.get(key) ?? { bucket, dims, events: [], arrived: [] };
     g.events.push(a.gen);
+    g.arrived.push(a);
     groups.set(key, g);
   }
   const out = [...groups.values()].map((g) => {
@@ -182,6 +204,17 @@ function oracle(v: View, spec: QuerySpec, all: readonly Arrived[]): Record<strin
     for (const [name, m] of Object.entries(v.metrics)) {
       if (m.fn === 'count') {
         row[name] = g.events.length;
+        continue;
+      }
+      if (m.fn === 'distinct') {
+        // The registers of the distinct texts, from MD5 with BigInt; the estimate is hll.ts's formula over them.
+        const texts = new Set(g.arrived.flatMap((a) => (a.event[m.field] == null ? [] : [String(a.event[m.field])])));
+        const regs = new Map<number, number>();
+        for (const t of texts) {
+          const [i, r] = oracleRegister(t);
+          if (r > (regs.get(i) ?? 0)) regs.set(i, r);
+        }
+        row[name] = estimate(Sketch.of(regs));
         continue;
       }
       const values = g.events
@@ -225,13 +258,20 @@ function expectSameRows(v: View, actual: readonly Record<string, unknown>[], exp
 describe('metric monoids', () => {
   const stateArb = (m: Metric): fc.Arbitrary<MetricState> =>
     fc
-      .array(fc.option(amountArb, { nil: null }), { maxLength: 4 })
+      .array(fc.option(amountArb, { nil: null }), { maxLength: m.fn === 'distinct' ? 40 : 4 })
       .map((xs) =>
-        xs.map((x) => lift(m, x === null ? null : new Decimal(`${x.m}e-${x.s}`))).reduce((a, b) => combine(m, a, b), identity(m)),
+        xs
+          .map((x) =>
+            m.fn === 'distinct'
+              ? lift(m, null, sketchOf(x === null ? null : `${x.m}e-${x.s}`))
+              : lift(m, x === null ? null : new Decimal(`${x.m}e-${x.s}`)),
+          )
+          .reduce((a, b) => combine(m, a, b), identity(m)),
       );
-  const text = (s: MetricState) => Object.fromEntries(Object.entries(s).map(([k, x]) => [k, x == null ? null : x.toFixed()]));
+  const text = (s: MetricState) =>
+    Object.fromEntries(Object.entries(s).map(([k, x]) => [k, x == null ? null : x instanceof Sketch ? x.toText() : x.toFixed()]));
 
-  for (const m of [count(), sum('a'), min('a'), max('a'), avg('a')]) {
+  for (const m of [count(), sum('a'), min('a'), max('a'), avg('a'), distinct('a')]) {
     it(`${m.fn}: associative, commutative, identity is a unit`, () => {
       fc.assert(
         fc.property(stateArb(m), stateArb(m), stateArb(m), (a, b, c) => {

@@ -128,3 +128,75 @@ describe('computeCutoff', () => {
     );
   });
 });
+
+describe('computeCutoff with backfills', () => {
+  const idle: ArchiveProgress[] = [{ shardId: 'a', closed: false, probe: { kind: 'empty' } }];
+
+  it('a backfill still writing holds the cutoff at its arrival time, less the margin, and names itself', () => {
+    const T = Date.UTC(2030, 0, 1, 11, 30, 2, 500);
+    const plan = computeCutoff({
+      shards: idle,
+      backfills: [{ shard: 'backfill-0123456789abcdef', arrival: T, state: 'writing' }],
+      now: NOW,
+      settings,
+      published: null,
+    });
+    expect(plan.cutoff).toBe(Date.UTC(2030, 0, 1, 11, 29, 0));
+    expect(plan.cutoff).toBeLessThanOrEqual(T);
+    expect(plan.limitedBy).toBe('backfill-0123456789abcdef');
+    expect(plan.shards.at(-1)).toEqual({ shardId: 'backfill-0123456789abcdef', state: 'lagging', bound: T });
+  });
+
+  it('a complete backfill is idle: it never holds the cutoff back', () => {
+    const T = Date.UTC(2030, 0, 1, 11, 30, 0);
+    const backfills = [{ shard: 'backfill-x', arrival: T, state: 'complete' as const }];
+    const plan = computeCutoff({ shards: idle, backfills, now: NOW, settings, published: null });
+    expect(plan.cutoff).toBe(Date.UTC(2030, 0, 1, 12, 0, 0));
+    expect(plan.limitedBy).toBeUndefined();
+  });
+
+  it('a writing backfill at or before the published cutoff keeps the run from advancing', () => {
+    const published = Date.UTC(2030, 0, 1, 11, 0, 0);
+    const plan = computeCutoff({
+      shards: idle,
+      backfills: [{ shard: 'backfill-y', arrival: published, state: 'writing' }],
+      now: NOW,
+      settings,
+      published,
+    });
+    expect(plan.advanced).toBe(false);
+    expect(plan.cutoff).toBe(published);
+  });
+
+  it('property: C never passes the arrival time of a backfill still writing', () => {
+    fc.assert(
+      fc.property(
+        fc.array(fc.record({ offset: fc.integer({ min: 0, max: 8 * 3_600_000 }), writing: fc.boolean() }), { maxLength: 4 }),
+        fc.integer({ min: 1, max: 3600 }).filter((w) => 86_400 % w === 0),
+        fc.integer({ min: 0, max: 30 }),
+        (bfs, windowSeconds, margin) => {
+          const base = Date.UTC(2030, 0, 1);
+          const now = base + 8 * 3_600_000;
+          const backfills = bfs.map((b, i) => ({
+            shard: `backfill-${i}`,
+            arrival: base + b.offset,
+            state: b.writing ? ('writing' as const) : ('complete' as const),
+          }));
+          const plan = computeCutoff({
+            shards: idle,
+            backfills,
+            now,
+            settings: { windowSeconds, cutoffMarginSeconds: margin },
+            published: null,
+          });
+          for (const b of backfills) if (b.state === 'writing') expect(plan.cutoff).toBeLessThanOrEqual(b.arrival);
+          if (backfills.every((b) => b.state === 'complete')) {
+            const w = windowSeconds * 1000;
+            expect(plan.candidate).toBe(Math.floor((now - margin * 1000) / w) * w);
+          }
+        },
+      ),
+      { numRuns: 300 },
+    );
+  });
+});

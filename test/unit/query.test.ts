@@ -94,7 +94,7 @@ describe('parseQuery', () => {
     [
       { city: 'Paris' },
       'city',
-      'is not a parameter (from, to, grain, groupBy, parts) nor a dimension of view "revenue_by_country" (its dimensions are country)',
+      'is not a parameter (from, to, grain, groupBy, parts, orderBy, limit) nor a dimension of view "revenue_by_country" (its dimensions are country)',
     ],
     [{ amount: '5' }, 'amount', 'nor a dimension'],
   ])('rejects %j naming %s', (params, field, message) => {
@@ -192,34 +192,34 @@ describe('shapeRows', () => {
 
   it('outputs rows at the view grain, sorted by bucket then dimensions (nulls first), with finalized metrics', () => {
     expect(shapeRows(pages, q({}), rows)).toEqual([
-      { bucket: '2024-03-15T13:00:00.000Z', page: '/a', country: null, views: 2, load_ms: null },
-      { bucket: '2024-03-15T13:00:00.000Z', page: '/b', country: 'DE', views: 1, load_ms: 30 },
-      { bucket: '2024-03-15T13:01:00.000Z', page: '/a', country: 'DE', views: 3, load_ms: 5 },
-      { bucket: '2024-03-15T14:00:00.000Z', page: '/a', country: 'FR', views: 4, load_ms: 0.1 },
+      { bucket: '2024-03-15T13:00:00.000Z', page: '/a', country: null, views: 2, load_ms: null, users: 0 },
+      { bucket: '2024-03-15T13:00:00.000Z', page: '/b', country: 'DE', views: 1, load_ms: 30, users: 0 },
+      { bucket: '2024-03-15T13:01:00.000Z', page: '/a', country: 'DE', views: 3, load_ms: 5, users: 0 },
+      { bucket: '2024-03-15T14:00:00.000Z', page: '/a', country: 'FR', views: 4, load_ms: 0.1, users: 0 },
     ]);
   });
 
   it('rolls up to a coarser grain and groups by a subset of dimensions', () => {
     expect(shapeRows(pages, q({ grain: 'hour', groupBy: 'page' }), rows)).toEqual([
-      { bucket: '2024-03-15T13:00:00.000Z', page: '/a', views: 5, load_ms: 5 },
-      { bucket: '2024-03-15T13:00:00.000Z', page: '/b', views: 1, load_ms: 30 },
-      { bucket: '2024-03-15T14:00:00.000Z', page: '/a', views: 4, load_ms: 0.1 },
+      { bucket: '2024-03-15T13:00:00.000Z', page: '/a', views: 5, load_ms: 5, users: 0 },
+      { bucket: '2024-03-15T13:00:00.000Z', page: '/b', views: 1, load_ms: 30, users: 0 },
+      { bucket: '2024-03-15T14:00:00.000Z', page: '/a', views: 4, load_ms: 0.1, users: 0 },
     ]);
   });
 
   it('gives totals with an empty groupBy, and one bucket (from) with grain=all', () => {
     // load_ms: the exact 40.3 / 6, rounded once to a double
     expect(shapeRows(pages, q({ grain: 'all', groupBy: '' }), rows)).toEqual([
-      { bucket: '2024-03-15T00:00:00.000Z', views: 10, load_ms: 6.716666666666667 },
+      { bucket: '2024-03-15T00:00:00.000Z', views: 10, load_ms: 6.716666666666667, users: 0 },
     ]);
     expect(
       shapeRows(pages, spec(pages, { from: '2024-03-15T13:30:00Z', to: '2024-03-16T00:00:00Z', grain: 'all', groupBy: '' }), rows),
-    ).toEqual([{ bucket: '2024-03-15T13:30:00.000Z', views: 4, load_ms: 0.1 }]);
+    ).toEqual([{ bucket: '2024-03-15T13:30:00.000Z', views: 4, load_ms: 0.1, users: 0 }]);
   });
 
   it('filters by dimension value (exact text) and by bucket range [from, to)', () => {
     expect(shapeRows(pages, q({ country: 'DE', groupBy: 'country', grain: 'day' }), rows)).toEqual([
-      { bucket: '2024-03-15T00:00:00.000Z', country: 'DE', views: 4, load_ms: 40 / 3 },
+      { bucket: '2024-03-15T00:00:00.000Z', country: 'DE', views: 4, load_ms: 40 / 3, users: 0 },
     ]);
     expect(shapeRows(pages, q({ country: 'de' }), rows)).toEqual([]);
     const range = spec(pages, { from: '2024-03-15T13:01:00Z', to: '2024-03-15T14:00:00Z' });

@@ -1,5 +1,6 @@
+import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { numericValue, padSeq, RecordError, SEQ_WIDTH, toRawRecord } from '../../functions/core/record.ts';
+import { numericValue, padSeq, RecordError, recordPosition, SEQ_WIDTH, SUBSEQ_WIDTH, toRawRecord } from '../../functions/core/record.ts';
 
 const ARRIVAL = Date.UTC(2024, 2, 15, 13, 0, 5);
 const SEQ = '49650000000000000000000000000000000000000000000000000001';
@@ -82,5 +83,35 @@ describe('record: numericValue and padSeq', () => {
     expect(() => padSeq('')).toThrow(RangeError);
     expect(() => padSeq('12a')).toThrow(/sequence number must be 1..64 digits/);
     expect(() => padSeq('1'.repeat(65))).toThrow(RangeError);
+  });
+});
+
+describe('record positions (plain records and user records of KPL aggregates)', () => {
+  it('is the padded sequence number for a plain record, with the sub-sequence number for a user record', () => {
+    expect(recordPosition('42')).toBe(padSeq('42'));
+    expect(recordPosition('42', 7)).toBe(`${padSeq('42')}.000007`);
+    expect(recordPosition(SEQ, 0)).toHaveLength(SEQ_WIDTH + 1 + SUBSEQ_WIDTH);
+    expect(toRawRecord({ id: 'a', type: 't', ts: ARRIVAL }, ARRIVAL, 's', SEQ, 3).seq).toBe(`${padSeq(SEQ)}.000003`);
+    expect(toRawRecord({ id: 'a', type: 't', ts: ARRIVAL }, ARRIVAL, 's', SEQ).seq).toBe(padSeq(SEQ));
+    expect(() => recordPosition('1', -1)).toThrow(RangeError);
+    expect(() => recordPosition('1', 10 ** SUBSEQ_WIDTH)).toThrow(RangeError);
+    expect(() => recordPosition('1', 1.5)).toThrow(RangeError);
+  });
+
+  it('orders as strings exactly as (seq, subseq), a plain record before the user records of its sequence number', () => {
+    fc.assert(
+      fc.property(
+        fc.array(fc.tuple(fc.bigInt({ min: 0n, max: 10n ** 56n }), fc.option(fc.integer({ min: 0, max: 10 ** SUBSEQ_WIDTH - 1 }))), {
+          minLength: 2,
+          maxLength: 30,
+        }),
+        (list) => {
+          const byTuple = [...list].sort(([a, x], [b, y]) => (a !== b ? (a < b ? -1 : 1) : (x ?? -1) - (y ?? -1)));
+          const positions = list.map(([s, sub]) => recordPosition(String(s), sub ?? undefined));
+          const byString = [...positions].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+          expect(byString).toEqual(byTuple.map(([s, sub]) => recordPosition(String(s), sub ?? undefined)));
+        },
+      ),
+    );
   });
 });

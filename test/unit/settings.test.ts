@@ -3,6 +3,7 @@ import {
   DEFAULT_SETTINGS,
   dedupExpiry,
   lagAlarmThresholdSeconds,
+  MAX_RECORD_AGE_SECONDS,
   SPEED_TTL_FACTOR,
   speedExpiry,
   speedTtlSeconds,
@@ -28,15 +29,19 @@ describe('settings', () => {
     expect(speedExpiry(w, DEFAULT_SETTINGS)).toBe(w / 1000 + 60 + 3 * 6 * 3600);
   });
 
-  it('expires a dedup claim a horizon after the claim, rounding up to a second', () => {
-    expect(dedupExpiry(1_000_500, DEFAULT_SETTINGS)).toBe(1001 + 7 * 24 * 3600);
+  it('expires a dedup claim a horizon after its latest arrival, rounded up, plus the longest record age', () => {
+    expect(MAX_RECORD_AGE_SECONDS).toBe(7 * 24 * 3600);
+    expect(dedupExpiry(1_000_500, DEFAULT_SETTINGS)).toBe(1001 + 7 * 24 * 3600 + MAX_RECORD_AGE_SECONDS);
+    // Exact to the millisecond before rounding: 1,000,000 ms + 2 s is 1,002 s, not 1,003.
+    expect(dedupExpiry(1_000_000, { dedupHorizonSeconds: 2 })).toBe(1002 + MAX_RECORD_AGE_SECONDS);
   });
 
   it.each([
     [{ windowSeconds: 0 }, 'windowSeconds must be a whole number >= 1, received 0'],
     [{ windowSeconds: 1.5 }, 'windowSeconds must be a whole number >= 1, received 1.5'],
     [{ windowSeconds: 7 }, 'windowSeconds must divide a day (86400) evenly, received 7'],
-    [{ dedupHorizonSeconds: 10 }, 'dedupHorizonSeconds must be a whole number >= 60'],
+    [{ dedupHorizonSeconds: 0 }, 'dedupHorizonSeconds must be a whole number >= 1'],
+    [{ dedupHorizonSeconds: 2.5 }, 'dedupHorizonSeconds must be a whole number >= 1'],
     [{ maxBatchLagSeconds: 59 }, 'maxBatchLagSeconds must be a whole number >= 60'],
     [{ keepVersions: 0 }, 'keepVersions must be a whole number >= 1'],
     [{ cutoffMarginSeconds: -1 }, 'cutoffMarginSeconds must be a whole number >= 0'],

@@ -11,66 +11,126 @@ import { mapLimit } from '../../functions/core/limit.ts';
 import { padSeq, type RawRecord } from '../../functions/core/record.ts';
 import { count, max, min, sum, view } from '../../functions/core/views.ts';
 import { buildUpdate, groupByItem, ItemCache, knowledge } from '../../functions/speed/apply.ts';
-import { type Claim, decide } from '../../functions/speed/dedup.ts';
+import { CHAIN_MAX, type ChainCopy, type Claim, decide, decideChain } from '../../functions/speed/dedup.ts';
+import { countedCopies } from '../support/oracle.ts';
 
-const rec = (id: string, shard: string, seq: number): RawRecord => ({
+const rec = (id: string, shard: string, seq: number, arrival = 0): RawRecord => ({
   id,
   type: 't',
   ts: 0,
-  arrival: 0,
+  arrival,
   shard,
   seq: padSeq(String(seq)),
   fields: {},
   num: {},
 });
 
-describe('dedup decisions', () => {
-  it('counts the claimed copy, or else the lowest sequence number, exactly once per id', () => {
-    const recordsArb = fc
-      .uniqueArray(fc.record({ id: fc.constantFrom('a', 'b', 'c', 'd'), seq: fc.integer({ min: 1, max: 60 }) }), {
-        selector: (r) => r.seq,
-        maxLength: 20,
-      })
-      .map((rs) => rs.sort((x, y) => x.seq - y.seq).map((r) => rec(r.id, 'shard-1', r.seq)));
-    const claimArb = fc.dictionary(
-      fc.constantFrom('a', 'b', 'c', 'd'),
-      fc.record({ shard: fc.constantFrom('shard-1', 'shard-0'), seq: fc.integer({ min: 1, max: 60 }) }),
-    );
-    fc.assert(
-      fc.property(recordsArb, claimArb, (records, rawClaims) => {
-        const claims = new Map<string, Claim>(
-          Object.entries(rawClaims).map(([id, c]) => [id, { shard: c.shard, seq: padSeq(String(c.seq)), expiresAt: 1 }]),
-        );
-        const got = decide(records, claims);
-        // Oracle, per id.
-        const wantCounted: RawRecord[] = [];
-        const wantNew: RawRecord[] = [];
-        for (const id of new Set(records.map((r) => r.id))) {
-          const copies = records.filter((r) => r.id === id);
-          const claim = claims.get(id);
-          if (claim) {
-            const own = copies.find((r) => r.shard === claim.shard && r.seq === claim.seq);
-            if (own) wantCounted.push(own);
-          } else {
-            const lowest = copies.reduce((a, b) => (BigInt(b.seq) < BigInt(a.seq) ? b : a));
-            wantCounted.push(lowest);
-            wantNew.push(lowest);
-          }
-        }
-        const bySeq = (a: RawRecord, b: RawRecord) => (a.seq < b.seq ? -1 : 1);
-        expect([...got.counted].sort(bySeq)).toEqual(wantCounted.sort(bySeq));
-        expect([...got.newClaims].sort(bySeq)).toEqual(wantNew.sort(bySeq));
-        expect(got.counted.length + got.duplicates.length).toBe(records.length);
-      }),
-      { numRuns: 300 },
-    );
+describe('dedup decisions (the dedup rule with a horizon)', () => {
+  const H = 10;
+  const S = 'shard-1';
+  /** The pure decision over one batch with no stored claim and no progress: which seqs count. */
+  const countedSeqs = (records: RawRecord[], claims = new Map<string, Claim>(), progress?: string) =>
+    decide(records, claims, H, progress).counted.map((r) => Number(r.seq));
+
+  it('counts a copy when no copy of its id arrived within H before it, comparing arrivals exactly in ms', () => {
+    // inside H (5 ms after), at H exactly (within), beyond H (H + 1 ms)
+    expect(countedSeqs([rec('a', S, 1, 100), rec('a', S, 2, 105)])).toEqual([1]);
+    expect(countedSeqs([rec('a', S, 1, 100), rec('a', S, 2, 110)])).toEqual([1]);
+    expect(countedSeqs([rec('a', S, 1, 100), rec('a', S, 2, 111)])).toEqual([1, 2]);
+    // a chain, each copy within H of the previous one: only the first counts, however long the chain
+    expect(countedSeqs([1, 2, 3, 4, 5].map((i) => rec('a', S, i, 100 + 9 * i)))).toEqual([1]);
+    // beyond H of the counted copy but within H of an uncounted one: does not count
+    expect(countedSeqs([rec('a', S, 1, 100), rec('a', S, 2, 108), rec('a', S, 3, 115)])).toEqual([1]);
+    // ... and the next copy beyond H of that one counts again
+    expect(countedSeqs([rec('a', S, 1, 100), rec('a', S, 2, 108), rec('a', S, 3, 115), rec('a', S, 4, 126)])).toEqual([1, 4]);
   });
 
-  it('counts an id once even when a batch holds the very same record twice', () => {
-    const r = rec('a', 's', 5);
-    const got = decide([r, { ...r }], new Map([['a', { shard: 's', seq: r.seq, expiresAt: 1 }]]));
+  it('orders the copies of an id by (arrival, seq) and counts a batch holding the very same record twice once', () => {
+    expect(countedSeqs([rec('a', S, 2, 100), rec('a', S, 1, 100)])).toEqual([1]);
+    const r = rec('a', S, 5, 100);
+    const got = decide([r, { ...r }], new Map(), H);
     expect(got.counted).toHaveLength(1);
     expect(got.duplicates).toHaveLength(1);
+  });
+
+  it("compares a batch's first copy with the claim's latest copy, and the claim remembers the latest copy", () => {
+    const claim: Claim = { shard: S, seq: padSeq('3'), arrival: 100, fromSeq: padSeq('1'), before: undefined };
+    const claims = new Map([['a', claim]]);
+    const progress = padSeq('3');
+    expect(countedSeqs([rec('a', S, 7, 110)], claims, progress)).toEqual([]);
+    expect(countedSeqs([rec('a', S, 7, 111)], claims, progress)).toEqual([7]);
+    // a duplicate refreshes the claim: its arrival is the one the next copy is compared with
+    const d = decide([rec('a', S, 7, 105), rec('b', S, 8, 106)], claims, H, progress);
+    expect(d.duplicates.map((r) => r.id)).toEqual(['a']);
+    expect(d.newClaims).toEqual([
+      { id: 'a', shard: S, seq: padSeq('7'), arrival: 105, fromSeq: padSeq('7'), before: 100 },
+      { id: 'b', shard: S, seq: padSeq('8'), arrival: 106, fromSeq: padSeq('8'), before: undefined },
+    ]);
+    // a claim from another (parent) shard, or from before the rule: its latest copy
+    expect(countedSeqs([rec('a', 'shard-2', 1, 110)], claims)).toEqual([]);
+    expect(countedSeqs([rec('a', S, 9, 111)], new Map([['a', { ...claim, fromSeq: undefined }]]), undefined)).toEqual([9]);
+  });
+
+  it('replays an attempt that wrote its claims but did not complete from the state before it', () => {
+    // The attempt added copies 5 (arrival 120) and 6 (125) after a copy that arrived at 100: 5 counted, 6 did not.
+    const claims = new Map([['a', { shard: S, seq: padSeq('6'), arrival: 125, fromSeq: padSeq('5'), before: 100 } satisfies Claim]]);
+    const progress = padSeq('4');
+    expect(countedSeqs([rec('a', S, 5, 120), rec('a', S, 6, 125)], claims, progress)).toEqual([5]);
+    // a shorter retry: the same decision, and the claim falls back to what it completed
+    const shorter = decide([rec('a', S, 5, 120)], claims, H, progress);
+    expect(shorter.counted.map((r) => r.seq)).toEqual([padSeq('5')]);
+    expect(shorter.newClaims).toEqual([{ id: 'a', shard: S, seq: padSeq('5'), arrival: 120, fromSeq: padSeq('5'), before: 100 }]);
+    // an identical retry writes nothing
+    expect(decide([rec('a', S, 5, 120), rec('a', S, 6, 125)], claims, H, progress).newClaims).toEqual([]);
+    // records at or below the progress mark are redelivered: neither counted nor claimed again
+    const again = decide([rec('a', S, 3, 100), rec('a', S, 5, 120)], claims, H, padSeq('4'));
+    expect(again.redelivered.map((r) => r.seq)).toEqual([padSeq('3')]);
+    expect(again.counted.map((r) => r.seq)).toEqual([padSeq('5')]);
+  });
+
+  it('decides every record as the rule does over the whole shard, under any schedule of crashes after the claims, retries and redeliveries', () => {
+    const recordsArb = fc
+      .array(fc.record({ id: fc.constantFrom('a', 'b', 'c'), gap: fc.constantFrom(0, 1, H - 1, H, H + 1, 2 * H, 3) }), {
+        minLength: 1,
+        maxLength: 30,
+      })
+      .map((rs) => {
+        let t = 1000;
+        return rs.map((r, i) => {
+          t += r.gap;
+          return rec(r.id, S, i + 1, t);
+        });
+      });
+    const stepArb = fc.record({ len: fc.integer({ min: 1, max: 8 }), crash: fc.nat(3), written: fc.nat(), back: fc.option(fc.nat(10)) });
+    fc.assert(
+      fc.property(recordsArb, fc.array(stepArb, { maxLength: 40 }), (records, steps) => {
+        const want = new Set(countedCopies(records, H));
+        const claims = new Map<string, Claim>();
+        let done = 0; // records [0, done) belong to completed batches: the progress mark is records[done - 1]
+        let failedAt: number | undefined; // the first record of a batch that failed (retried from there)
+        for (let i = 0; done < records.length; i++) {
+          const step = steps[i] ?? { len: 8, crash: 0, written: 0, back: null };
+          const start = failedAt ?? (step.back !== null ? Math.max(0, done - step.back) : done);
+          const batch = records.slice(start, Math.min(records.length, start + step.len));
+          const progress = done > 0 ? records[done - 1]!.seq : undefined;
+          const d = decide(batch, claims, H, progress);
+          for (const r of d.counted) expect(want.has(r), `record ${r.seq} counted`).toBe(true);
+          for (const r of d.duplicates) expect(want.has(r), `record ${r.seq} dropped`).toBe(false);
+          for (const r of d.redelivered) expect(r.seq <= (progress ?? '')).toBe(true);
+          expect(d.counted.length + d.duplicates.length + d.redelivered.length).toBe(batch.length);
+          // A crash while the claims are written leaves some of them; one after leaves all.
+          const crashed = step.crash === 1 && i < 30;
+          const kept = crashed ? d.newClaims.filter((_, k) => (step.written >> k) & 1) : d.newClaims;
+          for (const c of kept) claims.set(c.id, c);
+          if (crashed) failedAt = start;
+          else {
+            failedAt = undefined;
+            done = Math.max(done, start + batch.length);
+          }
+        }
+      }),
+      { numRuns: 500 },
+    );
   });
 });
 
@@ -271,5 +331,64 @@ describe('batch age (the BatchAge metric of both consumers)', () => {
         300_000,
       ),
     ).toBe(299_999);
+  });
+});
+
+describe('chained claims (ids keyed otherwise than by their id)', () => {
+  const H = 10;
+  const claimOf = (chain: ChainCopy[]): Claim => {
+    const last = chain[chain.length - 1]!;
+    return { shard: last.shard, seq: last.seq, arrival: last.arrival, fromSeq: undefined, before: undefined, chain, version: 1 };
+  };
+  const copy = (r: RawRecord, counted: boolean): ChainCopy => ({ arrival: r.arrival, shard: r.shard, seq: r.seq, counted });
+
+  it('decides copies on other shards in (arrival, shard, seq) order, as the rule over all shards', () => {
+    const a1 = rec('a', 'shard-0', 1, 100);
+    const b1 = rec('a', 'shard-1', 1, 105);
+    const b2 = rec('a', 'shard-1', 2, 111);
+    // shard-0 claimed a1 first; shard-1 then decides its copies against it
+    const first = decideChain([a1], undefined, H);
+    expect(first.counted).toEqual([a1]);
+    const second = decideChain([b1, b2], claimOf(first.chain!), H);
+    expect(second.counted).toEqual([]);
+    expect(second.duplicates).toEqual([b1, b2]);
+    // a tie on arrival goes to the lower shard id
+    const tie = decideChain([rec('a', 'shard-0', 9, 200)], claimOf([copy(rec('a', 'shard-1', 9, 200), false)]), H);
+    expect(tie.chain!.map((c) => c.shard)).toEqual(['shard-0', 'shard-1']);
+    // beyond H of the latest copy: counts again
+    expect(decideChain([rec('a', 'shard-1', 3, 200)], claimOf(second.chain!), H).counted).toHaveLength(1);
+  });
+
+  it('keeps a decision once taken: a retry finds its copies in the chain, a redelivery is skipped, nothing is written again', () => {
+    const a1 = rec('a', 'shard-0', 1, 100);
+    const b1 = rec('a', 'shard-1', 1, 200);
+    const claimed = decideChain([a1], undefined, H).chain!;
+    // another shard added a later copy after this attempt failed; the retry reaches the same decision
+    const later = decideChain([b1], claimOf(claimed), H).chain!;
+    const retry = decideChain([a1], claimOf(later), H);
+    expect(retry.counted).toEqual([a1]);
+    expect(retry.chain).toBeUndefined();
+    const redelivered = decideChain([a1], claimOf(later), H, a1.seq);
+    expect(redelivered.redelivered).toEqual([a1]);
+  });
+
+  it('does not count a copy twice when a lagging shard brings an earlier copy after a later one counted', () => {
+    const late = rec('a', 'shard-0', 1, 100);
+    const counted = rec('a', 'shard-1', 1, 105);
+    const d = decideChain([late], claimOf([copy(counted, true)]), H);
+    expect(d.counted).toEqual([]);
+    // more than H before it: both count, as the rule says
+    expect(decideChain([rec('a', 'shard-0', 1, 90)], claimOf([copy(counted, true)]), H).counted).toHaveLength(1);
+  });
+
+  it('keeps the latest CHAIN_MAX copies', () => {
+    const copies = Array.from({ length: CHAIN_MAX + 5 }, (_, i) => rec('a', 'shard-0', i + 1, 100 + i));
+    expect(decideChain(copies, undefined, H).chain).toHaveLength(CHAIN_MAX);
+  });
+
+  it('takes a claim of the batched path as its latest copy, counted', () => {
+    const batched: Claim = { shard: 'shard-1', seq: padSeq('4'), arrival: 100, fromSeq: padSeq('4'), before: undefined };
+    expect(decideChain([rec('a', 'shard-0', 1, 105)], batched, H).duplicates).toHaveLength(1);
+    expect(decideChain([rec('a', 'shard-0', 1, 111)], batched, H).counted).toHaveLength(1);
   });
 });

@@ -4,6 +4,9 @@
  * the athena dialect with a Trino grammar, and quoting/escaping.
  * That the SQL computes the right rows is proved in sql.duckdb.property.test.ts.
  */
+import { readFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import nodeSqlParser from 'node-sql-parser';
 import { describe, expect, it } from 'vitest';
 import { DEMO_VIEWS } from '../../functions/core/demo-views.ts';
@@ -18,6 +21,7 @@ import {
   GLUE_PARTITION_KEYS,
   glueProjectionParameters,
   outputColumns,
+  rawReadRange,
   SqlCompileError,
   type SqlDialect,
 } from '../../functions/core/sql.ts';
@@ -29,20 +33,22 @@ const parser = new Parser();
 const TRINO = { database: 'trino' };
 
 const CUTOFF = Date.UTC(2024, 4, 1, 13, 0); // 2024-05-01T13:00Z
+/** The default dedup horizon, 7 days. */
+const H = 604_800_000;
 const ATHENA = athenaSource('tandem', 'raw_events', CUTOFF);
 const DUCKDB = duckdbSource(['/stage/a.json.gz', "/stage/it's.json.gz"]);
 
 const demo = (name: string): View => DEMO_VIEWS.find((v) => v.name === name)!;
 const compile = (v: View, dialect: SqlDialect, extra: { since?: number } = {}) =>
-  compileView(v, { dialect, cutoff: CUTOFF, source: dialect === 'athena' ? ATHENA : DUCKDB, ...extra });
+  compileView(v, { dialect, cutoff: CUTOFF, horizonMs: H, source: dialect === 'athena' ? ATHENA : DUCKDB, ...extra });
 
 /** Expected SQL as an indented block: drops the first and last line breaks of the template. */
 const golden = (text: string) => text.replace(/^\n/, '').replace(/\n$/, '');
 
-const ATHENA_RANKED = `WITH ranked AS (
+const ATHENA_COPIES = `WITH copies AS (
   SELECT
     ts, arrival, fields, num,
-    ROW_NUMBER() OVER (PARTITION BY id ORDER BY arrival, seq) AS copy_rank
+    LAG(arrival) OVER (PARTITION BY id ORDER BY arrival, shard, seq) AS prev_arrival
   FROM (
     SELECT id, type, ts, arrival, shard, seq, fields, num
     FROM "tandem"."raw_events"
@@ -52,11 +58,11 @@ const ATHENA_RANKED = `WITH ranked AS (
 ),`;
 
 // The `columns` line is one line of the SQL, split here for the line width only.
-const DUCKDB_RANKED =
-  `WITH ranked AS (
+const DUCKDB_COPIES =
+  `WITH copies AS (
   SELECT
     ts, arrival, fields, num,
-    ROW_NUMBER() OVER (PARTITION BY id ORDER BY arrival, seq) AS copy_rank
+    LAG(arrival) OVER (PARTITION BY id ORDER BY arrival, shard, seq) AS prev_arrival
   FROM read_json(
     ['/stage/a.json.gz', '/stage/it''s.json.gz'],
     format = 'newline_delimited', compression = 'gzip', hive_partitioning = false,
@@ -70,17 +76,17 @@ describe('compileView golden SQL, demo views', () => {
   it('events_by_type, athena', () => {
     expect(compile(demo('events_by_type'), 'athena')).toBe(
       golden(`
-${ATHENA_RANKED}
+${ATHENA_COPIES}
 events AS (
   SELECT
     ts, fields
-  FROM ranked
-  WHERE copy_rank = 1
+  FROM copies
+  WHERE (prev_arrival IS NULL OR arrival - prev_arrival > 604800000)
 )
 SELECT
-  ts - ts % 60000 AS "bucket",
-  element_at(fields, 'type') AS "type",
-  COUNT(*) AS "events__count"
+  ts - ts % 60000 AS "c0", -- bucket
+  element_at(fields, 'type') AS "c1", -- type
+  COUNT(*) AS "c2" -- events__count
 FROM events
 GROUP BY 1, 2
 ORDER BY 1, 2 NULLS FIRST
@@ -91,17 +97,17 @@ ORDER BY 1, 2 NULLS FIRST
   it('events_by_type, duckdb', () => {
     expect(compile(demo('events_by_type'), 'duckdb')).toBe(
       golden(`
-${DUCKDB_RANKED}
+${DUCKDB_COPIES}
 events AS (
   SELECT
     ts, fields
-  FROM ranked
-  WHERE copy_rank = 1
+  FROM copies
+  WHERE (prev_arrival IS NULL OR arrival - prev_arrival > 604800000)
 )
 SELECT
-  ts - ts % 60000 AS "bucket",
-  fields['type'] AS "type",
-  COUNT(*) AS "events__count"
+  ts - ts % 60000 AS "c0", -- bucket
+  fields['type'] AS "c1", -- type
+  COUNT(*) AS "c2" -- events__count
 FROM events
 GROUP BY 1, 2
 ORDER BY 1, 2 NULLS FIRST
@@ -112,23 +118,23 @@ ORDER BY 1, 2 NULLS FIRST
   it('revenue_by_country, athena', () => {
     expect(compile(demo('revenue_by_country'), 'athena')).toBe(
       golden(`
-${ATHENA_RANKED}
+${ATHENA_COPIES}
 events AS (
   SELECT
     ts, fields,
-    CAST(element_at(num, 'amount') AS DECIMAL(38, 9)) AS "num_amount"
-  FROM ranked
-  WHERE copy_rank = 1
+    CAST(element_at(num, 'amount') AS DECIMAL(38, 9)) AS "v0"
+  FROM copies
+  WHERE (prev_arrival IS NULL OR arrival - prev_arrival > 604800000)
 )
 SELECT
-  ts - ts % 3600000 AS "bucket",
-  element_at(fields, 'country') AS "country",
-  COUNT(*) AS "orders__count",
-  COALESCE(SUM("num_amount"), 0) AS "revenue__sum",
-  MIN("num_amount") AS "min_order__min",
-  MAX("num_amount") AS "max_order__max",
-  COALESCE(SUM("num_amount"), 0) AS "avg_order__sum",
-  COUNT("num_amount") AS "avg_order__count"
+  ts - ts % 3600000 AS "c0", -- bucket
+  element_at(fields, 'country') AS "c1", -- country
+  COUNT(*) AS "c2", -- orders__count
+  COALESCE(SUM("v0"), 0) AS "c3", -- revenue__sum
+  MIN("v0") AS "c4", -- min_order__min
+  MAX("v0") AS "c5", -- max_order__max
+  COALESCE(SUM("v0"), 0) AS "c6", -- avg_order__sum
+  COUNT("v0") AS "c7" -- avg_order__count
 FROM events
 WHERE element_at(fields, 'type') = 'purchase'
 GROUP BY 1, 2
@@ -140,23 +146,23 @@ ORDER BY 1, 2 NULLS FIRST
   it('revenue_by_country, duckdb', () => {
     expect(compile(demo('revenue_by_country'), 'duckdb')).toBe(
       golden(`
-${DUCKDB_RANKED}
+${DUCKDB_COPIES}
 events AS (
   SELECT
     ts, fields,
-    COALESCE(CAST(TRY_CAST(num['amount'] AS DECIMAL(18, 9)) AS DECIMAL(38, 9)), CAST(num['amount'] AS DECIMAL(38, 9))) AS "num_amount"
-  FROM ranked
-  WHERE copy_rank = 1
+    COALESCE(CAST(TRY_CAST(num['amount'] AS DECIMAL(18, 9)) AS DECIMAL(38, 9)), CAST(num['amount'] AS DECIMAL(38, 9))) AS "v0"
+  FROM copies
+  WHERE (prev_arrival IS NULL OR arrival - prev_arrival > 604800000)
 )
 SELECT
-  ts - ts % 3600000 AS "bucket",
-  fields['country'] AS "country",
-  COUNT(*) AS "orders__count",
-  COALESCE(SUM("num_amount"), 0) AS "revenue__sum",
-  MIN("num_amount") AS "min_order__min",
-  MAX("num_amount") AS "max_order__max",
-  COALESCE(SUM("num_amount"), 0) AS "avg_order__sum",
-  COUNT("num_amount") AS "avg_order__count"
+  ts - ts % 3600000 AS "c0", -- bucket
+  fields['country'] AS "c1", -- country
+  COUNT(*) AS "c2", -- orders__count
+  COALESCE(SUM("v0"), 0) AS "c3", -- revenue__sum
+  MIN("v0") AS "c4", -- min_order__min
+  MAX("v0") AS "c5", -- max_order__max
+  COALESCE(SUM("v0"), 0) AS "c6", -- avg_order__sum
+  COUNT("v0") AS "c7" -- avg_order__count
 FROM events
 WHERE fields['type'] = 'purchase'
 GROUP BY 1, 2
@@ -168,24 +174,64 @@ ORDER BY 1, 2 NULLS FIRST
   it('page_views, athena', () => {
     expect(compile(demo('page_views'), 'athena')).toBe(
       golden(`
-${ATHENA_RANKED}
+${ATHENA_COPIES}
 events AS (
   SELECT
     ts, fields,
-    CAST(element_at(num, 'load_ms') AS DECIMAL(38, 9)) AS "num_load_ms"
-  FROM ranked
-  WHERE copy_rank = 1
+    CAST(element_at(num, 'load_ms') AS DECIMAL(38, 9)) AS "v0",
+    lower(to_hex(md5(to_utf8(element_at(fields, 'user'))))) AS "h0"
+  FROM copies
+  WHERE (prev_arrival IS NULL OR arrival - prev_arrival > 604800000)
+),
+aggregates AS (
+  SELECT
+    ts - ts % 60000 AS "c0", -- bucket
+    element_at(fields, 'page') AS "c1", -- page
+    element_at(fields, 'country') AS "c2", -- country
+    COUNT(*) AS "c3", -- views__count
+    COALESCE(SUM("v0"), 0) AS "c4", -- load_ms__sum
+    COUNT("v0") AS "c5" -- load_ms__count
+  FROM events
+  WHERE element_at(fields, 'type') = 'page_view'
+  GROUP BY 1, 2, 3
+),
+registers0 AS ( -- users__hll: the largest rank per row and register
+  SELECT
+    "c0", "c1", "c2", reg,
+    MAX(4 * (14 - length(tail)) + CASE WHEN tail >= '8' THEN 1 WHEN tail >= '4' THEN 2 WHEN tail >= '2' THEN 3 ELSE 4 END) AS rnk
+  FROM (
+    SELECT
+      ts - ts % 60000 AS "c0", -- bucket
+      element_at(fields, 'page') AS "c1", -- page
+      element_at(fields, 'country') AS "c2", -- country
+      substr("h0", 1, 3) AS reg,
+      regexp_replace(substr("h0", 4, 13) || '8', '^0+', '') AS tail
+    FROM events
+    WHERE element_at(fields, 'type') = 'page_view'
+      AND "h0" IS NOT NULL
+  )
+  GROUP BY 1, 2, 3, 4
+),
+sketch0 AS ( -- users__hll: the row's registers in index order
+  SELECT
+    "c0", "c1", "c2",
+    array_join(array_agg(reg || lpad(CAST(rnk AS VARCHAR), 2, '0') ORDER BY reg), '') AS regs
+  FROM registers0
+  GROUP BY 1, 2, 3
 )
 SELECT
-  ts - ts % 60000 AS "bucket",
-  element_at(fields, 'page') AS "page",
-  element_at(fields, 'country') AS "country",
-  COUNT(*) AS "views__count",
-  COALESCE(SUM("num_load_ms"), 0) AS "load_ms__sum",
-  COUNT("num_load_ms") AS "load_ms__count"
-FROM events
-WHERE element_at(fields, 'type') = 'page_view'
-GROUP BY 1, 2, 3
+  g."c0" AS "c0", -- bucket
+  g."c1" AS "c1", -- page
+  g."c2" AS "c2", -- country
+  g."c3" AS "c3", -- views__count
+  g."c4" AS "c4", -- load_ms__sum
+  g."c5" AS "c5", -- load_ms__count
+  s0.regs AS "c6" -- users__hll
+FROM aggregates g
+LEFT JOIN sketch0 s0
+  ON s0."c0" = g."c0"
+  AND (s0."c1" = g."c1" OR (s0."c1" IS NULL AND g."c1" IS NULL))
+  AND (s0."c2" = g."c2" OR (s0."c2" IS NULL AND g."c2" IS NULL))
 ORDER BY 1, 2 NULLS FIRST, 3 NULLS FIRST
 `),
     );
@@ -194,66 +240,110 @@ ORDER BY 1, 2 NULLS FIRST, 3 NULLS FIRST
   it('page_views, duckdb', () => {
     expect(compile(demo('page_views'), 'duckdb')).toBe(
       golden(`
-${DUCKDB_RANKED}
+${DUCKDB_COPIES}
 events AS (
   SELECT
     ts, fields,
-    COALESCE(CAST(TRY_CAST(num['load_ms'] AS DECIMAL(18, 9)) AS DECIMAL(38, 9)), CAST(num['load_ms'] AS DECIMAL(38, 9))) AS "num_load_ms"
-  FROM ranked
-  WHERE copy_rank = 1
+    COALESCE(CAST(TRY_CAST(num['load_ms'] AS DECIMAL(18, 9)) AS DECIMAL(38, 9)), CAST(num['load_ms'] AS DECIMAL(38, 9))) AS "v0",
+    md5(fields['user']) AS "h0"
+  FROM copies
+  WHERE (prev_arrival IS NULL OR arrival - prev_arrival > 604800000)
+),
+aggregates AS (
+  SELECT
+    ts - ts % 60000 AS "c0", -- bucket
+    fields['page'] AS "c1", -- page
+    fields['country'] AS "c2", -- country
+    COUNT(*) AS "c3", -- views__count
+    COALESCE(SUM("v0"), 0) AS "c4", -- load_ms__sum
+    COUNT("v0") AS "c5" -- load_ms__count
+  FROM events
+  WHERE fields['type'] = 'page_view'
+  GROUP BY 1, 2, 3
+),
+registers0 AS ( -- users__hll: the largest rank per row and register
+  SELECT
+    "c0", "c1", "c2", reg,
+    MAX(4 * (14 - length(tail)) + CASE WHEN tail >= '8' THEN 1 WHEN tail >= '4' THEN 2 WHEN tail >= '2' THEN 3 ELSE 4 END) AS rnk
+  FROM (
+    SELECT
+      ts - ts % 60000 AS "c0", -- bucket
+      fields['page'] AS "c1", -- page
+      fields['country'] AS "c2", -- country
+      substr("h0", 1, 3) AS reg,
+      regexp_replace(substr("h0", 4, 13) || '8', '^0+', '') AS tail
+    FROM events
+    WHERE fields['type'] = 'page_view'
+      AND "h0" IS NOT NULL
+  )
+  GROUP BY 1, 2, 3, 4
+),
+sketch0 AS ( -- users__hll: the row's registers in index order
+  SELECT
+    "c0", "c1", "c2",
+    string_agg(reg || lpad(CAST(rnk AS VARCHAR), 2, '0'), '' ORDER BY reg) AS regs
+  FROM registers0
+  GROUP BY 1, 2, 3
 )
 SELECT
-  ts - ts % 60000 AS "bucket",
-  fields['page'] AS "page",
-  fields['country'] AS "country",
-  COUNT(*) AS "views__count",
-  COALESCE(SUM("num_load_ms"), 0) AS "load_ms__sum",
-  COUNT("num_load_ms") AS "load_ms__count"
-FROM events
-WHERE fields['type'] = 'page_view'
-GROUP BY 1, 2, 3
+  g."c0" AS "c0", -- bucket
+  g."c1" AS "c1", -- page
+  g."c2" AS "c2", -- country
+  g."c3" AS "c3", -- views__count
+  g."c4" AS "c4", -- load_ms__sum
+  g."c5" AS "c5", -- load_ms__count
+  s0.regs AS "c6" -- users__hll
+FROM aggregates g
+LEFT JOIN sketch0 s0
+  ON s0."c0" = g."c0"
+  AND (s0."c1" = g."c1" OR (s0."c1" IS NULL AND g."c1" IS NULL))
+  AND (s0."c2" = g."c2" OR (s0."c2" IS NULL AND g."c2" IS NULL))
 ORDER BY 1, 2 NULLS FIRST, 3 NULLS FIRST
 `),
     );
   });
 
-  it('the two dialects differ only in map access and the decimal cast', () => {
+  it('the two dialects differ only in map access, the decimal cast, md5 and the concatenating aggregate', () => {
     for (const v of DEMO_VIEWS) {
-      const athena = compileView(v, { dialect: 'athena', cutoff: CUTOFF, source: 'SRC' });
-      const duckdb = compileView(v, { dialect: 'duckdb', cutoff: CUTOFF, source: 'SRC' });
+      const athena = compileView(v, { dialect: 'athena', cutoff: CUTOFF, horizonMs: H, since: CUTOFF - 3_600_000, source: 'SRC' });
+      const duckdb = compileView(v, { dialect: 'duckdb', cutoff: CUTOFF, horizonMs: H, since: CUTOFF - 3_600_000, source: 'SRC' });
       expect(
         athena
           .replace(/element_at\((fields|num), ('[^']*')\)/g, '$1[$2]')
           .replace(
             /CAST\((num\['[^']*'\]) AS DECIMAL\(38, 9\)\)/g,
             'COALESCE(CAST(TRY_CAST($1 AS DECIMAL(18, 9)) AS DECIMAL(38, 9)), CAST($1 AS DECIMAL(38, 9)))',
-          ),
+          )
+          .replace(/lower\(to_hex\(md5\(to_utf8\((fields\['[^']*'\])\)\)\)\)/g, 'md5($1)')
+          .replace(/array_join\(array_agg\((.*) ORDER BY reg\), ''\)/g, "string_agg($1, '' ORDER BY reg)"),
       ).toBe(duckdb);
     }
   });
 
-  it('a day view without dimensions, with since: the first copies arrived in [since, cutoff)', () => {
+  it('a day view without dimensions, with since: the counted copies arrived in [since, cutoff), read from since - H', () => {
     const v = view({ name: 'daily', grain: 'day', dimensions: [], metrics: { n: count(), top: max('amount') } });
-    expect(compileView(v, { dialect: 'duckdb', cutoff: CUTOFF, since: CUTOFF - 3_600_000, source: 'raw' })).toBe(
+    // since = 12:00, H = 10 minutes: reads arrivals from 11:50.
+    const options = { dialect: 'duckdb', cutoff: CUTOFF, horizonMs: 600_000, since: CUTOFF - 3_600_000, source: 'raw' } as const;
+    expect(compileView(v, options)).toBe(
       golden(`
-WITH ranked AS (
+WITH copies AS (
   SELECT
     ts, arrival, fields, num,
-    ROW_NUMBER() OVER (PARTITION BY id ORDER BY arrival, seq) AS copy_rank
+    LAG(arrival) OVER (PARTITION BY id ORDER BY arrival, shard, seq) AS prev_arrival
   FROM raw
-  WHERE arrival < 1714568400000
+  WHERE arrival < 1714568400000 AND arrival >= 1714564200000
 ),
 events AS (
   SELECT
     ts, fields,
-    COALESCE(CAST(TRY_CAST(num['amount'] AS DECIMAL(18, 9)) AS DECIMAL(38, 9)), CAST(num['amount'] AS DECIMAL(38, 9))) AS "num_amount"
-  FROM ranked
-  WHERE copy_rank = 1 AND arrival >= 1714564800000
+    COALESCE(CAST(TRY_CAST(num['amount'] AS DECIMAL(18, 9)) AS DECIMAL(38, 9)), CAST(num['amount'] AS DECIMAL(38, 9))) AS "v0"
+  FROM copies
+  WHERE (prev_arrival IS NULL OR arrival - prev_arrival > 600000) AND arrival >= 1714564800000
 )
 SELECT
-  ts - ts % 86400000 AS "bucket",
-  COUNT(*) AS "n__count",
-  MAX("num_amount") AS "top__max"
+  ts - ts % 86400000 AS "c0", -- bucket
+  COUNT(*) AS "c1", -- n__count
+  MAX("v0") AS "c2" -- top__max
 FROM events
 GROUP BY 1
 ORDER BY 1
@@ -272,6 +362,99 @@ ORDER BY 1
       'avg_order__sum',
       'avg_order__count',
     ]);
+  });
+
+  it('names that differ only in case get their own positional columns (Trino folds even quoted identifiers)', () => {
+    const v = view({
+      name: 'cased',
+      grain: 'hour',
+      dimensions: ['country', 'Country'],
+      metrics: { total: sum('amount'), Total: sum('Amount'), n: count() },
+    });
+    expect(compile(v, 'athena')).toBe(
+      golden(`
+${ATHENA_COPIES}
+events AS (
+  SELECT
+    ts, fields,
+    CAST(element_at(num, 'amount') AS DECIMAL(38, 9)) AS "v0",
+    CAST(element_at(num, 'Amount') AS DECIMAL(38, 9)) AS "v1"
+  FROM copies
+  WHERE (prev_arrival IS NULL OR arrival - prev_arrival > 604800000)
+)
+SELECT
+  ts - ts % 3600000 AS "c0", -- bucket
+  element_at(fields, 'country') AS "c1", -- country
+  element_at(fields, 'Country') AS "c2", -- Country
+  COALESCE(SUM("v0"), 0) AS "c3", -- total__sum
+  COALESCE(SUM("v1"), 0) AS "c4", -- Total__sum
+  COUNT(*) AS "c5" -- n__count
+FROM events
+GROUP BY 1, 2, 3
+ORDER BY 1, 2 NULLS FIRST, 3 NULLS FIRST
+`),
+    );
+    expect(outputColumns(v)).toEqual(['bucket', 'country', 'Country', 'total__sum', 'Total__sum', 'n__count']);
+  });
+});
+
+describe('docs/views.md', () => {
+  it.each([
+    ['revenue_by_country', '### `revenue_by_country`, as generated', '### `page_views`, with'],
+    ['page_views (distinct)', '### `page_views`, with', '## How the SQL is tested'],
+  ])('shows the SQL compileView generates for %s', (name, start, end) => {
+    const doc = readFileSync(join(dirname(fileURLToPath(import.meta.url)), '../../docs/views.md'), 'utf8');
+    const section = doc.slice(doc.indexOf(start), doc.indexOf(end));
+    const blocks = [...section.matchAll(/```sql\n([\s\S]*?)\n```/g)].map((m) => m[1]);
+    const v = demo(name.split(' ')[0]!);
+    const since = CUTOFF - 3_600_000;
+    const from = rawReadRange(CUTOFF, H, since).from;
+    const files = [
+      '/data/stage/raw/dt=2024-05-01/hr=12/shardId-000000000000/0001-0042.json.gz',
+      '/data/stage/raw/dt=2024-05-01/hr=12/shardId-000000000001/0001-0017.json.gz',
+    ];
+    expect(blocks).toEqual([
+      compileView(v, {
+        dialect: 'athena',
+        cutoff: CUTOFF,
+        horizonMs: H,
+        since,
+        source: athenaSource('tandem', 'raw_events', CUTOFF, from),
+      }),
+      compileView(v, { dialect: 'duckdb', cutoff: CUTOFF, horizonMs: H, source: duckdbSource(files) }),
+    ]);
+  });
+});
+
+describe('rawReadRange', () => {
+  it('a rebuild reads all history before the cutoff; an increment from since - H', () => {
+    expect(rawReadRange(CUTOFF, H)).toEqual({ from: null, to: CUTOFF });
+    expect(rawReadRange(CUTOFF, H, CUTOFF - 3_600_000)).toEqual({ from: CUTOFF - 3_600_000 - H, to: CUTOFF });
+    expect(rawReadRange(CUTOFF, H, CUTOFF)).toEqual({ from: CUTOFF - H, to: CUTOFF });
+    expect(rawReadRange(CUTOFF, 0, CUTOFF - 1)).toEqual({ from: CUTOFF - 1, to: CUTOFF });
+    // Never before the epoch.
+    expect(rawReadRange(1_000, H, 500)).toEqual({ from: 0, to: 1_000 });
+  });
+
+  it('rejects what compileView rejects', () => {
+    expect(() => rawReadRange(CUTOFF, -1)).toThrow(/horizonMs must be whole/);
+    expect(() => rawReadRange(CUTOFF, 1.5)).toThrow(/horizonMs/);
+    expect(() => rawReadRange(CUTOFF, H, CUTOFF + 1)).toThrow(/since .* must not be after the cutoff/);
+  });
+
+  it('compileView reads exactly rawReadRange', () => {
+    const v = demo('events_by_type');
+    for (const since of [undefined, CUTOFF - 86_400_000, CUTOFF]) {
+      const { from } = rawReadRange(CUTOFF, H, since);
+      const sql = compileView(v, {
+        dialect: 'duckdb',
+        cutoff: CUTOFF,
+        horizonMs: H,
+        source: 'raw',
+        ...(since === undefined ? {} : { since }),
+      });
+      expect(sql).toContain(from === null ? `WHERE arrival < ${CUTOFF}\n` : `WHERE arrival < ${CUTOFF} AND arrival >= ${from}\n`);
+    }
   });
 });
 
@@ -309,6 +492,24 @@ WHERE arrival < 1714568400000
     );
   });
 
+  it('athenaSource with a lower bound keeps the partitions from the hour holding it', () => {
+    const { from } = rawReadRange(CUTOFF, H, CUTOFF - 3_600_000); // 2024-04-24T12:00Z
+    expect(athenaSource('tandem', 'raw_events', CUTOFF, from)).toBe(
+      [
+        '(',
+        '    SELECT id, type, ts, arrival, shard, seq, fields, num',
+        '    FROM "tandem"."raw_events"',
+        `    WHERE (dt > '2024-04-24' OR (dt = '2024-04-24' AND hr >= '12')) AND (dt < '2024-05-01' OR (dt = '2024-05-01' AND hr <= '12'))`,
+        '  )',
+      ].join('\n'),
+    );
+    expect(athenaSource('db', 'raw', CUTOFF, Date.UTC(2024, 3, 30, 23, 59, 59, 999))).toContain(
+      `(dt > '2024-04-30' OR (dt = '2024-04-30' AND hr >= '23'))`,
+    );
+    expect(athenaSource('db', 'raw', CUTOFF, null)).toBe(athenaSource('db', 'raw', CUTOFF));
+    expect(() => athenaSource('db', 'raw', CUTOFF, -5)).toThrow(/from must be whole/);
+  });
+
   it('the Glue columns are the fields of a RawRecord, partitioned by dt and hr', () => {
     const r = toRawRecord({ id: 'a', type: 't', ts: 1714568400000, amount: 1.5 }, 1714568400001, 'shardId-000000000000', '1');
     expect(GLUE_COLUMNS.map((c) => c.name)).toEqual(Object.keys(r));
@@ -329,14 +530,14 @@ WHERE arrival < 1714568400000
     expect(() => athenaSource('db"; DROP', 'raw', CUTOFF)).toThrow(SqlCompileError);
     expect(() => athenaSource('db', 'Raw', CUTOFF)).toThrow(/lowercase/);
     const v = demo('events_by_type');
-    expect(() => compileView(v, { dialect: 'duckdb', cutoff: 1.5, source: 'raw' })).toThrow(/cutoff must be whole epoch milliseconds/);
-    expect(() => compileView(v, { dialect: 'duckdb', cutoff: -1, source: 'raw' })).toThrow(/cutoff/);
-    expect(() => compileView(v, { dialect: 'duckdb', cutoff: CUTOFF, since: CUTOFF + 1, source: 'raw' })).toThrow(
-      /since .* must not be after the cutoff/,
-    );
-    expect(() => compileView(v, { dialect: 'mysql' as SqlDialect, cutoff: CUTOFF, source: 'raw' })).toThrow(
-      /dialect must be one of athena, duckdb/,
-    );
+    const base = { dialect: 'duckdb', cutoff: CUTOFF, horizonMs: H, source: 'raw' } as const;
+    expect(() => compileView(v, { ...base, cutoff: 1.5 })).toThrow(/cutoff must be whole epoch milliseconds/);
+    expect(() => compileView(v, { ...base, cutoff: -1 })).toThrow(/cutoff/);
+    expect(() => compileView(v, { ...base, since: CUTOFF + 1 })).toThrow(/since .* must not be after the cutoff/);
+    expect(() => compileView(v, { ...base, horizonMs: -1 })).toThrow(/horizonMs must be whole/);
+    expect(() => compileView(v, { ...base, horizonMs: Number.NaN })).toThrow(/horizonMs/);
+    expect(() => compileView(v, { ...base, horizonMs: undefined as unknown as number })).toThrow(/horizonMs/);
+    expect(() => compileView(v, { ...base, dialect: 'mysql' as SqlDialect })).toThrow(/dialect must be one of athena, duckdb/);
   });
 });
 
@@ -361,9 +562,29 @@ describe('athena dialect parses as Trino SQL (node-sql-parser)', () => {
   it.each(DEMO_VIEWS.map((v) => [v.name, v] as const))('%s: one SELECT over the Glue table, with the output columns in order', (_, v) => {
     const { ast, tableList } = parse(compile(v, 'athena'));
     expect(ast.type).toBe('select');
-    expect(ast.with).toHaveLength(2);
-    expect(ast.columns.map((c) => c.as)).toEqual(outputColumns(v));
-    expect(tableList.filter((t) => !/::(ranked|events)$/.test(t))).toEqual(['select::tandem::raw_events']);
+    // copies, events; with distinct metrics also aggregates and, per metric, registers<k> and sketch<k>.
+    const sketches = Object.values(v.metrics).filter((m) => m.fn === 'distinct').length;
+    expect(ast.with).toHaveLength(sketches === 0 ? 2 : 3 + 2 * sketches);
+    expect(ast.columns.map((c) => c.as)).toEqual(outputColumns(v).map((_, i) => `c${i}`));
+    expect(tableList.filter((t) => !/::(copies|events|aggregates|registers\d+|sketch\d+)$/.test(t))).toEqual([
+      'select::tandem::raw_events',
+    ]);
+  });
+
+  it('an increment over the partitions from since - H parses; names differing only in case get distinct columns', () => {
+    const v = view({
+      name: 'cased',
+      grain: 'hour',
+      dimensions: ['country', 'Country'],
+      metrics: { total: sum('amount'), Total: sum('Amount'), n: count() },
+    });
+    const since = CUTOFF - 3_600_000;
+    const source = athenaSource('tandem', 'raw_events', CUTOFF, rawReadRange(CUTOFF, H, since).from);
+    const { ast, tableList } = parse(compileView(v, { dialect: 'athena', cutoff: CUTOFF, horizonMs: H, since, source }));
+    const aliases = ast.columns.map((c) => c.as);
+    expect(aliases).toEqual(['c0', 'c1', 'c2', 'c3', 'c4', 'c5']);
+    expect(new Set(aliases.map((a) => a?.toLowerCase())).size).toBe(aliases.length);
+    expect(tableList.filter((t) => !/::(copies|events)$/.test(t))).toEqual(['select::tandem::raw_events']);
   });
 
   it('countSql parses', () => {
@@ -383,9 +604,9 @@ describe('athena dialect parses as Trino SQL (node-sql-parser)', () => {
     expect(sql).toContain(`element_at(fields, 'country') = 'O''Hare''); DROP TABLE raw_events; --'`);
     expect(sql).toContain(`element_at(fields, 'flag') = 'true'`);
     expect(sql).toContain(`element_at(fields, 'code') = '7'`);
-    expect(sql).toContain(`element_at(fields, 'order') AS "order"`);
+    expect(sql).toContain(`element_at(fields, 'order') AS "c1", -- order`);
     const { ast } = parse(sql);
-    expect(ast.columns.map((c) => c.as)).toEqual(['bucket', 'order', 'select__count', 'from__sum']);
+    expect(ast.columns.map((c) => c.as)).toEqual(['c0', 'c1', 'c2', 'c3']);
     // The parser keeps the doubled quote as written: one literal, not a statement break.
     expect(stringLiterals(ast)).toEqual([
       '2024-05-01',
@@ -418,7 +639,7 @@ describe('names and literals', () => {
 
   it('the compiler checks names again on a view built without the schema', () => {
     const raw = (patch: Partial<View>): View => ({ name: 'v', grain: 'hour', dimensions: [], metrics: { n: { fn: 'count' } }, ...patch });
-    const compileRaw = (v: View) => compileView(v, { dialect: 'athena', cutoff: CUTOFF, source: 'raw' });
+    const compileRaw = (v: View) => compileView(v, { dialect: 'athena', cutoff: CUTOFF, horizonMs: H, source: 'raw' });
     expect(() => compileRaw(raw({ dimensions: [`x') AS "y", (SELECT 1`] }))).toThrow(SqlCompileError);
     expect(() => compileRaw(raw({ metrics: { n: { fn: 'sum', field: "amount')) --" } } }))).toThrow(SqlCompileError);
     expect(() => compileRaw(raw({ metrics: { 'n" FROM x --': { fn: 'count' } } }))).toThrow(SqlCompileError);
@@ -428,16 +649,19 @@ describe('names and literals', () => {
 
   it('quotes and escapes filter values; rejects NUL', () => {
     const v = (value: string) => view({ name: 'v', grain: 'hour', dimensions: [], filter: { country: value }, metrics: { n: count() } });
-    const sql = (value: string) => compileView(v(value), { dialect: 'duckdb', cutoff: CUTOFF, source: 'raw' });
+    const sql = (value: string) => compileView(v(value), { dialect: 'duckdb', cutoff: CUTOFF, horizonMs: H, source: 'raw' });
     expect(sql(`it's "quoted" \\ back`)).toContain(`WHERE fields['country'] = 'it''s "quoted" \\ back'`);
     expect(sql("''")).toContain(`= ''''''`);
     expect(sql('multi\nline')).toContain(`= 'multi\nline'`);
     expect(() => sql('nul\u0000here')).toThrow(/NUL/);
   });
 
-  it('derived column names may exceed 64 characters', () => {
+  it('names from the view never become SQL identifiers: only map keys (literals) and comments', () => {
     const long = `m${'x'.repeat(63)}`;
-    const v = view({ name: 'v', grain: 'hour', dimensions: [], metrics: { [long]: count() } });
-    expect(compileView(v, { dialect: 'athena', cutoff: CUTOFF, source: 'raw' })).toContain(`COUNT(*) AS "${long}__count"`);
+    const v = view({ name: 'v', grain: 'hour', dimensions: ['order'], metrics: { [long]: count(), select: sum('from') } });
+    const sql = compileView(v, { dialect: 'athena', cutoff: CUTOFF, horizonMs: H, source: 'raw' });
+    expect(sql).toContain(`COUNT(*) AS "c2", -- ${long}__count`);
+    expect(sql).toContain(`element_at(fields, 'order') AS "c1", -- order`);
+    expect(sql.match(/"[^"]*"/g)).toEqual(['"v0"', '"c0"', '"c1"', '"c2"', '"v0"', '"c3"']);
   });
 });

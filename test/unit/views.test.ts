@@ -13,8 +13,10 @@ import {
   parseViews,
   parseViewsJson,
   sum,
+  type View,
   ViewValidationError,
   view,
+  viewFingerprint,
 } from '../../functions/core/views.ts';
 
 const base = { name: 'v', dimensions: ['country'], grain: 'hour', metrics: { n: { fn: 'count' } } };
@@ -97,7 +99,7 @@ describe('views: JSON loading through the same schema', () => {
 
   it('rejects an unknown metric function', () => {
     expect(issues([{ ...base, metrics: { m: { fn: 'median', field: 'x' } } }])).toEqual([
-      { path: 'views[0].metrics.m.fn', message: 'fn must be one of count, sum, min, max, avg, received "median"' },
+      { path: 'views[0].metrics.m.fn', message: 'fn must be one of count, sum, min, max, avg, distinct, received "median"' },
     ]);
   });
 
@@ -180,5 +182,57 @@ describe('views: helpers', () => {
   it('finds views by name', () => {
     expect(findView(DEMO_VIEWS, 'page_views')?.dimensions).toEqual(['page', 'country']);
     expect(findView(DEMO_VIEWS, 'nope')).toBeUndefined();
+  });
+});
+
+describe('viewFingerprint', () => {
+  const declared = view({
+    name: 'revenue',
+    description: 'Revenue per country',
+    filter: { type: 'purchase', vip: true },
+    dimensions: ['country', 'page'],
+    grain: 'hour',
+    metrics: { orders: count(), revenue: sum('amount'), mean: avg('amount') },
+  });
+
+  it('is a sha-256 hex, stable for the same declaration', () => {
+    expect(viewFingerprint(declared)).toMatch(/^[0-9a-f]{64}$/);
+    expect(viewFingerprint(declared)).toBe(viewFingerprint(parseViews(JSON.parse(JSON.stringify([declared])))[0]!));
+  });
+
+  it('ignores the order of keys and the description; no filter is an empty filter', () => {
+    const reordered: View = {
+      metrics: { mean: { field: 'amount', fn: 'avg' }, revenue: { field: 'amount', fn: 'sum' }, orders: { fn: 'count' } },
+      grain: 'hour',
+      dimensions: ['country', 'page'],
+      filter: { vip: true, type: 'purchase' },
+      name: 'revenue',
+    };
+    expect(viewFingerprint(reordered)).toBe(viewFingerprint(declared));
+    expect(viewFingerprint({ ...declared, description: 'another text' })).toBe(viewFingerprint(declared));
+    const { filter: _, ...unfiltered } = declared;
+    expect(viewFingerprint({ ...unfiltered, filter: {} })).toBe(viewFingerprint(unfiltered));
+  });
+
+  it('changes with anything that changes the rows', () => {
+    const variants: View[] = [
+      { ...declared, name: 'revenue2' },
+      { ...declared, filter: { type: 'purchase' } },
+      { ...declared, filter: { type: 'purchase', vip: 'true' } },
+      { ...declared, filter: { type: 'refund', vip: true } },
+      { ...declared, filter: undefined },
+      { ...declared, dimensions: ['page', 'country'] },
+      { ...declared, dimensions: ['country'] },
+      { ...declared, dimensions: ['country', 'Page'] },
+      { ...declared, grain: 'minute' },
+      { ...declared, grain: 'day' },
+      { ...declared, metrics: { ...declared.metrics, revenue: sum('Amount') } },
+      { ...declared, metrics: { ...declared.metrics, revenue: max('amount') } },
+      { ...declared, metrics: { ...declared.metrics, extra: count() } },
+      { ...declared, metrics: { orders: count(), revenue: sum('amount') } },
+      { ...declared, metrics: { orders: count(), Revenue: sum('amount'), mean: avg('amount') } },
+    ];
+    const prints = new Set([declared, ...variants].map(viewFingerprint));
+    expect(prints.size).toBe(variants.length + 1);
   });
 });

@@ -1,21 +1,34 @@
 /**
  * The dashboard: asks for the API key once (session storage), then shows the
- * chosen view over a range and grain, refreshing every few seconds, the rows
- * under the chart, and the status of both layers with a "run batch now" button.
+ * chosen view over a range and grain, refreshing every few seconds, the top N
+ * rows of the range and the rows under the chart, and the status of both
+ * layers with a "run batch now" button.
  */
 import type { LastRun, QueryAnswer, StatusAnswer, ViewInfo } from '../../functions/contract/api.ts';
 import { Api, ApiFailure, apiBase } from './api.ts';
 import { Chart } from './chart.ts';
 import { age, clock, el, num, utc } from './format.ts';
-import { additive, buildModel, type ChartGrain, GRAIN_MS, grainsFor, groupColumns, RANGES, type RangeId, rangeBounds } from './model.ts';
+import {
+  additive,
+  buildModel,
+  buildTop,
+  type ChartGrain,
+  defaultGrain,
+  grainsForRange,
+  groupColumns,
+  RANGES,
+  type RangeId,
+  rangeBounds,
+  TOP_N,
+  topQuery,
+} from './model.ts';
+import { UniquesCard } from './uniques.ts';
 
 const KEY_STORAGE = 'tandem.apiKey';
 const REFRESH_MS = 5_000;
 const RUN_POLL_MS = 1_000;
 /** Most rows in the table (the newest); the chart shows them all. */
 const MAX_TABLE_ROWS = 500;
-/** Most buckets a chart should hold before a coarser grain is picked for the range. */
-const MAX_BUCKETS = 1_500;
 
 const $ = <T extends HTMLElement = HTMLElement>(id: string) => document.getElementById(id) as T;
 
@@ -109,9 +122,12 @@ function viewOf(name: string): ViewInfo | undefined {
   return state.views.find((v) => v.name === name);
 }
 
+const rangeMs = (id: RangeId) => RANGES.find((r) => r.id === id)!.ms;
+
 function defaultSelection(view: ViewInfo): Selection {
   const range: RangeId = view.grain === 'minute' ? '1h' : view.grain === 'hour' ? '24h' : '30d';
-  return { view: view.name, range, grain: view.grain, metric: Object.keys(view.metrics)[0] ?? '', groupBy: [], filters: {} };
+  const grain = defaultGrain(view, rangeMs(range));
+  return { view: view.name, range, grain, metric: Object.keys(view.metrics)[0] ?? '', groupBy: [], filters: {} };
 }
 
 /** The selection kept in the URL hash, so a reload or a shared link shows the same chart. */
@@ -121,9 +137,12 @@ function readHash(): Selection | undefined {
   if (!view) return undefined;
   const sel = defaultSelection(view);
   const range = RANGES.find((r) => r.id === p.get('range'));
-  if (range) sel.range = range.id;
+  if (range) {
+    sel.range = range.id;
+    sel.grain = defaultGrain(view, range.ms);
+  }
   const grain = p.get('grain') as ChartGrain | null;
-  if (grain && grainsFor(view).includes(grain)) sel.grain = grain;
+  if (grain && grainsForRange(view, rangeMs(sel.range)).includes(grain)) sel.grain = grain;
   const metric = p.get('metric');
   if (metric && metric in view.metrics) sel.metric = metric;
   sel.groupBy = (p.get('groupBy') ?? '').split(',').filter((d) => view.dimensions.includes(d));
@@ -146,14 +165,6 @@ function fillSelect(select: HTMLSelectElement, options: readonly { value: string
   select.value = value;
 }
 
-/** The finest grain (at least the chosen one) that keeps the range within MAX_BUCKETS buckets. */
-function fitGrain(view: ViewInfo, rangeMs: number, grain: ChartGrain): ChartGrain {
-  const options = grainsFor(view);
-  let i = Math.max(0, options.indexOf(grain));
-  while (i < options.length - 1 && rangeMs / GRAIN_MS[options[i]!] > MAX_BUCKETS) i++;
-  return options[i]!;
-}
-
 function renderControls(): void {
   const sel = state.sel!;
   const view = viewOf(sel.view)!;
@@ -167,11 +178,7 @@ function renderControls(): void {
     RANGES.map((r) => ({ value: r.id, label: r.label })),
     sel.range,
   );
-  fillSelect(
-    $<HTMLSelectElement>('grain'),
-    grainsFor(view).map((g) => ({ value: g, label: g })),
-    sel.grain,
-  );
+  fillGrains(view, sel);
   fillSelect(
     $<HTMLSelectElement>('metric'),
     Object.entries(view.metrics).map(([name, m]) => ({ value: name, label: `${name} — ${m.fn}(${'field' in m ? m.field : ''})` })),
@@ -225,6 +232,15 @@ function renderControls(): void {
   $('view-description').textContent = description;
 }
 
+/** The grains offered for the selected range (a 90-day chart is not offered by the minute). */
+function fillGrains(view: ViewInfo, sel: Selection): void {
+  fillSelect(
+    $<HTMLSelectElement>('grain'),
+    grainsForRange(view, rangeMs(sel.range)).map((g) => ({ value: g, label: g })),
+    sel.grain,
+  );
+}
+
 function updateSuggestions(): void {
   const sel = state.sel!;
   const seen = state.seen.get(sel.view);
@@ -263,9 +279,9 @@ function wireControls(): void {
   $<HTMLSelectElement>('range').addEventListener('change', (e) => {
     const sel = state.sel!;
     sel.range = (e.target as HTMLSelectElement).value as RangeId;
-    const range = RANGES.find((r) => r.id === sel.range)!;
-    sel.grain = fitGrain(viewOf(sel.view)!, range.ms, sel.grain);
-    $<HTMLSelectElement>('grain').value = sel.grain;
+    const view = viewOf(sel.view)!;
+    sel.grain = defaultGrain(view, rangeMs(sel.range));
+    fillGrains(view, sel);
     changed();
   });
   $<HTMLSelectElement>('grain').addEventListener('change', (e) => {
@@ -346,8 +362,7 @@ async function refresh(): Promise<void> {
 }
 
 function queryParams(sel: Selection, now: number, parts: boolean): Record<string, string> {
-  const range = RANGES.find((r) => r.id === sel.range)!;
-  const { from, to } = rangeBounds(range.ms, sel.grain, now);
+  const { from, to } = rangeBounds(rangeMs(sel.range), sel.grain, now);
   const params: Record<string, string> = {
     from: new Date(from).toISOString(),
     to: new Date(to).toISOString(),
@@ -365,21 +380,37 @@ async function refreshView(): Promise<void> {
   if (!sel || !api) return;
   const view = viewOf(sel.view)!;
   const wanted = JSON.stringify(sel);
-  try {
-    // The batch/speed split of each row, where the two parts add up to the row.
-    const answer = await api.query(sel.view, queryParams(sel, Date.now(), sel.groupBy.length === 0 && additive(view, sel.metric)));
-    if (JSON.stringify(state.sel) !== wanted) return; // the selection changed meanwhile; its own fetch follows
-    remember(view, answer);
+  // The batch/speed split of each row, where the two parts add up to the row.
+  const params = queryParams(sel, Date.now(), sel.groupBy.length === 0 && additive(view, sel.metric));
+  const top = topQuery(view, sel, Date.parse(params.from!), Date.parse(params.to!));
+  const [chart, ranked] = await Promise.allSettled([
+    api.query(sel.view, params),
+    top ? api.query(sel.view, top) : Promise.resolve(undefined),
+  ]);
+  if (JSON.stringify(state.sel) !== wanted) return; // the selection changed meanwhile; its own fetch follows
+  if (chart.status === 'fulfilled') {
+    remember(view, chart.value);
     updateSuggestions();
-    renderView(view, sel, answer);
+    renderView(view, sel, chart.value);
     online();
-  } catch (e) {
-    handleFailure(e, (msg) => {
+  } else {
+    handleFailure(chart.reason, (msg) => {
       $('chart').dataset.state = 'error';
       $('chart-caption').textContent = msg;
     });
   }
+  // The unique-users card (issue 21) over the same range and grain; it reports its own failures.
+  uniques ??= new UniquesCard($('uniques-card'), $('uniques'), $('uniques-caption'));
+  void uniques.refresh(api, state.views, { from: params.from!, to: params.to!, grain: sel.grain });
+  if (ranked.status === 'fulfilled') renderTop(view, sel, ranked.value);
+  else
+    handleFailure(ranked.reason, (msg) => {
+      $('top').dataset.state = 'error';
+      $('top-note').textContent = msg;
+    });
 }
+
+let uniques: UniquesCard | undefined;
 
 function online(): void {
   banner(undefined);
@@ -432,6 +463,40 @@ function renderView(view: ViewInfo, sel: Selection, answer: QueryAnswer): void {
       : undefined,
   );
   renderTable(view, sel, answer, model.split);
+}
+
+/** The top-N table: the whole range, ranked by the chosen metric (largest first); hidden for a view without dimensions. */
+function renderTop(view: ViewInfo, sel: Selection, answer: QueryAnswer | undefined): void {
+  const card = $('top-card');
+  card.hidden = answer === undefined;
+  if (!answer) return;
+  const top = buildTop(view, sel.groupBy, answer, sel.metric);
+  const metrics = [sel.metric, ...Object.keys(view.metrics).filter((m) => m !== sel.metric)];
+  const table = $<HTMLTableElement>('top');
+  table.dataset.state = top.rows.length === 0 ? 'empty' : 'ready';
+  table.dataset.metric = sel.metric;
+  $('top-title').textContent = `Top ${TOP_N} ${top.columns.join(' · ')} by ${sel.metric}`;
+  const head = ['#', ...top.columns, ...metrics.map((m) => (m === sel.metric ? `${m} ▼` : m))];
+  const cols = ['rank', ...top.columns, ...metrics];
+  table.tHead!.replaceChildren(
+    el('tr', {}, ...head.map((h, i) => el('th', { 'data-col': cols[i]!, class: i === 0 || i > top.columns.length ? 'num' : '' }, h))),
+  );
+  table.tBodies[0]!.replaceChildren(
+    ...top.rows.map((r) =>
+      el(
+        'tr',
+        {},
+        el('td', { 'data-col': 'rank', class: 'num' }, String(r.rank)),
+        ...r.labels.map((l, i) => el('td', { 'data-col': top.columns[i]! }, l)),
+        ...metrics.map((m) => el('td', { 'data-col': m, class: m === sel.metric ? 'num ranked' : 'num' }, num(r.values[m] ?? null))),
+      ),
+    ),
+  );
+  const range = RANGES.find((r) => r.id === sel.range)!.label;
+  $('top-note').textContent =
+    top.rows.length === 0
+      ? `No events in ${range}.`
+      : `${range}: ${utc(Date.parse(answer.from))} to ${utc(Date.parse(answer.to))} UTC${Object.keys(sel.filters).length ? ', filtered' : ''} · ties by ${top.columns.join(', ')}`;
 }
 
 function renderTable(view: ViewInfo, sel: Selection, answer: QueryAnswer, split: boolean): void {

@@ -148,20 +148,111 @@ export function grainsFor(view: ViewInfo): ChartGrain[] {
   return order.slice(order.indexOf(view.grain));
 }
 
-/** The range choices, and the finest grain that keeps a range's chart readable. */
+const HOUR_MS = 3_600_000;
+const DAY_MS = 86_400_000;
+
+/** The range choices. */
 export const RANGES = [
   { id: '15m', label: 'last 15 minutes', ms: 15 * 60_000 },
-  { id: '1h', label: 'last hour', ms: 3_600_000 },
-  { id: '6h', label: 'last 6 hours', ms: 6 * 3_600_000 },
-  { id: '24h', label: 'last 24 hours', ms: 24 * 3_600_000 },
-  { id: '7d', label: 'last 7 days', ms: 7 * 86_400_000 },
-  { id: '30d', label: 'last 30 days', ms: 30 * 86_400_000 },
+  { id: '1h', label: 'last hour', ms: HOUR_MS },
+  { id: '6h', label: 'last 6 hours', ms: 6 * HOUR_MS },
+  { id: '24h', label: 'last 24 hours', ms: 24 * HOUR_MS },
+  { id: '7d', label: 'last 7 days', ms: 7 * DAY_MS },
+  { id: '30d', label: 'last 30 days', ms: 30 * DAY_MS },
+  { id: '90d', label: 'last 90 days', ms: 90 * DAY_MS },
 ] as const;
 export type RangeId = (typeof RANGES)[number]['id'];
+
+/** Most buckets a chart may hold: finer grains are not offered for the range. */
+export const MAX_CHART_BUCKETS = 1_500;
+
+/** The coarser of two grains. */
+const coarser = (a: ChartGrain, b: ChartGrain): ChartGrain => (GRAIN_MS[a] >= GRAIN_MS[b] ? a : b);
+
+/**
+ * The grain a range opens with: day beyond 7 days, hour beyond 6 hours, minute
+ * otherwise; never finer than the view's own grain.
+ */
+export function defaultGrain(view: ViewInfo, rangeMs: number): ChartGrain {
+  const wanted: ChartGrain = rangeMs > 7 * DAY_MS ? 'day' : rangeMs > 6 * HOUR_MS ? 'hour' : 'minute';
+  return coarser(wanted, view.grain);
+}
+
+/**
+ * The grains offered for a range: the view's and the coarser ones that keep the
+ * chart within MAX_CHART_BUCKETS buckets (a 90-day minute chart would also be
+ * more than one answer may carry), and always the range's default.
+ */
+export function grainsForRange(view: ViewInfo, rangeMs: number): ChartGrain[] {
+  const fallback = defaultGrain(view, rangeMs);
+  return grainsFor(view).filter((g) => g === fallback || rangeMs / GRAIN_MS[g] <= MAX_CHART_BUCKETS);
+}
 
 /** [from, to) of "the last <range>" at a grain: `to` is the end of the current bucket. */
 export function rangeBounds(rangeMs: number, grain: ChartGrain, now: number): { from: number; to: number } {
   const step = GRAIN_MS[grain];
   const to = Math.floor(now / step) * step + step;
   return { from: Math.floor((to - rangeMs) / step) * step, to };
+}
+
+// ---- top N --------------------------------------------------------------------------------------
+
+/** Rows of the "top N" table. */
+export const TOP_N = 10;
+
+/** The dimensions the top-N table ranks: the chosen group-by, or all of the view's when none is chosen. */
+export function topGroupBy(view: ViewInfo, groupBy: readonly string[]): string[] {
+  return groupBy.length > 0 ? [...groupBy] : [...view.dimensions];
+}
+
+/**
+ * The query of the top-N table: the whole range as one bucket (`grain=all`), the
+ * rows with the largest `metric` first, the first TOP_N of them. Undefined for a
+ * view without dimensions (there is nothing to rank).
+ */
+export function topQuery(
+  view: ViewInfo,
+  sel: { readonly metric: string; readonly groupBy: readonly string[]; readonly filters: Readonly<Record<string, string>> },
+  from: number,
+  to: number,
+): Record<string, string> | undefined {
+  const groupBy = topGroupBy(view, sel.groupBy);
+  if (groupBy.length === 0) return undefined;
+  return {
+    ...sel.filters,
+    from: new Date(from).toISOString(),
+    to: new Date(to).toISOString(),
+    grain: 'all',
+    groupBy: groupBy.join(','),
+    orderBy: `-${sel.metric}`,
+    limit: String(TOP_N),
+  };
+}
+
+export interface TopRow {
+  /** 1-based. */
+  readonly rank: number;
+  /** The ranked dimensions' values, in the order of `columns`. */
+  readonly labels: string[];
+  /** Every metric of the row, the ranked one included. */
+  readonly values: Record<string, number | null>;
+}
+
+export interface TopModel {
+  /** The ranked dimensions. */
+  readonly columns: string[];
+  readonly rows: TopRow[];
+  /** The metric ranked by, largest first. */
+  readonly metric: string;
+}
+
+/** The top-N table from the answer of topQuery, in the API's order (ties and nulls placed by the API). */
+export function buildTop(view: ViewInfo, groupBy: readonly string[], answer: QueryAnswer, metric: string): TopModel {
+  const columns = topGroupBy(view, groupBy);
+  const rows = answer.rows.slice(0, TOP_N).map((r, i) => ({
+    rank: i + 1,
+    labels: columns.map((c) => label(r[c])),
+    values: Object.fromEntries(Object.keys(view.metrics).map((m) => [m, typeof r[m] === 'number' ? (r[m] as number) : null])),
+  }));
+  return { columns, rows, metric };
 }

@@ -1,0 +1,137 @@
+/**
+ * `npm run bench -- backfill [--events 200000] [--batch-size 1000] [--no-write]`
+ *
+ * Events per second of `tandem backfill` into the local cloud, end to end: the
+ * CLI as a child process (start-up, GET /views, reading and gunzipping the
+ * file, validating every event as ingest does, spooling, writing the objects,
+ * manifest entries and the backfill item to s3rver and dynalite), over a gzip
+ * NDJSON file of demo-mix events (local/demo.ts: 3 % resent ids, 5 % late).
+ * The baseline, in the same run and against the same emulators: the raw archive
+ * handler's own rate over the same events, fed as synthetic Kinesis events of
+ * `--batch-size` records per shard (the local cloud's archive mapping batches
+ * 1,000), on 2 shards. Goal: backfill >= 0.5x the archive handler.
+ *
+ * Writes the table into docs/benchmarks.md under `## backfill` (unless --no-write).
+ */
+import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { availableParallelism, loadavg, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { gzipSync } from 'node:zlib';
+import { Command } from 'commander';
+import { createClients } from '../functions/adapters/clients.ts';
+import { localNames } from '../functions/resources.ts';
+import { startLocalCloud } from '../local/cloud.ts';
+import { DemoGenerator } from '../local/demo.ts';
+import { provision } from '../local/provision.ts';
+import { REPO_ROOT } from '../local/runtime.ts';
+import { ArchiveFeeder, benchConfig } from './support/archive.ts';
+import { markdownTable, writeBenchmarkSection } from './support/report.ts';
+
+process.env.POWERTOOLS_METRICS_DISABLED = 'true';
+process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED = 'true';
+
+const opts = new Command()
+  .option('--events <n>', 'events in the history file', (v) => Number.parseInt(v, 10), 200_000)
+  .option('--batch-size <n>', 'records per archive handler invocation (the baseline)', (v) => Number.parseInt(v, 10), 1000)
+  .option('--no-write', 'do not update docs/benchmarks.md')
+  .parse(process.argv)
+  .opts<{ events: number; batchSize: number; write: boolean }>();
+
+const log = (...a: unknown[]) => console.error(...a);
+const T0 = Date.UTC(2025, 2, 3, 0, 0, 0);
+const DAY = 86_400_000;
+
+const dir = mkdtempSync(join(tmpdir(), 'tandem-bench-backfill-'));
+const loads: number[] = [];
+const sampler = setInterval(() => loads.push(loadavg()[0]!), 2000);
+sampler.unref();
+const cloud = await startLocalCloud({
+  port: 0,
+  demo: false,
+  batchEverySeconds: null,
+  dataDir: join(dir, 'data'),
+  logger: { info: () => undefined, warn: (m, ...x) => log(m, ...x), error: (m, ...x) => log(m, ...x) },
+});
+try {
+  // ---- the history: demo-mix events over a day, one gzip NDJSON file ----
+  const gen = new DemoGenerator({ seed: 11 });
+  const events: { id: string }[] = [];
+  const ticks = Math.ceil(opts.events / 100);
+  for (let t = 0; events.length < opts.events; t++) {
+    const { events: e, retries } = gen.tick(T0 + Math.floor((t * DAY) / ticks), 100);
+    events.push(...e, ...retries);
+  }
+  events.length = opts.events;
+  const file = join(dir, 'history.ndjson.gz');
+  writeFileSync(file, gzipSync(`${events.map((e) => JSON.stringify(e)).join('\n')}\n`));
+  const fileBytes = statSync(file).size;
+  log(`${opts.events.toLocaleString('en-US')} events, ${(fileBytes / 1024 / 1024).toFixed(1)} MB gzip`);
+
+  // ---- the baseline: the archive handler over the same events, same emulators ----
+  const clients = createClients(process.env);
+  const names = localNames('benchfeed');
+  await provision(clients, { names, shards: 2 });
+  const feeder = new ArchiveFeeder(clients, benchConfig(names), 2, opts.batchSize);
+  log('archive handler...');
+  const tArchive = performance.now();
+  for (const [i, e] of events.entries()) await feeder.add(e, T0 + Math.floor((i * DAY) / events.length));
+  await feeder.flush();
+  const archiveMs = performance.now() - tArchive;
+  for (const c of Object.values(clients)) c.destroy();
+
+  // ---- tandem backfill, the CLI as a user runs it ----
+  log('tandem backfill...');
+  const tBackfill = performance.now();
+  const out = await new Promise<string>((res, rej) => {
+    const child = spawn(process.execPath, [join(REPO_ROOT, 'bin/tandem.js'), 'backfill', file, '--no-batch', '--json'], {
+      cwd: dir,
+      env: { ...process.env, TANDEM_DATA_DIR: join(dir, 'data') },
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
+    let text = '';
+    child.stdout.on('data', (d: Buffer) => {
+      text += d.toString();
+    });
+    child.once('close', (code) => (code === 0 ? res(text) : rej(new Error(`tandem backfill exited ${code}: ${text}`))));
+  });
+  const backfillMs = performance.now() - tBackfill;
+  const summary = JSON.parse(out) as { accepted: number; objects: number; bytes: number; seconds: number };
+  if (summary.accepted !== opts.events) throw new Error(`backfill accepted ${summary.accepted} of ${opts.events}`);
+
+  const rate = (ms: number) => Math.round(opts.events / (ms / 1000));
+  const rows = [
+    [
+      'archive handler (baseline)',
+      `${(archiveMs / 1000).toFixed(1)} s`,
+      rate(archiveMs).toLocaleString('en-US'),
+      '1.00x',
+      `batches of ${opts.batchSize.toLocaleString('en-US')} per shard, 2 shards`,
+    ],
+    [
+      '`tandem backfill` (CLI, end to end)',
+      `${(backfillMs / 1000).toFixed(1)} s`,
+      rate(backfillMs).toLocaleString('en-US'),
+      `${(archiveMs / backfillMs).toFixed(2)}x`,
+      `${summary.objects} objects, ${(summary.bytes / 1024 / 1024).toFixed(1)} MB written`,
+    ],
+  ];
+  const load = loads.length > 0 ? (loads.reduce((a, b) => a + b, 0) / loads.length).toFixed(1) : 'n/a';
+  const md = [
+    '## backfill',
+    '',
+    `\`npm run bench -- backfill --events ${opts.events}\` (bench/backfill.ts, ${new Date().toISOString().slice(0, 10)}; ${availableParallelism()} cores, load average ${load} during the run).`,
+    `${opts.events.toLocaleString('en-US')} demo-mix events over a day in one gzip NDJSON file (${(fileBytes / 1024 / 1024).toFixed(1)} MB), into the local cloud's s3rver and dynalite.`,
+    'The baseline, in the same run against the same emulators: the raw archive handler over the same events, fed as',
+    'synthetic Kinesis events. The backfill is measured as a user runs it: `tandem backfill FILE --no-batch --json` as a',
+    'child process, from its start (process start-up, `GET /views`) to its exit. Goal: at least 0.5x the handler.',
+    '',
+    ...markdownTable(['path', 'time', 'events/s', 'vs. handler', 'notes'], rows),
+    '',
+  ].join('\n');
+  console.log(md);
+  if (opts.write) writeBenchmarkSection('backfill', md);
+} finally {
+  await cloud.stop();
+  rmSync(dir, { recursive: true, force: true });
+}

@@ -1,0 +1,202 @@
+/**
+ * Backfilled ids and their live copies (docs/batch-layer.md, "Backfill",
+ * "Duplicates"): the backfill registers each id's copy (arrival T, its
+ * pseudo-shard) in the speed layer's dedup table before writing any object,
+ * so the speed layer decides live copies against it exactly as the batch
+ * does. Against one local cloud with a 30 s horizon, the merged answer equals
+ * the oracle over the copies that count at every step: an id sent live before
+ * T and then backfilled counts once (the live copy); an id backfilled and then
+ * sent live within H counts once (the backfilled copy: not shown until a batch
+ * passes T, then once, before and after the batch covers the live copies); a
+ * live copy more than H after T counts again; a re-run of a crashed backfill
+ * registers nothing twice; and an id whose live copy after T the speed layer
+ * counted before the backfill registered it is left out of the archive (superseded).
+ */
+import { GetItemCommand } from '@aws-sdk/client-dynamodb';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { type Clients, createClients } from '../../functions/adapters/clients.ts';
+import { runBackfill } from '../../functions/archive/backfill.ts';
+import { type Config, loadConfig } from '../../functions/config.ts';
+import { DEMO_VIEWS } from '../../functions/core/demo-views.ts';
+import { copyRegistrar } from '../../functions/speed/dedup.ts';
+import { type LocalCloud, startLocalCloud } from '../../local/cloud.ts';
+import { oracleRows } from '../support/oracle.ts';
+
+const KEY = 'backfill-claims-key-0123456789';
+const H_SECONDS = 30;
+const HOUR = 3_600_000;
+const DAY = 86_400_000;
+// Views of plain metrics: what this test is about does not depend on the others.
+const VIEWS = DEMO_VIEWS.filter((v) => !JSON.stringify(v).includes('distinct'));
+
+let cloud: LocalCloud;
+let clients: Clients;
+let config: Config;
+let dir: string;
+
+beforeAll(async () => {
+  const { mkdtempSync } = await import('node:fs');
+  const { tmpdir } = await import('node:os');
+  const { join } = await import('node:path');
+  dir = mkdtempSync(join(tmpdir(), 'tandem-backfill-claims-'));
+  process.env.TANDEM_DEDUP_HORIZON_SECONDS = String(H_SECONDS);
+  cloud = await startLocalCloud({
+    port: 0,
+    demo: false,
+    batchEverySeconds: null,
+    windowSeconds: 1,
+    dataDir: join(dir, 'data'),
+    apiKey: KEY,
+    mappings: { speed: { maxBatchingWindowMs: 0, pollIntervalMs: 100 }, archive: { maxBatchingWindowMs: 200, pollIntervalMs: 250 } },
+    logger: { info: () => undefined, warn: () => undefined, error: (m, ...x) => console.error(m, ...x) },
+  });
+  clients = createClients(process.env);
+  config = loadConfig(process.env);
+  expect(config.settings.dedupHorizonSeconds).toBe(H_SECONDS);
+});
+afterAll(async () => {
+  for (const c of Object.values(clients ?? {})) c.destroy();
+  await cloud?.stop();
+  delete process.env.TANDEM_DEDUP_HORIZON_SECONDS;
+  if (dir) (await import('node:fs')).rmSync(dir, { recursive: true, force: true });
+});
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** One content per id (copies are a producer's retries), event times within the last hours. */
+function event(id: string, k: number): Record<string, unknown> {
+  const ts = new Date(Date.now() - ((k * 7919) % (3 * HOUR))).toISOString();
+  return k % 2 === 0
+    ? { id, type: 'page_view', ts, page: ['/', '/docs'][k % 2], country: ['US', 'DE', 'JP'][k % 3], load_ms: 100 + k }
+    : { id, type: 'purchase', ts, country: ['US', 'DE', 'JP'][k % 3], amount: (1000 + k) / 100 };
+}
+
+async function api(method: string, path: string, body?: unknown): Promise<{ status: number; body: Record<string, unknown> }> {
+  const r = await fetch(`${cloud.url}${path}`, {
+    method,
+    headers: { 'x-api-key': KEY, ...(body !== undefined && { 'content-type': 'application/json' }) },
+    ...(body !== undefined && { body: JSON.stringify(body) }),
+  });
+  return { status: r.status, body: (await r.json()) as Record<string, unknown> };
+}
+
+async function sendLive(events: readonly Record<string, unknown>[]): Promise<number> {
+  const res = await api('POST', '/events', events);
+  expect(res.status, JSON.stringify(res.body)).toBe(200);
+  await cloud.idle();
+  return Date.now();
+}
+
+/** Runs batches until one publishes a cutoff past `t`; returns it. */
+async function batchPast(t: number): Promise<number> {
+  const deadline = Date.now() + 60_000;
+  for (;;) {
+    const started = await api('POST', '/batch/runs', {});
+    expect(started.status).toBe(202);
+    let run: Record<string, unknown>;
+    do {
+      await sleep(200);
+      run = (await api('GET', `/batch/runs/${started.body.id}`)).body;
+    } while (!['SUCCEEDED', 'FAILED', 'SKIPPED'].includes(String(run.state)));
+    expect(run.state, String(run.error)).not.toBe('FAILED');
+    if (run.state === 'SUCCEEDED' && Date.parse(String(run.cutoff)) > t) return Date.parse(String(run.cutoff));
+    if (Date.now() > deadline) throw new Error(`no batch run passed ${new Date(t).toISOString()}`);
+    await sleep(1000);
+  }
+}
+
+/** The merged answer of every view equals the oracle over `events` (the copies that count, already decided). */
+async function expectMerged(events: readonly Record<string, unknown>[], step: string): Promise<void> {
+  await cloud.idle(['speed']);
+  const now = Date.now();
+  const from = new Date(Math.floor((now - 2 * DAY) / DAY) * DAY).toISOString();
+  const to = new Date(Math.ceil((now + HOUR) / DAY) * DAY).toISOString();
+  for (const view of VIEWS) {
+    const res = await api('GET', `/views/${view.name}?${new URLSearchParams({ from, to, grain: 'hour' })}`);
+    expect(res.status, JSON.stringify(res.body)).toBe(200);
+    const spec = {
+      from: Date.parse(String(res.body.from)),
+      to: Date.parse(String(res.body.to)),
+      grain: 'hour' as const,
+      groupBy: view.dimensions,
+    };
+    expect(res.body.rows, `${step}: ${view.name}`).toEqual(oracleRows(view, events, spec));
+  }
+}
+
+describe('backfilled ids in the speed layer', () => {
+  it('live copies are decided against the backfilled ones, by the dedup rule, at every step', async () => {
+    const ids = (p: string, n: number, from: number) => Array.from({ length: n }, (_, i) => event(`${p}-${i}`, from + i));
+    const a = ids('a', 12, 0); // live before T, then backfilled
+    const b = ids('b', 12, 100); // backfilled, then live within H after T
+    const c = ids('c', 8, 200); // backfilled, then live more than H after T
+    const d = ids('d', 6, 300); // live only, after T: counts as usual
+    const e = ids('e', 10, 400); // live after T within H, but decided before the backfill registers them: superseded
+    const register = copyRegistrar(clients.dynamodb, config.tables.dedup, config.settings);
+    const deps = {
+      s3: clients.s3,
+      ddb: clients.dynamodb,
+      rawBucket: config.buckets.raw,
+      controlTable: config.tables.control,
+      views: DEMO_VIEWS,
+      register,
+    };
+
+    await sendLive(a);
+    await expectMerged(a, 'a live');
+    await sleep(1500);
+    const T0 = Date.now();
+    await sleep(1500);
+    await sendLive(e);
+
+    // T before e's live copies, which the speed layer already counted: the backfill leaves e out.
+    const history = [...a, ...b, ...c, ...e];
+    const input = () => history.map((e, index) => ({ position: { index }, event: e }));
+    // A run that crashes after its claims and one object, then a re-run that completes it: no claim twice.
+    await expect(
+      runBackfill(input(), {
+        ...deps,
+        arrival: T0,
+        objectLines: 10,
+        hooks: {
+          afterObject: () => {
+            throw new Error('simulated crash');
+          },
+        },
+      }),
+    ).rejects.toThrow(/simulated crash/);
+    const claimOf = async (id: string) =>
+      (await clients.dynamodb.send(new GetItemCommand({ TableName: config.tables.dedup, Key: { id: { S: id } }, ConsistentRead: true })))
+        .Item;
+    const before = await claimOf('a-0');
+    expect(before?.copies?.L?.length).toBe(2);
+    const resumed = await runBackfill(input(), { ...deps, objectLines: 10 });
+    expect(resumed).toMatchObject({ outcome: 'resumed', arrival: T0, accepted: history.length, claims: 0, superseded: e.length });
+    expect(await claimOf('a-0')).toEqual(before);
+    const T = resumed.arrival!;
+    expect((await register([])).writes).toBe(0);
+
+    // Not past T yet: the backfill is not shown; live copies of backfilled ids do not count.
+    await expectMerged([...a, ...e], 'backfilled');
+    await sendLive([...b.slice(0, 6), ...d]);
+    await expectMerged([...a, ...e, ...d], 'b live (1)');
+
+    const cut = await batchPast(T);
+    await expectMerged([...a, ...b, ...c, ...d, ...e], `a batch past T (cutoff ${cut - T} ms after T)`);
+    const bLive2 = await sendLive(b.slice(6));
+    expect(bLive2 - T).toBeLessThan(H_SECONDS * 1000);
+    await expectMerged([...a, ...b, ...c, ...d, ...e], 'b live (2)');
+
+    // More than H after T: a copy of a backfilled id counts again.
+    await sleep(Math.max(0, T + H_SECONDS * 1000 + 1000 - Date.now()));
+    await sendLive(c);
+    await expectMerged([...a, ...b, ...c, ...d, ...e, ...c], 'c live beyond H');
+
+    await batchPast(Date.now() - 1000);
+    await expectMerged([...a, ...b, ...c, ...d, ...e, ...c], 'a batch past every live copy');
+
+    // The same history again: already complete, nothing registered, the answer unchanged.
+    expect(await runBackfill(input(), deps)).toMatchObject({ outcome: 'already-complete', claims: 0 });
+    await expectMerged([...a, ...b, ...c, ...d, ...e, ...c], 'a re-run');
+  }, 240_000);
+});
