@@ -254,34 +254,48 @@ try {
     inBatch.push(performance.now() - t);
   }
   log(
-    `query: HTTP p50 ${ms(pct(http, 50))} p99 ${ms(pct(http, 99))}; in process merged p50 ${ms(pct(inMerged, 50))} p99 ${ms(pct(inMerged, 99))}, batch-only p50 ${ms(pct(inBatch, 50))} p99 ${ms(pct(inBatch, 99))}`,
+    `query: HTTP p50 ${ms(pct(http, 50))} p99 ${ms(pct(http, 99))}; ` +
+      `in process merged p50 ${ms(pct(inMerged, 50))} p99 ${ms(pct(inMerged, 99))}, ` +
+      `batch-only p50 ${ms(pct(inBatch, 50))} p99 ${ms(pct(inBatch, 99))}`,
   );
 
   const ratio = (a: number, b: number) => `${(a / b).toFixed(2)}x`;
   const lines = [
     '## api',
     '',
-    `\`npm run bench -- api\` (bench/api.ts), on the local cloud (${engine}, dynalite, s3rver; 2 shards), one run, ${new Date().toISOString().slice(0, 10)}, ` +
-      `load average ${loadStart.toFixed(1)} at the start and ${loadavg()[0]!.toFixed(1)} at the end (other work on the machine slows every figure alike; the ratios hold). ` +
-      `The ingest ratio is what the HTTP path (validation, ids) costs on top of ${engine}'s PutRecords; query latency is bound by dynalite reading ~52,000 items and by the exact-decimal state of each row.`,
+    `\`npm run bench -- api\` (bench/api.ts), on the local cloud (${engine}, dynalite, s3rver; 2 shards), ` +
+      `one run, ${new Date().toISOString().slice(0, 10)}, ` +
+      `load average ${loadStart.toFixed(1)} at the start and ${loadavg()[0]!.toFixed(1)} at the end ` +
+      `(other work on the machine slows every figure alike; the ratios hold). ` +
+      `The ingest ratio is what the HTTP path (validation, ids) costs on top of ${engine}'s PutRecords; ` +
+      `query latency is bound by dynalite reading ~52,000 items and by the exact-decimal state of each row.`,
     '',
     '| ingest (4 concurrent clients, 500 events a request) | events/s | vs. baseline |',
     '|---|---:|---:|',
     `| PutRecords straight to ${engine}, 500 records a call — baseline | ${int(directRate)} | 1.00x |`,
     `| POST /events over HTTP (validation, ids, PutRecords) | ${int(httpRate)} | ${ratio(httpRate, directRate)} |`,
     '',
-    `Freshness (a 200 on POST /events -> the event counted in GET /views/events_by_type, ${fresh.length} probes, ${PROBERS} at a time, polling every ${POLL_MS} ms, after a published batch): ` +
-      `p50 ${ms(pct(fresh, 50))}, p99 ${ms(pct(fresh, 99))}; the speed poller's batching window is ${SPEED_WINDOW_MS} ms and its poll interval ${SPEED_POLL_MS} ms ` +
+    `Freshness (a 200 on POST /events -> the event counted in GET /views/events_by_type, ${fresh.length} probes, ` +
+      `${PROBERS} at a time, polling every ${POLL_MS} ms, after a published batch): ` +
+      `p50 ${ms(pct(fresh, 50))}, p99 ${ms(pct(fresh, 99))}; ` +
+      `the speed poller's batching window is ${SPEED_WINDOW_MS} ms and its poll interval ${SPEED_POLL_MS} ms ` +
       `(goal: p99 <= ${SPEED_WINDOW_MS + SPEED_POLL_MS} ms + 1 s = ${ms(SPEED_WINDOW_MS + SPEED_POLL_MS + 1000)}).`,
     '',
-    `| GET /views/page_views, 24 h at minute grain (${int(rows.length)} batch rows + ${int(cost.speedRows.length)} speed deltas -> ${int(rowsOut)} rows) | p50 | p99 | p99 vs. batch-only |`,
+    `| GET /views/page_views, 24 h at minute grain (${int(rows.length)} batch rows + ` +
+      `${int(cost.speedRows.length)} speed deltas -> ${int(rowsOut)} rows) | p50 | p99 | p99 vs. batch-only |`,
     '|---|---:|---:|---:|',
     `| batch-only read of the same range, in process — baseline | ${ms(pct(inBatch, 50))} | ${ms(pct(inBatch, 99))} | 1.00x |`,
-    `| merged (batch + speed windows >= cutoff), in process | ${ms(pct(inMerged, 50))} | ${ms(pct(inMerged, 99))} | ${ratio(pct(inMerged, 99), pct(inBatch, 99))} |`,
-    `| merged, over HTTP (local server + handler) | ${ms(pct(http, 50))} | ${ms(pct(http, 99))} | ${ratio(pct(http, 99), pct(inBatch, 99))} |`,
+    `| merged (batch + speed windows >= cutoff), in process | ` +
+      `${ms(pct(inMerged, 50))} | ${ms(pct(inMerged, 99))} | ${ratio(pct(inMerged, 99), pct(inBatch, 99))} |`,
+    `| merged, over HTTP (local server + handler) | ${ms(pct(http, 50))} | ${ms(pct(http, 99))} | ` +
+      `${ratio(pct(http, 99), pct(inBatch, 99))} |`,
     '',
-    `DynamoDB reads of that query: 1 GetItem (pointer); batch: ${cost.stats.batch.partitions} partitions, ${cost.stats.batch.requests} Query requests, ${int(cost.stats.batch.items)} items; ` +
-      `speed: ${cost.stats.speed.partitions} partitions, ${cost.stats.speed.requests} Query requests, ${int(cost.stats.speed.scanned)} items read (${int(cost.stats.speed.items)} kept). ${opts.queries} repetitions of each query kind.`,
+    `DynamoDB reads of that query: 1 GetItem (pointer); ` +
+      `batch: ${cost.stats.batch.partitions} partitions, ${cost.stats.batch.requests} Query requests, ` +
+      `${int(cost.stats.batch.items)} items; ` +
+      `speed: ${cost.stats.speed.partitions} partitions, ${cost.stats.speed.requests} Query requests, ` +
+      `${int(cost.stats.speed.scanned)} items read (${int(cost.stats.speed.items)} kept). ` +
+      `${opts.queries} repetitions of each query kind.`,
     '',
   ];
   process.stdout.write(`${lines.join('\n')}\n`);

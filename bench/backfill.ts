@@ -120,8 +120,11 @@ try {
   const md = [
     '## backfill',
     '',
-    `\`npm run bench -- backfill --events ${opts.events}\` (bench/backfill.ts, ${new Date().toISOString().slice(0, 10)}; ${availableParallelism()} cores, load average ${load} during the run).`,
-    `${opts.events.toLocaleString('en-US')} demo-mix events over a day in one gzip NDJSON file (${(fileBytes / 1024 / 1024).toFixed(1)} MB), into the local cloud's s3rver and dynalite.`,
+    `\`npm run bench -- backfill --events ${opts.events}\` (bench/backfill.ts, ${new Date().toISOString().slice(0, 10)}; ` +
+      `${availableParallelism()} cores, load average ${load} during the run).`,
+    `${opts.events.toLocaleString('en-US')} demo-mix events over a day ` +
+      `in one gzip NDJSON file (${(fileBytes / 1024 / 1024).toFixed(1)} MB), ` +
+      `into the local cloud's s3rver and dynalite.`,
     'The baseline, in the same run against the same emulators: the raw archive handler over the same events, fed as',
     'synthetic Kinesis events. The backfill is measured as a user runs it: `tandem backfill FILE --no-batch --json` as a',
     'child process, from its start (process start-up, `GET /views`) to its exit. Goal: at least 0.5x the handler.',

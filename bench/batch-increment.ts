@@ -21,13 +21,13 @@
  * `## batch-increment` unless --no-write.
  */
 
-import { mkdtempSync, rmSync, statSync } from 'node:fs';
-import { availableParallelism, loadavg, tmpdir } from 'node:os';
+import { mkdtempSync, statSync } from 'node:fs';
+import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Table from 'cli-table3';
 import { Command } from 'commander';
 import { createClients } from '../functions/adapters/clients.ts';
-import { getManifest, type RunItem } from '../functions/batch/control.ts';
+import { getManifest } from '../functions/batch/control.ts';
 import { duckDbEngine, openDuckDb } from '../functions/batch/duckdb.ts';
 import { runBatchToCompletion } from '../functions/batch/pipeline.ts';
 import { BATCH_PARTITION_MS } from '../functions/core/keys.ts';
@@ -35,9 +35,9 @@ import { duckdbSource } from '../functions/core/sql.ts';
 import type { View } from '../functions/core/views.ts';
 import { localNames } from '../functions/resources.ts';
 import { type DemoEvent, DemoGenerator, seededRandom } from '../local/demo.ts';
-import { emulatorEnv, startEmulator } from '../local/emulators.ts';
 import { provision } from '../local/provision.ts';
 import { ArchiveFeeder, benchConfig, walk } from './support/archive.ts';
+import { startBenchEmulators, succeeded } from './support/emulators.ts';
 import { markdownTable, writeBenchmarkSection } from './support/report.ts';
 
 process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED = 'true';
@@ -186,23 +186,12 @@ interface Result {
   viewRows: number;
 }
 
-function succeeded(run: RunItem, what: string): RunItem {
-  if (run.state !== 'SUCCEEDED') throw new Error(`${what} ${run.state}: ${run.error ?? run.note ?? ''}`);
-  return run;
-}
-
-const kinesis = await startEmulator('kinesis');
-const dynamodb = await startEmulator('dynamodb');
-const s3dir = mkdtempSync(join(tmpdir(), 'tandem-bench-s3-'));
-const s3 = await startEmulator('s3', { dataDir: s3dir });
+const emulators = await startBenchEmulators();
 const stageDirs: string[] = [];
 const results: Result[] = [];
-const loads: number[] = [];
-const sampler = setInterval(() => loads.push(loadavg()[0]!), 5000);
-sampler.unref();
 const tAll = performance.now();
 try {
-  const clients = createClients(emulatorEnv({ kinesis, dynamodb, s3 }));
+  const clients = createClients(emulators.env);
   for (const [i, d] of days.entries()) {
     const names = localNames(`inc${i}`);
     await provision(clients, { names, shards: SHARDS });
@@ -294,9 +283,7 @@ try {
     log(`  increment: ${sec(incrementMs)}, ${int(r.rawRowsRead)} raw rows read, ${int(r.rowsWritten)} rows written`);
   }
 } finally {
-  clearInterval(sampler);
-  await Promise.all([kinesis.stop(), dynamodb.stop(), s3.stop()]);
-  for (const dir of [...stageDirs, s3dir]) rmSync(dir, { recursive: true, force: true });
+  await emulators.stop(stageDirs);
 }
 const totalMs = performance.now() - tAll;
 
@@ -353,7 +340,7 @@ const rows: string[][] = [
 const table = new Table({ head, style: { head: [], border: [] } });
 for (const r of rows) table.push(r);
 (opts.json ? log : console.log)(table.toString());
-const meanLoad = loads.reduce((a, b) => a + b, 0) / Math.max(1, loads.length);
+const meanLoad = emulators.meanLoad();
 log(`\ntotal ${sec(totalMs)}; mean 1-minute load average ${meanLoad.toFixed(1)} on ${availableParallelism()} cores`);
 
 if (opts.json) {

@@ -17,8 +17,8 @@
  * Writes the table into docs/benchmarks.md under `## batch` (unless --no-write).
  */
 
-import { mkdtempSync, rmSync, statSync } from 'node:fs';
-import { availableParallelism, loadavg, tmpdir } from 'node:os';
+import { mkdtempSync, statSync } from 'node:fs';
+import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Table from 'cli-table3';
 import { Command } from 'commander';
@@ -29,9 +29,9 @@ import { DEMO_VIEWS } from '../functions/core/demo-views.ts';
 import { compileView, duckdbSource } from '../functions/core/sql.ts';
 import { localNames } from '../functions/resources.ts';
 import { DemoGenerator } from '../local/demo.ts';
-import { emulatorEnv, startEmulator } from '../local/emulators.ts';
 import { provision } from '../local/provision.ts';
 import { ArchiveFeeder, benchConfig, walk } from './support/archive.ts';
+import { startBenchEmulators } from './support/emulators.ts';
 import { writeBenchmarkSection } from './support/report.ts';
 
 process.env.POWERTOOLS_METRICS_DISABLED = 'true';
@@ -72,18 +72,11 @@ interface Result {
   rssBytes: number;
 }
 
-const kinesis = await startEmulator('kinesis');
-const dynamodb = await startEmulator('dynamodb');
-const s3dir = mkdtempSync(join(tmpdir(), 'tandem-bench-s3-'));
-const s3 = await startEmulator('s3', { dataDir: s3dir });
+const emulators = await startBenchEmulators();
 const stageDirs: string[] = [];
 const results: Result[] = [];
-// The machine may be shared: sample the load average so the figures can be read in context.
-const loads: number[] = [];
-const sampler = setInterval(() => loads.push(loadavg()[0]!), 5000);
-sampler.unref();
 try {
-  const env = emulatorEnv({ kinesis, dynamodb, s3 });
+  const env = emulators.env;
   const clients = createClients(env);
   for (const [i, n] of counts.entries()) {
     const names = localNames(`bench${i}`);
@@ -155,9 +148,7 @@ try {
     log(`  done: ${sec(totalMs)} total`);
   }
 } finally {
-  clearInterval(sampler);
-  await Promise.all([kinesis.stop(), dynamodb.stop(), s3.stop()]);
-  for (const d of [...stageDirs, s3dir]) rmSync(d, { recursive: true, force: true });
+  await emulators.stop(stageDirs);
 }
 
 // ---- report ----
@@ -206,7 +197,7 @@ if (opts.write) {
     `${opts.batchSize.toLocaleString('en-US')}; then one full run (\`runBatchToCompletion\`, DuckDB engine, empty staging cache, dynalite as the`,
     'table store). Baseline in the same run: the floor, the same three SQL statements run by DuckDB directly over',
     'the staged files. Same time span for every count, so the number of view rows barely grows while the events do.',
-    `Mean 1-minute load average while it ran: ${(loads.reduce((a, b) => a + b, 0) / Math.max(1, loads.length)).toFixed(1)} on ${availableParallelism()} cores.`,
+    `Mean 1-minute load average while it ran: ${emulators.meanLoad().toFixed(1)} on ${availableParallelism()} cores.`,
     '',
     `| | ${head.slice(1).join(' | ')} |`,
     `|---|${head

@@ -174,7 +174,11 @@ try {
       const x = await sample(c, t0, i);
       c.samples.push(x);
       console.log(
-        `${x.minute.toFixed(1).padStart(6)} min  ${c.label.padEnd(34)} cloud ${x.cloudMb.toFixed(0)} MB  ${c.engine} ${x.kinesisMb.toFixed(0)} MB (disk ${x.kinesisDiskMb.toFixed(0)} MB)  dynalite ${x.dynamoMb.toFixed(0)} MB (disk ${x.dynamoDiskMb.toFixed(0)} MB)  s3rver ${x.s3Mb.toFixed(0)} MB  POST ${x.postMs.toFixed(0)} ms  query ${x.queryMs.toFixed(0)} ms  speed lag ${x.speedLagMs} ms  events ${x.events}`,
+        `${x.minute.toFixed(1).padStart(6)} min  ${c.label.padEnd(34)} cloud ${x.cloudMb.toFixed(0)} MB  ` +
+          `${c.engine} ${x.kinesisMb.toFixed(0)} MB (disk ${x.kinesisDiskMb.toFixed(0)} MB)  ` +
+          `dynalite ${x.dynamoMb.toFixed(0)} MB (disk ${x.dynamoDiskMb.toFixed(0)} MB)  ` +
+          `s3rver ${x.s3Mb.toFixed(0)} MB  POST ${x.postMs.toFixed(0)} ms  ` +
+          `query ${x.queryMs.toFixed(0)} ms  speed lag ${x.speedLagMs} ms  events ${x.events}`,
       );
     }
     if (Date.now() >= end) break;
@@ -189,10 +193,16 @@ try {
 }
 
 const avg = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / Math.max(1, xs.length);
+const sideBySide = `${clouds.length} \`tandem local\` side by side (${clouds.map((c) => c.label).join('; ')}),`;
 const lines = [
   '### long run',
   '',
-  `\`npm run bench -- longrun --minutes ${opts.minutes}\` (bench/longrun.ts): ${clouds.length === 1 ? '`tandem local`' : `${clouds.length} \`tandem local\` side by side (${clouds.map((c) => c.label).join('; ')}),`} with the demo at ${opts.rate} events/s for ${clouds[0]!.samples.at(-1)!.minute.toFixed(0)} minutes, a sample every ${opts.every} s; baseline = the start of the same run. Latencies are the mean of the first and of the last quarter of the samples (single probes are noisy).`,
+  `\`npm run bench -- longrun --minutes ${opts.minutes}\` (bench/longrun.ts): ` +
+    `${clouds.length === 1 ? '`tandem local`' : sideBySide} ` +
+    `with the demo at ${opts.rate} events/s for ${clouds[0]!.samples.at(-1)!.minute.toFixed(0)} minutes, ` +
+    `a sample every ${opts.every} s; ` +
+    `baseline = the start of the same run. ` +
+    `Latencies are the mean of the first and of the last quarter of the samples (single probes are noisy).`,
   '',
   '| local cloud | measure | start | end | growth | end / start |',
   '|---|---|---:|---:|---:|---:|',
@@ -207,7 +217,8 @@ for (const c of clouds) {
   const tail = samples.slice(-quarter);
   const row = (name: string, a: number, b: number, unit: string) =>
     lines.push(
-      `| ${c.label} | ${name} | ${a.toFixed(0)} ${unit} | ${b.toFixed(0)} ${unit} | ${((b - a) / hours).toFixed(0)} ${unit}/h | ${(b / a).toFixed(2)}x |`,
+      `| ${c.label} | ${name} | ${a.toFixed(0)} ${unit} | ${b.toFixed(0)} ${unit} | ` +
+        `${((b - a) / hours).toFixed(0)} ${unit}/h | ${(b / a).toFixed(2)}x |`,
     );
   row(`${c.engine} RSS`, first.kinesisMb, last.kinesisMb, 'MB');
   row(`${c.engine} data on disk`, first.kinesisDiskMb, last.kinesisDiskMb, 'MB');

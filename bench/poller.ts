@@ -189,7 +189,8 @@ if (opts.startup) {
   startup = { emulatorsMs: median(em), freshMs: median(fresh), restartMs: median(restart) };
   console.log(`emulators + provisioning (in process): ${(startup.emulatorsMs / 1000).toFixed(1)} s`);
   console.log(
-    `tandem local --no-demo -> /health 200: ${(startup.freshMs / 1000).toFixed(1)} s with an empty data dir, ${(startup.restartMs / 1000).toFixed(1)} s restarting on its data`,
+    `tandem local --no-demo -> /health 200: ${(startup.freshMs / 1000).toFixed(1)} s with an empty data dir, ` +
+      `${(startup.restartMs / 1000).toFixed(1)} s restarting on its data`,
   );
 }
 
@@ -198,14 +199,16 @@ if (opts.write) {
   const lines = [
     '## local cloud',
     '',
-    `\`npm run bench -- poller\` (bench/poller.ts; medians of ${opts.rounds} interleaved rounds; ${int(opts.records)} records of ~150 bytes in one shard of ${engine}).`,
+    `\`npm run bench -- poller\` (bench/poller.ts; medians of ${opts.rounds} interleaved rounds; ` +
+      `${int(opts.records)} records of ~150 bytes in one shard of ${engine}).`,
     '',
     '| reader | records/s | vs. baseline |',
     '|---|---:|---:|',
     `| bare GetRecords loop (Limit 10,000) — baseline | ${int(bareRps)} | 1.00x |`,
     ...sizes.map(
       (s) =>
-        `| one shard poller (local/esm.ts), batchSize ${s}, no-op function | ${int(pollerRps[s]!)} | ${(pollerRps[s]! / bareRps).toFixed(2)}x |`,
+        `| one shard poller (local/esm.ts), batchSize ${s}, no-op function | ` +
+        `${int(pollerRps[s]!)} | ${(pollerRps[s]! / bareRps).toFixed(2)}x |`,
     ),
     '',
     `PutRecords into the same shard ran at ${int(putRps)} records/s (500 per call).`,
@@ -215,7 +218,8 @@ if (opts.write) {
           '| start-up | seconds |',
           '|---|---:|',
           `| emulators + provisioning, in process (${engine}, dynalite, s3rver in parallel) | ${(startup.emulatorsMs / 1000).toFixed(1)} |`,
-          `| \`tandem local --no-demo\` -> GET /health 200, empty data dir (\`npm start\` minus npm) | ${(startup.freshMs / 1000).toFixed(1)} |`,
+          `| \`tandem local --no-demo\` -> GET /health 200, empty data dir (\`npm start\` minus npm) | ` +
+            `${(startup.freshMs / 1000).toFixed(1)} |`,
           `| the same, restarting on the data it left | ${(startup.restartMs / 1000).toFixed(1)} |`,
         ]
       : []),

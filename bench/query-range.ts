@@ -14,8 +14,8 @@
  * goals: <= 2 batch items per output row, (90 d, day) p99 <= 2x the baseline's p99.
  * Writes the table under `## query-range` in docs/benchmarks.md unless --no-write.
  */
-import { mkdtempSync, rmSync } from 'node:fs';
-import { availableParallelism, loadavg, tmpdir } from 'node:os';
+import { mkdtempSync } from 'node:fs';
+import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Logger } from '@aws-lambda-powertools/logger';
 import Table from 'cli-table3';
@@ -23,7 +23,6 @@ import { Command } from 'commander';
 import { createClients } from '../functions/adapters/clients.ts';
 import { queryView } from '../functions/api/query.ts';
 import { exactDocClient, readView } from '../functions/api/read-view.ts';
-import type { RunItem } from '../functions/batch/control.ts';
 import { duckDbEngine } from '../functions/batch/duckdb.ts';
 import { runBatchToCompletion } from '../functions/batch/pipeline.ts';
 import { isQueryError, parseQuery } from '../functions/core/query.ts';
@@ -32,9 +31,9 @@ import { findView } from '../functions/core/views.ts';
 import { localNames } from '../functions/resources.ts';
 import { processSpeedBatch } from '../functions/speed/process.ts';
 import { DemoGenerator } from '../local/demo.ts';
-import { emulatorEnv, startEmulator } from '../local/emulators.ts';
 import { provision } from '../local/provision.ts';
 import { ArchiveFeeder, benchConfig, hashShard, SEQ0, shardId } from './support/archive.ts';
+import { startBenchEmulators, succeeded } from './support/emulators.ts';
 import { markdownTable, writeBenchmarkSection } from './support/report.ts';
 
 process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED = 'true';
@@ -111,19 +110,8 @@ interface Measured {
   speedItems: number;
 }
 
-function succeeded(run: RunItem, what: string): RunItem {
-  if (run.state !== 'SUCCEEDED') throw new Error(`${what} ${run.state}: ${run.error ?? run.note ?? ''}`);
-  return run;
-}
-
-const kinesis = await startEmulator('kinesis');
-const dynamodb = await startEmulator('dynamodb');
-const s3dir = mkdtempSync(join(tmpdir(), 'tandem-bench-s3-'));
-const s3 = await startEmulator('s3', { dataDir: s3dir });
+const emulators = await startBenchEmulators();
 const stageDir = mkdtempSync(join(tmpdir(), 'tandem-bench-stage-'));
-const loads: number[] = [];
-const sampler = setInterval(() => loads.push(loadavg()[0]!), 5000);
-sampler.unref();
 const tAll = performance.now();
 const measured: Measured[] = [];
 let historyRecords = 0;
@@ -133,7 +121,7 @@ let rebuildMs = 0;
 let rebuildWritten = 0;
 let batchRows = 0;
 try {
-  const clients = createClients(emulatorEnv({ kinesis, dynamodb, s3 }));
+  const clients = createClients(emulators.env);
   const names = localNames('qr');
   await provision(clients, { names, shards: SHARDS });
   const config = benchConfig(names);
@@ -240,9 +228,7 @@ try {
     );
   }
 } finally {
-  clearInterval(sampler);
-  await Promise.all([kinesis.stop(), dynamodb.stop(), s3.stop()]);
-  for (const dir of [stageDir, s3dir]) rmSync(dir, { recursive: true, force: true });
+  await emulators.stop([stageDir]);
 }
 const totalMs = performance.now() - tAll;
 
@@ -276,7 +262,7 @@ const goalLine = `(${longDay.c.label}) p99 / baseline p99 = ${ratio.toFixed(2)}x
 const table = new Table({ head, style: { head: [], border: [] } });
 for (const r of rows) table.push(r);
 (opts.json ? log : console.log)(`${table.toString()}\n${goalLine}`);
-const meanLoad = loads.reduce((a, b) => a + b, 0) / Math.max(1, loads.length);
+const meanLoad = emulators.meanLoad();
 log(`\ntotal ${sec(totalMs)}; mean 1-minute load average ${meanLoad.toFixed(1)} on ${availableParallelism()} cores`);
 
 if (opts.json) {

@@ -303,6 +303,26 @@ function aggregatedRecords(records: readonly StreamRecord[], perAggregate: numbe
   return out;
 }
 
+/** The real speed handler on the bench's tables: demo views, default settings, silent logs. */
+function benchHandler(
+  clients: ReturnType<typeof createClients>,
+  tables: Parameters<typeof createSpeedHandler>[0]['tables'],
+  onStats?: Parameters<typeof createSpeedHandler>[0]['onStats'],
+) {
+  return createSpeedHandler({
+    ddb: clients.dynamodb,
+    s3: clients.s3,
+    tables,
+    failureBucket: 'unused',
+    views: DEMO_VIEWS,
+    settings: DEFAULT_SETTINGS,
+    cache: new ItemCache(),
+    logger: new Logger({ logLevel: 'SILENT' }),
+    metrics: new Metrics({ namespace: 'Bench' }),
+    ...(onStats && { onStats }),
+  });
+}
+
 /** The real handler over the aggregated demo mix, batches of `batch` user records. */
 async function aggregatedRun(
   clients: ReturnType<typeof createClients>,
@@ -315,20 +335,9 @@ async function aggregatedRun(
   const perBatch = Math.max(1, Math.round(batch / perAggregate));
   const tables = await createTables(clients.dynamodb, 'benchkpl');
   let dedupRequests = 0;
-  const handler = createSpeedHandler({
-    ddb: clients.dynamodb,
-    s3: clients.s3,
-    tables,
-    failureBucket: 'unused',
-    views: DEMO_VIEWS,
-    settings: DEFAULT_SETTINGS,
-    cache: new ItemCache(),
-    logger: new Logger({ logLevel: 'SILENT' }),
-    metrics: new Metrics({ namespace: 'Bench' }),
-    onStats: (st) => {
-      dedupRequests += st.dedupRequests;
-      if (st.poison > 0) throw new Error('an aggregated benchmark batch held poison');
-    },
+  const handler = benchHandler(clients, tables, (st) => {
+    dedupRequests += st.dedupRequests;
+    if (st.poison > 0) throw new Error('an aggregated benchmark batch held poison');
   });
   counter.reset();
   let ms = 0;
@@ -371,21 +380,10 @@ async function part1(): Promise<Row[]> {
       // (a) the real handler: one batch at a time, as one shard is processed.
       const real = await createTables(clients.dynamodb, `bench${++run}`);
       const phases = { dedupMs: 0, applyMs: 0, conflicts: 0 };
-      const handler = createSpeedHandler({
-        ddb: clients.dynamodb,
-        s3: clients.s3,
-        tables: real,
-        failureBucket: 'unused',
-        views: DEMO_VIEWS,
-        settings: DEFAULT_SETTINGS,
-        cache: new ItemCache(),
-        logger: new Logger({ logLevel: 'SILENT' }),
-        metrics: new Metrics({ namespace: 'Bench' }),
-        onStats: (st) => {
-          phases.dedupMs += st.dedupMs;
-          phases.applyMs += st.applyMs;
-          phases.conflicts += st.apply.conflicts;
-        },
+      const handler = benchHandler(clients, real, (st) => {
+        phases.dedupMs += st.dedupMs;
+        phases.applyMs += st.applyMs;
+        phases.conflicts += st.apply.conflicts;
       });
       const events = batches.map(kinesisEvent);
       // (b) the naive handler over the same batches, on its own client (own request counts).
@@ -589,17 +587,7 @@ async function part2(): Promise<KinesisRow | undefined> {
     const bareMs = performance.now() - t;
 
     const tables = await createTables(clients.dynamodb, 'esm');
-    const handler = createSpeedHandler({
-      ddb: clients.dynamodb,
-      s3: clients.s3,
-      tables,
-      failureBucket: 'unused',
-      views: DEMO_VIEWS,
-      settings: DEFAULT_SETTINGS,
-      cache: new ItemCache(),
-      logger: new Logger({ logLevel: 'SILENT' }),
-      metrics: new Metrics({ namespace: 'Bench' }),
-    });
+    const handler = benchHandler(clients, tables);
     const batchSize = 1000;
     t = performance.now();
     const esm = await startEventSourceMapping({

@@ -39,6 +39,7 @@ import {
   checkRange,
   grantReadPrefix,
   grantTableReadWrite,
+  grantWritePrefix,
   invalid,
   nagResource,
   principalConstruct,
@@ -228,7 +229,8 @@ export class BatchLayer extends Construct {
     if (!every.isUnresolved() && !props.maxBatchLag.isUnresolved() && every.toSeconds() >= props.maxBatchLag.toSeconds()) {
       invalid(
         this,
-        `batchEvery must be shorter than maxBatchLag (${props.maxBatchLag.toHumanString()}), or the lag alarm fires between runs. Received ${every.toHumanString()}`,
+        `batchEvery must be shorter than maxBatchLag (${props.maxBatchLag.toHumanString()}), or the lag alarm fires between runs. ` +
+          `Received ${every.toHumanString()}`,
       );
     }
     const flexible = props.batchFlexibleWindow ?? Duration.minutes(1);
@@ -383,6 +385,9 @@ export class BatchLayer extends Construct {
     grantTableReadWrite(this.batchViewsTable, this.function);
     grantTableReadWrite(props.controlTable, this.function);
     grantReadPrefix(props.rawBucket, this.function, RAW_PREFIX);
+    // Compacted hours (functions/batch/compact.ts) are read by every engine's run; with DuckDB the run also writes them.
+    grantReadPrefix(props.rawBucket, this.function, COMPACT_PREFIX);
+    if (this.engine === 'duckdb') grantWritePrefix(props.rawBucket, this.function, COMPACT_PREFIX);
     // The planner's view of the stream: which shards exist, and whether anything lies past a checkpoint.
     iam.Grant.addToPrincipal({
       grantee: this.function,
@@ -393,6 +398,8 @@ export class BatchLayer extends Construct {
     const ackFn: Record<string, string> = {
       [`IAM5[Resource::${nagResource(this, props.rawBucket.arnForObjects(`${RAW_PREFIX}*`))}]`]:
         'The batch reads every raw object up to the cutoff; keys are derived per shard and sequence range; read-only, raw/ prefix only',
+      [`IAM5[Resource::${nagResource(this, props.rawBucket.arnForObjects(`${COMPACT_PREFIX}*`))}]`]:
+        'The batch reads (and with DuckDB writes) one Parquet object per compacted arrival hour, keyed by the hour; compact/ prefix only',
     };
     if (this.workGroup && this.database && this.table && this.resultsBucket) {
       const stack = Stack.of(this);

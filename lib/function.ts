@@ -137,7 +137,8 @@ export class TandemFunction extends Construct {
     if (envSize > ENV_LIMIT_BYTES) {
       invalid(
         this,
-        `the environment of ${props.handler} is ${envSize} bytes, more than Lambda's ${ENV_LIMIT_BYTES}; declare fewer or shorter views. Received ${envSize} bytes`,
+        `the environment of ${props.handler} is ${envSize} bytes, more than Lambda's ${ENV_LIMIT_BYTES}; ` +
+          `declare fewer or shorter views. Received ${envSize} bytes`,
       );
     }
     this.logGroup = new logs.LogGroup(this, 'Logs', {

@@ -327,7 +327,9 @@ export class IngestApi extends Construct {
       acknowledge(method, { APIG4: reason, COG4: reason });
     } else {
       acknowledge(method, {
-        COG4: 'Callers are machines holding API keys, checked by the REQUEST Lambda authorizer (hashed keys in the control table), not Cognito users',
+        COG4:
+          'Callers are machines holding API keys, checked by the REQUEST Lambda authorizer ' +
+          '(hashed keys in the control table), not Cognito users',
       });
     }
     if (!this.preflight.has(route.path)) {

@@ -182,7 +182,9 @@ export class Monitoring extends Construct {
       label: 'successful batch runs (0 while the stream is polled)',
     });
     this.batchLagAlarm = succeededWhilePolled.createAlarm(this, 'BatchLag', {
-      alarmDescription: `No batch run succeeded for ${lag} s (maxBatchLag): speed deltas expire ${ttl} s after their window, fix the batch before then`,
+      alarmDescription:
+        `No batch run succeeded for ${lag} s (maxBatchLag): ` +
+        `speed deltas expire ${ttl} s after their window, fix the batch before then`,
       threshold: 1,
       comparisonOperator: cloudwatch.ComparisonOperator.LESS_THAN_THRESHOLD,
       evaluationPeriods: periods,
@@ -199,7 +201,9 @@ export class Monitoring extends Construct {
       period: five,
     });
     this.batchCutoffAgeAlarm = cutoffAge.createAlarm(this, 'BatchCutoffAge', {
-      alarmDescription: `The published batch cutoff is more than ${lag} s old (maxBatchLag) although runs happen: the archive or the planner holds it back`,
+      alarmDescription:
+        `The published batch cutoff is more than ${lag} s old (maxBatchLag) ` +
+        `although runs happen: the archive or the planner holds it back`,
       threshold: lag,
       comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
       evaluationPeriods: 1,
@@ -269,7 +273,10 @@ export class Monitoring extends Construct {
     const cutoffBytes = props.batch.bytesScannedCutoff;
     if (scanned && cutoffBytes !== undefined) {
       this.athenaScanAlarm = scanned.createAlarm(this, 'AthenaBytesScanned', {
-        alarmDescription: `A batch query scanned ${ATHENA_SCAN_ALARM_SHARE * 100} % of the workgroup's cutoff (${cutoffBytes} bytes): raise athenaRawBytesPerDay / athenaHistoryDays (docs/batch-layer.md, "Athena in AWS") before queries get cancelled`,
+        alarmDescription:
+          `A batch query scanned ${ATHENA_SCAN_ALARM_SHARE * 100} % of the workgroup's cutoff (${cutoffBytes} bytes): ` +
+          `raise athenaRawBytesPerDay / athenaHistoryDays (docs/batch-layer.md, "Athena in AWS") ` +
+          `before queries get cancelled`,
         threshold: Math.floor(cutoffBytes * ATHENA_SCAN_ALARM_SHARE),
         comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
         evaluationPeriods: 1,

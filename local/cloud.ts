@@ -237,7 +237,9 @@ export async function startLocalCloud(opts: LocalCloudOptions = {}): Promise<Loc
       stops.push(async () => iam!.uninstall());
       const t = iam.template;
       log.debug?.(
-        `iam: each function runs with its environment and policy from the stack template (${t.hash ? `${t.hash}, ${t.cached ? 'cached' : `synthesized in ${(t.ms / 1000).toFixed(1)} s`}` : 'given'}); TANDEM_IAM=off turns the check off`,
+        `iam: each function runs with its environment and policy from the stack template ` +
+          `(${t.hash ? `${t.hash}, ${t.cached ? 'cached' : `synthesized in ${(t.ms / 1000).toFixed(1)} s`}` : 'given'}); ` +
+          `TANDEM_IAM=off turns the check off`,
       );
     }
 

@@ -93,7 +93,10 @@ export function keyMatches(given: string, valid: readonly Buffer[]): boolean {
 function requestTime(d: Date): string {
   const months = ['Jan', 'Feb', 'Mar', 'Apr', 'May', 'Jun', 'Jul', 'Aug', 'Sep', 'Oct', 'Nov', 'Dec'];
   const p = (n: number) => String(n).padStart(2, '0');
-  return `${p(d.getUTCDate())}/${months[d.getUTCMonth()]}/${d.getUTCFullYear()}:${p(d.getUTCHours())}:${p(d.getUTCMinutes())}:${p(d.getUTCSeconds())} +0000`;
+  return (
+    `${p(d.getUTCDate())}/${months[d.getUTCMonth()]}/${d.getUTCFullYear()}:` +
+    `${p(d.getUTCHours())}:${p(d.getUTCMinutes())}:${p(d.getUTCSeconds())} +0000`
+  );
 }
 
 export interface ProxyEventInput {
@@ -241,12 +244,15 @@ function findStaticRoot(dirs: readonly string[]): string | undefined {
   return undefined;
 }
 
-const PLACEHOLDER = `<!doctype html>
+const PLACEHOLDER =
+  `<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Tandem local cloud</title>
-<style>body{font:16px/1.5 system-ui,sans-serif;max-width:40rem;margin:3rem auto;padding:0 1rem}code{background:#eee;padding:0 .3em}</style></head>
+<style>body{font:16px/1.5 system-ui,sans-serif;max-width:40rem;margin:3rem auto;padding:0 1rem}` +
+  `code{background:#eee;padding:0 .3em}</style></head>
 <body><h1>Tandem local cloud</h1>
 <p>The API is up. The dashboard has not been built yet (no <code>web/dist/index.html</code> or <code>web/index.html</code>).</p>
-<ul><li><a href="/health">/health</a></li><li><code>curl -H "x-api-key: $KEY" localhost:PORT/views</code></li><li><code>npx tandem --help</code></li></ul>
+<ul><li><a href="/health">/health</a></li>` +
+  `<li><code>curl -H "x-api-key: $KEY" localhost:PORT/views</code></li><li><code>npx tandem --help</code></li></ul>
 </body></html>
 `;
 

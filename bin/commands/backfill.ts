@@ -7,7 +7,7 @@
  * with your AWS credentials or to the local cloud's emulators, and talks to the
  * HTTP API for the views and the batch run.
  */
-import { createReadStream, createWriteStream, readFileSync, statSync, type WriteStream } from 'node:fs';
+import { createReadStream, readFileSync } from 'node:fs';
 import { pipeline, Readable } from 'node:stream';
 import { createGunzip } from 'node:zlib';
 import { SingleBar } from 'cli-progress';
@@ -16,6 +16,7 @@ import type { RunAnswer, StartRunAnswer, ViewsAnswer } from '../../functions/con
 import { parseViews, parseViewsJson, type View } from '../../functions/core/views.ts';
 import { BUCKETS, localNames, TABLES } from '../../functions/resources.ts';
 import { type ApiClient, readLocalEndpoints, sleep } from '../client.ts';
+import { checkFile, RejectsFile, readEvents } from '../events.ts';
 import {
   action,
   clientFor,
@@ -29,7 +30,6 @@ import {
   usageExits,
   withTarget,
 } from '../output.ts';
-import { readEvents } from './send.ts';
 
 interface BackfillFlags extends TargetFlags {
   readonly rejected: string;
@@ -179,15 +179,7 @@ async function backfill(files: string[], flags: BackfillFlags): Promise<void> {
   const timeoutMs = positiveInt('--timeout', flags.timeout) * 1000;
   if (files.filter((f) => f === '-').length > 1) throw new UsageError('"-" (stdin) can be given once');
   if (files.includes('-') && process.stdin.isTTY) throw new UsageError('pipe events to stdin for "-" (tandem backfill - < events.ndjson)');
-  for (const f of files) {
-    if (f === '-') continue;
-    try {
-      if (!statSync(f).isFile()) throw new UsageError(`${f} is not a file`);
-    } catch (e) {
-      if (e instanceof UsageError) throw e;
-      throw new UsageError(`cannot read ${f}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
-    }
-  }
+  for (const f of files) if (f !== '-') checkFile(f);
   const target = storeTarget(flags);
   let api: ApiClient | undefined;
   const client = () => {
@@ -202,7 +194,7 @@ async function backfill(files: string[], flags: BackfillFlags): Promise<void> {
   const local = Boolean(target.env.AWS_ENDPOINT_URL_DYNAMODB ?? target.env.AWS_ENDPOINT_URL_S3 ?? target.env.AWS_ENDPOINT_URL);
   const aws = createClients(local ? target.env : process.env);
 
-  const rejectedFile = new LazyFile(flags.rejected);
+  const rejectedFile = new RejectsFile(flags.rejected);
   const progress = new Progress();
   const started = Date.now();
   let summary: Awaited<ReturnType<typeof runBackfill>>;
@@ -215,7 +207,7 @@ async function backfill(files: string[], flags: BackfillFlags): Promise<void> {
       // Live copies of these ids are then decided against the backfilled ones (docs/batch-layer.md, "Backfill").
       register: copyRegistrar(aws.dynamodb, target.dedupTable),
       views,
-      onReject: (r) => rejectedFile.write(`${JSON.stringify({ ...r.position, field: r.field, message: r.message, event: r.event })}\n`),
+      onReject: (r) => rejectedFile.write(r),
       onProgress: (p) => progress.update(p),
     });
   } finally {
@@ -311,20 +303,6 @@ async function startRun(
     }
     narrate(`batch run ${run.id}: ${run.state}${run.cutoff ? `, cutoff ${run.cutoff}` : ''}; waiting for a cutoff past the backfill`);
     await sleep(5_000);
-  }
-}
-
-/** A file created on the first write only, so a clean run leaves none behind. */
-class LazyFile {
-  private stream: WriteStream | undefined;
-  constructor(private readonly path: string) {}
-  write(text: string): void {
-    this.stream ??= createWriteStream(this.path);
-    this.stream.write(text);
-  }
-  close(): Promise<void> {
-    const s = this.stream;
-    return s ? new Promise((res, rej) => s.end((err?: Error | null) => (err ? rej(err) : res()))) : Promise.resolve();
   }
 }
 

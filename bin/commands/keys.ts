@@ -37,7 +37,8 @@ async function target(flags: KeysFlags) {
   const table = flags.table ?? env[TABLES.control.env] ?? (local ? localNames()[TABLES.control.env] : undefined);
   if (!table) {
     throw new UsageError(
-      `which control table? pass --table <name> or set ${TABLES.control.env} (the stack's output); for the local cloud, start it (tandem local) or pass --data-dir <its data dir> or --endpoint <its DynamoDB>`,
+      `which control table? pass --table <name> or set ${TABLES.control.env} (the stack's output); ` +
+        `for the local cloud, start it (tandem local) or pass --data-dir <its data dir> or --endpoint <its DynamoDB>`,
     );
   }
   // Loaded here, not at the top: the AWS SDK would slow every other command's start.
@@ -67,7 +68,8 @@ export function registerKeys(program: Command): void {
       'after',
       `
 In AWS: run with credentials that may write the control table, and --table (or ${TABLES.control.env}) set to its name.
-On the local cloud: nothing to pass while \`tandem local\` runs on ./.tandem (else --data-dir <dir>); or --endpoint <dynalite URL>. The table defaults to ${localNames()[TABLES.control.env]}.`,
+On the local cloud: nothing to pass while \`tandem local\` runs on ./.tandem (else --data-dir <dir>); or --endpoint <dynalite URL>. ` +
+        `The table defaults to ${localNames()[TABLES.control.env]}.`,
     );
   usageExits(keys);
   const common = (cmd: Command) =>

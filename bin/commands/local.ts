@@ -45,7 +45,9 @@ export function registerLocal(program: Command): void {
     .option('--host <address>', 'address to listen on', '127.0.0.1')
     .addHelpText(
       'after',
-      '\nExamples:\n  npm start                      # = tandem local, with demo data\n  npx tandem local --no-demo --port 4000\n  npx tandem local --views my-views.json --batch-every off\n\nData under --data-dir survives a restart (see docs/local-cloud.md); delete the directory to start afresh.',
+      '\nExamples:\n  npm start                      # = tandem local, with demo data\n' +
+        '  npx tandem local --no-demo --port 4000\n  npx tandem local --views my-views.json --batch-every off\n\n' +
+        'Data under --data-dir survives a restart (see docs/local-cloud.md); delete the directory to start afresh.',
     );
   usageExits(cmd);
   cmd.action(
@@ -87,12 +89,15 @@ export function registerLocal(program: Command): void {
       const lines = [
         `API:       ${cloud.url}`,
         `dashboard: ${cloud.url}/`,
-        `API key:   ${cloud.apiKey}${cloud.apiKeyGenerated ? '   (new; saved in ' : '   (saved in '}${shownPath(join(cloud.dataDir, 'api-key'))})`,
+        `API key:   ${cloud.apiKey}` +
+          `${cloud.apiKeyGenerated ? '   (new; saved in ' : '   (saved in '}${shownPath(join(cloud.dataDir, 'api-key'))})`,
         `try:       curl -H "x-api-key: ${cloud.apiKey}" ${cloud.url}/views`,
       ];
       process.stdout.write(`${lines.join('\n')}\n`);
       narrate(
-        `tandem local: up in ${(cloud.startupMs / 1000).toFixed(1)} s; demo ${flags.demo ? `on (${demoRate} events/s)` : 'off'}; batch ${batchEverySeconds === null ? 'off' : `every ${batchEverySeconds} s`}; data in ${shownPath(cloud.dataDir)}. Ctrl-C stops.`,
+        `tandem local: up in ${(cloud.startupMs / 1000).toFixed(1)} s; demo ${flags.demo ? `on (${demoRate} events/s)` : 'off'}; ` +
+          `batch ${batchEverySeconds === null ? 'off' : `every ${batchEverySeconds} s`}; ` +
+          `data in ${shownPath(cloud.dataDir)}. Ctrl-C stops.`,
       );
       await new Promise<void>((resolve) => {
         let stopping = 0;

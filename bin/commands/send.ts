@@ -4,13 +4,13 @@
  * rejected events, with their reasons, in a file.
  */
 import { randomUUID } from 'node:crypto';
-import { createReadStream, createWriteStream, statSync, type WriteStream } from 'node:fs';
-import { createInterface } from 'node:readline';
+import { createReadStream } from 'node:fs';
 import type { Readable } from 'node:stream';
 import { SingleBar } from 'cli-progress';
 import type { Command } from 'commander';
 import type { ErrorBody, EventsAnswer, EventsRefused } from '../../functions/contract/api.ts';
 import { type ApiClient, ApiError, sleep, UnreachableError } from '../client.ts';
+import { checkFile, type Item, type Rejection, RejectsFile, readEvents } from '../events.ts';
 import {
   action,
   clientFor,
@@ -35,24 +35,6 @@ interface SendFlags extends TargetFlags {
   readonly batchSize: string;
   readonly concurrency: string;
   readonly json?: boolean;
-}
-
-/** Where an event was in the input: its NDJSON line (1-based) or its JSON array index (0-based). */
-type Position = { readonly line: number } | { readonly index: number };
-
-interface Item {
-  readonly position: Position;
-  /** The event as read (what a rejection reports). */
-  readonly event: unknown;
-  /** Set when the input itself could not be read as an event (bad JSON line). */
-  readonly invalid?: string;
-}
-
-export interface Rejection {
-  readonly position: Position;
-  readonly field: string | null;
-  readonly message: string;
-  readonly event: unknown;
 }
 
 interface PostResult {
@@ -96,12 +78,7 @@ async function send(file: string | undefined, flags: SendFlags): Promise<void> {
   if (fromStdin) {
     input = process.stdin;
   } else {
-    try {
-      if (!statSync(file).isFile()) throw new UsageError(`${file} is not a file`);
-    } catch (e) {
-      if (e instanceof UsageError) throw e;
-      throw new UsageError(`cannot read ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
-    }
+    checkFile(file);
     // The bar's total: lines of an NDJSON file (a one-line JSON document shows a counter instead).
     if (process.stderr.isTTY) expected = await countLines(file);
     input = createReadStream(file);
@@ -109,15 +86,14 @@ async function send(file: string | undefined, flags: SendFlags): Promise<void> {
 
   const client = clientFor(flags);
   const progress = new Progress(expected > 1 ? expected : 0);
-  const rejectedFile = new LazyFile(flags.rejected);
+  const rejectedFile = new RejectsFile(flags.rejected);
   const stats = { sent: 0, accepted: 0, rejected: 0 };
   const started = Date.now();
   const record = (r: PostResult, sent: number) => {
     stats.sent += sent;
     stats.accepted += r.accepted;
     stats.rejected += r.rejected.length;
-    for (const rej of r.rejected)
-      rejectedFile.write(`${JSON.stringify({ ...rej.position, field: rej.field, message: rej.message, event: rej.event })}\n`);
+    for (const rej of r.rejected) rejectedFile.write(rej);
     progress.update(stats);
   };
 
@@ -181,68 +157,6 @@ async function send(file: string | undefined, flags: SendFlags): Promise<void> {
   if (stats.rejected > 0) throw new ReportedFailure(EXIT_FAILURE);
 }
 
-/**
- * Reads events from NDJSON (one per line) or from one JSON document (an array,
- * `{"events": [...]}`, or a single event, possibly spread over lines). The mode
- * is chosen from the start of the input so NDJSON streams without being held in
- * memory; a JSON document is read whole.
- */
-export async function* readEvents(input: Readable): AsyncGenerator<Item> {
-  const lines = createInterface({ input, crlfDelay: Number.POSITIVE_INFINITY });
-  let mode: 'undecided' | 'ndjson' | 'document' = 'undecided';
-  const held: string[] = [];
-  let lineNo = 0;
-  for await (const line of lines) {
-    lineNo++;
-    if (mode === 'document') {
-      held.push(line);
-      continue;
-    }
-    const text = line.trim();
-    if (mode === 'undecided') {
-      if (text === '') {
-        held.push(line);
-        continue;
-      }
-      // An array, or an object that does not close on its first line, is one JSON document.
-      mode = text.startsWith('[') || (text.startsWith('{') && !parses(text)) ? 'document' : 'ndjson';
-      if (mode === 'document') {
-        held.push(line);
-        continue;
-      }
-      held.length = 0;
-    }
-    if (text === '') continue;
-    try {
-      yield { position: { line: lineNo }, event: JSON.parse(text) };
-    } catch (e) {
-      yield { position: { line: lineNo }, event: text, invalid: `line ${lineNo} is not valid JSON: ${(e as Error).message}` };
-    }
-  }
-  if (mode !== 'document') return;
-  let doc: unknown;
-  try {
-    doc = JSON.parse(held.join('\n'));
-  } catch (e) {
-    throw new Error(`the input is neither NDJSON nor one JSON document: ${(e as Error).message}`);
-  }
-  const events = Array.isArray(doc)
-    ? doc
-    : doc && typeof doc === 'object' && Array.isArray((doc as { events?: unknown }).events)
-      ? (doc as { events: unknown[] }).events
-      : [doc];
-  for (let i = 0; i < events.length; i++) yield { position: { index: i }, event: events[i] };
-}
-
-function parses(text: string): boolean {
-  try {
-    JSON.parse(text);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 /** An id for events that lack one, so that resending a request cannot count an event twice. */
 function withId(event: unknown): unknown {
   if (event && typeof event === 'object' && !Array.isArray(event) && !('id' in event)) return { id: randomUUID(), ...event };
@@ -299,20 +213,6 @@ async function postBatch(client: ApiClient, items: readonly Item[]): Promise<Pos
       if (!transient || attempt >= ATTEMPTS) throw e;
       await sleep(Math.min(8_000, 250 * 2 ** attempt));
     }
-  }
-}
-
-/** A file created on the first write only, so a clean run leaves none behind. */
-class LazyFile {
-  private stream: WriteStream | undefined;
-  constructor(private readonly path: string) {}
-  write(text: string): void {
-    this.stream ??= createWriteStream(this.path);
-    this.stream.write(text);
-  }
-  close(): Promise<void> {
-    const s = this.stream;
-    return s ? new Promise((res, rej) => s.end((err?: Error | null) => (err ? rej(err) : res()))) : Promise.resolve();
   }
 }
 

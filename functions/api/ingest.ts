@@ -88,7 +88,8 @@ function ingestCore(deps: IngestDeps): ApiHandler {
         codes: [...new Set(outcome.failed.map((f) => f.code))],
       });
       const notStored: EventsNotStored = errorBody(
-        `${outcome.failed.length} of ${events.length} accepted events could not be stored; send those again (with the same ids, a retry is not double counted)`,
+        `${outcome.failed.length} of ${events.length} accepted events could not be stored; ` +
+          `send those again (with the same ids, a retry is not double counted)`,
         undefined,
         { accepted: outcome.stored.length, notStored: outcome.failed.map((f) => f.index), rejected, ids },
       );

@@ -79,7 +79,9 @@ export function createQueryHandler(deps: QueryDeps): ApiHandler {
         if (bytes > limit) {
           throw new HttpError(
             400,
-            `the answer has ${answer.rows.length} rows (${(bytes / 1e6).toFixed(1)} MB), more than one response may carry (${(limit / 1e6).toFixed(1)} MB): ask for a coarser grain, fewer groupBy dimensions, a dimension filter, a limit per bucket or a shorter range`,
+            `the answer has ${answer.rows.length} rows (${(bytes / 1e6).toFixed(1)} MB), ` +
+              `more than one response may carry (${(limit / 1e6).toFixed(1)} MB): ` +
+              `ask for a coarser grain, fewer groupBy dimensions, a dimension filter, a limit per bucket or a shorter range`,
             answer.grain === 'all' ? 'groupBy' : 'grain',
           );
         }

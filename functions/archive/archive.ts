@@ -131,24 +131,14 @@ async function archiveShard(
     [...byHour.entries()].map(async ([hour, group]) => {
       const first = group[0]!.seq;
       const last = group[group.length - 1]!.seq;
-      const body = await gzip(Buffer.from(`${group.map((r) => JSON.stringify(r)).join('\n')}\n`));
-      const written = await putOnce(deps.s3, deps.rawBucket, rawObjectKey(shard, hour, first, last), body);
-      if (!written) stats.alreadyWritten++;
-      await deps.ddb.send(
-        new UpdateItemCommand({
-          TableName: deps.controlTable,
-          Key: { pk: { S: OBJECT_MANIFEST_PK }, sk: { S: objectManifestSk(hour, shard) } },
-          UpdateExpression: 'ADD #objects :entry SET #hour = :hour, #shard = :shard',
-          ExpressionAttributeNames: { '#objects': 'objects', '#hour': 'hour', '#shard': 'shard' },
-          ExpressionAttributeValues: {
-            ':entry': { SS: [objectManifestEntry(first, last, group.length)] },
-            ':hour': { N: String(hour) },
-            ':shard': { S: shard },
-          },
-        }),
+      const { written, bytes } = await writeRawObject(
+        deps,
+        { key: rawObjectKey(shard, hour, first, last), hour, shard, entry: objectManifestEntry(first, last, group.length) },
+        group,
       );
+      if (!written) stats.alreadyWritten++;
       stats.objects++;
-      stats.bytes += body.length;
+      stats.bytes += bytes;
       stats.archived += group.length;
     }),
   );
@@ -176,6 +166,31 @@ async function archiveShard(
     records: archived,
     now: now(),
   });
+}
+
+/**
+ * One raw object: the records gzipped as NDJSON under `key`, then its entry in
+ * the hour's object manifest (a set: a retried write adds nothing). The live
+ * archiver and the backfill both write raw objects this way.
+ */
+export async function writeRawObject(
+  deps: { readonly s3: S3Client; readonly ddb: DynamoDBClient; readonly rawBucket: string; readonly controlTable: string },
+  object: { readonly key: string; readonly hour: number; readonly shard: string; readonly entry: string },
+  records: readonly RawRecord[],
+): Promise<{ written: boolean; bytes: number }> {
+  const { key, hour, shard, entry } = object;
+  const body = await gzip(Buffer.from(`${records.map((r) => JSON.stringify(r)).join('\n')}\n`));
+  const written = await putOnce(deps.s3, deps.rawBucket, key, body);
+  await deps.ddb.send(
+    new UpdateItemCommand({
+      TableName: deps.controlTable,
+      Key: { pk: { S: OBJECT_MANIFEST_PK }, sk: { S: objectManifestSk(hour, shard) } },
+      UpdateExpression: 'ADD #objects :entry SET #hour = :hour, #shard = :shard',
+      ExpressionAttributeNames: { '#objects': 'objects', '#hour': 'hour', '#shard': 'shard' },
+      ExpressionAttributeValues: { ':entry': { SS: [entry] }, ':hour': { N: String(hour) }, ':shard': { S: shard } },
+    }),
+  );
+  return { written, bytes: body.length };
 }
 
 /**

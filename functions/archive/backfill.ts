@@ -43,8 +43,6 @@ import { createReadStream, createWriteStream, mkdtempSync, rmSync } from 'node:f
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
-import { promisify } from 'node:util';
-import { gzip as gzipCb } from 'node:zlib';
 import {
   ConditionalCheckFailedException,
   type DynamoDBClient,
@@ -52,22 +50,13 @@ import {
   PutItemCommand,
   UpdateItemCommand,
 } from '@aws-sdk/client-dynamodb';
-import { PutObjectCommand, type S3Client, S3ServiceException } from '@aws-sdk/client-s3';
+import type { S3Client } from '@aws-sdk/client-s3';
 import { validateEvent } from '../core/events.ts';
 import { POINTER_KEY } from '../core/keys.ts';
 import { padSeq, type RawRecord, toRawRecord } from '../core/record.ts';
 import type { View } from '../core/views.ts';
-import {
-  BACKFILL_PK,
-  BACKFILL_SHARD_PREFIX,
-  HOUR_MS,
-  OBJECT_MANIFEST_PK,
-  objectManifestEntry,
-  objectManifestSk,
-  rawObjectKey,
-} from './layout.ts';
-
-const gzip = promisify(gzipCb);
+import { writeRawObject } from './archive.ts';
+import { BACKFILL_PK, BACKFILL_SHARD_PREFIX, HOUR_MS, objectManifestEntry, rawObjectKey } from './layout.ts';
 
 /** Records per raw object. The archive writes up to a Lambda batch (1,000) per object; history comes in bulk. */
 export const BACKFILL_OBJECT_LINES = 20_000;
@@ -298,18 +287,7 @@ export async function runBackfill(
     let failure: { error: unknown } | undefined;
     const writeObject = async (first: number, last: number, records: RawRecord[]) => {
       const { key, entry } = backfillObject(shard, T, first, last, records.length);
-      const body = await gzip(Buffer.from(`${records.map((r) => JSON.stringify(r)).join('\n')}\n`));
-      await putOnce(deps.s3, deps.rawBucket, key, body);
-      await deps.ddb.send(
-        new UpdateItemCommand({
-          TableName: deps.controlTable,
-          Key: { pk: { S: OBJECT_MANIFEST_PK }, sk: { S: objectManifestSk(hour, shard) } },
-          UpdateExpression: 'ADD #objects :entry SET #hour = :hour, #shard = :shard',
-          ExpressionAttributeNames: { '#objects': 'objects', '#hour': 'hour', '#shard': 'shard' },
-          ExpressionAttributeValues: { ':entry': { SS: [entry] }, ':hour': { N: String(hour) }, ':shard': { S: shard } },
-        }),
-      );
-      bytes += body.length;
+      bytes += (await writeRawObject(deps, { key, hour, shard, entry }, records)).bytes;
       written++;
       recordsWritten += records.length;
       deps.onProgress?.({ phase: 'write', done: recordsWritten, total: v.accepted, accepted: v.accepted, rejected: v.rejected });
@@ -464,23 +442,4 @@ export async function readBackfill(ddb: DynamoDBClient, table: string, shard: st
     records: Number(i.records?.N ?? 0),
     objects: Number(i.objects?.N ?? 0),
   };
-}
-
-/** PutObject that never replaces an existing object where the store supports it (412: an earlier attempt wrote the same bytes). */
-async function putOnce(s3: S3Client, bucket: string, key: string, body: Buffer): Promise<void> {
-  try {
-    await s3.send(
-      new PutObjectCommand({
-        Bucket: bucket,
-        Key: key,
-        Body: body,
-        IfNoneMatch: '*',
-        ContentType: 'application/x-ndjson',
-        ContentEncoding: 'gzip',
-      }),
-    );
-  } catch (e) {
-    if (e instanceof S3ServiceException && e.$metadata.httpStatusCode === 412) return;
-    throw e;
-  }
 }

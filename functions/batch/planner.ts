@@ -142,44 +142,40 @@ export async function listShards(kinesis: KinesisClient, streamName: string): Pr
   return out;
 }
 
-export async function readCheckpoints(doc: DynamoDBDocumentClient, table: string): Promise<Map<string, Checkpoint>> {
-  const out = new Map<string, Checkpoint>();
+/** Every item of one control-table partition, read consistently, page by page. */
+async function partitionItems(doc: DynamoDBDocumentClient, table: string, pk: string): Promise<Record<string, unknown>[]> {
+  const out: Record<string, unknown>[] = [];
   let start: Record<string, unknown> | undefined;
   do {
     const page = await doc.send(
       new QueryCommand({
         TableName: table,
         KeyConditionExpression: 'pk = :pk',
-        ExpressionAttributeValues: { ':pk': CHECKPOINT_PK },
+        ExpressionAttributeValues: { ':pk': pk },
         ConsistentRead: true,
         ExclusiveStartKey: start,
       }),
     );
-    for (const item of page.Items ?? []) out.set(String(item.sk), { arrival: Number(item.arrival), seq: String(item.seq) });
+    out.push(...(page.Items ?? []));
     start = page.LastEvaluatedKey;
   } while (start);
   return out;
 }
 
+export async function readCheckpoints(doc: DynamoDBDocumentClient, table: string): Promise<Map<string, Checkpoint>> {
+  const out = new Map<string, Checkpoint>();
+  for (const item of await partitionItems(doc, table, CHECKPOINT_PK))
+    out.set(String(item.sk), { arrival: Number(item.arrival), seq: String(item.seq) });
+  return out;
+}
+
 /** The backfills' control items `backfill / *` (functions/archive/backfill.ts). */
 export async function readBackfills(doc: DynamoDBDocumentClient, table: string): Promise<BackfillBound[]> {
-  const out: BackfillBound[] = [];
-  let start: Record<string, unknown> | undefined;
-  do {
-    const page = await doc.send(
-      new QueryCommand({
-        TableName: table,
-        KeyConditionExpression: 'pk = :pk',
-        ExpressionAttributeValues: { ':pk': BACKFILL_PK },
-        ConsistentRead: true,
-        ExclusiveStartKey: start,
-      }),
-    );
-    for (const item of page.Items ?? [])
-      out.push({ shard: String(item.sk), arrival: Number(item.arrival), state: item.state === 'complete' ? 'complete' : 'writing' });
-    start = page.LastEvaluatedKey;
-  } while (start);
-  return out;
+  return (await partitionItems(doc, table, BACKFILL_PK)).map((item) => ({
+    shard: String(item.sk),
+    arrival: Number(item.arrival),
+    state: item.state === 'complete' ? 'complete' : 'writing',
+  }));
 }
 
 /** Most GetRecords calls a probe follows through empty pages (sparse or trimmed shards). */

@@ -905,7 +905,9 @@ export async function publishStep(ctx: BatchContext, input: PublishInput, starte
     startedAt !== undefined ? performance.now() - startedAt : finishedAt - ((await getRun(c, input.runId))?.startedAt ?? finishedAt);
   await recordRunTimings(c, input.runId, { publish: publishMs, total });
   if (!result.published) {
-    const error = `lost the publish race: version ${result.current.version} (cutoff ${iso(result.current.cutoff)}) was published first; version ${input.version} is retired`;
+    const error =
+      `lost the publish race: version ${result.current.version} (cutoff ${iso(result.current.cutoff)}) was published first; ` +
+      `version ${input.version} is retired`;
     await updateRun(c, input.runId, { state: 'FAILED', stage: 'done', finishedAt, error });
     await releaseLock(c, input.runId);
     return { runId: input.runId, state: 'FAILED', published: false, version: input.version, current: result.current.version };

@@ -204,13 +204,7 @@ export function batchStateMachineDefinition(taskFunctionArn: string, opts: State
     StartAt: 'Plan',
     ...(opts.timeoutSeconds !== undefined ? { TimeoutSeconds: opts.timeoutSeconds } : {}),
     States: {
-      Plan: {
-        // The execution's input rides along: POST /batch/runs puts a rebuild request there.
-        ...task({ step: 'plan', 'runId.$': '$$.Execution.Name', 'input.$': '$' }),
-        ResultPath: '$.plan',
-        Catch: catchAll,
-        Next: 'Views',
-      },
+      Plan: planState(task, catchAll, 'Views'),
       Views: {
         Type: 'Map',
         ItemsPath: '$.plan.views',
@@ -236,30 +230,23 @@ export function batchStateMachineDefinition(taskFunctionArn: string, opts: State
         Catch: catchAll,
         Next: 'Publish',
       },
-      Publish: {
-        ...task({
-          step: 'publish',
-          'runId.$': '$.plan.runId',
-          'skipped.$': '$.plan.skipped',
-          'version.$': '$.plan.version',
-          'cutoff.$': '$.plan.cutoff',
-        }),
-        ResultPath: '$.publish',
-        Catch: catchAll,
-        End: true,
-      },
-      MarkFailed: {
-        ...task({ step: 'fail', 'runId.$': '$$.Execution.Name', 'error.$': '$.error' }),
-        ResultPath: '$.failed',
-        Next: 'Failed',
-      },
-      Failed: { Type: 'Fail', Error: 'BatchRunFailed', Cause: 'A step of the batch run failed; the run item holds the error' },
+      ...endStates(task, catchAll),
     },
   };
 }
 
 type TaskFn = (parameters: Record<string, unknown>) => Record<string, unknown>;
 type CatchList = readonly Record<string, unknown>[];
+
+/** The first state of both definitions. The execution's input rides along: POST /batch/runs puts a rebuild request there. */
+function planState(task: TaskFn, catchAll: CatchList, next: string): Record<string, unknown> {
+  return {
+    ...task({ step: 'plan', 'runId.$': '$$.Execution.Name', 'input.$': '$' }),
+    ResultPath: '$.plan',
+    Catch: catchAll,
+    Next: next,
+  };
+}
 
 /** Publish, MarkFailed and Failed: the same in both definitions. */
 function endStates(task: TaskFn, catchAll: CatchList): Record<string, unknown> {
@@ -293,12 +280,7 @@ function athenaDefinition(opts: StateMachineOptions, a: AthenaOptions, task: Tas
     StartAt: 'Plan',
     ...(opts.timeoutSeconds !== undefined ? { TimeoutSeconds: opts.timeoutSeconds } : {}),
     States: {
-      Plan: {
-        ...task({ step: 'plan', 'runId.$': '$$.Execution.Name', 'input.$': '$' }),
-        ResultPath: '$.plan',
-        Catch: catchAll,
-        Next: 'Skipped',
-      },
+      Plan: planState(task, catchAll, 'Skipped'),
       Skipped: {
         Type: 'Choice',
         Choices: [{ Variable: '$.plan.skipped', BooleanEquals: true, Next: 'Publish' }],

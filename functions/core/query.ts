@@ -158,7 +158,9 @@ export function parseQuery(view: View, params: Readonly<Record<string, string | 
     if (!Object.hasOwn(view.metrics, metric)) {
       return {
         field: 'orderBy',
-        message: `must be a metric of view "${view.name}" (${Object.keys(view.metrics).join(', ')}), with a leading - for descending, received "${orderByText}"`,
+        message:
+          `must be a metric of view "${view.name}" (${Object.keys(view.metrics).join(', ')}), ` +
+          `with a leading - for descending, received "${orderByText}"`,
       };
     }
     orderBy = { metric, descending };

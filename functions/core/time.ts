@@ -40,7 +40,9 @@ export function parseTime(value: unknown): number {
       if (!m) throw new TimeParseError(`must be an ISO-8601 time or epoch milliseconds, received "${value}"`);
       const zone = m[8] ?? 'Z';
       const fraction = (m[7] ?? '').padEnd(3, '0').slice(0, 3);
-      const normalized = `${m[1]}-${m[2]}-${m[3]}T${m[4] ?? '00'}:${m[5] ?? '00'}:${m[6] ?? '00'}.${fraction}${zone.length === 5 ? `${zone.slice(0, 3)}:${zone.slice(3)}` : zone}`;
+      const normalized =
+        `${m[1]}-${m[2]}-${m[3]}T${m[4] ?? '00'}:${m[5] ?? '00'}:${m[6] ?? '00'}.${fraction}` +
+        `${zone.length === 5 ? `${zone.slice(0, 3)}:${zone.slice(3)}` : zone}`;
       ms = Date.parse(normalized);
       if (Number.isNaN(ms) || !validFields(m)) {
         throw new TimeParseError(`is not a valid date-time, received "${value}"`);
@@ -51,7 +53,8 @@ export function parseTime(value: unknown): number {
   }
   if (ms < MIN_TIME_MS || ms > MAX_TIME_MS) {
     throw new TimeParseError(
-      `must be between ${new Date(MIN_TIME_MS).toISOString()} and ${new Date(MAX_TIME_MS).toISOString()}, received ${JSON.stringify(value)}`,
+      `must be between ${new Date(MIN_TIME_MS).toISOString()} and ` +
+        `${new Date(MAX_TIME_MS).toISOString()}, received ${JSON.stringify(value)}`,
     );
   }
   return ms;

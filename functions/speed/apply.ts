@@ -273,7 +273,9 @@ export async function applyItem(
         // DynamoDB (and dynalite) say "Item size to update has exceeded the maximum allowed size".
         if (e instanceof Error && e.name === 'ValidationException' && /item size/i.test(e.message)) {
           throw new Error(
-            `speed item ${pk} / ${sk} of view ${view.name} would pass DynamoDB's 400 KB item limit: the view has too many distinct (bucket, dimension values) per arrival window for the speed layer; declare a coarser view`,
+            `speed item ${pk} / ${sk} of view ${view.name} would pass DynamoDB's 400 KB item limit: ` +
+              `the view has too many distinct (bucket, dimension values) per arrival window for the speed layer; ` +
+              `declare a coarser view`,
             { cause: e },
           );
         }

@@ -10,7 +10,8 @@ export class DuckDBInstance {
   static create(): Promise<never> {
     return Promise.reject(
       new Error(
-        'DuckDB is not deployed with this function: only the batch-task function of a stack with batchEngine "duckdb" ships @duckdb/node-api',
+        'DuckDB is not deployed with this function: ' +
+          'only the batch-task function of a stack with batchEngine "duckdb" ships @duckdb/node-api',
       ),
     );
   }

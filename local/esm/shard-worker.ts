@@ -123,7 +123,8 @@ export class ShardWorker {
       // go back to the checkpoint's arrival time; the layers' idempotency absorbs the overlap.
       const at = new Date(Math.min(Date.now(), this.checkpointArrival ?? this.m.checkpoints.createdAt));
       this.m.log.warn(
-        `esm ${this.m.o.name} ${this.id}: checkpoint ${input.StartingSequenceNumber} not found in the stream; resuming at ${at.toISOString()}`,
+        `esm ${this.m.o.name} ${this.id}: checkpoint ${input.StartingSequenceNumber} not found in the stream; ` +
+          `resuming at ${at.toISOString()}`,
       );
       return (await this.m.o.kinesis.send(new GetShardIteratorCommand({ ...base, ShardIteratorType: 'AT_TIMESTAMP', Timestamp: at })))
         .ShardIterator;
@@ -334,7 +335,8 @@ export class ShardWorker {
       }
       piece.retries++;
       this.m.log.warn(
-        `esm ${this.m.o.name} ${this.id}: batch ${piece.records[0]!.seq}.. failed (${error.type}: ${error.message}); retry ${piece.retries}`,
+        `esm ${this.m.o.name} ${this.id}: batch ${piece.records[0]!.seq}.. failed (${error.type}: ${error.message}); ` +
+          `retry ${piece.retries}`,
       );
       await this.m.sleep(Math.min(5000, this.m.backoffMs * 2 ** (piece.retries - 1)));
     }
@@ -366,7 +368,8 @@ export class ShardWorker {
     const first = records[0]!;
     const last = records[records.length - 1]!;
     this.m.log.warn(
-      `esm ${this.m.o.name} ${this.id}: ${condition}: discarding ${records.length} record(s) ${first.seq}..${last.seq}${error ? ` (${error.type}: ${error.message})` : ''}`,
+      `esm ${this.m.o.name} ${this.id}: ${condition}: discarding ${records.length} record(s) ` +
+        `${first.seq}..${last.seq}${error ? ` (${error.type}: ${error.message})` : ''}`,
     );
     if (!(await writeFailure(this.m, this.id, records, condition, invokes, error))) return false;
     this.counters.discarded += records.length;

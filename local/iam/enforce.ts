@@ -73,7 +73,8 @@ export class AccessDeniedError extends Error {
     identity: FunctionIdentity,
   ) {
     super(
-      `User: ${principalArn(identity)} is not authorized to perform: ${action} on resource: ${resource} because no identity-based policy allows the ${action} action`,
+      `User: ${principalArn(identity)} is not authorized to perform: ${action} on resource: ${resource} ` +
+        `because no identity-based policy allows the ${action} action`,
     );
     // S3 answers 403 AccessDenied; the JSON services 400 AccessDeniedException.
     const s3 = action.startsWith('s3:');

@@ -143,7 +143,8 @@ async function synthesize(viewsFile: string | undefined): Promise<CfnTemplate> {
     });
     if (code !== 0) {
       throw new Error(
-        `synthesizing the stack (bin/app.ts) for the local IAM check failed with code ${code} (TANDEM_IAM=off starts without the check): ${Buffer.concat(stderr).toString().trim()}`,
+        `synthesizing the stack (bin/app.ts) for the local IAM check failed with code ${code} ` +
+          `(TANDEM_IAM=off starts without the check): ${Buffer.concat(stderr).toString().trim()}`,
       );
     }
     const manifest = JSON.parse(readFileSync(join(outdir, 'manifest.json'), 'utf8')) as {

@@ -690,8 +690,11 @@ describe('IAM: each function can do what it needs and no more', () => {
 
   it('the batch task reads the raw archive but cannot write it, and runs Athena in its own workgroup only', () => {
     const raw = statements(tandem.batchLayer.function).filter((s) => referencedIds(s).includes(id(tandem.rawBucket)));
-    // The state machine runs the queries (Athena reads raw/ with its role); the function reads raw/ for DuckDB only.
-    expect(raw.flatMap(actionsOf).sort()).toEqual(['s3:GetObject', 's3:ListBucket']);
+    // The state machine runs the queries (Athena reads raw/ with its role); the function reads raw/ and compact/ for DuckDB
+    // only, and with Athena (this stack) writes nothing.
+    expect([...new Set(raw.flatMap(actionsOf))].sort()).toEqual(['s3:GetObject', 's3:ListBucket']);
+    expect(JSON.stringify(raw)).toContain('raw/*');
+    expect(JSON.stringify(raw)).toContain('compact/*');
     const athena = statements(tandem.batchLayer.function).filter((s) => actionsOf(s).some((a) => a.startsWith('athena:')));
     expect(athena).toHaveLength(1);
     expect(JSON.stringify(athena[0]!.Resource)).toContain(':workgroup/test_batch');

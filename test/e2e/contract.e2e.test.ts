@@ -237,7 +237,9 @@ async function barrier(round: string): Promise<void> {
 
 /** The metrics of a view over no events: 0 for count and sum, null for the others (the contract's `parts`). */
 function emptyMetrics(view: ViewInfo): Record<string, number | null> {
-  return Object.fromEntries(Object.entries(view.metrics).map(([m, d]) => [m, d.fn === 'count' || d.fn === 'sum' ? 0 : null]));
+  return Object.fromEntries(
+    Object.entries(view.metrics).map(([m, d]) => [m, d.fn === 'count' || d.fn === 'sum' || d.fn === 'distinct' ? 0 : null]),
+  );
 }
 
 /** Each row's metrics from the oracle over `events`, by bucket and grouped dimensions. */

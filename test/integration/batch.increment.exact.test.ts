@@ -10,21 +10,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { HOUR_MS } from '../../functions/archive/layout.ts';
 import { runBatchToCompletion } from '../../functions/batch/pipeline.ts';
-import { DEMO_VIEWS } from '../../functions/core/demo-views.ts';
-import {
-  archiveHandler,
-  batchesOf,
-  batchOptions,
-  batchOracle,
-  freshResources,
-  generateStream,
-  kinesisEvent,
-  readBatchRows,
-  removeStageDirs,
-  type ShardRecord,
-  sorted,
-  testConfig,
-} from '../support/batch.ts';
+import { archiveWorld, batchesOf, batchOptions, kinesisEvent, removeStageDirs } from '../support/batch.ts';
 import { startTestCloud, type TestCloud } from '../support/cloud.ts';
 
 const MIN = 60_000;
@@ -42,32 +28,16 @@ describe('an increment after a first run, compaction off', () => {
 
   /** The reported world: 600 events over 2 h 50 min (seed 1), a run at "2 minutes after the last arrival". */
   async function firstRun(prefix: string, compaction = false) {
-    const r = await freshResources(cloud.clients, prefix);
-    const config = testConfig(r, cloud.names.TANDEM_STREAM_NAME!, DEMO_VIEWS);
-    const archive = archiveHandler(cloud.clients, r);
-    const records: ShardRecord[] = [];
-    let now = T0;
-    const add = async (start: number, span: number, events: number, seed: number) => {
-      const rs = generateStream({ events, start, span, duplicates: 0.05, seed });
-      for (const b of batchesOf(rs, 40)) expect((await archive(kinesisEvent(b))).batchItemFailures).toEqual([]);
-      records.push(...rs);
-      now = Math.max(now, ...rs.map((x) => x.arrival)) + 2 * MIN;
-    };
+    const { r, config, archive, records, add, expectOracle, now } = await archiveWorld(cloud, prefix, T0);
     const base = batchOptions(cloud.clients, r);
     // No compactor (as reported): every run reads the JSON objects.
     const engine = compaction ? base.engine! : { ...base.engine!, compactor: undefined };
-    const run = (request: { rebuild?: boolean } = {}) => runBatchToCompletion(cloud.clients, config, { engine, now: () => now, request });
-    const expectOracle = async (version: number, cutoff: number) => {
-      for (const view of DEMO_VIEWS)
-        expect(sorted(await readBatchRows(cloud.clients.dynamodb, r.tables.batchViews, view, version)), view.name).toEqual(
-          sorted(batchOracle(view, records, cutoff)),
-        );
-    };
+    const run = (request: { rebuild?: boolean } = {}) => runBatchToCompletion(cloud.clients, config, { engine, now, request });
     await add(T0, 2 * HOUR_MS + 50 * MIN, 600, 1);
     const v1 = await run();
     expect(v1).toMatchObject({ state: 'SUCCEEDED', version: 1 });
     await expectOracle(1, v1.cutoff!);
-    return { records, archive, add, run, expectOracle, v1, now: () => now };
+    return { records, archive, add, run, expectOracle, v1, now };
   }
 
   it('refuses to archive a record that arrived before the published cutoff (no increment would count it)', async () => {

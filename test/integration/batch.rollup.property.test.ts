@@ -212,7 +212,7 @@ describe('rollups answer exactly (property)', () => {
           }
         },
       ),
-      { numRuns: 6, endOnFailure: true },
+      { numRuns: 6, endOnFailure: true, seed: 20261206 }, // fixed: the coverage check below must not depend on the draw
     );
     expect(saved).toBeGreaterThan(0);
   }, 900_000);

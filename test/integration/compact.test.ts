@@ -13,23 +13,8 @@ import { HOUR_MS } from '../../functions/archive/layout.ts';
 import { COMPACT_PREFIX, COMPACTED_PK, compactObjectKey, readCompacted } from '../../functions/batch/compact.ts';
 import { runBatchToCompletion } from '../../functions/batch/pipeline.ts';
 import { SimulatedCrash } from '../../functions/batch/steps.ts';
-import { DEMO_VIEWS } from '../../functions/core/demo-views.ts';
 import { pad13 } from '../../functions/core/keys.ts';
-import {
-  archiveHandler,
-  batchesOf,
-  batchOptions,
-  batchOracle,
-  freshResources,
-  generateStream,
-  kinesisEvent,
-  type Resources,
-  readBatchRows,
-  removeStageDirs,
-  type ShardRecord,
-  sorted,
-  testConfig,
-} from '../support/batch.ts';
+import { archiveWorld, batchOptions, type Resources, removeStageDirs } from '../support/batch.ts';
 import { startTestCloud, type TestCloud } from '../support/cloud.ts';
 
 const MIN = 60_000;
@@ -47,29 +32,15 @@ describe('compaction of covered hours into Parquet', () => {
 
   /** A fresh archive with a helper to add records and to run the batch at "2 minutes after the last arrival". */
   async function setup(prefix: string) {
-    const r = await freshResources(cloud.clients, prefix);
-    const config = testConfig(r, cloud.names.TANDEM_STREAM_NAME!, DEMO_VIEWS);
-    const archive = archiveHandler(cloud.clients, r);
-    const records: ShardRecord[] = [];
-    let now = T0;
+    const w = await archiveWorld(cloud, prefix, T0);
+    const { r, config, records, expectOracle, now } = w;
     let seed = 1;
-    const add = async (start: number, span: number, events: number) => {
-      const rs = generateStream({ events, start, span, duplicates: 0.05, seed: seed++ });
-      for (const b of batchesOf(rs, 40)) expect((await archive(kinesisEvent(b))).batchItemFailures).toEqual([]);
-      records.push(...rs);
-      now = Math.max(now, ...rs.map((x) => x.arrival)) + 2 * MIN;
-    };
+    const add = (start: number, span: number, events: number) => w.add(start, span, events, seed++);
     const run = (extra: Parameters<typeof batchOptions>[2] = {}) =>
-      runBatchToCompletion(cloud.clients, config, batchOptions(cloud.clients, r, { now: () => now, ...extra }));
+      runBatchToCompletion(cloud.clients, config, batchOptions(cloud.clients, r, { now, ...extra }));
     const compacted = (cutoff: number) => readCompacted({ doc: cloud.clients.doc, table: r.tables.control }, cutoff);
-    const expectOracle = async (version: number, cutoff: number) => {
-      for (const view of DEMO_VIEWS)
-        expect(sorted(await readBatchRows(cloud.clients.dynamodb, r.tables.batchViews, view, version)), view.name).toEqual(
-          sorted(batchOracle(view, records, cutoff)),
-        );
-    };
     // New records start at the clock of the last run, never before its published cutoff (test/support/batch.ts archiveHandler).
-    return { r, records, add, run, compacted, expectOracle, now: () => now };
+    return { r, records, add, run, compacted, expectOracle, now };
   }
 
   const listKeys = async (r: Resources, prefix: string) =>

@@ -23,42 +23,15 @@ import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DEMO_VIEWS } from '../../functions/core/demo-views.ts';
 import { DEFAULT_SETTINGS } from '../../functions/core/settings.ts';
-import { ItemCache } from '../../functions/speed/apply.ts';
-import { createSpeedHandler } from '../../functions/speed/handler.ts';
-import { startEventSourceMapping } from '../../local/esm.ts';
 import { startTestCloud, type TestCloud } from '../support/cloud.ts';
+import { drainWithHooks, hookArb } from '../support/esm.ts';
 import { countedCopies } from '../support/oracle.ts';
-import {
-  asObject,
-  createSpeedTables,
-  type Fault,
-  faultyClient,
-  oracle,
-  quietTelemetry,
-  readSpeedTable,
-  type ShardRecord,
-} from '../support/speed.ts';
+import { asObject, createSpeedTables, oracle, readSpeedTable, type ShardRecord } from '../support/speed.ts';
 
-const telemetry = quietTelemetry();
 const WINDOW_MS = DEFAULT_SETTINGS.windowSeconds * 1000;
 /** A one-second horizon: copies in one request arrive within H, a second request after a pause beyond it. */
 const SETTINGS = { ...DEFAULT_SETTINGS, dedupHorizonSeconds: 1 };
 const H = SETTINGS.dedupHorizonSeconds * 1000;
-const quiet = { info: () => {}, warn: () => {}, error: () => {} };
-
-type Hook = { kind: 'none' } | { kind: 'before' } | { kind: 'after' } | { kind: 'dynamo'; fault: Fault };
-
-const hookArb: fc.Arbitrary<Hook> = fc.oneof(
-  { weight: 3, arbitrary: fc.constant({ kind: 'none' } as Hook) },
-  { weight: 1, arbitrary: fc.constant({ kind: 'before' } as Hook) },
-  { weight: 1, arbitrary: fc.constant({ kind: 'after' } as Hook) },
-  {
-    weight: 2,
-    arbitrary: fc
-      .record({ after: fc.nat(5), kind: fc.constantFrom('throw', 'lost'), on: fc.constantFrom('UpdateItemCommand', 'any') })
-      .map((fault) => ({ kind: 'dynamo', fault: fault as Fault }) as Hook),
-  },
-);
 
 const eventArb = fc.record({
   id: fc.nat(9),
@@ -137,49 +110,15 @@ describe('speed layer through the local event source mapping', () => {
             expect(put.FailedRecordCount ?? 0).toBe(0);
           }
 
-          const faulty = faultyClient(cloud.clients.dynamodb);
-          const handler = createSpeedHandler({
-            ddb: faulty.client,
-            s3: cloud.clients.s3,
+          await drainWithHooks(cloud.clients, {
+            name: `speed-esm-${n}`,
+            streamName: StreamName,
             tables,
             failureBucket: cloud.names.TANDEM_FAILURE_BUCKET!,
-            views: DEMO_VIEWS,
             settings: SETTINGS,
-            cache: new ItemCache(),
-            ...telemetry,
-          });
-          const pending = [...hooks];
-          const esm = await startEventSourceMapping({
-            name: `speed-esm-${n}`,
-            kinesis: cloud.clients.kinesis,
-            streamName: StreamName,
             batchSize,
-            bisectBatchOnError: true,
-            reportBatchItemFailures: true,
-            retryAttempts: -1,
-            maxRecordAgeSeconds: -1,
-            pollIntervalMs: 20,
-            retryBackoffMs: 1,
-            shardRefreshMs: 60_000,
-            logger: quiet,
-            invoke: async (event) => {
-              const hook = pending.shift() ?? { kind: 'none' };
-              if (hook.kind === 'before') throw new Error('crash hook: before the handler');
-              faulty.arm(hook.kind === 'dynamo' ? hook.fault : undefined);
-              try {
-                const res = await handler(event);
-                if (hook.kind === 'after') throw new Error('crash hook: after the handler (a timeout)');
-                return res;
-              } finally {
-                faulty.arm(undefined);
-              }
-            },
+            hooks,
           });
-          try {
-            await esm.idle();
-          } finally {
-            await esm.stop();
-          }
           const stored = await readStream(cloud, StreamName);
           expect(stored).toHaveLength(events.length);
           const got = await readSpeedTable(cloud.clients.dynamodb, tables.speed);

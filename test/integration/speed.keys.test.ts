@@ -14,88 +14,23 @@ import {
   CreateStreamCommand,
   DeleteStreamCommand,
   DescribeStreamSummaryCommand,
-  GetRecordsCommand,
-  GetShardIteratorCommand,
-  ListShardsCommand,
   PutRecordsCommand,
   type PutRecordsRequestEntry,
 } from '@aws-sdk/client-kinesis';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { kplAggregate } from '../../functions/adapters/kinesis-records.ts';
-import { deaggregateRecord, isAggregated } from '../../functions/adapters/kpl.ts';
 import { Decimal } from '../../functions/core/decimal.ts';
 import { DEMO_VIEWS } from '../../functions/core/demo-views.ts';
-import { recordPosition } from '../../functions/core/record.ts';
 import { DEFAULT_SETTINGS } from '../../functions/core/settings.ts';
-import { ItemCache } from '../../functions/speed/apply.ts';
-import { createSpeedHandler } from '../../functions/speed/handler.ts';
-import { startEventSourceMapping } from '../../local/esm.ts';
 import { startTestCloud, type TestCloud } from '../support/cloud.ts';
+import { drainWithHooks, hookArb } from '../support/esm.ts';
 import { countedCopies } from '../support/oracle.ts';
-import {
-  asObject,
-  createSpeedTables,
-  type Fault,
-  faultyClient,
-  type ItemValues,
-  oracle,
-  quietTelemetry,
-  readSpeedTable,
-  type ShardRecord,
-} from '../support/speed.ts';
+import { asObject, createSpeedTables, type ItemValues, oracle, readSpeedTable, readStreamEvents } from '../support/speed.ts';
 
-const telemetry = quietTelemetry();
 const WINDOW_MS = DEFAULT_SETTINGS.windowSeconds * 1000;
 const SETTINGS = { ...DEFAULT_SETTINGS, dedupHorizonSeconds: 1 };
 const H = SETTINGS.dedupHorizonSeconds * 1000;
-const quiet = { info: () => {}, warn: () => {}, error: () => {} };
-
-type Hook = { kind: 'none' } | { kind: 'before' } | { kind: 'after' } | { kind: 'dynamo'; fault: Fault };
-const hookArb: fc.Arbitrary<Hook> = fc.oneof(
-  { weight: 3, arbitrary: fc.constant({ kind: 'none' } as Hook) },
-  { weight: 1, arbitrary: fc.constant({ kind: 'before' } as Hook) },
-  { weight: 1, arbitrary: fc.constant({ kind: 'after' } as Hook) },
-  {
-    weight: 2,
-    arbitrary: fc
-      .record({ after: fc.nat(5), kind: fc.constantFrom('throw', 'lost'), on: fc.constantFrom('UpdateItemCommand', 'any') })
-      .map((fault) => ({ kind: 'dynamo', fault: fault as Fault }) as Hook),
-  },
-);
-
-/** The stream's records as the consumers must see them: each user record of an aggregate as an event at its position. */
-async function readEvents(cloud: TestCloud, StreamName: string): Promise<ShardRecord[]> {
-  const shards = (await cloud.clients.kinesis.send(new ListShardsCommand({ StreamName }))).Shards ?? [];
-  const out: ShardRecord[] = [];
-  const event = (bytes: Buffer): ShardRecord['event'] => {
-    try {
-      return JSON.parse(bytes.toString('utf8'));
-    } catch {
-      return bytes;
-    }
-  };
-  for (const s of shards) {
-    const it = await cloud.clients.kinesis.send(
-      new GetShardIteratorCommand({ StreamName, ShardId: s.ShardId!, ShardIteratorType: 'TRIM_HORIZON' }),
-    );
-    const got = await cloud.clients.kinesis.send(new GetRecordsCommand({ ShardIterator: it.ShardIterator!, Limit: 10_000 }));
-    for (const r of got.Records ?? []) {
-      const bytes = Buffer.from(r.Data ?? new Uint8Array());
-      const base = { shard: s.ShardId!, arrival: r.ApproximateArrivalTimestamp!.getTime() };
-      if (!isAggregated(bytes)) {
-        out.push({ ...base, seq: r.SequenceNumber!, event: event(bytes) });
-        continue;
-      }
-      const agg = deaggregateRecord(bytes, r.SequenceNumber!, r.PartitionKey!);
-      if (!agg.ok) out.push({ ...base, seq: r.SequenceNumber!, event: bytes });
-      else
-        for (const u of agg.records)
-          out.push({ ...base, seq: recordPosition(r.SequenceNumber!, u.sub), event: u.ok ? event(u.data) : Buffer.from('bad') });
-    }
-  }
-  return out;
-}
 
 const eventArb = fc.record({
   id: fc.nat(9),
@@ -184,50 +119,16 @@ describe('copies of an id on several shards (partition keys other than the id)',
             expect(put.FailedRecordCount ?? 0).toBe(0);
           }
 
-          const faulty = faultyClient(cloud.clients.dynamodb);
-          const handler = createSpeedHandler({
-            ddb: faulty.client,
-            s3: cloud.clients.s3,
+          await drainWithHooks(cloud.clients, {
+            name: `keys-${n}`,
+            streamName: StreamName,
             tables,
             failureBucket: cloud.names.TANDEM_FAILURE_BUCKET!,
-            views: DEMO_VIEWS,
             settings: SETTINGS,
-            cache: new ItemCache(),
-            ...telemetry,
-          });
-          const pending = [...hooks];
-          const esm = await startEventSourceMapping({
-            name: `keys-${n}`,
-            kinesis: cloud.clients.kinesis,
-            streamName: StreamName,
             batchSize,
-            bisectBatchOnError: true,
-            reportBatchItemFailures: true,
-            retryAttempts: -1,
-            maxRecordAgeSeconds: -1,
-            pollIntervalMs: 20,
-            retryBackoffMs: 1,
-            shardRefreshMs: 60_000,
-            logger: quiet,
-            invoke: async (event) => {
-              const hook = pending.shift() ?? { kind: 'none' };
-              if (hook.kind === 'before') throw new Error('crash hook: before the handler');
-              faulty.arm(hook.kind === 'dynamo' ? hook.fault : undefined);
-              try {
-                const res = await handler(event);
-                if (hook.kind === 'after') throw new Error('crash hook: after the handler (a timeout)');
-                return res;
-              } finally {
-                faulty.arm(undefined);
-              }
-            },
+            hooks,
           });
-          try {
-            await esm.idle();
-          } finally {
-            await esm.stop();
-          }
-          const stored = await readEvents(cloud, StreamName);
+          const stored = await readStreamEvents(cloud, StreamName);
           const got = await readSpeedTable(cloud.clients.dynamodb, tables.speed);
           expect(asObject(acrossShards(got))).toEqual(asObject(acrossShards(oracle(DEMO_VIEWS, stored, WINDOW_MS, H))));
           const copies = stored.map((r) => ({ ...r, id: String((r.event as Record<string, unknown>).id) }));

@@ -19,8 +19,6 @@ import {
   CreateStreamCommand,
   DeleteStreamCommand,
   DescribeStreamSummaryCommand,
-  GetRecordsCommand,
-  GetShardIteratorCommand,
   ListShardsCommand,
   PutRecordsCommand,
   type PutRecordsRequestEntry,
@@ -29,26 +27,16 @@ import { GetObjectCommand, ListObjectsV2Command } from '@aws-sdk/client-s3';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { kplAggregate } from '../../functions/adapters/kinesis-records.ts';
-import { deaggregateRecord, isAggregated } from '../../functions/adapters/kpl.ts';
 import { createArchiveHandler } from '../../functions/archive/handler.ts';
 import { parseRawObjectKey } from '../../functions/archive/layout.ts';
 import { DEMO_VIEWS } from '../../functions/core/demo-views.ts';
-import { recordPosition } from '../../functions/core/record.ts';
 import { DEFAULT_SETTINGS } from '../../functions/core/settings.ts';
 import { ItemCache } from '../../functions/speed/apply.ts';
 import { createSpeedHandler } from '../../functions/speed/handler.ts';
 import { startEventSourceMapping } from '../../local/esm.ts';
 import { startTestCloud, type TestCloud } from '../support/cloud.ts';
-import {
-  asObject,
-  createSpeedTables,
-  type Fault,
-  faultyClient,
-  oracle,
-  quietTelemetry,
-  readSpeedTable,
-  type ShardRecord,
-} from '../support/speed.ts';
+import { type Hook, hookArb } from '../support/esm.ts';
+import { asObject, createSpeedTables, faultyClient, oracle, quietTelemetry, readSpeedTable, readStreamEvents } from '../support/speed.ts';
 
 const gunzip = promisify(gunzipCb);
 const telemetry = quietTelemetry();
@@ -56,19 +44,6 @@ const WINDOW_MS = DEFAULT_SETTINGS.windowSeconds * 1000;
 const SETTINGS = { ...DEFAULT_SETTINGS, dedupHorizonSeconds: 1 };
 const H = SETTINGS.dedupHorizonSeconds * 1000;
 const quiet = { info: () => {}, warn: () => {}, error: () => {} };
-
-type Hook = { kind: 'none' } | { kind: 'before' } | { kind: 'after' } | { kind: 'dynamo'; fault: Fault };
-const hookArb: fc.Arbitrary<Hook> = fc.oneof(
-  { weight: 3, arbitrary: fc.constant({ kind: 'none' } as Hook) },
-  { weight: 1, arbitrary: fc.constant({ kind: 'before' } as Hook) },
-  { weight: 1, arbitrary: fc.constant({ kind: 'after' } as Hook) },
-  {
-    weight: 2,
-    arbitrary: fc
-      .record({ after: fc.nat(5), kind: fc.constantFrom('throw', 'lost'), on: fc.constantFrom('UpdateItemCommand', 'any') })
-      .map((fault) => ({ kind: 'dynamo', fault: fault as Fault }) as Hook),
-  },
-);
 
 const eventArb = fc.record({
   id: fc.nat(7),
@@ -86,39 +61,6 @@ const eventArb = fc.record({
 function shardOf(shards: { id: string; start: bigint; end: bigint }[], partitionKey: string): string {
   const h = BigInt(`0x${createHash('md5').update(partitionKey).digest('hex')}`);
   return shards.find((s) => s.start <= h && h <= s.end)!.id;
-}
-
-/** The stream's records as the consumers must see them: each user record of an aggregate as an event at its position. */
-async function readEvents(cloud: TestCloud, StreamName: string): Promise<ShardRecord[]> {
-  const shards = (await cloud.clients.kinesis.send(new ListShardsCommand({ StreamName }))).Shards ?? [];
-  const out: ShardRecord[] = [];
-  const event = (bytes: Buffer): ShardRecord['event'] => {
-    try {
-      return JSON.parse(bytes.toString('utf8'));
-    } catch {
-      return bytes;
-    }
-  };
-  for (const s of shards) {
-    const it = await cloud.clients.kinesis.send(
-      new GetShardIteratorCommand({ StreamName, ShardId: s.ShardId!, ShardIteratorType: 'TRIM_HORIZON' }),
-    );
-    const got = await cloud.clients.kinesis.send(new GetRecordsCommand({ ShardIterator: it.ShardIterator!, Limit: 10_000 }));
-    for (const r of got.Records ?? []) {
-      const bytes = Buffer.from(r.Data ?? new Uint8Array());
-      const base = { shard: s.ShardId!, arrival: r.ApproximateArrivalTimestamp!.getTime() };
-      if (!isAggregated(bytes)) {
-        out.push({ ...base, seq: r.SequenceNumber!, event: event(bytes) });
-        continue;
-      }
-      const agg = deaggregateRecord(bytes, r.SequenceNumber!, r.PartitionKey!);
-      if (!agg.ok) out.push({ ...base, seq: r.SequenceNumber!, event: bytes });
-      else
-        for (const u of agg.records)
-          out.push({ ...base, seq: recordPosition(r.SequenceNumber!, u.sub), event: u.ok ? event(u.data) : Buffer.from('bad') });
-    }
-  }
-  return out;
 }
 
 describe('KPL-aggregated records through the local event source mapping', () => {
@@ -255,7 +197,7 @@ describe('KPL-aggregated records through the local event source mapping', () => 
             await Promise.all(mappings.map((m) => m.stop()));
           }
 
-          const stored = await readEvents(cloud, StreamName);
+          const stored = await readStreamEvents(cloud, StreamName);
           const got = await readSpeedTable(cloud.clients.dynamodb, tables.speed);
           expect(asObject(got)).toEqual(asObject(oracle(DEMO_VIEWS, stored, WINDOW_MS, H)));
 

@@ -44,7 +44,8 @@ export class Ledger {
       const span = (this.#lastAckAt.get(id) ?? 0) - (this.#firstSentAt.get(id) ?? 0);
       if (span > this.horizonMs)
         throw new Error(
-          `ledger: the copies of ${id} were sent over ${span} ms, more than the dedup horizon (${this.horizonMs} ms): the client cannot tell which of them count`,
+          `ledger: the copies of ${id} were sent over ${span} ms, more than the dedup horizon (${this.horizonMs} ms): ` +
+            `the client cannot tell which of them count`,
         );
     }
     return [...this.acked.values()];

@@ -20,17 +20,20 @@ import {
 import { CreateBucketCommand } from '@aws-sdk/client-s3';
 import type { KinesisStreamEvent } from 'aws-lambda';
 import { Decimal as DecimalJs } from 'decimal.js';
+import { expect } from 'vitest';
 import type { Clients } from '../../functions/adapters/clients.ts';
 import type { ArchiveHooks } from '../../functions/archive/archive.ts';
 import { createArchiveHandler } from '../../functions/archive/handler.ts';
 import { duckDbEngine } from '../../functions/batch/duckdb.ts';
 import type { BatchOptions } from '../../functions/batch/pipeline.ts';
 import type { Config } from '../../functions/config.ts';
+import { DEMO_VIEWS } from '../../functions/core/demo-views.ts';
 import { mergeSketches, parseSketch, sketchOf } from '../../functions/core/hll.ts';
 import { batchPartitionPk, POINTER_KEY, versionKey } from '../../functions/core/keys.ts';
 import { DEFAULT_SETTINGS, type Settings } from '../../functions/core/settings.ts';
 import type { View } from '../../functions/core/views.ts';
 import { BUCKETS, TABLES } from '../../functions/resources.ts';
+import type { TestCloud } from './cloud.ts';
 import { countedCopies } from './oracle.ts';
 import { kinesisEvent, quietTelemetry, type ShardRecord, seqOf, shardId } from './speed.ts';
 
@@ -419,3 +422,29 @@ export async function scanAll(ddb: DynamoDBClient, table: string): Promise<Recor
 /** Sorted plain object of a row map (readable diffs in `toEqual`). */
 export const sorted = (m: Map<string, Record<string, string | null>>) =>
   Object.fromEntries([...m.entries()].sort(([a], [b]) => (a < b ? -1 : 1)));
+
+/**
+ * A fresh archive with the demo views: `add` generates records (5 % duplicates) and archives them in
+ * batches of 40, and the clock `now()` moves to 2 minutes after the last arrival; `expectOracle`
+ * checks a version's rows of every view against the oracle over the records added.
+ */
+export async function archiveWorld(cloud: TestCloud, prefix: string, start: number) {
+  const r = await freshResources(cloud.clients, prefix);
+  const config = testConfig(r, cloud.names.TANDEM_STREAM_NAME!, DEMO_VIEWS);
+  const archive = archiveHandler(cloud.clients, r);
+  const records: ShardRecord[] = [];
+  let now = start;
+  const add = async (from: number, span: number, events: number, seed: number) => {
+    const rs = generateStream({ events, start: from, span, duplicates: 0.05, seed });
+    for (const b of batchesOf(rs, 40)) expect((await archive(kinesisEvent(b))).batchItemFailures).toEqual([]);
+    records.push(...rs);
+    now = Math.max(now, ...rs.map((x) => x.arrival)) + 2 * 60_000;
+  };
+  const expectOracle = async (version: number, cutoff: number) => {
+    for (const view of DEMO_VIEWS)
+      expect(sorted(await readBatchRows(cloud.clients.dynamodb, r.tables.batchViews, view, version)), view.name).toEqual(
+        sorted(batchOracle(view, records, cutoff)),
+      );
+  };
+  return { r, config, archive, records, add, expectOracle, now: () => now };
+}

@@ -8,10 +8,13 @@
 import { Logger } from '@aws-lambda-powertools/logger';
 import { Metrics } from '@aws-lambda-powertools/metrics';
 import { type AttributeValue, CreateTableCommand, DescribeTableCommand, type DynamoDBClient, ScanCommand } from '@aws-sdk/client-dynamodb';
+import { GetRecordsCommand, GetShardIteratorCommand, type KinesisClient, ListShardsCommand } from '@aws-sdk/client-kinesis';
 import { kinesisEventFactory, kinesisSource } from '../../functions/adapters/kinesis-records.ts';
+import { deaggregateRecord, isAggregated } from '../../functions/adapters/kpl.ts';
 import { Decimal } from '../../functions/core/decimal.ts';
 import { mergeSketches, parseSketch, sketchOf } from '../../functions/core/hll.ts';
 import { cellsOf } from '../../functions/core/keys.ts';
+import { recordPosition } from '../../functions/core/record.ts';
 import type { View } from '../../functions/core/views.ts';
 import { TABLES } from '../../functions/resources.ts';
 import { countedCopies } from './oracle.ts';
@@ -24,6 +27,42 @@ export interface ShardRecord {
   readonly arrival: number;
   /** The event (JSON-encoded into the record), or raw bytes for poison tests. */
   readonly event: Record<string, unknown> | Uint8Array;
+}
+
+/** The stream's records as the consumers must see them: each user record of an aggregate as an event at its position. */
+export async function readStreamEvents(
+  cloud: { readonly clients: { readonly kinesis: KinesisClient } },
+  StreamName: string,
+): Promise<ShardRecord[]> {
+  const shards = (await cloud.clients.kinesis.send(new ListShardsCommand({ StreamName }))).Shards ?? [];
+  const out: ShardRecord[] = [];
+  const event = (bytes: Buffer): ShardRecord['event'] => {
+    try {
+      return JSON.parse(bytes.toString('utf8'));
+    } catch {
+      return bytes;
+    }
+  };
+  for (const s of shards) {
+    const it = await cloud.clients.kinesis.send(
+      new GetShardIteratorCommand({ StreamName, ShardId: s.ShardId!, ShardIteratorType: 'TRIM_HORIZON' }),
+    );
+    const got = await cloud.clients.kinesis.send(new GetRecordsCommand({ ShardIterator: it.ShardIterator!, Limit: 10_000 }));
+    for (const r of got.Records ?? []) {
+      const bytes = Buffer.from(r.Data ?? new Uint8Array());
+      const base = { shard: s.ShardId!, arrival: r.ApproximateArrivalTimestamp!.getTime() };
+      if (!isAggregated(bytes)) {
+        out.push({ ...base, seq: r.SequenceNumber!, event: event(bytes) });
+        continue;
+      }
+      const agg = deaggregateRecord(bytes, r.SequenceNumber!, r.PartitionKey!);
+      if (!agg.ok) out.push({ ...base, seq: r.SequenceNumber!, event: bytes });
+      else
+        for (const u of agg.records)
+          out.push({ ...base, seq: recordPosition(r.SequenceNumber!, u.sub), event: u.ok ? event(u.data) : Buffer.from('bad') });
+    }
+  }
+  return out;
 }
 
 const SEQ_BASE = [

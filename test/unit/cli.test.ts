@@ -7,8 +7,8 @@ import { describe, expect, it } from 'vitest';
 import { resolveTarget } from '../../bin/client.ts';
 import { progressOf } from '../../bin/commands/batch.ts';
 import { defaultGrain, parseWhen, queryParams, rangeOf } from '../../bin/commands/query.ts';
-import { readEvents } from '../../bin/commands/send.ts';
 import { age, renderStatus } from '../../bin/commands/status.ts';
+import { readEvents } from '../../bin/events.ts';
 import { UsageError } from '../../bin/output.ts';
 
 const NOW = Date.UTC(2025, 5, 1, 12, 0, 0);

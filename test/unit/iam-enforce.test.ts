@@ -72,7 +72,9 @@ describe('a call made as a function', () => {
     expect(err).toBeInstanceOf(AccessDeniedError);
     expect(err).toMatchObject({ name: 'AccessDeniedException', $fault: 'client', $metadata: { httpStatusCode: 400 } });
     expect((err as Error).message).toBe(
-      `User: arn:aws:sts::000000000000:assumed-role/Tandem-AuthorizerRole/tandem-authorizer is not authorized to perform: dynamodb:GetItem on resource: ${TABLE} because no identity-based policy allows the dynamodb:GetItem action`,
+      `User: arn:aws:sts::000000000000:assumed-role/Tandem-AuthorizerRole/tandem-authorizer ` +
+        `is not authorized to perform: dynamodb:GetItem on resource: ${TABLE} ` +
+        `because no identity-based policy allows the dynamodb:GetItem action`,
     );
     ddb.destroy();
   });

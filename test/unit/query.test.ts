@@ -94,7 +94,8 @@ describe('parseQuery', () => {
     [
       { city: 'Paris' },
       'city',
-      'is not a parameter (from, to, grain, groupBy, parts, orderBy, limit) nor a dimension of view "revenue_by_country" (its dimensions are country)',
+      'is not a parameter (from, to, grain, groupBy, parts, orderBy, limit) ' +
+        'nor a dimension of view "revenue_by_country" (its dimensions are country)',
     ],
     [{ amount: '5' }, 'amount', 'nor a dimension'],
   ])('rejects %j naming %s', (params, field, message) => {

@@ -88,50 +88,54 @@ describe('dedup decisions (the dedup rule with a horizon)', () => {
     expect(again.counted.map((r) => r.seq)).toEqual([padSeq('5')]);
   });
 
-  it('decides every record as the rule does over the whole shard, under any schedule of crashes after the claims, retries and redeliveries', () => {
-    const recordsArb = fc
-      .array(fc.record({ id: fc.constantFrom('a', 'b', 'c'), gap: fc.constantFrom(0, 1, H - 1, H, H + 1, 2 * H, 3) }), {
-        minLength: 1,
-        maxLength: 30,
-      })
-      .map((rs) => {
-        let t = 1000;
-        return rs.map((r, i) => {
-          t += r.gap;
-          return rec(r.id, S, i + 1, t);
+  it(
+    'decides every record as the rule does over the whole shard, ' +
+      'under any schedule of crashes after the claims, retries and redeliveries',
+    () => {
+      const recordsArb = fc
+        .array(fc.record({ id: fc.constantFrom('a', 'b', 'c'), gap: fc.constantFrom(0, 1, H - 1, H, H + 1, 2 * H, 3) }), {
+          minLength: 1,
+          maxLength: 30,
+        })
+        .map((rs) => {
+          let t = 1000;
+          return rs.map((r, i) => {
+            t += r.gap;
+            return rec(r.id, S, i + 1, t);
+          });
         });
-      });
-    const stepArb = fc.record({ len: fc.integer({ min: 1, max: 8 }), crash: fc.nat(3), written: fc.nat(), back: fc.option(fc.nat(10)) });
-    fc.assert(
-      fc.property(recordsArb, fc.array(stepArb, { maxLength: 40 }), (records, steps) => {
-        const want = new Set(countedCopies(records, H));
-        const claims = new Map<string, Claim>();
-        let done = 0; // records [0, done) belong to completed batches: the progress mark is records[done - 1]
-        let failedAt: number | undefined; // the first record of a batch that failed (retried from there)
-        for (let i = 0; done < records.length; i++) {
-          const step = steps[i] ?? { len: 8, crash: 0, written: 0, back: null };
-          const start = failedAt ?? (step.back !== null ? Math.max(0, done - step.back) : done);
-          const batch = records.slice(start, Math.min(records.length, start + step.len));
-          const progress = done > 0 ? records[done - 1]!.seq : undefined;
-          const d = decide(batch, claims, H, progress);
-          for (const r of d.counted) expect(want.has(r), `record ${r.seq} counted`).toBe(true);
-          for (const r of d.duplicates) expect(want.has(r), `record ${r.seq} dropped`).toBe(false);
-          for (const r of d.redelivered) expect(r.seq <= (progress ?? '')).toBe(true);
-          expect(d.counted.length + d.duplicates.length + d.redelivered.length).toBe(batch.length);
-          // A crash while the claims are written leaves some of them; one after leaves all.
-          const crashed = step.crash === 1 && i < 30;
-          const kept = crashed ? d.newClaims.filter((_, k) => (step.written >> k) & 1) : d.newClaims;
-          for (const c of kept) claims.set(c.id, c);
-          if (crashed) failedAt = start;
-          else {
-            failedAt = undefined;
-            done = Math.max(done, start + batch.length);
+      const stepArb = fc.record({ len: fc.integer({ min: 1, max: 8 }), crash: fc.nat(3), written: fc.nat(), back: fc.option(fc.nat(10)) });
+      fc.assert(
+        fc.property(recordsArb, fc.array(stepArb, { maxLength: 40 }), (records, steps) => {
+          const want = new Set(countedCopies(records, H));
+          const claims = new Map<string, Claim>();
+          let done = 0; // records [0, done) belong to completed batches: the progress mark is records[done - 1]
+          let failedAt: number | undefined; // the first record of a batch that failed (retried from there)
+          for (let i = 0; done < records.length; i++) {
+            const step = steps[i] ?? { len: 8, crash: 0, written: 0, back: null };
+            const start = failedAt ?? (step.back !== null ? Math.max(0, done - step.back) : done);
+            const batch = records.slice(start, Math.min(records.length, start + step.len));
+            const progress = done > 0 ? records[done - 1]!.seq : undefined;
+            const d = decide(batch, claims, H, progress);
+            for (const r of d.counted) expect(want.has(r), `record ${r.seq} counted`).toBe(true);
+            for (const r of d.duplicates) expect(want.has(r), `record ${r.seq} dropped`).toBe(false);
+            for (const r of d.redelivered) expect(r.seq <= (progress ?? '')).toBe(true);
+            expect(d.counted.length + d.duplicates.length + d.redelivered.length).toBe(batch.length);
+            // A crash while the claims are written leaves some of them; one after leaves all.
+            const crashed = step.crash === 1 && i < 30;
+            const kept = crashed ? d.newClaims.filter((_, k) => (step.written >> k) & 1) : d.newClaims;
+            for (const c of kept) claims.set(c.id, c);
+            if (crashed) failedAt = start;
+            else {
+              failedAt = undefined;
+              done = Math.max(done, start + batch.length);
+            }
           }
-        }
-      }),
-      { numRuns: 500 },
-    );
-  });
+        }),
+        { numRuns: 500 },
+      );
+    },
+  );
 });
 
 describe('the conditional update of a speed item', () => {

@@ -395,45 +395,49 @@ function span(records: readonly RawRecord[]): { first: number; last: number } {
 }
 
 describe('compileView (duckdb dialect) on DuckDB', () => {
-  it('equals the oracle: the dedup rule with horizon H, arrival < cutoff, view filter, groups, exact decimals; increments compose', async () => {
-    await fc.assert(
-      fc.asyncProperty(archiveCase, async (c) => {
-        const v = c.view;
-        const H = c.horizonMs;
-        const records = toRecords(c.events);
-        const { first, last } = span(records);
-        const cutoff = Math.floor(first + c.cutAt * (last - first + 1));
-        const on = c.sinceOn && records.length > 0 ? records[c.sinceOn.record % records.length]!.arrival + (c.sinceOn.plusH ? H : 0) : null;
-        const since = on === null ? Math.floor(first + c.sinceAt * (cutoff - first)) : Math.min(on, cutoff);
-        const files = records.length === 0 && c.files === 0 ? [] : writeArchive(records, c.fileOf, Math.max(1, c.files));
-        const groups = (events: readonly RawRecord[]) => oracleGroups(v, events, viewBucket(v), viewDims(v));
+  it(
+    'equals the oracle: the dedup rule with horizon H, arrival < cutoff, ' + 'view filter, groups, exact decimals; increments compose',
+    async () => {
+      await fc.assert(
+        fc.asyncProperty(archiveCase, async (c) => {
+          const v = c.view;
+          const H = c.horizonMs;
+          const records = toRecords(c.events);
+          const { first, last } = span(records);
+          const cutoff = Math.floor(first + c.cutAt * (last - first + 1));
+          const on =
+            c.sinceOn && records.length > 0 ? records[c.sinceOn.record % records.length]!.arrival + (c.sinceOn.plusH ? H : 0) : null;
+          const since = on === null ? Math.floor(first + c.sinceAt * (cutoff - first)) : Math.min(on, cutoff);
+          const files = records.length === 0 && c.files === 0 ? [] : writeArchive(records, c.fileOf, Math.max(1, c.files));
+          const groups = (events: readonly RawRecord[]) => oracleGroups(v, events, viewBucket(v), viewDims(v));
 
-        const rebuild = sqlAsOracle(v, await runView(v, files, cutoff, H));
-        expect(rebuild).toEqual(groups(counted(records, H, cutoff)));
+          const rebuild = sqlAsOracle(v, await runView(v, files, cutoff, H));
+          expect(rebuild).toEqual(groups(counted(records, H, cutoff)));
 
-        const increment = sqlAsOracle(v, await runView(v, files, cutoff, H, since));
-        expect(increment).toEqual(groups(counted(records, H, cutoff, since)));
+          const increment = sqlAsOracle(v, await runView(v, files, cutoff, H, since));
+          expect(increment).toEqual(groups(counted(records, H, cutoff, since)));
 
-        // rebuild(since) (+) increment(since, cutoff) == rebuild(cutoff), the increment over only
-        // the records that arrived from rawReadRange's lower bound (what an engine reads of the archive).
-        const { from } = rawReadRange(cutoff, H, since);
-        const tail = records.filter((r) => r.arrival >= from!);
-        const tailFiles = writeArchive(tail, c.fileOf, Math.max(1, c.files));
-        const atSince = sqlAsOracle(v, await runView(v, files, since, H));
-        const incrementOfTail = sqlAsOracle(v, await runView(v, tailFiles, cutoff, H, since));
-        expect(incrementOfTail).toEqual(increment);
-        expect(mergeOracle(v, atSince, incrementOfTail)).toEqual(rebuild);
+          // rebuild(since) (+) increment(since, cutoff) == rebuild(cutoff), the increment over only
+          // the records that arrived from rawReadRange's lower bound (what an engine reads of the archive).
+          const { from } = rawReadRange(cutoff, H, since);
+          const tail = records.filter((r) => r.arrival >= from!);
+          const tailFiles = writeArchive(tail, c.fileOf, Math.max(1, c.files));
+          const atSince = sqlAsOracle(v, await runView(v, files, since, H));
+          const incrementOfTail = sqlAsOracle(v, await runView(v, tailFiles, cutoff, H, since));
+          expect(incrementOfTail).toEqual(increment);
+          expect(mergeOracle(v, atSince, incrementOfTail)).toEqual(rebuild);
 
-        const counts = (await db.runAndReadAll(countSql('duckdb', duckdbSource(files), cutoff))).getRowObjectsJson()[0]!;
-        const before = records.filter((r) => r.arrival < cutoff);
-        expect({ records: Number(counts.records), ids: Number(counts.ids) }).toEqual({
-          records: before.length,
-          ids: new Set(before.map((r) => r.id)).size,
-        });
-      }),
-      { numRuns: RUNS },
-    );
-  });
+          const counts = (await db.runAndReadAll(countSql('duckdb', duckdbSource(files), cutoff))).getRowObjectsJson()[0]!;
+          const before = records.filter((r) => r.arrival < cutoff);
+          expect({ records: Number(counts.records), ids: Number(counts.ids) }).toEqual({
+            records: before.length,
+            ids: new Set(before.map((r) => r.id)).size,
+          });
+        }),
+        { numRuns: RUNS },
+      );
+    },
+  );
 
   it('fields and dimensions whose names differ only in case keep their own values (issue 19, item 6)', async () => {
     const v = view({

@@ -496,7 +496,8 @@ function renderTop(view: ViewInfo, sel: Selection, answer: QueryAnswer | undefin
   $('top-note').textContent =
     top.rows.length === 0
       ? `No events in ${range}.`
-      : `${range}: ${utc(Date.parse(answer.from))} to ${utc(Date.parse(answer.to))} UTC${Object.keys(sel.filters).length ? ', filtered' : ''} · ties by ${top.columns.join(', ')}`;
+      : `${range}: ${utc(Date.parse(answer.from))} to ${utc(Date.parse(answer.to))} UTC` +
+        `${Object.keys(sel.filters).length ? ', filtered' : ''} · ties by ${top.columns.join(', ')}`;
 }
 
 function renderTable(view: ViewInfo, sel: Selection, answer: QueryAnswer, split: boolean): void {
@@ -526,7 +527,9 @@ function renderTable(view: ViewInfo, sel: Selection, answer: QueryAnswer, split:
   $('rows-note').textContent =
     answer.rows.length === 0
       ? 'No rows.'
-      : `${answer.rows.length} row${answer.rows.length === 1 ? '' : 's'}${answer.rows.length > MAX_TABLE_ROWS ? `, the newest ${MAX_TABLE_ROWS} shown` : ''} · ${answer.from} to ${answer.to} by ${answer.grain}`;
+      : `${answer.rows.length} row${answer.rows.length === 1 ? '' : 's'}` +
+        `${answer.rows.length > MAX_TABLE_ROWS ? `, the newest ${MAX_TABLE_ROWS} shown` : ''}` +
+        ` · ${answer.from} to ${answer.to} by ${answer.grain}`;
 }
 
 // ---------------------------------------------------------------- status panel
