@@ -50,7 +50,16 @@ export function createBatchRunsHandler(runs: () => BatchRuns, logger: Logger): A
     if (!resolved || route?.handler !== 'batchApi') throw new HttpError(404, `no route ${event.httpMethod} ${event.path}`);
     const { params } = resolved;
 
-    if (route.path === '/batch/runs') return json(202, await batch.start(startRequest(event, batch.viewNames())));
+    if (route.path === '/batch/runs') {
+      const request = startRequest(event, batch.viewNames());
+      const started = await batch.start(request);
+      // A rebuild asked while another run holds the lock would silently not happen: say so instead.
+      const asked = request.view !== undefined ? 'view' : request.rebuild ? 'rebuild' : undefined;
+      if (started.alreadyRunning && asked) {
+        throw new HttpError(409, `batch run ${started.id} is going: ask for the rebuild again once it has finished`, asked);
+      }
+      return json(202, started);
+    }
 
     if (route.path === '/batch/runs/{id}') {
       const id = params.id ?? '';

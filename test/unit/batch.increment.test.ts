@@ -186,6 +186,20 @@ describe('POST /batch/runs body', () => {
     expect(await post('{not json')).toMatchObject({ status: 400, body: { field: 'body' } });
     expect(started).toHaveLength(4);
   });
+
+  it('refuses a rebuild with 409 naming the field while another run is going (it would not happen)', async () => {
+    const busy = createBatchRunsHandler(
+      () => ({ ...runs, start: async () => ({ id: 'run-0', state: 'RUNNING', alreadyRunning: true }) }),
+      silentLogger(),
+    );
+    const send = async (body: string) => parse(await busy(apiEvent('POST', '/batch/runs', { body }), lambdaContext()));
+    expect(await send('{"rebuild": true}')).toMatchObject({
+      status: 409,
+      body: { field: 'rebuild', error: expect.stringMatching(/run-0/) },
+    });
+    expect(await send('{"view": "page_views"}')).toMatchObject({ status: 409, body: { field: 'view' } });
+    expect(await send('{}')).toMatchObject({ status: 202, body: { id: 'run-0', alreadyRunning: true } });
+  });
 });
 
 describe('the Step Functions execution input', () => {
