@@ -109,7 +109,9 @@ function storeTarget(flags: BackfillFlags): {
   const dedupTable = flags.dedupTable ?? env[TABLES.dedup.env] ?? (local ? names[TABLES.dedup.env] : undefined);
   if (!rawBucket || !controlTable || !dedupTable) {
     throw new UsageError(
-      `where to? pass --raw-bucket, --control-table and --dedup-table (or set ${BUCKETS.raw.env}, ${TABLES.control.env} and ${TABLES.dedup.env}: the stack's outputs); for the local cloud, start it (tandem local) or pass --data-dir <its data dir>`,
+      'where to? pass --raw-bucket, --control-table and --dedup-table ' +
+        `(or set ${BUCKETS.raw.env}, ${TABLES.control.env} and ${TABLES.dedup.env}: the stack's outputs); ` +
+        'for the local cloud, start it (tandem local) or pass --data-dir <its data dir>',
     );
   }
   return { env, rawBucket, controlTable, dedupTable };

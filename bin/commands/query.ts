@@ -192,7 +192,8 @@ async function query(view: string, flags: QueryFlags): Promise<void> {
   const order = flags.orderBy === undefined ? '' : `; ordered by ${flags.orderBy} within each bucket`;
   const limit = flags.limit === undefined ? '' : `, at most ${params.limit} per bucket`;
   narrate(
-    `${body.view}: ${body.from} .. ${body.to} by ${grain}${order}${limit}; ${batch}; ${body.rows.length} row${body.rows.length === 1 ? '' : 's'}`,
+    `${body.view}: ${body.from} .. ${body.to} by ${grain}${order}${limit}; ${batch}; ` +
+      `${body.rows.length} row${body.rows.length === 1 ? '' : 's'}`,
   );
   if (body.rows.length === 0) return;
   const columns: string[] = [];

@@ -2,17 +2,16 @@
  * Incremental runs against real emulators and DuckDB, by example (the property test
  * batch.increment.property.test.ts covers random sequences): a partition an increment does
  * not touch stays with its writer and survives that writer's retirement while a kept version
- * references it; POST /batch/runs with a rebuild request, in process and as the Step Functions
- * execution input; the run item's per-view mode, reason and rows written.
+ * references it; POST /batch/runs with a rebuild request, in process (the Step Functions
+ * execution input is unit-tested in test/unit/batch.increment.test.ts); the run item's per-view
+ * mode, reason and rows written.
  */
-import { StartExecutionCommand } from '@aws-sdk/client-sfn';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { getManifest, getPointer, getRun } from '../../functions/batch/control.ts';
 import { runBatchToCompletion } from '../../functions/batch/pipeline.ts';
 import { createBatchApiHandler } from '../../functions/batch-api.ts';
 import { DEMO_VIEWS } from '../../functions/core/demo-views.ts';
 import { batchPartitionPk, pad13 } from '../../functions/core/keys.ts';
-import { SETTINGS_ENV } from '../../functions/resources.ts';
 import { apiEvent, lambdaContext, silentLogger } from '../support/api.ts';
 import {
   archiveHandler,
