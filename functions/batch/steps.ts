@@ -442,6 +442,16 @@ export interface ViewOutput {
  * maps the partitions to their writers before any row is written, so the rows of a run that
  * dies mid-load can always be found and deleted.
  */
+/** What loadPartitions needs of the batch context, with the test hook reporting a view's written items. */
+function loadDepsOf(ctx: BatchContext, viewName: string) {
+  return {
+    ddb: ctx.ddb,
+    table: ctx.tables.batchViews,
+    concurrency: ctx.loadConcurrency,
+    ...(ctx.hooks?.afterItems && { onProgress: (n: number) => ctx.hooks!.afterItems!(viewName, n) }),
+  };
+}
+
 export async function viewStep(ctx: BatchContext, input: ViewStepInput, shared?: EngineSession): Promise<ViewOutput> {
   const c = control(ctx);
   await holdLock(ctx, input.runId);
@@ -481,17 +491,7 @@ export async function viewStep(ctx: BatchContext, input: ViewStepInput, shared?:
       loaded: false,
     };
     await recordManifestView(c, input.version, view.name, entry);
-    await loadPartitions(
-      {
-        ddb: ctx.ddb,
-        table: ctx.tables.batchViews,
-        concurrency: ctx.loadConcurrency,
-        ...(ctx.hooks?.afterItems && { onProgress: (n: number) => ctx.hooks!.afterItems!(view.name, n) }),
-      },
-      view,
-      input.version,
-      next.write,
-    );
+    await loadPartitions(loadDepsOf(ctx, view.name), view, input.version, next.write);
     const loadMs = Math.round(performance.now() - t1);
     await recordManifestView(c, input.version, view.name, { ...entry, loaded: true });
     const out: ViewOutput = { view: view.name, rows: next.rows, sqlMs, loadMs, mode: plan.mode, written: next.write.length };
@@ -785,17 +785,7 @@ export async function loadStep(
     merged.map((m) => m.p),
   );
   const write = merged.flatMap((m) => m.rows);
-  await loadPartitions(
-    {
-      ddb: ctx.ddb,
-      table: ctx.tables.batchViews,
-      concurrency: ctx.loadConcurrency,
-      ...(ctx.hooks?.afterItems && { onProgress: (n: number) => ctx.hooks!.afterItems!(view.name, n) }),
-    },
-    view,
-    input.version,
-    write,
-  );
+  await loadPartitions(loadDepsOf(ctx, view.name), view, input.version, write);
   const delta = merged.reduce((n, m) => n + m.rows.length - m.old, 0);
   return { group: input.group, written: write.length, rows: delta, loadMs: Math.round(performance.now() - t0) };
 }
