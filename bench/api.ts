@@ -171,10 +171,10 @@ try {
         });
       }
   }
-  // users__hll (distinct) is left empty: an absent attribute, the empty sketch.
+  // users__hll (distinct) is left empty: null in the block, the empty sketch.
   if (stateColumns(view).filter((c) => c.component !== 'hll').length !== 3) throw new Error('page_views changed: update the bench rows');
   const tLoad = performance.now();
-  await loadRows({ ddb: clients.dynamodb, table: config.tables.batchViews }, view, version, rows);
+  const loaded = await loadRows({ ddb: clients.dynamodb, table: config.tables.batchViews }, view, version, rows);
   await clients.doc.send(
     new PutCommand({
       TableName: config.tables.control,
@@ -189,7 +189,7 @@ try {
       },
     }),
   );
-  log(`loaded ${int(rows.length)} batch rows in ${ms(performance.now() - tLoad)}`);
+  log(`loaded ${int(rows.length)} batch rows in ${int(loaded.items)} items (blocks) in ${ms(performance.now() - tLoad)}`);
   // Ten minutes of speed deltas past the cutoff, through the real speed layer: mostly fresh, 10 % late.
   const speedRecords = [];
   const SPEED_EVENTS = 6000;

@@ -38,6 +38,7 @@ import { type DemoEvent, DemoGenerator, seededRandom } from '../local/demo.ts';
 import { provision } from '../local/provision.ts';
 import { ArchiveFeeder, benchConfig, walk } from './support/archive.ts';
 import { startBenchEmulators, succeeded } from './support/emulators.ts';
+import { versionItems } from './support/items.ts';
 import { markdownTable, writeBenchmarkSection } from './support/report.ts';
 
 process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED = 'true';
@@ -168,6 +169,8 @@ interface Result {
   archiveMs: number;
   rebuildMs: number;
   rebuildRows: number;
+  /** DynamoDB items (blocks) the rebuild wrote, rollups included. */
+  rebuildItems: number;
   rebuildSqlMs: number;
   rebuildLoadMs: number;
   baselineMs: number;
@@ -180,6 +183,8 @@ interface Result {
   rawRowsRead: number;
   rawBytesRead: number;
   rowsWritten: number;
+  /** DynamoDB items (blocks) the increment wrote, rollups included. */
+  itemsWritten: number;
   writtenByView: Record<string, number>;
   /** Per view, the batch-view partitions the increment rewrote (writer = its version). */
   partitionsByView: Record<string, string[]>;
@@ -222,7 +227,8 @@ try {
     const rebuildMs = performance.now() - tr;
     if (rebuild.cutoff !== T_END) throw new Error(`rebuild cutoff ${rebuild.cutoff}, expected ${T_END}`);
     const rebuildRows = Object.values(rebuild.views).reduce((a, v) => a + (v.written ?? v.rows), 0);
-    log(`  rebuild: ${sec(rebuildMs)}, ${int(rebuildRows)} rows written`);
+    const rebuildItems = await versionItems(clients.dynamodb, config.tables.batchViews, rebuild.version!);
+    log(`  rebuild: ${sec(rebuildMs)}, ${int(rebuildRows)} rows written in ${int(rebuildItems)} items`);
 
     // ---- baseline: the history's files parsed once into a table, one bare GROUP BY per view ----
     const files = walk(join(stageDir, 'raw')).sort();
@@ -263,6 +269,7 @@ try {
       archiveMs,
       rebuildMs,
       rebuildRows,
+      rebuildItems,
       rebuildSqlMs: Object.values(rebuild.views).reduce((s, v) => s + v.sqlMs, 0),
       rebuildLoadMs: Object.values(rebuild.views).reduce((s, v) => s + v.loadMs, 0),
       baselineMs,
@@ -275,12 +282,16 @@ try {
       rawRowsRead: a.rawRowsRead,
       rawBytesRead: a.rawBytesRead,
       rowsWritten: views.reduce((s, [, v]) => s + (v.written ?? 0), 0),
+      itemsWritten: await versionItems(clients.dynamodb, config.tables.batchViews, inc.version!),
       writtenByView: Object.fromEntries(views.map(([n, v]) => [n, v.written ?? 0])),
       partitionsByView,
       viewRows: views.reduce((s, [, v]) => s + v.rows, 0),
     };
     results.push(r);
-    log(`  increment: ${sec(incrementMs)}, ${int(r.rawRowsRead)} raw rows read, ${int(r.rowsWritten)} rows written`);
+    log(
+      `  increment: ${sec(incrementMs)}, ${int(r.rawRowsRead)} raw rows read, ` +
+        `${int(r.rowsWritten)} rows written in ${int(r.itemsWritten)} items`,
+    );
   }
 } finally {
   await emulators.stop(stageDirs);
@@ -299,7 +310,7 @@ const rows: string[][] = [
   row('history: raw objects / gzip size', (r) => `${int(r.historyObjects)} / ${mb(r.historyBytes)}`),
   row('history: gzip bytes per record', (r) => (r.historyBytes / r.historyRecords).toFixed(1)),
   row('history: archive handler', (r) => `${sec(r.archiveMs)} (${int(r.historyRecords / (r.archiveMs / 1000))} records/s)`),
-  row('rebuild: wall time', (r) => `${sec(r.rebuildMs)} (${int(r.rebuildRows)} rows written)`),
+  row('rebuild: wall time', (r) => `${sec(r.rebuildMs)} (${int(r.rebuildRows)} rows written in ${int(r.rebuildItems)} items)`),
   row('rebuild: of which SQL / load into dynalite', (r) => `${sec(r.rebuildSqlMs)} / ${sec(r.rebuildLoadMs)}`),
   row('baseline: parse once + bare GROUP BY per view', (r) => `${sec(r.baselineMs)} (parse ${sec(r.baselineParseMs)})`),
   row('rebuild / baseline', (r) => goal(r.rebuildMs / r.baselineMs, 2)),
@@ -314,6 +325,7 @@ const rows: string[][] = [
         .map(([n, w]) => `${n} ${int(w)}`)
         .join(', ')})`,
   ),
+  row('increment: DynamoDB items written (blocks, rollups included)', (r) => int(r.itemsWritten)),
   row('increment: partitions rewritten (start day)', (r) =>
     Object.entries(r.partitionsByView)
       .map(([n, ps]) => `${n} ${ps.length ? ps.join(' ') : '-'}`)
@@ -355,6 +367,7 @@ if (opts.json) {
           rawBytesRead: r.rawBytesRead,
           rowsWritten: r.rowsWritten,
           ms: Math.round(r.incrementMs),
+          itemsWritten: r.itemsWritten,
           rawObjectsRead: r.rawObjectsRead,
           newRecords: r.incrementRecords,
           sqlMs: r.incrementSqlMs,
@@ -362,7 +375,13 @@ if (opts.json) {
           writtenByView: r.writtenByView,
           partitionsByView: r.partitionsByView,
         },
-        rebuild: { ms: Math.round(r.rebuildMs), rowsWritten: r.rebuildRows, sqlMs: r.rebuildSqlMs, loadMs: r.rebuildLoadMs },
+        rebuild: {
+          ms: Math.round(r.rebuildMs),
+          rowsWritten: r.rebuildRows,
+          itemsWritten: r.rebuildItems,
+          sqlMs: r.rebuildSqlMs,
+          loadMs: r.rebuildLoadMs,
+        },
         baseline: { ms: Math.round(r.baselineMs), parseMs: Math.round(r.baselineParseMs) },
         history: { records: r.historyRecords, objects: r.historyObjects, gzipBytes: r.historyBytes, archiveMs: Math.round(r.archiveMs) },
       })),

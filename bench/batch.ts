@@ -32,6 +32,7 @@ import { DemoGenerator } from '../local/demo.ts';
 import { provision } from '../local/provision.ts';
 import { ArchiveFeeder, benchConfig, walk } from './support/archive.ts';
 import { startBenchEmulators } from './support/emulators.ts';
+import { versionItems } from './support/items.ts';
 import { writeBenchmarkSection } from './support/report.ts';
 
 process.env.POWERTOOLS_METRICS_DISABLED = 'true';
@@ -61,6 +62,8 @@ interface Result {
   rawBytes: number;
   archiveMs: number;
   rows: number;
+  /** DynamoDB items (blocks, rollups included) the run wrote. */
+  items: number;
   totalMs: number;
   planMs: number;
   stageMs: number;
@@ -135,6 +138,7 @@ try {
       rawBytes: files.reduce((a, f) => a + statSync(f).size, 0),
       archiveMs,
       rows: views.reduce((a, v) => a + v.rows, 0),
+      items: await versionItems(clients.dynamodb, config.tables.batchViews, run.version!),
       totalMs,
       planMs: timing('plan'),
       stageMs: timing('stage'),
@@ -168,7 +172,7 @@ const rows: string[][] = [
   row('  stage (download to the cache)', (r) => sec(r.stageMs)),
   row('  completeness check', (r) => sec(r.verifyMs)),
   row('  SQL, 3 views', (r) => sec(r.sqlMs)),
-  row('  load', (r) => `${sec(r.loadMs)} (${r.rows.toLocaleString('en-US')} rows)`),
+  row('  load', (r) => `${sec(r.loadMs)} (${r.rows.toLocaleString('en-US')} rows in ${r.items.toLocaleString('en-US')} items)`),
   row('  publish', (r) => sec(r.publishMs)),
   row('floor: same SQL, DuckDB over the staged files (baseline)', (r) => sec(r.floorMs)),
   row('full run / (floor + load)  [goal <= 1.3]', (r) => (r.totalMs / (r.floorMs + r.loadMs)).toFixed(2)),

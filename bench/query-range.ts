@@ -106,6 +106,8 @@ interface Measured {
   readonly times: number[];
   rows: number;
   batchItems: number;
+  /** Batch rows decoded from the items (blocks) read, those outside the range included. */
+  batchRows: number;
   batchQueries: number;
   speedItems: number;
 }
@@ -208,6 +210,7 @@ try {
       times: [],
       rows: 0,
       batchItems: read.stats.batch.items,
+      batchRows: read.stats.batch.rows,
       batchQueries: read.stats.batch.requests,
       speedItems: read.stats.speed.scanned,
     });
@@ -224,7 +227,7 @@ try {
   for (const m of measured) {
     log(
       `  ${m.c.label}: p50 ${msText(pct(m.times, 50))}, p99 ${msText(pct(m.times, 99))}; ${int(m.rows)} rows; ` +
-        `batch ${int(m.batchItems)} items in ${m.batchQueries} queries, speed ${int(m.speedItems)} items`,
+        `batch ${int(m.batchItems)} items (${int(m.batchRows)} rows) in ${m.batchQueries} queries, speed ${int(m.speedItems)} items`,
     );
   }
 } finally {
@@ -243,7 +246,7 @@ const head = [
   'p99',
   'p99 vs. baseline',
   'rows out',
-  'batch items (queries)',
+  'batch items (queries) / rows decoded',
   'speed items',
   'batch items per row',
 ];
@@ -253,7 +256,7 @@ const rows: string[][] = measured.map((m) => [
   msText(pct(m.times, 99)),
   `${(pct(m.times, 99) / pct(baseline.times, 99)).toFixed(2)}x`,
   int(m.rows),
-  `${int(m.batchItems)} (${m.batchQueries})`,
+  `${int(m.batchItems)} (${m.batchQueries}) / ${int(m.batchRows)}`,
   int(m.speedItems),
   `${perRow(m).toFixed(2)} (goal <= 2: ${met(perRow(m) <= 2)})`,
 ]);
@@ -282,6 +285,7 @@ if (opts.json) {
         p99Ms: pct(m.times, 99),
         rows: m.rows,
         batchItems: m.batchItems,
+        batchRowsDecoded: m.batchRows,
         batchQueries: m.batchQueries,
         speedItems: m.speedItems,
         batchItemsPerRow: perRow(m),

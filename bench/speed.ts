@@ -55,6 +55,7 @@ import { createSpeedHandler } from '../functions/speed/handler.ts';
 import { DemoGenerator } from '../local/demo.ts';
 import { emulatorEnv, type KinesisEngine, kinesisEngine, startEmulator } from '../local/emulators.ts';
 import { startEventSourceMapping } from '../local/esm.ts';
+import { cpuMsOf } from './support/cpu.ts';
 
 process.env.POWERTOOLS_METRICS_DISABLED = 'true';
 process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED = 'true';
@@ -230,19 +231,6 @@ async function claimsOnlyBatch(ddb: DynamoDBClient, table: string, records: read
   await writeClaims(ddb, table, decide(raws, claims, horizonMs).newClaims, DEFAULT_SETTINGS, io);
 }
 
-/**
- * CPU time (user + system, ms) a process has used so far, from /proc (Linux; 10 ms ticks);
- * NaN elsewhere. It shows which side of the socket a handler's time is spent on.
- */
-function cpuMsOf(pid: number): number {
-  try {
-    const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
-    // utime and stime are fields 14 and 15 of stat(5); fields[0] here is field 3.
-    return ((Number(fields[11]) + Number(fields[12])) * 1000) / 100;
-  } catch {
-    return Number.NaN;
-  }
-}
 const selfCpuMs = () => {
   const u = process.cpuUsage();
   return (u.user + u.system) / 1000;

@@ -356,6 +356,9 @@ export class BatchLayer extends Construct {
         table: RAW_TABLE_NAME,
         // A definition substitution: the ASL is a plain string (the same the local interpreter runs).
         resultsLocation: `s3://\${ResultsBucket}/${RESULTS_PREFIX}`,
+        // Covered hours compacted to Parquet after each publish, and read from the compacted table (docs/batch-layer.md).
+        // biome-ignore lint/suspicious/noTemplateCurlyInString: a Step Functions definition substitution, not a JS template
+        compaction: { table: COMPACT_TABLE_NAME, rawBucket: '${RawBucket}' },
       };
       this.resultsBucket = resultsBucket;
       this.database = database;
@@ -385,9 +388,18 @@ export class BatchLayer extends Construct {
     grantTableReadWrite(this.batchViewsTable, this.function);
     grantTableReadWrite(props.controlTable, this.function);
     grantReadPrefix(props.rawBucket, this.function, RAW_PREFIX);
-    // Compacted hours (functions/batch/compact.ts) are read by every engine's run; with DuckDB the run also writes them.
+    // Compacted hours (functions/batch/compact.ts) are read by every engine's run; with DuckDB the run also writes them,
+    // with Athena it copies the files an UNLOAD staged into place (CopyObject: a write) after deleting an earlier
+    // attempt's (functions/batch/athena-compact.ts). Never anything outside compact/.
     grantReadPrefix(props.rawBucket, this.function, COMPACT_PREFIX);
-    if (this.engine === 'duckdb') grantWritePrefix(props.rawBucket, this.function, COMPACT_PREFIX);
+    grantWritePrefix(props.rawBucket, this.function, COMPACT_PREFIX);
+    if (this.engine === 'athena') {
+      iam.Grant.addToPrincipal({
+        grantee: this.function,
+        actions: ['s3:DeleteObject'],
+        resourceArns: [props.rawBucket.arnForObjects(`${COMPACT_PREFIX}*`)],
+      });
+    }
     // The planner's view of the stream: which shards exist, and whether anything lies past a checkpoint.
     iam.Grant.addToPrincipal({
       grantee: this.function,
@@ -399,7 +411,8 @@ export class BatchLayer extends Construct {
       [`IAM5[Resource::${nagResource(this, props.rawBucket.arnForObjects(`${RAW_PREFIX}*`))}]`]:
         'The batch reads every raw object up to the cutoff; keys are derived per shard and sequence range; read-only, raw/ prefix only',
       [`IAM5[Resource::${nagResource(this, props.rawBucket.arnForObjects(`${COMPACT_PREFIX}*`))}]`]:
-        'The batch reads (and with DuckDB writes) one Parquet object per compacted arrival hour, keyed by the hour; compact/ prefix only',
+        'The batch reads and writes (DuckDB: its own object; Athena: copies of the staged UNLOAD files, replacing an earlier ' +
+        "attempt's) the Parquet objects of each compacted arrival hour, keyed by the hour; compact/ prefix only",
     };
     if (this.workGroup && this.database && this.table && this.resultsBucket) {
       const stack = Stack.of(this);
@@ -410,7 +423,8 @@ export class BatchLayer extends Construct {
         actions: ['athena:GetQueryExecution', 'athena:ListQueryExecutions', 'athena:BatchGetQueryExecution', 'athena:StopQueryExecution'],
         resourceArns: [stack.formatArn({ service: 'athena', resource: 'workgroup', resourceName: this.workGroup.name })],
       });
-      // Query outputs (CSV, UNLOAD parts) and the archive record kept for the verify step.
+      // Query outputs (CSV, UNLOAD parts, the compaction's staged Parquet: the source of its copies) and the archive
+      // record kept for the verify step.
       iam.Grant.addToPrincipal({
         grantee: this.function,
         actions: ['s3:GetBucketLocation', 's3:ListBucket'],
@@ -450,7 +464,7 @@ export class BatchLayer extends Construct {
       ),
       definitionSubstitutions: {
         BatchTaskArn: this.function.functionArn,
-        ...(this.resultsBucket ? { ResultsBucket: this.resultsBucket.bucketName } : {}),
+        ...(this.resultsBucket ? { ResultsBucket: this.resultsBucket.bucketName, RawBucket: props.rawBucket.bucketName } : {}),
       },
       stateMachineType: sfn.StateMachineType.STANDARD,
       tracingEnabled: true,
@@ -480,7 +494,9 @@ export class BatchLayer extends Construct {
 
   /**
    * What Athena needs from the principal that runs the queries (the state machine): Athena runs them
-   * with the caller's permissions, reading the Glue table and raw/, writing results and UNLOAD output.
+   * with the caller's permissions, reading the Glue tables, raw/ and compact/, writing results and UNLOAD
+   * output (the views' and the compaction's staged Parquet) under athena/ of the results bucket only: it
+   * never writes the raw bucket (the batch task copies staged files into compact/).
    */
   private grantQueries(sm: sfn.StateMachine, rawBucket: s3.IBucket, ack: Record<string, string>): void {
     const stack = Stack.of(this);

@@ -38,6 +38,7 @@ interface BackfillFlags extends TargetFlags {
   readonly dedupTable?: string;
   readonly views?: string;
   readonly batch: boolean;
+  readonly claims: boolean;
   readonly wait?: boolean;
   readonly timeout: string;
   readonly json?: boolean;
@@ -54,6 +55,7 @@ export function registerBackfill(program: Command): void {
     .option('--dedup-table <name>', `the speed layer's dedup table (env ${TABLES.dedup.env}); the local cloud's when it runs`)
     .option('--views <file>', 'validate against the views of this JSON file instead of asking the API (GET /views)')
     .option('--no-batch', 'do not start a batch run afterwards')
+    .option('--no-claims', "do not register the events' ids with the speed layer's dedup table (much faster; see below what it costs)")
     .option('--wait', 'wait for a batch run whose cutoff passes the backfill (its events then show in queries)')
     .option('--timeout <seconds>', 'give up waiting after this long', '900')
     .option('--json', 'print the summary as one JSON document')
@@ -63,6 +65,11 @@ export function registerBackfill(program: Command): void {
 Every record gets one arrival time T (when the backfill starts writing); the events count in the batch
 views from the first run whose cutoff passes T, and never in the speed layer. Running the same files again
 adds nothing: the files' content names the backfill, and events without an "id" get one derived from it.
+
+Each id is registered with the speed layer's dedup table (one conditional write per id), so that a live
+copy of it arriving within the dedup horizon after T is not counted by the speed layer either. --no-claims
+skips that: for history whose ids cannot come in live again; if one does, the speed layer counts it until
+the next batch run covers it (the batch views are exact either way).
 
 Against the local cloud nothing is needed while \`tandem local\` runs on ./.tandem (else --data-dir).
 Against AWS: your credentials, --raw-bucket, --control-table and --dedup-table (the stack's outputs), --url and --api-key.
@@ -207,7 +214,7 @@ async function backfill(files: string[], flags: BackfillFlags): Promise<void> {
       rawBucket: target.rawBucket,
       controlTable: target.controlTable,
       // Live copies of these ids are then decided against the backfilled ones (docs/batch-layer.md, "Backfill").
-      register: copyRegistrar(aws.dynamodb, target.dedupTable),
+      ...(flags.claims && { register: copyRegistrar(aws.dynamodb, target.dedupTable) }),
       views,
       onReject: (r) => rejectedFile.write(r),
       onProgress: (p) => progress.update(p),
@@ -238,6 +245,8 @@ async function backfill(files: string[], flags: BackfillFlags): Promise<void> {
     rejected: summary.rejected,
     rejectedFile: summary.rejected > 0 ? flags.rejected : null,
     objects: summary.objects,
+    claims: summary.claims,
+    superseded: summary.superseded,
     bytes: summary.bytes,
     seconds: Number(seconds.toFixed(3)),
     eventsPerSecond: seconds > 0 ? Math.round(summary.events / seconds) : null,

@@ -23,14 +23,20 @@
  * `batchRollupPk`). A query rolled up to a coarser grain reads, per partition, the coarsest kept grain
  * that tiles its grain for the aligned middle of the range, and finer rows only for the unaligned
  * edges (`batchReads`): a 90-day query at day grain reads day rows, not 129,600 minutes per cell.
+ *
+ * Blocks: a batch item packs the rows of one key whose buckets fall in one block span (core/keys.ts,
+ * core/blocks.ts), so a read fetches the blocks meeting its range and keeps the rows inside it.
  */
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { DynamoDBDocumentClient, GetCommand, QueryCommand, type QueryCommandInput } from '@aws-sdk/lib-dynamodb';
+import { decodeBlock } from '../core/blocks.ts';
 import {
   BATCH_PARTITION_MS,
+  batchDayBlockPk,
   batchPartitionPk,
   batchPartitionStart,
   batchRollupPk,
+  blockStart,
   cellsOf,
   POINTER_KEY,
   pad13,
@@ -39,7 +45,7 @@ import {
   versionKey,
 } from '../core/keys.ts';
 import { mapLimit } from '../core/limit.ts';
-import { stateColumns, stateFromColumns } from '../core/metrics.ts';
+import { stateFromColumns } from '../core/metrics.ts';
 import type { Row, SpeedRow } from '../core/query.ts';
 import { type Settings, speedTtlSeconds } from '../core/settings.ts';
 import { bucketStart, floorTo, GRAIN_MS, type Grain, type QueryGrain } from '../core/time.ts';
@@ -87,12 +93,15 @@ export interface Pointer {
 export interface ReadStats {
   partitions: number;
   requests: number;
+  /** DynamoDB items returned (batch: blocks). */
   items: number;
   /** Items read but dropped by the filter (expired or outside the bucket range): they cost reads too. */
   scanned: number;
+  /** Batch rows decoded from the blocks read (those outside the range included); 0 for the speed table. */
+  rows: number;
 }
 
-export const emptyStats = (): ReadStats => ({ partitions: 0, requests: 0, items: 0, scanned: 0 });
+export const emptyStats = (): ReadStats => ({ partitions: 0, requests: 0, items: 0, scanned: 0, rows: 0 });
 
 /** A DynamoDB number (NumberValue, number or text) as a JS number: only for keys and times, never for metric values. */
 export function num(v: unknown): number {
@@ -115,6 +124,8 @@ export interface PartitionWriters {
   readonly writers: ReadonlyMap<number, number>;
   /** Partitions whose writer is >= `from` also hold their rows at `grains`; absent: base rows only. */
   readonly rollups?: { readonly grains: readonly Grain[]; readonly from: number };
+  /** Day blocks (minute views): 30-day block start -> writer; a block without an entry is read per partition. */
+  readonly dayBlocks?: ReadonlyMap<number, number>;
 }
 
 /**
@@ -140,9 +151,12 @@ export async function readPartitionWriters(
   const parts = entry?.partitions;
   if (!parts || typeof parts !== 'object' || Array.isArray(parts)) return undefined;
   const writers = new Map(Object.entries(parts as Record<string, unknown>).map(([start, writer]) => [Number(start), num(writer)]));
-  const r = entry.rollups as { grains?: unknown; from?: unknown } | undefined;
+  const r = entry.rollups as { grains?: unknown; from?: unknown; dayBlocks?: unknown } | undefined;
   if (!r || !Array.isArray(r.grains) || r.from === undefined) return { writers };
-  return { writers, rollups: { grains: r.grains.map(String) as Grain[], from: num(r.from) } };
+  const rollups = { grains: r.grains.map(String) as Grain[], from: num(r.from) };
+  if (!r.dayBlocks || typeof r.dayBlocks !== 'object') return { writers, rollups };
+  const dayBlocks = new Map(Object.entries(r.dayBlocks as Record<string, unknown>).map(([start, w]) => [Number(start), num(w)]));
+  return { writers, rollups, dayBlocks };
 }
 
 /** Every item of a Query, following LastEvaluatedKey (or the first `maxItems`). */
@@ -164,20 +178,6 @@ export async function queryAll(
     start = out.LastEvaluatedKey;
   } while (start && items.length < maxItems);
   return items;
-}
-
-const dimsOf = (v: unknown): (string | null)[] =>
-  Array.isArray(v) ? v.map((d) => (d === null || d === undefined ? null : String(d))) : [];
-
-/**
- * Batch rows: read only what the merge uses (bucket, dims, the view's state columns): less to
- * transfer and unmarshal; DynamoDB still charges reads by whole item size. (Speed items are read
- * whole: their cell attributes are not known in advance.)
- */
-function batchProjection(view: View): { names: Record<string, string>; projection: string } {
-  const all = ['bucket', 'dims', ...stateColumns(view).map((c) => c.column)];
-  const names = Object.fromEntries(all.map((a, i) => [`#a${i}`, a]));
-  return { names, projection: Object.keys(names).join(', ') };
 }
 
 /** One key-range read of the batch: the rows of `pk` (at `grain`) whose buckets are in [from, to). */
@@ -235,6 +235,17 @@ export function batchReads(
     const rollups = r && writer >= r.from ? r.grains.filter(fits) : [];
     const tiers = [view.grain, ...rollups].sort((x, y) => GRAIN_MS[x] - GRAIN_MS[y]);
     for (const piece of cover(Math.max(a, p), Math.min(e, p + span), tiers)) {
+      // Day pieces of partitions in one day block with an entry: one read of the block (written from the same map, so
+      // a partition the list skips has no rows there either). Pieces between them of another grain start a new read.
+      const block = piece.grain === 'day' ? blockStart(piece.from, 'day') : undefined;
+      const blockWriter = block === undefined ? undefined : writers?.dayBlocks?.get(block);
+      if (block !== undefined && blockWriter !== undefined) {
+        const pk = batchDayBlockPk(view.name, blockWriter, block);
+        const last = out[out.length - 1];
+        if (last?.pk === pk) out[out.length - 1] = { ...last, to: piece.to };
+        else out.push({ pk, ...piece });
+        continue;
+      }
       const pk = piece.grain === view.grain ? batchPartitionPk(view.name, writer, p) : batchRollupPk(view.name, piece.grain, writer, p);
       out.push({ pk, ...piece });
     }
@@ -242,18 +253,36 @@ export function batchReads(
   return out;
 }
 
-/** The reads of `batchReads` as key-range Queries, projected to what the merge uses. */
-export function batchQueries(deps: Pick<ReadDeps, 'tables'>, view: View, reads: readonly BatchRead[]): QueryCommandInput[] {
-  // sk = <bucket 13d>#<dims>, and "<to>#..." sorts after "<to>": BETWEEN pad13(from) AND pad13(to) holds exactly the buckets in [from, to).
-  const { names, projection } = batchProjection(view);
+/**
+ * The reads of `batchReads` as key-range Queries of the blocks meeting [from, to), projected to the
+ * packed rows (DynamoDB still charges by whole item size; less to transfer). The caller keeps the
+ * decoded rows in [from, to) (`blockRowsIn`): the edge blocks may hold buckets outside.
+ */
+export function batchQueries(deps: Pick<ReadDeps, 'tables'>, _view: View, reads: readonly BatchRead[]): QueryCommandInput[] {
+  // sk = <block start 13d>#<chunk 3d>: the block holding `from` starts at or before it, and a block starting at
+  // `to` has sk "<to>#000" > pad13(to), so BETWEEN pad13(blockStart(from)) AND pad13(to) holds exactly the blocks meeting [from, to).
   return reads.map((r) => ({
     TableName: deps.tables.batchViews,
     KeyConditionExpression: 'pk = :pk AND sk BETWEEN :lo AND :hi',
-    ExpressionAttributeValues: { ':pk': r.pk, ':lo': pad13(r.from), ':hi': pad13(r.to) },
-    ExpressionAttributeNames: names,
-    ProjectionExpression: projection,
+    ExpressionAttributeValues: { ':pk': r.pk, ':lo': pad13(blockStart(r.from, r.grain)), ':hi': pad13(r.to) },
+    ExpressionAttributeNames: { '#b': 'block', '#r': 'rows' },
+    ProjectionExpression: '#b, #r',
     ConsistentRead: true,
   }));
+}
+
+/** The rows of a read's block items whose buckets are in its [from, to), counting the decoded rows in `stats.rows`. */
+export function blockRowsIn(view: View, read: BatchRead, items: readonly Record<string, unknown>[], stats: ReadStats): Row[] {
+  const out: Row[] = [];
+  for (const item of items) {
+    const rows = decodeBlock(view, num(item.block), String(item.rows ?? '[]'));
+    stats.rows += rows.length;
+    for (const r of rows) {
+      if (r.bucket >= read.from && r.bucket < read.to)
+        out.push({ bucket: r.bucket, dims: [...r.dims], state: stateFromColumns(view, r.values) });
+    }
+  }
+  return out;
 }
 
 /**
@@ -324,11 +353,12 @@ export async function readView(
   const pointer = await readPointer(deps);
   const batchStats = emptyStats();
   const speedStats = emptyStats();
-  const tasks: { input: QueryCommandInput; kind: 'batch' | 'speed' }[] = [];
+  const tasks: { input: QueryCommandInput; kind: 'batch' | 'speed'; read?: BatchRead }[] = [];
   const writers = pointer ? await readPartitionWriters(deps, view, pointer.version) : undefined;
   if (pointer) {
     const reads = batchReads(view, pointer.version, opts.grain ?? view.grain, fromMs, toMs, writers);
-    for (const input of batchQueries(deps, view, reads)) tasks.push({ input, kind: 'batch' });
+    const inputs = batchQueries(deps, view, reads);
+    for (const [i, input] of inputs.entries()) tasks.push({ input, kind: 'batch', read: reads[i]! });
   }
   if (!opts.batchOnly) {
     const range = speedWindowRange(deps.settings, pointer?.cutoff ?? null, now);
@@ -341,12 +371,12 @@ export async function readView(
   const speedRows: SpeedRow[] = [];
   const lo = bucketStart(fromMs, view.grain);
   results.forEach((items, i) => {
-    const kind = tasks[i]!.kind;
+    const { kind, read } = tasks[i]!;
+    if (kind === 'batch') {
+      for (const r of blockRowsIn(view, read!, items, batchStats)) batchRows.push(r);
+      return;
+    }
     for (const item of items) {
-      if (kind === 'batch') {
-        batchRows.push({ bucket: num(item.bucket), dims: dimsOf(item.dims), state: stateFromColumns(view, item) });
-        continue;
-      }
       const window = num(item.window);
       for (const cell of cellsOf(num(item.slot), item)) {
         if (cell.bucket >= lo && cell.bucket < toMs)

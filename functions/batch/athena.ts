@@ -15,10 +15,21 @@ import {
   ListQueryExecutionsCommand,
   StopQueryExecutionCommand,
 } from '@aws-sdk/client-athena';
-import { BATCH_PARTITION_MS } from '../core/keys.ts';
-import { arrivalPartition, athenaSource, compileView, literal, outputColumns } from '../core/sql.ts';
+import { parseRawObjectKey } from '../archive/layout.ts';
+import { BATCH_PARTITION_MS, pad13 } from '../core/keys.ts';
+import { arrivalPartition, athenaSource, COMPACT_COLUMNS, compileView, hoursPredicate, literal, outputColumns } from '../core/sql.ts';
 import type { View } from '../core/views.ts';
-import { type BatchEngine, type BatchRow, type ObjectRead, type RunViewOptions, readHours, toBatchRows } from './engine.ts';
+import { parseCompactKey } from './compact.ts';
+import {
+  type BatchEngine,
+  type BatchRow,
+  type CompactedRead,
+  type ObjectRead,
+  type RunViewOptions,
+  readHours,
+  toBatchRows,
+} from './engine.ts';
+import type { ExpectedObject } from './verify.ts';
 
 const THROTTLED = new Set(['TooManyRequestsException', 'ThrottlingException']);
 const defaultSleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
@@ -121,13 +132,36 @@ function rangeSource(database: string, table: string, cutoff: number, first: num
   return `"${database}"."${table}"\n  WHERE ${since ? `${since} AND ${upTo}` : upTo}`;
 }
 
+/** The compacted hours a statement reads from the Parquet table (core/sql.ts athenaSource): its Glue name and the hours. */
+export interface CompactedSource {
+  readonly table: string;
+  readonly hours: readonly number[];
+}
+
 /**
  * The completeness check's query: per raw object of the session's hours (hour(from) .. hour(cutoff - 1)),
  * its lines, the lines before the cutoff and its size. "$path" and "$file_size" are Athena's pseudo-columns.
+ * With compacted hours, their raw objects are left out and a fifth column `shard` counts the lines of their
+ * Parquet files per (file, shard) (verify.ts compares them with the `compacted` items, never object by object).
  */
-export function objectsQuerySql(database: string, table: string, cutoff: number, from: number | null): string {
+export function objectsQuerySql(database: string, table: string, cutoff: number, from: number | null, compacted?: CompactedSource): string {
   athenaSource(database, table, cutoff); // checks the Glue names (lowercase, no quotes)
   const { first } = readHours(cutoff, from);
+  if (compacted && compacted.hours.length > 0) {
+    athenaSource(database, compacted.table, cutoff);
+    const hours = hoursPredicate(compacted.hours);
+    return [
+      `SELECT "path", COUNT(*) AS "lines", COUNT_IF("arrival" < ${cutoff}) AS "covered", MAX("bytes") AS "bytes", "shard"`,
+      'FROM (',
+      '  SELECT "$path" AS "path", "$file_size" AS "bytes", arrival, CAST(NULL AS VARCHAR) AS "shard"',
+      `  FROM ${rangeSource(database, table, cutoff, first)} AND NOT ${hours}`,
+      '  UNION ALL',
+      '  SELECT "$path" AS "path", "$file_size" AS "bytes", arrival, shard AS "shard"',
+      `  FROM ${rangeSource(database, compacted.table, cutoff, first)} AND ${hours}`,
+      ')',
+      'GROUP BY 1, 5',
+    ].join('\n');
+  }
   return [
     `SELECT "path", COUNT(*) AS "lines", COUNT_IF("arrival" < ${cutoff}) AS "covered", MAX("bytes") AS "bytes"`,
     'FROM (',
@@ -138,14 +172,78 @@ export function objectsQuerySql(database: string, table: string, cutoff: number,
   ].join('\n');
 }
 
-/** Rows of the objects query (path, lines, covered, bytes) as object reads keyed by object key (`prefix` = s3://<raw bucket>/). */
+/** The object key of an s3:// path of the objects query (`prefix` = s3://<raw bucket>/). */
+function keyOf(path: string | null | undefined, prefix: string): string {
+  return prefix && path?.startsWith(prefix) ? path.slice(prefix.length) : String(path).replace(/^s3:\/\/[^/]+\//, '');
+}
+
+/**
+ * Rows of the objects query (path, lines, covered, bytes[, shard]) as object reads keyed by object key
+ * (`prefix` = s3://<raw bucket>/). Rows of compacted hours' Parquet files (a shard) are not object reads: compactedReadsOf.
+ */
 export function objectReadsOf(rows: readonly (readonly (string | null)[])[], prefix: string): Map<string, ObjectRead> {
   const out = new Map<string, ObjectRead>();
-  for (const [path, lines, covered, bytes] of rows) {
-    const key = prefix && path?.startsWith(prefix) ? path.slice(prefix.length) : String(path).replace(/^s3:\/\/[^/]+\//, '');
-    out.set(key, { lines: Number(lines), covered: Number(covered), bytes: Number(bytes) });
+  for (const [path, lines, covered, bytes, shard] of rows) {
+    if (shard !== undefined && shard !== null) continue;
+    out.set(keyOf(path, prefix), { lines: Number(lines), covered: Number(covered), bytes: Number(bytes) });
   }
   return out;
+}
+
+/**
+ * What the objects query read of the compacted hours' Parquet files, per hour: lines per shard summed over the
+ * hour's files, and the files' bytes (their size: what Athena bills for them at most, the columns read being
+ * all the file holds). Throws on a row whose path is no compacted object: the query reads `compact/` only there.
+ */
+export function compactedReadsOf(rows: readonly (readonly (string | null)[])[], prefix: string): Map<number, CompactedRead> {
+  const out = new Map<number, { shards: Map<string, { lines: number; covered: number }>; bytes: number; files: Set<string> }>();
+  for (const [path, lines, covered, bytes, shard] of rows) {
+    if (shard === undefined || shard === null) continue;
+    const key = keyOf(path, prefix);
+    const name = parseCompactKey(key);
+    if (!name) throw new Error(`the objects query read ${JSON.stringify(path)} as a compacted hour's file, which it is not`);
+    const hour = out.get(name.hour) ?? { shards: new Map(), bytes: 0, files: new Set<string>() };
+    out.set(name.hour, hour);
+    if (!hour.files.has(key)) {
+      hour.files.add(key);
+      hour.bytes += Number(bytes);
+    }
+    const s = hour.shards.get(shard) ?? { lines: 0, covered: 0 };
+    hour.shards.set(shard, { lines: s.lines + Number(lines), covered: s.covered + Number(covered) });
+  }
+  return new Map([...out].map(([hour, { shards, bytes }]) => [hour, { shards, bytes }]));
+}
+
+/** What a run's completeness check read of each raw arrival hour, per shard (the verify step keeps it in S3). */
+export interface VerifiedHours {
+  readonly cutoff: number;
+  /** Hour start (13 digits) -> shard -> lines read (every object of the hour, listed or not), objects read, lines the manifest records. */
+  readonly hours: Readonly<Record<string, Readonly<Record<string, { lines: number; objects: number; recorded: number }>>>>;
+}
+
+/**
+ * Per (raw hour, shard) of a check that passed: what it read and what the archive's manifest records. The
+ * compaction after the publish compacts only hours found here (their objects were just checked one by one) and
+ * records these counts in the hour's `compacted` item; the next runs compare their Parquet reads with them.
+ */
+export function verifiedHours(cutoff: number, reads: ReadonlyMap<string, ObjectRead>, expected: readonly ExpectedObject[]): VerifiedHours {
+  const hours: Record<string, Record<string, { lines: number; objects: number; recorded: number }>> = {};
+  const at = (hour: number, shard: string) => {
+    const h = hours[pad13(hour)] ?? {};
+    hours[pad13(hour)] = h;
+    const s = h[shard] ?? { lines: 0, objects: 0, recorded: 0 };
+    h[shard] = s;
+    return s;
+  };
+  for (const [key, r] of reads) {
+    const name = parseRawObjectKey(key);
+    if (!name) continue;
+    const s = at(name.hour, name.shard);
+    s.lines += r.lines;
+    s.objects += 1;
+  }
+  for (const e of expected) if (hours[pad13(e.hour)]) at(e.hour, e.shard).recorded += e.lines;
+  return { cutoff, hours };
 }
 
 /** A view's statement over the Glue table, reading the arrivals from `need` (core/sql.ts rawReadRange) on. */
@@ -156,14 +254,38 @@ export function viewQuerySql(
   cutoff: number,
   need: number | null,
   options: RunViewOptions,
+  compacted?: CompactedSource,
 ): string {
   return compileView(view, {
     dialect: 'athena',
     cutoff,
     horizonMs: options.horizonMs,
     ...(options.since !== undefined && { since: options.since }),
-    source: athenaSource(database, table, cutoff, need),
+    source: athenaSource(database, table, cutoff, need, compacted),
   });
+}
+
+/**
+ * The compaction of one arrival hour on Athena (docs/batch-layer.md "Compaction"): an UNLOAD of the columns
+ * the batch reads (core/sql.ts COMPACT_COLUMNS, the columns of the Glue table over compact/ and of DuckDB's
+ * files: `fields` and `num` stay maps of text, so numbers stay exact) of that hour's raw lines, sorted by
+ * (arrival, shard, seq) within each file (UNLOAD writes files in parallel, each sorted), as Parquet (ZSTD),
+ * to `<location>a<attempt>/` (UNLOAD refuses a prefix holding data), as `head + attempt + tail`.
+ */
+export function compactUnloadSql(database: string, table: string, hour: number, location: string): { head: string; tail: string } {
+  if (!/^s3:\/\/[a-z0-9.-]+\/[A-Za-z0-9_=./-]*\/$/.test(location))
+    throw new Error(`an UNLOAD location must be s3://bucket/prefix/ (letters, digits, _ = . / -), received ${JSON.stringify(location)}`);
+  athenaSource(database, table, hour + 1); // checks the Glue names
+  const { dt, hr } = arrivalPartition(hour);
+  const head = [
+    'UNLOAD (',
+    `  SELECT ${COMPACT_COLUMNS.map((c) => c.name).join(', ')}`,
+    `  FROM "${database}"."${table}"`,
+    `  WHERE dt = ${literal(dt)} AND hr = ${literal(hr)}`,
+    '  ORDER BY arrival, shard, seq',
+    `) TO '${location}a`,
+  ].join('\n');
+  return { head, tail: "/'\nWITH (format = 'PARQUET', compression = 'ZSTD')" };
 }
 
 /**

@@ -3,8 +3,9 @@
  * "Compaction"). Once a published cutoff C covers an arrival hour h whole
  * (h + 1 h <= C: the archive was complete before C, so no record of h can
  * still arrive; extra objects of crashed attempts are copies the dedup
- * absorbs), its raw lines, all shards, are written once as one Parquet object
- * `compact/dt=YYYY-MM-DD/hr=HH/part-0.parquet` in the raw bucket, holding only
+ * absorbs), its raw lines, all shards, are written once as Parquet under
+ * `compact/dt=YYYY-MM-DD/hr=HH/` in the raw bucket (DuckDB: one `part-0.parquet`;
+ * Athena: the files of an UNLOAD, athena-compact.ts), holding only
  * the columns the batch reads, then the control item `compacted / <hour, 13
  * digits>` records per shard what went in. The item is written only after the
  * object is whole: a crash between leaves no item, and the next run compacts
@@ -23,15 +24,21 @@ export { COMPACT_PREFIX };
 /** Control-table partition key of the compaction items. */
 export const COMPACTED_PK = 'compacted';
 
-/** The Parquet object of one compacted arrival hour. */
+/** The Parquet object of one compacted arrival hour as DuckDB writes it (the Athena path writes the files its UNLOAD left). */
 export function compactObjectKey(hour: number): string {
-  const { dt, hr } = arrivalPartition(hour);
-  return `${COMPACT_PREFIX}dt=${dt}/hr=${hr}/part-0.parquet`;
+  return `${compactHourPrefix(hour)}part-0.parquet`;
 }
 
-const COMPACT_KEY_RE = new RegExp(`^${COMPACT_PREFIX}dt=(\\d{4})-(\\d{2})-(\\d{2})/hr=(\\d{2})/part-0\\.parquet$`);
+/** The key prefix of one compacted arrival hour (`compact/dt=…/hr=…/`): every `.parquet` object under it is the hour's. */
+export function compactHourPrefix(hour: number): string {
+  const { dt, hr } = arrivalPartition(hour);
+  return `${COMPACT_PREFIX}dt=${dt}/hr=${hr}/`;
+}
 
-/** Parses a compacted object key; undefined for anything else. */
+// Any `.parquet` name: DuckDB writes one `part-0.parquet`, an Athena UNLOAD several files named by Athena.
+const COMPACT_KEY_RE = new RegExp(`^${COMPACT_PREFIX}dt=(\\d{4})-(\\d{2})-(\\d{2})/hr=(\\d{2})/[^/]+\\.parquet$`);
+
+/** Parses a compacted object key (any `.parquet` object directly under an hour's prefix); undefined for anything else. */
 export function parseCompactKey(key: string): { key: string; hour: number } | undefined {
   const m = COMPACT_KEY_RE.exec(key);
   if (!m) return undefined;

@@ -93,8 +93,11 @@ export interface ViewManifest {
   /** An increment: the version it merges into and that version's cutoff (the increment's `since`). */
   readonly base?: number;
   readonly since?: number;
-  /** The coarser grains its partitions also keep (batch/load.ts loadPartitions), and from which writer version on. */
-  readonly rollups?: { readonly grains: readonly Grain[]; readonly from: number };
+  /**
+   * The coarser grains its partitions also keep (batch/load.ts loadPartitions), and from which writer version on;
+   * `dayBlocks`: minute views' day blocks (core/keys.ts batchDayBlockPk), block start (13 digits) -> writer version.
+   */
+  readonly rollups?: { readonly grains: readonly Grain[]; readonly from: number; readonly dayBlocks?: Readonly<Record<string, number>> };
 }
 
 export type VersionState = 'loading' | 'published' | 'retired';

@@ -222,19 +222,23 @@ export function duckDbEngine(opts: DuckDbEngineOptions): BatchEngine {
             parquet.map((o) => o.path),
             LINE_COLUMNS,
           );
-          const out = new Map<number, CompactedRead>(parquet.map((o, i) => [o.hour, { shards: new Map(), bytes: bytes[i]! }]));
+          // An hour may have several files (an Athena UNLOAD writes them in parallel): sums per hour.
+          const out = new Map<number, { shards: Map<string, { lines: number; covered: number }>; bytes: number }>();
+          parquet.forEach((o, i) => {
+            const h = out.get(o.hour) ?? { shards: new Map(), bytes: 0 };
+            out.set(o.hour, { ...h, bytes: h.bytes + bytes[i]! });
+          });
           const rows = await db.query(
             `SELECT file_index, shard, COUNT(*), COUNT(*) FILTER (WHERE arrival < ${cutoff}) FROM ${LINES_TABLE} ` +
               `WHERE file_index >= ${objects.length} GROUP BY 1, 2`,
           );
           for (const [index, shard, lines, covered] of rows) {
             const o = parquet[Number(index) - objects.length]!;
-            (out.get(o.hour)!.shards as Map<string, { lines: number; covered: number }>).set(String(shard), {
-              lines: Number(lines),
-              covered: Number(covered),
-            });
+            const shards = out.get(o.hour)!.shards;
+            const s = shards.get(String(shard)) ?? { lines: 0, covered: 0 };
+            shards.set(String(shard), { lines: s.lines + Number(lines), covered: s.covered + Number(covered) });
           }
-          return out;
+          return out as Map<number, CompactedRead>;
         },
         async runView(view: View, options: RunViewOptions) {
           viewReadFrom({ cutoff, from }, view, options);

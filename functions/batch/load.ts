@@ -1,14 +1,28 @@
 /**
  * Loading a view's rows as version N into the batch-view table (keys from
- * core/keys.ts), and deleting a retired version's rows. BatchWriteItem, 25
- * items a request, a bounded number of requests in flight; unprocessed items
- * are resent with backoff until none is left. State columns are written as
- * DynamoDB numbers from their decimal text, so nothing passes through a double.
+ * core/keys.ts), and deleting a retired version's rows. Rows are packed into
+ * block items (core/blocks.ts: a block of a partition's rows per hour, day or
+ * 30 days by grain). BatchWriteItem, 25 items a request, a bounded number of
+ * requests in flight; unprocessed items are resent with backoff until none is
+ * left. State columns travel as decimal text, so nothing passes through a double.
  */
 import { type AttributeValue, BatchWriteItemCommand, type DynamoDBClient, QueryCommand, type WriteRequest } from '@aws-sdk/client-dynamodb';
-import { batchPartitionPk, batchPartitionStart, batchPk, batchRollupPk, batchSk, dimsKey, pad13, rollupGrains } from '../core/keys.ts';
+import { decodeBlock, encodeBlocks } from '../core/blocks.ts';
+import {
+  batchDayBlockPk,
+  batchPartitionPk,
+  batchPartitionStart,
+  batchPk,
+  batchRollupPk,
+  blockSk,
+  blockStart,
+  dimsKey,
+  keepsDayBlocks,
+  pad13,
+  rollupGrains,
+} from '../core/keys.ts';
 import { backoff, chunks, mapLimit } from '../core/limit.ts';
-import { combineViewStates, stateColumns, stateFromColumns, stateToColumns } from '../core/metrics.ts';
+import { combineViewStates, stateFromColumns, stateToColumns } from '../core/metrics.ts';
 import { bucketStart, type Grain } from '../core/time.ts';
 import type { View } from '../core/views.ts';
 import type { ViewManifest } from './control.ts';
@@ -18,27 +32,30 @@ export const BATCH_WRITE_MAX = 25;
 /** Rounds of unprocessed items before a load gives up (the step is retried whole). */
 const MAX_ATTEMPTS = 16;
 
-/** The item of a row; with `grain`, a rollup row of that grain (keyed under its base partition, see core/keys.ts). */
-export function rowItem(view: View, version: number, row: BatchRow, grain?: Grain): Record<string, AttributeValue> {
-  const pk =
-    grain === undefined
-      ? batchPk(view.name, version, row.bucket, view.grain)
-      : batchRollupPk(view.name, grain, version, batchPartitionStart(row.bucket, view.grain));
-  const item: Record<string, AttributeValue> = {
+/**
+ * The block items of rows of ONE key: a partition's base rows (`grain` undefined) or its rollup rows
+ * at `grain`, keyed under the partition holding them (see core/keys.ts). `rows` must be every row of
+ * the key: an item replaces the whole block.
+ */
+export function blockItems(view: View, version: number, rows: readonly BatchRow[], grain?: Grain): Record<string, AttributeValue>[] {
+  if (rows.length === 0) return [];
+  const start = batchPartitionStart(rows[0]!.bucket, view.grain);
+  const pk = grain === undefined ? batchPartitionPk(view.name, version, start) : batchRollupPk(view.name, grain, version, start);
+  return encodeBlocks(view, grain ?? view.grain, rows).map((b) => ({
     pk: { S: pk },
-    sk: { S: batchSk(row.bucket, row.dims) },
+    sk: { S: blockSk(b.block, b.chunk) },
     view: { S: view.name },
     version: { N: String(version) },
     ...(grain !== undefined && { grain: { S: grain } }),
-    bucket: { N: String(row.bucket) },
-    dims: { L: row.dims.map((d) => (d === null ? { NULL: true } : { S: d })) },
-  };
-  for (const c of stateColumns(view)) {
-    const v = row.values[c.column];
-    // An empty min/max/sketch is an absent attribute (docs/architecture.md); a sketch is its canonical text.
-    if (v !== null && v !== undefined) item[c.column] = c.component === 'hll' ? { S: v } : { N: v };
-  }
-  return item;
+    block: { N: String(b.block) },
+    n: { N: String(b.n) },
+    rows: { S: b.rows },
+  }));
+}
+
+/** The rows of block items as `blockItems` wrote them (the items of one key, any order of chunks). */
+export function rowsOfItems(view: View, items: readonly Record<string, AttributeValue>[]): BatchRow[] {
+  return items.flatMap((item) => decodeBlock(view, Number(item.block?.N), item.rows?.S ?? '[]'));
 }
 
 /** The batch-view partitions a version's rows of a view occupy. */
@@ -88,7 +105,94 @@ export type RollupsEntry = NonNullable<ViewManifest['rollups']>;
 export function rollupsEntry(view: View, version: number, base?: RollupsEntry): RollupsEntry | undefined {
   const grains = rollupGrains(view.grain);
   if (grains.length === 0) return undefined;
-  return { grains, from: base && base.grains.join() === grains.join() ? Number(base.from) : version };
+  const same = base !== undefined && base.grains.join() === grains.join();
+  // The base's day blocks stay shared like its partitions; a run that touches a block's partition rewrites the block (planDayBlocks).
+  const dayBlocks = same && base.dayBlocks ? { dayBlocks: numbers(base.dayBlocks) } : {};
+  return { grains, from: same ? Number(base.from) : version, ...dayBlocks };
+}
+
+const numbers = (m: Readonly<Record<string, unknown>>): Record<string, number> =>
+  Object.fromEntries(Object.entries(m).map(([k, v]) => [k, Number(v)]));
+
+/** One day block to write: its start, and the partitions of the block in the new version's map with their writers. */
+export interface DayBlockBuild {
+  readonly start: number;
+  readonly partitions: readonly (readonly [string, number])[];
+}
+
+/**
+ * The day blocks of a view in `version` (core/keys.ts batchDayBlockPk), for views that keep them:
+ * every block holding a partition `version` wrote (a rebuild: all) is rewritten by `version` from
+ * the day rollups of the new partition map; a block with a partition written before rollups
+ * (writer < rollups.from: no day rows to read) gets no entry, and readers fall back to the
+ * partitions. Other blocks keep their entry (copy-on-write). Returns the new map and what to build.
+ */
+export function planDayBlocks(
+  view: View,
+  version: number,
+  partitions: Readonly<Record<string, number>>,
+  rollups: RollupsEntry | undefined,
+): { rollups: RollupsEntry | undefined; build: DayBlockBuild[] } {
+  if (!rollups || !keepsDayBlocks(view.grain)) return { rollups, build: [] };
+  const from = Number(rollups.from);
+  const blocks = new Map<number, [string, number][]>();
+  for (const [p, w] of Object.entries(partitions)) {
+    const start = blockStart(Number(p), 'day');
+    const list = blocks.get(start);
+    if (list) list.push([p, Number(w)]);
+    else blocks.set(start, [[p, Number(w)]]);
+  }
+  const dayBlocks = numbers(rollups.dayBlocks ?? {});
+  const build: DayBlockBuild[] = [];
+  for (const [start, parts] of [...blocks.entries()].sort(([a], [b]) => a - b)) {
+    if (!parts.some(([, w]) => w === version)) continue;
+    if (parts.some(([, w]) => w < from)) {
+      delete dayBlocks[pad13(start)];
+      continue;
+    }
+    dayBlocks[pad13(start)] = version;
+    build.push({ start, partitions: parts.sort(([a], [b]) => (a < b ? -1 : 1)) });
+  }
+  return { rollups: { ...rollups, dayBlocks }, build };
+}
+
+/**
+ * Writes the day blocks `planDayBlocks` asked for as `version`: the day rows of each partition of a
+ * block from `fresh` (the base rows this step just wrote, by partition start) or else read from the
+ * partition's day rollup under its writer (strongly consistent: the loads may have just written it).
+ */
+export async function writeDayBlocks(
+  opts: WriteOptions,
+  view: View,
+  version: number,
+  build: readonly DayBlockBuild[],
+  fresh?: ReadonlyMap<string, readonly BatchRow[]>,
+): Promise<WriteStats> {
+  const items: Record<string, AttributeValue>[] = [];
+  let rows = 0;
+  for (const b of build) {
+    const parts = await mapLimit(b.partitions, opts.concurrency ?? 8, async ([p, writer]) => {
+      const own = fresh?.get(p);
+      if (own) return rollupRows(view, 'day', own);
+      return readPartitionRows(opts.ddb, opts.table, view, batchRollupPk(view.name, 'day', writer, Number(p)));
+    });
+    const dayRows = parts.flat();
+    rows += dayRows.length;
+    const pk = batchDayBlockPk(view.name, version, b.start);
+    for (const e of encodeBlocks(view, 'day', dayRows)) {
+      items.push({
+        pk: { S: pk },
+        sk: { S: blockSk(e.block, e.chunk) },
+        view: { S: view.name },
+        version: { N: String(version) },
+        grain: { S: 'day' },
+        block: { N: String(e.block) },
+        n: { N: String(e.n) },
+        rows: { S: e.rows },
+      });
+    }
+  }
+  return putItems(opts, items, rows);
 }
 
 /** One partition of a view as a version's manifest references it: its start, the version that wrote it, its key. */
@@ -122,18 +226,26 @@ export function partitionRefs(
     }));
   }
   const rollups = v.rollups;
-  return Object.entries(parts as Readonly<Record<string, number>>).flatMap(([start, w]) => {
+  const refs = Object.entries(parts as Readonly<Record<string, number>>).flatMap(([start, w]): PartitionRef[] => {
     const writer = Number(w);
     const base: PartitionRef = { view: viewName, start, writer, pk: batchPartitionPk(viewName, writer, Number(start)) };
     if (!rollups || writer < Number(rollups.from)) return [base];
     return [base, ...rollups.grains.map((grain) => ({ ...base, grain, pk: batchRollupPk(viewName, grain, writer, Number(start)) }))];
   });
+  // Day blocks: one key per (block start, writer), named by the manifest's `rollups.dayBlocks` map.
+  const blocks = Object.entries(rollups?.dayBlocks ?? {}).map(([start, w]) => ({
+    view: viewName,
+    start,
+    writer: Number(w),
+    pk: batchDayBlockPk(viewName, Number(w), Number(start)),
+    grain: 'day' as const,
+  }));
+  return [...refs, ...blocks];
 }
 
 /** Every item of one batch-view partition as rows (strongly consistent: it may have been written just now). */
 export async function readPartitionRows(ddb: DynamoDBClient, table: string, view: View, pk: string): Promise<BatchRow[]> {
   const rows: BatchRow[] = [];
-  const columns = stateColumns(view);
   let start: Record<string, AttributeValue> | undefined;
   do {
     const page = await ddb.send(
@@ -145,15 +257,7 @@ export async function readPartitionRows(ddb: DynamoDBClient, table: string, view
         ExclusiveStartKey: start,
       }),
     );
-    for (const item of page.Items ?? []) {
-      const values: Record<string, string | null> = {};
-      for (const c of columns) values[c.column] = (c.component === 'hll' ? item[c.column]?.S : item[c.column]?.N) ?? null;
-      rows.push({
-        bucket: Number(item.bucket?.N),
-        dims: (item.dims?.L ?? []).map((d) => (d.NULL ? null : (d.S ?? null))),
-        values,
-      });
-    }
+    for (const r of rowsOfItems(view, page.Items ?? [])) rows.push(r);
     start = page.LastEvaluatedKey;
   } while (start);
   return rows;
@@ -191,7 +295,10 @@ export interface WriteOptions {
 }
 
 export interface WriteStats {
+  /** Rows written (a load: base and rollup rows; a delete: items deleted). */
   written: number;
+  /** DynamoDB items written (a load: blocks; a delete: items deleted). */
+  items: number;
   requests: number;
   /** Requests that resent unprocessed items. */
   retries: number;
@@ -199,7 +306,7 @@ export interface WriteStats {
 
 /** Writes (puts or deletes) every request, resending unprocessed ones until done. */
 export async function writeAll(opts: WriteOptions, requests: readonly WriteRequest[]): Promise<WriteStats> {
-  const stats: WriteStats = { written: 0, requests: 0, retries: 0 };
+  const stats: WriteStats = { written: 0, items: 0, requests: 0, retries: 0 };
   await mapLimit(chunks(requests, BATCH_WRITE_MAX), opts.concurrency ?? 8, async (chunk) => {
     let pending: WriteRequest[] = chunk;
     for (let attempt = 0; pending.length > 0; attempt++) {
@@ -213,6 +320,7 @@ export async function writeAll(opts: WriteOptions, requests: readonly WriteReque
       stats.requests++;
       const left = out.UnprocessedItems?.[opts.table] ?? [];
       stats.written += pending.length - left.length;
+      stats.items += pending.length - left.length;
       pending = left;
     }
     await opts.onProgress?.(stats.written);
@@ -220,18 +328,31 @@ export async function writeAll(opts: WriteOptions, requests: readonly WriteReque
   return stats;
 }
 
-export async function loadRows(opts: WriteOptions, view: View, version: number, rows: readonly BatchRow[]): Promise<WriteStats> {
-  return writeAll(
+/** The block items of rows, grouped by partition (each group every row of its partition, as `blockItems` needs). */
+function partitionItems(view: View, version: number, rows: readonly BatchRow[], grain?: Grain): Record<string, AttributeValue>[] {
+  return [...rowsByPartition(view, rows).values()].flatMap((prows) => blockItems(view, version, prows, grain));
+}
+
+/** Puts items, reporting `written` as the rows they hold (the figure runs report) and `items` as the items. */
+async function putItems(opts: WriteOptions, items: readonly Record<string, AttributeValue>[], rows: number): Promise<WriteStats> {
+  const stats = await writeAll(
     opts,
-    rows.map((r) => ({ PutRequest: { Item: rowItem(view, version, r) } })),
+    items.map((Item) => ({ PutRequest: { Item } })),
   );
+  return { ...stats, written: rows };
+}
+
+/** Writes rows (whole partitions: a block item replaces its block) as `version`, without rollups. */
+export async function loadRows(opts: WriteOptions, view: View, version: number, rows: readonly BatchRow[]): Promise<WriteStats> {
+  return putItems(opts, partitionItems(view, version, rows), rows.length);
 }
 
 /**
  * Writes whole partitions of a view as `version`: their rows and, computed from exactly those rows,
  * their rollups at each coarser grain (`rollupGrains`), in one load. `rows` must hold every row of
  * each partition it touches (a rebuild's, or an increment's merged partition): a rollup row sums
- * its partition's rows. `written` counts every item, rollups included; `rollups` those alone.
+ * its partition's rows. `written` counts every row, rollups included; `rollups` those alone;
+ * `items` the block items that hold them.
  */
 export async function loadPartitions(
   opts: WriteOptions,
@@ -239,17 +360,18 @@ export async function loadPartitions(
   version: number,
   rows: readonly BatchRow[],
 ): Promise<WriteStats & { rollups: number }> {
-  const requests: WriteRequest[] = rows.map((r) => ({ PutRequest: { Item: rowItem(view, version, r) } }));
-  const base = requests.length;
+  const items: Record<string, AttributeValue>[] = [];
+  let rollups = 0;
   const grains = rollupGrains(view.grain);
-  if (grains.length > 0) {
-    for (const prows of rowsByPartition(view, rows).values()) {
-      for (const grain of grains) {
-        for (const r of rollupRows(view, grain, prows)) requests.push({ PutRequest: { Item: rowItem(view, version, r, grain) } });
-      }
+  for (const prows of rowsByPartition(view, rows).values()) {
+    for (const item of blockItems(view, version, prows)) items.push(item);
+    for (const grain of grains) {
+      const rolled = rollupRows(view, grain, prows);
+      rollups += rolled.length;
+      for (const item of blockItems(view, version, rolled, grain)) items.push(item);
     }
   }
-  return { ...(await writeAll(opts, requests)), rollups: requests.length - base };
+  return { ...(await putItems(opts, items, rows.length + rollups)), rollups };
 }
 
 /** Deletes every item of the given batch-view partitions. Returns the number deleted. */

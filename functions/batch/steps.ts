@@ -19,6 +19,8 @@ import { iso } from '../core/time.ts';
 import { findView, type View, viewFingerprint } from '../core/views.ts';
 import {
   type AthenaQueries,
+  type CompactedSource,
+  compactedReadsOf,
   objectReadsOf,
   objectsQuerySql,
   parseAthenaCsv,
@@ -27,6 +29,8 @@ import {
   stopRunQueries,
   unloadRows,
   unloadSql,
+  type VerifiedHours,
+  verifiedHours,
   viewQuerySql,
 } from './athena.ts';
 import { type CompactedHour, compactCovered, readCompacted } from './compact.ts';
@@ -53,7 +57,16 @@ import {
   type ViewMode,
 } from './control.ts';
 import type { BatchEngine, BatchRow, EngineSession, ObjectRead } from './engine.ts';
-import { loadPartitions, mergeRows, type RollupsEntry, readPartitionRows, rollupsEntry, rowsByPartition } from './load.ts';
+import {
+  loadPartitions,
+  mergeRows,
+  planDayBlocks,
+  type RollupsEntry,
+  readPartitionRows,
+  rollupsEntry,
+  rowsByPartition,
+  writeDayBlocks,
+} from './load.ts';
 import { type CutoffPlan, computeCutoff, gatherArchiveProgress } from './planner.ts';
 import { applyRetention, publishVersion, retireVersion } from './publish.ts';
 import { type CompactedInput, checkCompleteness, type ExpectedObject, IncompleteArchiveError, readArchiveManifest } from './verify.ts';
@@ -334,8 +347,8 @@ async function verifyArchive(
 }
 
 /**
- * The compacted hours of a run's range (compact.ts), read after the manifest. Only an engine that
- * compacts reads them (DuckDB); the Athena path reads the raw table for every hour.
+ * The compacted hours of a run's range (compact.ts), read after the manifest, for an engine that reads
+ * them in the Lambda (DuckDB); the Athena path reads them in its compile step (the queries read them).
  */
 async function compactedHours(ctx: BatchContext, cutoff: number, from: number | null): Promise<Map<number, CompactedHour>> {
   if (!ctx.engine.compactor) return new Map();
@@ -483,15 +496,18 @@ export async function viewStep(ctx: BatchContext, input: ViewStepInput, shared?:
     const sqlMs = Math.round(performance.now() - t0);
     const t1 = performance.now();
     const next = increment ? await mergeIncrement(ctx, view, plan, input.version, rows) : rebuildOf(view, input.version, rows);
+    // Day blocks are named in the manifest before they are written, like partitions (a dying run's rows stay findable).
+    const days = planDayBlocks(view, input.version, next.partitions, next.rollups);
     const entry: ViewManifest = {
       ...plan,
       rows: next.rows,
       partitions: next.partitions,
-      ...(next.rollups && { rollups: next.rollups }),
+      ...(days.rollups && { rollups: days.rollups }),
       loaded: false,
     };
     await recordManifestView(c, input.version, view.name, entry);
     await loadPartitions(loadDepsOf(ctx, view.name), view, input.version, next.write);
+    await writeDayBlocks(loadDepsOf(ctx, view.name), view, input.version, days.build, rowsByPartition(view, next.write));
     const loadMs = Math.round(performance.now() - t1);
     await recordManifestView(c, input.version, view.name, { ...entry, loaded: true });
     const out: ViewOutput = { view: view.name, rows: next.rows, sqlMs, loadMs, mode: plan.mode, written: next.write.length };
@@ -579,18 +595,28 @@ export interface CompileInput {
   readonly table: string;
   /** `s3://bucket/prefix/` of the workgroup's results bucket. */
   readonly resultsLocation: string;
+  /** The Glue table over compact/: compacted hours are read from it (absent: every hour from the raw table). */
+  readonly compactTable?: string;
+}
+
+/** What compile keeps in S3 for the verify step: the archive's record of the range, and the compacted hours read as Parquet. */
+export interface ExpectedFile {
+  readonly objects: readonly ExpectedObject[];
+  readonly compacted: readonly CompactedHour[];
 }
 
 export interface CompileOutput {
-  /** Where the archive's record of the objects in range is kept for the verify step (JSON). */
+  /** Where the archive's record of the objects in range is kept for the verify step (JSON: ExpectedFile). */
   readonly expected: string;
+  /** Where the verify step keeps what it read per (hour, shard), for the compaction after the publish (athena-compact.ts). */
+  readonly verified: string;
   /** The completeness query (objects and their line counts). */
   readonly objects: CompiledQuery;
   /** Per view: its query and the prefix its UNLOAD attempts write under (`<location>a<attempt>/`). */
   readonly views: readonly { readonly view: string; readonly mode: ViewMode; readonly location: string; readonly query: CompiledQuery }[];
 }
 
-const athenaClients = (ctx: BatchContext) => {
+export const athenaClients = (ctx: BatchContext) => {
   if (!ctx.s3 || !ctx.athena) throw new Error('the Athena steps need the S3 client and the Athena queries in the batch context');
   return { s3: ctx.s3, athena: ctx.athena };
 };
@@ -617,30 +643,35 @@ export async function compileStep(ctx: BatchContext, input: CompileInput): Promi
   );
   const base = input.resultsLocation.endsWith('/') ? input.resultsLocation : `${input.resultsLocation}/`;
   const expected = await readArchiveManifest(ctx.doc, ctx.tables.control, input.cutoff, from);
+  // After the manifest, as on DuckDB: the views and the completeness query read these hours from the Parquet table,
+  // and the verify step checks them by counts (verify.ts), never object by object.
+  const items = input.compactTable ? await readCompacted({ doc: ctx.doc, table: ctx.tables.control }, input.cutoff, from) : new Map();
+  const compacted: CompactedSource | undefined = input.compactTable ? { table: input.compactTable, hours: [...items.keys()] } : undefined;
   const expectedUrl = `${base}expected/${input.runId}.json`;
   const where = s3Location(expectedUrl);
+  const file: ExpectedFile = { objects: expected, compacted: [...items.values()] };
   await s3.send(
-    new PutObjectCommand({ Bucket: where.bucket, Key: where.key, Body: JSON.stringify(expected), ContentType: 'application/json' }),
+    new PutObjectCommand({ Bucket: where.bucket, Key: where.key, Body: JSON.stringify(file), ContentType: 'application/json' }),
   );
   const views = plans.map(({ view, plan }) => {
     const increment = plan.mode === 'increment' && plan.since !== undefined;
     const options = { horizonMs, ...(increment && { since: plan.since! }) };
     const need = rawReadRange(input.cutoff, horizonMs, increment ? plan.since : undefined).from;
     const location = `${base}unload/${input.runId}/${view.name}/`;
-    const sql = unloadSql(view, viewQuerySql(input.database, input.table, view, input.cutoff, need, options), location);
+    const sql = unloadSql(view, viewQuerySql(input.database, input.table, view, input.cutoff, need, options, compacted), location);
     return { view: view.name, mode: plan.mode, location, query: { name: `view-${view.name}`, ...sql } };
   });
   // The comment keeps each attempt's statement distinct, as its token is, and marks the run's query (stopRunQueries).
   const marker = runMarkers(input.runId)[1]!;
   const objects = {
     name: 'objects',
-    head: `${objectsQuerySql(input.database, input.table, input.cutoff, from)}\n${marker}attempt `,
+    head: `${objectsQuerySql(input.database, input.table, input.cutoff, from, compacted)}\n${marker}attempt `,
     tail: '',
   };
-  return { expected: expectedUrl, objects, views };
+  return { expected: expectedUrl, verified: `${base}verified/${input.runId}.json`, objects, views };
 }
 
-async function readObject(s3: S3Client, url: string): Promise<string> {
+export async function readObject(s3: S3Client, url: string): Promise<string> {
   const { bucket, key } = s3Location(url);
   const got = await s3.send(new GetObjectCommand({ Bucket: bucket, Key: key }));
   const bytes = Buffer.from(await got.Body!.transformToByteArray());
@@ -648,7 +679,7 @@ async function readObject(s3: S3Client, url: string): Promise<string> {
   return (bytes[0] === 0x1f && bytes[1] === 0x8b ? gunzipSync(bytes) : bytes).toString('utf8');
 }
 
-async function listKeys(s3: S3Client, url: string): Promise<{ key: string; size: number }[]> {
+export async function listKeys(s3: S3Client, url: string): Promise<{ key: string; size: number }[]> {
   const { bucket, key: prefix } = s3Location(url);
   const out: { key: string; size: number }[] = [];
   let token: string | undefined;
@@ -660,17 +691,33 @@ async function listKeys(s3: S3Client, url: string): Promise<{ key: string; size:
   return out;
 }
 
-/** The completeness check over the objects query's CSV result (`output`) and the archive's record kept by compile. */
+/**
+ * The completeness check over the objects query's CSV result (`output`) and the archive's record kept by compile:
+ * raw objects one by one, compacted hours by their counts per (hour, shard) (verify.ts). With `verified`, keeps
+ * there what the check read per (hour, shard) of the raw hours, which the compaction after the publish relies on.
+ */
 export async function verifyStep(
   ctx: BatchContext,
-  input: { runId: string; version: number; cutoff: number; expected: string; output: string },
+  input: { runId: string; version: number; cutoff: number; expected: string; output: string; verified?: string },
 ): Promise<{ runId: string; objects: number }> {
   await holdAthenaLock(ctx, input.runId);
   const { s3 } = athenaClients(ctx);
   const t = performance.now();
-  const [expected, csv] = await Promise.all([readObject(s3, input.expected), readObject(s3, input.output)]);
-  const reads = objectReadsOf(parseAthenaCsv(csv), '');
-  await recordCompleteness(ctx, input.runId, reads, JSON.parse(expected) as ExpectedObject[]);
+  const [text, csv] = await Promise.all([readObject(s3, input.expected), readObject(s3, input.output)]);
+  const parsed = JSON.parse(text) as ExpectedFile | ExpectedObject[];
+  // An array: written by a compile before compaction on Athena (an execution that spans a deploy).
+  const file: ExpectedFile = Array.isArray(parsed) ? { objects: parsed, compacted: [] } : parsed;
+  const rows = parseAthenaCsv(csv);
+  const reads = objectReadsOf(rows, '');
+  const items = new Map(file.compacted.map((c) => [c.hour, c]));
+  await recordCompleteness(ctx, input.runId, reads, file.objects, { items, reads: compactedReadsOf(rows, '') });
+  if (input.verified) {
+    const where = s3Location(input.verified);
+    const body: VerifiedHours = verifiedHours(input.cutoff, reads, file.objects);
+    await s3.send(
+      new PutObjectCommand({ Bucket: where.bucket, Key: where.key, Body: JSON.stringify(body), ContentType: 'application/json' }),
+    );
+  }
   await recordRunTimings(control(ctx), input.runId, { verify: performance.now() - t });
   return { runId: input.runId, objects: reads.size };
 }
@@ -834,9 +881,19 @@ export async function finishStep(
     entry.mode === 'increment' && entry.base !== undefined ? Number((await baseEntry(ctx, view, entry, input.version)).entry.rows) : 0;
   const rows = start + input.loads.reduce((n, l) => n + l.rows, 0);
   const written = input.loads.reduce((n, l) => n + l.written, 0);
-  const loadMs = input.loads.reduce((n, l) => n + l.loadMs, 0);
+  const t0 = performance.now();
+  // Day blocks from the partitions' day rollups the loads wrote (the new map is complete only now), named first.
+  const map = Array.isArray(entry.partitions) ? {} : ((entry.partitions ?? {}) as Record<string, number>);
+  const partitions = Object.fromEntries(Object.entries(map).map(([p, w]) => [p, Number(w)]));
+  const days = planDayBlocks(view, input.version, partitions, entry.rollups);
+  const done: ViewManifest = { ...entry, rows, ...(days.rollups && { rollups: days.rollups }) };
+  if (days.build.length > 0) {
+    await recordManifestView(c, input.version, view.name, { ...done, loaded: false });
+    await writeDayBlocks(loadDepsOf(ctx, view.name), view, input.version, days.build);
+  }
+  const loadMs = input.loads.reduce((n, l) => n + l.loadMs, 0) + Math.round(performance.now() - t0);
   const sqlMs = input.sqlMs ?? 0;
-  await recordManifestView(c, input.version, view.name, { ...entry, rows, loaded: true });
+  await recordManifestView(c, input.version, view.name, { ...done, loaded: true });
   await recordRunView(c, input.runId, view.name, {
     rows,
     sqlMs,

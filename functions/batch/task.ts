@@ -1,7 +1,8 @@
 /**
  * The handler of the Lambda that the batch state machine (functions/contract/state-machine.ts)
  * calls for each step: `{ step: 'plan' | 'view' | 'publish' | 'fail', runId, ... }` (on Athena also
- * 'compile' | 'verify' | 'parts' | 'load' | 'finish' around the queries the state machine runs)
+ * 'compile' | 'verify' | 'parts' | 'load' | 'finish' around the queries the state machine runs, and
+ * 'compactPlan' | 'compactPut' | 'compactRecord' around the compaction UNLOADs after a publish)
  * -> the step's result (docs/batch-layer.md has the exact contract). The event
  * is validated with zod, then steps.ts does the work. Publishes the age of the
  * published cutoff as a metric after plan, publish and fail, the input of the
@@ -12,6 +13,7 @@ import type { Logger } from '@aws-lambda-powertools/logger';
 import { type Metrics, MetricUnit } from '@aws-lambda-powertools/metrics';
 import { z } from 'zod';
 import { BATCH_METRICS } from '../contract/telemetry.ts';
+import { compactPlanStep, compactPutStep, compactRecordStep } from './athena-compact.ts';
 import { getPointer, RUN_ID_RE } from './control.ts';
 import { describeError } from './pipeline.ts';
 import {
@@ -54,6 +56,7 @@ export const BatchTaskEventSchema = z.discriminatedUnion('step', [
     database: z.string().min(1),
     table: z.string().min(1),
     resultsLocation: z.string().startsWith('s3://'),
+    compactTable: z.string().min(1).optional(),
   }),
   z.object({
     step: z.literal('verify'),
@@ -62,6 +65,7 @@ export const BatchTaskEventSchema = z.discriminatedUnion('step', [
     cutoff: ms,
     expected: z.string().startsWith('s3://'),
     output: z.string().startsWith('s3://'),
+    verified: z.string().startsWith('s3://').optional(),
   }),
   z.object({
     step: z.literal('parts'),
@@ -86,6 +90,39 @@ export const BatchTaskEventSchema = z.discriminatedUnion('step', [
     view: z.string().min(1),
     loads: z.array(z.looseObject({ written: z.number().int().nonnegative(), rows: z.number().int(), loadMs: z.number().nonnegative() })),
     sqlMs: z.number().nonnegative().optional(),
+  }),
+  // Compaction after a publish on Athena (functions/batch/athena-compact.ts).
+  z.object({
+    step: z.literal('compactPlan'),
+    runId,
+    cutoff: ms,
+    database: z.string().min(1),
+    table: z.string().min(1),
+    resultsLocation: z.string().startsWith('s3://'),
+    verified: z.string().startsWith('s3://'),
+  }),
+  z.object({
+    step: z.literal('compactPut'),
+    runId,
+    hour: ms,
+    location: z.string().startsWith('s3://'),
+    shards: z.record(
+      z.string(),
+      z.object({
+        lines: z.number().int().nonnegative(),
+        recorded: z.number().int().nonnegative(),
+        objects: z.number().int().nonnegative(),
+      }),
+    ),
+    rawBucket: z.string().min(1),
+  }),
+  // `results`: per hour of the Map, the put step's output or `{ hour, error }` (a Catch's `{ Error, Cause }`).
+  z.object({
+    step: z.literal('compactRecord'),
+    runId,
+    results: z.array(z.looseObject({ hour: ms, error: z.unknown().optional() })),
+    skipped: z.array(z.object({ hour: ms, error: z.string() })),
+    error: z.unknown().optional(),
   }),
   // `error` is what a Catch put at $.error: `{ Error, Cause }` (Cause: Lambda's JSON error text).
   z.object({ step: z.literal('fail'), runId, version: z.number().int().positive().optional(), error: z.unknown().optional() }),
@@ -166,6 +203,19 @@ export function createBatchTaskHandler(context: () => BatchContext, logger: Logg
           metrics.addMetric(BATCH_METRICS.viewLoadTime, MetricUnit.Milliseconds, out.loadMs);
           return { ...out };
         }
+        case 'compactPlan':
+          return { ...(await compactPlanStep(ctx, e)) };
+        case 'compactPut':
+          return { ...(await compactPutStep(ctx, e)) };
+        case 'compactRecord':
+          return {
+            ...(await compactRecordStep(ctx, {
+              runId: e.runId,
+              results: e.results.map((r) => ({ hour: r.hour, ...(r.error != null && { error: stepError(r.error) }) })),
+              skipped: e.skipped,
+              ...(e.error != null && { error: stepError(e.error) }),
+            })),
+          };
         case 'publish':
           return {
             ...(await publishStep(ctx, {

@@ -16,6 +16,10 @@
  *
  *   Plan -> Skipped? -> Compile -> Objects query -> Verify
  *        -> Views (Map: view query -> Parts -> Loads (Map over groups: Load) -> Finish) -> Publish
+ *        -> Published? -> CompactPlan -> CompactHours (Map: UNLOAD query -> CompactPut) -> CompactRecord -> Done
+ *
+ * (the compaction states with the `compaction` option: their failures are caught and recorded, never
+ * failing or un-publishing the run)
  *
  * Every Task calls functions/batch-task.ts with `{ step, runId, ... }` (see
  * docs/batch-layer.md for the exact input and output of each step). The run
@@ -61,6 +65,20 @@ export interface AthenaOptions {
   readonly queryAttempts?: number;
   /** Load groups loaded at once per view (Lambda tasks writing to DynamoDB). @default 8 */
   readonly loadConcurrency?: number;
+  /**
+   * Compaction of covered arrival hours into Parquet after a publish (docs/batch-layer.md "Compaction"), and
+   * reading them from the Parquet table. @default - none: every hour is read from the raw table
+   */
+  readonly compaction?: CompactionOptions;
+}
+
+export interface CompactionOptions {
+  /** The Glue table over compact/ (Parquet, the same partitions as the raw table). */
+  readonly table: string;
+  /** The raw bucket, whose compact/ prefix receives the files (a definition substitution in the stack). */
+  readonly rawBucket: string;
+  /** Hours compacted at once (UNLOADs running together). @default 2 */
+  readonly concurrency?: number;
 }
 
 /** Errors an Athena call retries: throttling and Athena's own transient ones. */
@@ -288,7 +306,14 @@ function athenaDefinition(opts: StateMachineOptions, a: AthenaOptions, task: Tas
       },
       // The SQL comes from the core's compiler (functions/core/sql.ts), inside the Lambda.
       Compile: {
-        ...task({ step: 'compile', ...run, database: a.database, table: a.table, resultsLocation: a.resultsLocation }),
+        ...task({
+          step: 'compile',
+          ...run,
+          database: a.database,
+          table: a.table,
+          resultsLocation: a.resultsLocation,
+          ...(a.compaction && { compactTable: a.compaction.table }),
+        }),
         ResultPath: '$.compiled',
         Catch: catchAll,
         Next: 'ObjectsInit',
@@ -299,7 +324,13 @@ function athenaDefinition(opts: StateMachineOptions, a: AthenaOptions, task: Tas
         Next: 'MarkFailed',
       }),
       Verify: {
-        ...task({ step: 'verify', ...run, 'expected.$': '$.compiled.expected', 'output.$': '$.objects.execution.output' }),
+        ...task({
+          step: 'verify',
+          ...run,
+          'expected.$': '$.compiled.expected',
+          'output.$': '$.objects.execution.output',
+          ...(a.compaction && { 'verified.$': '$.compiled.verified' }),
+        }),
         ResultPath: null,
         Catch: catchAll,
         Next: 'Views',
@@ -387,6 +418,98 @@ function athenaDefinition(opts: StateMachineOptions, a: AthenaOptions, task: Tas
         Next: 'Publish',
       },
       ...endStates(task, catchAll),
+      ...(a.compaction && compactionStates(a, a.compaction, task, catchAll)),
     },
+  };
+}
+
+/**
+ * After a publish: compaction of the covered hours (functions/batch/athena-compact.ts). Publish goes on to
+ * `Published`; every failure after it is caught (per hour inside the Map, or the plan or the Map as a whole) and
+ * handed to CompactRecord, which writes it on the run item; a failing CompactRecord ends the run all the same.
+ */
+function compactionStates(a: AthenaOptions, c: CompactionOptions, task: TaskFn, catchAll: CatchList): Record<string, unknown> {
+  const { End: _end, ...publish } = endStates(task, catchAll).Publish as Record<string, unknown>;
+  return {
+    Publish: { ...publish, Next: 'Published' },
+    Published: {
+      Type: 'Choice',
+      Choices: [{ Variable: '$.publish.published', BooleanEquals: true, Next: 'CompactPlan' }],
+      Default: 'Done',
+    },
+    CompactPlan: {
+      ...task({
+        step: 'compactPlan',
+        'runId.$': '$.plan.runId',
+        'cutoff.$': '$.plan.cutoff',
+        database: a.database,
+        table: a.table,
+        resultsLocation: a.resultsLocation,
+        'verified.$': '$.compiled.verified',
+      }),
+      ResultSelector: { 'hours.$': '$.hours', 'skipped.$': '$.skipped', results: [], error: null },
+      ResultPath: '$.compaction',
+      Catch: [{ ErrorEquals: ['States.ALL'], ResultPath: '$.compactionError', Next: 'CompactPlanFailed' }],
+      Next: 'CompactHours',
+    },
+    CompactPlanFailed: {
+      Type: 'Pass',
+      Parameters: { hours: [], skipped: [], results: [], 'error.$': '$.compactionError' },
+      ResultPath: '$.compaction',
+      Next: 'CompactRecord',
+    },
+    CompactHours: {
+      Type: 'Map',
+      ItemsPath: '$.compaction.hours',
+      MaxConcurrency: c.concurrency ?? 2,
+      ItemSelector: {
+        'runId.$': '$.plan.runId',
+        'hour.$': '$$.Map.Item.Value.hour',
+        'query.$': '$$.Map.Item.Value.query',
+        'location.$': '$$.Map.Item.Value.location',
+        'shards.$': '$$.Map.Item.Value.shards',
+        loop: { attempt: 0, polls: 0 },
+      },
+      ItemProcessor: {
+        ProcessorConfig: { Mode: 'INLINE' },
+        StartAt: 'CompactStart',
+        States: {
+          ...athenaQueryStates('Compact', a, { query: '$.query', base: '$' }, 'CompactPut', {
+            Type: 'Pass',
+            Parameters: { 'hour.$': '$.hour', 'error.$': '$.error' },
+            End: true,
+          }),
+          // The attempt that succeeded wrote to <location>a<attempt>/.
+          CompactPut: {
+            ...task({
+              step: 'compactPut',
+              'runId.$': '$.runId',
+              'hour.$': '$.hour',
+              'location.$': "States.Format('{}a{}/', $.location, $.loop.attempt)",
+              'shards.$': '$.shards',
+              rawBucket: c.rawBucket,
+            }),
+            Catch: [{ ErrorEquals: ['States.ALL'], ResultPath: '$.error', Next: 'CompactFailed' }],
+            End: true,
+          },
+        },
+      },
+      ResultPath: '$.compaction.results',
+      Catch: [{ ErrorEquals: ['States.ALL'], ResultPath: '$.compaction.error', Next: 'CompactRecord' }],
+      Next: 'CompactRecord',
+    },
+    CompactRecord: {
+      ...task({
+        step: 'compactRecord',
+        'runId.$': '$.plan.runId',
+        'results.$': '$.compaction.results',
+        'skipped.$': '$.compaction.skipped',
+        'error.$': '$.compaction.error',
+      }),
+      ResultPath: '$.compaction.recorded',
+      Catch: [{ ErrorEquals: ['States.ALL'], ResultPath: '$.compaction.recordError', Next: 'Done' }],
+      Next: 'Done',
+    },
+    Done: { Type: 'Succeed' },
   };
 }

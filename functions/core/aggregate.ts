@@ -5,7 +5,7 @@
  * take exactly the windows the published batch does not cover (invariant 2, docs/design.md).
  */
 import { sketchOf } from './hll.ts';
-import { combineViewStates, lift, type ViewState } from './metrics.ts';
+import { combineViewStates, identity, lift, type MetricState, type ViewState } from './metrics.ts';
 import { compareDims } from './query.ts';
 import { numericValue, type RawRecord } from './record.ts';
 import { bucketStart, windowStart } from './time.ts';
@@ -46,6 +46,24 @@ export function recordState(view: View, r: RawRecord): ViewState {
   );
 }
 
+/**
+ * What a retraction contributes (RawRecord.retract): the record's state with count and sum
+ * negated, so that it cancels the copy's earlier contribution; min, max and sketches have no
+ * inverse and are left out (identity): the copy it retracts carried the same event as the one that
+ * counts instead (copies of an id are resends), so they already hold its values.
+ */
+export function retractionState(view: View, r: RawRecord): ViewState {
+  const s = recordState(view, r);
+  return Object.fromEntries(
+    Object.entries(view.metrics).map(([n, m]) => {
+      const neg: MetricState = { ...identity(m) };
+      if (s[n]?.count != null) neg.count = s[n].count.neg();
+      if (s[n]?.sum != null) neg.sum = s[n].sum.neg();
+      return [n, neg];
+    }),
+  );
+}
+
 const cellDeltaKey = (d: Pick<CellDelta, 'view' | 'dims' | 'bucket' | 'window' | 'shard'>) =>
   JSON.stringify([d.view, d.dims, d.bucket, d.window, d.shard]);
 
@@ -79,8 +97,8 @@ export function aggregate(views: readonly View[], records: readonly RawRecord[],
         bucket: bucketStart(r.ts, view.grain),
         window: windowStart(r.arrival, windowMs),
         shard: r.shard,
-        state: recordState(view, r),
-        records: 1,
+        state: r.retract ? retractionState(view, r) : recordState(view, r),
+        records: r.retract ? -1 : 1,
         firstSeq: r.seq,
         lastSeq: r.seq,
       };

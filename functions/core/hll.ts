@@ -38,7 +38,9 @@ export const HLL_MAX_RANK = HLL_TAIL_BITS + 1;
 export const HLL_STANDARD_ERROR = 1.04 / Math.sqrt(HLL_REGISTERS);
 
 export const ALPHABET = '-0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ_abcdefghijklmnopqrstuvwxyz';
-const CODE = new Map([...ALPHABET].map((c, i) => [c, i]));
+/** Character code -> value (-1: not in the alphabet): parsing reads every character of thousands of sketches a query. */
+const CODE = new Int8Array(128).fill(-1);
+for (let i = 0; i < ALPHABET.length; i++) CODE[ALPHABET.charCodeAt(i)] = i;
 /** Set registers above which the dense text (4096 characters) is shorter than the sparse one (3 a register). */
 const SPARSE_MAX = Math.floor((HLL_REGISTERS - 1) / 3);
 
@@ -61,6 +63,36 @@ export class Sketch {
       if (!Number.isInteger(r) || r < 0 || r > HLL_MAX_RANK) throw new Error(`HLL rank ${r} out of range`);
       if (r > (map.get(i) ?? 0)) map.set(i, r);
     }
+    return Sketch.fromMap(map);
+  }
+
+  /** A sketch of a full register array (taken, not copied): its canonical form by the number of registers set. */
+  static fromRegisters(dense: Uint8Array): Sketch | null {
+    let set = 0;
+    for (let i = 0; i < HLL_REGISTERS; i++) if (dense[i]! > 0) set++;
+    if (set === 0) return null;
+    if (set > SPARSE_MAX) return new Sketch(null, dense);
+    const map = new Map<number, number>();
+    for (let i = 0; i < HLL_REGISTERS; i++) if (dense[i]! > 0) map.set(i, dense[i]!);
+    return new Sketch(map, null);
+  }
+
+  /**
+   * How many registers hold each rank: element k for rank k (0 = unset), up to HLL_MAX_RANK. Without
+   * building the register array: a query finalizes one estimate per row, most of them sparse.
+   */
+  rankCounts(): number[] {
+    const c = new Array<number>(HLL_MAX_RANK + 1).fill(0);
+    if (this.dense) for (const r of this.dense) c[r]!++;
+    else {
+      c[0] = HLL_REGISTERS - this.sparse!.size;
+      for (const r of this.sparse!.values()) c[r]!++;
+    }
+    return c;
+  }
+
+  /** A sketch of registers already checked (index in range, rank 1..HLL_MAX_RANK), the map taken, not copied. */
+  static ofMap(map: Map<number, number>): Sketch | null {
     return Sketch.fromMap(map);
   }
 
@@ -152,16 +184,31 @@ export function mergeSketches(a: Sketch | null | undefined, b: Sketch | null | u
 
 /** Reads a canonical text (`Sketch.toText`); the empty text is the empty sketch. */
 export function parseSketch(text: string): Sketch | null {
-  const code = (c: string) => {
-    const v = CODE.get(c);
-    if (v === undefined) throw new Error(`not an HLL sketch: character ${JSON.stringify(c)}`);
+  const code = (k: number) => {
+    const c = text.charCodeAt(k);
+    const v = c < 128 ? CODE[c]! : -1;
+    if (v < 0) throw new Error(`not an HLL sketch: character ${JSON.stringify(text[k])}`);
     return v;
   };
-  if (text.length === HLL_REGISTERS) return Sketch.of([...text].map((c, i) => [i, code(c)] as const));
+  const rank = (k: number) => {
+    const r = code(k);
+    if (r > HLL_MAX_RANK) throw new Error(`HLL rank ${r} out of range`);
+    return r;
+  };
+  if (text.length === HLL_REGISTERS) {
+    const dense = new Uint8Array(HLL_REGISTERS);
+    for (let k = 0; k < HLL_REGISTERS; k++) dense[k] = rank(k);
+    return Sketch.fromRegisters(dense);
+  }
   if (text.length % 3 !== 0) throw new Error(`not an HLL sketch: length ${text.length}`);
-  const regs: [number, number][] = [];
-  for (let k = 0; k < text.length; k += 3) regs.push([code(text[k]!) * 64 + code(text[k + 1]!), code(text[k + 2]!)]);
-  return Sketch.of(regs);
+  // Two characters of 64 values are an index below 4096 by construction.
+  const regs = new Map<number, number>();
+  for (let k = 0; k < text.length; k += 3) {
+    const i = code(k) * 64 + code(k + 1);
+    const r = rank(k + 2);
+    if (r > (regs.get(i) ?? 0)) regs.set(i, r);
+  }
+  return Sketch.ofMap(regs);
 }
 
 /** Reads the SQL's form: `<index, 3 hex digits><rank, 2 decimal digits>` groups (either case); empty or null is the empty sketch. */
@@ -186,8 +233,7 @@ export function estimate(sketch: Sketch | null): number {
   if (!sketch) return 0;
   const m = HLL_REGISTERS;
   const q = HLL_TAIL_BITS;
-  const c = new Array<number>(q + 2).fill(0);
-  for (const r of sketch.registers()) c[r]!++;
+  const c = sketch.rankCounts();
   let z = m * tau(1 - c[q + 1]! / m);
   for (let k = q; k >= 1; k--) z = 0.5 * (z + c[k]!);
   z += m * sigma(c[0]! / m);

@@ -17,15 +17,30 @@
  * each with one key-range Query.
  *
  * Batch-view table: pk = <view>#<version, 10 digits>#<partition start ms>
- *                   sk = <bucket ms, 13 digits>#<dims json>
+ *                   sk = <block start ms, 13 digits>#<chunk, 3 digits>
  * A partition spans a day for minute views, 30 days for hour views and 360
  * days for day views (a few thousand rows per partition per dimension value).
+ * An item is a *block*: every row of one pk whose bucket falls in one block span (`BLOCK_MS` by the
+ * grain of the rows: minute rows 1 hour, hour rows 1 day, day rows 30 days; epoch-aligned), packed
+ * into one text attribute (core/blocks.ts). Batch views are immutable per (partition, writer), so a
+ * block is written once and read whole: a rebuild writes and a query reads ~16 rows per KB instead
+ * of one item per row. A block whose text exceeds BLOCK_MAX_BYTES is cut into chunks 000, 001, ...
+ * (rows sorted by bucket and dimension values, so chunks stay in order). A block never straddles a
+ * partition (spans divide whole days / 30 days / 360 days), except that a day-rollup block of a
+ * minute view's one-day partition starts at its 30-day boundary and holds that day only.
  *
  * Rollups:          pk = <view>@<grain>#<version, 10 digits>#<partition start ms>, sk as above
  * The rows of one base partition rolled up to a coarser grain (`rollupGrains`), written by the
  * partition's writer with the partition itself: one partition start and writer for every grain, so
  * a manifest's partition -> writer map names them all. Both partition spans are whole days, so a
  * rollup bucket never straddles two partitions.
+ *
+ * Day blocks:       pk = <view>@days#<version, 10 digits>#<30-day block start ms>, sk as above
+ * For views whose partition is shorter than a day block (minute views: one day), the day rollup rows
+ * of every partition in one 30-day block, so a long day-grain query reads one item per 30 days, not
+ * one Query per day. Written by the run that last touched a partition of the block (copy-on-write);
+ * a manifest maps block start -> writer (`ViewManifest.rollups.dayBlocks`). `@days` never equals a
+ * rollup grain's tag.
  */
 import { GRAIN_MS, type Grain } from './time.ts';
 
@@ -166,13 +181,35 @@ export function rollupGrains(grain: Grain): Grain[] {
   return (['hour', 'day'] as const).filter((g) => GRAIN_MS[g] > GRAIN_MS[grain]);
 }
 
+/** Whether a view of `grain` keeps day blocks: its partitions are shorter than a day block and it keeps day rollups. */
+export function keepsDayBlocks(grain: Grain): boolean {
+  return BATCH_PARTITION_MS[grain] < BLOCK_MS.day && rollupGrains(grain).includes('day');
+}
+
+/** The key of the day block starting at `blockStartMs` (30-day aligned) as `version` wrote it. */
+export function batchDayBlockPk(view: string, version: number, blockStartMs: number): string {
+  return `${view}@days#${padVersion(version)}#${blockStartMs}`;
+}
+
 /** The key of a partition's rollup rows at `grain` as `version` wrote them (the base grain keeps `batchPartitionPk`). */
 export function batchRollupPk(view: string, grain: Grain, version: number, partitionStartMs: number): string {
   return `${view}@${grain}#${padVersion(version)}#${partitionStartMs}`;
 }
 
-export function batchSk(bucketMs: number, dims: readonly (string | null)[]): string {
-  return `${pad13(bucketMs)}#${dimsKey(dims)}`;
+/** The span of a block by the grain of its rows (see the header): a few dozen rows per block per dimension value. */
+export const BLOCK_MS: Record<Grain, number> = { minute: HOUR_MS, hour: DAY_MS, day: 30 * DAY_MS };
+
+/** Text bytes of a block's rows above which it is cut into chunks (DynamoDB items are at most 400 KB). */
+export const BLOCK_MAX_BYTES = 300_000;
+
+/** The start of the block holding a bucket of rows at `grain`. */
+export function blockStart(bucketMs: number, grain: Grain): number {
+  return Math.floor(bucketMs / BLOCK_MS[grain]) * BLOCK_MS[grain];
+}
+
+/** The sort key of one chunk of a block: `<block start 13d>#<chunk 3d>` (ordered by block, then chunk). */
+export function blockSk(blockStartMs: number, chunk: number): string {
+  return `${pad13(blockStartMs)}#${String(chunk).padStart(3, '0')}`;
 }
 
 /** The batch-view partitions covering buckets in [fromMs, toMs). */

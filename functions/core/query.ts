@@ -254,8 +254,17 @@ export function shapeRows(view: View, spec: QuerySpec, rows: readonly Row[]): Re
 }
 
 function finalizeRows(view: View, spec: QuerySpec, rows: readonly Row[]): ResponseRow[] {
+  // Rows share few buckets (90 days at day grain: 90 for thousands of rows); formatting a date is not free.
+  const buckets = new Map<number, string>();
+  const bucketText = (ms: number) => {
+    const known = buckets.get(ms);
+    if (known !== undefined) return known;
+    const text = iso(ms);
+    buckets.set(ms, text);
+    return text;
+  };
   return rollupRows(view, spec, rows).map((r) => {
-    const out: ResponseRow = { bucket: iso(r.bucket) };
+    const out: ResponseRow = { bucket: bucketText(r.bucket) };
     spec.groupBy.forEach((d, i) => {
       out[d] = r.dims[i] ?? null;
     });

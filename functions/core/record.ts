@@ -27,6 +27,11 @@ export interface RawRecord {
   readonly fields: Readonly<Record<string, string | null>>;
   /** Every numeric field of the event that fits DECIMAL(38,9) inputs, as plain decimal text. */
   readonly num: Readonly<Record<string, string>>;
+  /**
+   * A retraction, not an event: the speed layer takes this copy's count back (functions/speed/dedup.ts,
+   * "Any partition key"); aggregated negated (`retractionState`, core/aggregate.ts).
+   */
+  readonly retract?: true;
 }
 
 /** Width of sequence numbers as stored and compared (Kinesis' are up to 56 digits today). */

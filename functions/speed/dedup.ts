@@ -81,15 +81,25 @@
  * (arrival, shard, seq) order, which holds whenever the shards keep up with
  * each other within the gaps between copies, each decision is the rule's. A
  * shard that lags can bring a copy older than one another shard already
- * counted within H after it: the rule would move the count to the older copy,
- * and the speed layer cannot take back a count (min/max are not reversible),
- * so the later copy keeps it (the older one is a duplicate): the count is in
- * the later copy's arrival window, and is one too many only when the older
- * copy would not count either (another copy within H before it); the batch,
- * reading all shards at once, decides by the rule when it covers them. The one race left: an id-keyed copy's batched write
- * (unconditional) landing on an id's first chained claim, when one id is
- * written both ways at the same moment (docs/api.md, "Writing straight to
- * Kinesis").
+ * counted within H after it: the rule moves the count to the older copy. The
+ * lagging shard does that itself: its copy counts (if nothing within H before
+ * it) and it applies a *retraction* of the later copy (`retraction`: the copy's
+ * event, kept in the chain for every counted copy, aggregated with count and sums
+ * negated, in the later copy's arrival window, in this shard's items at position
+ * `<its position>~`, right after it), so its items' high-water marks apply it
+ * exactly once; the chain marks the later copy `retractedBy` this copy, and a
+ * retry of this shard emits the same retraction again while the later copy's own
+ * shard keeps its decision (and applies its count once, as always): the two cancel.
+ * Only the next copy can change (an insertion only brings its successor's
+ * predecessor closer). min, max and sketches have no inverse and stay: copies
+ * of an id are identical (a producer's retries), so the copy that counts
+ * instead carries the same values and every merged answer is the rule's; copies
+ * that differ keep the later copy's extremes and sketch in the speed part until a
+ * batch covers it. A later copy whose event the chain does not hold (claimed by
+ * the batched path, or over CHAIN_EVENT_MAX) keeps its count. The one race left:
+ * an id-keyed copy's batched write (unconditional) landing on an id's first
+ * chained claim, when one id is written both ways at the same moment
+ * (docs/api.md, "Writing straight to Kinesis").
  *
  * Copies from outside the stream. A backfill's records never reach this
  * layer, but the batch orders them with the live ones (arrival T, pseudo-shard
@@ -142,7 +152,53 @@ export interface ChainCopy {
   readonly shard: string;
   /** Position (padded sequence number, or with the sub-sequence number of a user record of an aggregate). */
   readonly seq: string;
+  /** The decision its shard took, and applies on every retry (a retraction never changes it). */
   readonly counted: boolean;
+  /**
+   * `<shard>|<position>` of the older copy whose late claim took this copy's count back (a shard
+   * that lagged: "Any partition key" in the module comment); that copy's shard applies the retraction.
+   */
+  readonly retractedBy?: string | undefined;
+  /** What a retraction needs of a counted live copy: its event as the speed layer read it. */
+  readonly event?: ChainEvent | undefined;
+  /** A copy from outside the stream (a backfill's): never applied by the speed layer. */
+  readonly outside?: boolean | undefined;
+}
+
+/** The parts of a record a retraction re-aggregates (core/record.ts RawRecord, without its position). */
+export interface ChainEvent {
+  readonly type: string;
+  readonly ts: number;
+  readonly fields: Readonly<Record<string, string | null>>;
+  readonly num: Readonly<Record<string, string>>;
+}
+
+/** Events larger than this (as JSON) are not kept in a chain: such a copy's count cannot be taken back. */
+const CHAIN_EVENT_MAX = 4096;
+
+/** `<shard>|<position>`: how a chain names one of its copies. */
+const copyKey = (c: { shard: string; seq: string }) => `${c.shard}|${c.seq}`;
+
+/**
+ * The retraction of counted copy `target` by the older copy `by` of this shard: a record that
+ * re-aggregates the target's event negated (count and sum taken back; min, max and sketches left, see
+ * the module comment), at the target's arrival, in `by`'s shard's items, positioned right after
+ * `by` (`<position>~` sorts after the position and before any later one), so the items' high-water
+ * marks apply it exactly once.
+ */
+export function retraction(id: string, target: ChainCopy, by: RawRecord): RawRecord {
+  const e = target.event!;
+  return {
+    id,
+    type: e.type,
+    ts: e.ts,
+    fields: e.fields,
+    num: e.num,
+    arrival: target.arrival,
+    shard: by.shard,
+    seq: `${by.seq}~`,
+    retract: true,
+  };
 }
 
 /** A claim to store. */
@@ -232,11 +288,31 @@ function parseClaim(item: Record<string, AttributeValue>, horizonMs: number): Cl
   };
 }
 
-const parseChainCopy = (text: string): ChainCopy => {
-  const [arrival, shard, seq, counted] = text.split('|');
-  return { arrival: Number(arrival), shard: shard!, seq: seq!, counted: counted === '1' };
+/**
+ * A chain copy as text: `<arrival>|<shard>|<position>|<0|1>` (the form before retractions), then
+ * optional `|o` (outside), `|r=<shard>,<position>` (retracted by), and last `|e=<event json>` (JSON
+ * may hold `|`; nothing before it holds `|e=`).
+ */
+export const parseChainCopy = (text: string): ChainCopy => {
+  const at = text.indexOf('|e=');
+  const head = (at < 0 ? text : text.slice(0, at)).split('|');
+  const [arrival, shard, seq, counted] = head;
+  const r = head.find((x, i) => i >= 4 && x.startsWith('r='));
+  return {
+    arrival: Number(arrival),
+    shard: shard!,
+    seq: seq!,
+    counted: counted === '1',
+    ...(head.slice(4).includes('o') && { outside: true }),
+    ...(r !== undefined && { retractedBy: r.slice(2).replace(',', '|') }),
+    ...(at >= 0 && { event: JSON.parse(text.slice(at + 3)) as ChainEvent }),
+  };
 };
-const chainCopyText = (c: ChainCopy) => `${c.arrival}|${c.shard}|${c.seq}|${c.counted ? 1 : 0}`;
+export const chainCopyText = (c: ChainCopy) =>
+  `${c.arrival}|${c.shard}|${c.seq}|${c.counted ? 1 : 0}` +
+  (c.outside ? '|o' : '') +
+  (c.retractedBy !== undefined ? `|r=${c.retractedBy.replace('|', ',')}` : '') +
+  (c.event !== undefined ? `|e=${JSON.stringify(c.event)}` : '');
 
 export interface Decision {
   /** Records that count: no other copy of their id arrived within H before them. */
@@ -390,25 +466,46 @@ export interface ChainDecision {
   readonly counted: RawRecord[];
   readonly duplicates: RawRecord[];
   readonly redelivered: RawRecord[];
+  /** Counts taken back from later copies (`retraction`), to apply with the counted records. */
+  readonly retractions: RawRecord[];
   /** The chain to store, or undefined when no copy was added (nothing to write). */
   readonly chain: ChainCopy[] | undefined;
+}
+
+/** The event of a record, as a chain keeps it (undefined when too large to keep). */
+function chainEvent(r: RawRecord): ChainEvent | undefined {
+  const e: ChainEvent = { type: r.type, ts: r.ts, fields: r.fields, num: r.num };
+  return JSON.stringify(e).length <= CHAIN_EVENT_MAX ? e : undefined;
 }
 
 /**
  * Decides the copies of one id of a shard's batch against the id's chained
  * claim (pure; see the module comment, "Any partition key"): a copy at or
  * below the progress mark is redelivered; a copy already in the chain keeps
- * the decision taken when it was claimed (a retry); any other copy is
- * inserted at its (arrival, shard, seq) place and counts iff the copy just
- * before it is absent or arrived more than H earlier, unless a counted copy
- * already stands within H after it (a shard that lagged: that copy's count
- * stays, see the module comment).
+ * the decision taken when it was claimed (a retry), and re-emits the
+ * retraction it made; any other copy is inserted at its (arrival, shard, seq)
+ * place and counts iff the copy just before it is absent or arrived more than
+ * H earlier. Its insertion can only bring the next copy's predecessor closer:
+ * when that copy counted and is now within H after it (its shard claimed it
+ * first, this shard lagged), its count is taken back by a retraction this
+ * shard applies. `outside` copies (a backfill's, never applied here) cannot
+ * take a count back: such a copy does not count then (the caller leaves it
+ * out, `isSuperseded`); nor can a copy whose later copy's event is not kept
+ * (claimed before retractions existed, or too large): then the later copy
+ * keeps the count, as before.
  */
-export function decideChain(copies: readonly RawRecord[], claim: Claim | undefined, horizonMs: number, progress?: string): ChainDecision {
+export function decideChain(
+  copies: readonly RawRecord[],
+  claim: Claim | undefined,
+  horizonMs: number,
+  progress?: string,
+  opts: { readonly outside?: boolean } = {},
+): ChainDecision {
   const chain = chainOf(claim);
   const counted: RawRecord[] = [];
   const duplicates: RawRecord[] = [];
   const redelivered: RawRecord[] = [];
+  const retractions: RawRecord[] = [];
   let added = false;
   for (const r of [...copies].sort(chainOrder)) {
     if (progress !== undefined && r.seq <= progress) {
@@ -418,6 +515,7 @@ export function decideChain(copies: readonly RawRecord[], claim: Claim | undefin
     const known = chain.find((c) => c.shard === r.shard && c.seq === r.seq);
     if (known) {
       (known.counted ? counted : duplicates).push(r);
+      for (const t of chain) if (t.retractedBy === copyKey(r) && t.event) retractions.push(retraction(r.id, t, r));
       continue;
     }
     let at = chain.length;
@@ -425,13 +523,27 @@ export function decideChain(copies: readonly RawRecord[], claim: Claim | undefin
     const before = chain[at - 1];
     const after = chain[at];
     const byRule = before === undefined || r.arrival - before.arrival > horizonMs;
-    const standsFor = after?.counted === true && after.arrival - r.arrival <= horizonMs;
-    const isCounted = byRule && !standsFor;
-    chain.splice(at, 0, { arrival: r.arrival, shard: r.shard, seq: r.seq, counted: isCounted });
+    // The next copy counts, and would not with this one before it: take its count back, or keep it there.
+    const displaced = after?.counted === true && after.retractedBy === undefined && after.arrival - r.arrival <= horizonMs;
+    const canRetract = displaced && !opts.outside && (after.outside === true || after.event !== undefined);
+    const isCounted = byRule && (!displaced || canRetract);
+    if (canRetract) {
+      chain[at] = { ...after, retractedBy: copyKey(r) };
+      if (!after.outside) retractions.push(retraction(r.id, after, r));
+    }
+    const event = isCounted && !opts.outside ? chainEvent(r) : undefined;
+    chain.splice(at, 0, {
+      arrival: r.arrival,
+      shard: r.shard,
+      seq: r.seq,
+      counted: isCounted,
+      ...(opts.outside && { outside: true }),
+      ...(event && { event }),
+    });
     (isCounted ? counted : duplicates).push(r);
     added = true;
   }
-  return { counted, duplicates, redelivered, chain: added ? chain.slice(-CHAIN_MAX) : undefined };
+  return { counted, duplicates, redelivered, retractions, chain: added ? chain.slice(-CHAIN_MAX) : undefined };
 }
 
 /**
@@ -450,12 +562,16 @@ export async function claimChained(
     readonly progress: string | undefined;
     readonly settings: Pick<Settings, 'dedupHorizonSeconds'>;
     readonly concurrency?: number;
+    /** The copies come from outside the stream (`registerCopies`). */
+    readonly outside?: boolean;
   },
   io: DedupIo,
 ): Promise<{
   counted: Set<RawRecord>;
   duplicates: Set<RawRecord>;
   redelivered: Set<RawRecord>;
+  /** Counts this shard takes back from later copies of other shards (`decideChain`), to apply. */
+  retractions: RawRecord[];
   writes: number;
   /** Each id's chain as stored after its write (or as read, when nothing was added). */
   chains: Map<string, ChainCopy[]>;
@@ -464,6 +580,7 @@ export async function claimChained(
     counted: new Set<RawRecord>(),
     duplicates: new Set<RawRecord>(),
     redelivered: new Set<RawRecord>(),
+    retractions: [] as RawRecord[],
     writes: 0,
     chains: new Map<string, ChainCopy[]>(),
   };
@@ -472,7 +589,7 @@ export async function claimChained(
     for (let attempt = 0; ; attempt++) {
       if (attempt >= MAX_ATTEMPTS)
         throw new Error(`dedup: the claim of ${id} still changing under its writer after ${MAX_ATTEMPTS} attempts`);
-      const d = decideChain(copies, claim, opts.horizonMs, opts.progress);
+      const d = decideChain(copies, claim, opts.horizonMs, opts.progress, { outside: opts.outside === true });
       if (d.chain) {
         const last = d.chain[d.chain.length - 1]!;
         const version = claim?.version ?? 0;
@@ -519,6 +636,7 @@ export async function claimChained(
       for (const r of d.counted) out.counted.add(r);
       for (const r of d.duplicates) out.duplicates.add(r);
       for (const r of d.redelivered) out.redelivered.add(r);
+      out.retractions.push(...d.retractions);
       out.chains.set(id, d.chain ?? chainOf(claim));
       return;
     }
@@ -567,7 +685,7 @@ export async function registerCopies(
   const superseded = new Set<string>();
   if (byId.size === 0) return { writes: 0, counted: 0, duplicates: 0, superseded };
   const { claims } = await readClaims(ddb, table, [...byId.keys()], io, { horizonMs: opts.horizonMs });
-  const d = await claimChained(ddb, table, byId, claims, { ...opts, progress: undefined }, io);
+  const d = await claimChained(ddb, table, byId, claims, { ...opts, progress: undefined, outside: true }, io);
   for (const [id, list] of byId) if (isSuperseded(d.chains.get(id) ?? [], list[0]!.shard, opts.horizonMs)) superseded.add(id);
   return { writes: d.writes, counted: d.counted.size, duplicates: d.duplicates.size, superseded };
 }

@@ -50,6 +50,8 @@ export interface SpeedStats {
   poison: number;
   duplicates: number;
   counted: number;
+  /** Counts taken back from later copies of ids keyed otherwise, which another shard counted first. */
+  retracted: number;
   /** Records at or below the shard's progress mark (a redelivery): already applied, skipped. */
   redelivered: number;
   /** Speed items of the batch (items touched: one per view, arrival window, event-time hour). */
@@ -79,6 +81,7 @@ export const emptyStats = (): SpeedStats => ({
   poison: 0,
   duplicates: 0,
   counted: 0,
+  retracted: 0,
   redelivered: 0,
   speedItems: 0,
   claimsRead: 0,
@@ -150,6 +153,8 @@ async function processShard(
 
   const io = { requests: 0 };
   let counted: RawRecord[] = [];
+  /** Counts taken back from later copies another shard counted first (dedup.ts, "Any partition key"). */
+  let retractions: RawRecord[] = [];
   let started = performance.now();
   try {
     if (good.length > 0) {
@@ -188,6 +193,7 @@ async function processShard(
       else {
         const byBatch = new Set(decision.counted);
         counted = good.filter((r) => (chained.has(r.id) ? chain.counted : byBatch).has(r));
+        retractions = chain.retractions;
       }
     }
   } finally {
@@ -195,9 +201,10 @@ async function processShard(
     stats.dedupMs += performance.now() - started;
   }
   stats.counted += counted.length;
+  stats.retracted += retractions.length;
 
   started = performance.now();
-  const items = groupByItem(deps.views, counted, windowMs);
+  const items = groupByItem(deps.views, retractions.length === 0 ? counted : [...counted, ...retractions], windowMs);
   stats.speedItems += items.length;
   const ctx = { ddb: deps.ddb, table: deps.tables.speed, settings: deps.settings, cache: deps.cache, stats: stats.apply };
   await mapLimit(items, deps.concurrency ?? 16, (item) => applyItem(ctx, item.view, item.key, item.records, windowMs));

@@ -322,12 +322,25 @@ describe('batch state machine and schedule', () => {
     expect(sm.DefinitionSubstitutions).toEqual({
       BatchTaskArn: { 'Fn::GetAtt': [fnId(tandem.batchLayer.function), 'Arn'] },
       ResultsBucket: { Ref: id(tandem.batchLayer.resultsBucket) },
+      RawBucket: { Ref: id(tandem.rawBucket) },
     });
     // biome-ignore lint/suspicious/noTemplateCurlyInString: a Step Functions definition substitution
     expect(states.Compile!.Parameters!.resultsLocation).toBe('s3://${ResultsBucket}/athena/');
     const tasks = Object.entries(states).filter(([, st]) => st.Type === 'Task');
     const lambdaTasks = tasks.filter(([, st]) => !st.Resource!.startsWith('arn:aws:states:::athena:'));
-    expect(lambdaTasks.map(([n]) => n).sort()).toEqual(['Compile', 'Finish', 'Load', 'MarkFailed', 'Parts', 'Plan', 'Publish', 'Verify']);
+    expect(lambdaTasks.map(([n]) => n).sort()).toEqual([
+      'CompactPlan',
+      'CompactPut',
+      'CompactRecord',
+      'Compile',
+      'Finish',
+      'Load',
+      'MarkFailed',
+      'Parts',
+      'Plan',
+      'Publish',
+      'Verify',
+    ]);
     // biome-ignore lint/suspicious/noTemplateCurlyInString: a Step Functions definition substitution
     for (const [, st] of lambdaTasks) expect(st.Resource).toBe('${BatchTaskArn}');
     for (const name of ['Plan', 'Compile', 'Verify', 'Views', 'Publish'])
@@ -336,7 +349,7 @@ describe('batch state machine and schedule', () => {
   });
 
   it('no Lambda waits on a query: each is started, polled and stopped by the state machine', () => {
-    for (const p of ['Objects', 'View']) {
+    for (const p of ['Objects', 'View', 'Compact']) {
       expect(states[`${p}Start`]!.Resource).toBe('arn:aws:states:::athena:startQueryExecution');
       expect(states[`${p}Poll`]!.Resource).toBe('arn:aws:states:::athena:getQueryExecution');
       expect(states[`${p}Stop`]!.Resource).toBe('arn:aws:states:::athena:stopQueryExecution');
@@ -352,6 +365,31 @@ describe('batch state machine and schedule', () => {
     }
     expect(states.ObjectsFailed!.Next).toBe('MarkFailed');
     expect(states.ViewFailed!.Type).toBe('Fail');
+    // A compaction query that fails ends its hour's iteration with the error, never the run.
+    expect(states.CompactFailed).toMatchObject({ Type: 'Pass', End: true });
+  });
+
+  it('compacts covered hours after a publish, by an UNLOAD per hour and a put step, and never fails the published run', () => {
+    expect(asl.States.Publish!.Next).toBe('Published');
+    expect(asl.States.Published!.Choices).toEqual([{ Variable: '$.publish.published', BooleanEquals: true, Next: 'CompactPlan' }]);
+    expect(states.Compile!.Parameters!.compactTable).toBe('raw_events_compact');
+    expect(states.Verify!.Parameters!['verified.$']).toBe('$.compiled.verified');
+    expect(asl.States.CompactHours).toMatchObject({ Type: 'Map', ItemsPath: '$.compaction.hours', MaxConcurrency: 2 });
+    expect(Object.keys(asl.States.CompactHours!.ItemProcessor!.States)).toContain('CompactPut');
+    expect(states.CompactPut!.Parameters).toMatchObject({
+      step: 'compactPut',
+      'location.$': "States.Format('{}a{}/', $.location, $.loop.attempt)",
+      // biome-ignore lint/suspicious/noTemplateCurlyInString: a Step Functions definition substitution
+      rawBucket: '${RawBucket}',
+    });
+    // Every failure after the publish is caught and recorded, then the run ends as published.
+    expect(states.CompactPlan!.Catch![0]!.Next).toBe('CompactPlanFailed');
+    expect(states.CompactPut!.Catch![0]!.Next).toBe('CompactFailed');
+    expect(asl.States.CompactHours!.Catch![0]!.Next).toBe('CompactRecord');
+    expect(asl.States.CompactRecord!.Catch![0]!.Next).toBe('Done');
+    expect(asl.States.Done!.Type).toBe('Succeed');
+    const afterPublish = ['Published', 'CompactPlan', 'CompactPlanFailed', 'CompactHours', 'CompactRecord', 'Done'];
+    for (const name of afterPublish) expect(JSON.stringify(asl.States[name]), name).not.toContain('MarkFailed');
   });
 
   it('each attempt of a query has its own ClientRequestToken (the same token returns the same FAILED execution)', () => {
@@ -378,6 +416,7 @@ describe('batch state machine and schedule', () => {
       'athena:StopQueryExecution',
     ]);
     for (const x of athena) expect(JSON.stringify(x.Resource)).toContain(':workgroup/test_batch');
+    // It reads raw/ and compact/ and never writes the raw bucket: the compaction's UNLOAD writes to the results bucket.
     const raw = st.filter((x) => referencedIds(x).includes(id(tandem.rawBucket)));
     expect(raw.flatMap(actionsOf).sort()).toEqual(['s3:GetBucketLocation', 's3:GetObject', 's3:ListBucket']);
     const results = st.filter((x) => referencedIds(x).includes(id(tandem.batchLayer.resultsBucket)));
@@ -688,11 +727,21 @@ describe('IAM: each function can do what it needs and no more', () => {
     }
   });
 
-  it('the batch task reads the raw archive but cannot write it, and runs Athena in its own workgroup only', () => {
+  it('the batch task reads the raw archive but cannot write it (compact/ aside), and runs Athena in its own workgroup only', () => {
     const raw = statements(tandem.batchLayer.function).filter((s) => referencedIds(s).includes(id(tandem.rawBucket)));
-    // The state machine runs the queries (Athena reads raw/ with its role); the function reads raw/ and compact/ for DuckDB
-    // only, and with Athena (this stack) writes nothing.
-    expect([...new Set(raw.flatMap(actionsOf))].sort()).toEqual(['s3:GetObject', 's3:ListBucket']);
+    // The state machine runs the queries (Athena reads raw/ with its role); the function reads raw/ and compact/, and
+    // writes and deletes under compact/ only (it copies the compaction's staged Parquet there).
+    expect([...new Set(raw.flatMap(actionsOf))].sort()).toEqual([
+      's3:AbortMultipartUpload',
+      's3:DeleteObject',
+      's3:GetObject',
+      's3:ListBucket',
+      's3:PutObject',
+    ]);
+    for (const s of raw.filter((x) => actionsOf(x).some((a) => /^s3:(Put|Delete|Abort)/.test(a)))) {
+      expect(JSON.stringify(s.Resource)).toContain('/compact/*');
+      expect(JSON.stringify(s.Resource)).not.toContain('raw/');
+    }
     expect(JSON.stringify(raw)).toContain('raw/*');
     expect(JSON.stringify(raw)).toContain('compact/*');
     const athena = statements(tandem.batchLayer.function).filter((s) => actionsOf(s).some((a) => a.startsWith('athena:')));

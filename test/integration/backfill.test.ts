@@ -13,6 +13,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
+import { GetItemCommand } from '@aws-sdk/client-dynamodb';
 import { ListObjectsV2Command } from '@aws-sdk/client-s3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type Clients, createClients } from '../../functions/adapters/clients.ts';
@@ -212,6 +213,9 @@ describe('tandem backfill', () => {
       rejected: 3,
       rejectedFile: 'bad.ndjson',
       objects: 1,
+      // One claim per id (the copy inside the file joins its id's claim).
+      claims: 150,
+      superseded: 0,
       run: null,
     });
     const rejects = readFileSync(join(dir, 'bad.ndjson'), 'utf8')
@@ -236,6 +240,36 @@ describe('tandem backfill', () => {
     expect(r2.status, r2.stderr).toBe(1);
     expect(JSON.parse(r2.stdout)).toMatchObject({ outcome: 'already-complete', shard: first.shard, arrival: s1.arrival, accepted: 151 });
     expect(await listRaw(first.shard)).toEqual(objects);
+  });
+
+  it('--no-claims archives the same way but registers no id with the speed layer', async () => {
+    const events = makeEvents(40, 'n');
+    writeFileSync(join(dir, 'n.ndjson'), `${events.map((e) => JSON.stringify(e)).join('\n')}\n`);
+    const r = await cli(['backfill', 'n.ndjson', '--no-batch', '--no-claims', '--json', '--data-dir', join(dir, 'data')]);
+    expect(r.status, r.stderr).toBe(0);
+    const s = JSON.parse(r.stdout) as Record<string, unknown>;
+    expect(s).toMatchObject({ outcome: 'written', accepted: 40, claims: 0, objects: 1 });
+    recordBackfill(events, String(s.shard));
+    arrivals.push(Date.parse(String(s.arrival)));
+    for (const e of [events[0]!, events[39]!]) {
+      const claim = await clients.dynamodb.send(
+        new GetItemCommand({ TableName: config.tables.dedup, Key: { id: { S: String(e.id) } }, ConsistentRead: true }),
+      );
+      expect(claim.Item, String(e.id)).toBeUndefined();
+    }
+    // The same ids registered (without the flag) do get claims: the lookup above can see one.
+    const withClaims = makeEvents(5, 'y');
+    writeFileSync(join(dir, 'y.ndjson'), `${withClaims.map((e) => JSON.stringify(e)).join('\n')}\n`);
+    const r2 = await cli(['backfill', 'y.ndjson', '--no-batch', '--json', '--data-dir', join(dir, 'data')]);
+    expect(r2.status, r2.stderr).toBe(0);
+    const s2 = JSON.parse(r2.stdout) as Record<string, unknown>;
+    expect(s2).toMatchObject({ claims: 5 });
+    recordBackfill(withClaims, String(s2.shard));
+    arrivals.push(Date.parse(String(s2.arrival)));
+    const seen = await clients.dynamodb.send(
+      new GetItemCommand({ TableName: config.tables.dedup, Key: { id: { S: String(withClaims[0]!.id) } }, ConsistentRead: true }),
+    );
+    expect(seen.Item).toBeDefined();
   });
 
   it('a crashed backfill holds the cutoff at its arrival time; a re-run completes it with the same keys and T', async () => {

@@ -280,8 +280,9 @@ describe('batch layer', () => {
     // A dead process: no cleanup, the run item stays RUNNING, the lock stays until it expires.
     const crashed = await w.run({
       hooks: {
+        // After the first request of block items (a view's rows are a few blocks: one request may hold them all).
         afterItems: (view, written) => {
-          if (view === 'page_views' && written >= 25) throw new SimulatedCrash('mid-load');
+          if (view === 'page_views' && written >= 1) throw new SimulatedCrash('mid-load');
         },
       },
     });

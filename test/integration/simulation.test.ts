@@ -1,5 +1,5 @@
 /**
- * The seeded simulation in `npm test`: 20 seeds of a short schedule on one set
+ * The seeded simulation in `npm test`: 20 seeds of a short schedule (and 6 with direct producers) on one set
  * of emulators (each seed its own stream, tables and buckets), every fault
  * kind of test/simulation/ possible, every query checked against the oracle.
  * A failure prints the seed's log and the command that replays it; the long
@@ -10,10 +10,15 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runSeed } from '../simulation/driver.ts';
 import { SimCloud } from '../simulation/harness.ts';
-import { SHORT, type Step, scheduleFor } from '../simulation/schedule.ts';
+import { PRODUCERS, SHORT, type Step, scheduleFor } from '../simulation/schedule.ts';
 
 const STEPS = 10;
 const SEEDS = Array.from({ length: 20 }, (_, i) => 1001 + i);
+/**
+ * Seeds of the `producers` profile (direct producers writing KPL aggregates, with the id as the
+ * partition key or another key) whose 10 steps hold such producers, both kinds among them.
+ */
+const PRODUCER_SEEDS = [9112, 9117, 9122, 9130, 9131, 9136];
 
 let cloud: SimCloud;
 
@@ -115,6 +120,17 @@ describe('simulation: regressions, named after the seed that found them', () => 
       { kind: 'queryDuringBatch', q: everything, hold: true },
     ];
     await expectExact(633, steps, 'npx vitest run test/integration/simulation.test.ts -t "seed 633"');
+  });
+});
+
+describe('simulation: direct producers (KPL aggregates, any partition key) among the faults, every answer exact', () => {
+  it('the chosen seeds do draw such producers, keyed both ways', () => {
+    const drawn = PRODUCER_SEEDS.flatMap((seed) => scheduleFor(seed, STEPS, PRODUCERS)).filter((s) => s.kind === 'aggregated');
+    expect(drawn.filter((s) => s.otherKeys).length).toBeGreaterThanOrEqual(3);
+    expect(drawn.filter((s) => !s.otherKeys).length).toBeGreaterThanOrEqual(3);
+  });
+  it.each(PRODUCER_SEEDS)('seed %i', async (seed) => {
+    await expectExact(seed, scheduleFor(seed, STEPS, PRODUCERS), `npm run test:sim -- --seed ${seed} --steps ${STEPS} --profile producers`);
   });
 });
 

@@ -379,7 +379,7 @@ export class Checks {
 
   /** After a restart of the emulators (SIGKILL included): every acknowledged id is still in the stream. */
   async streamKeptAcknowledged(): Promise<void> {
-    const ids = new Set((await streamEntries(this.world)).map((r) => r.partitionKey));
+    const ids = new Set((await streamEntries(this.world)).flatMap((r) => [r.partitionKey, ...r.ids]));
     const lost = [...this.s.ledger.acked.keys()].filter((id) => !ids.has(id));
     this.s.checks++;
     if (lost.length > 0)

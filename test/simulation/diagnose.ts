@@ -9,6 +9,7 @@ import { gunzipSync } from 'node:zlib';
 import { type AttributeValue, ScanCommand } from '@aws-sdk/client-dynamodb';
 import { GetRecordsCommand, GetShardIteratorCommand, ListShardsCommand } from '@aws-sdk/client-kinesis';
 import { GetObjectCommand, ListObjectsV2Command } from '@aws-sdk/client-s3';
+import { deaggregateRecord, isAggregated } from '../../functions/adapters/kpl.ts';
 import { storedCells } from '../support/speed.ts';
 import type { World } from './harness.ts';
 
@@ -17,11 +18,33 @@ export interface StreamEntry {
   readonly seq: string;
   readonly partitionKey: string;
   readonly arrival: number;
+  /**
+   * The event ids the record carries: its own (partition key is not always the id: direct
+   * producers key by user), or each user record's of a KPL aggregate; none for what is not an event.
+   */
+  readonly ids: readonly string[];
+}
+
+/** The `id` of an event's JSON, if the data is one. */
+function idOf(data: Uint8Array): string[] {
+  try {
+    const e = JSON.parse(Buffer.from(data).toString('utf8')) as { id?: unknown };
+    return typeof e?.id === 'string' ? [e.id] : [];
+  } catch {
+    return [];
+  }
+}
+
+/** The ids in a record's data: one event, or a KPL aggregate's user records (decoded as the consumers decode them). */
+function idsOf(data: Uint8Array, seq: string, partitionKey: string): string[] {
+  if (!isAggregated(data)) return idOf(data);
+  const d = deaggregateRecord(data, seq, partitionKey);
+  return d.ok ? d.records.flatMap((u) => (u.ok ? idOf(u.data) : [])) : [];
 }
 
 /**
- * Every record the stream holds, without decoding its data (poison records
- * are not JSON; test/support/api.ts `readStream` parses every record).
+ * Every record the stream holds, with the ids its data carries when it can be read (poison
+ * records are not JSON: they carry none; test/support/api.ts `readStream` parses every record).
  */
 export async function streamEntries(w: World): Promise<StreamEntry[]> {
   const k = w.clients.kinesis;
@@ -39,6 +62,7 @@ export async function streamEntries(w: World): Promise<StreamEntry[]> {
           seq: r.SequenceNumber!,
           partitionKey: r.PartitionKey!,
           arrival: r.ApproximateArrivalTimestamp!.getTime(),
+          ids: idsOf(r.Data ?? new Uint8Array(), r.SequenceNumber!, r.PartitionKey!),
         });
       if ((got.Records?.length ?? 0) === 0) break;
       iterator = got.NextShardIterator;
@@ -108,7 +132,7 @@ export async function diagnose(w: World, ids: readonly string[], maxLines = 60):
   const windowMs = w.config.settings.windowSeconds * 1000;
   let shown = 0;
   for (const id of ids) {
-    const copies = stream.filter((r) => r.partitionKey === id).sort((a, b) => a.arrival - b.arrival);
+    const copies = stream.filter((r) => r.partitionKey === id || r.ids.includes(id)).sort((a, b) => a.arrival - b.arrival);
     const claim = claims.get(id);
     const a = arch.get(id) ?? [];
     const first = copies[0];

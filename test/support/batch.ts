@@ -25,11 +25,12 @@ import type { Clients } from '../../functions/adapters/clients.ts';
 import type { ArchiveHooks } from '../../functions/archive/archive.ts';
 import { createArchiveHandler } from '../../functions/archive/handler.ts';
 import { duckDbEngine } from '../../functions/batch/duckdb.ts';
+import { readPartitionRows, rollupRows, rowsOfItems } from '../../functions/batch/load.ts';
 import type { BatchOptions } from '../../functions/batch/pipeline.ts';
 import type { Config } from '../../functions/config.ts';
 import { DEMO_VIEWS } from '../../functions/core/demo-views.ts';
 import { mergeSketches, parseSketch, sketchOf } from '../../functions/core/hll.ts';
-import { batchPartitionPk, POINTER_KEY, versionKey } from '../../functions/core/keys.ts';
+import { batchDayBlockPk, batchPartitionPk, blockStart, POINTER_KEY, pad13, versionKey } from '../../functions/core/keys.ts';
 import { DEFAULT_SETTINGS, type Settings } from '../../functions/core/settings.ts';
 import type { View } from '../../functions/core/views.ts';
 import { BUCKETS, TABLES } from '../../functions/resources.ts';
@@ -372,8 +373,8 @@ export async function readBatchRows(
         new ScanCommand({
           TableName: table,
           ConsistentRead: true,
-          FilterExpression: '#view = :view AND #version = :version',
-          ExpressionAttributeNames: { '#view': 'view', '#version': 'version' },
+          FilterExpression: '#view = :view AND #version = :version AND attribute_not_exists(#grain)',
+          ExpressionAttributeNames: { '#view': 'view', '#version': 'version', '#grain': 'grain' },
           ExpressionAttributeValues: { ':view': { S: view.name }, ':version': { N: String(version) } },
           ...(start && { ExclusiveStartKey: start }),
         }),
@@ -382,23 +383,33 @@ export async function readBatchRows(
       start = page.LastEvaluatedKey;
     } while (start);
   }
+  const baseRows = rowsOfItems(view, items);
+  // Day blocks (minute views): each must hold exactly the day rollup of the version's partitions in its 30-day block.
+  const dayBlocks = manifest.Item?.views?.M?.[view.name]?.M?.rollups?.M?.dayBlocks?.M ?? {};
+  for (const [start, writer] of Object.entries(dayBlocks)) {
+    const got = await readPartitionRows(ddb, table, view, batchDayBlockPk(view.name, Number(writer.N), Number(start)));
+    const inBlock = baseRows.filter((r) => blockStart(r.bucket, 'day') === Number(start));
+    const want = rollupRows(view, 'day', inBlock);
+    const key = (r: { bucket: number; dims: readonly (string | null)[] }) => `${pad13(r.bucket)}#${JSON.stringify(r.dims)}`;
+    const sortRows = <R extends { bucket: number; dims: readonly (string | null)[] }>(rs: R[]) =>
+      [...rs].sort((a, b) => (key(a) < key(b) ? -1 : 1));
+    if (JSON.stringify(sortRows(got)) !== JSON.stringify(sortRows(want)))
+      throw new Error(
+        `readBatchRows: version ${version}'s day block ${start} of ${view.name} (writer ${writer.N}) is not its partitions' day rollup`,
+      );
+  }
   const out = new Map<string, Record<string, string | null>>();
-  for (const item of items) {
-    const dims = (item.dims?.L ?? []).map((d) => (d.NULL ? null : (d.S ?? null)));
+  for (const r of baseRows) {
     const row: Record<string, string | null> = {};
     for (const [metric, m] of Object.entries(view.metrics)) {
       const comps = m.fn === 'avg' ? ['sum', 'count'] : m.fn === 'distinct' ? ['hll'] : [m.fn];
       for (const c of comps) {
         const col = `${metric}__${c}`;
-        if (c === 'hll') {
-          row[col] = item[col]?.S ?? null;
-          continue;
-        }
-        const v = item[col]?.N;
-        row[col] = v === undefined ? null : new Decimal(v).toFixed();
+        const v = r.values[col] ?? null;
+        row[col] = v === null || c === 'hll' ? v : new Decimal(v).toFixed();
       }
     }
-    const key = `${item.bucket?.N}|${JSON.stringify(dims)}`;
+    const key = `${r.bucket}|${JSON.stringify(r.dims)}`;
     if (out.has(key)) throw new Error(`readBatchRows: version ${version} of ${view.name} holds ${key} twice`);
     out.set(key, row);
   }

@@ -133,3 +133,29 @@ describe('mergeCellDeltas and combineCellDeltas', () => {
     expect(stateToColumns(byType, c.state)).toEqual({ events__count: '2' });
   });
 });
+
+describe('retractions (a lagging shard takes a count back, functions/speed/dedup.ts)', () => {
+  it('cancel the count and sums of the copy they retract; min, max and sketches are left as they are', () => {
+    const pageViews = findView(DEMO_VIEWS, 'page_views')!;
+    const order = rec({ type: 'purchase', ts: H + 5 * MIN, country: 'DE', amount: 10.1 }, H + 10 * MIN);
+    const page = rec({ type: 'page_view', ts: H + 5 * MIN, page: '/', country: 'DE', load_ms: 30, user: 'u1' }, H + 10 * MIN);
+    const back = (r: RawRecord): RawRecord => ({ ...r, seq: `${r.seq}~`, retract: true });
+    const [o] = aggregate([revenue], [back(order)], MIN).map(plain);
+    expect(o).toMatchObject({
+      records: -1,
+      state: {
+        orders__count: '-1',
+        revenue__sum: '-10.1',
+        min_order__min: null,
+        max_order__max: null,
+        avg_order__sum: '-10.1',
+        avg_order__count: '-1',
+      },
+    });
+    const [p] = aggregate([pageViews], [back(page)], MIN).map(plain);
+    expect(p).toMatchObject({ records: -1, state: { views__count: '-1', load_ms__sum: '-30', load_ms__count: '-1', users__hll: null } });
+    // With the copy it retracts, the cell's count and sums are zero.
+    const [both] = aggregate([revenue], [order, back(order)], MIN).map(plain);
+    expect(both).toMatchObject({ records: 0, state: { orders__count: '0', revenue__sum: '0', min_order__min: '10.1' } });
+  });
+});

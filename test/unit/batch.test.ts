@@ -21,7 +21,7 @@ import {
 } from '../../functions/batch/athena.ts';
 import { newRunId, RUN_ID_RE } from '../../functions/batch/control.ts';
 import { readHours, toBatchRows, viewReadFrom } from '../../functions/batch/engine.ts';
-import { rowItem, rowPartitions } from '../../functions/batch/load.ts';
+import { blockItems, rowPartitions, rowsOfItems } from '../../functions/batch/load.ts';
 import { engineFromEnv } from '../../functions/batch/pipeline.ts';
 import { rollbackAllowed } from '../../functions/batch/publish.ts';
 import { hourPrefixes } from '../../functions/batch/stage.ts';
@@ -182,17 +182,15 @@ describe('result rows', () => {
     expect(() => toBatchRows(revenue, [['1', 'DE']])).toThrow(/expected 8 result columns, received 2/);
   });
 
-  it('writes exact DynamoDB numbers, leaves empty min/max out, and spreads rows over partitions', () => {
+  it('packs exact decimal text into block items, keeps empty min/max null, and spreads rows over partitions', () => {
     const [row] = toBatchRows(revenue, [['1893456000000', 'DE', '1', '0', null, null, '0', '0']]);
-    const item = rowItem(revenue, 7, { ...row!, values: { ...row!.values, revenue__sum: '12345678901234567890.123456789' } });
-    expect(item).toMatchObject({
-      view: { S: 'revenue_by_country' },
-      version: { N: '7' },
-      dims: { L: [{ S: 'DE' }] },
-      revenue__sum: { N: '12345678901234567890.123456789' },
-    });
-    expect(item.min_order__min).toBeUndefined();
-    expect(item.pk?.S).toBe('revenue_by_country#0000000007#1892160000000');
+    const exact = { ...row!, values: { ...row!.values, revenue__sum: '12345678901234567890.123456789' } };
+    const [item] = blockItems(revenue, 7, [exact]);
+    expect(item).toMatchObject({ view: { S: 'revenue_by_country' }, version: { N: '7' }, n: { N: '1' } });
+    expect(item!.rows!.S).toContain('"12345678901234567890.123456789"');
+    expect(rowsOfItems(revenue, [item!])).toEqual([exact]);
+    expect(rowsOfItems(revenue, [item!])[0]!.values.min_order__min).toBeNull();
+    expect(item!.pk?.S).toBe('revenue_by_country#0000000007#1892160000000');
     expect(rowPartitions(revenue, 7, [row!, { ...row!, bucket: 1893456000000 + 40 * 86_400_000 }])).toHaveLength(2);
   });
 });

@@ -1,10 +1,12 @@
 import { describe, expect, it } from 'vitest';
 import {
   BATCH_PARTITION_MS,
+  BLOCK_MS,
   batchPartitionStart,
   batchPartitions,
   batchPk,
-  batchSk,
+  blockSk,
+  blockStart,
   cellAttribute,
   cellsOf,
   dimsKey,
@@ -116,7 +118,19 @@ describe('keys: batch-view table', () => {
     expect(batchPartitionStart(B + 5 * HOUR, 'minute')).toBe(Date.UTC(2024, 2, 15));
     expect(batchPartitionStart(B, 'hour') % (30 * DAY)).toBe(0);
     expect(batchPk('v', 3, B, 'minute')).toBe(`v#0000000003#${Date.UTC(2024, 2, 15)}`);
-    expect(batchSk(B, ['DE', null])).toBe(`${pad13(B)}#["DE",null]`);
+  });
+
+  it('keys blocks by an epoch-aligned span per grain of the rows, then chunk', () => {
+    expect(BLOCK_MS).toEqual({ minute: HOUR, hour: DAY, day: 30 * DAY });
+    expect(blockStart(B + 59 * 60_000, 'minute')).toBe(B);
+    expect(blockStart(B, 'hour')).toBe(Date.UTC(2024, 2, 15));
+    expect(blockStart(B, 'day') % (30 * DAY)).toBe(0);
+    expect(blockSk(B, 0)).toBe(`${pad13(B)}#000`);
+    expect(blockSk(B, 12) > blockSk(B, 2)).toBe(true);
+    // A block never straddles a partition of its view's grain: the spans divide the partition spans.
+    for (const g of ['minute', 'hour', 'day'] as const) expect(BATCH_PARTITION_MS[g] % BLOCK_MS[g]).toBe(0);
+    // A block starting at `to` sorts after pad13(to): a reader's BETWEEN bound excludes it.
+    expect(blockSk(B, 0) > pad13(B)).toBe(true);
   });
 
   it('lists the partitions covering a bucket range', () => {

@@ -1,0 +1,188 @@
+/**
+ * The packed form of batch-view rows (core/blocks.ts) and the block items the loader writes
+ * (batch/load.ts): round trips, exact decimals, nulls, sketches, and chunks at the size limit.
+ */
+import { describe, expect, it } from 'vitest';
+import { batchReads } from '../../functions/api/read-view.ts';
+import { blockItems, partitionRefs, planDayBlocks, rollupsEntry, rowsOfItems } from '../../functions/batch/load.ts';
+import { type BlockRow, decodeBlock, encodeBlocks } from '../../functions/core/blocks.ts';
+import { DEMO_VIEWS } from '../../functions/core/demo-views.ts';
+import { mergeSketches, sketchOf } from '../../functions/core/hll.ts';
+import { BLOCK_MAX_BYTES, batchDayBlockPk, batchRollupPk, blockSk, pad13 } from '../../functions/core/keys.ts';
+import type { Grain } from '../../functions/core/time.ts';
+import { count, view } from '../../functions/core/views.ts';
+
+const HOUR = 3_600_000;
+const DAY = 24 * HOUR;
+const D = Date.UTC(2024, 2, 15);
+const revenue = DEMO_VIEWS.find((v) => v.name === 'revenue_by_country')!;
+const pageViews = DEMO_VIEWS.find((v) => v.name === 'page_views')!;
+
+const revenueRow = (bucket: number, country: string | null, sum: string, min: string | null = null): BlockRow => ({
+  bucket,
+  dims: [country],
+  values: {
+    orders__count: '3',
+    revenue__sum: sum,
+    min_order__min: min,
+    max_order__max: min,
+    avg_order__sum: sum,
+    avg_order__count: '3',
+  },
+});
+
+const byKey = (rows: readonly BlockRow[]) =>
+  [...rows].sort((a, b) => a.bucket - b.bucket || JSON.stringify(a.dims).localeCompare(JSON.stringify(b.dims)));
+
+describe('blocks', () => {
+  it('round-trips rows: exact decimals, null values and dimensions, one block per span of the grain', () => {
+    const rows = [
+      revenueRow(D + 2 * HOUR + 5 * 60_000, 'DE', '12345678901234567890.123456789', '-0.000000001'),
+      revenueRow(D + 2 * HOUR, null, '0'),
+      revenueRow(D + 3 * HOUR, 'Ünïcode "quoted"', '99999999999999999999999999999.999999999', '1'),
+    ];
+    const blocks = encodeBlocks(revenue, 'minute', rows);
+    expect(blocks.map((b) => [b.block, b.chunk, b.n])).toEqual([
+      [D + 2 * HOUR, 0, 2],
+      [D + 3 * HOUR, 0, 1],
+    ]);
+    // Ordered by bucket inside a block; the offset from the block start is the row's first element.
+    expect(JSON.parse(blocks[0]!.rows)[0].slice(0, 2)).toEqual([0, [null]]);
+    const back = blocks.flatMap((b) => decodeBlock(revenue, b.block, b.rows));
+    expect(back).toEqual(byKey(rows));
+    expect(back[1]!.values.revenue__sum).toBe('12345678901234567890.123456789');
+    expect(back[0]!.values.min_order__min).toBeNull();
+  });
+
+  it('keeps sketches as their canonical text', () => {
+    const sketch = mergeSketches(sketchOf('alice'), sketchOf('bob'))!.toText();
+    const row: BlockRow = {
+      bucket: D,
+      dims: ['/home'],
+      values: { views__count: '2', load_ms__sum: '1.5', load_ms__count: '2', users__hll: sketch },
+    };
+    const empty: BlockRow = {
+      bucket: D + 60_000,
+      dims: ['/home'],
+      values: { views__count: '1', load_ms__sum: '0', load_ms__count: '0', users__hll: null },
+    };
+    const [b] = encodeBlocks(pageViews, 'minute', [empty, row]);
+    expect(decodeBlock(pageViews, b!.block, b!.rows)).toEqual([row, empty]);
+  });
+
+  it('cuts a block into ordered chunks under the size limit', () => {
+    const rows = Array.from({ length: 500 }, (_, i) => revenueRow(D + (i % 24) * HOUR, `country-${String(i).padStart(4, '0')}`, `${i}.5`));
+    const whole = encodeBlocks(revenue, 'hour', rows);
+    expect(whole).toHaveLength(1);
+    const max = 2_000;
+    const chunks = encodeBlocks(revenue, 'hour', rows, max);
+    expect(chunks.length).toBeGreaterThan(10);
+    expect(chunks.map((c) => c.chunk)).toEqual(chunks.map((_, i) => i));
+    for (const c of chunks) {
+      expect(c.block).toBe(D);
+      expect(Buffer.byteLength(c.rows)).toBeLessThanOrEqual(max);
+      expect(JSON.parse(c.rows)).toHaveLength(c.n);
+    }
+    // One full chunk is as full as it can be: the next row would not have fit.
+    const back = chunks.flatMap((c) => decodeBlock(revenue, c.block, c.rows));
+    expect(back).toEqual(byKey(rows));
+    expect(whole[0]!.rows).toBe(`[${chunks.map((c) => c.rows.slice(1, -1)).join(',')}]`);
+    // A lone row larger than the limit still gets its own chunk.
+    expect(encodeBlocks(revenue, 'hour', rows.slice(0, 2), 10)).toHaveLength(2);
+    expect(BLOCK_MAX_BYTES).toBeLessThan(400_000);
+  });
+
+  it('refuses text that is not a block', () => {
+    expect(() => decodeBlock(revenue, D, '{}')).toThrow(/JSON array/);
+    expect(() => decodeBlock(revenue, D, '[[0,["DE"],"1"]]')).toThrow(/8 values|6 values/);
+  });
+});
+
+describe('block items', () => {
+  it('key a partition by block start and chunk, with the rows packed, and read back', () => {
+    const rows = [revenueRow(D + 30 * DAY + HOUR, 'DE', '1.25'), revenueRow(D + 30 * DAY + 3 * DAY, 'FR', '2')];
+    const items = blockItems(revenue, 7, rows);
+    const start = Math.floor((D + 30 * DAY) / (30 * DAY)) * 30 * DAY;
+    expect(items).toHaveLength(2);
+    expect(items[0]).toMatchObject({
+      pk: { S: `revenue_by_country#0000000007#${start}` },
+      sk: { S: blockSk(Math.floor((D + 30 * DAY) / DAY) * DAY, 0) },
+      view: { S: 'revenue_by_country' },
+      version: { N: '7' },
+      n: { N: '1' },
+    });
+    expect(items[0]!.grain).toBeUndefined();
+    expect(rowsOfItems(revenue, items)).toEqual(rows);
+    const rolled = blockItems(revenue, 7, [{ ...rows[0]!, bucket: D + 30 * DAY }], 'day');
+    expect(rolled[0]).toMatchObject({ pk: { S: `revenue_by_country@day#0000000007#${start}` }, grain: { S: 'day' } });
+    expect(rolled[0]!.sk!.S).toBe(`${pad13(start)}#000`);
+  });
+});
+
+describe('day blocks', () => {
+  const v = view({ name: 'v', dimensions: ['k'], grain: 'minute', metrics: { n: count() } });
+  const B0 = Math.floor(Date.UTC(2030, 0, 1) / (30 * DAY)) * 30 * DAY;
+  const B1 = B0 + 30 * DAY;
+  const days = (start: number, n: number, writer: number) =>
+    Object.fromEntries(Array.from({ length: n }, (_, i) => [pad13(start + i * DAY), writer]));
+
+  it('plans the blocks holding a partition the version wrote; a block with a partition older than rollups gets no entry', () => {
+    const rebuild = planDayBlocks(v, 4, { ...days(B0, 30, 4), ...days(B1, 2, 4) }, rollupsEntry(v, 4));
+    expect(rebuild.rollups?.dayBlocks).toEqual({ [pad13(B0)]: 4, [pad13(B1)]: 4 });
+    expect(rebuild.build.map((b) => [b.start, b.partitions.length])).toEqual([
+      [B0, 30],
+      [B1, 2],
+    ]);
+    // An increment touching B1's last day: B1 rewritten, B0 kept from the base.
+    const inc = planDayBlocks(
+      v,
+      5,
+      { ...days(B0, 30, 4), ...days(B1, 1, 4), ...days(B1 + DAY, 1, 5) },
+      rollupsEntry(v, 5, rebuild.rollups),
+    );
+    expect(inc.rollups?.dayBlocks).toEqual({ [pad13(B0)]: 4, [pad13(B1)]: 5 });
+    expect(inc.build.map((b) => b.partitions)).toEqual([
+      [
+        [pad13(B1), 4],
+        [pad13(B1 + DAY), 5],
+      ],
+    ]);
+    // Rollups from version 5 on (the base predates them): B1 holds a writer-4 partition without day rows.
+    const legacy = planDayBlocks(v, 5, { ...days(B1, 1, 4), ...days(B1 + DAY, 1, 5) }, { grains: ['hour', 'day'], from: 5 });
+    expect(legacy).toEqual({ rollups: { grains: ['hour', 'day'], from: 5, dayBlocks: {} }, build: [] });
+    // Views whose partitions are a day block or longer keep none.
+    const hourly = view({ name: 'h', dimensions: [], grain: 'hour', metrics: { n: count() } });
+    expect(planDayBlocks(hourly, 4, days(B0, 1, 4), rollupsEntry(hourly, 4)).build).toEqual([]);
+  });
+
+  it('are referenced by the manifest, and a long day-grain read is one read per block', () => {
+    const refs = partitionRefs('v', 5, {
+      partitions: days(B0, 2, 5),
+      rollups: { grains: ['hour', 'day'], from: 5, dayBlocks: { [pad13(B0)]: 5 } },
+    });
+    expect(refs.map((r) => r.pk)).toContain(batchDayBlockPk('v', 5, B0));
+    const writers = {
+      writers: new Map(Object.entries({ ...days(B0, 30, 4), ...days(B1, 30, 5) }).map(([p, w]) => [Number(p), w])),
+      rollups: { grains: ['hour', 'day'] as Grain[], from: 4 },
+      dayBlocks: new Map([
+        [B0, 4],
+        [B1, 5],
+      ]),
+    };
+    expect(batchReads(v, 5, 'day', B0 + 10 * DAY, B1 + 20 * DAY, writers)).toEqual([
+      { pk: batchDayBlockPk('v', 4, B0), grain: 'day', from: B0 + 10 * DAY, to: B1 },
+      { pk: batchDayBlockPk('v', 5, B1), grain: 'day', from: B1, to: B1 + 20 * DAY },
+    ]);
+    // An unaligned start reads its first day's finer rows from the partition, then the block.
+    const reads = batchReads(v, 5, 'day', B0 + 10 * DAY + HOUR, B0 + 20 * DAY, writers);
+    expect(reads.map((r) => r.grain)).toEqual(['hour', 'day']);
+    expect(reads[1]).toEqual({ pk: batchDayBlockPk('v', 4, B0), grain: 'day', from: B0 + 11 * DAY, to: B0 + 20 * DAY });
+    // Without an entry for a block, its days are read per partition.
+    const some = { ...writers, dayBlocks: new Map([[B1, 5]]) };
+    expect(batchReads(v, 5, 'day', B0 + 28 * DAY, B1 + 2 * DAY, some).map((r) => r.pk)).toEqual([
+      batchRollupPk('v', 'day', 4, B0 + 28 * DAY),
+      batchRollupPk('v', 'day', 4, B0 + 29 * DAY),
+      batchDayBlockPk('v', 5, B1),
+    ]);
+  });
+});
