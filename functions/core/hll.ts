@@ -136,10 +136,17 @@ export class Sketch {
 
   /** Register-wise max. */
   merge(other: Sketch): Sketch {
-    if (this.dense || other.dense) {
-      const out = this.registers();
-      const theirs = other.dense ?? other.registers();
+    if (this.dense && other.dense) {
+      const out = this.dense.slice();
+      const theirs = other.dense;
       for (let i = 0; i < HLL_REGISTERS; i++) if (theirs[i]! > out[i]!) out[i] = theirs[i]!;
+      return new Sketch(null, out);
+    }
+    if (this.dense || other.dense) {
+      // Dense with sparse (rollups merge many small sketches into a big one): copy the dense, raise the sparse's registers.
+      const [big, small] = this.dense ? [this, other] : [other, this];
+      const out = big.dense!.slice();
+      for (const [i, r] of small.sparse!) if (r > out[i]!) out[i] = r;
       return new Sketch(null, out);
     }
     const map = new Map(this.sparse!);

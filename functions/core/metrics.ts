@@ -113,16 +113,45 @@ export function finalize(metric: Metric, s: MetricState): Decimal | null {
   }
 }
 
+/**
+ * A view's metrics with their state columns, computed once per view: a query turns thousands of
+ * rows into states and back, and building these names per row was a good part of its time.
+ */
+interface MetricLayout {
+  readonly name: string;
+  readonly metric: Metric;
+  readonly columns: readonly { readonly component: Component; readonly column: string }[];
+}
+const layouts = new WeakMap<View, readonly MetricLayout[]>();
+function layoutOf(view: View): readonly MetricLayout[] {
+  let l = layouts.get(view);
+  if (!l) {
+    l = Object.entries(view.metrics).map(([name, metric]) => ({
+      name,
+      metric,
+      columns: COMPONENTS[metric.fn].map((component) => ({ component, column: stateColumn(name, component) })),
+    }));
+    layouts.set(view, l);
+  }
+  return l;
+}
+
 export function emptyViewState(view: View): ViewState {
-  return Object.fromEntries(Object.entries(view.metrics).map(([n, m]) => [n, identity(m)]));
+  const out: ViewState = {};
+  for (const { name, metric } of layoutOf(view)) out[name] = identity(metric);
+  return out;
 }
 
 export function combineViewStates(view: View, a: ViewState, b: ViewState): ViewState {
-  return Object.fromEntries(Object.entries(view.metrics).map(([n, m]) => [n, combine(m, a[n] ?? identity(m), b[n] ?? identity(m))]));
+  const out: ViewState = {};
+  for (const { name, metric } of layoutOf(view)) out[name] = combine(metric, a[name] ?? identity(metric), b[name] ?? identity(metric));
+  return out;
 }
 
 export function finalizeViewState(view: View, s: ViewState): Record<string, Decimal | null> {
-  return Object.fromEntries(Object.entries(view.metrics).map(([n, m]) => [n, finalize(m, s[n] ?? identity(m))]));
+  const out: Record<string, Decimal | null> = {};
+  for (const { name, metric } of layoutOf(view)) out[name] = finalize(metric, s[name] ?? identity(metric));
+  return out;
 }
 
 /** Column name of one state component: `<metric>__<component>` (SQL output, DynamoDB attribute). */
@@ -173,15 +202,15 @@ export function columnFromSql(component: Component, text: string | null | undefi
 /** Reads a state back from columns (strings, numbers or bigints as SQL engines and DynamoDB return them). */
 export function stateFromColumns(view: View, row: Readonly<Record<string, unknown>>): ViewState {
   const s: ViewState = {};
-  for (const [metric, m] of Object.entries(view.metrics)) {
-    const ms: MetricState = identity(m);
-    for (const component of COMPONENTS[m.fn]) {
-      const raw = row[stateColumn(metric, component)];
+  for (const { name, metric, columns } of layoutOf(view)) {
+    const ms: MetricState = identity(metric);
+    for (const { component, column } of columns) {
+      const raw = row[column];
       if (raw === null || raw === undefined) continue;
       if (component === 'hll') ms.hll = parseSketch(String(raw));
       else ms[component] = new Decimal(String(raw));
     }
-    s[metric] = ms;
+    s[name] = ms;
   }
   return s;
 }

@@ -243,3 +243,25 @@ describe('TypeScript == DuckDB SQL == oracle (a)', () => {
     }
   });
 });
+
+describe('merge across the two forms', () => {
+  it('register-wise max whether either side is sparse or dense, in either order', () => {
+    fc.assert(
+      fc.property(
+        fc.array(fc.tuple(fc.integer({ min: 0, max: HLL_REGISTERS - 1 }), fc.integer({ min: 1, max: HLL_MAX_RANK })), { maxLength: 3000 }),
+        fc.array(fc.tuple(fc.integer({ min: 0, max: HLL_REGISTERS - 1 }), fc.integer({ min: 1, max: HLL_MAX_RANK })), { maxLength: 3000 }),
+        (a, b) => {
+          const want = new Uint8Array(HLL_REGISTERS);
+          for (const [i, r] of [...a, ...b]) if (r > want[i]!) want[i] = r;
+          const [x, y] = [Sketch.of(a), Sketch.of(b)];
+          for (const m of [mergeSketches(x, y), mergeSketches(y, x)]) {
+            expect(m === null ? new Uint8Array(HLL_REGISTERS) : m.registers()).toEqual(want);
+            // Canonical whatever the inputs' forms: the text equals the one built from the registers.
+            expect(m?.toText() ?? '').toBe(Sketch.of([...want.entries()].filter(([, r]) => r > 0))?.toText() ?? '');
+          }
+        },
+      ),
+      { numRuns: 60 },
+    );
+  });
+});

@@ -230,8 +230,10 @@ SELECT
 FROM aggregates g
 LEFT JOIN sketch0 s0
   ON s0."c0" = g."c0"
-  AND (s0."c1" = g."c1" OR (s0."c1" IS NULL AND g."c1" IS NULL))
-  AND (s0."c2" = g."c2" OR (s0."c2" IS NULL AND g."c2" IS NULL))
+  AND COALESCE(s0."c1", '') = COALESCE(g."c1", '')
+  AND (s0."c1" IS NULL) = (g."c1" IS NULL)
+  AND COALESCE(s0."c2", '') = COALESCE(g."c2", '')
+  AND (s0."c2" IS NULL) = (g."c2" IS NULL)
 ORDER BY 1, 2 NULLS FIRST, 3 NULLS FIRST
 `),
     );
@@ -296,8 +298,10 @@ SELECT
 FROM aggregates g
 LEFT JOIN sketch0 s0
   ON s0."c0" = g."c0"
-  AND (s0."c1" = g."c1" OR (s0."c1" IS NULL AND g."c1" IS NULL))
-  AND (s0."c2" = g."c2" OR (s0."c2" IS NULL AND g."c2" IS NULL))
+  AND COALESCE(s0."c1", '') = COALESCE(g."c1", '')
+  AND (s0."c1" IS NULL) = (g."c1" IS NULL)
+  AND COALESCE(s0."c2", '') = COALESCE(g."c2", '')
+  AND (s0."c2" IS NULL) = (g."c2" IS NULL)
 ORDER BY 1, 2 NULLS FIRST, 3 NULLS FIRST
 `),
     );
