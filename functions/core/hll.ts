@@ -154,6 +154,15 @@ export class Sketch {
     return Sketch.fromMap(map)!;
   }
 
+  /** Raises `registers` to this sketch's where lower (in place; `mergeAll`). */
+  raise(registers: Uint8Array): void {
+    if (this.dense) {
+      for (let i = 0; i < HLL_REGISTERS; i++) if (this.dense[i]! > registers[i]!) registers[i] = this.dense[i]!;
+      return;
+    }
+    for (const [i, r] of this.sparse!) if (r > registers[i]!) registers[i] = r;
+  }
+
   equals(other: Sketch | null): boolean {
     return other !== null && this.toText() === other.toText();
   }
@@ -187,6 +196,18 @@ export function mergeSketches(a: Sketch | null | undefined, b: Sketch | null | u
   if (!a) return b ?? null;
   if (!b) return a;
   return a.merge(b);
+}
+
+/**
+ * The merge of many sketches at once (the monoid's fold, as a rollup needs it): one register array
+ * raised by each, so k sketches cost k passes over their own registers, not k copies of a growing one.
+ */
+export function mergeAll(sketches: readonly (Sketch | null | undefined)[]): Sketch | null {
+  const present = sketches.filter((x): x is Sketch => !!x);
+  if (present.length <= 1) return present[0] ?? null;
+  const out = new Uint8Array(HLL_REGISTERS);
+  for (const x of present) x.raise(out);
+  return Sketch.fromRegisters(out);
 }
 
 /** Reads a canonical text (`Sketch.toText`); the empty text is the empty sketch. */

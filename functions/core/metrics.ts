@@ -9,7 +9,7 @@
  * counts every matching event; a missing field leaves distinct untouched.
  */
 import { checkRange, Decimal, decimalText } from './decimal.ts';
-import { estimate, mergeSketches, parseSketch, parseSqlSketch, type Sketch } from './hll.ts';
+import { estimate, mergeAll, mergeSketches, parseSketch, parseSqlSketch, type Sketch } from './hll.ts';
 import type { Metric, MetricFn, View } from './views.ts';
 
 /** The components held as exact decimals (DynamoDB `N`). */
@@ -145,6 +145,21 @@ export function emptyViewState(view: View): ViewState {
 export function combineViewStates(view: View, a: ViewState, b: ViewState): ViewState {
   const out: ViewState = {};
   for (const { name, metric } of layoutOf(view)) out[name] = combine(metric, a[name] ?? identity(metric), b[name] ?? identity(metric));
+  return out;
+}
+
+/**
+ * The fold of `combineViewStates` over `states` (equal to combining them pairwise, in any order), in one
+ * pass per metric: a rollup of many rows into one would otherwise copy a growing sketch at every step.
+ */
+export function combineAllViewStates(view: View, states: readonly ViewState[]): ViewState {
+  if (states.length === 1) return states[0]!;
+  const out: ViewState = {};
+  for (const { name, metric } of layoutOf(view)) {
+    const parts = states.map((s) => s[name] ?? identity(metric));
+    if (metric.fn === 'distinct') out[name] = { hll: mergeAll(parts.map((p) => p.hll)) };
+    else out[name] = parts.reduce((a, b) => combine(metric, a, b), identity(metric));
+  }
   return out;
 }
 

@@ -4,7 +4,7 @@
  * rows of the response. Pure: the query handler reads the rows and hands them here.
  */
 import { decimalToNumber } from './decimal.ts';
-import { combineViewStates, finalizeViewState, type ViewState } from './metrics.ts';
+import { combineAllViewStates, finalizeViewState, type ViewState } from './metrics.ts';
 import { GRAIN_MS, grainRank, iso, parseTime, QUERY_GRAINS, type QueryGrain, rollupBucket } from './time.ts';
 import type { View } from './views.ts';
 
@@ -205,11 +205,18 @@ export function sortRows<R extends Row>(rows: R[]): R[] {
   return rows.sort((a, b) => a.bucket - b.bucket || compareDims(a.dims, b.dims));
 }
 
-function combineInto(view: View, acc: Map<string, Row>, bucket: number, dims: readonly (string | null)[], state: ViewState): void {
+/** Rows gathered per (bucket, dims), combined once at the end (`combined`): one fold per key, not a copy per row. */
+type Gathered = Map<string, { bucket: number; dims: readonly (string | null)[]; states: ViewState[] }>;
+
+function gather(acc: Gathered, bucket: number, dims: readonly (string | null)[], state: ViewState): void {
   const key = rowKey(bucket, dims);
   const seen = acc.get(key);
-  acc.set(key, { bucket, dims, state: seen ? combineViewStates(view, seen.state, state) : state });
+  if (seen) seen.states.push(state);
+  else acc.set(key, { bucket, dims, states: [state] });
 }
+
+const combined = (view: View, acc: Gathered): Row[] =>
+  [...acc.values()].map((g) => ({ bucket: g.bucket, dims: g.dims, state: combineAllViewStates(view, g.states) }));
 
 /**
  * The merged view: batch rows (arrival < cutoff) plus the speed cells of
@@ -217,12 +224,12 @@ function combineInto(view: View, acc: Map<string, Row>, bucket: number, dims: re
  * batch (`cutoff` null) every speed cell counts.
  */
 export function mergeRows(view: View, batchRows: readonly Row[], speedRows: readonly SpeedRow[], cutoff: number | null): Row[] {
-  const acc = new Map<string, Row>();
-  for (const r of batchRows) combineInto(view, acc, r.bucket, r.dims, r.state);
+  const acc: Gathered = new Map();
+  for (const r of batchRows) gather(acc, r.bucket, r.dims, r.state);
   for (const d of speedRows) {
-    if (cutoff === null || d.window >= cutoff) combineInto(view, acc, d.bucket, d.dims, d.state);
+    if (cutoff === null || d.window >= cutoff) gather(acc, d.bucket, d.dims, d.state);
   }
-  return sortRows([...acc.values()]);
+  return sortRows(combined(view, acc));
 }
 
 /**
@@ -233,19 +240,18 @@ export function mergeRows(view: View, batchRows: readonly Row[], speedRows: read
 export function rollupRows(view: View, spec: QuerySpec, rows: readonly Row[]): Row[] {
   const filters = Object.entries(spec.filters).map(([d, v]) => [view.dimensions.indexOf(d), v] as const);
   const groupIdx = spec.groupBy.map((d) => view.dimensions.indexOf(d));
-  const acc = new Map<string, Row>();
+  const acc: Gathered = new Map();
   for (const r of rows) {
     if (r.bucket < spec.from || r.bucket >= spec.to) continue;
     if (!filters.every(([i, v]) => (r.dims[i] ?? null) === v)) continue;
-    combineInto(
-      view,
+    gather(
       acc,
       rollupBucket(r.bucket, spec.grain, spec.from),
       groupIdx.map((i) => r.dims[i] ?? null),
       r.state,
     );
   }
-  return sortRows([...acc.values()]);
+  return sortRows(combined(view, acc));
 }
 
 /** The response rows: rolled up and grouped, metrics finalized to JSON numbers (or null), then ordered and limited per bucket. */

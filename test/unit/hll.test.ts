@@ -23,6 +23,7 @@ import {
   HLL_REGISTERS,
   HLL_STANDARD_ERROR,
   hashValue,
+  mergeAll,
   mergeSketches,
   parseSketch,
   parseSqlSketch,
@@ -254,7 +255,7 @@ describe('merge across the two forms', () => {
           const want = new Uint8Array(HLL_REGISTERS);
           for (const [i, r] of [...a, ...b]) if (r > want[i]!) want[i] = r;
           const [x, y] = [Sketch.of(a), Sketch.of(b)];
-          for (const m of [mergeSketches(x, y), mergeSketches(y, x)]) {
+          for (const m of [mergeSketches(x, y), mergeSketches(y, x), mergeAll([x, null, y]), mergeAll([y, x, x])]) {
             expect(m === null ? new Uint8Array(HLL_REGISTERS) : m.registers()).toEqual(want);
             // Canonical whatever the inputs' forms: the text equals the one built from the registers.
             expect(m?.toText() ?? '').toBe(Sketch.of([...want.entries()].filter(([, r]) => r > 0))?.toText() ?? '');

@@ -3,6 +3,7 @@ import { Decimal, DecimalRangeError, MAX_ABS } from '../../functions/core/decima
 import { Sketch } from '../../functions/core/hll.ts';
 import {
   combine,
+  combineAllViewStates,
   combineViewStates,
   emptyViewState,
   finalize,
@@ -14,7 +15,7 @@ import {
   stateFromColumns,
   stateToColumns,
 } from '../../functions/core/metrics.ts';
-import { avg, count, max, min, sum, view } from '../../functions/core/views.ts';
+import { avg, count, distinct, max, min, sum, view } from '../../functions/core/views.ts';
 
 const d = (x: string | number) => new Decimal(x);
 const text = (s: MetricState) =>
@@ -132,5 +133,35 @@ describe('metrics: view states and columns', () => {
       mean__sum: '0',
       mean__count: '0',
     });
+  });
+});
+
+describe('metrics: the fold of many states at once', () => {
+  it('combineAllViewStates equals combining pairwise, sketches included', () => {
+    const v = view({
+      name: 'f',
+      dimensions: ['page'],
+      grain: 'minute',
+      metrics: { n: count(), total: sum('x'), lo: min('x'), hi: max('x'), mean: avg('x'), users: distinct('user') },
+    });
+    const states = [
+      { x: '1.5', user: 'a' },
+      { x: null, user: null },
+      { x: '-2', user: 'b' },
+      { x: '7.25', user: 'a' },
+    ].map((e) =>
+      stateFromColumns(v, {
+        n__count: '1',
+        total__sum: e.x ?? '0',
+        lo__min: e.x,
+        hi__max: e.x,
+        mean__sum: e.x ?? '0',
+        mean__count: e.x === null ? '0' : '1',
+        users__hll: e.user === null ? null : Sketch.of([[e.user === 'a' ? 7 : 4000, e.user === 'a' ? 3 : 9]])!.toText(),
+      }),
+    );
+    const pairwise = states.reduce((a, b) => combineViewStates(v, a, b), emptyViewState(v));
+    expect(stateToColumns(v, combineAllViewStates(v, states))).toEqual(stateToColumns(v, pairwise));
+    expect(stateToColumns(v, combineAllViewStates(v, [states[2]!]))).toEqual(stateToColumns(v, states[2]!));
   });
 });
