@@ -45,7 +45,7 @@ import {
   versionKey,
 } from '../core/keys.ts';
 import { mapLimit } from '../core/limit.ts';
-import { stateFromColumns } from '../core/metrics.ts';
+import { stateColumns, stateFromColumns } from '../core/metrics.ts';
 import type { Row, SpeedRow } from '../core/query.ts';
 import { type Settings, speedTtlSeconds } from '../core/settings.ts';
 import { bucketStart, floorTo, GRAIN_MS, type Grain, type QueryGrain } from '../core/time.ts';
@@ -258,24 +258,44 @@ export function batchReads(
  * packed rows (DynamoDB still charges by whole item size; less to transfer). The caller keeps the
  * decoded rows in [from, to) (`blockRowsIn`): the edge blocks may hold buckets outside.
  */
-export function batchQueries(deps: Pick<ReadDeps, 'tables'>, _view: View, reads: readonly BatchRead[]): QueryCommandInput[] {
+export function batchQueries(deps: Pick<ReadDeps, 'tables'>, view: View, reads: readonly BatchRead[]): QueryCommandInput[] {
   // sk = <block start 13d>#<chunk 3d>: the block holding `from` starts at or before it, and a block starting at
   // `to` has sk "<to>#000" > pad13(to), so BETWEEN pad13(blockStart(from)) AND pad13(to) holds exactly the blocks meeting [from, to).
+  // The projection also names the attributes of a row item of the layout before blocks (sk <bucket 13d>#<dims>, in the same
+  // range): a version written before an upgrade stays readable until the next run rebuilds it (`storage changed`).
+  const legacy = ['bucket', 'dims', ...stateColumns(view).map((c) => c.column)];
+  const names: Record<string, string> = { '#b': 'block', '#r': 'rows', ...Object.fromEntries(legacy.map((a, i) => [`#l${i}`, a])) };
   return reads.map((r) => ({
     TableName: deps.tables.batchViews,
     KeyConditionExpression: 'pk = :pk AND sk BETWEEN :lo AND :hi',
     ExpressionAttributeValues: { ':pk': r.pk, ':lo': pad13(blockStart(r.from, r.grain)), ':hi': pad13(r.to) },
-    ExpressionAttributeNames: { '#b': 'block', '#r': 'rows' },
-    ProjectionExpression: '#b, #r',
+    ExpressionAttributeNames: names,
+    ProjectionExpression: Object.keys(names).join(', '),
     ConsistentRead: true,
   }));
+}
+
+/** The rows of one batch-views item: a block's, or (a version written before blocks) the one row it is. */
+function itemRows(
+  view: View,
+  item: Record<string, unknown>,
+): { bucket: number; dims: readonly (string | null)[]; values: Readonly<Record<string, unknown>> }[] {
+  if (item.rows === undefined && item.bucket !== undefined)
+    return [
+      {
+        bucket: num(item.bucket),
+        dims: Array.isArray(item.dims) ? item.dims.map((d) => (d == null ? null : String(d))) : [],
+        values: item,
+      },
+    ];
+  return decodeBlock(view, num(item.block), String(item.rows ?? '[]'));
 }
 
 /** The rows of a read's block items whose buckets are in its [from, to), counting the decoded rows in `stats.rows`. */
 export function blockRowsIn(view: View, read: BatchRead, items: readonly Record<string, unknown>[], stats: ReadStats): Row[] {
   const out: Row[] = [];
   for (const item of items) {
-    const rows = decodeBlock(view, num(item.block), String(item.rows ?? '[]'));
+    const rows = itemRows(view, item);
     stats.rows += rows.length;
     for (const r of rows) {
       if (r.bucket >= read.from && r.bucket < read.to)

@@ -88,6 +88,11 @@ export interface ViewManifest {
   readonly fingerprint?: string;
   /** The dedup horizon (ms) the rows were counted with: another one changes which copies count. */
   readonly horizonMs?: number;
+  /**
+   * How its rows are stored (batch/load.ts STORAGE_LAYOUT): rows written in another layout cannot be read by this
+   * code, so an increment cannot merge into them and the view is rebuilt (`storage changed`). Absent: one item per row.
+   */
+  readonly layout?: string;
   readonly mode?: ViewMode;
   readonly reason?: RebuildReason;
   /** An increment: the version it merges into and that version's cutoff (the increment's `since`). */

@@ -29,6 +29,12 @@ import type { ViewManifest } from './control.ts';
 import type { BatchRow } from './engine.ts';
 
 export const BATCH_WRITE_MAX = 25;
+
+/**
+ * The layout this code writes and reads batch views in, recorded in each version's manifest: rows packed in blocks
+ * (core/blocks.ts), day blocks of minute views. A published version in another layout is rebuilt, not incremented.
+ */
+export const STORAGE_LAYOUT = 'blocks-1';
 /** Rounds of unprocessed items before a load gives up (the step is retried whole). */
 const MAX_ATTEMPTS = 16;
 

@@ -65,6 +65,7 @@ import {
   readPartitionRows,
   rollupsEntry,
   rowsByPartition,
+  STORAGE_LAYOUT,
   writeDayBlocks,
 } from './load.ts';
 import { type CutoffPlan, computeCutoff, gatherArchiveProgress } from './planner.ts';
@@ -182,6 +183,8 @@ export function planViews(
     // A changed horizon changes which copies count, as a changed filter would.
     else if (entry.fingerprint !== viewFingerprint(view) || entry.horizonMs !== horizonMs || Array.isArray(entry.partitions))
       out[view.name] = { mode: 'rebuild', reason: 'declaration changed' };
+    // Rows stored in an older layout: merging an increment into them would read nothing.
+    else if (entry.layout !== STORAGE_LAYOUT) out[view.name] = { mode: 'rebuild', reason: 'storage changed' };
     else out[view.name] = { mode: 'increment', base: published!.version, since: published!.cutoff };
   }
   return out;
@@ -281,6 +284,7 @@ export async function planStep(
           loaded: false,
           fingerprint: viewFingerprint(v),
           horizonMs: horizonMsOf(ctx),
+          layout: STORAGE_LAYOUT,
           ...p,
         };
         return [v.name, entry];

@@ -155,7 +155,7 @@ export const StartRunAnswerSchema = z.strictObject({
 export type StartRunAnswer = z.infer<typeof StartRunAnswerSchema>;
 
 export const VIEW_MODES = ['increment', 'rebuild'] as const;
-export const REBUILD_REASONS = ['requested', 'new view', 'declaration changed'] as const;
+export const REBUILD_REASONS = ['requested', 'new view', 'declaration changed', 'storage changed'] as const;
 
 /**
  * One view of a run: rows of the view in the version, SQL and load milliseconds; `mode` (an

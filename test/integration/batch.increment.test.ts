@@ -6,12 +6,18 @@
  * execution input is unit-tested in test/unit/batch.increment.test.ts); the run item's per-view
  * mode, reason and rows written.
  */
+import { type AttributeValue, DeleteItemCommand, PutItemCommand } from '@aws-sdk/client-dynamodb';
+import { UpdateCommand } from '@aws-sdk/lib-dynamodb';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { exactDocClient, readView } from '../../functions/api/read-view.ts';
 import { getManifest, getPointer, getRun } from '../../functions/batch/control.ts';
+import { STORAGE_LAYOUT } from '../../functions/batch/load.ts';
 import { runBatchToCompletion } from '../../functions/batch/pipeline.ts';
 import { createBatchApiHandler } from '../../functions/batch-api.ts';
+import { Decimal } from '../../functions/core/decimal.ts';
 import { DEMO_VIEWS } from '../../functions/core/demo-views.ts';
-import { batchPartitionPk, pad13 } from '../../functions/core/keys.ts';
+import { batchPartitionPk, batchPk, pad13, versionKey } from '../../functions/core/keys.ts';
+import { stateToColumns } from '../../functions/core/metrics.ts';
 import { apiEvent, lambdaContext, silentLogger } from '../support/api.ts';
 import {
   archiveHandler,
@@ -31,6 +37,15 @@ import {
 import { startTestCloud, type TestCloud } from '../support/cloud.ts';
 
 const DAY = 86_400_000;
+
+/** Rows keyed as readBatchRows keys them, numbers in one text form (the query's state text vs the oracle's). */
+const normalized = (m: ReadonlyMap<string, Record<string, string | null>>) =>
+  new Map(
+    [...m].map(([k, v]) => [
+      k,
+      Object.fromEntries(Object.entries(v).map(([c, x]) => [c, x === null || c.endsWith('__hll') ? x : new Decimal(x).toFixed()])),
+    ]),
+  );
 const MIN = 60_000;
 const T0 = Date.UTC(2030, 6, 20, 12, 0, 0);
 const pageViews = DEMO_VIEWS.find((v) => v.name === 'page_views')!;
@@ -144,5 +159,74 @@ describe('incremental batch runs', () => {
         sorted(batchOracle(v, records, v4!.cutoff!)),
       );
     }
+  });
+
+  it('a version written before blocks stays readable, and the next run rebuilds it (storage changed) instead of merging into it', async () => {
+    const r = await freshResources(cloud.clients, 'u');
+    const config = testConfig(r, cloud.names.TANDEM_STREAM_NAME!, DEMO_VIEWS, { keepVersions: 2 });
+    const archive = archiveHandler(cloud.clients, r);
+    const records: ShardRecord[] = [];
+    let now = T0;
+    const add = async (rs: ShardRecord[]) => {
+      expect((await archive(kinesisEvent(rs))).batchItemFailures).toEqual([]);
+      records.push(...rs);
+      now = Math.max(...rs.map((x) => x.arrival)) + 2 * MIN;
+    };
+    const run = () => runBatchToCompletion(cloud.clients, config, batchOptions(cloud.clients, r, { now: () => now }));
+    await add(pageViewsAt(T0, 6, 2 * DAY));
+    const v1 = await run();
+    expect(v1).toMatchObject({ state: 'SUCCEEDED', version: 1 });
+
+    // Turn version 1's page_views into what the code before blocks wrote: one item per row, base grain only, and a
+    // manifest entry without a layout (nor rollups).
+    const want = await readBatchRows(cloud.clients.dynamodb, r.tables.batchViews, pageViews, 1);
+    expect(want.size).toBeGreaterThan(1);
+    for (const item of await scanAll(cloud.clients.dynamodb, r.tables.batchViews))
+      if (item.pk!.S!.startsWith('page_views'))
+        await cloud.clients.dynamodb.send(new DeleteItemCommand({ TableName: r.tables.batchViews, Key: { pk: item.pk!, sk: item.sk! } }));
+    for (const [key, values] of want) {
+      const bucket = Number(key.slice(0, key.indexOf('|')));
+      const dims = JSON.parse(key.slice(key.indexOf('|') + 1)) as (string | null)[];
+      const item: Record<string, AttributeValue> = {
+        pk: { S: batchPk('page_views', 1, bucket, 'minute') },
+        sk: { S: `${pad13(bucket)}#${JSON.stringify(dims)}` },
+        view: { S: 'page_views' },
+        version: { N: '1' },
+        bucket: { N: String(bucket) },
+        dims: { L: dims.map((d) => (d === null ? { NULL: true } : { S: d })) },
+      };
+      for (const [c, v] of Object.entries(values)) if (v !== null) item[c] = c.endsWith('__hll') ? { S: v } : { N: v };
+      await cloud.clients.dynamodb.send(new PutItemCommand({ TableName: r.tables.batchViews, Item: item }));
+    }
+    await cloud.clients.doc.send(
+      new UpdateCommand({
+        TableName: r.tables.control,
+        Key: versionKey(1),
+        UpdateExpression: 'REMOVE #views.#v.#layout, #views.#v.#rollups',
+        ExpressionAttributeNames: { '#views': 'views', '#v': 'page_views', '#layout': 'layout', '#rollups': 'rollups' },
+      }),
+    );
+
+    // Queries still read it (the old rows, at every grain: no rollups to take).
+    const deps = {
+      doc: exactDocClient(cloud.clients.dynamodb),
+      tables: { speed: r.tables.speed, batchViews: r.tables.batchViews, control: r.tables.control },
+      settings: config.settings,
+    };
+    for (const grain of ['minute', 'day'] as const) {
+      const read = await readView(deps, pageViews, T0 - 3 * DAY, T0 + DAY, now, { batchOnly: true, grain });
+      const got = new Map(read.batchRows.map((x) => [`${x.bucket}|${JSON.stringify(x.dims)}`, stateToColumns(pageViews, x.state)]));
+      expect(sorted(normalized(got)), grain).toEqual(sorted(normalized(want)));
+    }
+
+    // The next run rebuilds page_views (merging into rows it cannot read would lose them) and increments the others.
+    await add(pageViewsAt(now, 3));
+    const v2 = await run();
+    expect(v2.views.page_views).toMatchObject({ mode: 'rebuild', reason: 'storage changed' });
+    expect(v2.views.events_by_type).toMatchObject({ mode: 'increment' });
+    expect(sorted(await readBatchRows(cloud.clients.dynamodb, r.tables.batchViews, pageViews, 2))).toEqual(
+      sorted(batchOracle(pageViews, records, v2.cutoff!)),
+    );
+    expect((await getManifest({ doc: cloud.clients.doc, table: r.tables.control }, 2))?.views.page_views?.layout).toBe(STORAGE_LAYOUT);
   });
 });

@@ -7,7 +7,7 @@
 import { describe, expect, it } from 'vitest';
 import { type BatchRuns, createBatchRunsHandler } from '../../functions/api/batch.ts';
 import type { BatchRow } from '../../functions/batch/engine.ts';
-import { mergeRows, partitionRefs, rowsByPartition } from '../../functions/batch/load.ts';
+import { mergeRows, partitionRefs, rowsByPartition, STORAGE_LAYOUT } from '../../functions/batch/load.ts';
 import { executionInput } from '../../functions/batch/runs.ts';
 import { planViews, readFrom } from '../../functions/batch/steps.ts';
 import { BatchTaskEventSchema } from '../../functions/batch/task.ts';
@@ -28,6 +28,7 @@ const entry = (v: (typeof DEMO_VIEWS)[number], fingerprint = viewFingerprint(v))
   loaded: true,
   fingerprint,
   horizonMs: H,
+  layout: STORAGE_LAYOUT,
   partitions: { [pad13(D0)]: 4 },
 });
 
@@ -69,6 +70,13 @@ describe('planViews', () => {
     );
     // Nothing published yet: every view is new.
     expect(Object.values(planViews(views, undefined, undefined, H))).toEqual(views.map(() => ({ mode: 'rebuild', reason: 'new view' })));
+  });
+
+  it('rebuilds a view whose rows are stored in another layout (a version written before blocks)', () => {
+    const { layout: _, ...before } = entry(pageViews);
+    const base = { views: { ...Object.fromEntries(DEMO_VIEWS.map((v) => [v.name, entry(v)])), page_views: before } };
+    expect(planViews(DEMO_VIEWS, pointer, base, H).page_views).toEqual({ mode: 'rebuild', reason: 'storage changed' });
+    expect(planViews(DEMO_VIEWS, pointer, base, H).events_by_type).toMatchObject({ mode: 'increment' });
   });
 
   it('rebuilds every view when the dedup horizon changed', () => {
