@@ -50,10 +50,45 @@ const SPARSE_MAX = Math.floor((HLL_REGISTERS - 1) / 3);
  */
 export class Sketch {
   private constructor(
-    /** Set registers, index -> rank (sparse form); null when `dense` holds them. */
-    private readonly sparse: ReadonlyMap<number, number> | null,
-    private readonly dense: Uint8Array | null,
+    /** Set registers, index -> rank (sparse form); null when `dense` holds them (or until read from `text`). */
+    private stored: ReadonlyMap<number, number> | null,
+    private storedDense: Uint8Array | null,
+    /** The canonical text it was read from, with its rank counts: registers are built only when asked for. */
+    private readonly text: string | null = null,
+    private readonly counts: readonly number[] | null = null,
   ) {}
+
+  /**
+   * A sketch read from a canonical text already checked, kept as text: a query reads thousands of sketches a
+   * request and most only need their estimate (`rankCounts`) or their text again; registers come on demand.
+   */
+  static ofText(text: string, counts: readonly number[]): Sketch {
+    return new Sketch(null, null, text, counts);
+  }
+
+  private get sparse(): ReadonlyMap<number, number> | null {
+    this.load();
+    return this.stored;
+  }
+
+  private get dense(): Uint8Array | null {
+    this.load();
+    return this.storedDense;
+  }
+
+  private load(): void {
+    if (this.stored || this.storedDense || this.text === null) return;
+    const t = this.text;
+    if (t.length === HLL_REGISTERS) {
+      const dense = new Uint8Array(HLL_REGISTERS);
+      for (let k = 0; k < HLL_REGISTERS; k++) dense[k] = CODE[t.charCodeAt(k)]!;
+      this.storedDense = dense;
+      return;
+    }
+    const map = new Map<number, number>();
+    for (let k = 0; k < t.length; k += 3) map.set(CODE[t.charCodeAt(k)]! * 64 + CODE[t.charCodeAt(k + 1)]!, CODE[t.charCodeAt(k + 2)]!);
+    this.stored = map;
+  }
 
   /** A sketch of the given registers (index -> rank >= 1); null when none is set. */
   static of(registers: Iterable<readonly [number, number]>): Sketch | null {
@@ -82,6 +117,7 @@ export class Sketch {
    * building the register array: a query finalizes one estimate per row, most of them sparse.
    */
   rankCounts(): number[] {
+    if (this.counts) return [...this.counts];
     const c = new Array<number>(HLL_MAX_RANK + 1).fill(0);
     if (this.dense) for (const r of this.dense) c[r]!++;
     else {
@@ -124,6 +160,7 @@ export class Sketch {
 
   /** The canonical text (module comment). */
   toText(): string {
+    if (this.text !== null) return this.text;
     if (this.dense) {
       let out = '';
       for (const r of this.dense) out += ALPHABET[r];
@@ -223,12 +260,31 @@ export function parseSketch(text: string): Sketch | null {
     if (r > HLL_MAX_RANK) throw new Error(`HLL rank ${r} out of range`);
     return r;
   };
+  const counts = new Array<number>(HLL_MAX_RANK + 1).fill(0);
   if (text.length === HLL_REGISTERS) {
+    for (let k = 0; k < HLL_REGISTERS; k++) counts[rank(k)]!++;
+    // Canonical (more registers set than the sparse form holds): kept as text; else normalized below.
+    if (HLL_REGISTERS - counts[0]! > SPARSE_MAX) return Sketch.ofText(text, counts);
     const dense = new Uint8Array(HLL_REGISTERS);
     for (let k = 0; k < HLL_REGISTERS; k++) dense[k] = rank(k);
     return Sketch.fromRegisters(dense);
   }
   if (text.length % 3 !== 0) throw new Error(`not an HLL sketch: length ${text.length}`);
+  if (text.length === 0) return null;
+  // Canonical sparse text (indices strictly increasing, every rank set): kept as text.
+  let canonical = true;
+  let last = -1;
+  for (let k = 0; k < text.length; k += 3) {
+    const i = code(k) * 64 + code(k + 1);
+    const r = rank(k + 2);
+    if (i <= last || r === 0) canonical = false;
+    last = i;
+    counts[r]!++;
+  }
+  if (canonical && text.length / 3 <= SPARSE_MAX) {
+    counts[0] = HLL_REGISTERS - text.length / 3;
+    return Sketch.ofText(text, counts);
+  }
   // Two characters of 64 values are an index below 4096 by construction.
   const regs = new Map<number, number>();
   for (let k = 0; k < text.length; k += 3) {

@@ -266,3 +266,27 @@ describe('merge across the two forms', () => {
     );
   });
 });
+
+describe('a sketch read from its text', () => {
+  it('answers as the sketch it was written from: registers, rank counts, estimate, text, merges', () => {
+    fc.assert(
+      fc.property(
+        fc.array(fc.tuple(fc.integer({ min: 0, max: HLL_REGISTERS - 1 }), fc.integer({ min: 1, max: HLL_MAX_RANK })), {
+          minLength: 1,
+          maxLength: 3000,
+        }),
+        (regs) => {
+          const built = Sketch.of(regs)!;
+          const read = parseSketch(built.toText())!;
+          expect(read.rankCounts()).toEqual(built.rankCounts());
+          expect(estimate(read)).toBe(estimate(built));
+          expect(read.registers()).toEqual(built.registers());
+          expect(read.toText()).toBe(built.toText());
+          const other = Sketch.of([[regs[0]![0], HLL_MAX_RANK]])!;
+          expect(read.merge(other).toText()).toBe(built.merge(other).toText());
+        },
+      ),
+      { numRuns: 60 },
+    );
+  });
+});
