@@ -81,18 +81,25 @@ describe('incremental batch runs', () => {
       };
     });
 
-  it('shares untouched partitions with their writer and keeps them while a kept version references them', async () => {
-    const r = await freshResources(cloud.clients, 'n');
+  /** Fresh resources, an archive of the records `add` feeds (the clock then 2 minutes past the last), and a run at that clock. */
+  async function world(prefix: string) {
+    const r = await freshResources(cloud.clients, prefix);
     const config = testConfig(r, cloud.names.TANDEM_STREAM_NAME!, DEMO_VIEWS, { keepVersions: 2 });
     const archive = archiveHandler(cloud.clients, r);
     const records: ShardRecord[] = [];
-    let now = T0;
+    let clock = T0;
+    const now = () => clock;
     const add = async (rs: ShardRecord[]) => {
       expect((await archive(kinesisEvent(rs))).batchItemFailures).toEqual([]);
       records.push(...rs);
-      now = Math.max(...rs.map((x) => x.arrival)) + 2 * MIN;
+      clock = Math.max(...rs.map((x) => x.arrival)) + 2 * MIN;
     };
-    const run = () => runBatchToCompletion(cloud.clients, config, batchOptions(cloud.clients, r, { now: () => now }));
+    const run = () => runBatchToCompletion(cloud.clients, config, batchOptions(cloud.clients, r, { now }));
+    return { r, config, records, add, run, now };
+  }
+
+  it('shares untouched partitions with their writer and keeps them while a kept version references them', async () => {
+    const { r, config, records, add, run, now } = await world('n');
 
     // Run 1: one page view three days late (its own day partition), the rest today.
     await add(pageViewsAt(T0, 5, 3 * DAY));
@@ -103,11 +110,11 @@ describe('incremental batch runs', () => {
     const old = pad13(Math.floor((T0 - 3 * DAY) / DAY) * DAY);
 
     // Runs 2 and 3 touch today's partition only: the late day stays with writer 1.
-    await add(pageViewsAt(now, 4));
+    await add(pageViewsAt(now(), 4));
     const v2 = await run();
     // Of its rows, the late day's one is shared, not written.
     expect(v2.views.page_views).toMatchObject({ mode: 'increment', written: v2.views.page_views!.rows - 1 });
-    await add(pageViewsAt(now, 3));
+    await add(pageViewsAt(now(), 3));
     const v3 = await run();
     expect(v3).toMatchObject({ state: 'SUCCEEDED', version: 3 });
     expect((await getManifest({ doc: cloud.clients.doc, table: r.tables.control }, 3))?.views.page_views?.partitions).toEqual({
@@ -130,7 +137,7 @@ describe('incremental batch runs', () => {
 
     // A requested rebuild of one view over the API (in process): written whole, the others increment.
     const handler = createBatchApiHandler(
-      () => ({ clients: cloud.clients, config, env: {}, batch: batchOptions(cloud.clients, r, { now: () => now }) }),
+      () => ({ clients: cloud.clients, config, env: {}, batch: batchOptions(cloud.clients, r, { now }) }),
       silentLogger(),
     );
     const post = async (body: unknown) => {
@@ -138,7 +145,7 @@ describe('incremental batch runs', () => {
       return { status: res.statusCode, body: JSON.parse(res.body) as Record<string, unknown> };
     };
     expect(await post({ view: 'nope' })).toMatchObject({ status: 400, body: { field: 'view' } });
-    await add(pageViewsAt(now, 2));
+    await add(pageViewsAt(now(), 2));
     const started = await post({ view: 'page_views' });
     expect(started).toMatchObject({ status: 202, body: { state: 'RUNNING' } });
     let v4 = await getRun({ doc: cloud.clients.doc, table: r.tables.control }, String(started.body.id));
@@ -162,17 +169,7 @@ describe('incremental batch runs', () => {
   });
 
   it('a version written before blocks stays readable, and the next run rebuilds it (storage changed) instead of merging into it', async () => {
-    const r = await freshResources(cloud.clients, 'u');
-    const config = testConfig(r, cloud.names.TANDEM_STREAM_NAME!, DEMO_VIEWS, { keepVersions: 2 });
-    const archive = archiveHandler(cloud.clients, r);
-    const records: ShardRecord[] = [];
-    let now = T0;
-    const add = async (rs: ShardRecord[]) => {
-      expect((await archive(kinesisEvent(rs))).batchItemFailures).toEqual([]);
-      records.push(...rs);
-      now = Math.max(...rs.map((x) => x.arrival)) + 2 * MIN;
-    };
-    const run = () => runBatchToCompletion(cloud.clients, config, batchOptions(cloud.clients, r, { now: () => now }));
+    const { r, config, records, add, run, now } = await world('u');
     await add(pageViewsAt(T0, 6, 2 * DAY));
     const v1 = await run();
     expect(v1).toMatchObject({ state: 'SUCCEEDED', version: 1 });
@@ -214,13 +211,13 @@ describe('incremental batch runs', () => {
       settings: config.settings,
     };
     for (const grain of ['minute', 'day'] as const) {
-      const read = await readView(deps, pageViews, T0 - 3 * DAY, T0 + DAY, now, { batchOnly: true, grain });
+      const read = await readView(deps, pageViews, T0 - 3 * DAY, T0 + DAY, now(), { batchOnly: true, grain });
       const got = new Map(read.batchRows.map((x) => [`${x.bucket}|${JSON.stringify(x.dims)}`, stateToColumns(pageViews, x.state)]));
       expect(sorted(normalized(got)), grain).toEqual(sorted(normalized(want)));
     }
 
     // The next run rebuilds page_views (merging into rows it cannot read would lose them) and increments the others.
-    await add(pageViewsAt(now, 3));
+    await add(pageViewsAt(now(), 3));
     const v2 = await run();
     expect(v2.views.page_views).toMatchObject({ mode: 'rebuild', reason: 'storage changed' });
     expect(v2.views.events_by_type).toMatchObject({ mode: 'increment' });
