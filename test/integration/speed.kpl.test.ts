@@ -33,9 +33,8 @@ import { DEMO_VIEWS } from '../../functions/core/demo-views.ts';
 import { DEFAULT_SETTINGS } from '../../functions/core/settings.ts';
 import { ItemCache } from '../../functions/speed/apply.ts';
 import { createSpeedHandler } from '../../functions/speed/handler.ts';
-import { startEventSourceMapping } from '../../local/esm.ts';
 import { startTestCloud, type TestCloud } from '../support/cloud.ts';
-import { type Hook, hookArb } from '../support/esm.ts';
+import { type Hook, hookArb, startHookedMapping } from '../support/esm.ts';
 import { asObject, createSpeedTables, faultyClient, oracle, quietTelemetry, readSpeedTable, readStreamEvents } from '../support/speed.ts';
 
 const gunzip = promisify(gunzipCb);
@@ -43,7 +42,6 @@ const telemetry = quietTelemetry();
 const WINDOW_MS = DEFAULT_SETTINGS.windowSeconds * 1000;
 const SETTINGS = { ...DEFAULT_SETTINGS, dedupHorizonSeconds: 1 };
 const H = SETTINGS.dedupHorizonSeconds * 1000;
-const quiet = { info: () => {}, warn: () => {}, error: () => {} };
 
 const eventArb = fc.record({
   id: fc.nat(7),
@@ -160,33 +158,8 @@ describe('KPL-aggregated records through the local event source mapping', () => 
             controlTable: tables.control,
             ...telemetry,
           });
-          const mapping = (name: string, fn: (event: unknown) => Promise<unknown>, hooks: Hook[], faulty: typeof speedDdb) =>
-            startEventSourceMapping({
-              name,
-              kinesis: cloud.clients.kinesis,
-              streamName: StreamName,
-              batchSize,
-              bisectBatchOnError: true,
-              reportBatchItemFailures: true,
-              retryAttempts: -1,
-              maxRecordAgeSeconds: -1,
-              pollIntervalMs: 20,
-              retryBackoffMs: 1,
-              shardRefreshMs: 60_000,
-              logger: quiet,
-              invoke: async (event) => {
-                const hook = hooks.shift() ?? { kind: 'none' };
-                if (hook.kind === 'before') throw new Error('crash hook: before the handler');
-                faulty.arm(hook.kind === 'dynamo' ? hook.fault : undefined);
-                try {
-                  const res = await fn(event);
-                  if (hook.kind === 'after') throw new Error('crash hook: after the handler (a timeout)');
-                  return res as never;
-                } finally {
-                  faulty.arm(undefined);
-                }
-              },
-            });
+          const mapping = (name: string, handler: (event: unknown) => Promise<unknown>, hooks: Hook[], faulty: typeof speedDdb) =>
+            startHookedMapping(cloud.clients, { name, streamName: StreamName, batchSize, handler, hooks, faulty });
           const mappings = [
             await mapping(`kpl-speed-${n}`, speed, [...speedHooks], speedDdb),
             await mapping(`kpl-archive-${n}`, archive, [...archiveHooks], archiveDdb),

@@ -31,6 +31,51 @@ const telemetry = quietTelemetry();
 const quiet = { info: () => {}, warn: () => {}, error: () => {} };
 
 /**
+ * A local event source mapping over the whole stream, as deployed (bisect on error, retry forever), invoking
+ * `handler` with `hooks` applied to its invocations in turn: a crash before it, a fault armed on its DynamoDB
+ * client (`faulty`) for the invocation, or a crash after it (a timeout after the work was done).
+ */
+export function startHookedMapping(
+  clients: Pick<Clients, 'kinesis'>,
+  o: {
+    readonly name: string;
+    readonly streamName: string;
+    readonly batchSize: number;
+    readonly handler: (event: unknown) => Promise<unknown>;
+    readonly hooks: readonly Hook[];
+    readonly faulty: ReturnType<typeof faultyClient>;
+  },
+) {
+  const pending = [...o.hooks];
+  return startEventSourceMapping({
+    name: o.name,
+    kinesis: clients.kinesis,
+    streamName: o.streamName,
+    batchSize: o.batchSize,
+    bisectBatchOnError: true,
+    reportBatchItemFailures: true,
+    retryAttempts: -1,
+    maxRecordAgeSeconds: -1,
+    pollIntervalMs: 20,
+    retryBackoffMs: 1,
+    shardRefreshMs: 60_000,
+    logger: quiet,
+    invoke: async (event) => {
+      const hook = pending.shift() ?? { kind: 'none' };
+      if (hook.kind === 'before') throw new Error('crash hook: before the handler');
+      o.faulty.arm(hook.kind === 'dynamo' ? hook.fault : undefined);
+      try {
+        const res = await o.handler(event);
+        if (hook.kind === 'after') throw new Error('crash hook: after the handler (a timeout)');
+        return res as never;
+      } finally {
+        o.faulty.arm(undefined);
+      }
+    },
+  });
+}
+
+/**
  * Runs the speed handler (demo views) over the whole stream through the local event source mapping until it is
  * idle, the `hooks` applied to its invocations in turn, retrying forever and bisecting on error as deployed.
  */
@@ -57,32 +102,13 @@ export async function drainWithHooks(
     cache: new ItemCache(),
     ...telemetry,
   });
-  const pending = [...o.hooks];
-  const esm = await startEventSourceMapping({
+  const esm = await startHookedMapping(clients, {
     name: o.name,
-    kinesis: clients.kinesis,
     streamName: o.streamName,
     batchSize: o.batchSize,
-    bisectBatchOnError: true,
-    reportBatchItemFailures: true,
-    retryAttempts: -1,
-    maxRecordAgeSeconds: -1,
-    pollIntervalMs: 20,
-    retryBackoffMs: 1,
-    shardRefreshMs: 60_000,
-    logger: quiet,
-    invoke: async (event) => {
-      const hook = pending.shift() ?? { kind: 'none' };
-      if (hook.kind === 'before') throw new Error('crash hook: before the handler');
-      faulty.arm(hook.kind === 'dynamo' ? hook.fault : undefined);
-      try {
-        const res = await handler(event);
-        if (hook.kind === 'after') throw new Error('crash hook: after the handler (a timeout)');
-        return res;
-      } finally {
-        faulty.arm(undefined);
-      }
-    },
+    handler,
+    hooks: o.hooks,
+    faulty,
   });
   try {
     await esm.idle();
