@@ -53,17 +53,16 @@ export class Sketch {
     /** Set registers, index -> rank (sparse form); null when `dense` holds them (or until read from `text`). */
     private stored: ReadonlyMap<number, number> | null,
     private storedDense: Uint8Array | null,
-    /** The canonical text it was read from, with its rank counts: registers are built only when asked for. */
+    /** The canonical text it was read from: registers are built only when asked for. */
     private readonly text: string | null = null,
-    private readonly counts: readonly number[] | null = null,
   ) {}
 
   /**
    * A sketch read from a canonical text already checked, kept as text: a query reads thousands of sketches a
    * request and most only need their estimate (`rankCounts`) or their text again; registers come on demand.
    */
-  static ofText(text: string, counts: readonly number[]): Sketch {
-    return new Sketch(null, null, text, counts);
+  static ofText(text: string): Sketch {
+    return new Sketch(null, null, text);
   }
 
   private get sparse(): ReadonlyMap<number, number> | null {
@@ -117,8 +116,20 @@ export class Sketch {
    * building the register array: a query finalizes one estimate per row, most of them sparse.
    */
   rankCounts(): number[] {
-    if (this.counts) return [...this.counts];
-    const c = new Array<number>(HLL_MAX_RANK + 1).fill(0);
+    return this.addCounts(new Array<number>(HLL_MAX_RANK + 1).fill(0));
+  }
+
+  /** Adds the rank counts to `c` (zeros, HLL_MAX_RANK + 1 of them) and returns it: from the text when read from one. */
+  addCounts(c: number[]): number[] {
+    const t = this.text;
+    if (t !== null && this.stored === null && this.storedDense === null) {
+      if (t.length === HLL_REGISTERS) for (let k = 0; k < HLL_REGISTERS; k++) c[CODE[t.charCodeAt(k)]!]!++;
+      else {
+        c[0] = HLL_REGISTERS - t.length / 3;
+        for (let k = 2; k < t.length; k += 3) c[CODE[t.charCodeAt(k)]!]!++;
+      }
+      return c;
+    }
     if (this.dense) for (const r of this.dense) c[r]!++;
     else {
       c[0] = HLL_REGISTERS - this.sparse!.size;
@@ -173,6 +184,12 @@ export class Sketch {
 
   /** Register-wise max. */
   merge(other: Sketch): Sketch {
+    const a = this.sparseText();
+    const b = a === null ? null : other.sparseText();
+    if (b !== null) {
+      const t = mergeSparseTexts(a!, b);
+      if (t !== null) return Sketch.ofText(t);
+    }
     if (this.dense && other.dense) {
       const out = this.dense.slice();
       const theirs = other.dense;
@@ -191,8 +208,47 @@ export class Sketch {
     return Sketch.fromMap(map)!;
   }
 
+  /**
+   * The merge of `sketches` when all were read from (or merged into) sparse texts with at most SPARSE_MAX registers
+   * among them: ordered-list merges of their texts, without a register array. Else undefined.
+   */
+  static mergeSparse(sketches: readonly Sketch[]): Sketch | undefined {
+    let total = 0;
+    for (const x of sketches) {
+      const t = x.sparseText();
+      if (t === null) return undefined;
+      total += t.length / 3;
+      if (total > SPARSE_MAX) return undefined;
+    }
+    let out = sketches[0]!.text!;
+    for (let k = 1; k < sketches.length; k++) out = mergeSparseTexts(out, sketches[k]!.text!)!;
+    return Sketch.ofText(out);
+  }
+
+  /** The canonical sparse text this sketch was read from or merged into, else null. */
+  private sparseText(): string | null {
+    return this.text !== null && this.text.length !== HLL_REGISTERS ? this.text : null;
+  }
+
   /** Raises `registers` to this sketch's where lower (in place; `mergeAll`). */
   raise(registers: Uint8Array): void {
+    if (this.text !== null && this.stored === null && this.storedDense === null) {
+      // Straight from the canonical text (checked when read): a rollup merges many sketches that are never needed as registers.
+      const t = this.text;
+      if (t.length === HLL_REGISTERS) {
+        for (let k = 0; k < HLL_REGISTERS; k++) {
+          const r = CODE[t.charCodeAt(k)]!;
+          if (r > registers[k]!) registers[k] = r;
+        }
+        return;
+      }
+      for (let k = 0; k < t.length; k += 3) {
+        const i = CODE[t.charCodeAt(k)]! * 64 + CODE[t.charCodeAt(k + 1)]!;
+        const r = CODE[t.charCodeAt(k + 2)]!;
+        if (r > registers[i]!) registers[i] = r;
+      }
+      return;
+    }
     if (this.dense) {
       for (let i = 0; i < HLL_REGISTERS; i++) if (this.dense[i]! > registers[i]!) registers[i] = this.dense[i]!;
       return;
@@ -203,6 +259,42 @@ export class Sketch {
   equals(other: Sketch | null): boolean {
     return other !== null && this.toText() === other.toText();
   }
+}
+
+/** A register's index in a sparse text, ordered as the index (the alphabet is in ASCII order, every code below 128). */
+const indexKey = (t: string, k: number) => t.charCodeAt(k) * 128 + t.charCodeAt(k + 1);
+
+/**
+ * The canonical sparse text of the register-wise max of two canonical sparse texts, by merging the two
+ * ordered lists (runs from one side copied whole), or null when the result has too many registers for
+ * the sparse form. The batch folds many small sketches a rollup row; a map per step cost far more.
+ */
+function mergeSparseTexts(a: string, b: string): string | null {
+  let i = 0;
+  let j = 0;
+  let out = '';
+  while (i < a.length && j < b.length) {
+    const ia = indexKey(a, i);
+    const ib = indexKey(b, j);
+    if (ia < ib) {
+      const from = i;
+      do i += 3;
+      while (i < a.length && indexKey(a, i) < ib);
+      out += a.slice(from, i);
+    } else if (ib < ia) {
+      const from = j;
+      do j += 3;
+      while (j < b.length && indexKey(b, j) < ia);
+      out += b.slice(from, j);
+    } else {
+      out += a.charCodeAt(i + 2) >= b.charCodeAt(j + 2) ? a.slice(i, i + 3) : b.slice(j, j + 3);
+      i += 3;
+      j += 3;
+    }
+  }
+  if (i < a.length) out += a.slice(i);
+  if (j < b.length) out += b.slice(j);
+  return out.length / 3 > SPARSE_MAX ? null : out;
 }
 
 /** The register index and rank of one value (its canonical text). */
@@ -242,54 +334,91 @@ export function mergeSketches(a: Sketch | null | undefined, b: Sketch | null | u
 export function mergeAll(sketches: readonly (Sketch | null | undefined)[]): Sketch | null {
   const present = sketches.filter((x): x is Sketch => !!x);
   if (present.length <= 1) return present[0] ?? null;
+  const sparse = Sketch.mergeSparse(present);
+  if (sparse) return sparse;
   const out = new Uint8Array(HLL_REGISTERS);
   for (const x of present) x.raise(out);
   return Sketch.fromRegisters(out);
 }
 
-/** Reads a canonical text (`Sketch.toText`); the empty text is the empty sketch. */
+/** The value of the character at `k` of a sketch's text; throws when it is not in the alphabet. */
+function codeAt(text: string, k: number): number {
+  const c = text.charCodeAt(k);
+  const v = c < 128 ? CODE[c]! : -1;
+  if (v < 0) throw new Error(`not an HLL sketch: character ${JSON.stringify(text[k])}`);
+  return v;
+}
+
+/** The rank at `k` of a sketch's text; throws when out of range. */
+function rankAt(text: string, k: number): number {
+  const r = codeAt(text, k);
+  if (r > HLL_MAX_RANK) throw new Error(`HLL rank ${r} out of range`);
+  return r;
+}
+
+/** Every UTF-16 code unit -> its value in the alphabet, -1 when not in it: the checks below need no branch per character. */
+const CODE16 = new Int8Array(65536).fill(-1);
+CODE16.set(CODE);
+
+/** Throws what the first bad character or rank of `text` is (a text `parseSketch` found bad). */
+function explainBad(text: string): never {
+  for (let k = 0; k < text.length; k += text.length === HLL_REGISTERS ? 1 : 3) {
+    if (text.length === HLL_REGISTERS) rankAt(text, k);
+    else {
+      codeAt(text, k);
+      codeAt(text, k + 1);
+      rankAt(text, k + 2);
+    }
+  }
+  throw new Error('not an HLL sketch');
+}
+
+/**
+ * Reads a canonical text (`Sketch.toText`); the empty text is the empty sketch. A query reads thousands a request:
+ * the checks OR the characters' values together and look at the result once (the first fault is found again by
+ * `explainBad`), and a canonical text is kept as it is, without registers or rank counts until they are asked for.
+ */
 export function parseSketch(text: string): Sketch | null {
-  const code = (k: number) => {
-    const c = text.charCodeAt(k);
-    const v = c < 128 ? CODE[c]! : -1;
-    if (v < 0) throw new Error(`not an HLL sketch: character ${JSON.stringify(text[k])}`);
-    return v;
-  };
-  const rank = (k: number) => {
-    const r = code(k);
-    if (r > HLL_MAX_RANK) throw new Error(`HLL rank ${r} out of range`);
-    return r;
-  };
-  const counts = new Array<number>(HLL_MAX_RANK + 1).fill(0);
-  if (text.length === HLL_REGISTERS) {
-    for (let k = 0; k < HLL_REGISTERS; k++) counts[rank(k)]!++;
+  const n = text.length;
+  let bad = 0;
+  let maxRank = 0;
+  if (n === HLL_REGISTERS) {
+    let set = 0;
+    for (let k = 0; k < HLL_REGISTERS; k++) {
+      const r = CODE16[text.charCodeAt(k)]!;
+      bad |= r;
+      if (r > maxRank) maxRank = r;
+      if (r > 0) set++;
+    }
+    if (bad < 0 || maxRank > HLL_MAX_RANK) explainBad(text);
     // Canonical (more registers set than the sparse form holds): kept as text; else normalized below.
-    if (HLL_REGISTERS - counts[0]! > SPARSE_MAX) return Sketch.ofText(text, counts);
+    if (set > SPARSE_MAX) return Sketch.ofText(text);
     const dense = new Uint8Array(HLL_REGISTERS);
-    for (let k = 0; k < HLL_REGISTERS; k++) dense[k] = rank(k);
+    for (let k = 0; k < HLL_REGISTERS; k++) dense[k] = CODE16[text.charCodeAt(k)]!;
     return Sketch.fromRegisters(dense);
   }
-  if (text.length % 3 !== 0) throw new Error(`not an HLL sketch: length ${text.length}`);
-  if (text.length === 0) return null;
+  if (n % 3 !== 0) throw new Error(`not an HLL sketch: length ${n}`);
+  if (n === 0) return null;
   // Canonical sparse text (indices strictly increasing, every rank set): kept as text.
   let canonical = true;
   let last = -1;
-  for (let k = 0; k < text.length; k += 3) {
-    const i = code(k) * 64 + code(k + 1);
-    const r = rank(k + 2);
+  for (let k = 0; k < n; k += 3) {
+    const a = CODE16[text.charCodeAt(k)]!;
+    const b = CODE16[text.charCodeAt(k + 1)]!;
+    const r = CODE16[text.charCodeAt(k + 2)]!;
+    bad |= a | b | r;
+    const i = a * 64 + b;
     if (i <= last || r === 0) canonical = false;
+    if (r > maxRank) maxRank = r;
     last = i;
-    counts[r]!++;
   }
-  if (canonical && text.length / 3 <= SPARSE_MAX) {
-    counts[0] = HLL_REGISTERS - text.length / 3;
-    return Sketch.ofText(text, counts);
-  }
+  if (bad < 0 || maxRank > HLL_MAX_RANK) explainBad(text);
+  if (canonical && n / 3 <= SPARSE_MAX) return Sketch.ofText(text);
   // Two characters of 64 values are an index below 4096 by construction.
   const regs = new Map<number, number>();
-  for (let k = 0; k < text.length; k += 3) {
-    const i = code(k) * 64 + code(k + 1);
-    const r = rank(k + 2);
+  for (let k = 0; k < n; k += 3) {
+    const i = CODE16[text.charCodeAt(k)]! * 64 + CODE16[text.charCodeAt(k + 1)]!;
+    const r = CODE16[text.charCodeAt(k + 2)]!;
     if (r > (regs.get(i) ?? 0)) regs.set(i, r);
   }
   return Sketch.ofMap(regs);
@@ -313,11 +442,14 @@ export function parseSqlSketch(text: string | null): Sketch | null {
  * switch between linear counting and the raw estimate of the original paper
  * (whose bias bump near 2.5 m is several %). 0 for the empty sketch.
  */
+const scratch = new Array<number>(HLL_MAX_RANK + 1).fill(0);
+
 export function estimate(sketch: Sketch | null): number {
   if (!sketch) return 0;
   const m = HLL_REGISTERS;
   const q = HLL_TAIL_BITS;
-  const c = sketch.rankCounts();
+  // One scratch array for every estimate (a query makes thousands; nothing here is asynchronous).
+  const c = sketch.addCounts(scratch.fill(0));
   let z = m * tau(1 - c[q + 1]! / m);
   for (let k = q; k >= 1; k--) z = 0.5 * (z + c[k]!);
   z += m * sigma(c[0]! / m);

@@ -8,7 +8,7 @@
  * A missing (or non-numeric) field leaves sum/min/max/avg untouched; count()
  * counts every matching event; a missing field leaves distinct untouched.
  */
-import { checkRange, Decimal, decimalText } from './decimal.ts';
+import { checkRange, Decimal, decimalFromText, decimalOfInteger, decimalText, decimalToNumber, smallInteger } from './decimal.ts';
 import { estimate, mergeAll, mergeSketches, parseSketch, parseSqlSketch, type Sketch } from './hll.ts';
 import type { Metric, MetricFn, View } from './views.ts';
 
@@ -54,21 +54,36 @@ export function identity(metric: Metric): MetricState {
 const pick = (a: Decimal | null | undefined, b: Decimal | null | undefined, take: (x: Decimal, y: Decimal) => Decimal) =>
   a == null ? (b ?? null) : b == null ? a : take(a, b);
 
+/**
+ * a[c] + b[c] (a missing value is zero), checked against DECIMAL(38, 9). Two integers below 2^53
+ * with a non-zero sum below it add as doubles, exactly and within range; anything else in decimals.
+ */
+function addComponent(fn: MetricFn, c: 'count' | 'sum', a: MetricState, b: MetricState): Decimal {
+  const x = a[c] ?? ZERO;
+  const y = b[c] ?? ZERO;
+  const p = smallInteger(x);
+  const q = p === undefined ? undefined : smallInteger(y);
+  if (q !== undefined) {
+    const n = p! + q;
+    if (n !== 0 && Number.isSafeInteger(n)) return decimalOfInteger(n);
+  }
+  return checkRange(x.plus(y), `${fn} ${c}`);
+}
+
 /** The monoid operation: associative, commutative, with `identity` as unit. */
 export function combine(metric: Metric, a: MetricState, b: MetricState): MetricState {
-  const add = (c: 'count' | 'sum') => checkRange((a[c] ?? ZERO).plus(b[c] ?? ZERO), `${metric.fn} ${c}`);
   switch (metric.fn) {
     case 'count':
-      return { count: add('count') };
+      return { count: addComponent('count', 'count', a, b) };
     case 'sum':
-      return { sum: add('sum') };
+      return { sum: addComponent('sum', 'sum', a, b) };
     // not Decimal.min/max: decimal.js statics read their constructor from `this` and fail unbound
     case 'min':
       return { min: pick(a.min, b.min, (x, y) => (y.lt(x) ? y : x)) };
     case 'max':
       return { max: pick(a.max, b.max, (x, y) => (y.gt(x) ? y : x)) };
     case 'avg':
-      return { sum: add('sum'), count: add('count') };
+      return { sum: addComponent('avg', 'sum', a, b), count: addComponent('avg', 'count', a, b) };
     case 'distinct':
       return { hll: mergeSketches(a.hll, b.hll) };
   }
@@ -114,6 +129,36 @@ export function finalize(metric: Metric, s: MetricState): Decimal | null {
 }
 
 /**
+ * `finalize` as the JSON number an answer shows (`decimalToNumber`, null stays null), without the
+ * detours a query pays per row otherwise: an avg of integers below 10^15 divides as doubles (the
+ * correctly rounded quotient of two integers below 2^53 is never near enough a halfway point between
+ * two doubles for decimal.js's 60 digits to round differently: the same number), and an estimate
+ * is already a number.
+ */
+export function finalizeNumber(metric: Metric, s: MetricState): number | null {
+  switch (metric.fn) {
+    case 'count':
+      return decimalToNumber(s.count ?? ZERO);
+    case 'sum':
+      return decimalToNumber(s.sum ?? ZERO);
+    case 'min':
+      return s.min == null ? null : decimalToNumber(s.min);
+    case 'max':
+      return s.max == null ? null : decimalToNumber(s.max);
+    case 'avg': {
+      const count = s.count;
+      if (!count || count.isZero()) return null;
+      const sum = s.sum ?? ZERO;
+      const p = smallInteger(sum);
+      const q = p === undefined ? undefined : smallInteger(count);
+      return q === undefined ? decimalToNumber(sum.div(count)) : p! / q;
+    }
+    case 'distinct':
+      return estimate(s.hll ?? null);
+  }
+}
+
+/**
  * A view's metrics with their state columns, computed once per view: a query turns thousands of
  * rows into states and back, and building these names per row was a good part of its time.
  */
@@ -155,12 +200,43 @@ export function combineViewStates(view: View, a: ViewState, b: ViewState): ViewS
 export function combineAllViewStates(view: View, states: readonly ViewState[]): ViewState {
   if (states.length === 1) return states[0]!;
   const out: ViewState = {};
-  for (const { name, metric } of layoutOf(view)) {
+  for (const { name, metric, columns } of layoutOf(view)) {
     const parts = states.map((s) => s[name] ?? identity(metric));
     if (metric.fn === 'distinct') out[name] = { hll: mergeAll(parts.map((p) => p.hll)) };
-    else out[name] = parts.reduce((a, b) => combine(metric, a, b), identity(metric));
+    else if (metric.fn === 'min' || metric.fn === 'max') out[name] = parts.reduce((a, b) => combine(metric, a, b), identity(metric));
+    else {
+      const ms: MetricState = {};
+      for (const { component } of columns) ms[component as 'count' | 'sum'] = sumAll(parts, component as 'count' | 'sum', metric.fn);
+      out[name] = ms;
+    }
   }
   return out;
+}
+
+/** `finalizeNumber` of every metric, set on `out` in declaration order (a response row being built). */
+export function finalizeViewNumbers(view: View, s: ViewState, out: Record<string, unknown>): void {
+  for (const { name, metric } of layoutOf(view)) out[name] = finalizeNumber(metric, s[name] ?? identity(metric));
+}
+
+/**
+ * The sum of one count/sum component over `parts`, as `combine` folds it from zero (a missing value
+ * counts as zero, each partial sum checked against DECIMAL(38, 9)). While every value and partial
+ * sum is an integer below 2^53 the fold runs on doubles, exactly, and cannot overflow; the first
+ * other value carries it on in decimals.
+ */
+function sumAll(parts: readonly MetricState[], c: 'count' | 'sum', fn: MetricFn): Decimal {
+  let n = 0;
+  let k = 0;
+  for (; k < parts.length; k++) {
+    const v = parts[k]![c];
+    if (v == null) continue;
+    const x = smallInteger(v);
+    if (x === undefined || !Number.isSafeInteger(n + x)) break;
+    n += x;
+  }
+  let d = decimalOfInteger(n);
+  for (; k < parts.length; k++) d = checkRange(d.plus(parts[k]![c] ?? ZERO), `${fn} ${c}`);
+  return d;
 }
 
 export function finalizeViewState(view: View, s: ViewState): Record<string, Decimal | null> {
@@ -193,13 +269,16 @@ export function stateColumns(view: View): StateColumn[] {
  */
 export function stateToColumns(view: View, s: ViewState): Record<string, string | null> {
   const out: Record<string, string | null> = {};
-  for (const c of stateColumns(view)) {
-    if (c.component === 'hll') {
-      out[c.column] = s[c.metric]?.hll?.toText() ?? null;
-      continue;
+  for (const { name, columns } of layoutOf(view)) {
+    const ms = s[name];
+    for (const { component, column } of columns) {
+      if (component === 'hll') {
+        out[column] = ms?.hll?.toText() ?? null;
+        continue;
+      }
+      const v = ms?.[component];
+      out[column] = v == null ? null : decimalText(v);
     }
-    const v = s[c.metric]?.[c.component];
-    out[c.column] = v == null ? null : decimalText(v);
   }
   return out;
 }
@@ -211,8 +290,14 @@ export function stateToColumns(view: View, s: ViewState): Record<string, string 
 export function columnFromSql(component: Component, text: string | null | undefined): string | null {
   if (text === null || text === undefined) return null;
   if (component === 'hll') return parseSqlSketch(text)?.toText() ?? null;
+  // Counts (BIGINT) come already plain, and sums of whole values as `<integer>.000000000`: that integer is the plain text.
+  const whole = SQL_WHOLE.exec(text);
+  if (whole) return whole[1]!;
   return decimalText(new Decimal(text));
 }
+
+/** An integer in plain form (no sign on zero, no leading zeros), maybe with a fraction of zeros. */
+const SQL_WHOLE = /^(0|-?[1-9]\d{0,37})(?:\.0+)?$/;
 
 /** Reads a state back from columns (strings, numbers or bigints as SQL engines and DynamoDB return them). */
 export function stateFromColumns(view: View, row: Readonly<Record<string, unknown>>): ViewState {
@@ -223,7 +308,7 @@ export function stateFromColumns(view: View, row: Readonly<Record<string, unknow
       const raw = row[column];
       if (raw === null || raw === undefined) continue;
       if (component === 'hll') ms.hll = parseSketch(String(raw));
-      else ms[component] = new Decimal(String(raw));
+      else ms[component] = decimalFromText(typeof raw === 'string' ? raw : String(raw));
     }
     s[name] = ms;
   }

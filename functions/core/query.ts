@@ -3,8 +3,7 @@
  * the merge of the batch view with the speed cells it does not cover, and the
  * rows of the response. Pure: the query handler reads the rows and hands them here.
  */
-import { decimalToNumber } from './decimal.ts';
-import { combineAllViewStates, finalizeViewState, type ViewState } from './metrics.ts';
+import { combineAllViewStates, finalizeViewNumbers, type ViewState } from './metrics.ts';
 import { GRAIN_MS, grainRank, iso, parseTime, QUERY_GRAINS, type QueryGrain, rollupBucket } from './time.ts';
 import type { View } from './views.ts';
 
@@ -233,32 +232,110 @@ export function mergeRows(view: View, batchRows: readonly Row[], speedRows: read
 }
 
 /**
+ * Rows gathered per (rolled-up bucket, `groupBy` values) in a tree of maps, one level per key part (the
+ * values themselves as keys: no key text per row), read back in sortRows' order by sorting each level's
+ * few keys instead of all the rows.
+ */
+interface Rolled {
+  readonly spec: QuerySpec;
+  readonly filters: readonly (readonly [number, string])[];
+  readonly groupIdx: readonly number[];
+  readonly root: Map<number, unknown>;
+}
+
+interface Group {
+  readonly bucket: number;
+  readonly dims: readonly (string | null)[];
+  readonly states: ViewState[];
+}
+
+function rolled(view: View, spec: QuerySpec): Rolled {
+  return {
+    spec,
+    filters: Object.entries(spec.filters).map(([d, v]) => [view.dimensions.indexOf(d), v] as const),
+    groupIdx: spec.groupBy.map((d) => view.dimensions.indexOf(d)),
+    root: new Map(),
+  };
+}
+
+function rollInto(acc: Rolled, r: Row): void {
+  const { spec, filters, groupIdx } = acc;
+  if (r.bucket < spec.from || r.bucket >= spec.to) return;
+  for (const [i, v] of filters) if ((r.dims[i] ?? null) !== v) return;
+  const bucket = rollupBucket(r.bucket, spec.grain, spec.from);
+  let level: Map<unknown, unknown> = acc.root;
+  let key: unknown = bucket;
+  for (const i of groupIdx) {
+    let next = level.get(key) as Map<unknown, unknown> | undefined;
+    if (!next) {
+      next = new Map();
+      level.set(key, next);
+    }
+    level = next;
+    key = r.dims[i] ?? null;
+  }
+  const seen = level.get(key) as Group | undefined;
+  if (seen) seen.states.push(r.state);
+  else level.set(key, { bucket, dims: groupIdx.map((i) => r.dims[i] ?? null), states: [r.state] });
+}
+
+/** Dimension values as compareDims orders them: null first, then by UTF-16 code units. */
+const compareDim = (x: unknown, y: unknown) => (x === y ? 0 : x === null ? -1 : y === null ? 1 : (x as string) < (y as string) ? -1 : 1);
+
+function rolledRows(view: View, acc: Rolled): Row[] {
+  const out: Row[] = [];
+  const depth = acc.groupIdx.length;
+  const walk = (level: Map<unknown, unknown>, d: number) => {
+    const keys = [...level.keys()];
+    keys.sort(d === 0 ? (a, b) => (a as number) - (b as number) : compareDim);
+    for (const k of keys) {
+      const v = level.get(k);
+      if (d < depth) walk(v as Map<unknown, unknown>, d + 1);
+      else {
+        const g = v as Group;
+        out.push({ bucket: g.bucket, dims: g.dims, state: combineAllViewStates(view, g.states) });
+      }
+    }
+  };
+  walk(acc.root, 0);
+  return out;
+}
+
+/**
  * Keeps the rows that pass the dimension filters and whose bucket is in
  * [from, to), rolls their buckets up to `grain` and groups them by `groupBy`:
  * the returned rows' `dims` are the `groupBy` values.
  */
 export function rollupRows(view: View, spec: QuerySpec, rows: readonly Row[]): Row[] {
-  const filters = Object.entries(spec.filters).map(([d, v]) => [view.dimensions.indexOf(d), v] as const);
-  const groupIdx = spec.groupBy.map((d) => view.dimensions.indexOf(d));
-  const acc: Gathered = new Map();
-  for (const r of rows) {
-    if (r.bucket < spec.from || r.bucket >= spec.to) continue;
-    if (!filters.every(([i, v]) => (r.dims[i] ?? null) === v)) continue;
-    gather(
-      acc,
-      rollupBucket(r.bucket, spec.grain, spec.from),
-      groupIdx.map((i) => r.dims[i] ?? null),
-      r.state,
-    );
-  }
-  return sortRows(combined(view, acc));
+  const acc = rolled(view, spec);
+  for (const r of rows) rollInto(acc, r);
+  return rolledRows(view, acc);
+}
+
+/**
+ * `rollupRows` of `mergeRows(view, batchRows, speedRows, cutoff)` in one pass: combining per view
+ * cell and then per rolled-up cell is one fold per rolled-up cell (the monoid is associative and
+ * commutative), so the merge's own grouping and sort are skipped.
+ */
+function rollupMerged(
+  view: View,
+  spec: QuerySpec,
+  batchRows: readonly Row[],
+  speedRows: readonly SpeedRow[],
+  cutoff: number | null,
+): Row[] {
+  const acc = rolled(view, spec);
+  for (const r of batchRows) rollInto(acc, r);
+  for (const d of speedRows) if (cutoff === null || d.window >= cutoff) rollInto(acc, d);
+  return rolledRows(view, acc);
 }
 
 /** The response rows: rolled up and grouped, metrics finalized to JSON numbers (or null), then ordered and limited per bucket. */
 export function shapeRows(view: View, spec: QuerySpec, rows: readonly Row[]): ResponseRow[] {
-  return topRows(spec, finalizeRows(view, spec, rows));
+  return topRows(spec, finalizeRows(view, spec, rollupRows(view, spec, rows)));
 }
 
+/** Rolled-up rows as response rows: the bucket as ISO-8601, the `groupBy` values, the metrics as JSON numbers (or null). */
 function finalizeRows(view: View, spec: QuerySpec, rows: readonly Row[]): ResponseRow[] {
   // Rows share few buckets (90 days at day grain: 90 for thousands of rows); formatting a date is not free.
   const buckets = new Map<number, string>();
@@ -269,15 +346,16 @@ function finalizeRows(view: View, spec: QuerySpec, rows: readonly Row[]): Respon
     buckets.set(ms, text);
     return text;
   };
-  return rollupRows(view, spec, rows).map((r) => {
-    const out: ResponseRow = { bucket: bucketText(r.bucket) };
-    spec.groupBy.forEach((d, i) => {
-      out[d] = r.dims[i] ?? null;
-    });
-    for (const [metric, value] of Object.entries(finalizeViewState(view, r.state)))
-      out[metric] = value === null ? null : decimalToNumber(value);
-    return out;
-  });
+  const groupBy = spec.groupBy;
+  const out: ResponseRow[] = new Array(rows.length);
+  for (let k = 0; k < rows.length; k++) {
+    const r = rows[k]!;
+    const row: ResponseRow = { bucket: bucketText(r.bucket) };
+    for (let i = 0; i < groupBy.length; i++) row[groupBy[i]!] = r.dims[i] ?? null;
+    finalizeViewNumbers(view, r.state, row);
+    out[k] = row;
+  }
+  return out;
 }
 
 /**
@@ -293,7 +371,7 @@ export function shapeResponse(
   speedRows: readonly SpeedRow[],
   cutoff: number | null,
 ): ResponseRow[] {
-  const rows = shapeRows(view, spec, mergeRows(view, batchRows, speedRows, cutoff));
+  const rows = topRows(spec, finalizeRows(view, spec, rollupMerged(view, spec, batchRows, speedRows, cutoff)));
   if (!spec.parts) return rows;
   const metricsOnly = (r: ResponseRow | undefined): Record<string, number | null> =>
     Object.fromEntries(
@@ -305,8 +383,8 @@ export function shapeResponse(
   const key = (r: ResponseRow) => JSON.stringify([r.bucket, ...spec.groupBy.map((d) => r[d] ?? null)]);
   const index = (side: ResponseRow[]) => new Map(side.map((r) => [key(r), r]));
   // Each side whole (finalizeRows neither orders nor limits): a row of the merged top N need not be in either side's.
-  const batch = index(finalizeRows(view, spec, mergeRows(view, batchRows, [], cutoff)));
-  const speed = index(finalizeRows(view, spec, mergeRows(view, [], speedRows, cutoff)));
+  const batch = index(finalizeRows(view, spec, rollupMerged(view, spec, batchRows, [], cutoff)));
+  const speed = index(finalizeRows(view, spec, rollupMerged(view, spec, [], speedRows, cutoff)));
   return rows.map((r) => ({ ...r, parts: { batch: metricsOnly(batch.get(key(r))), speed: metricsOnly(speed.get(key(r))) } }));
 }
 
