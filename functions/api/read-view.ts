@@ -29,7 +29,7 @@
  */
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { DynamoDBDocumentClient, GetCommand, QueryCommand, type QueryCommandInput } from '@aws-sdk/lib-dynamodb';
-import { decodeBlock } from '../core/blocks.ts';
+import { decodeBlock, newestBlocks } from '../core/blocks.ts';
 import {
   BATCH_PARTITION_MS,
   batchDayBlockPk,
@@ -126,6 +126,8 @@ export interface PartitionWriters {
   readonly rollups?: { readonly grains: readonly Grain[]; readonly from: number };
   /** Day blocks (minute views): 30-day block start -> writer; a block without an entry is read per partition. */
   readonly dayBlocks?: ReadonlyMap<number, number>;
+  /** Partition start -> earlier writers (newest first) holding the base blocks its writer did not rewrite. */
+  readonly inherits?: ReadonlyMap<number, readonly number[]>;
 }
 
 /**
@@ -142,21 +144,33 @@ export async function readPartitionWriters(
     new GetCommand({
       TableName: deps.tables.control,
       Key: versionKey(version),
-      ProjectionExpression: '#views.#v.#parts, #views.#v.#rollups',
-      ExpressionAttributeNames: { '#views': 'views', '#v': view.name, '#parts': 'partitions', '#rollups': 'rollups' },
+      ProjectionExpression: '#views.#v.#parts, #views.#v.#rollups, #views.#v.#inh',
+      ExpressionAttributeNames: { '#views': 'views', '#v': view.name, '#parts': 'partitions', '#rollups': 'rollups', '#inh': 'inherits' },
       ConsistentRead: true,
     }),
   );
-  const entry = (out.Item?.views as Record<string, { partitions?: unknown; rollups?: unknown }> | undefined)?.[view.name];
+  const entry = (out.Item?.views as Record<string, { partitions?: unknown; rollups?: unknown; inherits?: unknown }> | undefined)?.[
+    view.name
+  ];
   const parts = entry?.partitions;
   if (!parts || typeof parts !== 'object' || Array.isArray(parts)) return undefined;
   const writers = new Map(Object.entries(parts as Record<string, unknown>).map(([start, writer]) => [Number(start), num(writer)]));
+  const inh = entry.inherits;
+  const inherits =
+    inh && typeof inh === 'object'
+      ? new Map(
+          Object.entries(inh as Record<string, unknown>)
+            .filter(([, ws]) => Array.isArray(ws) && ws.length > 0)
+            .map(([start, ws]) => [Number(start), (ws as unknown[]).map(num)]),
+        )
+      : undefined;
+  const base = inherits && inherits.size > 0 ? { writers, inherits } : { writers };
   const r = entry.rollups as { grains?: unknown; from?: unknown; dayBlocks?: unknown } | undefined;
-  if (!r || !Array.isArray(r.grains) || r.from === undefined) return { writers };
+  if (!r || !Array.isArray(r.grains) || r.from === undefined) return base;
   const rollups = { grains: r.grains.map(String) as Grain[], from: num(r.from) };
-  if (!r.dayBlocks || typeof r.dayBlocks !== 'object') return { writers, rollups };
+  if (!r.dayBlocks || typeof r.dayBlocks !== 'object') return { ...base, rollups };
   const dayBlocks = new Map(Object.entries(r.dayBlocks as Record<string, unknown>).map(([start, w]) => [Number(start), num(w)]));
-  return { writers, rollups, dayBlocks };
+  return { ...base, rollups, dayBlocks };
 }
 
 /** Every item of a Query, following LastEvaluatedKey (or the first `maxItems`). */
@@ -186,6 +200,11 @@ export interface BatchRead {
   readonly grain: Grain;
   readonly from: number;
   readonly to: number;
+  /**
+   * Base rows of a partition whose writer inherits blocks: the earlier writers' keys (newest first), read over the same
+   * range; a block is kept from the first key of [pk, ...inherited] that holds it (core/blocks.ts newestBlocks).
+   */
+  readonly inherited?: readonly string[];
 }
 
 const ceilTo = (ms: number, step: number) => Math.ceil(ms / step) * step;
@@ -246,33 +265,40 @@ export function batchReads(
         else out.push({ pk, ...piece });
         continue;
       }
-      const pk = piece.grain === view.grain ? batchPartitionPk(view.name, writer, p) : batchRollupPk(view.name, piece.grain, writer, p);
-      out.push({ pk, ...piece });
+      if (piece.grain !== view.grain) {
+        out.push({ pk: batchRollupPk(view.name, piece.grain, writer, p), ...piece });
+        continue;
+      }
+      const inherited = writers?.inherits?.get(p)?.map((w) => batchPartitionPk(view.name, w, p));
+      out.push({ pk: batchPartitionPk(view.name, writer, p), ...piece, ...(inherited && { inherited }) });
     }
   }
   return out;
 }
 
 /**
- * The reads of `batchReads` as key-range Queries of the blocks meeting [from, to), projected to the
+ * The reads of `batchReads` as key-range Queries of the blocks meeting [from, to) (per read: its key's, then each
+ * inherited key's, whose items the caller keeps by core/blocks.ts newestBlocks), projected to the
  * packed rows (DynamoDB still charges by whole item size; less to transfer). The caller keeps the
  * decoded rows in [from, to) (`blockRowsIn`): the edge blocks may hold buckets outside.
  */
-export function batchQueries(deps: Pick<ReadDeps, 'tables'>, view: View, reads: readonly BatchRead[]): QueryCommandInput[] {
+export function batchQueries(deps: Pick<ReadDeps, 'tables'>, view: View, reads: readonly BatchRead[]): QueryCommandInput[][] {
   // sk = <block start 13d>#<chunk 3d>: the block holding `from` starts at or before it, and a block starting at
   // `to` has sk "<to>#000" > pad13(to), so BETWEEN pad13(blockStart(from)) AND pad13(to) holds exactly the blocks meeting [from, to).
   // The projection also names the attributes of a row item of the layout before blocks (sk <bucket 13d>#<dims>, in the same
   // range): a version written before an upgrade stays readable until the next run rebuilds it (`storage changed`).
   const legacy = ['bucket', 'dims', ...stateColumns(view).map((c) => c.column)];
   const names: Record<string, string> = { '#b': 'block', '#r': 'rows', ...Object.fromEntries(legacy.map((a, i) => [`#l${i}`, a])) };
-  return reads.map((r) => ({
-    TableName: deps.tables.batchViews,
-    KeyConditionExpression: 'pk = :pk AND sk BETWEEN :lo AND :hi',
-    ExpressionAttributeValues: { ':pk': r.pk, ':lo': pad13(blockStart(r.from, r.grain)), ':hi': pad13(r.to) },
-    ExpressionAttributeNames: names,
-    ProjectionExpression: Object.keys(names).join(', '),
-    ConsistentRead: true,
-  }));
+  return reads.map((r) =>
+    [r.pk, ...(r.inherited ?? [])].map((pk) => ({
+      TableName: deps.tables.batchViews,
+      KeyConditionExpression: 'pk = :pk AND sk BETWEEN :lo AND :hi',
+      ExpressionAttributeValues: { ':pk': pk, ':lo': pad13(blockStart(r.from, r.grain)), ':hi': pad13(r.to) },
+      ExpressionAttributeNames: names,
+      ProjectionExpression: Object.keys(names).join(', '),
+      ConsistentRead: true,
+    })),
+  );
 }
 
 /** The rows of one batch-views item: a block's, or (a version written before blocks) the one row it is. */
@@ -373,13 +399,12 @@ export async function readView(
   const pointer = await readPointer(deps);
   const batchStats = emptyStats();
   const speedStats = emptyStats();
-  const tasks: { input: QueryCommandInput; kind: 'batch' | 'speed'; read?: BatchRead }[] = [];
+  // A batch read of a partition inheriting blocks is several Queries (layer 0: its writer's key, then older ones).
+  const tasks: { input: QueryCommandInput; kind: 'batch' | 'speed'; read?: number; layer?: number }[] = [];
   const writers = pointer ? await readPartitionWriters(deps, view, pointer.version) : undefined;
-  if (pointer) {
-    const reads = batchReads(view, pointer.version, opts.grain ?? view.grain, fromMs, toMs, writers);
-    const inputs = batchQueries(deps, view, reads);
-    for (const [i, input] of inputs.entries()) tasks.push({ input, kind: 'batch', read: reads[i]! });
-  }
+  const reads = pointer ? batchReads(view, pointer.version, opts.grain ?? view.grain, fromMs, toMs, writers) : [];
+  for (const [read, inputs] of batchQueries(deps, view, reads).entries())
+    for (const [layer, input] of inputs.entries()) tasks.push({ input, kind: 'batch', read, layer });
   if (!opts.batchOnly) {
     const range = speedWindowRange(deps.settings, pointer?.cutoff ?? null, now);
     for (const input of speedQueries(deps, view, range.from, range.to, fromMs, toMs, now)) tasks.push({ input, kind: 'speed' });
@@ -390,10 +415,11 @@ export async function readView(
   const batchRows: Row[] = [];
   const speedRows: SpeedRow[] = [];
   const lo = bucketStart(fromMs, view.grain);
+  const layers: Record<string, unknown>[][][] = reads.map(() => []);
   results.forEach((items, i) => {
-    const { kind, read } = tasks[i]!;
+    const { kind, read, layer } = tasks[i]!;
     if (kind === 'batch') {
-      for (const r of blockRowsIn(view, read!, items, batchStats)) batchRows.push(r);
+      layers[read!]![layer!] = items;
       return;
     }
     for (const item of items) {
@@ -404,5 +430,9 @@ export async function readView(
       }
     }
   });
+  for (const [i, read] of reads.entries()) {
+    const items = layers[i]!.length === 1 ? layers[i]![0]! : newestBlocks(layers[i]!);
+    for (const r of blockRowsIn(view, read, items, batchStats)) batchRows.push(r);
+  }
   return { pointer, batchRows, speedRows, stats: { pointer: 1, manifest: pointer ? 1 : 0, batch: batchStats, speed: speedStats } };
 }

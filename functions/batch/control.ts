@@ -82,7 +82,17 @@ export interface RunItem {
 export interface ViewManifest {
   /** Rows of the view in this version (shared ones included). */
   readonly rows: number;
+  /**
+   * Partition start -> its writer: the version whose keys hold the partition's rollups and the blocks it wrote. A list of
+   * the version's own keys in manifests written before increments.
+   */
   readonly partitions: Readonly<Record<string, number>> | readonly string[];
+  /**
+   * Partition start -> earlier writers, newest first, whose keys hold the partition's blocks its writer did not rewrite
+   * (an increment rewrites only the blocks it touches; batch/load.ts mergePartition). A block is read from the first of
+   * [writer, ...inherits] that holds it. Absent: the writer holds every block.
+   */
+  readonly inherits?: Readonly<Record<string, readonly number[]>>;
   readonly loaded: boolean;
   /** viewFingerprint of the declaration the rows were computed for. */
   readonly fingerprint?: string;

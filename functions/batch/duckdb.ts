@@ -2,9 +2,10 @@
  * The DuckDB engine: stages the raw objects of the session's arrival hours
  * from S3 to a local cache (stage.ts), parses their lines once per session into
  * an in-memory table (only the columns the compiled SQL reads, plus the
- * object each line came from) and runs every view's compiled SQL over that
- * table, with @duckdb/node-api. Extensions are never downloaded (json is built
- * in; a missing one fails at once instead of reaching for the network).
+ * object each line came from), selects the copies that count once per dedup
+ * horizon and since, and runs every view's compiled SQL over those, with
+ * @duckdb/node-api. Extensions are never downloaded (json is built in; a
+ * missing one fails at once instead of reaching for the network).
  */
 
 import { randomBytes } from 'node:crypto';
@@ -13,7 +14,7 @@ import { join } from 'node:path';
 import { PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { DuckDBInstance } from '@duckdb/node-api';
 import { HOUR_MS } from '../archive/layout.ts';
-import { COMPACT_COLUMNS, compileView, duckdbParquetSource, duckdbSource, literal } from '../core/sql.ts';
+import { COMPACT_COLUMNS, compileCounted, compileView, duckdbParquetSource, duckdbSource, literal } from '../core/sql.ts';
 import type { View } from '../core/views.ts';
 import { type CompactedShard, type CompactResult, compactObjectKey } from './compact.ts';
 import {
@@ -185,6 +186,7 @@ export function duckDbEngine(opts: DuckDbEngineOptions): BatchEngine {
       };
       const db = await openDuckDb();
       let loaded: Promise<void> | undefined;
+      const counted = new Map<string, Promise<string>>();
       // Parsing the JSON lines is most of a view's cost: done once, on first use, for all the views of the session.
       const load = () => {
         loaded ??= (async () => {
@@ -243,13 +245,25 @@ export function duckDbEngine(opts: DuckDbEngineOptions): BatchEngine {
         async runView(view: View, options: RunViewOptions) {
           viewReadFrom({ cutoff, from }, view, options);
           await load();
-          const sql = compileView(view, {
+          const compile = {
             dialect: 'duckdb',
             cutoff,
             horizonMs: options.horizonMs,
             ...(options.since !== undefined && { since: options.since }),
-            source: LINES_TABLE,
-          });
+          } as const;
+          // Which copies count is the same for every view with the same horizon and since: decided once (the window
+          // over every copy of every id is most of a view's cost), then each view aggregates the counted copies.
+          const key = `${options.horizonMs}|${options.since ?? ''}`;
+          let table = counted.get(key);
+          if (!table) {
+            table = (async () => {
+              const name = `counted_${counted.size}`;
+              await db.query(`CREATE TEMP TABLE ${name} AS ${compileCounted({ ...compile, source: LINES_TABLE })}`);
+              return name;
+            })();
+            counted.set(key, table);
+          }
+          const sql = compileView(view, { ...compile, source: await table, counted: true });
           return toBatchRows(view, await db.query(sql));
         },
         async close() {

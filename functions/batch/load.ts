@@ -7,7 +7,7 @@
  * left. State columns travel as decimal text, so nothing passes through a double.
  */
 import { type AttributeValue, BatchWriteItemCommand, type DynamoDBClient, QueryCommand, type WriteRequest } from '@aws-sdk/client-dynamodb';
-import { decodeBlock, encodeBlocks } from '../core/blocks.ts';
+import { decodeBlock, encodeBlocks, newestBlocks } from '../core/blocks.ts';
 import {
   batchDayBlockPk,
   batchPartitionPk,
@@ -34,7 +34,19 @@ export const BATCH_WRITE_MAX = 25;
  * The layout this code writes and reads batch views in, recorded in each version's manifest: rows packed in blocks
  * (core/blocks.ts), day blocks of minute views. A published version in another layout is rebuilt, not incremented.
  */
-export const STORAGE_LAYOUT = 'blocks-1';
+export const STORAGE_LAYOUT = 'blocks-2';
+/**
+ * Layouts an increment can merge into: `blocks-1` is `blocks-2` without inherited blocks (every partition whole under
+ * its writer), which this code reads as a partition with nothing inherited. Code that knew only `blocks-1` rebuilds a
+ * `blocks-2` version (it would not read inherited blocks).
+ */
+export const MERGEABLE_LAYOUTS: readonly string[] = ['blocks-1', STORAGE_LAYOUT];
+/**
+ * Earlier writers a partition may inherit blocks from; an increment that would make it more carries the blocks of all
+ * but the oldest into its write (mergePartition). Bounds the Queries a base-grain read of a partition makes (one per
+ * writer) and the manifest's size.
+ */
+export const MAX_INHERITED_WRITERS = 3;
 /** Rounds of unprocessed items before a load gives up (the step is retried whole). */
 const MAX_ATTEMPTS = 16;
 
@@ -164,7 +176,7 @@ export function planDayBlocks(
 
 /**
  * Writes the day blocks `planDayBlocks` asked for as `version`: the day rows of each partition of a
- * block from `fresh` (the base rows this step just wrote, by partition start) or else read from the
+ * block from `fresh` (the day rollups this step just wrote, by partition start) or else read from the
  * partition's day rollup under its writer (strongly consistent: the loads may have just written it).
  */
 export async function writeDayBlocks(
@@ -179,7 +191,7 @@ export async function writeDayBlocks(
   for (const b of build) {
     const parts = await mapLimit(b.partitions, opts.concurrency ?? 8, async ([p, writer]) => {
       const own = fresh?.get(p);
-      if (own) return rollupRows(view, 'day', own);
+      if (own) return own;
       return readPartitionRows(opts.ddb, opts.table, view, batchRollupPk(view.name, 'day', writer, Number(p)));
     });
     const dayRows = parts.flat();
@@ -219,7 +231,7 @@ export interface PartitionRef {
 export function partitionRefs(
   viewName: string,
   version: number,
-  v: Pick<ViewManifest, 'partitions' | 'rollups'> | undefined,
+  v: Pick<ViewManifest, 'partitions' | 'rollups' | 'inherits'> | undefined,
 ): PartitionRef[] {
   const parts = v?.partitions;
   if (!parts) return [];
@@ -235,8 +247,18 @@ export function partitionRefs(
   const refs = Object.entries(parts as Readonly<Record<string, number>>).flatMap(([start, w]): PartitionRef[] => {
     const writer = Number(w);
     const base: PartitionRef = { view: viewName, start, writer, pk: batchPartitionPk(viewName, writer, Number(start)) };
-    if (!rollups || writer < Number(rollups.from)) return [base];
-    return [base, ...rollups.grains.map((grain) => ({ ...base, grain, pk: batchRollupPk(viewName, grain, writer, Number(start)) }))];
+    // Blocks the writer did not rewrite are still read from earlier writers' keys (copy-on-write per block).
+    const inherited = (v.inherits?.[start] ?? []).map((w) => ({
+      ...base,
+      writer: Number(w),
+      pk: batchPartitionPk(viewName, Number(w), Number(start)),
+    }));
+    if (!rollups || writer < Number(rollups.from)) return [base, ...inherited];
+    return [
+      base,
+      ...inherited,
+      ...rollups.grains.map((grain) => ({ ...base, grain, pk: batchRollupPk(viewName, grain, writer, Number(start)) })),
+    ];
   });
   // Day blocks: one key per (block start, writer), named by the manifest's `rollups.dayBlocks` map.
   const blocks = Object.entries(rollups?.dayBlocks ?? {}).map(([start, w]) => ({
@@ -251,22 +273,165 @@ export function partitionRefs(
 
 /** Every item of one batch-view partition as rows (strongly consistent: it may have been written just now). */
 export async function readPartitionRows(ddb: DynamoDBClient, table: string, view: View, pk: string): Promise<BatchRow[]> {
-  const rows: BatchRow[] = [];
+  return rowsOfItems(view, await queryItems(ddb, table, pk));
+}
+
+/** The items of one Query (all pages): a whole key, or the blocks in `sk` range [lo, hi]. Strongly consistent. */
+async function queryItems(
+  ddb: DynamoDBClient,
+  table: string,
+  pk: string,
+  range?: readonly [string, string],
+): Promise<Record<string, AttributeValue>[]> {
+  const items: Record<string, AttributeValue>[] = [];
   let start: Record<string, AttributeValue> | undefined;
   do {
     const page = await ddb.send(
       new QueryCommand({
         TableName: table,
-        KeyConditionExpression: 'pk = :pk',
-        ExpressionAttributeValues: { ':pk': { S: pk } },
+        KeyConditionExpression: range ? 'pk = :pk AND sk BETWEEN :lo AND :hi' : 'pk = :pk',
+        ExpressionAttributeValues: { ':pk': { S: pk }, ...(range && { ':lo': { S: range[0] }, ':hi': { S: range[1] } }) },
         ConsistentRead: true,
         ExclusiveStartKey: start,
       }),
     );
-    for (const r of rowsOfItems(view, page.Items ?? [])) rows.push(r);
+    for (const item of page.Items ?? []) items.push(item);
     start = page.LastEvaluatedKey;
   } while (start);
-  return rows;
+  return items;
+}
+
+/**
+ * The writers a partition's base rows are read from, newest first: its writer, then the earlier writers it inherits
+ * blocks from (ViewManifest.inherits). A block is read from the first that holds it.
+ */
+export function partitionChain(entry: Pick<ViewManifest, 'partitions' | 'inherits'>, start: string): number[] {
+  const parts = entry.partitions as Readonly<Record<string, number>>;
+  if (parts[start] === undefined) return [];
+  return [Number(parts[start]), ...(entry.inherits?.[start] ?? []).map(Number)];
+}
+
+/**
+ * Every base row of a partition as a version's manifest references it: each block from the first writer of `chain`
+ * (newest first) that holds it.
+ */
+export async function readPartitionChain(
+  ddb: DynamoDBClient,
+  table: string,
+  view: View,
+  start: string,
+  chain: readonly number[],
+): Promise<BatchRow[]> {
+  const layers = await Promise.all(chain.map((w) => queryItems(ddb, table, batchPartitionPk(view.name, w, Number(start)))));
+  return rowsOfItems(view, newestBlocks(layers));
+}
+
+/** The rows of one block of a partition: from the first writer of `chain` (newest first) that holds it. */
+async function readBlock(
+  ddb: DynamoDBClient,
+  table: string,
+  view: View,
+  start: string,
+  chain: readonly number[],
+  block: number,
+): Promise<BatchRow[]> {
+  for (const w of chain) {
+    const items = await queryItems(ddb, table, batchPartitionPk(view.name, w, Number(start)), [blockSk(block, 0), blockSk(block, 999)]);
+    if (items.length > 0) return rowsOfItems(view, items);
+  }
+  return [];
+}
+
+/**
+ * What a load writes of one partition as a version: base rows (the whole partition, or only the blocks an increment
+ * touched), and the partition's whole rollup at each coarser grain.
+ */
+export interface PartitionWrite {
+  /** Partition start, 13 digits. */
+  readonly start: string;
+  /** Base rows to write: every row of each block they fall in (a block item replaces its block). */
+  readonly rows: readonly BatchRow[];
+  /** The partition's rows at each rollup grain (rollupGrains), whole. */
+  readonly rollups: ReadonlyMap<Grain, readonly BatchRow[]>;
+  /** Base rows the write replaces (the view's row count changes by rows.length - replaced). */
+  readonly replaced: number;
+  /** Earlier writers the partition keeps inheriting blocks from (the manifest's `inherits`); absent: written whole. */
+  readonly inherits?: readonly number[];
+}
+
+/** The writes of a rebuild: every partition whole, its rollups from its rows. */
+export function rebuildWrites(view: View, rows: readonly BatchRow[]): PartitionWrite[] {
+  return [...rowsByPartition(view, rows).entries()].map(([start, prows]) => wholeWrite(view, start, prows, 0));
+}
+
+function wholeWrite(view: View, start: string, rows: readonly BatchRow[], replaced: number): PartitionWrite {
+  return { start, rows, rollups: new Map(rollupGrains(view.grain).map((g) => [g, rollupRows(view, g, rows)])), replaced };
+}
+
+/**
+ * One partition of an increment merged into the base version's (`base`: its manifest entry of the view): only the
+ * blocks the increment touches are read and rewritten, each merged cell by cell with the metric monoids; the other
+ * blocks stay with the writers that hold them (inherited). The rollups are merged the same way: a rollup row sums its
+ * base rows, and merging is a commutative monoid, so rollup(base ⊕ increment) = rollup(base) ⊕ rollup(increment).
+ *
+ * The partition's writers, newest first, end with its base: the writer that last wrote it whole. When the partition
+ * would inherit from more than MAX_INHERITED_WRITERS writers, the blocks held by the writers above its base (each
+ * wrote only the few blocks its increment touched: the current day's latest hours, say) are carried into this write,
+ * so it inherits from the base alone, like an LSM tree merging its small recent runs into one, never the big base.
+ * Rewritten whole instead: a partition new in the increment, and one whose writer kept no rollups to merge into.
+ */
+export async function mergePartition(
+  deps: Pick<WriteOptions, 'ddb' | 'table' | 'concurrency'>,
+  view: View,
+  base: Pick<ViewManifest, 'partitions' | 'inherits' | 'rollups'>,
+  start: string,
+  increment: readonly BatchRow[],
+): Promise<PartitionWrite> {
+  const chain = partitionChain(base, start);
+  if (chain.length === 0) return wholeWrite(view, start, increment, 0);
+  const writer = chain[0]!;
+  const grains = rollupGrains(view.grain);
+  const r = base.rollups;
+  const mergeable = r !== undefined && writer >= Number(r.from) && r.grains.join() === grains.join();
+  if (!mergeable) {
+    const old = await readPartitionChain(deps.ddb, deps.table, view, start, chain);
+    return wholeWrite(view, start, mergeRows(view, old, increment), old.length);
+  }
+  const squash = chain.length > MAX_INHERITED_WRITERS;
+  // Squashing: the blocks of the writers above the base, carried into this write (each from the newest that holds it).
+  const carried = new Map<number, BatchRow[]>();
+  if (squash) {
+    const layers = await Promise.all(
+      chain.slice(0, -1).map((w) => queryItems(deps.ddb, deps.table, batchPartitionPk(view.name, w, Number(start)))),
+    );
+    for (const row of rowsOfItems(view, newestBlocks(layers))) pushTo(carried, blockStart(row.bucket, view.grain), row);
+  }
+  const lookup = squash ? chain.slice(-1) : chain;
+  const touched = new Map<number, BatchRow[]>();
+  for (const row of increment) pushTo(touched, blockStart(row.bucket, view.grain), row);
+  const blocks = await mapLimit([...new Set([...touched.keys(), ...carried.keys()])], deps.concurrency ?? 8, async (b) => {
+    const old = carried.get(b) ?? (await readBlock(deps.ddb, deps.table, view, start, lookup, b));
+    const rows = touched.get(b);
+    return { old: old.length, rows: rows ? mergeRows(view, old, rows) : old };
+  });
+  const rollups = new Map<Grain, readonly BatchRow[]>();
+  for (const g of grains) {
+    const old = await readPartitionRows(deps.ddb, deps.table, view, batchRollupPk(view.name, g, writer, Number(start)));
+    rollups.set(g, mergeRows(view, old, rollupRows(view, g, increment)));
+  }
+  return {
+    start,
+    rows: blocks.flatMap((b) => b.rows),
+    rollups,
+    replaced: blocks.reduce((n, b) => n + b.old, 0),
+    inherits: squash ? chain.slice(-1) : chain,
+  };
+}
+
+function pushTo<K, V>(m: Map<K, V[]>, k: K, v: V): void {
+  const list = m.get(k);
+  if (list) list.push(v);
+  else m.set(k, [v]);
 }
 
 /**
@@ -354,30 +519,28 @@ export async function loadRows(opts: WriteOptions, view: View, version: number, 
 }
 
 /**
- * Writes whole partitions of a view as `version`: their rows and, computed from exactly those rows,
- * their rollups at each coarser grain (`rollupGrains`), in one load. `rows` must hold every row of
- * each partition it touches (a rebuild's, or an increment's merged partition): a rollup row sums
- * its partition's rows. `written` counts every row, rollups included; `rollups` those alone;
- * `items` the block items that hold them.
+ * Writes partitions of a view as `version` (PartitionWrite: a rebuild's whole partitions, or an increment's touched
+ * blocks) with their rollups, in one load. `written` counts every row, rollups included; `rollups` those alone; `items`
+ * the block items that hold them.
  */
 export async function loadPartitions(
   opts: WriteOptions,
   view: View,
   version: number,
-  rows: readonly BatchRow[],
+  writes: readonly PartitionWrite[],
 ): Promise<WriteStats & { rollups: number }> {
   const items: Record<string, AttributeValue>[] = [];
+  let rows = 0;
   let rollups = 0;
-  const grains = rollupGrains(view.grain);
-  for (const prows of rowsByPartition(view, rows).values()) {
-    for (const item of blockItems(view, version, prows)) items.push(item);
-    for (const grain of grains) {
-      const rolled = rollupRows(view, grain, prows);
+  for (const w of writes) {
+    rows += w.rows.length;
+    for (const item of blockItems(view, version, w.rows)) items.push(item);
+    for (const [grain, rolled] of w.rollups) {
       rollups += rolled.length;
       for (const item of blockItems(view, version, rolled, grain)) items.push(item);
     }
   }
-  return { ...(await putItems(opts, items, rows.length + rollups)), rollups };
+  return { ...(await putItems(opts, items, rows + rollups)), rollups };
 }
 
 /** Deletes every item of the given batch-view partitions. Returns the number deleted. */

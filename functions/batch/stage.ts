@@ -73,12 +73,12 @@ export async function listRawObjects(s3: S3Client, rawBucket: string, prefix = R
   return out;
 }
 
-/** Every compacted hour's Parquet object (compact.ts), all pages. */
-export async function listCompactObjects(s3: S3Client, rawBucket: string): Promise<ListedObject[]> {
+/** Every compacted hour's Parquet object (compact.ts) under `prefix` (the whole compact/ prefix by default), all pages. */
+export async function listCompactObjects(s3: S3Client, rawBucket: string, prefix = COMPACT_PREFIX): Promise<ListedObject[]> {
   const out: ListedObject[] = [];
   let token: string | undefined;
   do {
-    const page = await s3.send(new ListObjectsV2Command({ Bucket: rawBucket, Prefix: COMPACT_PREFIX, ContinuationToken: token }));
+    const page = await s3.send(new ListObjectsV2Command({ Bucket: rawBucket, Prefix: prefix, ContinuationToken: token }));
     for (const o of page.Contents ?? []) {
       const name = o.Key ? parseCompactKey(o.Key) : undefined;
       if (name) out.push({ key: name.key, size: o.Size ?? 0, etag: o.ETag ?? '', hour: name.hour });
@@ -205,8 +205,14 @@ export async function stageObjects(
   const listed = (await mapLimit(prefixes, concurrency, (p) => listRawObjects(s3, rawBucket, p))).flat();
   const inRange = (hour: number) => hour <= last && (first === null || hour >= first);
   const wanted = listed.filter((o) => inRange(o.hour) && !compacted.has(o.hour)).sort((a, b) => (a.key < b.key ? -1 : 1));
-  // One object per compacted hour: the whole prefix is a few listing pages even for years of history.
-  const parquetListed = compacted.size === 0 ? [] : await listCompactObjects(s3, rawBucket);
+  // A run over all history lists the whole compact/ prefix (one object per hour); an increment only the days of its
+  // compacted hours, so its listings do not grow with history.
+  const compactDays =
+    first === null
+      ? [COMPACT_PREFIX]
+      : [...new Set([...compacted].filter(inRange).map((h) => `${COMPACT_PREFIX}dt=${arrivalPartition(h).dt}/`))].sort();
+  const parquetListed =
+    compacted.size === 0 ? [] : (await mapLimit(compactDays, concurrency, (p) => listCompactObjects(s3, rawBucket, p))).flat();
   const parquetWanted = parquetListed.filter((o) => inRange(o.hour) && compacted.has(o.hour));
 
   const indexes = new Map<number, Record<string, string>>();

@@ -11,7 +11,7 @@ import type { KinesisClient } from '@aws-sdk/client-kinesis';
 import { GetObjectCommand, ListObjectsV2Command, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { type DynamoDBDocumentClient, UpdateCommand } from '@aws-sdk/lib-dynamodb';
 import { HOUR_MS } from '../archive/layout.ts';
-import { batchPartitionPk, versionKey } from '../core/keys.ts';
+import { versionKey } from '../core/keys.ts';
 import { mapLimit } from '../core/limit.ts';
 import type { Settings } from '../core/settings.ts';
 import { rawReadRange } from '../core/sql.ts';
@@ -59,10 +59,12 @@ import {
 import type { BatchEngine, BatchRow, EngineSession, ObjectRead } from './engine.ts';
 import {
   loadPartitions,
-  mergeRows,
+  MERGEABLE_LAYOUTS,
+  mergePartition,
+  type PartitionWrite,
   planDayBlocks,
   type RollupsEntry,
-  readPartitionRows,
+  rebuildWrites,
   rollupsEntry,
   rowsByPartition,
   STORAGE_LAYOUT,
@@ -184,7 +186,7 @@ export function planViews(
     else if (entry.fingerprint !== viewFingerprint(view) || entry.horizonMs !== horizonMs || Array.isArray(entry.partitions))
       out[view.name] = { mode: 'rebuild', reason: 'declaration changed' };
     // Rows stored in an older layout: merging an increment into them would read nothing.
-    else if (entry.layout !== STORAGE_LAYOUT) out[view.name] = { mode: 'rebuild', reason: 'storage changed' };
+    else if (!MERGEABLE_LAYOUTS.includes(entry.layout ?? '')) out[view.name] = { mode: 'rebuild', reason: 'storage changed' };
     else out[view.name] = { mode: 'increment', base: published!.version, since: published!.cutoff };
   }
   return out;
@@ -502,19 +504,22 @@ export async function viewStep(ctx: BatchContext, input: ViewStepInput, shared?:
     const next = increment ? await mergeIncrement(ctx, view, plan, input.version, rows) : rebuildOf(view, input.version, rows);
     // Day blocks are named in the manifest before they are written, like partitions (a dying run's rows stay findable).
     const days = planDayBlocks(view, input.version, next.partitions, next.rollups);
+    const { inherits: _, ...rest } = plan;
     const entry: ViewManifest = {
-      ...plan,
+      ...rest,
       rows: next.rows,
       partitions: next.partitions,
+      ...(Object.keys(next.inherits).length > 0 && { inherits: next.inherits }),
       ...(days.rollups && { rollups: days.rollups }),
       loaded: false,
     };
     await recordManifestView(c, input.version, view.name, entry);
-    await loadPartitions(loadDepsOf(ctx, view.name), view, input.version, next.write);
-    await writeDayBlocks(loadDepsOf(ctx, view.name), view, input.version, days.build, rowsByPartition(view, next.write));
+    await loadPartitions(loadDepsOf(ctx, view.name), view, input.version, next.writes);
+    const fresh = new Map(next.writes.map((w) => [w.start, w.rollups.get('day') ?? []]));
+    await writeDayBlocks(loadDepsOf(ctx, view.name), view, input.version, days.build, fresh);
     const loadMs = Math.round(performance.now() - t1);
     await recordManifestView(c, input.version, view.name, { ...entry, loaded: true });
-    const out: ViewOutput = { view: view.name, rows: next.rows, sqlMs, loadMs, mode: plan.mode, written: next.write.length };
+    const out: ViewOutput = { view: view.name, rows: next.rows, sqlMs, loadMs, mode: plan.mode, written: writtenRows(next.writes) };
     await recordRunView(c, input.runId, view.name, {
       rows: out.rows,
       sqlMs,
@@ -535,17 +540,40 @@ interface NextPartitions {
   readonly rows: number;
   /** Partition -> writer, the new version's manifest entry. */
   readonly partitions: Record<string, number>;
-  /** The rows to write as the new version: whole partitions (their rollups are computed from them). */
-  readonly write: readonly BatchRow[];
+  /** Partition -> the earlier writers it inherits blocks from (ViewManifest.inherits). */
+  readonly inherits: Record<string, readonly number[]>;
+  /** What to write as the new version: whole partitions, or an increment's touched blocks, with rollups. */
+  readonly writes: readonly PartitionWrite[];
   readonly rollups?: RollupsEntry | undefined;
 }
 
+/** The base rows a load writes (the figure runs report as `written`; rollups and day blocks are not counted). */
+const writtenRows = (writes: readonly PartitionWrite[]) => writes.reduce((n, w) => n + w.rows.length, 0);
+
 function rebuildOf(view: View, version: number, rows: readonly BatchRow[]): NextPartitions {
+  const writes = rebuildWrites(view, rows);
   return {
     rows: rows.length,
-    partitions: Object.fromEntries([...rowsByPartition(view, rows).keys()].map((p) => [p, version])),
-    write: rows,
+    partitions: Object.fromEntries(writes.map((w) => [w.start, version])),
+    inherits: {},
+    writes,
     rollups: rollupsEntry(view, version),
+  };
+}
+
+/** The writes of an increment's rows, merged per touched partition into the base entry (mergePartition), at most `concurrency` at a time. */
+async function mergeWrites(ctx: BatchContext, view: View, base: ViewManifest, increment: readonly BatchRow[]): Promise<PartitionWrite[]> {
+  const deps = { ddb: ctx.ddb, table: ctx.tables.batchViews, concurrency: ctx.loadConcurrency };
+  return mapLimit([...rowsByPartition(view, increment).entries()], ctx.loadConcurrency, ([p, rows]) =>
+    mergePartition(deps, view, base, p, rows),
+  );
+}
+
+/** A base entry's `partitions` and `inherits` with numbers as numbers (the document client may give NumberValues). */
+function baseMaps(entry: ViewManifest): { partitions: Record<string, number>; inherits: Record<string, readonly number[]> } {
+  return {
+    partitions: Object.fromEntries(Object.entries(entry.partitions as Record<string, number>).map(([p, w]) => [p, Number(w)])),
+    inherits: Object.fromEntries(Object.entries(entry.inherits ?? {}).map(([p, ws]) => [p, ws.map(Number)])),
   };
 }
 
@@ -556,30 +584,17 @@ async function mergeIncrement(
   version: number,
   increment: readonly BatchRow[],
 ): Promise<NextPartitions> {
-  const base = await getManifest(control(ctx), plan.base!);
-  const entry = base?.views?.[view.name];
-  if (!base || base.state === 'retired' || !entry || Array.isArray(entry.partitions)) {
-    throw new Error(`version ${version} increments version ${plan.base}, which no longer holds view ${view.name}`);
-  }
-  const partitions: Record<string, number> = { ...(entry.partitions as Record<string, number>) };
-  for (const [p, w] of Object.entries(partitions)) partitions[p] = Number(w);
-  const touched = [...rowsByPartition(view, increment).entries()];
-  const merged = await mapLimit(touched, ctx.loadConcurrency, async ([p, rows]) => {
-    const writer = partitions[p];
-    const old =
-      writer === undefined
-        ? []
-        : await readPartitionRows(ctx.ddb, ctx.tables.batchViews, view, batchPartitionPk(view.name, writer, Number(p)));
-    return { p, old: old.length, rows: mergeRows(view, old, rows) };
-  });
+  const { entry } = await baseEntry(ctx, view, plan, version);
+  const { partitions, inherits } = baseMaps(entry);
+  const writes = await mergeWrites(ctx, view, entry, increment);
   let rows = Number(entry.rows);
-  const write: BatchRow[] = [];
-  for (const m of merged) {
-    rows += m.rows.length - m.old;
-    partitions[m.p] = version;
-    for (const r of m.rows) write.push(r);
+  for (const w of writes) {
+    rows += w.rows.length - w.replaced;
+    partitions[w.start] = version;
+    if (w.inherits) inherits[w.start] = w.inherits;
+    else delete inherits[w.start];
   }
-  return { rows, partitions, write, rollups: rollupsEntry(view, version, entry.rollups) };
+  return { rows, partitions, inherits, writes, rollups: rollupsEntry(view, version, entry.rollups) };
 }
 
 // ---- Athena from the state machine: compile, verify, parts, load, finish ----------------------------
@@ -750,17 +765,18 @@ export async function partsStep(
   const c = control(ctx);
   const plan = (await getManifest(c, input.version))?.views?.[view.name];
   if (!plan?.mode) throw new Error(`version ${input.version} has no plan for view ${view.name}`);
-  let partitions: Record<string, number> = {};
+  let maps: ReturnType<typeof baseMaps> = { partitions: {}, inherits: {} };
   let rows = 0;
   let rollups = rollupsEntry(view, input.version);
   if (plan.mode === 'increment') {
     const entry = (await baseEntry(ctx, view, plan, input.version)).entry;
-    partitions = Object.fromEntries(Object.entries(entry.partitions as Record<string, number>).map(([p, w]) => [p, Number(w)]));
+    maps = baseMaps(entry);
     rows = Number(entry.rows);
     rollups = rollupsEntry(view, input.version, entry.rollups);
   }
-  // Each load group writes whole partitions, so each writes its partitions' rollups too (loadPartitions).
-  await recordManifestView(c, input.version, view.name, { ...plan, rows, partitions, ...(rollups && { rollups }), loaded: false });
+  // Each load group holds whole partitions, so each writes its partitions' rollups too (loadPartitions). `inherits` is
+  // always a map here: each load sets or removes its partitions' entries in it.
+  await recordManifestView(c, input.version, view.name, { ...plan, rows, ...maps, ...(rollups && { rollups }), loaded: false });
   const keys = await listKeys(s3, input.location);
   const prefix = s3Location(input.location).key;
   const groups = new Set<string>();
@@ -819,45 +835,50 @@ export async function loadStep(
   const parts = await mapLimit(files, 8, (f) => readObject(s3, `s3://${bucket}/${f.key}`));
   const rows = parts.flatMap((text) => unloadRows(view, text));
   const increment = plan.mode === 'increment' && plan.base !== undefined;
-  const writers = increment ? ((await baseEntry(ctx, view, plan, input.version)).entry.partitions as Record<string, number>) : {};
-  const byPartition = [...rowsByPartition(view, rows).entries()];
-  const merged = await mapLimit(byPartition, ctx.loadConcurrency, async ([p, prows]) => {
-    const writer = writers[p] === undefined ? undefined : Number(writers[p]);
-    const old =
-      writer === undefined
-        ? []
-        : await readPartitionRows(ctx.ddb, ctx.tables.batchViews, view, batchPartitionPk(view.name, writer, Number(p)));
-    return { p, old: old.length, rows: increment ? mergeRows(view, old, prows) : prows };
-  });
-  await mapPartitions(
-    ctx,
-    input.version,
-    view.name,
-    merged.map((m) => m.p),
-  );
-  const write = merged.flatMap((m) => m.rows);
-  await loadPartitions(loadDepsOf(ctx, view.name), view, input.version, write);
-  const delta = merged.reduce((n, m) => n + m.rows.length - m.old, 0);
-  return { group: input.group, written: write.length, rows: delta, loadMs: Math.round(performance.now() - t0) };
+  const writes = increment
+    ? await mergeWrites(ctx, view, (await baseEntry(ctx, view, plan, input.version)).entry, rows)
+    : rebuildWrites(view, rows);
+  await mapPartitions(ctx, input.version, view.name, writes, increment);
+  await loadPartitions(loadDepsOf(ctx, view.name), view, input.version, writes);
+  const delta = writes.reduce((n, w) => n + w.rows.length - w.replaced, 0);
+  return { group: input.group, written: writtenRows(writes), rows: delta, loadMs: Math.round(performance.now() - t0) };
 }
 
-/** Maps partitions of a view to `version` in its manifest (one update per 50: concurrent loads touch other paths of the item). */
-async function mapPartitions(ctx: BatchContext, version: number, view: string, partitions: readonly string[]): Promise<void> {
-  for (let i = 0; i < partitions.length; i += 50) {
-    const chunk = partitions.slice(i, i + 50);
+/**
+ * Maps partitions of a view to `version` in its manifest, and (an increment) sets or removes what each inherits; one
+ * update per 25 partitions (concurrent loads touch other paths of the item).
+ */
+async function mapPartitions(
+  ctx: BatchContext,
+  version: number,
+  view: string,
+  writes: readonly PartitionWrite[],
+  increment: boolean,
+): Promise<void> {
+  for (let i = 0; i < writes.length; i += 25) {
+    const chunk = writes.slice(i, i + 25);
     const names: Record<string, string> = { '#views': 'views', '#v': view, '#parts': 'partitions', '#state': 'state' };
-    const sets = chunk.map((p, j) => {
-      names[`#p${j}`] = p;
-      return `#views.#v.#parts.#p${j} = :n`;
+    if (increment) names['#inh'] = 'inherits';
+    const values: Record<string, unknown> = { ':n': version, ':loading': 'loading' };
+    const sets: string[] = [];
+    const removes: string[] = [];
+    chunk.forEach((w, j) => {
+      names[`#p${j}`] = w.start;
+      sets.push(`#views.#v.#parts.#p${j} = :n`);
+      if (!increment) return;
+      if (w.inherits) {
+        values[`:i${j}`] = w.inherits;
+        sets.push(`#views.#v.#inh.#p${j} = :i${j}`);
+      } else removes.push(`#views.#v.#inh.#p${j}`);
     });
     await ctx.doc.send(
       new UpdateCommand({
         TableName: ctx.tables.control,
         Key: versionKey(version),
-        UpdateExpression: `SET ${sets.join(', ')}`,
+        UpdateExpression: `SET ${sets.join(', ')}${removes.length > 0 ? ` REMOVE ${removes.join(', ')}` : ''}`,
         ConditionExpression: '#state = :loading',
         ExpressionAttributeNames: names,
-        ExpressionAttributeValues: { ':n': version, ':loading': 'loading' },
+        ExpressionAttributeValues: values,
       }),
     );
   }

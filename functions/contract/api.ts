@@ -160,7 +160,7 @@ export const REBUILD_REASONS = ['requested', 'new view', 'declaration changed', 
 /**
  * One view of a run: rows of the view in the version, SQL and load milliseconds; `mode` (an
  * increment merged into the published version, or a rebuild from all history, with its
- * `reason`) and `written`, the rows the run wrote (an increment shares untouched partitions).
+ * `reason`) and `written`, the rows the run wrote (base rows; an increment shares untouched blocks).
  */
 export const ViewRunSchema = z.strictObject({
   rows: Count,

@@ -200,6 +200,13 @@ export interface CompileOptions {
    * @default - every counted copy before the cutoff (a rebuild)
    */
   readonly since?: number;
+  /**
+   * `source` already holds only the copies that count, as `compileCounted` with the same cutoff, horizon and since
+   * selects them: the statement aggregates it as it is (no dedup). An engine that runs several views over the same
+   * lines decides which copies count once (the window over every copy is most of a view's cost), then each view
+   * aggregates. @default false
+   */
+  readonly counted?: boolean;
 }
 
 /** Output column names of `compileView(view)`, in order: the logical names, by position (the SQL names them `c0`, `c1`, ...). */
@@ -271,11 +278,64 @@ const RANK_SQL = "4 * (14 - length(tail)) + CASE WHEN tail >= '8' THEN 1 WHEN ta
  * arrived more than H before it), then the view's filter, grouped by bucket and
  * dimensions.
  */
-export function compileView(view: View, options: CompileOptions): string {
-  const d = dialectOf(options.dialect);
+/** The `copies` CTE: every copy read, with the arrival of the previous copy of its id in (arrival, shard, seq) order. */
+function copiesHead(source: string, read: readonly string[]): string[] {
+  return [
+    'WITH copies AS (',
+    '  SELECT',
+    '    ts, arrival, fields, num,',
+    '    LAG(arrival) OVER (PARTITION BY id ORDER BY arrival, shard, seq) AS prev_arrival',
+    `  FROM ${source}`,
+    `  WHERE ${read.join(' AND ')}`,
+    '),',
+  ];
+}
+
+/**
+ * The copies that count (ts, fields, num), by the same rule and bounds as `compileView` with these options: what a
+ * `counted` compileView aggregates. Shared by the views of one engine session (duckdb.ts).
+ */
+export function compileCounted(options: Omit<CompileOptions, 'counted'>): string {
+  dialectOf(options.dialect);
+  const { read, counts } = dedupClauses(options);
+  return [
+    ...copiesHead(options.source, read).slice(0, -1),
+    ')',
+    'SELECT ts, fields, num',
+    'FROM copies',
+    `WHERE ${counts.join(' AND ')}`,
+  ].join('\n');
+}
+
+/**
+ * The dedup rule's clauses: `read`, the arrivals read (the `copies` CTE's WHERE), and `counts`, which copies count.
+ *
+ * Whether a copy counts depends only on the previous copy of its id in the
+ * (arrival, shard, seq) order (LAG). Reading only the arrivals in [from,
+ * cutoff) keeps every counted decision exact: those copies are one interval
+ * of that order, so a copy's previous copy is the same as over all history,
+ * or it was not read. A previous copy is never at or after the cutoff when
+ * the copy is before it; so one not read arrived before from = since - H,
+ * more than H before every copy counted here (arrival >= since), and that
+ * copy counts either way. The bounds on arrival also let Athena skip the
+ * partitions outside [from, cutoff).
+ */
+function dedupClauses(options: Pick<CompileOptions, 'cutoff' | 'horizonMs' | 'since'>): { read: string[]; counts: string[] } {
   const cutoff = wholeMs(options.cutoff, 'cutoff');
   const horizon = wholeMs(options.horizonMs, 'horizonMs', 'milliseconds >= 0');
   const bounds = readBounds(options.cutoff, options.horizonMs, options.since);
+  return {
+    read: [`arrival < ${cutoff}`, ...(bounds.from === null ? [] : [`arrival >= ${bounds.from}`])],
+    counts: [
+      `(prev_arrival IS NULL OR arrival - prev_arrival > ${horizon})`,
+      ...(bounds.since === null ? [] : [`arrival >= ${bounds.since}`]),
+    ],
+  };
+}
+
+export function compileView(view: View, options: CompileOptions): string {
+  const d = dialectOf(options.dialect);
+  const { read, counts } = dedupClauses(options);
   const grainMs = GRAIN_MS[view.grain];
   if (grainMs === undefined) throw new SqlCompileError(`unknown grain ${JSON.stringify(view.grain)}`);
 
@@ -316,37 +376,19 @@ export function compileView(view: View, options: CompileOptions): string {
   const where = Object.entries(view.filter ?? {}).map(([name, want]) => `${field(name)} = ${literal(canonicalValue(want)!)}`);
   const groups = select.slice(0, 1 + view.dimensions.length).map((_, i) => String(i + 1));
 
-  // Whether a copy counts depends only on the previous copy of its id in the
-  // (arrival, shard, seq) order (LAG). Reading only the arrivals in [from,
-  // cutoff) keeps every counted decision exact: those copies are one interval
-  // of that order, so a copy's previous copy is the same as over all history,
-  // or it was not read. A previous copy is never at or after the cutoff when
-  // the copy is before it; so one not read arrived before from = since - H,
-  // more than H before every copy counted here (arrival >= since), and that
-  // copy counts either way. The bounds on arrival also let Athena skip the
-  // partitions outside [from, cutoff).
-  // The view's filter comes after the dedup: the counted copy's fields decide,
+  // The view's filter comes after the dedup (dedupClauses): the counted copy's fields decide,
   // even if another copy of the id carries other values.
-  const read = [`arrival < ${cutoff}`, ...(bounds.from === null ? [] : [`arrival >= ${bounds.from}`])];
-  const counts = [
-    `(prev_arrival IS NULL OR arrival - prev_arrival > ${horizon})`,
-    ...(bounds.since === null ? [] : [`arrival >= ${bounds.since}`]),
-  ];
-  const head = [
-    'WITH copies AS (',
-    '  SELECT',
-    '    ts, arrival, fields, num,',
-    '    LAG(arrival) OVER (PARTITION BY id ORDER BY arrival, shard, seq) AS prev_arrival',
-    `  FROM ${options.source}`,
-    `  WHERE ${read.join(' AND ')}`,
-    '),',
-    'events AS (',
-    '  SELECT',
-    selectList([{ sql: 'ts, fields' }, ...values], '    '),
-    '  FROM copies',
-    `  WHERE ${counts.join(' AND ')}`,
-    ')',
-  ];
+  const head = options.counted
+    ? ['WITH events AS (', '  SELECT', selectList([{ sql: 'ts, fields' }, ...values], '    '), `  FROM ${options.source}`, ')']
+    : [
+        ...copiesHead(options.source, read),
+        'events AS (',
+        '  SELECT',
+        selectList([{ sql: 'ts, fields' }, ...values], '    '),
+        '  FROM copies',
+        `  WHERE ${counts.join(' AND ')}`,
+        ')',
+      ];
   // Explicit NULLS FIRST (as query.ts sortRows): DuckDB's default null order is a setting.
   const orderBy = `ORDER BY ${groups.map((p, i) => (i === 0 ? p : `${p} NULLS FIRST`)).join(', ')}`;
   const whereLines = (extra: readonly string[], indent: string) => {

@@ -9,6 +9,7 @@
 import { type AttributeValue, DeleteItemCommand, PutItemCommand } from '@aws-sdk/client-dynamodb';
 import { UpdateCommand } from '@aws-sdk/lib-dynamodb';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { queryView } from '../../functions/api/query.ts';
 import { exactDocClient, readView } from '../../functions/api/read-view.ts';
 import { getManifest, getPointer, getRun } from '../../functions/batch/control.ts';
 import { STORAGE_LAYOUT } from '../../functions/batch/load.ts';
@@ -47,6 +48,7 @@ const normalized = (m: ReadonlyMap<string, Record<string, string | null>>) =>
     ]),
   );
 const MIN = 60_000;
+const HOUR = 3_600_000;
 const T0 = Date.UTC(2030, 6, 20, 12, 0, 0);
 const pageViews = DEMO_VIEWS.find((v) => v.name === 'page_views')!;
 
@@ -117,15 +119,16 @@ describe('incremental batch runs', () => {
     await add(pageViewsAt(now(), 3));
     const v3 = await run();
     expect(v3).toMatchObject({ state: 'SUCCEEDED', version: 3 });
-    expect((await getManifest({ doc: cloud.clients.doc, table: r.tables.control }, 3))?.views.page_views?.partitions).toEqual({
-      [old]: 1,
-      [today]: 3,
-    });
-    // Version 1 retired (keepVersions 2): its today rows are gone, its late day stays (2 and 3 reference it).
+    const m3 = (await getManifest({ doc: cloud.clients.doc, table: r.tables.control }, 3))?.views.page_views;
+    expect(m3?.partitions).toEqual({ [old]: 1, [today]: 3 });
+    // Copy-on-write per block: 2 and 3 rewrote only the hour blocks their arrivals touched; today's other blocks are
+    // still read from the writers before them, newest first.
+    expect(m3?.inherits).toEqual({ [today]: [2, 1] });
+    // Version 1 retired (keepVersions 2): its keys stay while 2 and 3 reference them (the late day, today's blocks).
     expect((await getManifest({ doc: cloud.clients.doc, table: r.tables.control }, 1))?.state).toBe('retired');
     const pks = new Set((await scanAll(cloud.clients.dynamodb, r.tables.batchViews)).map((i) => i.pk!.S!));
     expect(pks.has(batchPartitionPk('page_views', 1, Number(old)))).toBe(true);
-    expect(pks.has(batchPartitionPk('page_views', 1, Number(today)))).toBe(false);
+    expect(pks.has(batchPartitionPk('page_views', 1, Number(today)))).toBe(true);
     for (const [version, cutoff] of [
       [2, v2.cutoff!],
       [3, v3.cutoff!],
@@ -225,5 +228,69 @@ describe('incremental batch runs', () => {
       sorted(batchOracle(pageViews, records, v2.cutoff!)),
     );
     expect((await getManifest({ doc: cloud.clients.doc, table: r.tables.control }, 2))?.views.page_views?.layout).toBe(STORAGE_LAYOUT);
+  });
+
+  it('rewrites only the blocks an increment touches, reads the rest from earlier writers, and squashes a long chain', async () => {
+    const { r, config, records, add, run, now } = await world('b');
+    const control = { doc: cloud.clients.doc, table: r.tables.control };
+    const today = pad13(Math.floor(T0 / DAY) * DAY);
+    const entry = async (v: number) => (await getManifest(control, v))?.views.page_views;
+    await add(pageViewsAt(T0, 3));
+    expect(await run()).toMatchObject({ state: 'SUCCEEDED', version: 1 });
+    // Runs 2..4: one hour block each (13:00, 14:00, 15:00); each writer keeps the ones before it.
+    const chains: (number[] | undefined)[] = [];
+    for (let k = 1; k <= 3; k++) {
+      await add(pageViewsAt(T0 + k * HOUR, 2));
+      const v = await run();
+      expect(v).toMatchObject({ state: 'SUCCEEDED', version: k + 1 });
+      chains.push((await entry(k + 1))?.inherits?.[today]?.map(Number));
+      expect(sorted(await readBatchRows(cloud.clients.dynamodb, r.tables.batchViews, pageViews, k + 1))).toEqual(
+        sorted(batchOracle(pageViews, records, v.cutoff!)),
+      );
+    }
+    expect(chains).toEqual([[1], [2, 1], [3, 2, 1]]);
+    // Run 5 (17:00, and one page view late into 12:00, a block only the base holds) would inherit from 4 writers: it
+    // carries the blocks of 4, 3 and 2 (13:00-15:00) into its own write and inherits from the base alone.
+    await add(pageViewsAt(T0 + 5 * HOUR, 2, 5 * HOUR));
+    const v5 = await run();
+    expect(v5).toMatchObject({ state: 'SUCCEEDED', version: 5 });
+    expect((await entry(5))?.inherits).toEqual({ [today]: [1] });
+    const rows5 = batchOracle(pageViews, records, v5.cutoff!);
+    const inBlocks = (hours: readonly number[]) =>
+      [...rows5.keys()].filter((k) => hours.includes(Math.floor((Number(k.slice(0, k.indexOf('|'))) - T0) / HOUR))).length;
+    // Written: the touched blocks (12:00 merged, 17:00 new) and the carried ones, nothing else of the day.
+    expect(v5.views.page_views!.written).toBe(inBlocks([0, 1, 2, 3, 5]));
+    expect(sorted(await readBatchRows(cloud.clients.dynamodb, r.tables.batchViews, pageViews, 5))).toEqual(sorted(rows5));
+    await add(pageViewsAt(T0 + 6 * HOUR, 2));
+    const v6 = await run();
+    expect((await entry(6))?.inherits).toEqual({ [today]: [5, 1] });
+    expect(v6.views.page_views!.written).toBe(1);
+    // keepVersions 2 (5 and 6): the keys only 2..4 referenced are gone; the base's stays.
+    const pks = new Set((await scanAll(cloud.clients.dynamodb, r.tables.batchViews)).map((i) => i.pk!.S!));
+    for (const w of [2, 3, 4]) expect(pks.has(batchPartitionPk('page_views', w, Number(today))), `writer ${w}`).toBe(false);
+    expect(pks.has(batchPartitionPk('page_views', 1, Number(today)))).toBe(true);
+
+    // The query path (blocks from each writer, rollups merged per increment) answers as one rebuild of the same records.
+    const other = await world('c');
+    await other.add(records.map((x) => ({ ...x })));
+    expect(await other.run()).toMatchObject({ state: 'SUCCEEDED', cutoff: v6.cutoff });
+    const answers = async (res: typeof r) => {
+      const deps = {
+        doc: exactDocClient(cloud.clients.dynamodb),
+        tables: { speed: res.tables.speed, batchViews: res.tables.batchViews, control: res.tables.control },
+        views: DEMO_VIEWS,
+        settings: config.settings,
+        logger: silentLogger(),
+        now,
+      };
+      const range = { from: new Date(T0 - DAY).toISOString(), to: new Date(T0 + DAY).toISOString() };
+      const out: unknown[] = [];
+      for (const grain of ['minute', 'hour', 'day', 'all'])
+        out.push((await queryView(deps, 'page_views', { ...range, grain, ...(grain === 'minute' && { parts: '1' }) })).rows);
+      return out;
+    };
+    const got = await answers(r);
+    expect((got[0] as unknown[]).length).toBeGreaterThan(5);
+    expect(got).toEqual(await answers(other.r));
   });
 });

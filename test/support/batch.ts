@@ -30,7 +30,7 @@ import type { BatchOptions } from '../../functions/batch/pipeline.ts';
 import type { Config } from '../../functions/config.ts';
 import { DEMO_VIEWS } from '../../functions/core/demo-views.ts';
 import { mergeSketches, parseSketch, sketchOf } from '../../functions/core/hll.ts';
-import { batchDayBlockPk, batchPartitionPk, blockStart, POINTER_KEY, pad13, versionKey } from '../../functions/core/keys.ts';
+import { batchDayBlockPk, batchPartitionPk, batchRollupPk, blockStart, POINTER_KEY, pad13, versionKey } from '../../functions/core/keys.ts';
 import { DEFAULT_SETTINGS, type Settings } from '../../functions/core/settings.ts';
 import type { View } from '../../functions/core/views.ts';
 import { BUCKETS, TABLES } from '../../functions/resources.ts';
@@ -346,25 +346,37 @@ export async function readBatchRows(
   const control = controlTables.get(table);
   if (!control) throw new Error(`readBatchRows: ${table} is not a batch-view table of freshResources`);
   const manifest = await ddb.send(new GetItemCommand({ TableName: control, Key: marshallKey(versionKey(version)), ConsistentRead: true }));
-  const parts = manifest.Item?.views?.M?.[view.name]?.M?.partitions?.M;
+  const entryM = manifest.Item?.views?.M?.[view.name]?.M;
+  const parts = entryM?.partitions?.M;
   const items: Record<string, AttributeValue>[] = [];
+  const sortRows = <R extends { bucket: number; dims: readonly (string | null)[] }>(rs: R[]) => {
+    const key = (r: R) => `${pad13(r.bucket)}#${JSON.stringify(r.dims)}`;
+    return [...rs].sort((a, b) => (key(a) < key(b) ? -1 : 1));
+  };
   if (parts) {
+    const rollupsM = entryM?.rollups?.M;
+    const grains = (rollupsM?.grains?.L ?? []).map((g) => g.S as 'hour' | 'day');
     for (const [p, writer] of Object.entries(parts)) {
-      const pk = batchPartitionPk(view.name, Number(writer.N), Number(p));
-      let start: Record<string, AttributeValue> | undefined;
-      do {
-        const page = await ddb.send(
-          new QueryCommand({
-            TableName: table,
-            ConsistentRead: true,
-            KeyConditionExpression: 'pk = :pk',
-            ExpressionAttributeValues: { ':pk': { S: pk } },
-            ...(start && { ExclusiveStartKey: start }),
-          }),
-        );
-        items.push(...(page.Items ?? []));
-        start = page.LastEvaluatedKey;
-      } while (start);
+      // Copy-on-write per block: each block from the first of [writer, ...inherited writers] that holds it.
+      const chain = [Number(writer.N), ...(entryM?.inherits?.M?.[p]?.L ?? []).map((w) => Number(w.N))];
+      const blocks = new Set<string>();
+      const partItems: Record<string, AttributeValue>[] = [];
+      for (const w of chain) {
+        const own = await queryKey(ddb, table, batchPartitionPk(view.name, w, Number(p)));
+        const fresh = own.filter((item) => !blocks.has(item.block!.N!));
+        for (const item of fresh) partItems.push(item);
+        for (const item of fresh) blocks.add(item.block!.N!);
+      }
+      items.push(...partItems);
+      // Each rollup the writer keeps must be exactly the rollup of the partition's base rows (increments merge them).
+      if (rollupsM && Number(writer.N) >= Number(rollupsM.from?.N)) {
+        const base = rowsOfItems(view, partItems);
+        for (const g of grains) {
+          const got = await readPartitionRows(ddb, table, view, batchRollupPk(view.name, g, Number(writer.N), Number(p)));
+          if (JSON.stringify(sortRows(got)) !== JSON.stringify(sortRows(rollupRows(view, g, base))))
+            throw new Error(`readBatchRows: version ${version}'s ${g} rollup of ${view.name} partition ${p} is not its base rows' rollup`);
+        }
+      }
     }
   } else {
     let start: Record<string, AttributeValue> | undefined;
@@ -390,9 +402,6 @@ export async function readBatchRows(
     const got = await readPartitionRows(ddb, table, view, batchDayBlockPk(view.name, Number(writer.N), Number(start)));
     const inBlock = baseRows.filter((r) => blockStart(r.bucket, 'day') === Number(start));
     const want = rollupRows(view, 'day', inBlock);
-    const key = (r: { bucket: number; dims: readonly (string | null)[] }) => `${pad13(r.bucket)}#${JSON.stringify(r.dims)}`;
-    const sortRows = <R extends { bucket: number; dims: readonly (string | null)[] }>(rs: R[]) =>
-      [...rs].sort((a, b) => (key(a) < key(b) ? -1 : 1));
     if (JSON.stringify(sortRows(got)) !== JSON.stringify(sortRows(want)))
       throw new Error(
         `readBatchRows: version ${version}'s day block ${start} of ${view.name} (writer ${writer.N}) is not its partitions' day rollup`,
@@ -417,6 +426,26 @@ export async function readBatchRows(
 }
 
 const marshallKey = (k: { pk: string; sk: string }): Record<string, AttributeValue> => ({ pk: { S: k.pk }, sk: { S: k.sk } });
+
+/** Every item of one key (all pages, strongly consistent). */
+async function queryKey(ddb: DynamoDBClient, table: string, pk: string): Promise<Record<string, AttributeValue>[]> {
+  const items: Record<string, AttributeValue>[] = [];
+  let start: Record<string, AttributeValue> | undefined;
+  do {
+    const page = await ddb.send(
+      new QueryCommand({
+        TableName: table,
+        ConsistentRead: true,
+        KeyConditionExpression: 'pk = :pk',
+        ExpressionAttributeValues: { ':pk': { S: pk } },
+        ...(start && { ExclusiveStartKey: start }),
+      }),
+    );
+    items.push(...(page.Items ?? []));
+    start = page.LastEvaluatedKey;
+  } while (start);
+  return items;
+}
 
 /** Every item of a table (tests: counting what a version left behind). */
 export async function scanAll(ddb: DynamoDBClient, table: string): Promise<Record<string, AttributeValue>[]> {

@@ -14,6 +14,7 @@ import { toRawRecord } from '../../functions/core/record.ts';
 import {
   arrivalPartition,
   athenaSource,
+  compileCounted,
   compileView,
   countSql,
   duckdbSource,
@@ -353,6 +354,43 @@ GROUP BY 1
 ORDER BY 1
 `),
     );
+  });
+
+  it('counted: the copies that count selected once (compileCounted), then a view aggregates them as they are', () => {
+    const v = view({ name: 'daily', grain: 'day', dimensions: [], metrics: { n: count(), top: max('amount') } });
+    const options = { dialect: 'duckdb', cutoff: CUTOFF, horizonMs: 600_000, since: CUTOFF - 3_600_000, source: 'raw' } as const;
+    expect(compileCounted(options)).toBe(
+      golden(`
+WITH copies AS (
+  SELECT
+    ts, arrival, fields, num,
+    LAG(arrival) OVER (PARTITION BY id ORDER BY arrival, shard, seq) AS prev_arrival
+  FROM raw
+  WHERE arrival < 1714568400000 AND arrival >= 1714564200000
+)
+SELECT ts, fields, num
+FROM copies
+WHERE (prev_arrival IS NULL OR arrival - prev_arrival > 600000) AND arrival >= 1714564800000
+`),
+    );
+    expect(compileView(v, { ...options, source: 'counted_0', counted: true })).toBe(
+      golden(`
+WITH events AS (
+  SELECT
+    ts, fields,
+    COALESCE(CAST(TRY_CAST(num['amount'] AS DECIMAL(18, 9)) AS DECIMAL(38, 9)), CAST(num['amount'] AS DECIMAL(38, 9))) AS "v0"
+  FROM counted_0
+)
+SELECT
+  ts - ts % 86400000 AS "c0", -- bucket
+  COUNT(*) AS "c1", -- n__count
+  MAX("v0") AS "c2" -- top__max
+FROM events
+GROUP BY 1
+ORDER BY 1
+`),
+    );
+    expect(() => compileCounted({ ...options, cutoff: 1.5 })).toThrow(/cutoff/);
   });
 
   it('outputColumns lists bucket, dimensions, then state columns', () => {
