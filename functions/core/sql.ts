@@ -51,7 +51,10 @@ interface Dialect {
   readonly toDecimal: (text: string) => string;
   /** MD5 of a text's UTF-8 bytes as 32 lowercase hex digits, NULL for NULL (hll.ts). */
   readonly md5Hex: (text: string) => string;
-  /** The texts of a group concatenated in the order of `order`. */
+  /**
+   * The texts of a group concatenated in the order of `order`, which each text starts with at a fixed width and which
+   * is unique in the group (so ordering the texts orders by it).
+   */
   readonly concatAgg: (text: string, order: string) => string;
 }
 
@@ -68,12 +71,14 @@ const DIALECTS: Record<SqlDialect, Dialect> = {
   // Its text -> DECIMAL(38, 9) cast is ~30x slower than to DECIMAL(18, 9) (measured by
   // bench/batch.ts): inputs have <= 15 significant digits, so nearly all fit the narrow type
   // exactly; the wide cast is only the fallback. Both are exact, never a DOUBLE.
-  // Its md5 of a VARCHAR hashes the UTF-8 bytes and returns lowercase hex; it has no array_join.
+  // Its md5 of a VARCHAR hashes the UTF-8 bytes and returns lowercase hex. Its ordered aggregates buffer and sort
+  // each group apart (string_agg(x, '' ORDER BY o) was half of page_views' rebuild SQL): a list sorted after the
+  // aggregate gives the same text (each text starts with its unique, fixed-width key), 3.6x faster over 394,000 groups.
   duckdb: {
     mapGet: (map, key) => `${map}[${key}]`,
     toDecimal: (x) => `COALESCE(CAST(TRY_CAST(${x} AS DECIMAL(18, ${SCALE})) AS ${DECIMAL_TYPE}), CAST(${x} AS ${DECIMAL_TYPE}))`,
     md5Hex: (x) => `md5(${x})`,
-    concatAgg: (x, order) => `string_agg(${x}, '' ORDER BY ${order})`,
+    concatAgg: (x) => `array_to_string(list_sort(list(${x})), '')`,
   },
 };
 
