@@ -132,12 +132,17 @@ describe('emulator start-up', () => {
   });
 
   it('fails at once, naming the emulator, when kinesis-local finds its TLS port (port + 1) taken', async () => {
-    const port = await freePort();
+    // A free port whose next one this test can take (another test's server may hold it: then another port).
     const blocker = createServer();
-    await new Promise<void>((res, rej) => {
-      blocker.once('error', rej);
-      blocker.listen(port + 1, () => res());
-    });
+    let port = 0;
+    for (let attempt = 0; port === 0; attempt++) {
+      const p = await freePort();
+      const bound = await new Promise<boolean>((res, rej) => {
+        blocker.once('error', (e: NodeJS.ErrnoException) => (e.code === 'EADDRINUSE' && attempt < 20 ? res(false) : rej(e)));
+        blocker.listen(p + 1, () => res(true));
+      });
+      if (bound) port = p;
+    }
     try {
       const err = await startEmulator('kinesis', { port, kinesisEngine: 'kinesis-local' }).then(
         async (e) => {
