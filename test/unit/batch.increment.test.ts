@@ -77,6 +77,15 @@ describe('planViews', () => {
     const base = { views: { ...Object.fromEntries(DEMO_VIEWS.map((v) => [v.name, entry(v)])), page_views: before } };
     expect(planViews(DEMO_VIEWS, pointer, base, H).page_views).toEqual({ mode: 'rebuild', reason: 'storage changed' });
     expect(planViews(DEMO_VIEWS, pointer, base, H).events_by_type).toMatchObject({ mode: 'increment' });
+    // Blocks without inherited blocks (blocks-1, the layout before per-block copy-on-write) merge as chains of one;
+    // a layout this code does not know is rebuilt.
+    for (const [layout, mode] of [
+      ['blocks-1', 'increment'],
+      ['blocks-9', 'rebuild'],
+    ] as const) {
+      const other = { views: { ...base.views, page_views: { ...entry(pageViews), layout } } };
+      expect(planViews(DEMO_VIEWS, pointer, other, H).page_views, layout).toMatchObject({ mode });
+    }
   });
 
   it('rebuilds every view when the dedup horizon changed', () => {
