@@ -276,13 +276,17 @@ export async function readPartitionRows(ddb: DynamoDBClient, table: string, view
   return rowsOfItems(view, await queryItems(ddb, table, pk));
 }
 
-/** The items of one Query (all pages): a whole key, or the blocks in `sk` range [lo, hi]. Strongly consistent. */
+/**
+ * The items of one Query (all pages): a whole key, or the blocks in `sk` range [lo, hi]; `keysOnly` projects them to
+ * `pk, sk`. Strongly consistent.
+ */
 async function queryItems(
   ddb: DynamoDBClient,
   table: string,
   pk: string,
-  range?: readonly [string, string],
+  opts: { readonly range?: readonly [string, string]; readonly keysOnly?: boolean } = {},
 ): Promise<Record<string, AttributeValue>[]> {
+  const { range, keysOnly } = opts;
   const items: Record<string, AttributeValue>[] = [];
   let start: Record<string, AttributeValue> | undefined;
   do {
@@ -291,6 +295,7 @@ async function queryItems(
         TableName: table,
         KeyConditionExpression: range ? 'pk = :pk AND sk BETWEEN :lo AND :hi' : 'pk = :pk',
         ExpressionAttributeValues: { ':pk': { S: pk }, ...(range && { ':lo': { S: range[0] }, ':hi': { S: range[1] } }) },
+        ...(keysOnly && { ProjectionExpression: 'pk, sk' }),
         ConsistentRead: true,
         ExclusiveStartKey: start,
       }),
@@ -336,7 +341,9 @@ async function readBlock(
   block: number,
 ): Promise<BatchRow[]> {
   for (const w of chain) {
-    const items = await queryItems(ddb, table, batchPartitionPk(view.name, w, Number(start)), [blockSk(block, 0), blockSk(block, 999)]);
+    const items = await queryItems(ddb, table, batchPartitionPk(view.name, w, Number(start)), {
+      range: [blockSk(block, 0), blockSk(block, 999)],
+    });
     if (items.length > 0) return rowsOfItems(view, items);
   }
   return [];
@@ -547,27 +554,15 @@ export async function loadPartitions(
 export async function deletePartitions(opts: WriteOptions, partitions: readonly string[]): Promise<number> {
   let deleted = 0;
   for (const pk of partitions) {
-    let start: Record<string, AttributeValue> | undefined;
-    do {
-      const page = await opts.ddb.send(
-        new QueryCommand({
-          TableName: opts.table,
-          KeyConditionExpression: 'pk = :pk',
-          ExpressionAttributeValues: { ':pk': { S: pk } },
-          ProjectionExpression: 'pk, sk',
-          ExclusiveStartKey: start,
-        }),
-      );
-      const keys = page.Items ?? [];
-      if (keys.length > 0)
-        deleted += (
-          await writeAll(
-            opts,
-            keys.map((Key) => ({ DeleteRequest: { Key } })),
-          )
-        ).written;
-      start = page.LastEvaluatedKey;
-    } while (start);
+    // Its keys listed whole (a partition's blocks; tens of thousands of small keys for a layout of one item per row), then deleted.
+    const keys = await queryItems(opts.ddb, opts.table, pk, { keysOnly: true });
+    if (keys.length > 0)
+      deleted += (
+        await writeAll(
+          opts,
+          keys.map((Key) => ({ DeleteRequest: { Key } })),
+        )
+      ).written;
   }
   return deleted;
 }
