@@ -8,12 +8,15 @@ import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { RunItem } from '../../functions/batch/control.ts';
 import { emulatorEnv, startEmulator } from '../../local/emulators.ts';
+import { cpuMsOf } from './cpu.ts';
 
 export interface BenchEmulators {
   /** The environment that points the AWS SDK at the emulators. */
   readonly env: Record<string, string>;
   /** Mean 1-minute load average since the start. */
   meanLoad(): number;
+  /** CPU time (ms) each emulator process has used so far (support/cpu.ts). */
+  cpuMs(): { readonly dynamodb: number; readonly s3: number; readonly kinesis: number };
   /** Stops the emulators and removes their data directory and `dirs`. */
   stop(dirs?: readonly string[]): Promise<void>;
 }
@@ -29,6 +32,7 @@ export async function startBenchEmulators(): Promise<BenchEmulators> {
   return {
     env: emulatorEnv({ kinesis, dynamodb, s3 }),
     meanLoad: () => loads.reduce((a, b) => a + b, 0) / Math.max(1, loads.length),
+    cpuMs: () => ({ dynamodb: cpuMsOf(dynamodb.pid), s3: cpuMsOf(s3.pid), kinesis: cpuMsOf(kinesis.pid) }),
     async stop(dirs = []) {
       clearInterval(sampler);
       await Promise.all([kinesis.stop(), dynamodb.stop(), s3.stop()]);

@@ -47,7 +47,7 @@ export async function queryView(deps: QueryDeps, name: string, params: Record<st
   const spec = parseQuery(view, params, now);
   if (isQueryError(spec)) throw new HttpError(400, `${spec.field} ${spec.message}`, spec.field);
   // The grain lets the batch part read rollups (read-view.ts batchReads); the speed part stays at the view's grain.
-  const read = await readView(deps, view, spec.from, spec.to, now, { ...deps.read, grain: spec.grain });
+  const read = await readView(deps, view, spec.from, spec.to, now, { ...deps.read, grain: spec.grain, groupBy: spec.groupBy });
   return {
     view: view.name,
     grain: spec.grain,

@@ -26,18 +26,27 @@
  *
  * Blocks: a batch item packs the rows of one key whose buckets fall in one block span (core/keys.ts,
  * core/blocks.ts), so a read fetches the blocks meeting its range and keeps the rows inside it.
+ *
+ * Sketches: a block of layout blocks-3 holds its rows' sketch texts apart from the rows, per bucket, beside each
+ * row's estimate (core/blocks.ts form `apart`), and sketches are most of a block's bytes. A query whose answer cells
+ * are the rows it reads (every dimension, at the grain of the rows) needs a row's sketch only when something else
+ * falls in its cell, so it reads the sketches of the buckets the speed part may reach and, in a second read, those of
+ * the few other rows a speed cell does meet (`ReadOptions.groupBy`, `readSharedSketches`).
  */
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { DynamoDBDocumentClient, GetCommand, QueryCommand, type QueryCommandInput } from '@aws-sdk/lib-dynamodb';
-import { decodeBlock, newestBlocks } from '../core/blocks.ts';
+import { type BlockRow, decodeBlock, hasSketches, newestBlocks, sketchAttribute } from '../core/blocks.ts';
+import { Sketch } from '../core/hll.ts';
 import {
   BATCH_PARTITION_MS,
+  BLOCK_MS,
   batchDayBlockPk,
   batchPartitionPk,
   batchPartitionStart,
   batchRollupPk,
   blockStart,
   cellsOf,
+  dimsKey,
   POINTER_KEY,
   pad13,
   speedPartitions,
@@ -45,7 +54,7 @@ import {
   versionKey,
 } from '../core/keys.ts';
 import { mapLimit } from '../core/limit.ts';
-import { stateColumns, stateFromColumns } from '../core/metrics.ts';
+import { type MetricState, stateColumns, stateFromColumns } from '../core/metrics.ts';
 import type { Row, SpeedRow } from '../core/query.ts';
 import { type Settings, speedTtlSeconds } from '../core/settings.ts';
 import { bucketStart, floorTo, GRAIN_MS, type Grain, type QueryGrain } from '../core/time.ts';
@@ -205,6 +214,11 @@ export interface BatchRead {
    * range; a block is kept from the first key of [pk, ...inherited] that holds it (core/blocks.ts newestBlocks).
    */
   readonly inherited?: readonly string[];
+  /**
+   * Rows of buckets before this may be read without their sketches, as their estimates (core/blocks.ts form `apart`;
+   * readView sets it when no such row shares its answer cell with another). Absent: every sketch is read.
+   */
+  readonly sketchesFrom?: number;
 }
 
 const ceilTo = (ms: number, step: number) => Math.ceil(ms / step) * step;
@@ -288,24 +302,42 @@ export function batchQueries(deps: Pick<ReadDeps, 'tables'>, view: View, reads: 
   // The projection also names the attributes of a row item of the layout before blocks (sk <bucket 13d>#<dims>, in the same
   // range): a version written before an upgrade stays readable until the next run rebuilds it (`storage changed`).
   const legacy = ['bucket', 'dims', ...stateColumns(view).map((c) => c.column)];
-  const names: Record<string, string> = { '#b': 'block', '#r': 'rows', ...Object.fromEntries(legacy.map((a, i) => [`#l${i}`, a])) };
-  return reads.map((r) =>
-    [r.pk, ...(r.inherited ?? [])].map((pk) => ({
+  const base: Record<string, string> = {
+    '#b': 'block',
+    '#r': 'rows',
+    '#k': 'sk',
+    ...Object.fromEntries(legacy.map((a, i) => [`#l${i}`, a])),
+  };
+  return reads.map((r) => {
+    // Blocks with sketches apart (core/blocks.ts): the sketch attributes of the buckets in range from `sketchesFrom` on.
+    const names = { ...base };
+    if (hasSketches(view)) {
+      const step = GRAIN_MS[r.grain];
+      const offsets = new Set<number>();
+      // Every offset of a block is named once a block span of buckets is (60 at most: core/keys.ts BLOCK_MS).
+      const end = Math.min(r.to, bucketStart(Math.max(r.from, r.sketchesFrom ?? r.from), r.grain) + BLOCK_MS[r.grain]);
+      for (let b = bucketStart(Math.max(r.from, r.sketchesFrom ?? r.from), r.grain); b < end; b += step) {
+        offsets.add(b - blockStart(b, r.grain));
+      }
+      let k = 0;
+      for (const o of offsets) names[`#h${k++}`] = sketchAttribute(o);
+    }
+    return [r.pk, ...(r.inherited ?? [])].map((pk) => ({
       TableName: deps.tables.batchViews,
       KeyConditionExpression: 'pk = :pk AND sk BETWEEN :lo AND :hi',
       ExpressionAttributeValues: { ':pk': pk, ':lo': pad13(blockStart(r.from, r.grain)), ':hi': pad13(r.to) },
       ExpressionAttributeNames: names,
       ProjectionExpression: Object.keys(names).join(', '),
       ConsistentRead: true,
-    })),
-  );
+    }));
+  });
 }
 
 /** The rows of one batch-views item: a block's, or (a version written before blocks) the one row it is. */
 function itemRows(
   view: View,
   item: Record<string, unknown>,
-): { bucket: number; dims: readonly (string | null)[]; values: Readonly<Record<string, unknown>> }[] {
+): { bucket: number; dims: readonly (string | null)[]; values: Readonly<Record<string, unknown>>; estimates?: BlockRow['estimates'] }[] {
   if (item.rows === undefined && item.bucket !== undefined)
     return [
       {
@@ -314,18 +346,56 @@ function itemRows(
         values: item,
       },
     ];
-  return decodeBlock(view, num(item.block), String(item.rows ?? '[]'));
+  // Rows outside the read's range may lack their sketches (batchQueries names those of the range): kept as estimates.
+  return decodeBlock(view, num(item.block), String(item.rows ?? '[]'), {
+    sketches: (a) => (item[a] === undefined ? undefined : String(item[a])),
+    estimates: true,
+  });
 }
 
-/** The rows of a read's block items whose buckets are in its [from, to), counting the decoded rows in `stats.rows`. */
-export function blockRowsIn(view: View, read: BatchRead, items: readonly Record<string, unknown>[], stats: ReadStats): Row[] {
+/** Sketch column -> its metric, per view. */
+const sketchMetrics = new WeakMap<View, ReadonlyMap<string, string>>();
+function sketchMetricOf(view: View, column: string): string {
+  let m = sketchMetrics.get(view);
+  if (!m) {
+    m = new Map(
+      stateColumns(view)
+        .filter((c) => c.component === 'hll')
+        .map((c) => [c.column, c.metric]),
+    );
+    sketchMetrics.set(view, m);
+  }
+  return m.get(column)!;
+}
+
+/**
+ * The rows of a read's block items whose buckets are in its [from, to), counting the decoded rows in `stats.rows`. With
+ * `estimates`, a row read without its sketches (BatchRead.sketchesFrom) holds sketches known by their estimate alone
+ * (hll.ts Sketch.ofEstimate), and `estimated`, when given, gets the indexes in the result of those rows.
+ */
+export function blockRowsIn(
+  view: View,
+  read: BatchRead,
+  items: readonly Record<string, unknown>[],
+  stats: ReadStats,
+  estimates = false,
+  estimated?: number[],
+): Row[] {
   const out: Row[] = [];
   for (const item of items) {
     const rows = itemRows(view, item);
     stats.rows += rows.length;
     for (const r of rows) {
-      if (r.bucket >= read.from && r.bucket < read.to)
-        out.push({ bucket: r.bucket, dims: [...r.dims], state: stateFromColumns(view, r.values) });
+      if (r.bucket < read.from || r.bucket >= read.to) continue;
+      const state = stateFromColumns(view, r.values);
+      if (r.estimates) {
+        if (!estimates) throw new Error(`batch rows of ${read.pk} at ${r.bucket} were read without their sketches`);
+        for (const column in r.estimates)
+          (state[sketchMetricOf(view, column)] as MetricState).hll = Sketch.ofEstimate(r.estimates[column]!);
+        estimated?.push(out.length);
+      }
+      // decodeBlock's dims are fresh arrays: kept, not copied.
+      out.push({ bucket: r.bucket, dims: r.dims, state });
     }
   }
   return out;
@@ -385,7 +455,22 @@ export interface ReadOptions {
    * finer (`batchReads`). @default the view's grain (base rows only)
    */
   readonly grain?: QueryGrain;
+  /**
+   * The dimensions the answer is grouped by (QuerySpec.groupBy). When they are all the view's, a batch row read at the
+   * answer's grain is an answer cell of its own unless a speed cell (or another batch row) falls in it: such rows are
+   * read without their sketches, as estimates (`SKETCH_MARGIN_MS`), and the few that do share a cell get their
+   * sketches in a second read. Every `Row` returned is then only good for that answer: a sketch known by its
+   * estimate alone cannot be merged. @default undefined (every sketch read)
+   */
+  readonly groupBy?: readonly string[];
 }
+
+/**
+ * Sketches of the batch buckets ending after cutoff - this are read up front (the others, when `groupBy` allows, as
+ * estimates): the speed part holds arrivals >= cutoff, whose events are mostly on time or a few hours late (the demo's:
+ * up to 3 hours), so its cells fall there; one further back costs a second read of the sketches it meets.
+ */
+export const SKETCH_MARGIN_MS = 6 * 3_600_000;
 
 /** Reads everything a merged query over buckets [fromMs, toMs) needs. */
 export async function readView(
@@ -402,37 +487,140 @@ export async function readView(
   // A batch read of a partition inheriting blocks is several Queries (layer 0: its writer's key, then older ones).
   const tasks: { input: QueryCommandInput; kind: 'batch' | 'speed'; read?: number; layer?: number }[] = [];
   const writers = pointer ? await readPartitionWriters(deps, view, pointer.version) : undefined;
-  const reads = pointer ? batchReads(view, pointer.version, opts.grain ?? view.grain, fromMs, toMs, writers) : [];
+  const grain = opts.grain ?? view.grain;
+  const planned = pointer ? batchReads(view, pointer.version, grain, fromMs, toMs, writers) : [];
+  // Rows at the answer's grain and dimensions are answer cells of their own (the reads' buckets are disjoint), so
+  // their sketches are needed only where the speed part may add to them (ReadOptions.groupBy).
+  const alone = pointer !== null && hasSketches(view) && opts.groupBy?.length === view.dimensions.length && grain !== 'all';
+  const reads = planned.map((r) =>
+    alone && r.grain === grain ? { ...r, sketchesFrom: bucketStart(pointer.cutoff - SKETCH_MARGIN_MS, r.grain) } : r,
+  );
   for (const [read, inputs] of batchQueries(deps, view, reads).entries())
     for (const [layer, input] of inputs.entries()) tasks.push({ input, kind: 'batch', read, layer });
   if (!opts.batchOnly) {
     const range = speedWindowRange(deps.settings, pointer?.cutoff ?? null, now);
     for (const input of speedQueries(deps, view, range.from, range.to, fromMs, toMs, now)) tasks.push({ input, kind: 'speed' });
   }
-  const results = await mapLimit(tasks, deps.concurrency ?? 8, (t) =>
-    queryAll(deps.doc, t.input, t.kind === 'batch' ? batchStats : speedStats),
-  );
-  const batchRows: Row[] = [];
-  const speedRows: SpeedRow[] = [];
+  // Each answer is decoded as it comes (a read of one key at once; one inheriting blocks once all its keys are in):
+  // the local cloud's DynamoDB serves the next Queries meanwhile. Kept per task and read, put together in their order.
   const lo = bucketStart(fromMs, view.grain);
   const layers: Record<string, unknown>[][][] = reads.map(() => []);
-  results.forEach((items, i) => {
-    const { kind, read, layer } = tasks[i]!;
-    if (kind === 'batch') {
-      layers[read!]![layer!] = items;
+  const pending = reads.map((r) => 1 + (r.inherited?.length ?? 0));
+  const decoded: { rows: Row[]; partial: EstimatedItem[] }[] = reads.map(() => ({ rows: [], partial: [] }));
+  const speedParts: SpeedRow[][] = tasks.map(() => []);
+  await mapLimit([...tasks.keys()], deps.concurrency ?? 8, async (i) => {
+    const t = tasks[i]!;
+    const items = await queryAll(deps.doc, t.input, t.kind === 'batch' ? batchStats : speedStats);
+    if (t.kind === 'batch') {
+      layers[t.read!]![t.layer!] = items;
+      if (--pending[t.read!]! === 0) decoded[t.read!] = decodeRead(view, reads[t.read!]!, layers[t.read!]!, batchStats);
       return;
     }
+    const out = speedParts[i]!;
     for (const item of items) {
       const window = num(item.window);
       for (const cell of cellsOf(num(item.slot), item)) {
         if (cell.bucket >= lo && cell.bucket < toMs)
-          speedRows.push({ bucket: cell.bucket, dims: cell.dims, state: stateFromColumns(view, cell.columns), window });
+          out.push({ bucket: cell.bucket, dims: cell.dims, state: stateFromColumns(view, cell.columns), window });
       }
     }
   });
-  for (const [i, read] of reads.entries()) {
-    const items = layers[i]!.length === 1 ? layers[i]![0]! : newestBlocks(layers[i]!);
-    for (const r of blockRowsIn(view, read, items, batchStats)) batchRows.push(r);
+  const speedRows = speedParts.flat();
+  const batchRows: Row[] = [];
+  // Items with rows read as estimates: their key, and where their rows in range are in batchRows.
+  const partial: EstimatedItem[] = [];
+  for (const d of decoded) {
+    for (const p of d.partial) partial.push({ ...p, at: p.at + batchRows.length });
+    for (const r of d.rows) batchRows.push(r);
   }
+  if (partial.length > 0) await readSharedSketches(deps, view, grain as Grain, partial, batchRows, speedRows, batchStats);
   return { pointer, batchRows, speedRows, stats: { pointer: 1, manifest: pointer ? 1 : 0, batch: batchStats, speed: speedStats } };
+}
+
+/** An item with rows read as estimates: its key, and where its rows in range are (`at`: the first; `rows`: those). */
+interface EstimatedItem {
+  readonly pk: string;
+  readonly item: Record<string, unknown>;
+  readonly read: BatchRead;
+  readonly at: number;
+  readonly rows: number[];
+}
+
+/** The rows in range of one read's items (`layers`: per key of the read, newest writer first), and its items read as estimates. */
+function decodeRead(
+  view: View,
+  read: BatchRead,
+  layers: readonly Record<string, unknown>[][],
+  stats: ReadStats,
+): { rows: Row[]; partial: EstimatedItem[] } {
+  const items = layers.length === 1 ? layers[0]! : newestBlocks(layers);
+  if (read.sketchesFrom === undefined) return { rows: blockRowsIn(view, read, items, stats), partial: [] };
+  const pkOf = new Map(layers.flatMap((l, layer) => l.map((item) => [item, layer === 0 ? read.pk : read.inherited![layer - 1]!])));
+  const rows: Row[] = [];
+  const partial: EstimatedItem[] = [];
+  for (const item of items) {
+    const estimated: number[] = [];
+    const at = rows.length;
+    for (const r of blockRowsIn(view, read, [item], stats, true, estimated)) rows.push(r);
+    if (estimated.length > 0) partial.push({ pk: pkOf.get(item)!, item, read, at, rows: estimated });
+  }
+  return { rows, partial };
+}
+
+/**
+ * The second read of `readView` with `groupBy`: rows read as estimates whose answer cell (bucket at `grain`, every
+ * dimension) holds another row, a speed cell or a batch row with its sketches, are read again with their sketches
+ * (the bucket's sketch attributes of their item, strongly consistent) and replace their estimates in `batchRows`.
+ * Two rows read as estimates never share a cell: they come from reads at `grain`, each row its own bucket and
+ * dimensions, and the reads' buckets are disjoint (`batchReads`).
+ */
+async function readSharedSketches(
+  deps: ReadDeps,
+  view: View,
+  grain: Grain,
+  partial: readonly EstimatedItem[],
+  batchRows: Row[],
+  speedRows: readonly SpeedRow[],
+  stats: ReadStats,
+): Promise<void> {
+  const estimated = new Uint8Array(batchRows.length);
+  for (const p of partial) for (const k of p.rows) estimated[p.at + k] = 1;
+  // Cells holding a row with its sketches: bucket at `grain` -> the rows' dimensions (dimsKey).
+  const cells = new Map<number, Set<string>>();
+  const note = (r: Row) => {
+    const b = bucketStart(r.bucket, grain);
+    const set = cells.get(b);
+    if (set) set.add(dimsKey(r.dims));
+    else cells.set(b, new Set([dimsKey(r.dims)]));
+  };
+  for (const r of speedRows) note(r);
+  for (let k = 0; k < batchRows.length; k++) if (estimated[k] === 0) note(batchRows[k]!);
+  const again: { p: (typeof partial)[number]; offsets: Set<number> }[] = [];
+  for (const p of partial) {
+    const offsets = new Set<number>();
+    const block = num(p.item.block);
+    for (const k of p.rows) {
+      const r = batchRows[p.at + k]!;
+      if (cells.get(bucketStart(r.bucket, grain))?.has(dimsKey(r.dims))) offsets.add(r.bucket - block);
+    }
+    if (offsets.size > 0) again.push({ p, offsets });
+  }
+  await mapLimit(again, deps.concurrency ?? 8, async ({ p, offsets }) => {
+    const names = Object.fromEntries([...offsets].map((o, i) => [`#h${i}`, sketchAttribute(o)]));
+    const out = await deps.doc.send(
+      new GetCommand({
+        TableName: deps.tables.batchViews,
+        Key: { pk: p.pk, sk: p.item.sk },
+        ExpressionAttributeNames: names,
+        ProjectionExpression: Object.keys(names).join(', '),
+        ConsistentRead: true,
+      }),
+    );
+    stats.requests++;
+    if (!out.Item) throw new Error(`batch item ${p.pk} ${String(p.item.sk)} is gone (read it again)`);
+    stats.items++;
+    // Every row of the item again (in the same order), those of the buckets now read with their sketches.
+    const rows = blockRowsIn(view, p.read, [{ ...p.item, ...out.Item }], stats, true);
+    for (let k = 0; k < rows.length; k++) batchRows[p.at + k] = rows[k]!;
+  });
 }

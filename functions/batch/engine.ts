@@ -145,16 +145,19 @@ export function toBatchRows(view: View, rows: readonly (readonly (string | null)
   const columns = outputColumns(view);
   const state = stateColumns(view);
   const nd = view.dimensions.length;
-  return rows.map((r) => {
+  // Plain loops: a rebuild turns a million rows and more.
+  const out: BatchRow[] = new Array(rows.length);
+  for (let k = 0; k < rows.length; k++) {
+    const r = rows[k]!;
     if (r.length !== columns.length) throw new Error(`view ${view.name}: expected ${columns.length} result columns, received ${r.length}`);
     const bucket = Number(r[0]);
     if (!Number.isSafeInteger(bucket)) throw new Error(`view ${view.name}: bucket ${r[0]} is not whole epoch milliseconds`);
     const values: Record<string, string | null> = {};
-    state.forEach((c, i) => {
-      const v = r[1 + nd + i];
-      // Decimals to plain text; a sketch's register list to its canonical text (core/hll.ts).
-      values[c.column] = columnFromSql(c.component, v);
-    });
-    return { bucket, dims: r.slice(1, 1 + nd).map((d) => d ?? null), values };
-  });
+    // Decimals to plain text; a sketch's register list to its canonical text (core/hll.ts).
+    for (let i = 0; i < state.length; i++) values[state[i]!.column] = columnFromSql(state[i]!.component, r[1 + nd + i]);
+    const dims: (string | null)[] = new Array(nd);
+    for (let i = 0; i < nd; i++) dims[i] = r[1 + i] ?? null;
+    out[k] = { bucket, dims, values };
+  }
+  return out;
 }

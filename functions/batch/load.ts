@@ -7,8 +7,9 @@
  * left. State columns travel as decimal text, so nothing passes through a double.
  */
 import { type AttributeValue, BatchWriteItemCommand, type DynamoDBClient, QueryCommand, type WriteRequest } from '@aws-sdk/client-dynamodb';
-import { decodeBlock, encodeBlocks, newestBlocks } from '../core/blocks.ts';
+import { decodeBlock, type EncodedBlock, encodeBlocks, newestBlocks } from '../core/blocks.ts';
 import {
+  BLOCK_MAX_BYTES,
   batchDayBlockPk,
   batchPartitionPk,
   batchPartitionStart,
@@ -21,8 +22,8 @@ import {
   pad13,
   rollupGrains,
 } from '../core/keys.ts';
-import { backoff, chunks, mapLimit } from '../core/limit.ts';
-import { combineViewStates, stateFromColumns, stateToColumns } from '../core/metrics.ts';
+import { backoff, mapLimit } from '../core/limit.ts';
+import { combineColumnTexts, combineViewStates, stateFromColumns, stateToColumns } from '../core/metrics.ts';
 import { bucketStart, type Grain } from '../core/time.ts';
 import type { View } from '../core/views.ts';
 import type { ViewManifest } from './control.ts';
@@ -32,15 +33,20 @@ export const BATCH_WRITE_MAX = 25;
 
 /**
  * The layout this code writes and reads batch views in, recorded in each version's manifest: rows packed in blocks
- * (core/blocks.ts), day blocks of minute views. A published version in another layout is rebuilt, not incremented.
+ * (core/blocks.ts) with their sketches apart (form `apart`), day blocks of minute views. A published version in a
+ * layout not in MERGEABLE_LAYOUTS is rebuilt, not incremented.
  */
-export const STORAGE_LAYOUT = 'blocks-2';
+export const STORAGE_LAYOUT = 'blocks-3';
+/** The block form this code writes (core/blocks.ts): `blocks-3` holds sketches apart from `rows`; the layouts before, inline. */
+const BLOCK_FORM = 'apart';
 /**
  * Layouts an increment can merge into: `blocks-1` is `blocks-2` without inherited blocks (every partition whole under
- * its writer), which this code reads as a partition with nothing inherited. Code that knew only `blocks-1` rebuilds a
- * `blocks-2` version (it would not read inherited blocks).
+ * its writer), which this code reads as a partition with nothing inherited; `blocks-2` is `blocks-3` with every
+ * sketch inline (core/blocks.ts decodes both forms, and a block keeps one form: an increment rewrites it whole, in this
+ * code's). Code that knew only `blocks-1` rebuilds a `blocks-2` version (it would not read inherited blocks), and code
+ * that knew only `blocks-2` a `blocks-3` one (it would not read sketches apart).
  */
-export const MERGEABLE_LAYOUTS: readonly string[] = ['blocks-1', STORAGE_LAYOUT];
+export const MERGEABLE_LAYOUTS: readonly string[] = ['blocks-1', 'blocks-2', STORAGE_LAYOUT];
 /**
  * Earlier writers a partition may inherit blocks from; an increment that would make it more carries the blocks of all
  * but the oldest into its write (mergePartition). Bounds the Queries a base-grain read of a partition makes (one per
@@ -59,7 +65,7 @@ export function blockItems(view: View, version: number, rows: readonly BatchRow[
   if (rows.length === 0) return [];
   const start = batchPartitionStart(rows[0]!.bucket, view.grain);
   const pk = grain === undefined ? batchPartitionPk(view.name, version, start) : batchRollupPk(view.name, grain, version, start);
-  return encodeBlocks(view, grain ?? view.grain, rows).map((b) => ({
+  return encodeBlocks(view, grain ?? view.grain, rows, BLOCK_MAX_BYTES, BLOCK_FORM).map((b) => ({
     pk: { S: pk },
     sk: { S: blockSk(b.block, b.chunk) },
     view: { S: view.name },
@@ -68,12 +74,18 @@ export function blockItems(view: View, version: number, rows: readonly BatchRow[
     block: { N: String(b.block) },
     n: { N: String(b.n) },
     rows: { S: b.rows },
+    ...sketchAttributes(b),
   }));
 }
 
-/** The rows of block items as `blockItems` wrote them (the items of one key, any order of chunks). */
+/** A block's sketch attributes (form `apart`) as DynamoDB attributes. */
+function sketchAttributes(b: EncodedBlock): Record<string, AttributeValue> {
+  return b.sketches ? Object.fromEntries(Object.entries(b.sketches).map(([name, text]) => [name, { S: text }])) : {};
+}
+
+/** The rows of block items as `blockItems` wrote them (the items of one key, any order of chunks), in either block form. */
 export function rowsOfItems(view: View, items: readonly Record<string, AttributeValue>[]): BatchRow[] {
-  return items.flatMap((item) => decodeBlock(view, Number(item.block?.N), item.rows?.S ?? '[]'));
+  return items.flatMap((item) => decodeBlock(view, Number(item.block?.N), item.rows?.S ?? '[]', { sketches: (a) => item[a]?.S }));
 }
 
 /** The batch-view partitions a version's rows of a view occupy. */
@@ -96,20 +108,59 @@ export function rowsByPartition(view: View, rows: readonly BatchRow[]): Map<stri
 /**
  * A view's rows rolled up to a coarser grain: one row per (bucket at `grain`, dimension values),
  * combined with the metric monoids (core/metrics.ts, so every metric, sketches too, merges as
- * everywhere else). Ordered by bucket and dimension values.
+ * everywhere else). In no particular order (encodeBlocks orders a block's rows).
  */
 export function rollupRows(view: View, grain: Grain, rows: readonly BatchRow[]): BatchRow[] {
-  const cells = new Map<string, { bucket: number; dims: readonly (string | null)[]; state: ReturnType<typeof stateFromColumns> }>();
-  for (const r of rows) {
-    const bucket = bucketStart(r.bucket, grain);
-    const k = `${pad13(bucket)}#${dimsKey(r.dims)}`;
-    const state = stateFromColumns(view, r.values);
-    const old = cells.get(k);
-    cells.set(k, { bucket, dims: r.dims, state: old ? combineViewStates(view, old.state, state) : state });
+  return rollupKeyed(view, grain, keyed(rows)).map((k) => k.row);
+}
+
+/**
+ * The rows at every rollup grain of a view, finest first, each rolled up from the one before it (a day's hour rows,
+ * not its minutes): grains nest, and combining is associative, so this equals rolling every grain up from `rows`.
+ */
+export function rollupAll(view: View, rows: readonly BatchRow[]): Map<Grain, readonly BatchRow[]> {
+  const out = new Map<Grain, readonly BatchRow[]>();
+  let finer = keyed(rows);
+  for (const g of rollupGrains(view.grain)) {
+    finer = rollupKeyed(view, g, finer);
+    out.set(
+      g,
+      finer.map((k) => k.row),
+    );
   }
-  return [...cells.entries()]
-    .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
-    .map(([, c]) => ({ bucket: c.bucket, dims: c.dims, values: stateToColumns(view, c.state) }));
+  return out;
+}
+
+/** A row with its dimension values' key (dimsKey), made once for every grain it is rolled up to. */
+interface Keyed {
+  readonly row: BatchRow;
+  readonly dims: string;
+}
+
+const keyed = (rows: readonly BatchRow[]): Keyed[] => rows.map((row) => ({ row, dims: dimsKey(row.dims) }));
+
+/** Grouped first, then each cell combined once on its texts (combineColumnTexts): a rebuild rolls up every base row. */
+function rollupKeyed(view: View, grain: Grain, rows: readonly Keyed[]): Keyed[] {
+  const cells = new Map<string, Keyed[]>();
+  for (const k of rows) {
+    const key = `${bucketStart(k.row.bucket, grain)}#${k.dims}`;
+    const list = cells.get(key);
+    if (list) list.push(k);
+    else cells.set(key, [k]);
+  }
+  const out: Keyed[] = [];
+  for (const list of cells.values()) {
+    const first = list[0]!;
+    const values =
+      list.length === 1
+        ? first.row.values
+        : combineColumnTexts(
+            view,
+            list.map((k) => k.row.values),
+          );
+    out.push({ row: { bucket: bucketStart(first.row.bucket, grain), dims: first.row.dims, values }, dims: first.dims });
+  }
+  return out;
 }
 
 /**
@@ -197,7 +248,7 @@ export async function writeDayBlocks(
     const dayRows = parts.flat();
     rows += dayRows.length;
     const pk = batchDayBlockPk(view.name, version, b.start);
-    for (const e of encodeBlocks(view, 'day', dayRows)) {
+    for (const e of encodeBlocks(view, 'day', dayRows, BLOCK_MAX_BYTES, BLOCK_FORM)) {
       items.push({
         pk: { S: pk },
         sk: { S: blockSk(e.block, e.chunk) },
@@ -207,6 +258,7 @@ export async function writeDayBlocks(
         block: { N: String(e.block) },
         n: { N: String(e.n) },
         rows: { S: e.rows },
+        ...sketchAttributes(e),
       });
     }
   }
@@ -372,7 +424,18 @@ export function rebuildWrites(view: View, rows: readonly BatchRow[]): PartitionW
 }
 
 function wholeWrite(view: View, start: string, rows: readonly BatchRow[], replaced: number): PartitionWrite {
-  return { start, rows, rollups: new Map(rollupGrains(view.grain).map((g) => [g, rollupRows(view, g, rows)])), replaced };
+  let rollups: ReadonlyMap<Grain, readonly BatchRow[]> | undefined;
+  // Rolled up on first use: loadPartitions asks when its requests reach the partition, so a rebuild computes one
+  // partition's rollups while the writes of the ones before it are in flight.
+  return {
+    start,
+    rows,
+    replaced,
+    get rollups() {
+      rollups ??= rollupAll(view, rows);
+      return rollups;
+    },
+  };
 }
 
 /**
@@ -482,27 +545,50 @@ export interface WriteStats {
   retries: number;
 }
 
-/** Writes (puts or deletes) every request, resending unprocessed ones until done. */
-export async function writeAll(opts: WriteOptions, requests: readonly WriteRequest[]): Promise<WriteStats> {
+/**
+ * Writes (puts or deletes) every request, resending unprocessed ones until done. `requests` is read 25 at a time as
+ * requests go out, so a lazy one (loadPartitions: a partition's blocks encoded when the requests reach them) has its
+ * next items made here while the requests before them are in flight.
+ */
+export async function writeAll(opts: WriteOptions, requests: Iterable<WriteRequest>): Promise<WriteStats> {
   const stats: WriteStats = { written: 0, items: 0, requests: 0, retries: 0 };
-  await mapLimit(chunks(requests, BATCH_WRITE_MAX), opts.concurrency ?? 8, async (chunk) => {
-    let pending: WriteRequest[] = chunk;
-    for (let attempt = 0; pending.length > 0; attempt++) {
-      if (attempt >= MAX_ATTEMPTS)
-        throw new Error(`BatchWriteItem on ${opts.table}: ${pending.length} items still unprocessed after ${MAX_ATTEMPTS} attempts`);
-      if (attempt > 0) {
-        stats.retries++;
-        await backoff(attempt);
-      }
-      const out = await opts.ddb.send(new BatchWriteItemCommand({ RequestItems: { [opts.table]: pending } }));
-      stats.requests++;
-      const left = out.UnprocessedItems?.[opts.table] ?? [];
-      stats.written += pending.length - left.length;
-      stats.items += pending.length - left.length;
-      pending = left;
+  const source = requests[Symbol.iterator]();
+  const take = (): WriteRequest[] => {
+    const chunk: WriteRequest[] = [];
+    while (chunk.length < BATCH_WRITE_MAX) {
+      const r = source.next();
+      if (r.done) break;
+      chunk.push(r.value);
     }
-    await opts.onProgress?.(stats.written);
-  });
+    return chunk;
+  };
+  let failure: { error: unknown } | undefined;
+  const worker = async () => {
+    try {
+      for (let chunk = take(); chunk.length > 0 && !failure; chunk = take()) {
+        let pending: WriteRequest[] = chunk;
+        for (let attempt = 0; pending.length > 0; attempt++) {
+          if (attempt >= MAX_ATTEMPTS)
+            throw new Error(`BatchWriteItem on ${opts.table}: ${pending.length} items still unprocessed after ${MAX_ATTEMPTS} attempts`);
+          if (attempt > 0) {
+            stats.retries++;
+            await backoff(attempt);
+          }
+          const out = await opts.ddb.send(new BatchWriteItemCommand({ RequestItems: { [opts.table]: pending } }));
+          stats.requests++;
+          const left = out.UnprocessedItems?.[opts.table] ?? [];
+          stats.written += pending.length - left.length;
+          stats.items += pending.length - left.length;
+          pending = left;
+        }
+        await opts.onProgress?.(stats.written);
+      }
+    } catch (error) {
+      failure ??= { error };
+    }
+  };
+  await Promise.all(Array.from({ length: Math.max(1, opts.concurrency ?? 8) }, worker));
+  if (failure) throw failure.error;
   return stats;
 }
 
@@ -536,18 +622,22 @@ export async function loadPartitions(
   version: number,
   writes: readonly PartitionWrite[],
 ): Promise<WriteStats & { rollups: number }> {
-  const items: Record<string, AttributeValue>[] = [];
   let rows = 0;
   let rollups = 0;
-  for (const w of writes) {
-    rows += w.rows.length;
-    for (const item of blockItems(view, version, w.rows)) items.push(item);
-    for (const [grain, rolled] of w.rollups) {
-      rollups += rolled.length;
-      for (const item of blockItems(view, version, rolled, grain)) items.push(item);
+  // One partition at a time, as the requests reach it: its rollups (PartitionWrite.rollups may be computed on first
+  // use) and blocks are made while the requests of the partitions before it are in flight.
+  function* requests(): Generator<WriteRequest> {
+    for (const w of writes) {
+      rows += w.rows.length;
+      for (const Item of blockItems(view, version, w.rows)) yield { PutRequest: { Item } };
+      for (const [grain, rolled] of w.rollups) {
+        rollups += rolled.length;
+        for (const Item of blockItems(view, version, rolled, grain)) yield { PutRequest: { Item } };
+      }
     }
   }
-  return { ...(await putItems(opts, items, rows + rollups)), rollups };
+  const stats = await writeAll(opts, requests());
+  return { ...stats, written: rows + rollups, rollups };
 }
 
 /** Deletes every item of the given batch-view partitions. Returns the number deleted. */

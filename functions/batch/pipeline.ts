@@ -13,19 +13,22 @@ import type { Clients } from '../adapters/clients.ts';
 import type { Config } from '../config.ts';
 import { SETTINGS_ENV } from '../resources.ts';
 import { athenaEngine, athenaQueries } from './athena.ts';
-import { acquireLock, type Control, createRun, getRun, newRunId, RUN_ID_RE, type RunItem, refreshLock } from './control.ts';
+import { acquireLock, type Control, createRun, getPointer, getRun, newRunId, RUN_ID_RE, type RunItem, refreshLock } from './control.ts';
 import { duckDbEngine } from './duckdb.ts';
 import type { BatchEngine, EngineSession } from './engine.ts';
 import {
   type BatchContext,
   type BatchHooks,
   compactStep,
+  computeView,
   DEFAULT_LOCK_TTL_SECONDS,
   failStep,
+  loadView,
   planStep,
   publishStep,
   type RunRequest,
   SimulatedCrash,
+  type ViewStepInput,
   viewStep,
 } from './steps.ts';
 
@@ -151,7 +154,9 @@ async function runSteps(ctx: BatchContext, runId: string, request: RunRequest = 
     session = plan.session;
     version = plan.version;
     if (!plan.skipped && plan.version !== undefined && plan.cutoff !== undefined) {
-      for (const view of plan.views) await viewStep(ctx, { runId, version: plan.version, cutoff: plan.cutoff, view }, session);
+      const inputs = plan.views.map((view) => ({ runId, version: plan.version!, cutoff: plan.cutoff!, view }));
+      if (session) await computeAndLoad(ctx, session, inputs);
+      else for (const input of inputs) await viewStep(ctx, input);
       const published = await publishStep(ctx, { runId, version: plan.version, cutoff: plan.cutoff }, startedAt);
       // The staged JSON is no longer needed by this run: close it before compaction opens its own DuckDB.
       await session?.close().catch(() => undefined);
@@ -168,6 +173,30 @@ async function runSteps(ctx: BatchContext, runId: string, request: RunRequest = 
     await session?.close().catch(() => undefined);
   }
   return getRun(c, runId);
+}
+
+/**
+ * The views one after another, each view's SQL started while the one before it loads: the engine works in its
+ * own threads (DuckDB) while the load merges rows here and DynamoDB stores them. A view's load still finishes
+ * before the next one starts, as viewStep does them. Largest first (by the rows the published version holds;
+ * declaration order otherwise): the longest load then runs beside the other views' SQL, not after it.
+ */
+async function computeAndLoad(ctx: BatchContext, session: EngineSession, views: readonly ViewStepInput[]): Promise<void> {
+  const published = (await getPointer({ doc: ctx.doc, table: ctx.tables.control }))?.views ?? {};
+  const size = (input: ViewStepInput) => published[input.view]?.rows ?? 0;
+  const inputs = [...views].sort((a, b) => size(b) - size(a));
+  const compute = (input: ViewStepInput) => {
+    const p = computeView(ctx, input, session);
+    // Awaited below; a failure while the view before it loads must not count as unhandled meanwhile.
+    p.catch(() => undefined);
+    return p;
+  };
+  let next = inputs.length > 0 ? compute(inputs[0]!) : undefined;
+  for (const [k, input] of inputs.entries()) {
+    const computed = await next!;
+    next = k + 1 < inputs.length ? compute(inputs[k + 1]!) : undefined;
+    await loadView(ctx, input, computed);
+  }
 }
 
 export function describeError(e: unknown): string {

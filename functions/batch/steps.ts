@@ -452,15 +452,6 @@ export interface ViewOutput {
   readonly written: number;
 }
 
-/**
- * Computes one view with the engine and loads its rows as the version, as its plan in the
- * manifest says. REBUILD: the SQL over all history, every partition written as this version.
- * INCREMENT: the SQL over the arrivals since the base version's cutoff; each partition the
- * increment touches is read from its writer, merged with the increment (metric monoids) and
- * written as this version; the others stay with their writer (copy-on-write). The manifest
- * maps the partitions to their writers before any row is written, so the rows of a run that
- * dies mid-load can always be found and deleted.
- */
 /** What loadPartitions needs of the batch context, with the test hook reporting a view's written items. */
 function loadDepsOf(ctx: BatchContext, viewName: string) {
   return {
@@ -471,68 +462,97 @@ function loadDepsOf(ctx: BatchContext, viewName: string) {
   };
 }
 
+/**
+ * Computes one view with the engine and loads its rows as the version, as its plan in the
+ * manifest says. REBUILD: the SQL over all history, every partition written as this version.
+ * INCREMENT: the SQL over the arrivals since the base version's cutoff; each partition the
+ * increment touches is read from its writer, merged with the increment (metric monoids) and
+ * written as this version; the others stay with their writer (copy-on-write). The manifest
+ * maps the partitions to their writers before any row is written, so the rows of a run that
+ * dies mid-load can always be found and deleted. Without a `shared` session (a step of its
+ * own, in AWS), it opens one over the view's read range and checks the archive first.
+ */
 export async function viewStep(ctx: BatchContext, input: ViewStepInput, shared?: EngineSession): Promise<ViewOutput> {
+  if (shared) return loadView(ctx, input, await computeView(ctx, input, shared));
   const c = control(ctx);
   await holdLock(ctx, input.runId);
   const view = findView(ctx.views, input.view);
   if (!view) throw new Error(`unknown view ${input.view}`);
   const plan = (await getManifest(c, input.version))?.views?.[view.name];
   if (!plan?.mode) throw new Error(`version ${input.version} has no plan for view ${view.name}`);
-  const increment = plan.mode === 'increment' && plan.base !== undefined && plan.since !== undefined;
   const horizonMs = horizonMsOf(ctx);
-  let session = shared;
-  if (!session) {
-    const from = readFrom([plan as ViewPlan], horizonMs);
-    const expected = await readArchiveManifest(ctx.doc, ctx.tables.control, input.cutoff, from);
-    const compacted = await compactedHours(ctx, input.cutoff, from);
-    session = await ctx.engine.open(input.cutoff, input.runId, { from, compacted });
-    // A separate step stages its own copy of the objects: check that copy too (cheap on DuckDB).
-    if (session.engine === 'duckdb') {
-      try {
-        await verifyArchive(ctx, input.runId, session, expected, compacted);
-      } catch (e) {
-        await session.close();
-        throw e;
-      }
-    }
-  }
+  const from = readFrom([plan as ViewPlan], horizonMs);
+  const expected = await readArchiveManifest(ctx.doc, ctx.tables.control, input.cutoff, from);
+  const compacted = await compactedHours(ctx, input.cutoff, from);
+  const session = await ctx.engine.open(input.cutoff, input.runId, { from, compacted });
   try {
-    const t0 = performance.now();
-    const rows = await session.runView(view, { horizonMs, ...(increment && { since: plan.since! }) });
-    const sqlMs = Math.round(performance.now() - t0);
-    const t1 = performance.now();
-    const next = increment ? await mergeIncrement(ctx, view, plan, input.version, rows) : rebuildOf(view, input.version, rows);
-    // Day blocks are named in the manifest before they are written, like partitions (a dying run's rows stay findable).
-    const days = planDayBlocks(view, input.version, next.partitions, next.rollups);
-    const { inherits: _, ...rest } = plan;
-    const entry: ViewManifest = {
-      ...rest,
-      rows: next.rows,
-      partitions: next.partitions,
-      ...(Object.keys(next.inherits).length > 0 && { inherits: next.inherits }),
-      ...(days.rollups && { rollups: days.rollups }),
-      loaded: false,
-    };
-    await recordManifestView(c, input.version, view.name, entry);
-    await loadPartitions(loadDepsOf(ctx, view.name), view, input.version, next.writes);
-    const fresh = new Map(next.writes.map((w) => [w.start, w.rollups.get('day') ?? []]));
-    await writeDayBlocks(loadDepsOf(ctx, view.name), view, input.version, days.build, fresh);
-    const loadMs = Math.round(performance.now() - t1);
-    await recordManifestView(c, input.version, view.name, { ...entry, loaded: true });
-    const out: ViewOutput = { view: view.name, rows: next.rows, sqlMs, loadMs, mode: plan.mode, written: writtenRows(next.writes) };
-    await recordRunView(c, input.runId, view.name, {
-      rows: out.rows,
-      sqlMs,
-      loadMs,
-      mode: plan.mode,
-      ...(plan.reason && { reason: plan.reason }),
-      written: out.written,
-    });
-    await ctx.hooks?.afterStage?.(`view:${view.name}`, input.runId);
-    return out;
+    // A separate step stages its own copy of the objects: check that copy too (cheap on DuckDB).
+    if (session.engine === 'duckdb') await verifyArchive(ctx, input.runId, session, expected, compacted);
+    return await loadView(ctx, input, await computeView(ctx, input, session));
   } finally {
-    if (!shared) await session.close();
+    await session.close();
   }
+}
+
+/** A view's rows as the engine computed them for its plan, before they are loaded (`loadView`). */
+export interface ComputedView {
+  readonly view: View;
+  readonly plan: ViewManifest;
+  readonly rows: readonly BatchRow[];
+  readonly sqlMs: number;
+}
+
+/**
+ * The first half of `viewStep`: the view's SQL over the session. Only reads (the manifest, the engine's
+ * session), so a run in one process computes the next view while it loads this one (pipeline.ts).
+ */
+export async function computeView(ctx: BatchContext, input: ViewStepInput, session: EngineSession): Promise<ComputedView> {
+  await holdLock(ctx, input.runId);
+  const view = findView(ctx.views, input.view);
+  if (!view) throw new Error(`unknown view ${input.view}`);
+  const plan = (await getManifest(control(ctx), input.version))?.views?.[view.name];
+  if (!plan?.mode) throw new Error(`version ${input.version} has no plan for view ${view.name}`);
+  const increment = plan.mode === 'increment' && plan.base !== undefined && plan.since !== undefined;
+  const t0 = performance.now();
+  const rows = await session.runView(view, { horizonMs: horizonMsOf(ctx), ...(increment && { since: plan.since! }) });
+  return { view, plan, rows, sqlMs: Math.round(performance.now() - t0) };
+}
+
+/** The second half of `viewStep`: the computed rows merged (an increment) and loaded as the version, then recorded. */
+export async function loadView(ctx: BatchContext, input: ViewStepInput, computed: ComputedView): Promise<ViewOutput> {
+  const c = control(ctx);
+  const { view, plan, rows, sqlMs } = computed;
+  const increment = plan.mode === 'increment' && plan.base !== undefined && plan.since !== undefined;
+  const t1 = performance.now();
+  const next = increment ? await mergeIncrement(ctx, view, plan, input.version, rows) : rebuildOf(view, input.version, rows);
+  // Day blocks are named in the manifest before they are written, like partitions (a dying run's rows stay findable).
+  const days = planDayBlocks(view, input.version, next.partitions, next.rollups);
+  const { inherits: _, ...rest } = plan;
+  const entry: ViewManifest = {
+    ...rest,
+    rows: next.rows,
+    partitions: next.partitions,
+    ...(Object.keys(next.inherits).length > 0 && { inherits: next.inherits }),
+    ...(days.rollups && { rollups: days.rollups }),
+    loaded: false,
+  };
+  await recordManifestView(c, input.version, view.name, entry);
+  await loadPartitions(loadDepsOf(ctx, view.name), view, input.version, next.writes);
+  const fresh = new Map(next.writes.map((w) => [w.start, w.rollups.get('day') ?? []]));
+  await writeDayBlocks(loadDepsOf(ctx, view.name), view, input.version, days.build, fresh);
+  const loadMs = Math.round(performance.now() - t1);
+  await recordManifestView(c, input.version, view.name, { ...entry, loaded: true });
+  const out: ViewOutput = { view: view.name, rows: next.rows, sqlMs, loadMs, mode: plan.mode!, written: writtenRows(next.writes) };
+  await recordRunView(c, input.runId, view.name, {
+    rows: out.rows,
+    sqlMs,
+    loadMs,
+    mode: plan.mode!,
+    ...(plan.reason && { reason: plan.reason }),
+    written: out.written,
+  });
+  await ctx.hooks?.afterStage?.(`view:${view.name}`, input.runId);
+  return out;
 }
 
 interface NextPartitions {

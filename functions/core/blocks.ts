@@ -7,8 +7,20 @@
  * `[bucket - block start (ms), [dims...], ...state column values in stateColumns(view) order]`.
  * A value is its decimal text or a sketch's canonical text (both JSON strings, so nothing passes
  * through a double), or null for an empty min/max/sketch.
+ *
+ * Two forms (BlockForm). `inline` (layouts blocks-1 and blocks-2): every value in `rows`, as above.
+ * `apart` (blocks-3): a sketch column's value in `rows` is the sketch's estimate (hll.ts `estimate`, a
+ * JSON number; null for the empty sketch), and the sketch texts are in attributes of their own, one per
+ * bucket of the block: `h<bucket - block start>` (sketchAttribute) holds the JSON array of the sketch
+ * texts of that bucket's rows of the item, in row order, each row's in sketch column order (null for an
+ * empty one); a bucket whose sketches are all empty has none. Sketch texts are most of a block's bytes
+ * (85 % of a day block of page_views), and most queries need only the estimates of most rows: a reader
+ * projects `rows` and the sketch attributes of the buckets it may have to merge (api/read-view.ts). A
+ * JSON number in a sketch column tells the form, so a reader reads both. The estimate is stored as `estimate`
+ * computes it when the block is written: changing that formula changes the layout (batch/load.ts STORAGE_LAYOUT).
  */
 import { Buffer } from 'node:buffer';
+import { estimate, parseSketch } from './hll.ts';
 import { BLOCK_MAX_BYTES, blockStart, dimsKey, pad13 } from './keys.ts';
 import { stateColumns } from './metrics.ts';
 import type { Grain } from './time.ts';
@@ -19,7 +31,15 @@ export interface BlockRow {
   readonly bucket: number;
   readonly dims: readonly (string | null)[];
   readonly values: Readonly<Record<string, string | null>>;
+  /**
+   * Sketch columns read as their estimate alone (decodeBlock with `estimates`: the form `apart` read without the
+   * bucket's sketch attribute): column -> estimate, the column's value then null. Absent on every row the batch reads.
+   */
+  readonly estimates?: Readonly<Record<string, number>>;
 }
+
+/** How a block holds its sketches: inside `rows` (layouts blocks-1, blocks-2), or apart, per bucket (blocks-3). */
+export type BlockForm = 'inline' | 'apart';
 
 /** One chunk of a block as it is stored: its block start, chunk number, row count and packed text. */
 export interface EncodedBlock {
@@ -27,28 +47,52 @@ export interface EncodedBlock {
   readonly chunk: number;
   readonly n: number;
   readonly rows: string;
+  /** Form `apart`: sketch attribute name (sketchAttribute) -> its JSON text; absent when no row has a sketch. */
+  readonly sketches?: Readonly<Record<string, string>>;
 }
 
-/** A view's state column names in stateColumns order, computed once per view (pure: the view's declaration). */
-const columnNames = new WeakMap<View, readonly string[]>();
-function columnsOf(view: View): readonly string[] {
-  let c = columnNames.get(view);
+/** The attribute of a block item (form `apart`) holding the sketches of the rows of the bucket `offset` ms past its start. */
+export const sketchAttribute = (offset: number): string => `h${offset}`;
+
+/** A view's state column names in stateColumns order, and which of them are sketches, computed once per view. */
+interface Columns {
+  readonly names: readonly string[];
+  /** Per column: its position among the sketch columns, -1 for the others. */
+  readonly sketch: readonly number[];
+  readonly sketches: number;
+}
+const columnsByView = new WeakMap<View, Columns>();
+function columnsOf(view: View): Columns {
+  let c = columnsByView.get(view);
   if (!c) {
-    c = stateColumns(view).map((x) => x.column);
-    columnNames.set(view, c);
+    const all = stateColumns(view);
+    let k = 0;
+    const sketch = all.map((x) => (x.component === 'hll' ? k++ : -1));
+    c = { names: all.map((x) => x.column), sketch, sketches: k };
+    columnsByView.set(view, c);
   }
   return c;
 }
+
+/** Whether a view has sketch columns (a `distinct` metric): only those have anything to hold apart. */
+export const hasSketches = (view: View): boolean => columnsOf(view).sketches > 0;
 
 const rowOrder = (r: BlockRow) => `${pad13(r.bucket)}#${dimsKey(r.dims)}`;
 
 /**
  * The blocks of rows at `grain` (rows of ONE pk): grouped by block start, ordered by (bucket, dims)
- * inside, each cut into chunks of at most `maxBytes` bytes of text (a lone row larger than that
- * still gets a chunk of its own). Blocks come out in order of start, then chunk.
+ * inside, each cut into chunks of at most `maxBytes` bytes of text, sketch attributes included (a lone
+ * row larger than that still gets a chunk of its own). Blocks come out in order of start, then chunk.
  */
-export function encodeBlocks(view: View, grain: Grain, rows: readonly BlockRow[], maxBytes = BLOCK_MAX_BYTES): EncodedBlock[] {
-  const columns = columnsOf(view);
+export function encodeBlocks(
+  view: View,
+  grain: Grain,
+  rows: readonly BlockRow[],
+  maxBytes = BLOCK_MAX_BYTES,
+  form: BlockForm = 'inline',
+): EncodedBlock[] {
+  const { names: columns, sketch } = columnsOf(view);
+  const apart = form === 'apart' && hasSketches(view);
   // The batch encodes every row it writes: each row's dims are made JSON once (the sort key's part and the row's
   // text), and rows are ordered by (bucket, that JSON), the order of rowOrder's text while every bucket is a
   // whole number with 13 digits (pad13: 1970 to 2286); else by that text.
@@ -71,23 +115,60 @@ export function encodeBlocks(view: View, grain: Grain, rows: readonly BlockRow[]
       entries.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
     }
     let parts: string[] = [];
+    // Form `apart`: per bucket offset, its rows' sketch texts (JSON) in row order, and whether any is not empty.
+    let apartTexts = new Map<number, { texts: string[]; any: boolean }>();
     // The brackets of the array; each row then adds its text and a comma.
     let bytes = 2;
     let chunk = 0;
     const flush = () => {
-      out.push({ block: start, chunk: chunk++, n: parts.length, rows: `[${parts.join(',')}]` });
+      let sketches: Record<string, string> | undefined;
+      for (const [offset, s] of apartTexts) {
+        if (!s.any) continue;
+        sketches ??= {};
+        sketches[sketchAttribute(offset)] = `[${s.texts.join(',')}]`;
+      }
+      out.push({ block: start, chunk: chunk++, n: parts.length, rows: `[${parts.join(',')}]`, ...(sketches && { sketches }) });
       parts = [];
+      apartTexts = new Map();
       bytes = 2;
     };
     for (const { row, dims } of entries) {
+      const offset = row.bucket - start;
       // JSON.stringify of [offset, dims, ...values], piece by piece.
-      let text = `[${JSON.stringify(row.bucket - start)},${dims}`;
-      for (const c of columns) text += `,${JSON.stringify(row.values[c] ?? null)}`;
+      let text = `[${JSON.stringify(offset)},${dims}`;
+      let size = 0;
+      let mine: string[] | undefined;
+      let any = false;
+      for (let i = 0; i < columns.length; i++) {
+        const value = row.values[columns[i]!] ?? null;
+        if (!apart || sketch[i]! < 0) {
+          text += `,${JSON.stringify(value)}`;
+          continue;
+        }
+        const parsed = value === null ? null : parseSketch(value);
+        text += `,${parsed === null ? 'null' : estimate(parsed)}`;
+        // A canonical text is of the alphabet alone (hll.ts): quoted as it is, one byte a character.
+        const json = parsed === null ? 'null' : `"${parsed.toText()}"`;
+        mine ??= [];
+        mine.push(json);
+        any ||= parsed !== null;
+        // Its text and a comma.
+        size += json.length + 1;
+      }
       text += ']';
-      const size = Buffer.byteLength(text, 'utf8');
+      size += Buffer.byteLength(text, 'utf8');
+      // A bucket's first row of the chunk also adds its attribute: name, brackets and some slack.
+      if (mine && !apartTexts.has(offset)) size += sketchAttribute(offset).length + 4;
       if (parts.length > 0 && bytes + 1 + size > maxBytes) flush();
       bytes += (parts.length > 0 ? 1 : 0) + size;
       parts.push(text);
+      if (mine) {
+        const s = apartTexts.get(offset);
+        if (s) {
+          s.texts.push(...mine);
+          s.any ||= any;
+        } else apartTexts.set(offset, { texts: mine, any });
+      }
     }
     if (parts.length > 0) flush();
   }
@@ -105,12 +186,33 @@ interface Entry {
 
 const byBucketDims = (a: Entry, b: Entry) => a.bucket - b.bucket || (a.dims < b.dims ? -1 : a.dims > b.dims ? 1 : 0);
 
+export interface DecodeOptions {
+  /** A sketch attribute of the item (form `apart`; sketchAttribute), or undefined when it was not read. */
+  readonly sketches?: (attribute: string) => string | undefined;
+  /**
+   * Rows whose sketch attribute was not read come back with their sketch columns' estimates (BlockRow.estimates);
+   * without this, such a row is an error (the batch must never write back a row it read without its sketches).
+   */
+  readonly estimates?: boolean;
+}
+
+/** Form `apart`: one bucket's sketch texts in an item (undefined: not looked up yet; null: not read) and its rows so far. */
+interface Place {
+  texts: unknown[] | null | undefined;
+  seen: number;
+}
+
 /** The rows of one stored chunk (`block`: its start ms, `rows`: its text), values as the writer gave them. */
-export function decodeBlock(view: View, block: number, rows: string): BlockRow[] {
-  const columns = columnsOf(view);
+export function decodeBlock(view: View, block: number, rows: string, opts: DecodeOptions = {}): BlockRow[] {
+  const { names: columns, sketch, sketches: perRow } = columnsOf(view);
   const width = 2 + columns.length;
   const parsed = JSON.parse(rows) as unknown;
   if (!Array.isArray(parsed)) throw new Error(`a batch block's rows must be a JSON array (block ${block})`);
+  // Every row of a bucket has its place in the bucket's sketch attribute (form `apart`), rows of empty sketches too.
+  const places = perRow > 0 ? new Map<number, Place>() : undefined;
+  // A bucket's rows are next to each other (ordered by bucket): one lookup per bucket, not per row.
+  let place: Place | undefined;
+  let placeOffset = Number.NaN;
   // Plain loops: a query decodes thousands of rows, and a closure per row showed in its profile.
   const out: BlockRow[] = new Array(parsed.length);
   for (let k = 0; k < parsed.length; k++) {
@@ -118,20 +220,58 @@ export function decodeBlock(view: View, block: number, rows: string): BlockRow[]
     if (!Array.isArray(r) || typeof r[0] !== 'number' || !Array.isArray(r[1]) || r.length !== width) {
       throw new Error(`a batch block row must be [offset, dims, ${columns.length} values] (block ${block})`);
     }
+    const offset = r[0];
+    if (places && offset !== placeOffset) {
+      placeOffset = offset;
+      place = places.get(offset);
+      if (!place) {
+        place = { texts: undefined, seen: 0 };
+        places.set(offset, place);
+      }
+    }
     const values: Record<string, string | null> = {};
+    let estimates: Record<string, number> | undefined;
     for (let i = 0; i < columns.length; i++) {
       const v = r[2 + i] as unknown;
+      if (typeof v === 'number' && sketch[i]! >= 0) {
+        // Form `apart`: the estimate here, the text in the bucket's attribute.
+        if (place!.texts === undefined) place!.texts = sketchTexts(opts.sketches?.(sketchAttribute(offset)), block, offset);
+        const texts = place!.texts;
+        if (texts === null) {
+          if (!opts.estimates) throw new Error(`a batch block row was read without its sketches (block ${block}, offset ${offset})`);
+          values[columns[i]!] = null;
+          estimates ??= {};
+          estimates[columns[i]!] = v;
+          continue;
+        }
+        const t = texts[place!.seen * perRow + sketch[i]!];
+        if (typeof t !== 'string') throw new Error(`a batch block's sketches miss a row's (block ${block}, offset ${offset})`);
+        values[columns[i]!] = t;
+        continue;
+      }
       values[columns[i]!] = v === null || v === undefined ? null : typeof v === 'string' ? v : String(v);
     }
+    if (place) place.seen++;
+    // The parsed array itself when every value is text or null (as the writer writes them): one array less per row.
     const raw = r[1] as unknown[];
-    const dims: (string | null)[] = new Array(raw.length);
+    let dims = raw as (string | null)[];
     for (let i = 0; i < raw.length; i++) {
       const d = raw[i];
-      dims[i] = d === null ? null : typeof d === 'string' ? d : String(d);
+      if (d === null || typeof d === 'string') continue;
+      dims = raw.map((x) => (x === null ? null : typeof x === 'string' ? x : String(x)));
+      break;
     }
-    out[k] = { bucket: block + r[0], dims, values };
+    out[k] = estimates ? { bucket: block + offset, dims, values, estimates } : { bucket: block + offset, dims, values };
   }
   return out;
+}
+
+/** A sketch attribute's texts (JSON array), or null when it was not read. */
+function sketchTexts(text: string | undefined, block: number, offset: number): unknown[] | null {
+  if (text === undefined) return null;
+  const parsed = JSON.parse(text) as unknown;
+  if (!Array.isArray(parsed)) throw new Error(`a batch block's sketch attribute must be a JSON array (block ${block}, offset ${offset})`);
+  return parsed;
 }
 
 /**

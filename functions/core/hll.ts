@@ -55,7 +55,27 @@ export class Sketch {
     private storedDense: Uint8Array | null,
     /** The canonical text it was read from: registers are built only when asked for. */
     private readonly text: string | null = null,
+    /** Known by its estimate alone (`ofEstimate`): no registers, no text. */
+    private readonly known: number | null = null,
   ) {}
+
+  /**
+   * A sketch known only by its estimate (`estimate` gives it back): a batch block row read without its sketch
+   * (core/blocks.ts, form `apart`) whose answer cell holds nothing else to merge it with (api/read-view.ts). It has
+   * no registers nor text: merging or writing it throws.
+   */
+  static ofEstimate(value: number): Sketch {
+    return new Sketch(null, null, null, value);
+  }
+
+  /** The estimate of a sketch made by `ofEstimate`, else null. */
+  get knownEstimate(): number | null {
+    return this.known;
+  }
+
+  private registersOnly(): void {
+    if (this.known !== null) throw new Error('a sketch read as its estimate alone cannot be merged nor written');
+  }
 
   /**
    * A sketch read from a canonical text already checked, kept as text: a query reads thousands of sketches a
@@ -66,11 +86,13 @@ export class Sketch {
   }
 
   private get sparse(): ReadonlyMap<number, number> | null {
+    this.registersOnly();
     this.load();
     return this.stored;
   }
 
   private get dense(): Uint8Array | null {
+    this.registersOnly();
     this.load();
     return this.storedDense;
   }
@@ -121,6 +143,7 @@ export class Sketch {
 
   /** Adds the rank counts to `c` (zeros, HLL_MAX_RANK + 1 of them) and returns it: from the text when read from one. */
   addCounts(c: number[]): number[] {
+    this.registersOnly();
     const t = this.text;
     if (t !== null && this.stored === null && this.storedDense === null) {
       if (t.length === HLL_REGISTERS) for (let k = 0; k < HLL_REGISTERS; k++) c[CODE[t.charCodeAt(k)]!]!++;
@@ -172,6 +195,7 @@ export class Sketch {
   /** The canonical text (module comment). */
   toText(): string {
     if (this.text !== null) return this.text;
+    this.registersOnly();
     if (this.dense) {
       let out = '';
       for (const r of this.dense) out += ALPHABET[r];
@@ -225,6 +249,11 @@ export class Sketch {
     return Sketch.ofText(out);
   }
 
+  /** The canonical sparse text this sketch was read from or merged into, else null (then its registers tell). */
+  sparseCanonicalText(): string | null {
+    return this.sparseText();
+  }
+
   /** The canonical sparse text this sketch was read from or merged into, else null. */
   private sparseText(): string | null {
     return this.text !== null && this.text.length !== HLL_REGISTERS ? this.text : null;
@@ -232,6 +261,7 @@ export class Sketch {
 
   /** Raises `registers` to this sketch's where lower (in place; `mergeAll`). */
   raise(registers: Uint8Array): void {
+    this.registersOnly();
     if (this.text !== null && this.stored === null && this.storedDense === null) {
       // Straight from the canonical text (checked when read): a rollup merges many sketches that are never needed as registers.
       const t = this.text;
@@ -433,6 +463,39 @@ export function parseSqlSketch(text: string | null): Sketch | null {
   return Sketch.of(regs);
 }
 
+/** `<index hex digit>` character code -> its value, -1 for any other character. */
+const HEX16 = new Int8Array(65536).fill(-1);
+for (const [k, c] of [...'0123456789abcdef'].entries()) HEX16[c.charCodeAt(0)] = HEX16[c.toUpperCase().charCodeAt(0)] = k;
+
+/**
+ * `parseSqlSketch(text)?.toText() ?? null`, straight from text to text when the SQL's groups are in strictly
+ * increasing index order, every rank 1..53, and few enough for the sparse form (as the SQL writes them: grouped per
+ * register, sorted): a rebuild turns hundreds of thousands of them (mostly a register or two a minute row) into
+ * canonical text, and a register map each was a good part of its time. Anything else takes the general path.
+ */
+export function sqlSketchText(text: string | null): string | null {
+  if (text === null || text === '') return null;
+  const n = text.length;
+  if (n % 5 !== 0 || n / 5 > SPARSE_MAX) return parseSqlSketch(text)?.toText() ?? null;
+  let out = '';
+  let last = -1;
+  for (let k = 0; k < n; k += 5) {
+    const a = HEX16[text.charCodeAt(k)]!;
+    const b = HEX16[text.charCodeAt(k + 1)]!;
+    const c = HEX16[text.charCodeAt(k + 2)]!;
+    const d1 = text.charCodeAt(k + 3) - 48;
+    const d2 = text.charCodeAt(k + 4) - 48;
+    const index = (a << 8) | (b << 4) | c;
+    const rank = d1 * 10 + d2;
+    if ((a | b | c) < 0 || d1 < 0 || d1 > 9 || d2 < 0 || d2 > 9 || index <= last || rank < 1 || rank > HLL_MAX_RANK) {
+      return parseSqlSketch(text)?.toText() ?? null;
+    }
+    last = index;
+    out += ALPHABET[index >> 6]! + ALPHABET[index & 63]! + ALPHABET[rank]!;
+  }
+  return out;
+}
+
 /**
  * The estimate of the number of distinct values, rounded to an integer:
  * Ertl's improved raw estimator ("New cardinality estimation algorithms for
@@ -446,6 +509,32 @@ const scratch = new Array<number>(HLL_MAX_RANK + 1).fill(0);
 
 export function estimate(sketch: Sketch | null): number {
   if (!sketch) return 0;
+  const known = sketch.knownEstimate;
+  if (known !== null) return known;
+  // The estimate depends only on how many registers hold each rank: a sketch of a few registers (most rows of a
+  // minute view: the batch stores every row's estimate) is looked up by its ranks, sorted.
+  const text = sketch.sparseCanonicalText();
+  if (text !== null && text.length <= 3 * SMALL_SKETCH) {
+    const ranks: string[] = [];
+    for (let k = 2; k < text.length; k += 3) ranks.push(text[k]!);
+    const key = ranks.sort().join('');
+    let e = smallEstimates.get(key);
+    if (e === undefined) {
+      e = computeEstimate(sketch);
+      // Bounded: ranks are geometric (a few hundred keys in practice), a pathological input cannot grow it without end.
+      if (smallEstimates.size >= 100_000) smallEstimates.clear();
+      smallEstimates.set(key, e);
+    }
+    return e;
+  }
+  return computeEstimate(sketch);
+}
+
+/** Registers set up to which `estimate` keeps estimates by ranks (at most C(53 + 4, 4) ~ 400,000 keys; far fewer occur). */
+const SMALL_SKETCH = 4;
+const smallEstimates = new Map<string, number>();
+
+function computeEstimate(sketch: Sketch): number {
   const m = HLL_REGISTERS;
   const q = HLL_TAIL_BITS;
   // One scratch array for every estimate (a query makes thousands; nothing here is asynchronous).

@@ -199,7 +199,10 @@ export function batchRollupPk(view: string, grain: Grain, version: number, parti
 /** The span of a block by the grain of its rows (see the header): a few dozen rows per block per dimension value. */
 export const BLOCK_MS: Record<Grain, number> = { minute: HOUR_MS, hour: DAY_MS, day: 30 * DAY_MS };
 
-/** Text bytes of a block's rows above which it is cut into chunks (DynamoDB items are at most 400 KB). */
+/**
+ * Text bytes of a block's rows above which it is cut into chunks (DynamoDB items are at most 400 KB), its sketch
+ * attributes included when they are held apart (core/blocks.ts): the item's size, which is what the limit guards.
+ */
 export const BLOCK_MAX_BYTES = 300_000;
 
 /** The start of the block holding a bucket of rows at `grain`. */

@@ -3,11 +3,11 @@
  * (batch/load.ts): round trips, exact decimals, nulls, sketches, and chunks at the size limit.
  */
 import { describe, expect, it } from 'vitest';
-import { batchReads } from '../../functions/api/read-view.ts';
+import { type BatchRead, batchQueries, batchReads } from '../../functions/api/read-view.ts';
 import { blockItems, partitionRefs, planDayBlocks, rollupsEntry, rowsOfItems } from '../../functions/batch/load.ts';
-import { type BlockRow, decodeBlock, encodeBlocks } from '../../functions/core/blocks.ts';
+import { type BlockRow, decodeBlock, encodeBlocks, sketchAttribute } from '../../functions/core/blocks.ts';
 import { DEMO_VIEWS } from '../../functions/core/demo-views.ts';
-import { mergeSketches, sketchOf } from '../../functions/core/hll.ts';
+import { estimate, mergeAll, mergeSketches, parseSketch, Sketch, sketchOf } from '../../functions/core/hll.ts';
 import { BLOCK_MAX_BYTES, batchDayBlockPk, batchRollupPk, blockSk, pad13 } from '../../functions/core/keys.ts';
 import type { Grain } from '../../functions/core/time.ts';
 import { count, view } from '../../functions/core/views.ts';
@@ -95,6 +95,120 @@ describe('blocks', () => {
   it('refuses text that is not a block', () => {
     expect(() => decodeBlock(revenue, D, '{}')).toThrow(/JSON array/);
     expect(() => decodeBlock(revenue, D, '[[0,["DE"],"1"]]')).toThrow(/8 values|6 values/);
+  });
+});
+
+describe('blocks with sketches apart (blocks-3)', () => {
+  const sketchText = (...values: string[]) =>
+    values
+      .map(sketchOf)
+      .reduce((a, b) => mergeSketches(a, b))!
+      .toText();
+  const pv = (bucket: number, page: string, users: string | null, views = '1'): BlockRow => ({
+    bucket,
+    dims: [page, 'DE'],
+    values: { views__count: views, load_ms__sum: '1.5', load_ms__count: views, users__hll: users },
+  });
+  const rows = [
+    pv(D, '/a', sketchText('alice', 'bob')),
+    pv(D, '/b', null),
+    pv(D, '/c', sketchText('carol')),
+    pv(D + DAY, '/a', null),
+    pv(D + 2 * DAY, '/a', sketchText('dave', 'erin', 'frank')),
+  ];
+  const sketchesOf = (b: { sketches?: Readonly<Record<string, string>> }) => (a: string) => b.sketches?.[a];
+
+  it('holds estimates in rows and the texts per bucket beside them, and reads back what the inline form reads', () => {
+    const [b, more] = encodeBlocks(pageViews, 'day', rows, BLOCK_MAX_BYTES, 'apart');
+    expect(more).toBeUndefined();
+    const inline = encodeBlocks(pageViews, 'day', rows)[0]!;
+    const start = b!.block;
+    // A bucket whose sketches are all empty (D + 1 day) has no attribute; the others one, a place per row, nulls included.
+    expect(Object.keys(b!.sketches!).sort()).toEqual([sketchAttribute(D - start), sketchAttribute(D + 2 * DAY - start)].sort());
+    expect(JSON.parse(b!.sketches![sketchAttribute(D - start)]!)).toEqual([rows[0]!.values.users__hll, null, rows[2]!.values.users__hll]);
+    const packed = JSON.parse(b!.rows) as unknown[][];
+    expect(packed.map((r) => r[5])).toEqual([2, null, 1, null, 3]);
+    expect(packed.map((r) => r.slice(0, 5))).toEqual((JSON.parse(inline.rows) as unknown[][]).map((r) => r.slice(0, 5)));
+    expect(decodeBlock(pageViews, start, b!.rows, { sketches: sketchesOf(b!) })).toEqual(byKey(rows));
+    expect(decodeBlock(pageViews, start, inline.rows)).toEqual(byKey(rows));
+    // A view without sketches: both forms are the one form.
+    const r = [revenueRow(D, 'DE', '1')];
+    expect(encodeBlocks(revenue, 'hour', r, BLOCK_MAX_BYTES, 'apart')).toEqual(encodeBlocks(revenue, 'hour', r));
+  });
+
+  it('reads a row whose bucket attribute was not read as its estimates only when asked to', () => {
+    const [b] = encodeBlocks(pageViews, 'day', rows, BLOCK_MAX_BYTES, 'apart');
+    const start = b!.block;
+    expect(() => decodeBlock(pageViews, start, b!.rows)).toThrow(/without its sketches/);
+    const only = sketchAttribute(D + 2 * DAY - start);
+    const got = decodeBlock(pageViews, start, b!.rows, { sketches: (a) => (a === only ? b!.sketches![a] : undefined), estimates: true });
+    expect(got[0]).toEqual({ ...rows[0], values: { ...rows[0]!.values, users__hll: null }, estimates: { users__hll: 2 } });
+    // Empty sketches need no attribute; the bucket read has its texts.
+    expect(got[1]).toEqual(rows[1]);
+    expect(got[3]).toEqual(rows[3]);
+    expect(got[4]).toEqual(rows[4]);
+    expect(estimate(parseSketch(rows[4]!.values.users__hll!))).toBe(3);
+  });
+
+  it('cuts chunks counting the sketch attributes, and a bucket cut across chunks reads back', () => {
+    const many = Array.from({ length: 300 }, (_, i) =>
+      pv(D + (i % 3) * DAY, `/p${String(i).padStart(3, '0')}`, sketchText(`u${i}`, `v${i}`, `w${i}`), String(i + 1)),
+    );
+    const max = 3_000;
+    const chunks = encodeBlocks(pageViews, 'day', many, max, 'apart');
+    expect(chunks.length).toBeGreaterThan(5);
+    for (const c of chunks) {
+      const size =
+        Buffer.byteLength(c.rows) + Object.entries(c.sketches ?? {}).reduce((n, [a, t]) => n + a.length + Buffer.byteLength(t), 0);
+      expect(size).toBeLessThanOrEqual(max);
+    }
+    expect(chunks.flatMap((c) => decodeBlock(pageViews, c.block, c.rows, { sketches: sketchesOf(c) }))).toEqual(byKey(many));
+  });
+
+  it('block items carry the sketch attributes, and rowsOfItems reads both forms', () => {
+    const items = blockItems(pageViews, 3, rows, 'day');
+    expect(items).toHaveLength(1);
+    const names = Object.keys(items[0]!).filter((a) => /^h\d+$/.test(a));
+    expect(names).toHaveLength(2);
+    for (const a of names) expect(items[0]![a]).toEqual({ S: expect.any(String) });
+    expect(rowsOfItems(pageViews, items)).toEqual(byKey(rows));
+    const [inline] = encodeBlocks(pageViews, 'day', rows);
+    const legacy = { ...Object.fromEntries(Object.entries(items[0]!).filter(([a]) => !names.includes(a))), rows: { S: inline!.rows } };
+    expect(rowsOfItems(pageViews, [legacy])).toEqual(byKey(rows));
+  });
+
+  it('a sketch known by its estimate alone answers its estimate and refuses to merge or be written', () => {
+    const s = Sketch.ofEstimate(42);
+    expect(estimate(s)).toBe(42);
+    expect(s.knownEstimate).toBe(42);
+    expect(parseSketch(rows[0]!.values.users__hll!)!.knownEstimate).toBeNull();
+    expect(() => s.toText()).toThrow(/estimate alone/);
+    expect(() => mergeSketches(s, sketchOf('x'))).toThrow(/estimate alone/);
+    expect(() => mergeSketches(sketchOf('x'), s)).toThrow(/estimate alone/);
+    expect(() => mergeAll([s, sketchOf('x'), sketchOf('y')])).toThrow(/estimate alone/);
+    expect(mergeAll([s, null])).toBe(s);
+  });
+});
+
+describe('batch queries of sketches apart', () => {
+  const read: BatchRead = { pk: 'page_views@day#0000000003#0', grain: 'day', from: D - 10 * DAY, to: D + 3 * DAY };
+  const tables = { tables: { speed: 's', batchViews: 'b', control: 'c' } };
+  const sketchNames = (r: BatchRead, v = pageViews) =>
+    Object.values(batchQueries(tables, v, [r])[0]![0]!.ExpressionAttributeNames ?? {}).filter((a) => /^h\d+$/.test(a));
+
+  it('names the sketch attributes of the buckets from sketchesFrom on, every one without it, none for a view without sketches', () => {
+    // 13 days of buckets in range: 13 offsets into their 30-day blocks.
+    expect(sketchNames(read)).toHaveLength(13);
+    const from = D + 2 * DAY;
+    expect(sketchNames({ ...read, sketchesFrom: from })).toEqual([sketchAttribute(from - Math.floor(from / (30 * DAY)) * 30 * DAY)]);
+    expect(batchQueries(tables, pageViews, [read])[0]![0]!.ExpressionAttributeNames).toMatchObject({
+      '#b': 'block',
+      '#r': 'rows',
+      '#k': 'sk',
+    });
+    expect(sketchNames({ ...read, pk: 'revenue_by_country@day#0000000003#0' }, revenue)).toEqual([]);
+    // Reads longer than a block name each offset once.
+    expect(sketchNames({ ...read, from: D - 90 * DAY })).toHaveLength(30);
   });
 });
 

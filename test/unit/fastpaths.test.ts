@@ -12,12 +12,22 @@ import { describe, expect, it } from 'vitest';
 import { type BlockRow, decodeBlock, encodeBlocks } from '../../functions/core/blocks.ts';
 import { Decimal, decimalFromText, decimalOfInteger, decimalText, decimalToNumber, smallInteger } from '../../functions/core/decimal.ts';
 import { DEMO_VIEWS } from '../../functions/core/demo-views.ts';
-import { HLL_MAX_RANK, HLL_REGISTERS, mergeAll, mergeSketches, parseSketch, Sketch } from '../../functions/core/hll.ts';
+import {
+  HLL_MAX_RANK,
+  HLL_REGISTERS,
+  mergeAll,
+  mergeSketches,
+  parseSketch,
+  parseSqlSketch,
+  Sketch,
+  sqlSketchText,
+} from '../../functions/core/hll.ts';
 import { BLOCK_MAX_BYTES, blockStart, dimsKey, pad13 } from '../../functions/core/keys.ts';
 import {
   columnFromSql,
   combine,
   combineAllViewStates,
+  combineColumnTexts,
   finalize,
   finalizeNumber,
   type MetricState,
@@ -238,6 +248,39 @@ describe('metric fast paths', () => {
     );
   });
 
+  it('combineColumnTexts equals the columns of combineAllViewStates over the rows read from their columns', () => {
+    // Small whole numbers (the doubles path), huge ones and fractions (decimals), nulls, -0, and sums that pass 2^53.
+    const wholeArb = fc.oneof(
+      fc.integer({ min: -1_000_000, max: 1_000_000 }).map(String),
+      fc.constantFrom('0', '999999999999999', '-999999999999999', '4503599627370496'),
+    );
+    const rowArb = fc.tuple(stateArb, fc.option(fc.tuple(wholeArb, wholeArb, wholeArb))).map(([state, whole]) => {
+      const columns = stateToColumns(v, state);
+      // Half the rows hold the whole numbers a rebuild's rows hold (counts, sums of integers).
+      if (whole) [columns.n__count, columns.s__sum, columns.a__sum] = whole;
+      return columns;
+    });
+    fc.assert(
+      fc.property(fc.array(rowArb, { minLength: 1, maxLength: 12 }), (rows) => {
+        let want: Record<string, string | null> | 'overflow';
+        try {
+          want = stateToColumns(
+            v,
+            combineAllViewStates(
+              v,
+              rows.map((r) => stateFromColumns(v, r)),
+            ),
+          );
+        } catch {
+          want = 'overflow';
+        }
+        if (want === 'overflow') expect(() => combineColumnTexts(v, rows)).toThrow(/overflows/);
+        else expect(combineColumnTexts(v, rows)).toEqual(want);
+      }),
+      { numRuns: 400 },
+    );
+  });
+
   it('an avg of integers divides as doubles exactly as decimal.js rounds', () => {
     fc.assert(
       fc.property(
@@ -295,6 +338,39 @@ describe('sketches kept as text', () => {
       ),
       { numRuns: 60 },
     );
+  });
+
+  it("sqlSketchText reads the SQL's register list as parseSqlSketch and toText do, and refuses what it refuses", () => {
+    const group = (i: number, r: number, upper: boolean) => {
+      const hex = i.toString(16).padStart(3, '0');
+      return `${upper ? hex.toUpperCase() : hex}${String(r).padStart(2, '0')}`;
+    };
+    const listArb = fc.oneof(
+      // As the SQL writes them: one group per register, in index order.
+      regsArb.map((regs) => {
+        const by = new Map<number, number>();
+        for (const [i, r] of regs) by.set(i, Math.max(r, by.get(i) ?? 0));
+        return [...by.entries()].sort(([a], [b]) => a - b);
+      }),
+      // Anything else: repeats, out of order, rank 0, ranks past 53.
+      fc.array(fc.tuple(fc.integer({ min: 0, max: HLL_REGISTERS - 1 }), fc.integer({ min: 0, max: 99 })), { maxLength: 50 }),
+    );
+    fc.assert(
+      fc.property(listArb, fc.boolean(), fc.option(fc.constantFrom('x', '0', '1234', 'g0001')), (regs, upper, junk) => {
+        const text = regs.map(([i, r]) => group(i, r, upper)).join('') + (junk ?? '');
+        let want: string | null | 'error';
+        try {
+          want = parseSqlSketch(text)?.toText() ?? null;
+        } catch {
+          want = 'error';
+        }
+        if (want === 'error') expect(() => sqlSketchText(text)).toThrow();
+        else expect(sqlSketchText(text)).toBe(want);
+      }),
+      { numRuns: 300 },
+    );
+    expect(sqlSketchText(null)).toBeNull();
+    expect(sqlSketchText('')).toBeNull();
   });
 
   it('reports the first bad character or rank of a text, sparse or dense', () => {

@@ -268,6 +268,24 @@ describe('merge across the two forms', () => {
 });
 
 describe('a sketch read from its text', () => {
+  it('a small sketch read from text estimates as the same registers built anew (estimates kept by ranks)', () => {
+    fc.assert(
+      fc.property(
+        fc.uniqueArray(fc.integer({ min: 0, max: HLL_REGISTERS - 1 }), { minLength: 1, maxLength: 6 }),
+        fc.array(fc.integer({ min: 1, max: HLL_MAX_RANK }), { minLength: 6, maxLength: 6 }),
+        (indices, ranks) => {
+          const regs = indices.map((i, k) => [i, ranks[k]!] as [number, number]);
+          const built = Sketch.of(regs)!;
+          // The same ranks at other registers: the same estimate, kept or computed.
+          const moved = parseSketch(Sketch.of(regs.map(([i, r]) => [(i + 977) % HLL_REGISTERS, r] as [number, number]))!.toText())!;
+          expect(estimate(parseSketch(built.toText()))).toBe(estimate(built));
+          expect(estimate(moved)).toBe(estimate(built));
+        },
+      ),
+      { numRuns: 500 },
+    );
+  });
+
   it('answers as the sketch it was written from: registers, rank counts, estimate, text, merges', () => {
     fc.assert(
       fc.property(

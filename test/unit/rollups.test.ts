@@ -6,7 +6,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { batchReads } from '../../functions/api/read-view.ts';
-import { partitionRefs, rollupRows, rollupsEntry } from '../../functions/batch/load.ts';
+import { partitionRefs, rollupAll, rollupRows, rollupsEntry } from '../../functions/batch/load.ts';
 import { batchPartitionPk, batchRollupPk, pad13, rollupGrains } from '../../functions/core/keys.ts';
 import { count, max, view } from '../../functions/core/views.ts';
 
@@ -33,15 +33,25 @@ describe('rollups', () => {
       { bucket: D0 + HOUR, dims: ['a'], values: { n__count: '4', top__max: '9' } },
       { bucket: D0 + 5 * MIN, dims: ['b'], values: { n__count: '1', top__max: '1' } },
     ];
-    expect(rollupRows(v, 'hour', rows)).toEqual([
+    // In no particular order: encodeBlocks orders a block's rows.
+    const sorted = (rs: readonly { bucket: number; dims: readonly (string | null)[] }[]) =>
+      [...rs].sort((a, b) => a.bucket - b.bucket || JSON.stringify(a.dims).localeCompare(JSON.stringify(b.dims)));
+    const hour = [
       { bucket: D0, dims: ['a'], values: { n__count: '3', top__max: '3.5' } },
       { bucket: D0, dims: ['b'], values: { n__count: '1', top__max: '1' } },
       { bucket: D0 + HOUR, dims: ['a'], values: { n__count: '4', top__max: '9' } },
-    ]);
-    expect(rollupRows(v, 'day', rows)).toEqual([
+    ];
+    const day = [
       { bucket: D0, dims: ['a'], values: { n__count: '7', top__max: '9' } },
       { bucket: D0, dims: ['b'], values: { n__count: '1', top__max: '1' } },
-    ]);
+    ];
+    expect(sorted(rollupRows(v, 'hour', rows))).toEqual(hour);
+    expect(sorted(rollupRows(v, 'day', rows))).toEqual(day);
+    // Every grain at once, each from the one before it (the day from the hours): the same rows.
+    const all = rollupAll(v, rows);
+    expect([...all.keys()]).toEqual(['hour', 'day']);
+    expect(sorted(all.get('hour')!)).toEqual(hour);
+    expect(sorted(all.get('day')!)).toEqual(day);
   });
 
   it('references the rollup keys of the partitions written since rollups', () => {

@@ -80,13 +80,14 @@ describe('compileView golden SQL, demo views', () => {
 ${ATHENA_COPIES}
 events AS (
   SELECT
-    ts, fields
+    ts - ts % 60000 AS "k0",
+    element_at(fields, 'type') AS "k1"
   FROM copies
   WHERE (prev_arrival IS NULL OR arrival - prev_arrival > 604800000)
 )
 SELECT
-  ts - ts % 60000 AS "c0", -- bucket
-  element_at(fields, 'type') AS "c1", -- type
+  "k0" AS "c0", -- bucket
+  "k1" AS "c1", -- type
   COUNT(*) AS "c2" -- events__count
 FROM events
 GROUP BY 1, 2
@@ -101,13 +102,14 @@ ORDER BY 1, 2 NULLS FIRST
 ${DUCKDB_COPIES}
 events AS (
   SELECT
-    ts, fields
+    ts - ts % 60000 AS "k0",
+    fields['type'] AS "k1"
   FROM copies
   WHERE (prev_arrival IS NULL OR arrival - prev_arrival > 604800000)
 )
 SELECT
-  ts - ts % 60000 AS "c0", -- bucket
-  fields['type'] AS "c1", -- type
+  "k0" AS "c0", -- bucket
+  "k1" AS "c1", -- type
   COUNT(*) AS "c2" -- events__count
 FROM events
 GROUP BY 1, 2
@@ -122,14 +124,16 @@ ORDER BY 1, 2 NULLS FIRST
 ${ATHENA_COPIES}
 events AS (
   SELECT
-    ts, fields,
+    ts - ts % 3600000 AS "k0",
+    element_at(fields, 'country') AS "k1",
     CAST(element_at(num, 'amount') AS DECIMAL(38, 9)) AS "v0"
   FROM copies
   WHERE (prev_arrival IS NULL OR arrival - prev_arrival > 604800000)
+    AND element_at(fields, 'type') = 'purchase'
 )
 SELECT
-  ts - ts % 3600000 AS "c0", -- bucket
-  element_at(fields, 'country') AS "c1", -- country
+  "k0" AS "c0", -- bucket
+  "k1" AS "c1", -- country
   COUNT(*) AS "c2", -- orders__count
   COALESCE(SUM("v0"), 0) AS "c3", -- revenue__sum
   MIN("v0") AS "c4", -- min_order__min
@@ -137,7 +141,6 @@ SELECT
   COALESCE(SUM("v0"), 0) AS "c6", -- avg_order__sum
   COUNT("v0") AS "c7" -- avg_order__count
 FROM events
-WHERE element_at(fields, 'type') = 'purchase'
 GROUP BY 1, 2
 ORDER BY 1, 2 NULLS FIRST
 `),
@@ -150,14 +153,16 @@ ORDER BY 1, 2 NULLS FIRST
 ${DUCKDB_COPIES}
 events AS (
   SELECT
-    ts, fields,
+    ts - ts % 3600000 AS "k0",
+    fields['country'] AS "k1",
     COALESCE(CAST(TRY_CAST(num['amount'] AS DECIMAL(18, 9)) AS DECIMAL(38, 9)), CAST(num['amount'] AS DECIMAL(38, 9))) AS "v0"
   FROM copies
   WHERE (prev_arrival IS NULL OR arrival - prev_arrival > 604800000)
+    AND fields['type'] = 'purchase'
 )
 SELECT
-  ts - ts % 3600000 AS "c0", -- bucket
-  fields['country'] AS "c1", -- country
+  "k0" AS "c0", -- bucket
+  "k1" AS "c1", -- country
   COUNT(*) AS "c2", -- orders__count
   COALESCE(SUM("v0"), 0) AS "c3", -- revenue__sum
   MIN("v0") AS "c4", -- min_order__min
@@ -165,7 +170,6 @@ SELECT
   COALESCE(SUM("v0"), 0) AS "c6", -- avg_order__sum
   COUNT("v0") AS "c7" -- avg_order__count
 FROM events
-WHERE fields['type'] = 'purchase'
 GROUP BY 1, 2
 ORDER BY 1, 2 NULLS FIRST
 `),
@@ -178,22 +182,24 @@ ORDER BY 1, 2 NULLS FIRST
 ${ATHENA_COPIES}
 events AS (
   SELECT
-    ts, fields,
+    ts - ts % 60000 AS "k0",
+    element_at(fields, 'page') AS "k1",
+    element_at(fields, 'country') AS "k2",
     CAST(element_at(num, 'load_ms') AS DECIMAL(38, 9)) AS "v0",
     lower(to_hex(md5(to_utf8(element_at(fields, 'user'))))) AS "h0"
   FROM copies
   WHERE (prev_arrival IS NULL OR arrival - prev_arrival > 604800000)
+    AND element_at(fields, 'type') = 'page_view'
 ),
 aggregates AS (
   SELECT
-    ts - ts % 60000 AS "c0", -- bucket
-    element_at(fields, 'page') AS "c1", -- page
-    element_at(fields, 'country') AS "c2", -- country
+    "k0" AS "c0", -- bucket
+    "k1" AS "c1", -- page
+    "k2" AS "c2", -- country
     COUNT(*) AS "c3", -- views__count
     COALESCE(SUM("v0"), 0) AS "c4", -- load_ms__sum
     COUNT("v0") AS "c5" -- load_ms__count
   FROM events
-  WHERE element_at(fields, 'type') = 'page_view'
   GROUP BY 1, 2, 3
 ),
 registers0 AS ( -- users__hll: the largest rank per row and register
@@ -202,14 +208,13 @@ registers0 AS ( -- users__hll: the largest rank per row and register
     MAX(4 * (14 - length(tail)) + CASE WHEN tail >= '8' THEN 1 WHEN tail >= '4' THEN 2 WHEN tail >= '2' THEN 3 ELSE 4 END) AS rnk
   FROM (
     SELECT
-      ts - ts % 60000 AS "c0", -- bucket
-      element_at(fields, 'page') AS "c1", -- page
-      element_at(fields, 'country') AS "c2", -- country
+      "k0" AS "c0", -- bucket
+      "k1" AS "c1", -- page
+      "k2" AS "c2", -- country
       substr("h0", 1, 3) AS reg,
       regexp_replace(substr("h0", 4, 13) || '8', '^0+', '') AS tail
     FROM events
-    WHERE element_at(fields, 'type') = 'page_view'
-      AND "h0" IS NOT NULL
+    WHERE "h0" IS NOT NULL
   )
   GROUP BY 1, 2, 3, 4
 ),
@@ -246,22 +251,24 @@ ORDER BY 1, 2 NULLS FIRST, 3 NULLS FIRST
 ${DUCKDB_COPIES}
 events AS (
   SELECT
-    ts, fields,
+    ts - ts % 60000 AS "k0",
+    fields['page'] AS "k1",
+    fields['country'] AS "k2",
     COALESCE(CAST(TRY_CAST(num['load_ms'] AS DECIMAL(18, 9)) AS DECIMAL(38, 9)), CAST(num['load_ms'] AS DECIMAL(38, 9))) AS "v0",
     md5(fields['user']) AS "h0"
   FROM copies
   WHERE (prev_arrival IS NULL OR arrival - prev_arrival > 604800000)
+    AND fields['type'] = 'page_view'
 ),
 aggregates AS (
   SELECT
-    ts - ts % 60000 AS "c0", -- bucket
-    fields['page'] AS "c1", -- page
-    fields['country'] AS "c2", -- country
+    "k0" AS "c0", -- bucket
+    "k1" AS "c1", -- page
+    "k2" AS "c2", -- country
     COUNT(*) AS "c3", -- views__count
     COALESCE(SUM("v0"), 0) AS "c4", -- load_ms__sum
     COUNT("v0") AS "c5" -- load_ms__count
   FROM events
-  WHERE fields['type'] = 'page_view'
   GROUP BY 1, 2, 3
 ),
 registers0 AS ( -- users__hll: the largest rank per row and register
@@ -270,14 +277,13 @@ registers0 AS ( -- users__hll: the largest rank per row and register
     MAX(4 * (14 - length(tail)) + CASE WHEN tail >= '8' THEN 1 WHEN tail >= '4' THEN 2 WHEN tail >= '2' THEN 3 ELSE 4 END) AS rnk
   FROM (
     SELECT
-      ts - ts % 60000 AS "c0", -- bucket
-      fields['page'] AS "c1", -- page
-      fields['country'] AS "c2", -- country
+      "k0" AS "c0", -- bucket
+      "k1" AS "c1", -- page
+      "k2" AS "c2", -- country
       substr("h0", 1, 3) AS reg,
       regexp_replace(substr("h0", 4, 13) || '8', '^0+', '') AS tail
     FROM events
-    WHERE fields['type'] = 'page_view'
-      AND "h0" IS NOT NULL
+    WHERE "h0" IS NOT NULL
   )
   GROUP BY 1, 2, 3, 4
 ),
@@ -340,13 +346,13 @@ WITH copies AS (
 ),
 events AS (
   SELECT
-    ts, fields,
+    ts - ts % 86400000 AS "k0",
     COALESCE(CAST(TRY_CAST(num['amount'] AS DECIMAL(18, 9)) AS DECIMAL(38, 9)), CAST(num['amount'] AS DECIMAL(38, 9))) AS "v0"
   FROM copies
   WHERE (prev_arrival IS NULL OR arrival - prev_arrival > 600000) AND arrival >= 1714564800000
 )
 SELECT
-  ts - ts % 86400000 AS "c0", -- bucket
+  "k0" AS "c0", -- bucket
   COUNT(*) AS "c1", -- n__count
   MAX("v0") AS "c2" -- top__max
 FROM events
@@ -361,13 +367,25 @@ ORDER BY 1
     const options = { dialect: 'duckdb', cutoff: CUTOFF, horizonMs: 600_000, since: CUTOFF - 3_600_000, source: 'raw' } as const;
     expect(compileCounted(options)).toBe(
       golden(`
-WITH copies AS (
+WITH repeated AS (
+  SELECT id FROM raw
+  WHERE arrival < 1714568400000 AND arrival >= 1714564200000
+  GROUP BY id
+  HAVING COUNT(*) > 1
+),
+copies AS (
   SELECT
     ts, arrival, fields, num,
-    LAG(arrival) OVER (PARTITION BY id ORDER BY arrival, shard, seq) AS prev_arrival
-  FROM raw
+    LAG(arrival) OVER (PARTITION BY s.id ORDER BY arrival, shard, seq) AS prev_arrival
+  FROM raw s
+  SEMI JOIN repeated r ON s.id IS NOT DISTINCT FROM r.id
   WHERE arrival < 1714568400000 AND arrival >= 1714564200000
 )
+SELECT ts, fields, num
+FROM raw s
+ANTI JOIN repeated r ON s.id IS NOT DISTINCT FROM r.id
+WHERE arrival < 1714568400000 AND arrival >= 1714564200000 AND arrival >= 1714564800000
+UNION ALL
 SELECT ts, fields, num
 FROM copies
 WHERE (prev_arrival IS NULL OR arrival - prev_arrival > 600000) AND arrival >= 1714564800000
@@ -377,12 +395,12 @@ WHERE (prev_arrival IS NULL OR arrival - prev_arrival > 600000) AND arrival >= 1
       golden(`
 WITH events AS (
   SELECT
-    ts, fields,
+    ts - ts % 86400000 AS "k0",
     COALESCE(CAST(TRY_CAST(num['amount'] AS DECIMAL(18, 9)) AS DECIMAL(38, 9)), CAST(num['amount'] AS DECIMAL(38, 9))) AS "v0"
   FROM counted_0
 )
 SELECT
-  ts - ts % 86400000 AS "c0", -- bucket
+  "k0" AS "c0", -- bucket
   COUNT(*) AS "c1", -- n__count
   MAX("v0") AS "c2" -- top__max
 FROM events
@@ -391,6 +409,7 @@ ORDER BY 1
 `),
     );
     expect(() => compileCounted({ ...options, cutoff: 1.5 })).toThrow(/cutoff/);
+    expect(() => compileCounted({ ...options, dialect: 'athena' })).toThrow(/DuckDB SQL, received dialect athena/);
   });
 
   it('outputColumns lists bucket, dimensions, then state columns', () => {
@@ -418,16 +437,18 @@ ORDER BY 1
 ${ATHENA_COPIES}
 events AS (
   SELECT
-    ts, fields,
+    ts - ts % 3600000 AS "k0",
+    element_at(fields, 'country') AS "k1",
+    element_at(fields, 'Country') AS "k2",
     CAST(element_at(num, 'amount') AS DECIMAL(38, 9)) AS "v0",
     CAST(element_at(num, 'Amount') AS DECIMAL(38, 9)) AS "v1"
   FROM copies
   WHERE (prev_arrival IS NULL OR arrival - prev_arrival > 604800000)
 )
 SELECT
-  ts - ts % 3600000 AS "c0", -- bucket
-  element_at(fields, 'country') AS "c1", -- country
-  element_at(fields, 'Country') AS "c2", -- Country
+  "k0" AS "c0", -- bucket
+  "k1" AS "c1", -- country
+  "k2" AS "c2", -- Country
   COALESCE(SUM("v0"), 0) AS "c3", -- total__sum
   COALESCE(SUM("v1"), 0) AS "c4", -- Total__sum
   COUNT(*) AS "c5" -- n__count
@@ -646,7 +667,9 @@ describe('athena dialect parses as Trino SQL (node-sql-parser)', () => {
     expect(sql).toContain(`element_at(fields, 'country') = 'O''Hare''); DROP TABLE raw_events; --'`);
     expect(sql).toContain(`element_at(fields, 'flag') = 'true'`);
     expect(sql).toContain(`element_at(fields, 'code') = '7'`);
-    expect(sql).toContain(`element_at(fields, 'order') AS "c1", -- order`);
+    // The key is computed once, in `events`, and named by position ("k1"), never after the view.
+    expect(sql).toContain(`element_at(fields, 'order') AS "k1",`);
+    expect(sql).toContain(`"k1" AS "c1", -- order`);
     const { ast } = parse(sql);
     expect(ast.columns.map((c) => c.as)).toEqual(['c0', 'c1', 'c2', 'c3']);
     // The parser keeps the doubled quote as written: one literal, not a statement break.
@@ -654,8 +677,8 @@ describe('athena dialect parses as Trino SQL (node-sql-parser)', () => {
       '2024-05-01',
       '2024-05-01',
       '12',
-      'amount',
       'order',
+      'amount',
       'country',
       "O''Hare''); DROP TABLE raw_events; --",
       'flag',
@@ -692,7 +715,7 @@ describe('names and literals', () => {
   it('quotes and escapes filter values; rejects NUL', () => {
     const v = (value: string) => view({ name: 'v', grain: 'hour', dimensions: [], filter: { country: value }, metrics: { n: count() } });
     const sql = (value: string) => compileView(v(value), { dialect: 'duckdb', cutoff: CUTOFF, horizonMs: H, source: 'raw' });
-    expect(sql(`it's "quoted" \\ back`)).toContain(`WHERE fields['country'] = 'it''s "quoted" \\ back'`);
+    expect(sql(`it's "quoted" \\ back`)).toContain(`AND fields['country'] = 'it''s "quoted" \\ back'\n`);
     expect(sql("''")).toContain(`= ''''''`);
     expect(sql('multi\nline')).toContain(`= 'multi\nline'`);
     expect(() => sql('nul\u0000here')).toThrow(/NUL/);
@@ -703,7 +726,8 @@ describe('names and literals', () => {
     const v = view({ name: 'v', grain: 'hour', dimensions: ['order'], metrics: { [long]: count(), select: sum('from') } });
     const sql = compileView(v, { dialect: 'athena', cutoff: CUTOFF, horizonMs: H, source: 'raw' });
     expect(sql).toContain(`COUNT(*) AS "c2", -- ${long}__count`);
-    expect(sql).toContain(`element_at(fields, 'order') AS "c1", -- order`);
-    expect(sql.match(/"[^"]*"/g)).toEqual(['"v0"', '"c0"', '"c1"', '"c2"', '"v0"', '"c3"']);
+    expect(sql).toContain(`element_at(fields, 'order') AS "k1",`);
+    expect(sql).toContain(`"k1" AS "c1", -- order`);
+    expect(sql.match(/"[^"]*"/g)).toEqual(['"k0"', '"k1"', '"v0"', '"k0"', '"c0"', '"k1"', '"c1"', '"c2"', '"v0"', '"c3"']);
   });
 });
