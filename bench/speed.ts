@@ -46,8 +46,9 @@ import { DEMO_VIEWS } from '../functions/core/demo-views.ts';
 import { Sketch } from '../functions/core/hll.ts';
 import { cellAttribute, dimsKey, pad13, speedPk } from '../functions/core/keys.ts';
 import { mapLimit } from '../functions/core/limit.ts';
-import { stateColumns } from '../functions/core/metrics.ts';
+import { combineViewStates, stateColumns, type ViewState } from '../functions/core/metrics.ts';
 import { DEFAULT_SETTINGS } from '../functions/core/settings.ts';
+import type { View } from '../functions/core/views.ts';
 import { TABLES, TTL_ATTRIBUTE } from '../functions/resources.ts';
 import { groupByItem, ItemCache } from '../functions/speed/apply.ts';
 import { decide, readClaims, writeClaims } from '../functions/speed/dedup.ts';
@@ -454,11 +455,17 @@ const NUMBER_BYTES = 4;
  * attribute names plus values), with one item per cell (the layout before) or one per event hour
  * (`groupByItem`, now). Items live through their arrival window, so they grow batch by batch.
  */
-function itemsPerRecord(records: readonly StreamRecord[], size: number, layout: 'cell' | 'hour'): { items: number; units: number } {
+function itemsPerRecord(
+  records: readonly StreamRecord[],
+  size: number,
+  layout: 'cell' | 'hour',
+  views: readonly View[] = DEMO_VIEWS,
+): { items: number; units: number } {
   const windowMs = DEFAULT_SETTINGS.windowSeconds * 1000;
   // pk, sk, view, window, slot or bucket + dims, shard, hw (64 digits), expiresAt: measured on a stored item.
   const base = layout === 'cell' ? 260 : 220;
-  const itemBytes = new Map<string, Map<string, number>>();
+  // Per item, per cell: its state so far (a sketch grows as the batches of its window add to it) and its bytes.
+  const itemBytes = new Map<string, Map<string, { state: ViewState; bytes: number }>>();
   let items = 0;
   let units = 0;
   for (let i = 0; i < records.length; i += size) {
@@ -473,13 +480,13 @@ function itemsPerRecord(records: readonly StreamRecord[], size: number, layout: 
     // The items this batch writes, each with its cells' deltas: as the handler groups them, or one item per cell.
     const written =
       layout === 'hour'
-        ? groupByItem(DEMO_VIEWS, counted, windowMs).map((g) => ({
+        ? groupByItem(views, counted, windowMs).map((g) => ({
             view: g.view,
             id: JSON.stringify(g.key),
             slot: g.key.slot,
             cells: aggregate([g.view], g.records, windowMs),
           }))
-        : DEMO_VIEWS.flatMap((view) =>
+        : views.flatMap((view) =>
             aggregate([view], counted, windowMs).map((d) => ({
               view,
               id: JSON.stringify([d.view, d.window, d.bucket, d.dims]),
@@ -489,18 +496,23 @@ function itemsPerRecord(records: readonly StreamRecord[], size: number, layout: 
           );
     for (const w of written) {
       touched.add(w.id);
-      const cells = itemBytes.get(w.id) ?? new Map<string, number>();
+      const cells = itemBytes.get(w.id) ?? new Map<string, { state: ViewState; bytes: number }>();
       itemBytes.set(w.id, cells);
       for (const d of w.cells) {
         const name = (column: string) => (layout === 'cell' ? column : cellAttribute(w.slot, d.bucket, d.dims, column));
+        const key = `${d.bucket}|${JSON.stringify(d.dims)}`;
+        const old = cells.get(key);
+        const state = old ? combineViewStates(w.view, old.state, d.state) : d.state;
         let bytes = name('records').length + NUMBER_BYTES;
-        for (const c of stateColumns(w.view)) bytes += name(c.column).length + NUMBER_BYTES;
-        cells.set(`${d.bucket}|${JSON.stringify(d.dims)}`, bytes);
+        // A sketch is a string attribute of its canonical text (one byte a character); the other columns numbers.
+        for (const c of stateColumns(w.view))
+          bytes += name(c.column).length + (c.component === 'hll' ? (state[c.metric]?.hll?.toText().length ?? 0) : NUMBER_BYTES);
+        cells.set(key, { state, bytes });
       }
     }
     for (const item of touched) {
       let bytes = base;
-      for (const b of itemBytes.get(item)!.values()) bytes += b;
+      for (const c of itemBytes.get(item)!.values()) bytes += c.bytes;
       units += Math.ceil(bytes / 1024);
     }
     items += touched.size;
@@ -514,6 +526,20 @@ interface MixRow {
   cells: { items: number; units: number };
   demo: { items: number; units: number };
   onTime: { items: number; units: number };
+  /** The demo mix, one item per event hour, with every `distinct` metric taken out of the views (issue 21's baseline). */
+  noDistinct: { items: number; units: number };
+}
+
+/** The demo views without their `distinct` metrics: what the speed layer wrote before `users: distinct('user')`. */
+const VIEWS_NO_DISTINCT: readonly View[] = DEMO_VIEWS.map((v) => ({
+  ...v,
+  metrics: Object.fromEntries(Object.entries(v.metrics).filter(([, m]) => m.fn !== 'distinct')),
+}));
+
+/** Write units per record with the demo's `distinct` metric over those without it, beside issue 21's goal. */
+function distinctRatio(r: MixRow): string {
+  const x = r.demo.units / r.noDistinct.units;
+  return `${x.toFixed(2)}x (goal <= 1.5x: ${x <= 1.5 ? 'met' : 'not met'})`;
 }
 
 function mixes(sizes: readonly number[]): MixRow[] {
@@ -526,6 +552,7 @@ function mixes(sizes: readonly number[]): MixRow[] {
     cells: itemsPerRecord(demo, size, 'cell'),
     demo: itemsPerRecord(demo, size, 'hour'),
     onTime: itemsPerRecord(onTime, size, 'hour'),
+    noDistinct: itemsPerRecord(demo, size, 'hour', VIEWS_NO_DISTINCT),
   }));
 }
 
@@ -649,14 +676,16 @@ function render(rows: Row[], k: KinesisRow | undefined, m: MixRow[]): string {
   }
   lines.push('');
   lines.push(
-    "What the key design implies (computed from the records alone, no DynamoDB; two minutes of arrivals at least): speed items written per record, and in parentheses the write units they cost in DynamoDB (ceil(item size / 1 KB) per write, sizes by DynamoDB's rules with 4-byte numbers), with one item per (view, arrival window, bucket, dimension values, shard), the layout before, and with one item per (view, arrival window, event hour, shard; a late hour cut in 10-second arrival parts), the layout now; and now, on the same mix without late events.",
+    "What the key design implies (computed from the records alone, no DynamoDB; two minutes of arrivals at least): speed items written per record, and in parentheses the write units they cost in DynamoDB (ceil(item size / 1 KB) per write, sizes by DynamoDB's rules with 4-byte numbers), with one item per (view, arrival window, bucket, dimension values, shard), the layout before, and with one item per (view, arrival window, event hour, shard; a late hour cut in 10-second arrival parts), the layout now; and now, on the same mix without late events. A sketch column counts its canonical text as it stands in the item (it grows through the window); the last column is the layout now without the demo's `users: distinct(user)` metric, and its ratio the write units `distinct` adds (issue 21's goal: at most 1.5x).",
   );
   lines.push('');
-  lines.push('| batch size | one item per cell (before) | one item per event hour (now) | now, no late events |');
-  lines.push('|---:|---:|---:|---:|');
+  lines.push(
+    '| batch size | one item per cell (before) | one item per event hour (now) | now, no late events | now, without `distinct` | write units with / without `distinct` |',
+  );
+  lines.push('|---:|---:|---:|---:|---:|---:|');
   for (const r of m)
     lines.push(
-      `| ${int(r.size)} | ${fmt(r.cells.items)} (${fmt(r.cells.units)}) | ${fmt(r.demo.items)} (${fmt(r.demo.units)}) | ${fmt(r.onTime.items)} (${fmt(r.onTime.units)}) |`,
+      `| ${int(r.size)} | ${fmt(r.cells.items)} (${fmt(r.cells.units)}) | ${fmt(r.demo.items)} (${fmt(r.demo.units)}) | ${fmt(r.onTime.items)} (${fmt(r.onTime.units)}) | ${fmt(r.noDistinct.items)} (${fmt(r.noDistinct.units)}) | ${distinctRatio(r)} |`,
     );
   if (k) {
     lines.push('');
@@ -715,7 +744,7 @@ for (const r of rows) {
 }
 for (const r of mixRows) {
   console.log(
-    `speed items (write units) / record at batch ${int(r.size)}: one per cell ${fmt(r.cells.items)} (${fmt(r.cells.units)}), one per event hour ${fmt(r.demo.items)} (${fmt(r.demo.units)}), the same without late events ${fmt(r.onTime.items)} (${fmt(r.onTime.units)})`,
+    `speed items (write units) / record at batch ${int(r.size)}: one per cell ${fmt(r.cells.items)} (${fmt(r.cells.units)}), one per event hour ${fmt(r.demo.items)} (${fmt(r.demo.units)}), the same without late events ${fmt(r.onTime.items)} (${fmt(r.onTime.units)}), without distinct ${fmt(r.noDistinct.items)} (${fmt(r.noDistinct.units)}): ${distinctRatio(r)}`,
   );
 }
 if (kinesisRow)
