@@ -195,7 +195,13 @@ async function computeAndLoad(ctx: BatchContext, session: EngineSession, views: 
   for (const [k, input] of inputs.entries()) {
     const computed = await next!;
     next = k + 1 < inputs.length ? compute(inputs[k + 1]!) : undefined;
-    await loadView(ctx, input, computed);
+    try {
+      await loadView(ctx, input, computed);
+    } catch (e) {
+      // The next view's SQL may still be running on the session the caller closes next: let it end first.
+      await next?.catch(() => undefined);
+      throw e;
+    }
   }
 }
 
