@@ -223,6 +223,8 @@ export function combineAllViewStates(view: View, states: readonly ViewState[]): 
 export function combineColumnTexts(view: View, rows: readonly Readonly<Record<string, string | null>>[]): Record<string, string | null> {
   if (rows.length === 1) return stateToColumns(view, stateFromColumns(view, rows[0]!));
   const out: Record<string, string | null> = {};
+  // The rows read as states, once, only if a metric needs the general path.
+  let parsed: ViewState[] | undefined;
   for (const layout of layoutOf(view)) {
     const { metric, columns } = layout;
     if (metric.fn === 'count' || metric.fn === 'sum' || metric.fn === 'avg') {
@@ -257,7 +259,8 @@ export function combineColumnTexts(view: View, rows: readonly Readonly<Record<st
       out[column] = mergeAll(rows.map((r) => parseSketch(r[column] ?? '')))?.toText() ?? null;
       continue;
     }
-    const states = rows.map((r) => stateFromColumns(view, r)[layout.name]!);
+    parsed ??= rows.map((r) => stateFromColumns(view, r));
+    const states = parsed.map((x) => x[layout.name]!);
     const combined = states.reduce((a, b) => combine(metric, a, b), identity(metric));
     for (const { component, column } of columns) {
       if (component === 'hll') continue;
