@@ -1,5 +1,5 @@
 /**
- * `npm run bench -- backfill [--events 200000] [--batch-size 1000] [--no-write]`
+ * `npm run bench -- backfill [--events 200000] [--batch-size 1000] [--no-write] [--json]`
  *
  * Events per second of `tandem backfill` into the local cloud, end to end: the
  * CLI as a child process (start-up, GET /views, reading and gunzipping the
@@ -11,7 +11,8 @@
  * `--batch-size` records per shard (the local cloud's archive mapping batches
  * 1,000), on 2 shards. Goal: backfill >= 0.5x the archive handler.
  *
- * Writes the table into docs/benchmarks.md under `## backfill` (unless --no-write).
+ * Writes the table into docs/benchmarks.md under `## backfill` (unless --no-write); with
+ * --json, prints one JSON document on stdout (the table goes to stderr).
  */
 import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
@@ -36,8 +37,9 @@ const opts = new Command()
   .option('--events <n>', 'events in the history file', (v) => Number.parseInt(v, 10), 200_000)
   .option('--batch-size <n>', 'records per archive handler invocation (the baseline)', (v) => Number.parseInt(v, 10), 1000)
   .option('--no-write', 'do not update docs/benchmarks.md')
+  .option('--json', 'print one JSON document on stdout (narration on stderr)')
   .parse(process.argv)
-  .opts<{ events: number; batchSize: number; write: boolean }>();
+  .opts<{ events: number; batchSize: number; write: boolean; json?: boolean }>();
 
 const log = (...a: unknown[]) => console.error(...a);
 const T0 = Date.UTC(2025, 2, 3, 0, 0, 0);
@@ -108,7 +110,7 @@ try {
       child.once('close', (code) => (code === 0 ? res(text) : rej(new Error(`tandem backfill exited ${code}: ${text}`))));
     });
     const ms = performance.now() - t0;
-    const summary = JSON.parse(out) as { accepted: number; objects: number; bytes: number; claims: number };
+    const summary = JSON.parse(out) as { accepted: number; objects: number; bytes: number; claims: number; idSets: number };
     if (summary.accepted !== opts.events) throw new Error(`backfill accepted ${summary.accepted} of ${opts.events}`);
     return { ms, summary, dynaliteMs: cpuMsOf(dynalitePid) - c0 };
   };
@@ -132,7 +134,8 @@ try {
       `${(backfillMs / 1000).toFixed(1)} s`,
       rate(backfillMs).toLocaleString('en-US'),
       `${(archiveMs / backfillMs).toFixed(2)}x`,
-      `${summary.objects} objects, ${(summary.bytes / 1024 / 1024).toFixed(1)} MB written, ${summary.claims.toLocaleString('en-US')} claims; ` +
+      `${summary.objects} objects, ${(summary.bytes / 1024 / 1024).toFixed(1)} MB written, ` +
+        `${summary.claims.toLocaleString('en-US')} ids registered in ${summary.idSets.toLocaleString('en-US')} id sets; ` +
         `dynalite ${cpuPer(withClaims.dynaliteMs)} CPU per event`,
     ],
     [
@@ -140,7 +143,7 @@ try {
       `${(noClaims.ms / 1000).toFixed(1)} s`,
       rate(noClaims.ms).toLocaleString('en-US'),
       `${(archiveMs / noClaims.ms).toFixed(2)}x`,
-      `${noClaims.summary.objects} objects, ${noClaims.summary.claims} claims; dynalite ${cpuPer(noClaims.dynaliteMs)} CPU per event`,
+      `${noClaims.summary.objects} objects, ${noClaims.summary.claims} ids registered; dynalite ${cpuPer(noClaims.dynaliteMs)} CPU per event`,
     ],
   ];
   const load = loads.length > 0 ? (loads.reduce((a, b) => a + b, 0) / loads.length).toFixed(1) : 'n/a';
@@ -155,13 +158,30 @@ try {
     'The baseline, in the same run against the same emulators: the raw archive handler over the same events, fed as',
     'synthetic Kinesis events. The backfill is measured as a user runs it: `tandem backfill FILE --no-batch --json` as a',
     'child process, from its start (process start-up, `GET /views`) to its exit. Goal: at least 0.5x the handler.',
-    "By default every id is registered with the speed layer's dedup table (one conditional PutItem each, docs/batch-layer.md",
-    '"Backfill"); `--no-claims` skips that. dynalite\'s CPU (from /proc) is read around each path.',
+    'By default every id is registered with the speed layer first, in id sets of about 100 ids an item (control table,',
+    'BatchWriteItem; docs/batch-layer.md "Backfill"); `--no-claims` skips that. dynalite\'s CPU (from /proc) is read around each path.',
     '',
     ...markdownTable(['path', 'time', 'events/s', 'vs. handler', 'notes'], rows),
     '',
   ].join('\n');
-  console.log(md);
+  if (opts.json) {
+    log(md);
+    const path = (ms: number, s?: { claims: number; idSets: number }, dynaliteMs?: number) => ({
+      ms: Math.round(ms),
+      eventsPerSecond: rate(ms),
+      vsArchive: Number((archiveMs / ms).toFixed(3)),
+      ...(s && { idsRegistered: s.claims, idSets: s.idSets }),
+      ...(dynaliteMs !== undefined && { dynaliteCpuMs: Math.round(dynaliteMs) }),
+    });
+    console.log(
+      JSON.stringify({
+        events: opts.events,
+        archive: path(archiveMs, undefined, archiveDynaliteMs),
+        backfill: path(backfillMs, summary, withClaims.dynaliteMs),
+        noClaims: path(noClaims.ms, noClaims.summary, noClaims.dynaliteMs),
+      }),
+    );
+  } else console.log(md);
   if (opts.write) writeBenchmarkSection('backfill', md);
 } finally {
   await cloud.stop();

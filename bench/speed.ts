@@ -53,6 +53,7 @@ import { TABLES, TTL_ATTRIBUTE } from '../functions/resources.ts';
 import { groupByItem, ItemCache } from '../functions/speed/apply.ts';
 import { decide, readClaims, writeClaims } from '../functions/speed/dedup.ts';
 import { createSpeedHandler } from '../functions/speed/handler.ts';
+import { OutsideCopies } from '../functions/speed/outside.ts';
 import { DemoGenerator } from '../local/demo.ts';
 import { emulatorEnv, type KinesisEngine, kinesisEngine, startEmulator } from '../local/emulators.ts';
 import { startEventSourceMapping } from '../local/esm.ts';
@@ -306,6 +307,7 @@ function benchHandler(
     views: DEMO_VIEWS,
     settings: DEFAULT_SETTINGS,
     cache: new ItemCache(),
+    outside: new OutsideCopies(),
     logger: new Logger({ logLevel: 'SILENT' }),
     metrics: new Metrics({ namespace: 'Bench' }),
     ...(onStats && { onStats }),

@@ -1,7 +1,7 @@
 /**
  * The speed function, on the Kinesis event source mapping (ReportBatchItemFailures
  * on, ParallelizationFactor 1): the module-scope clients, configuration and
- * item cache, handed to functions/speed/handler.ts once per container.
+ * caches, handed to functions/speed/handler.ts once per container.
  */
 import { Logger } from '@aws-lambda-powertools/logger';
 import { Metrics } from '@aws-lambda-powertools/metrics';
@@ -10,6 +10,7 @@ import { loadConfig } from './config.ts';
 import { METRIC_SERVICES, METRICS_NAMESPACE, SERVICE_NAMES } from './contract/telemetry.ts';
 import { ItemCache } from './speed/apply.ts';
 import { createSpeedHandler, type SpeedHandler } from './speed/handler.ts';
+import { OutsideCopies } from './speed/outside.ts';
 
 // test/simulation/harness.ts builds its handlers from the entry modules.
 export { createSpeedHandler } from './speed/handler.ts';
@@ -19,7 +20,7 @@ const metrics = new Metrics({ namespace: METRICS_NAMESPACE, serviceName: METRIC_
 const config = loadConfig();
 const aws = clients();
 
-/** The Lambda entry point: clients, configuration and the item cache live at module scope. */
+/** The Lambda entry point: clients, configuration and the caches live at module scope. */
 export const handler: SpeedHandler = createSpeedHandler({
   ddb: aws.dynamodb,
   s3: aws.s3,
@@ -32,6 +33,7 @@ export const handler: SpeedHandler = createSpeedHandler({
   views: config.views,
   settings: config.settings,
   cache: new ItemCache(),
+  outside: new OutsideCopies(),
   logger,
   metrics,
 });

@@ -389,7 +389,6 @@ export async function startLocalCloud(opts: LocalCloudOptions = {}): Promise<Loc
             clients: own,
             rawBucket: names[BUCKETS.raw.env]!,
             controlTable: names[TABLES.control.env]!,
-            dedupTable: names[TABLES.dedup.env]!,
             views,
             runBatch,
             stopping: () => stopping,
@@ -464,7 +463,6 @@ function startDemoHistory(o: {
   clients: Clients;
   rawBucket: string;
   controlTable: string;
-  dedupTable: string;
   views: readonly View[] | undefined;
   runBatch: (() => Promise<unknown>) | undefined;
   stopping: () => boolean;
@@ -489,10 +487,9 @@ function startDemoHistory(o: {
   const work = (async () => {
     state.state = 'backfilling';
     const t0 = Date.now();
-    const [{ runBackfill }, { DEMO_VIEWS }, { copyRegistrar }] = await Promise.all([
+    const [{ runBackfill }, { DEMO_VIEWS }] = await Promise.all([
       import('../functions/archive/backfill.ts'),
       import('../functions/core/demo-views.ts'),
-      import('../functions/speed/dedup.ts'),
     ]);
     const events = demoHistory({ nowMs: pending.nowMs, seed: pending.seed });
     const summary = await runBackfill(
@@ -502,7 +499,7 @@ function startDemoHistory(o: {
         ddb: o.clients.dynamodb,
         rawBucket: o.rawBucket,
         controlTable: o.controlTable,
-        register: copyRegistrar(o.clients.dynamodb, o.dedupTable),
+        claims: true,
         views: o.views ?? DEMO_VIEWS,
         arrival: pending.arrival,
         spoolDir: o.dataDir,

@@ -35,7 +35,6 @@ interface BackfillFlags extends TargetFlags {
   readonly rejected: string;
   readonly rawBucket?: string;
   readonly controlTable?: string;
-  readonly dedupTable?: string;
   readonly views?: string;
   readonly batch: boolean;
   readonly claims: boolean;
@@ -52,10 +51,9 @@ export function registerBackfill(program: Command): void {
     .option('--rejected <file>', 'where rejected events go, one JSON line each with their reasons', 'rejected.ndjson')
     .option('--raw-bucket <name>', `the raw archive bucket (env ${BUCKETS.raw.env}); the local cloud's when it runs`)
     .option('--control-table <name>', `the control table (env ${TABLES.control.env}); the local cloud's when it runs`)
-    .option('--dedup-table <name>', `the speed layer's dedup table (env ${TABLES.dedup.env}); the local cloud's when it runs`)
     .option('--views <file>', 'validate against the views of this JSON file instead of asking the API (GET /views)')
     .option('--no-batch', 'do not start a batch run afterwards')
-    .option('--no-claims', "do not register the events' ids with the speed layer's dedup table (much faster; see below what it costs)")
+    .option('--no-claims', "do not register the events' ids with the speed layer (see below what it costs)")
     .option('--wait', 'wait for a batch run whose cutoff passes the backfill (its events then show in queries)')
     .option('--timeout <seconds>', 'give up waiting after this long', '900')
     .option('--json', 'print the summary as one JSON document')
@@ -66,13 +64,13 @@ Every record gets one arrival time T (when the backfill starts writing); the eve
 views from the first run whose cutoff passes T, and never in the speed layer. Running the same files again
 adds nothing: the files' content names the backfill, and events without an "id" get one derived from it.
 
-Each id is registered with the speed layer's dedup table (one conditional write per id), so that a live
-copy of it arriving within the dedup horizon after T is not counted by the speed layer either. --no-claims
-skips that: for history whose ids cannot come in live again; if one does, the speed layer counts it until
-the next batch run covers it (the batch views are exact either way).
+The ids are first registered with the speed layer (id sets of ~100 ids an item in the control table; T is
+taken 15 s after), so that a live copy of one arriving within the dedup horizon after T is not counted by
+the speed layer either. --no-claims skips that: for history whose ids cannot come in live again; if one
+does, the speed layer counts it until the next batch run covers it (the batch views are exact either way).
 
 Against the local cloud nothing is needed while \`tandem local\` runs on ./.tandem (else --data-dir).
-Against AWS: your credentials, --raw-bucket, --control-table and --dedup-table (the stack's outputs), --url and --api-key.
+Against AWS: your credentials, --raw-bucket and --control-table (the stack's outputs), --url and --api-key.
 Exit code: 0 when every event was archived, 1 when any was rejected or something failed, 2 on usage errors.
 
 Examples:
@@ -90,7 +88,6 @@ function storeTarget(flags: BackfillFlags): {
   env: Record<string, string | undefined>;
   rawBucket: string;
   controlTable: string;
-  dedupTable: string;
 } {
   const env: Record<string, string | undefined> = { ...process.env };
   const named = flags.rawBucket ?? flags.controlTable ?? env[BUCKETS.raw.env] ?? env[TABLES.control.env];
@@ -113,15 +110,14 @@ function storeTarget(flags: BackfillFlags): {
   const names = localNames();
   const rawBucket = flags.rawBucket ?? env[BUCKETS.raw.env] ?? (local ? names[BUCKETS.raw.env] : undefined);
   const controlTable = flags.controlTable ?? env[TABLES.control.env] ?? (local ? names[TABLES.control.env] : undefined);
-  const dedupTable = flags.dedupTable ?? env[TABLES.dedup.env] ?? (local ? names[TABLES.dedup.env] : undefined);
-  if (!rawBucket || !controlTable || !dedupTable) {
+  if (!rawBucket || !controlTable) {
     throw new UsageError(
-      'where to? pass --raw-bucket, --control-table and --dedup-table ' +
-        `(or set ${BUCKETS.raw.env}, ${TABLES.control.env} and ${TABLES.dedup.env}: the stack's outputs); ` +
+      'where to? pass --raw-bucket and --control-table ' +
+        `(or set ${BUCKETS.raw.env} and ${TABLES.control.env}: the stack's outputs); ` +
         'for the local cloud, start it (tandem local) or pass --data-dir <its data dir>',
     );
   }
-  return { env, rawBucket, controlTable, dedupTable };
+  return { env, rawBucket, controlTable };
 }
 
 /** An input file (or stdin) as text, gunzipped when it starts with gzip's magic bytes (1f 8b). */
@@ -199,7 +195,6 @@ async function backfill(files: string[], flags: BackfillFlags): Promise<void> {
   // Loaded here, not at the top: the AWS SDK would slow every other command's start.
   const { createClients } = await import('../../functions/adapters/clients.ts');
   const { runBackfill } = await import('../../functions/archive/backfill.ts');
-  const { copyRegistrar } = await import('../../functions/speed/dedup.ts');
   const local = Boolean(target.env.AWS_ENDPOINT_URL_DYNAMODB ?? target.env.AWS_ENDPOINT_URL_S3 ?? target.env.AWS_ENDPOINT_URL);
   const aws = createClients(local ? target.env : process.env);
 
@@ -214,7 +209,7 @@ async function backfill(files: string[], flags: BackfillFlags): Promise<void> {
       rawBucket: target.rawBucket,
       controlTable: target.controlTable,
       // Live copies of these ids are then decided against the backfilled ones (docs/batch-layer.md, "Backfill").
-      ...(flags.claims && { register: copyRegistrar(aws.dynamodb, target.dedupTable) }),
+      claims: flags.claims,
       views,
       onReject: (r) => rejectedFile.write(r),
       onProgress: (p) => progress.update(p),
@@ -246,7 +241,7 @@ async function backfill(files: string[], flags: BackfillFlags): Promise<void> {
     rejectedFile: summary.rejected > 0 ? flags.rejected : null,
     objects: summary.objects,
     claims: summary.claims,
-    superseded: summary.superseded,
+    idSets: summary.idSets,
     bytes: summary.bytes,
     seconds: Number(seconds.toFixed(3)),
     eventsPerSecond: seconds > 0 ? Math.round(summary.events / seconds) : null,

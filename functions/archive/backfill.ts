@@ -9,20 +9,20 @@
  *      `backfill-<first 16 hex of their sha-256>`, seq = the event's index among
  *      them (padded), so the same files give the same keys, and an event without
  *      an id gets `bf-<hex>-<index>`: a re-run adds nothing;
- *   3. the control item `backfill / <pseudo-shard>` { arrival T, state: writing }
- *      is written BEFORE the first object: from then on the planner cuts no later
- *      than T (complete before cut, invariant 4). A re-run finds it: `complete`
- *      adds nothing, `writing` (a crashed run) rewrites the same keys with the same T;
- *   4. every accepted record is registered with the speed layer's dedup table
- *      (`deps.register`: the CLI and the local cloud always pass it, wired to
- *      `registerCopies`, functions/speed/dedup.ts, which this module may not
- *      import): its copy (arrival T, the pseudo-shard, its seq) joins the id's
- *      chained claim, one conditional write per id, so a live copy decided
- *      afterwards is decided against it by the dedup rule, as the batch decides
- *      it; a re-run writes nothing again. An id whose live copy the speed layer
- *      already counted within H after T (decided before the registration) is
- *      `superseded`: its records are left out of the objects, so the batch
- *      counts that live copy as the speed layer did;
+ *   3. with `claims` (the CLI's default, the local cloud's demo): the control
+ *      item `backfill / <pseudo-shard>` { state: registering } is written, then
+ *      every accepted id goes into the backfill's id sets (core/backfill-ids.ts:
+ *      ~100 ids an item, plain puts, the same bytes on a re-run), then T is
+ *      taken and the item becomes { arrival T, buckets, state: writing }. T =
+ *      max(now + BACKFILL_LEAD_MS, published cutoff): the speed layer decides
+ *      every live copy at or after T with the id sets in view (functions/speed/
+ *      outside.ts), and a copy before T needs none, so a live copy and a
+ *      backfilled one are decided by the rule in both layers. Without `claims`
+ *      the item is written `writing` with T = max(now, published cutoff) at once.
+ *      Either way the item holds T BEFORE the first object: from then on the
+ *      planner cuts no later than T (complete before cut, invariant 4). A re-run
+ *      finds it: `complete` adds nothing, `writing` (a crashed run) rewrites the
+ *      same keys with the same T, `registering` writes the id sets again first;
  *   5. objects of `objectLines` records each, gzip NDJSON `RawRecord` lines with
  *      arrival T, under the archive's key layout, each added to the object
  *      manifest of (hour(T), pseudo-shard), so the batch's completeness check
@@ -44,17 +44,23 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import {
+  BatchWriteItemCommand,
   ConditionalCheckFailedException,
   type DynamoDBClient,
   GetItemCommand,
   PutItemCommand,
   UpdateItemCommand,
+  type WriteRequest,
 } from '@aws-sdk/client-dynamodb';
 import type { S3Client } from '@aws-sdk/client-s3';
+import { BACKFILL_LEAD_MS, encodeIdSet, idSetBucket, idSetBuckets, idSetKey } from '../core/backfill-ids.ts';
 import { validateEvent } from '../core/events.ts';
 import { POINTER_KEY } from '../core/keys.ts';
+import { backoff, chunks, mapLimit } from '../core/limit.ts';
 import { padSeq, type RawRecord, toRawRecord } from '../core/record.ts';
+import { DEFAULT_SETTINGS, dedupExpiry } from '../core/settings.ts';
 import type { View } from '../core/views.ts';
+import { TTL_ATTRIBUTE } from '../resources.ts';
 import { writeRawObject } from './archive.ts';
 import { BACKFILL_PK, BACKFILL_SHARD_PREFIX, HOUR_MS, objectManifestEntry, rawObjectKey } from './layout.ts';
 
@@ -82,16 +88,18 @@ export interface BackfillRejection {
   readonly event: unknown;
 }
 
-export type BackfillState = 'writing' | 'complete';
+export type BackfillState = 'registering' | 'writing' | 'complete';
 
 /** The control item `backfill / <pseudo-shard>`. */
 export interface BackfillItem {
   readonly shard: string;
-  /** The arrival time of every record of the backfill, epoch ms. */
-  readonly arrival: number;
+  /** The arrival time of every record of the backfill, epoch ms (undefined while `registering`). */
+  readonly arrival: number | undefined;
   readonly state: BackfillState;
   readonly records: number;
   readonly objects: number;
+  /** The id sets' buckets (undefined: its ids were not registered, or not yet). */
+  readonly buckets: number | undefined;
 }
 
 // ---- the pure core ------------------------------------------------------------------------------
@@ -163,11 +171,10 @@ export function backfillObject(shard: string, arrival: number, first: number, la
 
 // ---- I/O ----------------------------------------------------------------------------------------
 
-/** What `BackfillDeps.register` does with one chunk of records. */
-export type Register = (records: readonly RawRecord[]) => Promise<{ writes: number; superseded: ReadonlySet<string> }>;
-
 /** Fault-injection points (tests): a hook crashes the backfill by throwing. */
 export interface BackfillHooks {
+  /** After the id sets are written, before T is taken (step 3). */
+  afterIdSets?(): void | Promise<void>;
   /** After an object and its manifest entry are written, with the number written so far. */
   afterObject?(written: number): void | Promise<void>;
 }
@@ -188,19 +195,22 @@ export interface BackfillDeps {
   readonly rawBucket: string;
   readonly controlTable: string;
   /**
-   * Registers records (arrival T) in the speed layer's dedup table, returning the claims
-   * written and the superseded ids: `copyRegistrar` of functions/speed/dedup.ts. Called
-   * before any object is written (module comment, step 4). Absent: no registration (archive
-   * tests only; live copies of backfilled ids could then count twice until a batch covers them).
+   * Registers the ids in id sets for the speed layer before T is taken (module comment,
+   * step 3). Without it, a live copy of a backfilled id arriving within H after T counts in
+   * the speed part until a version covers it (`tandem backfill --no-claims`).
+   * @default false
    */
-  readonly register?: Register;
+  readonly claims?: boolean;
+  /** The deployment's dedup horizon H: how long the id sets must be kept. @default DEFAULT_SETTINGS' (7 days) */
+  readonly dedupHorizonSeconds?: number;
   /** The views ingest validates with (metric fields must be numbers). */
   readonly views: readonly View[];
   readonly now?: () => number;
   /**
-   * T for a new backfill instead of max(now, published cutoff): the local cloud's demo
-   * history on a new data dir, and tests. Refused below the published cutoff; a re-run
-   * keeps the T its first attempt recorded.
+   * T for a new backfill instead of the module comment's: the local cloud's demo history on
+   * a new data dir, and tests. Refused below the published cutoff; a re-run keeps the T its
+   * first attempt recorded. With `claims`, the caller vouches that no live copy arriving at
+   * or after it was decided before the registration (no speed layer ran yet, or none of the ids came in live).
    */
   readonly arrival?: number;
   /** Records per object. @default BACKFILL_OBJECT_LINES */
@@ -223,10 +233,10 @@ export interface BackfillSummary {
   readonly accepted: number;
   readonly rejected: number;
   readonly objects: number;
-  /** Claims this run wrote to the dedup table (0 on a re-run that finds them all). */
+  /** Distinct ids this run registered in id sets (0 without `claims`, or on a re-run that finds T taken). */
   readonly claims: number;
-  /** Records left out: their id's live copy was counted by the speed layer within H after T before they were registered. */
-  readonly superseded: number;
+  /** Id-set items this run wrote. */
+  readonly idSets: number;
   /** Compressed bytes written by this run. */
   readonly bytes: number;
 }
@@ -257,28 +267,32 @@ export async function runBackfill(
     }
     deps.onProgress?.({ phase: 'validate', done: events, accepted: v.accepted, rejected: v.rejected });
     const base = { events, accepted: v.accepted, rejected: v.rejected };
-    if (v.accepted === 0) return { shard: null, arrival: null, outcome: 'empty', objects: 0, claims: 0, superseded: 0, bytes: 0, ...base };
+    if (v.accepted === 0) return { shard: null, arrival: null, outcome: 'empty', objects: 0, claims: 0, idSets: 0, bytes: 0, ...base };
 
     const shard = v.shard();
     const ranges = objectRanges(v.accepted, deps.objectLines);
-    const claim = await claimBackfill(deps, shard, v.accepted, ranges.length, now);
+    let claim = await claimBackfill(deps, shard, v.accepted, ranges.length, now);
+    let registered = { ids: 0, items: 0 };
+    if (claim.state === 'registering') {
+      // A run without `claims` finishing a crashed one that had them: its partial id sets stay unused (no buckets).
+      const buckets = deps.claims ? idSetBuckets(v.accepted) : undefined;
+      if (buckets !== undefined) registered = await registerIds(deps, spool, shard, buckets, now);
+      await deps.hooks?.afterIdSets?.();
+      claim = await takeArrival(deps, shard, buckets, now);
+    }
     if (claim.state === 'complete')
       return {
         shard,
         arrival: claim.arrival,
         outcome: 'already-complete',
         objects: claim.objects,
-        claims: 0,
-        superseded: 0,
+        claims: registered.ids,
+        idSets: registered.items,
         bytes: 0,
         ...base,
       };
 
     const T = claim.arrival;
-    const registered = deps.register ? await registerBackfill(deps.register, spool, shard, T) : undefined;
-    const claims = registered?.writes ?? 0;
-    const superseded = registered?.superseded ?? new Set<string>();
-    let left = 0;
     const hour = Math.floor(T / HOUR_MS) * HOUR_MS;
     let bytes = 0;
     let written = 0;
@@ -307,13 +321,10 @@ export async function runBackfill(
     let batch: RawRecord[] = [];
     for await (const line of createInterface({ input: createReadStream(spool), crlfDelay: Number.POSITIVE_INFINITY })) {
       if (line === '') continue;
-      const record = backfillRecord(line, index++, shard, T);
-      if (superseded.has(record.id)) left++;
-      else batch.push(record);
+      batch.push(backfillRecord(line, index++, shard, T));
       const r = ranges[range]!;
       if (index <= r.last) continue;
-      // A range whose every record was superseded has no object (and no manifest entry).
-      if (batch.length > 0) launch(r.first, r.last, batch);
+      launch(r.first, r.last, batch);
       batch = [];
       range++;
       while (inFlight.size >= WRITE_CONCURRENCY) await Promise.race(inFlight);
@@ -337,8 +348,8 @@ export async function runBackfill(
       arrival: T,
       outcome: claim.resumed ? 'resumed' : 'written',
       objects: ranges.length,
-      claims,
-      superseded: left,
+      claims: registered.ids,
+      idSets: registered.items,
       bytes,
       ...base,
     };
@@ -347,49 +358,89 @@ export async function runBackfill(
   }
 }
 
-/** Ids registered per round: one BatchGetItem pass over their claims, then one conditional PutItem each. */
-const REGISTER_CHUNK = 1000;
-
-/** Step 4: the spool's records (arrival T) into the dedup table's chained claims: the claims written, the ids superseded. */
-async function registerBackfill(
-  register: Register,
-  spool: string,
-  shard: string,
-  T: number,
-): Promise<{ writes: number; superseded: Set<string> }> {
-  let writes = 0;
-  const superseded = new Set<string>();
-  let index = 0;
-  let chunk: RawRecord[] = [];
-  const flush = async () => {
-    if (chunk.length === 0) return;
-    const r = await register(chunk);
-    writes += r.writes;
-    for (const id of r.superseded) superseded.add(id);
-    chunk = [];
-  };
-  for await (const line of createInterface({ input: createReadStream(spool), crlfDelay: Number.POSITIVE_INFINITY })) {
-    if (line === '') continue;
-    chunk.push(backfillRecord(line, index++, shard, T));
-    if (chunk.length >= REGISTER_CHUNK) await flush();
-  }
-  await flush();
-  return { writes, superseded };
-}
+/** Buckets whose ids are grouped in memory at once (about 1 M ids); a larger backfill groups them part by part. */
+const BUCKETS_PER_PART = 10_000;
+/** Id-set writes in flight (BatchWriteItem, 25 items each). */
+const ID_SET_CONCURRENCY = 8;
+/** Id sets outlive the claims of copies at T by this much: registration and lead time (T is taken after them). */
+const ID_SET_TTL_SLACK_MS = 7 * 24 * HOUR_MS;
 
 /**
- * Creates `backfill / <shard>` in state `writing` with T = max(now, published
- * cutoff), or finds the one an earlier run of the same content wrote.
+ * Step 3: every accepted id, with the index of its first copy, into the backfill's id sets
+ * (plain puts: each item's bytes depend only on the content, so a re-run writes the same).
+ * The ids are grouped by bucket in memory, or part by part through temp files beside the spool.
  */
-async function claimBackfill(
+async function registerIds(
   deps: BackfillDeps,
+  spool: string,
   shard: string,
-  records: number,
-  objects: number,
+  buckets: number,
   now: () => number,
-): Promise<{ state: BackfillState; arrival: number; objects: number; resumed: boolean }> {
-  const existing = await readBackfill(deps.ddb, deps.controlTable, shard);
-  if (existing) return { state: existing.state, arrival: existing.arrival, objects: existing.objects, resumed: true };
+): Promise<{ ids: number; items: number }> {
+  const parts = Math.ceil(buckets / BUCKETS_PER_PART);
+  const grouped = new Map<number, Map<string, number>>();
+  const add = (bucket: number, id: string, index: number) => {
+    const set = grouped.get(bucket) ?? new Map<string, number>();
+    grouped.set(bucket, set);
+    if (!set.has(id)) set.set(id, index);
+  };
+  const partFiles = parts > 1 ? Array.from({ length: parts }, (_, p) => `${spool}.ids-${p}`) : [];
+  const outs = partFiles.map((f) => createWriteStream(f));
+  let index = 0;
+  for await (const line of createInterface({ input: createReadStream(spool), crlfDelay: Number.POSITIVE_INFINITY })) {
+    if (line === '') continue;
+    const { id } = backfillRecord(line, index, shard, 0);
+    const bucket = idSetBucket(id, buckets);
+    if (parts === 1) add(bucket, id, index);
+    else {
+      const out = outs[Math.floor(bucket / BUCKETS_PER_PART)]!;
+      if (!out.write(`${JSON.stringify([bucket, id, index])}\n`)) await new Promise<void>((res) => out.once('drain', () => res()));
+    }
+    index++;
+  }
+  await Promise.all(outs.map((o) => new Promise<void>((res, rej) => o.end((e?: Error | null) => (e ? rej(e) : res())))));
+  let ids = 0;
+  let items = 0;
+  const flush = async () => {
+    const expiresAt = dedupExpiry(now() + ID_SET_TTL_SLACK_MS, {
+      dedupHorizonSeconds: deps.dedupHorizonSeconds ?? DEFAULT_SETTINGS.dedupHorizonSeconds,
+    });
+    const puts: WriteRequest[] = [...grouped].map(([bucket, set]) => {
+      ids += set.size;
+      const key = idSetKey(shard, bucket);
+      return {
+        PutRequest: {
+          Item: { pk: { S: key.pk }, sk: { S: key.sk }, ids: { S: encodeIdSet(set) }, [TTL_ATTRIBUTE]: { N: String(expiresAt) } },
+        },
+      };
+    });
+    grouped.clear();
+    items += puts.length;
+    await mapLimit(chunks(puts, 25), ID_SET_CONCURRENCY, async (chunk) => {
+      let pending = chunk;
+      for (let attempt = 0; pending.length > 0; attempt++) {
+        if (attempt >= 8) throw new Error(`backfill: ${pending.length} id-set writes still unprocessed after 8 attempts`);
+        if (attempt > 0) await backoff(attempt);
+        const res = await deps.ddb.send(new BatchWriteItemCommand({ RequestItems: { [deps.controlTable]: pending } }));
+        pending = res.UnprocessedItems?.[deps.controlTable] ?? [];
+      }
+    });
+  };
+  if (parts === 1) await flush();
+  for (const file of partFiles) {
+    for await (const line of createInterface({ input: createReadStream(file), crlfDelay: Number.POSITIVE_INFINITY })) {
+      if (line === '') continue;
+      const [bucket, id, i] = JSON.parse(line) as [number, string, number];
+      add(bucket, id, i);
+    }
+    await flush();
+    rmSync(file, { force: true });
+  }
+  return { ids, items };
+}
+
+/** The published cutoff (0 before the first publish). */
+async function publishedCutoff(deps: BackfillDeps): Promise<number> {
   const pointer = await deps.ddb.send(
     new GetItemCommand({
       TableName: deps.controlTable,
@@ -398,10 +449,35 @@ async function claimBackfill(
       ProjectionExpression: 'cutoff',
     }),
   );
-  const cutoff = Number(pointer.Item?.cutoff?.N ?? 0);
+  return Number(pointer.Item?.cutoff?.N ?? 0);
+}
+
+/** `deps.arrival`, refused below the published cutoff. */
+function chosenArrival(deps: BackfillDeps, cutoff: number): number | undefined {
   if (deps.arrival !== undefined && deps.arrival < cutoff)
     throw new RangeError(`a backfill's arrival time must not be below the published cutoff ${new Date(cutoff).toISOString()}`);
-  const arrival = deps.arrival ?? Math.max(now(), cutoff);
+  return deps.arrival;
+}
+
+type Claimed =
+  | { readonly state: 'registering'; readonly objects: number; readonly resumed: boolean }
+  | { readonly state: 'writing' | 'complete'; readonly arrival: number; readonly objects: number; readonly resumed: boolean };
+
+const claimedOf = (item: BackfillItem, resumed: boolean): Claimed =>
+  item.state === 'registering' || item.arrival === undefined
+    ? { state: 'registering', objects: item.objects, resumed }
+    : { state: item.state, arrival: item.arrival, objects: item.objects, resumed };
+
+/**
+ * Creates `backfill / <shard>`: `registering` with `claims`, else `writing` with T =
+ * max(now, published cutoff); or finds the one an earlier run of the same content wrote.
+ */
+async function claimBackfill(deps: BackfillDeps, shard: string, records: number, objects: number, now: () => number): Promise<Claimed> {
+  const existing = await readBackfill(deps.ddb, deps.controlTable, shard);
+  if (existing) return claimedOf(existing, true);
+  const cutoff = await publishedCutoff(deps);
+  const fixed = chosenArrival(deps, cutoff);
+  const arrival = deps.claims ? undefined : (fixed ?? Math.max(now(), cutoff));
   try {
     await deps.ddb.send(
       new PutItemCommand({
@@ -409,8 +485,8 @@ async function claimBackfill(
         Item: {
           pk: { S: BACKFILL_PK },
           sk: { S: shard },
-          arrival: { N: String(arrival) },
-          state: { S: 'writing' },
+          ...(arrival !== undefined && { arrival: { N: String(arrival) } }),
+          state: { S: arrival === undefined ? 'registering' : 'writing' },
           records: { N: String(records) },
           objects: { N: String(objects) },
           createdAt: { N: String(now()) },
@@ -418,12 +494,53 @@ async function claimBackfill(
         ConditionExpression: 'attribute_not_exists(pk)',
       }),
     );
-    return { state: 'writing', arrival, objects, resumed: false };
+    return arrival === undefined
+      ? { state: 'registering', objects, resumed: false }
+      : { state: 'writing', arrival, objects, resumed: false };
   } catch (e) {
     if (!(e instanceof ConditionalCheckFailedException)) throw e;
-    // The same content claimed at the same moment by another run: follow its T.
+    // The same content claimed at the same moment by another run: follow it.
     const other = await readBackfill(deps.ddb, deps.controlTable, shard);
     if (!other) throw e;
+    return claimedOf(other, true);
+  }
+}
+
+/**
+ * After the id sets (or, re-run without `claims`, none): T = max(now + BACKFILL_LEAD_MS,
+ * published cutoff) (now alone when no id was registered), and the item becomes `writing`
+ * with it. Another run of the same content that took T first wins: follow its T.
+ */
+async function takeArrival(
+  deps: BackfillDeps,
+  shard: string,
+  buckets: number | undefined,
+  now: () => number,
+): Promise<Extract<Claimed, { state: 'writing' | 'complete' }>> {
+  const cutoff = await publishedCutoff(deps);
+  const arrival = chosenArrival(deps, cutoff) ?? Math.max(now() + (buckets === undefined ? 0 : BACKFILL_LEAD_MS), cutoff);
+  try {
+    const res = await deps.ddb.send(
+      new UpdateItemCommand({
+        TableName: deps.controlTable,
+        Key: { pk: { S: BACKFILL_PK }, sk: { S: shard } },
+        UpdateExpression: `SET #arrival = :arrival, #state = :writing${buckets === undefined ? '' : ', #buckets = :buckets'}`,
+        ConditionExpression: '#state = :registering',
+        ExpressionAttributeNames: { '#arrival': 'arrival', '#state': 'state', ...(buckets !== undefined && { '#buckets': 'buckets' }) },
+        ExpressionAttributeValues: {
+          ':arrival': { N: String(arrival) },
+          ':writing': { S: 'writing' },
+          ':registering': { S: 'registering' },
+          ...(buckets !== undefined && { ':buckets': { N: String(buckets) } }),
+        },
+        ReturnValues: 'ALL_NEW',
+      }),
+    );
+    return { state: 'writing', arrival, objects: Number(res.Attributes?.objects?.N ?? 0), resumed: false };
+  } catch (e) {
+    if (!(e instanceof ConditionalCheckFailedException)) throw e;
+    const other = await readBackfill(deps.ddb, deps.controlTable, shard);
+    if (!other || other.arrival === undefined || other.state === 'registering') throw e;
     return { state: other.state, arrival: other.arrival, objects: other.objects, resumed: true };
   }
 }
@@ -435,11 +552,13 @@ export async function readBackfill(ddb: DynamoDBClient, table: string, shard: st
   );
   const i = got.Item;
   if (!i) return undefined;
+  const state = i.state?.S === 'complete' ? 'complete' : i.state?.S === 'registering' ? 'registering' : 'writing';
   return {
     shard,
-    arrival: Number(i.arrival?.N),
-    state: i.state?.S === 'complete' ? 'complete' : 'writing',
+    arrival: i.arrival?.N === undefined ? undefined : Number(i.arrival.N),
+    state,
     records: Number(i.records?.N ?? 0),
     objects: Number(i.objects?.N ?? 0),
+    buckets: i.buckets?.N === undefined ? undefined : Number(i.buckets.N),
   };
 }

@@ -27,9 +27,10 @@ export const HOUR_MS = 3_600_000;
 export const CHECKPOINT_PK = 'checkpoint';
 export const OBJECT_MANIFEST_PK = 'archive';
 /**
- * A backfill's control item, `backfill / <pseudo-shard>` { arrival, state: writing|complete,
- * records, objects } (functions/archive/backfill.ts); the planner reads them: a backfill still
- * writing holds the cutoff at its arrival time, like a shard lagging there.
+ * A backfill's control item, `backfill / <pseudo-shard>` { arrival, state: registering|writing|complete,
+ * records, objects, buckets } (functions/archive/backfill.ts); the planner reads them: a backfill still
+ * writing holds the cutoff at its arrival time, like a shard lagging there; the speed layer reads the
+ * id sets of those with `buckets` (functions/speed/outside.ts, which keeps its own copy of this key).
  */
 export const BACKFILL_PK = 'backfill';
 /** Prefix of a backfill's pseudo-shard (its objects' shard in keys and manifest items). */

@@ -169,13 +169,19 @@ export async function readCheckpoints(doc: DynamoDBDocumentClient, table: string
   return out;
 }
 
-/** The backfills' control items `backfill / *` (functions/archive/backfill.ts). */
+/**
+ * The backfills' control items `backfill / *` (functions/archive/backfill.ts). One still
+ * `registering` its ids has no T yet and bounds nothing: the T it takes is at least the
+ * published cutoff and 15 s past its own clock, so later than any C a run that did not see it cuts.
+ */
 export async function readBackfills(doc: DynamoDBDocumentClient, table: string): Promise<BackfillBound[]> {
-  return (await partitionItems(doc, table, BACKFILL_PK)).map((item) => ({
-    shard: String(item.sk),
-    arrival: Number(item.arrival),
-    state: item.state === 'complete' ? 'complete' : 'writing',
-  }));
+  return (await partitionItems(doc, table, BACKFILL_PK))
+    .filter((item) => item.state !== 'registering' && item.arrival !== undefined)
+    .map((item) => ({
+      shard: String(item.sk),
+      arrival: Number(item.arrival),
+      state: item.state === 'complete' ? 'complete' : 'writing',
+    }));
 }
 
 /** Most GetRecords calls a probe follows through empty pages (sparse or trimmed shards). */

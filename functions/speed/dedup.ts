@@ -122,8 +122,9 @@ import {
 } from '@aws-sdk/client-dynamodb';
 import { backoff, chunks, mapLimit } from '../core/limit.ts';
 import type { RawRecord } from '../core/record.ts';
-import { DEFAULT_SETTINGS, dedupExpiry, type Settings } from '../core/settings.ts';
+import { dedupExpiry, type Settings } from '../core/settings.ts';
 import { TTL_ATTRIBUTE } from '../resources.ts';
+import type { OutsideCopy } from './outside.ts';
 
 /** DynamoDB's per-request limits. */
 export const BATCH_GET_MAX = 100;
@@ -330,10 +331,17 @@ const byArrivalSeq = (a: RawRecord, b: RawRecord) =>
 
 /**
  * Decides every record of one shard's batch, given the stored claims of its
- * ids and the shard's progress mark (see the module comment). Pure: the same
- * records, claims and progress give the same decision.
+ * ids, the shard's progress mark and the ids' copies from outside the stream
+ * (outside.ts; see the module comment). Pure: the same records, claims,
+ * progress and outside copies give the same decision.
  */
-export function decide(records: readonly RawRecord[], claims: ReadonlyMap<string, Claim>, horizonMs: number, progress?: string): Decision {
+export function decide(
+  records: readonly RawRecord[],
+  claims: ReadonlyMap<string, Claim>,
+  horizonMs: number,
+  progress?: string,
+  outside?: ReadonlyMap<string, readonly OutsideCopy[]>,
+): Decision {
   const byId = new Map<string, RawRecord[]>();
   for (const r of records) {
     const list = byId.get(r.id);
@@ -351,6 +359,7 @@ export function decide(records: readonly RawRecord[], claims: ReadonlyMap<string
     let predecessorInBatch = false;
     let first: { seq: string; before: number | undefined } | undefined;
     let last: RawRecord | undefined;
+    const extra = outside?.get(id);
     for (const r of copies) {
       if (progress !== undefined && r.seq <= progress) {
         redelivered.add(r);
@@ -358,10 +367,10 @@ export function decide(records: readonly RawRecord[], claims: ReadonlyMap<string
         predecessorInBatch = true;
         continue;
       }
-      if (!first) {
-        if (!predecessorInBatch) prev = previousArrival(claim, r, progress);
-        first = { seq: r.seq, before: prev };
-      }
+      if (!first && !predecessorInBatch) prev = previousArrival(claim, r, progress);
+      // A backfill's copy at or before r (at equal arrivals a pseudo-shard sorts first) may be nearer than the live one.
+      if (extra) for (const o of extra) if (o.arrival <= r.arrival && (prev === undefined || o.arrival > prev)) prev = o.arrival;
+      first ??= { seq: r.seq, before: prev };
       if (prev === undefined || r.arrival - prev > horizonMs) counted.add(r);
       else duplicates.add(r);
       prev = r.arrival;
@@ -488,20 +497,29 @@ function chainEvent(r: RawRecord): ChainEvent | undefined {
  * H earlier. Its insertion can only bring the next copy's predecessor closer:
  * when that copy counted and is now within H after it (its shard claimed it
  * first, this shard lagged), its count is taken back by a retraction this
- * shard applies. `outside` copies (a backfill's, never applied here) cannot
- * take a count back: such a copy does not count then (the caller leaves it
- * out, `isSuperseded`); nor can a copy whose later copy's event is not kept
- * (claimed before retractions existed, or too large): then the later copy
- * keeps the count, as before.
+ * shard applies. A copy whose later copy's event is not kept (claimed
+ * before retractions existed, or too large) cannot take its count back: then
+ * the later copy keeps the count, as before. `outside`: the id's copies from
+ * outside the stream (outside.ts), placed in the chain where the rule puts
+ * them before anything is decided (kept in it once the chain is written);
+ * never applied here, so a count they take from a later copy needs no
+ * retraction and a count taken from them neither.
  */
 export function decideChain(
   copies: readonly RawRecord[],
   claim: Claim | undefined,
   horizonMs: number,
   progress?: string,
-  opts: { readonly outside?: boolean } = {},
+  outside: readonly OutsideCopy[] = [],
 ): ChainDecision {
   const chain = chainOf(claim);
+  for (const o of outside) {
+    if (chain.some((c) => c.shard === o.shard && c.seq === o.seq)) continue;
+    let at = chain.length;
+    while (at > 0 && chainOrder(chain[at - 1]!, o) > 0) at--;
+    const before = chain[at - 1];
+    chain.splice(at, 0, { ...o, counted: before === undefined || o.arrival - before.arrival > horizonMs, outside: true });
+  }
   const counted: RawRecord[] = [];
   const duplicates: RawRecord[] = [];
   const redelivered: RawRecord[] = [];
@@ -525,21 +543,14 @@ export function decideChain(
     const byRule = before === undefined || r.arrival - before.arrival > horizonMs;
     // The next copy counts, and would not with this one before it: take its count back, or keep it there.
     const displaced = after?.counted === true && after.retractedBy === undefined && after.arrival - r.arrival <= horizonMs;
-    const canRetract = displaced && !opts.outside && (after.outside === true || after.event !== undefined);
+    const canRetract = displaced && (after.outside === true || after.event !== undefined);
     const isCounted = byRule && (!displaced || canRetract);
     if (canRetract) {
       chain[at] = { ...after, retractedBy: copyKey(r) };
       if (!after.outside) retractions.push(retraction(r.id, after, r));
     }
-    const event = isCounted && !opts.outside ? chainEvent(r) : undefined;
-    chain.splice(at, 0, {
-      arrival: r.arrival,
-      shard: r.shard,
-      seq: r.seq,
-      counted: isCounted,
-      ...(opts.outside && { outside: true }),
-      ...(event && { event }),
-    });
+    const event = isCounted ? chainEvent(r) : undefined;
+    chain.splice(at, 0, { arrival: r.arrival, shard: r.shard, seq: r.seq, counted: isCounted, ...(event && { event }) });
     (isCounted ? counted : duplicates).push(r);
     added = true;
   }
@@ -562,8 +573,8 @@ export async function claimChained(
     readonly progress: string | undefined;
     readonly settings: Pick<Settings, 'dedupHorizonSeconds'>;
     readonly concurrency?: number;
-    /** The copies come from outside the stream (`registerCopies`). */
-    readonly outside?: boolean;
+    /** The ids' copies from outside the stream (outside.ts). */
+    readonly outside?: ReadonlyMap<string, readonly OutsideCopy[]>;
   },
   io: DedupIo,
 ): Promise<{
@@ -589,7 +600,7 @@ export async function claimChained(
     for (let attempt = 0; ; attempt++) {
       if (attempt >= MAX_ATTEMPTS)
         throw new Error(`dedup: the claim of ${id} still changing under its writer after ${MAX_ATTEMPTS} attempts`);
-      const d = decideChain(copies, claim, opts.horizonMs, opts.progress, { outside: opts.outside === true });
+      const d = decideChain(copies, claim, opts.horizonMs, opts.progress, opts.outside?.get(id));
       if (d.chain) {
         const last = d.chain[d.chain.length - 1]!;
         const version = claim?.version ?? 0;
@@ -642,64 +653,4 @@ export async function claimChained(
     }
   });
   return out;
-}
-
-/** Does `chain` hold the first copy of `shard` uncounted although no copy arrived within H before it (see `registerCopies`)? */
-export function isSuperseded(chain: readonly ChainCopy[], shard: string, horizonMs: number): boolean {
-  const at = chain.findIndex((c) => c.shard === shard);
-  if (at < 0) return false;
-  const first = chain[at]!;
-  const before = chain[at - 1];
-  return !first.counted && (before === undefined || first.arrival - before.arrival > horizonMs);
-}
-
-/**
- * Registers copies that reach the dedup rule from outside the stream (a
- * backfill's, docs/batch-layer.md "Backfill"): each joins its id's chained
- * claim at its (arrival, shard, seq) place through `claimChained`, the same
- * conditional write, re-read and merge as a shard's chained copies, so it
- * cannot race with a shard claiming the id, and live copies decided after it
- * see it. There is no progress mark: a copy already in the chain (a re-run)
- * is left as it is and writes nothing. The speed layer applies no outside copy
- * (the batch counts them).
- *
- * `superseded`: ids whose first registered copy the rule would count but whose
- * chain already holds a counted copy within H after it: a live copy the speed
- * layer decided (and counted) before this registration. That count cannot be
- * taken back, so the caller leaves the id's copies out (the batch then counts
- * the live copy too). Read from the stored chain, so a re-run finds the same.
- */
-export async function registerCopies(
-  ddb: DynamoDBClient,
-  table: string,
-  copies: readonly RawRecord[],
-  opts: { readonly horizonMs: number; readonly settings: Pick<Settings, 'dedupHorizonSeconds'>; readonly concurrency?: number },
-  io: DedupIo,
-): Promise<{ writes: number; counted: number; duplicates: number; superseded: Set<string> }> {
-  const byId = new Map<string, RawRecord[]>();
-  for (const r of copies) {
-    const list = byId.get(r.id);
-    if (list) list.push(r);
-    else byId.set(r.id, [r]);
-  }
-  const superseded = new Set<string>();
-  if (byId.size === 0) return { writes: 0, counted: 0, duplicates: 0, superseded };
-  const { claims } = await readClaims(ddb, table, [...byId.keys()], io, { horizonMs: opts.horizonMs });
-  const d = await claimChained(ddb, table, byId, claims, { ...opts, progress: undefined, outside: true }, io);
-  for (const [id, list] of byId) if (isSuperseded(d.chains.get(id) ?? [], list[0]!.shard, opts.horizonMs)) superseded.add(id);
-  return { writes: d.writes, counted: d.counted.size, duplicates: d.duplicates.size, superseded };
-}
-
-/** `registerCopies` bound to a table and H, as a backfill takes it (`BackfillDeps.register`). */
-export function copyRegistrar(
-  ddb: DynamoDBClient,
-  table: string,
-  settings: Pick<Settings, 'dedupHorizonSeconds'> = DEFAULT_SETTINGS,
-): (records: readonly RawRecord[]) => Promise<{ writes: number; superseded: ReadonlySet<string> }> {
-  const opts = {
-    horizonMs: settings.dedupHorizonSeconds * 1000,
-    settings: { dedupHorizonSeconds: settings.dedupHorizonSeconds },
-    concurrency: 64,
-  };
-  return (records) => registerCopies(ddb, table, records, opts, { requests: 0 });
 }

@@ -51,6 +51,7 @@ export function createSpeedHandler(deps: SpeedHandlerDeps): SpeedHandler {
         views: deps.views,
         settings: deps.settings,
         cache: deps.cache,
+        outside: deps.outside,
         log: logger,
         ...(deps.now && { now: deps.now }),
         ...(deps.concurrency && { concurrency: deps.concurrency }),

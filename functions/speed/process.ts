@@ -6,7 +6,8 @@
  *      (`normalizeRecords`); rejects are poison: failures bucket +
  *      `stats / poison`, never reported as failed;
  *   2. dedup (dedup.ts): read the claims of the batch's ids and the shard's
- *      progress mark, decide by the dedup rule, write the changed claims;
+ *      progress mark, and the backfilled copies they may meet (outside.ts),
+ *      decide by the dedup rule, write the changed claims;
  *   3. group the counted records by speed item (view, arrival window, event
  *      hour, shard) and aggregate each group into its cells' deltas;
  *   4. apply each item's deltas with one conditional UpdateItem (apply.ts);
@@ -28,6 +29,7 @@ import type { Settings } from '../core/settings.ts';
 import type { View } from '../core/views.ts';
 import { type ApplyStats, applyItem, emptyApplyStats, groupByItem, type ItemCache } from './apply.ts';
 import { claimChained, decide, keyedById, readClaims, writeClaims } from './dedup.ts';
+import { OutsideCopies } from './outside.ts';
 
 export interface SpeedDeps {
   readonly ddb: DynamoDBClient;
@@ -38,6 +40,8 @@ export interface SpeedDeps {
   readonly settings: Settings;
   /** Known speed items, kept across invocations of a warm container. */
   readonly cache?: ItemCache | undefined;
+  /** The backfills and id sets read so far, kept across invocations of a warm container (outside.ts). */
+  readonly outside?: OutsideCopies | undefined;
   readonly now?: () => number;
   /** Warnings (poison) and errors (failed shards), with attributes (Powertools' Logger fits). */
   readonly log?: Pick<LogSink, 'warn' | 'error'> | undefined;
@@ -162,7 +166,10 @@ async function processShard(
       stats.claimsRead += ids.length;
       const horizonMs = deps.settings.dedupHorizonSeconds * 1000;
       const progress = { table: deps.tables.control, key: { pk: { S: SPEED_PROGRESS_PK }, sk: { S: shard } } };
-      const read = await readClaims(deps.ddb, deps.tables.dedup, ids, io, { horizonMs, progress });
+      const [read, outside] = await Promise.all([
+        readClaims(deps.ddb, deps.tables.dedup, ids, io, { horizonMs, progress }),
+        (deps.outside ?? new OutsideCopies()).copiesOf(deps.ddb, deps.tables.control, good, { horizonMs, now: now() }, io),
+      ]);
       // Ids keyed by id keep the batched path; an id with a copy keyed otherwise, here or before (a chained claim), does not.
       const chained = new Map<string, RawRecord[]>();
       for (const r of good) {
@@ -172,7 +179,7 @@ async function processShard(
         else chained.set(r.id, [r]);
       }
       const batched = chained.size === 0 ? good : good.filter((r) => !chained.has(r.id));
-      const decision = decide(batched, read.claims, horizonMs, read.progress);
+      const decision = decide(batched, read.claims, horizonMs, read.progress, outside);
       const [, chain] = await Promise.all([
         writeClaims(deps.ddb, deps.tables.dedup, decision.newClaims, deps.settings, io),
         chained.size === 0
@@ -182,7 +189,7 @@ async function processShard(
               deps.tables.dedup,
               chained,
               read.claims,
-              { horizonMs, progress: read.progress, settings: deps.settings },
+              { horizonMs, progress: read.progress, settings: deps.settings, outside },
               io,
             ),
       ]);

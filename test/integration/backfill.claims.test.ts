@@ -1,24 +1,25 @@
 /**
  * Backfilled ids and their live copies (docs/batch-layer.md, "Backfill",
- * "Duplicates"): the backfill registers each id's copy (arrival T, its
- * pseudo-shard) in the speed layer's dedup table before writing any object,
- * so the speed layer decides live copies against it exactly as the batch
- * does. Against one local cloud with a 30 s horizon, the merged answer equals
- * the oracle over the copies that count at every step: an id sent live before
- * T and then backfilled counts once (the live copy); an id backfilled and then
- * sent live within H counts once (the backfilled copy: not shown until a batch
- * passes T, then once, before and after the batch covers the live copies); a
- * live copy more than H after T counts again; a re-run of a crashed backfill
- * registers nothing twice; and an id whose live copy after T the speed layer
- * counted before the backfill registered it is left out of the archive (superseded).
+ * "Duplicates"): the backfill registers its ids in id sets before it takes its
+ * arrival time T, and takes T a lead past the registration, so the speed layer
+ * decides every live copy at or after T against the backfilled copy exactly as
+ * the batch does (functions/speed/outside.ts). Against one local cloud with a
+ * 30 s horizon, the merged answer equals the oracle over the copies that count
+ * at every step: an id sent live before T (before or during the registration)
+ * and then backfilled counts once (the live copy); an id backfilled and then
+ * sent live within H after T counts once (the backfilled copy: not shown until
+ * a batch passes T, then once, before and after the batch covers the live
+ * copies); a live copy more than H after T counts again; a run that crashes
+ * after its id sets and one that crashes after an object are re-run to the
+ * same id sets and T, and a re-run of the completed backfill adds nothing.
  */
 import { GetItemCommand } from '@aws-sdk/client-dynamodb';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type Clients, createClients } from '../../functions/adapters/clients.ts';
-import { runBackfill } from '../../functions/archive/backfill.ts';
+import { BackfillValidator, readBackfill, runBackfill } from '../../functions/archive/backfill.ts';
 import { type Config, loadConfig } from '../../functions/config.ts';
+import { BACKFILL_LEAD_MS, decodeIdSet, idSetBuckets, idSetKey } from '../../functions/core/backfill-ids.ts';
 import { DEMO_VIEWS } from '../../functions/core/demo-views.ts';
-import { copyRegistrar } from '../../functions/speed/dedup.ts';
 import { type LocalCloud, startLocalCloud } from '../../local/cloud.ts';
 import { oracleRows } from '../support/oracle.ts';
 
@@ -124,60 +125,74 @@ async function expectMerged(events: readonly Record<string, unknown>[], step: st
   }
 }
 
+/** The id sets of a backfill of `records` accepted events, as stored: id -> index of its first copy. */
+async function idSetsOf(shard: string, records: number): Promise<Map<string, number>> {
+  const out = new Map<string, number>();
+  for (let bucket = 0; bucket < idSetBuckets(records); bucket++) {
+    const key = idSetKey(shard, bucket);
+    const got = await clients.dynamodb.send(
+      new GetItemCommand({ TableName: config.tables.control, Key: { pk: { S: key.pk }, sk: { S: key.sk } }, ConsistentRead: true }),
+    );
+    if (got.Item?.ids?.S) for (const [id, index] of decodeIdSet(got.Item.ids.S)) out.set(id, index);
+  }
+  return out;
+}
+
 describe('backfilled ids in the speed layer', () => {
   it('live copies are decided against the backfilled ones, by the dedup rule, at every step', async () => {
     const ids = (p: string, n: number, from: number) => Array.from({ length: n }, (_, i) => event(`${p}-${i}`, from + i));
-    const a = ids('a', 12, 0); // live before T, then backfilled
+    const a = ids('a', 12, 0); // live before the backfill, then backfilled
     const b = ids('b', 12, 100); // backfilled, then live within H after T
     const c = ids('c', 8, 200); // backfilled, then live more than H after T
     const d = ids('d', 6, 300); // live only, after T: counts as usual
-    const e = ids('e', 10, 400); // live after T within H, but decided before the backfill registers them: superseded
-    const register = copyRegistrar(clients.dynamodb, config.tables.dedup, config.settings);
+    const e = ids('e', 10, 400); // live while the backfill registers (no T yet), then backfilled
     const deps = {
       s3: clients.s3,
       ddb: clients.dynamodb,
       rawBucket: config.buckets.raw,
       controlTable: config.tables.control,
       views: DEMO_VIEWS,
-      register,
+      claims: true,
+      dedupHorizonSeconds: H_SECONDS,
     };
+    const history = [...a, ...b, ...c, ...e];
+    const input = () => history.map((e, index) => ({ position: { index }, event: e }));
+    const validator = new BackfillValidator(DEMO_VIEWS);
+    for (const item of input()) validator.check(item);
+    const shard = validator.shard();
 
     await sendLive(a);
     await expectMerged(a, 'a live');
-    await sleep(1500);
-    const T0 = Date.now();
-    await sleep(1500);
+
+    // A run that crashes after its id sets: no T yet, nothing archived.
+    const crash = (what: string) => () => {
+      throw new Error(`simulated crash ${what}`);
+    };
+    await expect(runBackfill(input(), { ...deps, hooks: { afterIdSets: crash('after the id sets') } })).rejects.toThrow(/simulated crash/);
+    expect(await readBackfill(clients.dynamodb, config.tables.control, shard)).toMatchObject({ state: 'registering', arrival: undefined });
+    const sets = await idSetsOf(shard, history.length);
+    expect(sets).toEqual(new Map(history.map((h, i) => [String(h.id), i])));
+    // A backfill still registering has no T: it holds no run back.
+    await batchPast(Date.now() - 10_000);
     await sendLive(e);
 
-    // T before e's live copies, which the speed layer already counted: the backfill leaves e out.
-    const history = [...a, ...b, ...c, ...e];
-    const input = () => history.map((e, index) => ({ position: { index }, event: e }));
-    // A run that crashes after its claims and one object, then a re-run that completes it: no claim twice.
-    await expect(
-      runBackfill(input(), {
-        ...deps,
-        arrival: T0,
-        objectLines: 10,
-        hooks: {
-          afterObject: () => {
-            throw new Error('simulated crash');
-          },
-        },
-      }),
-    ).rejects.toThrow(/simulated crash/);
-    const claimOf = async (id: string) =>
-      (await clients.dynamodb.send(new GetItemCommand({ TableName: config.tables.dedup, Key: { id: { S: id } }, ConsistentRead: true })))
-        .Item;
-    const before = await claimOf('a-0');
-    expect(before?.copies?.L?.length).toBe(2);
+    // Its re-run writes the same id sets, takes T a lead past them, and crashes after an object.
+    const registered = Date.now();
+    await expect(runBackfill(input(), { ...deps, objectLines: 10, hooks: { afterObject: crash('after an object') } })).rejects.toThrow(
+      /simulated crash/,
+    );
+    const item = await readBackfill(clients.dynamodb, config.tables.control, shard);
+    expect(item).toMatchObject({ state: 'writing', buckets: idSetBuckets(history.length) });
+    const T = item!.arrival!;
+    expect(T).toBeGreaterThanOrEqual(registered + BACKFILL_LEAD_MS);
+    expect(await idSetsOf(shard, history.length)).toEqual(sets);
+    // The next re-run completes it with the same T and registers nothing.
     const resumed = await runBackfill(input(), { ...deps, objectLines: 10 });
-    expect(resumed).toMatchObject({ outcome: 'resumed', arrival: T0, accepted: history.length, claims: 0, superseded: e.length });
-    expect(await claimOf('a-0')).toEqual(before);
-    const T = resumed.arrival!;
-    expect((await register([])).writes).toBe(0);
+    expect(resumed).toMatchObject({ outcome: 'resumed', arrival: T, accepted: history.length, claims: 0, idSets: 0 });
 
-    // Not past T yet: the backfill is not shown; live copies of backfilled ids do not count.
+    // Not past T yet: the backfill is not shown; live copies at or after T of backfilled ids do not count.
     await expectMerged([...a, ...e], 'backfilled');
+    await sleep(Math.max(0, T + 500 - Date.now()));
     await sendLive([...b.slice(0, 6), ...d]);
     await expectMerged([...a, ...e, ...d], 'b live (1)');
 
@@ -196,7 +211,7 @@ describe('backfilled ids in the speed layer', () => {
     await expectMerged([...a, ...b, ...c, ...d, ...e, ...c], 'a batch past every live copy');
 
     // The same history again: already complete, nothing registered, the answer unchanged.
-    expect(await runBackfill(input(), deps)).toMatchObject({ outcome: 'already-complete', claims: 0 });
+    expect(await runBackfill(input(), deps)).toMatchObject({ outcome: 'already-complete', claims: 0, idSets: 0 });
     await expectMerged([...a, ...b, ...c, ...d, ...e, ...c], 'a re-run');
   }, 240_000);
 });

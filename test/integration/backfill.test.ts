@@ -21,6 +21,7 @@ import { backfillId, objectRanges, readBackfill, runBackfill } from '../../funct
 import { OBJECT_MANIFEST_PK, objectManifestSk, rawObjectKey } from '../../functions/archive/layout.ts';
 import { computeCutoff, gatherArchiveProgress } from '../../functions/batch/planner.ts';
 import { type Config, loadConfig } from '../../functions/config.ts';
+import { decodeIdSet, idSetKey } from '../../functions/core/backfill-ids.ts';
 import { DEMO_VIEWS } from '../../functions/core/demo-views.ts';
 import { padSeq } from '../../functions/core/record.ts';
 import { type LocalCloud, startLocalCloud } from '../../local/cloud.ts';
@@ -213,9 +214,9 @@ describe('tandem backfill', () => {
       rejected: 3,
       rejectedFile: 'bad.ndjson',
       objects: 1,
-      // One claim per id (the copy inside the file joins its id's claim).
+      // Each id once (the copy inside the file is the same id), in ceil(151 / 100) id sets.
       claims: 150,
-      superseded: 0,
+      idSets: 2,
       run: null,
     });
     const rejects = readFileSync(join(dir, 'bad.ndjson'), 'utf8')
@@ -251,25 +252,26 @@ describe('tandem backfill', () => {
     expect(s).toMatchObject({ outcome: 'written', accepted: 40, claims: 0, objects: 1 });
     recordBackfill(events, String(s.shard));
     arrivals.push(Date.parse(String(s.arrival)));
-    for (const e of [events[0]!, events[39]!]) {
-      const claim = await clients.dynamodb.send(
-        new GetItemCommand({ TableName: config.tables.dedup, Key: { id: { S: String(e.id) } }, ConsistentRead: true }),
+    const idSet = async (shard: string) => {
+      const key = idSetKey(shard, 0);
+      const got = await clients.dynamodb.send(
+        new GetItemCommand({ TableName: config.tables.control, Key: { pk: { S: key.pk }, sk: { S: key.sk } }, ConsistentRead: true }),
       );
-      expect(claim.Item, String(e.id)).toBeUndefined();
-    }
-    // The same ids registered (without the flag) do get claims: the lookup above can see one.
+      return got.Item?.ids?.S === undefined ? undefined : decodeIdSet(got.Item.ids.S);
+    };
+    expect(await readBackfill(clients.dynamodb, config.tables.control, String(s.shard))).toMatchObject({ buckets: undefined });
+    expect(await idSet(String(s.shard))).toBeUndefined();
+    // The same kind of file registered (without the flag) does get its id sets: the lookup above can see one.
     const withClaims = makeEvents(5, 'y');
     writeFileSync(join(dir, 'y.ndjson'), `${withClaims.map((e) => JSON.stringify(e)).join('\n')}\n`);
     const r2 = await cli(['backfill', 'y.ndjson', '--no-batch', '--json', '--data-dir', join(dir, 'data')]);
     expect(r2.status, r2.stderr).toBe(0);
     const s2 = JSON.parse(r2.stdout) as Record<string, unknown>;
-    expect(s2).toMatchObject({ claims: 5 });
+    expect(s2).toMatchObject({ claims: 5, idSets: 1 });
     recordBackfill(withClaims, String(s2.shard));
     arrivals.push(Date.parse(String(s2.arrival)));
-    const seen = await clients.dynamodb.send(
-      new GetItemCommand({ TableName: config.tables.dedup, Key: { id: { S: String(withClaims[0]!.id) } }, ConsistentRead: true }),
-    );
-    expect(seen.Item).toBeDefined();
+    expect(await readBackfill(clients.dynamodb, config.tables.control, String(s2.shard))).toMatchObject({ buckets: 1 });
+    expect(await idSet(String(s2.shard))).toEqual(new Map(withClaims.map((e, i) => [String(e.id), i])));
   });
 
   it('a crashed backfill holds the cutoff at its arrival time; a re-run completes it with the same keys and T', async () => {
