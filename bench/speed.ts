@@ -13,11 +13,16 @@
  * dynalite process and of this one is read around every batch, which gives the
  * ceiling dynalite alone puts on each handler.
  *
+ * Part 1 also runs, at batch 1,000, the same mix KPL-aggregated, and the same mix within a
+ * backfill's horizon (every arrival within [T, T + H] of a backfill of 100,000 ids, every
+ * 10th id of the mix among them), each beside the plain run.
+ *
  * Part 2, through the local cloud: records/s from the Kinesis emulator through the
  * local event source mapping and the handler, next to a bare GetRecords loop
  * over the same stream in the same run.
  *
- * Writes the tables into docs/benchmarks.md under `## speed` (unless --no-write).
+ * Writes the tables into docs/benchmarks.md under `## speed` (unless --no-write); with --json,
+ * prints one JSON document on stdout (tables and narration on stderr).
  */
 
 import { readFileSync, writeFileSync } from 'node:fs';
@@ -25,7 +30,15 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Logger } from '@aws-lambda-powertools/logger';
 import { Metrics } from '@aws-lambda-powertools/metrics';
-import { CreateTableCommand, DescribeTableCommand, type DynamoDBClient, UpdateItemCommand } from '@aws-sdk/client-dynamodb';
+import {
+  BatchWriteItemCommand,
+  CreateTableCommand,
+  DescribeTableCommand,
+  type DynamoDBClient,
+  PutItemCommand,
+  UpdateItemCommand,
+  type WriteRequest,
+} from '@aws-sdk/client-dynamodb';
 import {
   CreateStreamCommand,
   DescribeStreamSummaryCommand,
@@ -41,11 +54,12 @@ import type { StreamRecord } from '../functions/adapters/kinesis-event.ts';
 import { kinesisEventFactory, kinesisSource, kplAggregate } from '../functions/adapters/kinesis-records.ts';
 import { normalize } from '../functions/adapters/poison.ts';
 import { aggregate } from '../functions/core/aggregate.ts';
+import { encodeIdSet, idSetBucket, idSetBuckets, idSetKey } from '../functions/core/backfill-ids.ts';
 import { decimalText } from '../functions/core/decimal.ts';
 import { DEMO_VIEWS } from '../functions/core/demo-views.ts';
 import { Sketch } from '../functions/core/hll.ts';
 import { cellAttribute, dimsKey, pad13, speedPk } from '../functions/core/keys.ts';
-import { mapLimit } from '../functions/core/limit.ts';
+import { chunks, mapLimit } from '../functions/core/limit.ts';
 import { combineViewStates, stateColumns, type ViewState } from '../functions/core/metrics.ts';
 import { DEFAULT_SETTINGS } from '../functions/core/settings.ts';
 import type { View } from '../functions/core/views.ts';
@@ -67,8 +81,11 @@ const opts = new Command()
   .option('--sizes <list>', 'batch sizes', '100,1000,10000')
   .option('--kinesis-records <n>', 'records put into the Kinesis emulator (part 2; 0 skips it)', (v) => Number.parseInt(v, 10), 3_000)
   .option('--no-write', 'do not update docs/benchmarks.md')
+  .option('--json', 'print one JSON document on stdout (narration on stderr)')
   .parse(process.argv)
-  .opts<{ records: number; sizes: string; kinesisRecords: number; write: boolean }>();
+  .opts<{ records: number; sizes: string; kinesisRecords: number; write: boolean; json?: boolean }>();
+/** Report lines: stdout, or stderr when stdout holds the JSON document. */
+const out = (...a: unknown[]) => (opts.json ? console.error(...a) : console.log(...a));
 
 const SHARD = 'shardId-000000000000';
 const SEQ0 = 49_590_338_271_490_256_608_559_692_538_361_571_095_921_575_989_136_588_898n;
@@ -298,6 +315,7 @@ function benchHandler(
   clients: ReturnType<typeof createClients>,
   tables: Parameters<typeof createSpeedHandler>[0]['tables'],
   onStats?: Parameters<typeof createSpeedHandler>[0]['onStats'],
+  outside = new OutsideCopies(),
 ) {
   return createSpeedHandler({
     ddb: clients.dynamodb,
@@ -307,7 +325,7 @@ function benchHandler(
     views: DEMO_VIEWS,
     settings: DEFAULT_SETTINGS,
     cache: new ItemCache(),
-    outside: new OutsideCopies(),
+    outside,
     logger: new Logger({ logLevel: 'SILENT' }),
     metrics: new Metrics({ namespace: 'Bench' }),
     ...(onStats && { onStats }),
@@ -350,6 +368,99 @@ async function aggregatedRun(
 }
 
 let aggregatedRow: AggregatedRow | undefined;
+
+/** The mix within a backfill's horizon, beside the plain mix, at one batch size (interleaved batch by batch). */
+interface HorizonRow {
+  batch: number;
+  records: number;
+  /** Ids in the backfill's id sets, and the mix's ids among them. */
+  backfilled: number;
+  mixIds: number;
+  idSets: number;
+  plain: { rps: number; requests: number };
+  horizon: { rps: number; requests: number; lists: number; sets: number; readUnits: number; duplicates: number };
+}
+const HORIZON_BACKFILL_IDS = 100_000;
+
+async function horizonRun(env: Record<string, string>, records: readonly StreamRecord[], batch: number): Promise<HorizonRow> {
+  const plain = createClients(env);
+  const plainCounter = countRequests(plain.dynamodb);
+  const within = createClients(env);
+  const withinCounter = countRequests(within.dynamodb);
+  const plainTables = await createTables(plain.dynamodb, 'benchplain');
+  const tables = await createTables(within.dynamodb, 'benchhorizon');
+  // A backfill a minute before the first arrival: every record arrives within [T, T + H] of it.
+  const ids = [...new Set(parsed(records).map((r) => r.id))];
+  const mixIds = ids.filter((_, i) => i % 10 === 0);
+  const backfilled = [...mixIds, ...Array.from({ length: HORIZON_BACKFILL_IDS - mixIds.length }, (_, i) => `history-${i}`)];
+  const shard = 'backfill-0000000000000bench';
+  const buckets = idSetBuckets(backfilled.length);
+  const grouped = new Map<number, Map<string, number>>();
+  for (const [i, id] of backfilled.entries()) {
+    const set = grouped.get(idSetBucket(id, buckets)) ?? new Map<string, number>();
+    grouped.set(idSetBucket(id, buckets), set);
+    set.set(id, i);
+  }
+  const puts = [...grouped].map(([bucket, set]) => {
+    const key = idSetKey(shard, bucket);
+    return { PutRequest: { Item: { pk: { S: key.pk }, sk: { S: key.sk }, ids: { S: encodeIdSet(set) } } } };
+  });
+  await mapLimit(chunks(puts, 25), 8, async (chunk) => {
+    let pending = chunk as WriteRequest[];
+    while (pending.length > 0)
+      pending =
+        (await within.dynamodb.send(new BatchWriteItemCommand({ RequestItems: { [tables.control]: pending } }))).UnprocessedItems?.[
+          tables.control
+        ] ?? [];
+  });
+  await within.dynamodb.send(
+    new PutItemCommand({
+      TableName: tables.control,
+      Item: {
+        pk: { S: 'backfill' },
+        sk: { S: shard },
+        arrival: { N: String(T0 - 60_000) },
+        state: { S: 'complete' },
+        buckets: { N: String(buckets) },
+      },
+    }),
+  );
+  const outside = new OutsideCopies();
+  let duplicates = 0;
+  const plainHandler = benchHandler(plain, plainTables);
+  const handler = benchHandler(within, tables, (st) => (duplicates += st.duplicates), outside);
+  plainCounter.reset();
+  withinCounter.reset();
+  let plainMs = 0;
+  let ms = 0;
+  for (let i = 0; i < records.length; i += batch) {
+    const e = kinesisEvent(records.slice(i, i + batch));
+    let t = performance.now();
+    if ((await plainHandler(e)).batchItemFailures.length > 0) throw new Error('a plain benchmark batch failed');
+    plainMs += performance.now() - t;
+    t = performance.now();
+    if ((await handler(e)).batchItemFailures.length > 0) throw new Error('a backfill-horizon benchmark batch failed');
+    ms += performance.now() - t;
+  }
+  for (const c of [plain, within]) for (const x of Object.values(c)) x.destroy();
+  return {
+    batch,
+    records: records.length,
+    backfilled: backfilled.length,
+    mixIds: mixIds.length,
+    idSets: puts.length,
+    plain: { rps: (records.length / plainMs) * 1000, requests: plainCounter.counts.total / records.length },
+    horizon: {
+      rps: (records.length / ms) * 1000,
+      requests: withinCounter.counts.total / records.length,
+      lists: outside.stats.lists,
+      sets: outside.stats.sets,
+      readUnits: outside.stats.readUnits,
+      duplicates,
+    },
+  };
+}
+let horizonRow: HorizonRow | undefined;
 
 async function part1(): Promise<Row[]> {
   const dynamo = await startEmulator('dynamodb');
@@ -441,6 +552,8 @@ async function part1(): Promise<Row[]> {
     const aggBatch = sizes.includes(1000) ? 1000 : sizes[0]!;
     aggregatedRow = await aggregatedRun(clients, counter, records, aggBatch);
     console.error(`aggregated, batch ${aggBatch} user records: ${int(aggregatedRow.rps)} user records/s`);
+    horizonRow = await horizonRun(env, records, aggBatch);
+    console.error(`within a backfill's horizon, batch ${aggBatch}: ${int(horizonRow.horizon.rps)} records/s`);
     return rows;
   } finally {
     await dynamo.stop();
@@ -642,6 +755,19 @@ function renderAggregated(a: AggregatedRow | undefined, rows: Row[]): string[] {
   ];
 }
 
+function renderHorizon(h: HorizonRow | undefined): string[] {
+  if (!h) return [];
+  return [
+    '',
+    `The same mix within a backfill's horizon (issue 22; functions/speed/outside.ts): a backfill of ${int(h.backfilled)} ids in ${int(h.idSets)} id sets, T a minute before the first arrival, so every record is within [T, T + H] and its id is looked up; ${int(h.mixIds)} of the mix's ids (every 10th) are among them, so their copies are duplicates of the backfilled ones. Batch ${int(h.batch)}, interleaved batch by batch with the plain mix on tables of its own, one warm container (the id sets it has read are cached); per record.`,
+    '',
+    '| run | records/s | DynamoDB requests / record | backfill lists read | id sets read | read units of id sets / record | duplicates |',
+    '|---|---:|---:|---:|---:|---:|---:|',
+    `| plain | ${int(h.plain.rps)} | ${fmt(h.plain.requests)} | - | - | - | - |`,
+    `| within a backfill's horizon | ${int(h.horizon.rps)} | ${fmt(h.horizon.requests)} | ${int(h.horizon.lists)} | ${int(h.horizon.sets)} | ${fmt(h.horizon.readUnits / h.records)} | ${int(h.horizon.duplicates)} |`,
+  ];
+}
+
 function render(rows: Row[], k: KinesisRow | undefined, m: MixRow[]): string {
   const lines: string[] = [];
   lines.push(
@@ -658,6 +784,7 @@ function render(rows: Row[], k: KinesisRow | undefined, m: MixRow[]): string {
     );
   }
   lines.push(...renderAggregated(aggregatedRow, rows));
+  lines.push(...renderHorizon(horizonRow));
   lines.push('');
   lines.push(
     "CPU per record on each side of the socket, in the same run (from /proc: dynalite's process, and this one's, which runs the handler and the SDK). dynalite's CPU per record of the real handler bounds it at 1 s / that many µs even if the handler cost nothing and overlapped perfectly: the ceiling, and the ceiling over the naive handler's records/s.",
@@ -737,21 +864,26 @@ for (const r of rows) {
     `${pct(r.dedupShare)} / ${pct(r.applyShare)}`,
   ]);
 }
-console.log(table.toString());
-for (const line of renderAggregated(aggregatedRow, rows)) if (line.startsWith('| ')) console.log(line);
+out(table.toString());
+for (const line of [...renderAggregated(aggregatedRow, rows), ...renderHorizon(horizonRow)]) if (line.startsWith('| ')) out(line);
 for (const r of rows) {
-  console.log(
+  out(
     `CPU µs / record at batch ${int(r.size)}: dynalite ${int(r.cpu.realDynalite)} real, ${int(r.cpu.naiveDynalite)} naive; handler process ${int(r.cpu.realHandler)} real, ${int(r.cpu.naiveHandler)} naive; ceiling on dynalite ${int(ceiling(r).rps)} records/s = ${fmt(ceiling(r).overNaive, 1)}x naive; dedup alone ${int(r.claimsOnly.rps)} records/s, dynalite ${int(r.claimsOnly.dynalite)} µs/record, ceiling ${fmt(claimsCeiling(r).overNaive, 1)}x naive`,
   );
 }
 for (const r of mixRows) {
-  console.log(
+  out(
     `speed items (write units) / record at batch ${int(r.size)}: one per cell ${fmt(r.cells.items)} (${fmt(r.cells.units)}), one per event hour ${fmt(r.demo.items)} (${fmt(r.demo.units)}), the same without late events ${fmt(r.onTime.items)} (${fmt(r.onTime.units)}), without distinct ${fmt(r.noDistinct.items)} (${fmt(r.noDistinct.units)}): ${distinctRatio(r)}`,
   );
 }
 if (kinesisRow)
-  console.log(
+  out(
     `${kinesisRow.engine}: bare GetRecords ${int(kinesisRow.bareRps)} records/s; through the ESM and the handler ${int(kinesisRow.handlerRps)} records/s (${fmt(kinesisRow.handlerRps / kinesisRow.bareRps, 2)}x)`,
+  );
+
+if (opts.json)
+  console.log(
+    JSON.stringify({ rows, aggregated: aggregatedRow ?? null, horizon: horizonRow ?? null, kinesis: kinesisRow ?? null, mixes: mixRows }),
   );
 
 if (opts.write) {

@@ -55,14 +55,17 @@ export interface OutsideCopy {
  * just as exact and reads more.
  */
 export class OutsideCopies {
-  private list: { readonly at: number; readonly sources: readonly OutsideSource[] } | undefined;
+  private list: { readonly table: string; readonly at: number; readonly sources: readonly OutsideSource[] } | undefined;
   private readonly sets = new Map<string, ReadonlyMap<string, number>>();
+  /** What this container read: lists of backfills, id-set items, and the read units those items cost (strongly consistent). */
+  readonly stats = { lists: 0, sets: 0, readUnits: 0 };
 
   constructor(private readonly ttlMs = BACKFILL_LIST_TTL_MS) {}
 
   /** The registered backfills (state `writing` or `complete`, with id sets), read again when older than the TTL. */
   async sources(ddb: DynamoDBClient, table: string, now: number, io: DedupIo): Promise<readonly OutsideSource[]> {
-    if (this.list && now - this.list.at < this.ttlMs && now >= this.list.at) return this.list.sources;
+    const l = this.list;
+    if (l && l.table === table && now - l.at < this.ttlMs && now >= l.at) return l.sources;
     const sources: OutsideSource[] = [];
     let start: Record<string, AttributeValue> | undefined;
     do {
@@ -86,7 +89,8 @@ export class OutsideCopies {
       }
       start = page.LastEvaluatedKey;
     } while (start);
-    this.list = { at: now, sources };
+    this.stats.lists++;
+    this.list = { table, at: now, sources };
     return sources;
   }
 
@@ -111,11 +115,14 @@ export class OutsideCopies {
       for (const s of sources)
         if (r.arrival >= s.arrival && r.arrival - s.arrival <= opts.horizonMs)
           wanted.push({ id: r.id, source: s, key: idSetKey(s.shard, idSetBucket(r.id, s.buckets)).pk });
+    // Cached by table and T too: one process may serve several deployments (the tests' local clouds),
+    // where the same content may be backfilled at another T.
+    const cacheKey = (w: { source: OutsideSource; key: string }) => `${table}\u0000${w.source.arrival}\u0000${w.key}`;
     if (wanted.length === 0) return out;
-    const sets = await this.load(ddb, table, [...new Set(wanted.map((w) => w.key))], io);
+    const sets = await this.load(ddb, table, [...new Map(wanted.map((w) => [cacheKey(w), w.key])).entries()], io);
     const seen = new Set<string>();
     for (const w of wanted) {
-      const index = sets.get(w.key)?.get(w.id);
+      const index = sets.get(cacheKey(w))?.get(w.id);
       if (index === undefined || seen.has(`${w.source.shard}\u0000${w.id}`)) continue;
       seen.add(`${w.source.shard}\u0000${w.id}`);
       const copy = { arrival: w.source.arrival, shard: w.source.shard, seq: padSeq(String(index)) };
@@ -128,25 +135,25 @@ export class OutsideCopies {
   }
 
   /**
-   * The id sets of `keys`, read when not cached (an absent item is an empty bucket). Returned
-   * whole: the cache may evict some of them while a large batch loads the rest.
+   * The id sets of `keys` ([cache key, pk]), by cache key, read when not cached (an absent item is
+   * an empty bucket). Returned whole: the cache may evict some while a large batch loads the rest.
    */
   private async load(
     ddb: DynamoDBClient,
     table: string,
-    keys: readonly string[],
+    keys: readonly (readonly [string, string])[],
     io: DedupIo,
   ): Promise<Map<string, ReadonlyMap<string, number>>> {
     const sets = new Map<string, ReadonlyMap<string, number>>();
-    const missing: string[] = [];
+    const missing: (readonly [string, string])[] = [];
     for (const k of keys) {
-      const set = this.sets.get(k);
-      if (set) sets.set(k, set);
+      const set = this.sets.get(k[0]);
+      if (set) sets.set(k[0], set);
       else missing.push(k);
     }
     await mapLimit(chunks(missing, 100), 8, async (chunk) => {
       const found = new Map<string, ReadonlyMap<string, number>>();
-      let pending: Record<string, AttributeValue>[] = chunk.map((pk) => ({ pk: { S: pk }, sk: { S: ID_SET_SK } }));
+      let pending: Record<string, AttributeValue>[] = chunk.map(([, pk]) => ({ pk: { S: pk }, sk: { S: ID_SET_SK } }));
       for (let attempt = 0; pending.length > 0; attempt++) {
         if (attempt >= MAX_ATTEMPTS) throw new Error(`dedup: id-set reads still unprocessed after ${MAX_ATTEMPTS} attempts`);
         if (attempt > 0) await backoff(attempt);
@@ -154,14 +161,19 @@ export class OutsideCopies {
         const res = await ddb.send(new BatchGetItemCommand({ RequestItems: { [table]: { Keys: pending, ConsistentRead: true } } }));
         for (const item of res.Responses?.[table] ?? []) {
           const pk = item.pk?.S;
-          if (pk !== undefined) found.set(pk, decodeIdSet(item.ids?.S ?? '{}'));
+          if (pk === undefined) continue;
+          const text = item.ids?.S ?? '{}';
+          found.set(pk, decodeIdSet(text));
+          this.stats.sets++;
+          // DynamoDB's item size: attribute names and values (UTF-8), one read unit per 4 KB.
+          this.stats.readUnits += Math.ceil((Buffer.byteLength(pk) + Buffer.byteLength(text) + 16) / 4096);
         }
         pending = res.UnprocessedKeys?.[table]?.Keys ?? [];
       }
-      for (const pk of chunk) {
+      for (const [key, pk] of chunk) {
         const set = found.get(pk) ?? new Map<string, number>();
-        sets.set(pk, set);
-        this.remember(pk, set);
+        sets.set(key, set);
+        this.remember(key, set);
       }
     });
     return sets;
