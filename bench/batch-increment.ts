@@ -476,6 +476,8 @@ if (opts.write) {
     "Baseline in the same run: the history's staged files parsed once into a DuckDB table, plus one",
     "bare `GROUP BY` per view over it (no dedup, nothing loaded). Raw rows/bytes read are the run item's",
     "`archive.rawRowsRead` / `rawBytesRead` (lines and stored gzip bytes of the objects of the arrival range [C - H, C')).",
+    "Stages overlap: the parse runs while the staging lists (so verify is what is left of it), a view's SQL while the view",
+    "before it loads, and the first view's later parts while its earlier parts load; SQL and load add up to more than the wall time.",
     `Mean 1-minute load average while it ran: ${meanLoad.toFixed(1)} on ${availableParallelism()} cores.`,
     '',
     ...markdownTable(head, rows),

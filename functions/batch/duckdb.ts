@@ -1,10 +1,11 @@
 /**
  * The DuckDB engine: stages the raw objects of the session's arrival hours
  * from S3 to a local cache (stage.ts), parses their lines once per session into
- * an in-memory table (only the columns the compiled SQL reads, plus the
- * object each line came from), selects the copies that count once per dedup
- * horizon and since, and runs every view's compiled SQL over those, with
- * @duckdb/node-api. Extensions are never downloaded (json is built in; a
+ * an in-memory table while the listing goes on (only the columns the compiled
+ * SQL reads, plus the object each line came from), decides which copies count
+ * once per dedup horizon and since (the row ids of those that do not), and runs
+ * every view's compiled SQL over the rest, a rebuild's first view in parts
+ * loaded as they come, with @duckdb/node-api. Extensions are never downloaded (json is built in; a
  * missing one fails at once instead of reaching for the network).
  */
 
@@ -14,8 +15,9 @@ import { join } from 'node:path';
 import { PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { DuckDBInstance } from '@duckdb/node-api';
 import { HOUR_MS } from '../archive/layout.ts';
+import { BATCH_PARTITION_MS } from '../core/keys.ts';
 import { columnFromSql, stateColumns } from '../core/metrics.ts';
-import { COMPACT_COLUMNS, compileCounted, compileView, duckdbParquetSource, duckdbSource, literal } from '../core/sql.ts';
+import { COMPACT_COLUMNS, compileDropped, compileView, countedSource, duckdbParquetSource, duckdbSource, literal } from '../core/sql.ts';
 import type { View } from '../core/views.ts';
 import { type CompactedShard, type CompactResult, compactObjectKey } from './compact.ts';
 import {
@@ -27,9 +29,10 @@ import {
   type ObjectRead,
   type OpenOptions,
   type RunViewOptions,
+  type ViewPart,
   viewReadFrom,
 } from './engine.ts';
-import { stageObjects } from './stage.ts';
+import { type StagedObject, stageObjects } from './stage.ts';
 import { checkCompleteness, type ExpectedObject, IncompleteArchiveError } from './verify.ts';
 
 export interface DuckDbEngineOptions {
@@ -39,6 +42,8 @@ export interface DuckDbEngineOptions {
   readonly stageDir: string;
   /** Downloads in flight. @default 16 */
   readonly concurrency?: number;
+  /** Counted copies per part when a view is computed in parts (runViewParts; tests make it small). @default 60,000 */
+  readonly partRows?: number;
 }
 
 export interface DuckDb {
@@ -100,6 +105,42 @@ export async function viewRows(db: DuckDb, sql: string, view: View): Promise<Bat
   }
   return out;
 }
+
+/** Counted copies per part of a view computed in parts (runViewParts), and the most parts. */
+export const PART_ROWS = 60_000;
+const MAX_PARTS = 8;
+
+/**
+ * Row filters on `ts` splitting a view's counted copies into parts of whole batch-view partitions (each bound a
+ * partition start of the view's grain, so a bucket, hence a partition, never straddles two parts), of about equal
+ * counts. Every row falls in exactly one part: the first has no lower bound, the last no upper one and takes a null
+ * ts too (the one statement would fail on it, so the parts do). One part (no filter) for small inputs.
+ */
+export async function partFilters(db: DuckDb, table: string, grain: View['grain'], partRows = PART_ROWS): Promise<(string | undefined)[]> {
+  const span = BATCH_PARTITION_MS[grain];
+  // ts >= 0: there `ts - ts % span` is the partition's start; an earlier ts (none in practice) falls in the first part.
+  const counts = (await db.query(`SELECT ts - ts % ${span} AS p, COUNT(*) FROM ${table} WHERE ts >= 0 GROUP BY 1 ORDER BY 1`)).map(
+    ([p, n]) => [Number(p), Number(n)] as const,
+  );
+  const total = counts.reduce((a, [, n]) => a + n, 0);
+  const parts = Math.min(MAX_PARTS, Math.ceil(total / partRows), counts.length);
+  if (parts <= 1) return [undefined];
+  const bounds: number[] = [];
+  let seen = 0;
+  for (const [p, n] of counts) {
+    if (seen >= (total * (bounds.length + 1)) / parts && bounds.length < parts - 1) bounds.push(p);
+    seen += n;
+  }
+  if (bounds.length === 0) return [undefined];
+  return [
+    `ts < ${bounds[0]}`,
+    ...bounds.slice(1).map((b, i) => `ts >= ${bounds[i]} AND ts < ${b}`),
+    `(ts >= ${bounds[bounds.length - 1]} OR ts IS NULL)`,
+  ];
+}
+
+/** file_index of a session's Parquet lines: this plus the file's position (raw objects count from 0, far below). */
+const PARQUET_INDEX = 1 << 30;
 
 /** The session's table of parsed archive lines. */
 const LINES_TABLE = 'raw_lines';
@@ -208,13 +249,58 @@ export function duckDbEngine(opts: DuckDbEngineOptions): BatchEngine {
     async open(cutoff: number, _runId: string, options: OpenOptions = {}): Promise<EngineSession> {
       const from = options.from ?? null;
       const t0 = performance.now();
-      const staged = await stageObjects(opts.s3, opts.rawBucket, opts.stageDir, cutoff, {
-        from,
-        compacted: new Set(options.compacted?.keys() ?? []),
-        ...(opts.concurrency !== undefined && { concurrency: opts.concurrency }),
-      });
-      const objects = staged.objects;
-      const parquet = staged.parquet;
+      const own = await openDuckDb();
+      // One statement at a time on the connection: the staging's parses, a view's next part and the next view's SQL
+      // may be asked for at once.
+      let queue: Promise<unknown> = Promise.resolve();
+      const db: DuckDb = {
+        query(sql) {
+          const run = queue.then(() => own.query(sql));
+          queue = run.catch(() => undefined);
+          return run;
+        },
+        close: () => own.close(),
+      };
+      // The lines are parsed while the rest is listed and staged: each batch of staged objects (stage.ts onStaged)
+      // is appended to the session's table at once, file_index counted on across batches; the objects of the table
+      // are exactly the objects the listing returned, as before.
+      const objects: StagedObject[] = [];
+      let parquet: readonly StagedObject[] = [];
+      const parses: Promise<unknown>[] = [];
+      const parse = (sql: string) => {
+        const p = db.query(sql);
+        p.catch(() => undefined);
+        parses.push(p);
+      };
+      const columns = LINE_COLUMNS.join(', ');
+      parse(`CREATE TEMP TABLE ${LINES_TABLE} (file_index INTEGER, ${COMPACT_COLUMNS.map((c) => `${c.name} ${c.duckdb}`).join(', ')})`);
+      let staged: Awaited<ReturnType<typeof stageObjects>>;
+      try {
+        staged = await stageObjects(opts.s3, opts.rawBucket, opts.stageDir, cutoff, {
+          from,
+          compacted: new Set(options.compacted?.keys() ?? []),
+          ...(opts.concurrency !== undefined && { concurrency: opts.concurrency }),
+          onStaged: (batch) => {
+            const offset = objects.length;
+            objects.push(...batch);
+            parse(
+              `INSERT INTO ${LINES_TABLE} SELECT CAST(file_index AS INTEGER) + ${offset}, ${columns} ` +
+                `FROM ${duckdbSource(batch.map((o) => o.path))}`,
+            );
+          },
+          onStagedParquet: (files) => {
+            parquet = files;
+            parse(
+              `INSERT INTO ${LINES_TABLE} SELECT CAST(file_index AS INTEGER) + ${PARQUET_INDEX}, ${columns} ` +
+                `FROM ${duckdbParquetSource(files.map((o) => o.path))}`,
+            );
+          },
+        });
+      } catch (e) {
+        await Promise.allSettled(parses);
+        own.close();
+        throw e;
+      }
       const stats: EngineStats = {
         objects: objects.length + parquet.length,
         downloaded: staged.downloaded,
@@ -222,20 +308,39 @@ export function duckDbEngine(opts: DuckDbEngineOptions): BatchEngine {
         stageMs: performance.now() - t0,
         parseMs: 0,
       };
-      const db = await openDuckDb();
       let loaded: Promise<void> | undefined;
       const counted = new Map<string, Promise<string>>();
-      // Parsing the JSON lines is most of a view's cost: done once, on first use, for all the views of the session.
+      // Which copies count is the same for every view with the same horizon and since: decided once (the window
+      // over every copy of every id is most of a view's cost), then each view aggregates the counted copies.
+      const countedOf = async (view: View, options: RunViewOptions) => {
+        viewReadFrom({ cutoff, from }, view, options);
+        await load();
+        const compile = {
+          dialect: 'duckdb',
+          cutoff,
+          horizonMs: options.horizonMs,
+          ...(options.since !== undefined && { since: options.since }),
+        } as const;
+        const key = `${options.horizonMs}|${options.since ?? ''}`;
+        let table = counted.get(key);
+        if (!table) {
+          // Only the copies the rule drops are kept (row ids: a few per cent of the lines); the counted copies are
+          // the session's lines less those, so no line is copied with its maps into a second table.
+          table = (async () => {
+            const name = `dropped_${counted.size}`;
+            const of = { ...compile, source: LINES_TABLE };
+            await db.query(`CREATE TEMP TABLE ${name} AS ${compileDropped(of)}`);
+            return countedSource(of, name);
+          })();
+          counted.set(key, table);
+        }
+        return { compile, table: await table };
+      };
+      // Parsing the lines is most of a view's cost: done once, for all the views of the session (started while staging).
       const load = () => {
         loaded ??= (async () => {
-          const t = performance.now();
-          await db.query(
-            `CREATE TEMP TABLE ${LINES_TABLE} AS ${linesSelect(
-              objects.map((o) => o.path),
-              parquet.map((o) => o.path),
-            )}`,
-          );
-          stats.parseMs = performance.now() - t;
+          await Promise.all(parses);
+          stats.parseMs = performance.now() - t0;
         })();
         return loaded;
       };
@@ -250,7 +355,7 @@ export function duckDbEngine(opts: DuckDbEngineOptions): BatchEngine {
           const counts = objects.map(() => ({ lines: 0, covered: 0 }));
           const rows = await db.query(
             `SELECT file_index, COUNT(*), COUNT(*) FILTER (WHERE arrival < ${cutoff}) FROM ${LINES_TABLE} ` +
-              `WHERE file_index < ${objects.length} GROUP BY 1`,
+              `WHERE file_index < ${PARQUET_INDEX} GROUP BY 1`,
           );
           for (const [index, lines, covered] of rows) counts[Number(index)] = { lines: Number(lines), covered: Number(covered) };
           return new Map<string, ObjectRead>(objects.map((o, i) => [o.key, { ...counts[i]!, bytes: o.size }]));
@@ -270,10 +375,10 @@ export function duckDbEngine(opts: DuckDbEngineOptions): BatchEngine {
           });
           const rows = await db.query(
             `SELECT file_index, shard, COUNT(*), COUNT(*) FILTER (WHERE arrival < ${cutoff}) FROM ${LINES_TABLE} ` +
-              `WHERE file_index >= ${objects.length} GROUP BY 1, 2`,
+              `WHERE file_index >= ${PARQUET_INDEX} GROUP BY 1, 2`,
           );
           for (const [index, shard, lines, covered] of rows) {
-            const o = parquet[Number(index) - objects.length]!;
+            const o = parquet[Number(index) - PARQUET_INDEX]!;
             const shards = out.get(o.hour)!.shards;
             const s = shards.get(String(shard)) ?? { lines: 0, covered: 0 };
             shards.set(String(shard), { lines: s.lines + Number(lines), covered: s.covered + Number(covered) });
@@ -281,30 +386,40 @@ export function duckDbEngine(opts: DuckDbEngineOptions): BatchEngine {
           return out as Map<number, CompactedRead>;
         },
         async runView(view: View, options: RunViewOptions) {
-          viewReadFrom({ cutoff, from }, view, options);
-          await load();
-          const compile = {
-            dialect: 'duckdb',
-            cutoff,
-            horizonMs: options.horizonMs,
-            ...(options.since !== undefined && { since: options.since }),
-          } as const;
-          // Which copies count is the same for every view with the same horizon and since: decided once (the window
-          // over every copy of every id is most of a view's cost), then each view aggregates the counted copies.
-          const key = `${options.horizonMs}|${options.since ?? ''}`;
-          let table = counted.get(key);
-          if (!table) {
-            table = (async () => {
-              const name = `counted_${counted.size}`;
-              await db.query(`CREATE TEMP TABLE ${name} AS ${compileCounted({ ...compile, source: LINES_TABLE })}`);
-              return name;
-            })();
-            counted.set(key, table);
+          const { compile, table } = await countedOf(view, options);
+          return viewRows(db, compileView(view, { ...compile, source: table, counted: true }), view);
+        },
+        async *runViewParts(view: View, options: RunViewOptions): AsyncGenerator<ViewPart> {
+          const { compile, table } = await countedOf(view, options);
+          const filters = await partFilters(db, table, view.grain, opts.partRows);
+          const part = async (filter: string | undefined): Promise<ViewPart> => {
+            const t = performance.now();
+            const source = filter === undefined ? table : `(SELECT * FROM ${table} WHERE ${filter})`;
+            const rows = await viewRows(db, compileView(view, { ...compile, source, counted: true }), view);
+            return { rows, ms: performance.now() - t };
+          };
+          let next: Promise<ViewPart> | undefined = part(filters[0]);
+          try {
+            for (let i = 0; i < filters.length; i++) {
+              const done = await next!;
+              // The next part is computed while the caller works on this one.
+              next = i + 1 < filters.length ? part(filters[i + 1]) : undefined;
+              next?.catch(() => undefined);
+              yield done;
+            }
+          } finally {
+            // A caller that stops early (a failed load) must not leave a statement running on a session it closes next.
+            await next?.catch(() => undefined);
           }
-          const sql = compileView(view, { ...compile, source: await table, counted: true });
-          return viewRows(db, sql, view);
+        },
+        release() {
+          // Dropped on DuckDB's threads (queued after every statement asked for so far), not by close on this one.
+          for (const name of [LINES_TABLE, ...[...counted.keys()].map((_, i) => `dropped_${i}`)])
+            db.query(`DROP TABLE IF EXISTS ${name}`).catch(() => undefined);
         },
         async close() {
+          // A statement still queued or running (a part computed ahead) ends first.
+          await queue;
           db.close();
         },
       };

@@ -42,7 +42,7 @@ export interface EngineStats {
   downloadedBytes: number;
   /** Time spent listing and staging objects, ms (DuckDB). */
   stageMs: number;
-  /** Time spent parsing the staged lines into the session's table, ms (DuckDB; 0 until the first query). */
+  /** From the session's start until its lines were all parsed into its table, ms (DuckDB, where parsing overlaps the staging; 0 until the first query). */
   parseMs: number;
 }
 
@@ -75,6 +75,12 @@ export interface RunViewOptions {
   readonly since?: number;
 }
 
+/** One part of a view's rows (EngineSession.runViewParts), with the time the engine spent computing it. */
+export interface ViewPart {
+  readonly rows: BatchRow[];
+  readonly ms: number;
+}
+
 /** One run's view of the archive: opened for a cutoff and an arrival range, closed at the end of a step. */
 export interface EngineSession {
   readonly engine: 'duckdb' | 'athena';
@@ -92,6 +98,17 @@ export interface EngineSession {
    * the statement would need arrivals the session does not read.
    */
   runView(view: View, options: RunViewOptions): Promise<BatchRow[]>;
+  /**
+   * The rows `runView` returns, in parts of whole batch-view partitions (every row of a partition in one part, in
+   * partition order), each part computed while the one before it is consumed: a run loads a rebuild's first
+   * partitions while the engine computes the next ones. Optional (runView is the contract).
+   */
+  runViewParts?(view: View, options: RunViewOptions): AsyncIterable<ViewPart>;
+  /**
+   * No more views will be asked for: what the session holds may be freed in the background (DuckDB drops its tables
+   * while the run's loads go on, so closing it is quick). Optional; runView must not be called after it.
+   */
+  release?(): void;
   close(): Promise<void>;
 }
 

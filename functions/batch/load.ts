@@ -550,13 +550,15 @@ export interface WriteStats {
  * requests go out, so a lazy one (loadPartitions: a partition's blocks encoded when the requests reach them) has its
  * next items made here while the requests before them are in flight.
  */
-export async function writeAll(opts: WriteOptions, requests: Iterable<WriteRequest>): Promise<WriteStats> {
+export async function writeAll(opts: WriteOptions, requests: Iterable<WriteRequest> | AsyncIterable<WriteRequest>): Promise<WriteStats> {
   const stats: WriteStats = { written: 0, items: 0, requests: 0, retries: 0 };
-  const source = requests[Symbol.iterator]();
-  const take = (): WriteRequest[] => {
+  // An async source (loadPartitionGroups) may wait for its next requests; the workers then wait with it.
+  const source: Iterator<WriteRequest> | AsyncIterator<WriteRequest> =
+    Symbol.iterator in requests ? requests[Symbol.iterator]() : requests[Symbol.asyncIterator]();
+  const take = async (): Promise<WriteRequest[]> => {
     const chunk: WriteRequest[] = [];
     while (chunk.length < BATCH_WRITE_MAX) {
-      const r = source.next();
+      const r = await source.next();
       if (r.done) break;
       chunk.push(r.value);
     }
@@ -565,7 +567,7 @@ export async function writeAll(opts: WriteOptions, requests: Iterable<WriteReque
   let failure: { error: unknown } | undefined;
   const worker = async () => {
     try {
-      for (let chunk = take(); chunk.length > 0 && !failure; chunk = take()) {
+      for (let chunk = await take(); chunk.length > 0 && !failure; chunk = await take()) {
         let pending: WriteRequest[] = chunk;
         for (let attempt = 0; pending.length > 0; attempt++) {
           if (attempt >= MAX_ATTEMPTS)
@@ -633,6 +635,39 @@ export async function loadPartitions(
       for (const [grain, rolled] of w.rollups) {
         rollups += rolled.length;
         for (const Item of blockItems(view, version, rolled, grain)) yield { PutRequest: { Item } };
+      }
+    }
+  }
+  const stats = await writeAll(opts, requests());
+  return { ...stats, written: rows + rollups, rollups };
+}
+
+/**
+ * `loadPartitions` over writes that arrive in groups (a rebuild computed in parts): one stream of requests, so a
+ * group's first requests go out while the last ones of the group before are still in flight. `before(group)` runs
+ * before the group's first request (the manifest names its partitions first), `written(w)` once a partition's
+ * requests are all made (its rollups computed).
+ */
+export async function loadPartitionGroups(
+  opts: WriteOptions,
+  view: View,
+  version: number,
+  groups: AsyncIterable<readonly PartitionWrite[]>,
+  hooks: { before?: (writes: readonly PartitionWrite[]) => Promise<void>; written?: (w: PartitionWrite) => void } = {},
+): Promise<WriteStats & { rollups: number }> {
+  let rows = 0;
+  let rollups = 0;
+  async function* requests(): AsyncGenerator<WriteRequest> {
+    for await (const writes of groups) {
+      await hooks.before?.(writes);
+      for (const w of writes) {
+        rows += w.rows.length;
+        for (const Item of blockItems(view, version, w.rows)) yield { PutRequest: { Item } };
+        for (const [grain, rolled] of w.rollups) {
+          rollups += rolled.length;
+          for (const Item of blockItems(view, version, rolled, grain)) yield { PutRequest: { Item } };
+        }
+        hooks.written?.(w);
       }
     }
   }

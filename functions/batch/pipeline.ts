@@ -185,23 +185,30 @@ async function computeAndLoad(ctx: BatchContext, session: EngineSession, views: 
   const published = (await getPointer({ doc: ctx.doc, table: ctx.tables.control }))?.views ?? {};
   const size = (input: ViewStepInput) => published[input.view]?.rows ?? 0;
   const inputs = [...views].sort((a, b) => size(b) - size(a));
-  const compute = (input: ViewStepInput) => {
-    const p = computeView(ctx, input, session);
+  // Only the first view is computed in parts (a rebuild's: loaded as they come): nothing runs beside its SQL
+  // otherwise, while each later view's SQL already runs beside the load of the one before it.
+  const compute = (input: ViewStepInput, parts: boolean) => {
+    const p = computeView(ctx, input, session, { parts });
     // Awaited below; a failure while the view before it loads must not count as unhandled meanwhile.
     p.catch(() => undefined);
     return p;
   };
-  let next = inputs.length > 0 ? compute(inputs[0]!) : undefined;
+  let next = inputs.length > 0 ? compute(inputs[0]!, true) : undefined;
   for (const [k, input] of inputs.entries()) {
     const computed = await next!;
-    next = k + 1 < inputs.length ? compute(inputs[k + 1]!) : undefined;
+    next = k + 1 < inputs.length ? compute(inputs[k + 1]!, false) : undefined;
+    // The last view computed (its parts too): the session's tables can go while the loads finish.
+    const last = k + 1 === inputs.length;
+    if (last && !computed.rest) session.release?.();
     try {
       await loadView(ctx, input, computed);
     } catch (e) {
-      // The next view's SQL may still be running on the session the caller closes next: let it end first.
-      await next?.catch(() => undefined);
+      // The next view's SQL may still be running on the session the caller closes next: let it end first (and a
+      // view computed in parts stop computing its next one).
+      await next?.then((c) => c.rest?.return?.()).catch(() => undefined);
       throw e;
     }
+    if (last && computed.rest) session.release?.();
   }
 }
 

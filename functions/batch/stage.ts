@@ -58,16 +58,27 @@ export function hourPrefixes(first: number | null, last: number, skip: ReadonlyS
   return out;
 }
 
-/** Every raw object under `prefix` (ListObjectsV2, all pages). Keys that are not archive objects are ignored. */
-export async function listRawObjects(s3: S3Client, rawBucket: string, prefix = RAW_PREFIX): Promise<ListedObject[]> {
+/**
+ * Every raw object under `prefix` (ListObjectsV2, all pages). Keys that are not archive objects are ignored.
+ * `onPage` is called with each page's objects as it arrives (not awaited: the listing goes on).
+ */
+export async function listRawObjects(
+  s3: S3Client,
+  rawBucket: string,
+  prefix = RAW_PREFIX,
+  onPage?: (objects: ListedObject[]) => void,
+): Promise<ListedObject[]> {
   const out: ListedObject[] = [];
   let token: string | undefined;
   do {
     const page = await s3.send(new ListObjectsV2Command({ Bucket: rawBucket, Prefix: prefix, ContinuationToken: token }));
+    const objects: ListedObject[] = [];
     for (const o of page.Contents ?? []) {
       const name = o.Key ? parseRawObjectKey(o.Key) : undefined;
-      if (name) out.push({ key: name.key, size: o.Size ?? 0, etag: o.ETag ?? '', hour: name.hour });
+      if (name) objects.push({ key: name.key, size: o.Size ?? 0, etag: o.ETag ?? '', hour: name.hour });
     }
+    out.push(...objects);
+    onPage?.(objects);
     token = page.IsTruncated ? page.NextContinuationToken : undefined;
   } while (token);
   return out;
@@ -99,7 +110,22 @@ export interface StageOptions {
    * is simply not staged (the completeness check then fails it).
    */
   readonly compacted?: ReadonlySet<number>;
+  /**
+   * Called with raw objects of the range as soon as they are staged (a listing page's, downloaded where needed),
+   * while the listing goes on, so the engine parses them meanwhile: every object of the result's `objects` is passed
+   * exactly once, before stageObjects returns, in batches of about STAGED_BATCH objects. A file is never removed
+   * from the cache after it was passed (a listed object's file stays).
+   */
+  readonly onStaged?: (objects: readonly StagedObject[]) => void;
+  /** Called once with the result's `parquet` objects (when there are any) as soon as they are staged, likewise. */
+  readonly onStagedParquet?: (objects: readonly StagedObject[]) => void;
 }
+
+/** A staged object: its listing entry and its local path. */
+export type StagedObject = ListedObject & { readonly path: string };
+
+/** Objects per `onStaged` call (the last one may hold fewer): enough files for a parse to use every core. */
+const STAGED_BATCH = 500;
 
 export interface StageResult {
   /** The objects staged (arrival hours hour(from)..hour(cutoff - 1)), in key order, with their local paths. */
@@ -202,54 +228,112 @@ export async function stageObjects(
   const { first, last } = readHours(cutoff, options.from ?? null);
   const compacted = options.compacted ?? new Set<number>();
   const prefixes = hourPrefixes(first, last, compacted);
-  const listed = (await mapLimit(prefixes, concurrency, (p) => listRawObjects(s3, rawBucket, p))).flat();
   const inRange = (hour: number) => hour <= last && (first === null || hour >= first);
-  const wanted = listed.filter((o) => inRange(o.hour) && !compacted.has(o.hour)).sort((a, b) => (a.key < b.key ? -1 : 1));
-  // A run over all history lists the whole compact/ prefix (one object per hour); an increment only the days of its
-  // compacted hours, so its listings do not grow with history.
-  const compactDays =
-    first === null
-      ? [COMPACT_PREFIX]
-      : [...new Set([...compacted].filter(inRange).map((h) => `${COMPACT_PREFIX}dt=${arrivalPartition(h).dt}/`))].sort();
-  const parquetListed =
-    compacted.size === 0 ? [] : (await mapLimit(compactDays, concurrency, (p) => listCompactObjects(s3, rawBucket, p))).flat();
-  const parquetWanted = parquetListed.filter((o) => inRange(o.hour) && compacted.has(o.hour));
+  const staged = (o: ListedObject): StagedObject => ({ ...o, path: join(dir, ...o.key.split('/')) });
 
-  const indexes = new Map<number, Record<string, string>>();
+  const indexes = new Map<number, Promise<Record<string, string>>>();
   const dirty = new Set<number>();
-  const indexOf = async (hour: number) => {
+  const indexOf = (hour: number) => {
     let index = indexes.get(hour);
     if (!index) {
-      index = await readIndex(indexPath(dir, hour));
+      index = readIndex(indexPath(dir, hour));
       indexes.set(hour, index);
     }
     return index;
   };
   const saveIndexes = async () => {
-    for (const hour of dirty) await writeAtomically(indexPath(dir, hour), JSON.stringify(indexes.get(hour)));
+    for (const hour of dirty) await writeAtomically(indexPath(dir, hour), JSON.stringify(await indexes.get(hour)));
     dirty.clear();
   };
-
-  const objects = wanted.map((o) => ({ ...o, path: join(dir, ...o.key.split('/')) }));
-  const parquet = parquetWanted.map((o) => ({ ...o, path: join(dir, ...o.key.split('/')) }));
   let downloaded = 0;
   let downloadedBytes = 0;
-  for (const o of [...objects, ...parquet]) await indexOf(o.hour);
-  try {
-    await mapLimit([...objects, ...parquet], concurrency, async (o) => {
-      const index = indexes.get(o.hour)!;
+  // At most `concurrency` downloads at a time over all the listings' pages: a freed slot goes to the next waiting.
+  let active = 0;
+  const waiting: (() => void)[] = [];
+  const slot = async () => {
+    if (active < concurrency) active++;
+    else await new Promise<void>((resolve) => waiting.push(resolve));
+  };
+  const free = () => {
+    const next = waiting.shift();
+    if (next) next();
+    else active--;
+  };
+  /** Downloads what is not cached yet. */
+  const fetchMissing = (objects: readonly StagedObject[]) =>
+    mapLimit(objects, concurrency, async (o) => {
+      const index = await indexOf(o.hour);
       // Same ETag and size: the very object already cached (a rewritten object gets a new ETag).
       if (index[o.key] === o.etag && (await sizeOf(o.path)) === o.size) return;
-      const got = await readObject(s3, rawBucket, o.key);
-      await writeAtomically(o.path, got.bytes);
-      index[o.key] = got.etag ?? o.etag;
-      dirty.add(o.hour);
-      downloaded++;
-      downloadedBytes += got.bytes.length;
+      await slot();
+      try {
+        const got = await readObject(s3, rawBucket, o.key);
+        await writeAtomically(o.path, got.bytes);
+        index[o.key] = got.etag ?? o.etag;
+        dirty.add(o.hour);
+        downloaded++;
+        downloadedBytes += got.bytes.length;
+      } finally {
+        free();
+      }
     });
+
+  const listed: ListedObject[] = [];
+  const objects: StagedObject[] = [];
+  let pending: StagedObject[] = [];
+  const hand = (all: boolean) => {
+    if (pending.length === 0 || (!all && pending.length < STAGED_BATCH)) return;
+    const batch = pending;
+    pending = [];
+    options.onStaged?.(batch);
+  };
+  // The compacted hours' Parquet objects, listed and staged beside the raw listings (few: one per hour).
+  const stageParquet = async (): Promise<StagedObject[]> => {
+    if (compacted.size === 0) return [];
+    // A run over all history lists the whole compact/ prefix (one object per hour); an increment only the days of its
+    // compacted hours, so its listings do not grow with history.
+    const compactDays =
+      first === null
+        ? [COMPACT_PREFIX]
+        : [...new Set([...compacted].filter(inRange).map((h) => `${COMPACT_PREFIX}dt=${arrivalPartition(h).dt}/`))].sort();
+    const listedParquet = (await mapLimit(compactDays, concurrency, (p) => listCompactObjects(s3, rawBucket, p))).flat();
+    const wanted = listedParquet.filter((o) => inRange(o.hour) && compacted.has(o.hour)).map(staged);
+    await fetchMissing(wanted);
+    if (wanted.length > 0) options.onStagedParquet?.(wanted);
+    return wanted;
+  };
+  // Each listing's pages are staged one after another while the listing goes on, and handed on as they are staged.
+  const stageRaw = () =>
+    mapLimit(prefixes, concurrency, async (prefix) => {
+      let chain: Promise<unknown> = Promise.resolve();
+      const stagePage = async (page: readonly ListedObject[]) => {
+        const wanted = page.filter((o) => inRange(o.hour) && !compacted.has(o.hour)).map(staged);
+        await fetchMissing(wanted);
+        objects.push(...wanted);
+        pending.push(...wanted);
+        hand(false);
+      };
+      try {
+        listed.push(
+          ...(await listRawObjects(s3, rawBucket, prefix, (page) => {
+            chain = chain.then(() => stagePage(page));
+          })),
+        );
+      } finally {
+        await chain;
+      }
+    });
+  let parquet: StagedObject[] = [];
+  try {
+    // Both ended before anything is saved or thrown: nothing is handed on after stageObjects settled.
+    const [raw, compact] = await Promise.allSettled([stageRaw().then(() => hand(true)), stageParquet()]);
+    if (raw.status === 'rejected') throw raw.reason;
+    if (compact.status === 'rejected') throw compact.reason;
+    parquet = compact.value;
   } finally {
     await saveIndexes();
   }
+  objects.sort((a, b) => (a.key < b.key ? -1 : 1));
 
   // Only the listed prefixes' directories: the cache of other hours is left as it is (and not read).
   const present = new Set(listed.map((o) => o.key));

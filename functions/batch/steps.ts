@@ -56,8 +56,9 @@ import {
   type ViewManifest,
   type ViewMode,
 } from './control.ts';
-import type { BatchEngine, BatchRow, EngineSession, ObjectRead } from './engine.ts';
+import type { BatchEngine, BatchRow, EngineSession, ObjectRead, ViewPart } from './engine.ts';
 import {
+  loadPartitionGroups,
   loadPartitions,
   MERGEABLE_LAYOUTS,
   mergePartition,
@@ -500,13 +501,23 @@ export interface ComputedView {
   readonly plan: ViewManifest;
   readonly rows: readonly BatchRow[];
   readonly sqlMs: number;
+  /**
+   * A rebuild on an engine that computes in parts (EngineSession.runViewParts): its first part (`rows` then holds
+   * those rows, `sqlMs` its time) and the rest, which the engine computes while the load writes the parts before.
+   */
+  readonly rest?: AsyncIterator<ViewPart>;
 }
 
 /**
  * The first half of `viewStep`: the view's SQL over the session. Only reads (the manifest, the engine's
  * session), so a run in one process computes the next view while it loads this one (pipeline.ts).
  */
-export async function computeView(ctx: BatchContext, input: ViewStepInput, session: EngineSession): Promise<ComputedView> {
+export async function computeView(
+  ctx: BatchContext,
+  input: ViewStepInput,
+  session: EngineSession,
+  opts: { readonly parts?: boolean } = {},
+): Promise<ComputedView> {
   await holdLock(ctx, input.runId);
   const view = findView(ctx.views, input.view);
   if (!view) throw new Error(`unknown view ${input.view}`);
@@ -514,12 +525,19 @@ export async function computeView(ctx: BatchContext, input: ViewStepInput, sessi
   if (!plan?.mode) throw new Error(`version ${input.version} has no plan for view ${view.name}`);
   const increment = plan.mode === 'increment' && plan.base !== undefined && plan.since !== undefined;
   const t0 = performance.now();
+  if (!increment && opts.parts && session.runViewParts) {
+    // A rebuild writes whole partitions, so it can load them part by part (loadParts).
+    const parts = session.runViewParts(view, { horizonMs: horizonMsOf(ctx) })[Symbol.asyncIterator]();
+    const first = await parts.next();
+    return { view, plan, rows: first.done ? [] : first.value.rows, sqlMs: Math.round(performance.now() - t0), rest: parts };
+  }
   const rows = await session.runView(view, { horizonMs: horizonMsOf(ctx), ...(increment && { since: plan.since! }) });
   return { view, plan, rows, sqlMs: Math.round(performance.now() - t0) };
 }
 
 /** The second half of `viewStep`: the computed rows merged (an increment) and loaded as the version, then recorded. */
 export async function loadView(ctx: BatchContext, input: ViewStepInput, computed: ComputedView): Promise<ViewOutput> {
+  if (computed.rest) return loadParts(ctx, input, computed, computed.rest);
   const c = control(ctx);
   const { view, plan, rows, sqlMs } = computed;
   const increment = plan.mode === 'increment' && plan.base !== undefined && plan.since !== undefined;
@@ -550,6 +568,74 @@ export async function loadView(ctx: BatchContext, input: ViewStepInput, computed
     mode: plan.mode!,
     ...(plan.reason && { reason: plan.reason }),
     written: out.written,
+  });
+  await ctx.hooks?.afterStage?.(`view:${view.name}`, input.runId);
+  return out;
+}
+
+/**
+ * `loadView` for a rebuild computed in parts (ComputedView.rest): each part's partitions are named in the manifest,
+ * then written whole with their rollups, while the engine computes the next part; the day blocks, planned from the
+ * whole partition map, last. What the run records: `sqlMs` the engine's time on the parts, `loadMs` the rest.
+ */
+async function loadParts(
+  ctx: BatchContext,
+  input: ViewStepInput,
+  computed: ComputedView,
+  rest: AsyncIterator<ViewPart>,
+): Promise<ViewOutput> {
+  const c = control(ctx);
+  const { view, plan } = computed;
+  const t1 = performance.now();
+  let sqlMs = computed.sqlMs;
+  let waitMs = 0;
+  const { inherits: _, ...base } = plan;
+  const rollups = rollupsEntry(view, input.version);
+  const partitions: Record<string, number> = {};
+  const fresh = new Map<string, readonly BatchRow[]>();
+  let rows = 0;
+  const deps = loadDepsOf(ctx, view.name);
+  async function* groups(): AsyncGenerator<readonly PartitionWrite[]> {
+    for (let part: readonly BatchRow[] | undefined = computed.rows; part !== undefined; ) {
+      yield rebuildWrites(view, part);
+      const t = performance.now();
+      const next = await rest.next();
+      waitMs += performance.now() - t;
+      if (next.done) part = undefined;
+      else {
+        part = next.value.rows;
+        sqlMs += Math.round(next.value.ms);
+      }
+    }
+  }
+  try {
+    await loadPartitionGroups(deps, view, input.version, groups(), {
+      // Named before their rows are written, like a whole load's (a dying run's rows stay findable).
+      before: async (writes) => {
+        for (const w of writes) partitions[w.start] = input.version;
+        rows += writes.reduce((n, w) => n + w.rows.length, 0);
+        await recordManifestView(c, input.version, view.name, { ...base, rows, partitions, ...(rollups && { rollups }), loaded: false });
+      },
+      written: (w) => fresh.set(w.start, w.rollups.get('day') ?? []),
+    });
+  } catch (e) {
+    await rest.return?.();
+    throw e;
+  }
+  const days = planDayBlocks(view, input.version, partitions, rollups);
+  const entry: ViewManifest = { ...base, rows, partitions, ...(days.rollups && { rollups: days.rollups }), loaded: false };
+  if (days.build.length > 0) await recordManifestView(c, input.version, view.name, entry);
+  await writeDayBlocks(deps, view, input.version, days.build, fresh);
+  const loadMs = Math.round(performance.now() - t1 - waitMs);
+  await recordManifestView(c, input.version, view.name, { ...entry, loaded: true });
+  const out: ViewOutput = { view: view.name, rows, sqlMs, loadMs, mode: plan.mode!, written: rows };
+  await recordRunView(c, input.runId, view.name, {
+    rows,
+    sqlMs,
+    loadMs,
+    mode: plan.mode!,
+    ...(plan.reason && { reason: plan.reason }),
+    written: rows,
   });
   await ctx.hooks?.afterStage?.(`view:${view.name}`, input.runId);
   return out;

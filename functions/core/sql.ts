@@ -339,6 +339,44 @@ export function compileCounted(options: Omit<CompileOptions, 'counted'>): string
 }
 
 /**
+ * The other form of `compileCounted` (DuckDB SQL only), for a `source` that is a table: `compileDropped` selects the
+ * `rowid`s (column `r`) of the copies the rule does not count among the ids with several copies in the range read
+ * (their previous copy arrived within H), and `countedSource(options, dropped)` is then the counted copies (ts, fields,
+ * num): the lines read, from `since` on, less those. The same rows as compileCounted (the DuckDB property test
+ * compares both), without copying every counted line with its maps into a table of its own.
+ */
+export function compileDropped(options: Omit<CompileOptions, 'counted'>): string {
+  if (dialectOf(options.dialect) !== DIALECTS.duckdb)
+    throw new SqlCompileError(`compileDropped is DuckDB SQL, received dialect ${options.dialect}`);
+  const { read, counts } = dedupClauses(options);
+  return [
+    'WITH repeated AS (',
+    `  SELECT id FROM ${options.source}`,
+    `  WHERE ${read.join(' AND ')}`,
+    '  GROUP BY id',
+    '  HAVING COUNT(*) > 1',
+    '),',
+    'copies AS (',
+    '  SELECT',
+    '    s.rowid AS r, arrival,',
+    '    LAG(arrival) OVER (PARTITION BY s.id ORDER BY arrival, shard, seq) AS prev_arrival',
+    `  FROM ${options.source} s`,
+    '  SEMI JOIN repeated r ON s.id IS NOT DISTINCT FROM r.id',
+    `  WHERE ${read.join(' AND ')}`,
+    ')',
+    'SELECT r',
+    'FROM copies',
+    `WHERE NOT ${counts[0]}`,
+  ].join('\n');
+}
+
+/** The counted copies of `options.source` (a table) given the table `dropped` of compileDropped with the same options. */
+export function countedSource(options: Omit<CompileOptions, 'counted'>, dropped: string): string {
+  const { read, counts } = dedupClauses(options);
+  return `(SELECT ts, fields, num FROM ${options.source} s ANTI JOIN ${dropped} d ON s.rowid = d.r WHERE ${[...read, ...counts.slice(1)].join(' AND ')})`;
+}
+
+/**
  * The dedup rule's clauses: `read`, the arrivals read (the `copies` CTE's WHERE), and `counts`, which copies count.
  *
  * Whether a copy counts depends only on the previous copy of its id in the

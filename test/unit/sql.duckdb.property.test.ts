@@ -29,7 +29,16 @@ import { estimate, parseSketch, Sketch } from '../../functions/core/hll.ts';
 import { columnFromSql, stateFromColumns, stateToColumns } from '../../functions/core/metrics.ts';
 import { mergeRows, type QuerySpec, type Row, shapeRows } from '../../functions/core/query.ts';
 import { type RawRecord, toRawRecord } from '../../functions/core/record.ts';
-import { compileCounted, compileView, countSql, duckdbSource, outputColumns, rawReadRange } from '../../functions/core/sql.ts';
+import {
+  compileCounted,
+  compileDropped,
+  compileView,
+  countedSource,
+  countSql,
+  duckdbSource,
+  outputColumns,
+  rawReadRange,
+} from '../../functions/core/sql.ts';
 import type { QueryGrain } from '../../functions/core/time.ts';
 import { type Metric, sum, type View, view } from '../../functions/core/views.ts';
 import { countedCopies } from '../support/oracle.ts';
@@ -365,6 +374,11 @@ async function runView(
   // The same rows when the copies that count are selected first into a table and the view aggregates that (duckdb.ts).
   await db.run(`CREATE OR REPLACE TEMP TABLE counted_lines AS ${compileCounted(options)}`);
   expect(await rowsOf(compileView(v, { ...options, source: 'counted_lines', counted: true }))).toEqual(rows);
+  // And when the lines are a table, less the row ids of the copies the rule drops (duckdb.ts does that).
+  const table = { ...options, source: 'lines_table' };
+  await db.run(`CREATE OR REPLACE TEMP TABLE lines_table AS SELECT * FROM ${options.source}`);
+  await db.run(`CREATE OR REPLACE TEMP TABLE dropped_lines AS ${compileDropped(table)}`);
+  expect(await rowsOf(compileView(v, { ...options, source: countedSource(table, 'dropped_lines'), counted: true }))).toEqual(rows);
   return rows;
 }
 
