@@ -215,6 +215,8 @@ export interface BackfillDeps {
   readonly arrival?: number;
   /** Records per object. @default BACKFILL_OBJECT_LINES */
   readonly objectLines?: number;
+  /** Id-set buckets grouped in memory at once; more go through temp files part by part. @default 10,000 (about 1 M ids) */
+  readonly idSetBucketsInMemory?: number;
   /** Where the accepted events are spooled between the passes. @default the temp directory */
   readonly spoolDir?: string;
   readonly onReject?: (r: BackfillRejection) => void | Promise<void>;
@@ -377,7 +379,8 @@ async function registerIds(
   buckets: number,
   now: () => number,
 ): Promise<{ ids: number; items: number }> {
-  const parts = Math.ceil(buckets / BUCKETS_PER_PART);
+  const perPart = deps.idSetBucketsInMemory ?? BUCKETS_PER_PART;
+  const parts = Math.ceil(buckets / perPart);
   const grouped = new Map<number, Map<string, number>>();
   const add = (bucket: number, id: string, index: number) => {
     const set = grouped.get(bucket) ?? new Map<string, number>();
@@ -393,7 +396,7 @@ async function registerIds(
     const bucket = idSetBucket(id, buckets);
     if (parts === 1) add(bucket, id, index);
     else {
-      const out = outs[Math.floor(bucket / BUCKETS_PER_PART)]!;
+      const out = outs[Math.floor(bucket / perPart)]!;
       if (!out.write(`${JSON.stringify([bucket, id, index])}\n`)) await new Promise<void>((res) => out.once('drain', () => res()));
     }
     index++;

@@ -21,7 +21,7 @@ import { backfillId, objectRanges, readBackfill, runBackfill } from '../../funct
 import { OBJECT_MANIFEST_PK, objectManifestSk, rawObjectKey } from '../../functions/archive/layout.ts';
 import { computeCutoff, gatherArchiveProgress } from '../../functions/batch/planner.ts';
 import { type Config, loadConfig } from '../../functions/config.ts';
-import { decodeIdSet, idSetKey } from '../../functions/core/backfill-ids.ts';
+import { decodeIdSet, idSetBucket, idSetBuckets, idSetKey } from '../../functions/core/backfill-ids.ts';
 import { DEMO_VIEWS } from '../../functions/core/demo-views.ts';
 import { padSeq } from '../../functions/core/record.ts';
 import { type LocalCloud, startLocalCloud } from '../../local/cloud.ts';
@@ -272,6 +272,43 @@ describe('tandem backfill', () => {
     arrivals.push(Date.parse(String(s2.arrival)));
     expect(await readBackfill(clients.dynamodb, config.tables.control, String(s2.shard))).toMatchObject({ buckets: 1 });
     expect(await idSet(String(s2.shard))).toEqual(new Map(withClaims.map((e, i) => [String(e.id), i])));
+  });
+
+  it('registers the ids of a history larger than memory takes part by part, to the same id sets', async () => {
+    const events = makeEvents(350, 'p');
+    const withCopy = [...events, events[10]!];
+    const summary = await runBackfill(
+      withCopy.map((event, index) => ({ position: { index }, event })),
+      {
+        s3: clients.s3,
+        ddb: clients.dynamodb,
+        rawBucket: config.buckets.raw,
+        controlTable: config.tables.control,
+        views: DEMO_VIEWS,
+        claims: true,
+        // One bucket in memory at a time: 4 buckets, 4 parts through temp files.
+        idSetBucketsInMemory: 1,
+      },
+    );
+    const buckets = idSetBuckets(withCopy.length);
+    expect(buckets).toBe(4);
+    expect(summary).toMatchObject({ outcome: 'written', accepted: 351, claims: 350, idSets: buckets });
+    expect(await readBackfill(clients.dynamodb, config.tables.control, summary.shard!)).toMatchObject({ state: 'complete', buckets });
+    const stored = new Map<string, number>();
+    for (let bucket = 0; bucket < buckets; bucket++) {
+      const key = idSetKey(summary.shard!, bucket);
+      const got = await clients.dynamodb.send(
+        new GetItemCommand({ TableName: config.tables.control, Key: { pk: { S: key.pk }, sk: { S: key.sk } }, ConsistentRead: true }),
+      );
+      for (const [id, index] of decodeIdSet(got.Item!.ids!.S!)) {
+        expect(idSetBucket(id, buckets), id).toBe(bucket);
+        stored.set(id, index);
+      }
+    }
+    // Each id once, at its first copy's index (the copy at index 350 is events[10]'s second).
+    expect(stored).toEqual(new Map(events.map((e, i) => [String(e.id), i])));
+    recordBackfill(withCopy, summary.shard!);
+    arrivals.push(summary.arrival!);
   });
 
   it('a crashed backfill holds the cutoff at its arrival time; a re-run completes it with the same keys and T', async () => {
