@@ -274,6 +274,8 @@ export async function runBackfill(
     const shard = v.shard();
     const ranges = objectRanges(v.accepted, deps.objectLines);
     let claim = await claimBackfill(deps, shard, v.accepted, ranges.length, now);
+    // A run that finds the item (however far the crashed one got) finishes an interrupted backfill.
+    const resumed = claim.resumed;
     let registered = { ids: 0, items: 0 };
     if (claim.state === 'registering') {
       // A run without `claims` finishing a crashed one that had them: its partial id sets stay unused (no buckets).
@@ -348,7 +350,7 @@ export async function runBackfill(
     return {
       shard,
       arrival: T,
-      outcome: claim.resumed ? 'resumed' : 'written',
+      outcome: resumed ? 'resumed' : 'written',
       objects: ranges.length,
       claims: registered.ids,
       idSets: registered.items,
