@@ -1,5 +1,5 @@
 /**
- * `npm run bench -- batch [--events 1000000,4000000] [--batch-size 10000] [--span-hours 24] [--shards 4] [--no-write]`
+ * `npm run bench -- batch [--events 1000000,4000000] [--batch-size 10000] [--span-hours 24] [--shards 4] [--no-write] [--json]`
  *
  * For each event count: demo-mix events (local/demo.ts; 1 % resent ids, 5 %
  * late) with arrivals spread over `--span-hours`, fed as synthetic Kinesis
@@ -14,7 +14,8 @@
  * floor). Reports the ratio full run / (floor + load), rows loaded per second,
  * the growth from the first to the last event count, and peak RSS.
  *
- * Writes the table into docs/benchmarks.md under `## batch` (unless --no-write).
+ * Writes the table into docs/benchmarks.md under `## batch` (unless --no-write); with --json,
+ * prints one JSON document on stdout (the table goes to stderr).
  */
 
 import { mkdtempSync, statSync } from 'node:fs';
@@ -44,8 +45,9 @@ const opts = new Command()
   .option('--span-hours <n>', 'hours of arrival time the events spread over', (v) => Number(v), 24)
   .option('--shards <n>', 'Kinesis shards the events spread over', (v) => Number.parseInt(v, 10), 4)
   .option('--no-write', 'do not update docs/benchmarks.md')
+  .option('--json', 'print one JSON document on stdout (narration on stderr)')
   .parse(process.argv)
-  .opts<{ events: string; batchSize: number; spanHours: number; shards: number; write: boolean }>();
+  .opts<{ events: string; batchSize: number; spanHours: number; shards: number; write: boolean; json?: boolean }>();
 
 const counts = opts.events.split(',').map((s) => Number.parseInt(s.trim(), 10));
 if (counts.some((n) => !Number.isInteger(n) || n < 1)) throw new Error(`--events must be whole numbers, received "${opts.events}"`);
@@ -190,7 +192,43 @@ if (results.length > 1) {
 }
 const table = new Table({ head, style: { head: [], border: [] } });
 for (const r of rows) table.push(r);
-console.log(table.toString());
+if (opts.json) {
+  log(table.toString());
+  const round3 = (x: number) => Number(x.toFixed(3));
+  console.log(
+    JSON.stringify({
+      batchSize: opts.batchSize,
+      spanHours: opts.spanHours,
+      shards: opts.shards,
+      meanLoad: round3(emulators.meanLoad()),
+      cores: availableParallelism(),
+      results: results.map((r) => ({
+        ...r,
+        ...Object.fromEntries(
+          (['archiveMs', 'totalMs', 'planMs', 'stageMs', 'verifyMs', 'sqlMs', 'loadMs', 'publishMs', 'floorMs'] as const).map((k) => [
+            k,
+            Math.round(r[k]),
+          ]),
+        ),
+        archiveRecordsPerSecond: Math.round(r.records / (r.archiveMs / 1000)),
+        runOverFloorPlusLoad: round3(r.totalMs / (r.floorMs + r.loadMs)),
+        goalRunOverFloorPlusLoadMet: r.totalMs / (r.floorMs + r.loadMs) <= 1.3,
+        sqlOverFloor: round3(r.sqlMs / r.floorMs),
+        rowsLoadedPerSecond: Math.round(r.rows / (r.loadMs / 1000)),
+      })),
+      growth:
+        results.length > 1
+          ? {
+              fromEvents: first.events,
+              toEvents: last.events,
+              run: round3(last.totalMs / first.totalMs),
+              goalRunMet: last.totalMs / first.totalMs <= 4.4,
+              floor: round3(last.floorMs / first.floorMs),
+            }
+          : null,
+    }),
+  );
+} else console.log(table.toString());
 
 if (opts.write) {
   const md = [

@@ -1,6 +1,6 @@
 /**
- * `npm run bench -- longrun --minutes 60`: leaves `tandem local` running with
- * its demo (as people leave `npm start` running for a day) and samples, every
+ * `npm run bench -- longrun [--minutes 60] [--every 30] [--rate 10] [--clouds <list>] [--no-write] [--json]`:
+ * leaves `tandem local` running with its demo (as people leave `npm start` running for a day) and samples, every
  * `--every` seconds: the resident memory of the local cloud process and of
  * each emulator, the Kinesis emulator's data on disk, the latency of one POST
  * /events (ingest -> PutRecords) and of one query, and the speed layer's lag.
@@ -11,7 +11,8 @@
  * each measure is the first sample of the same run; the summary gives growth
  * per hour.
  *
- * Writes `### long run` under `## local cloud` in docs/benchmarks.md (unless --no-write).
+ * Writes `### long run` under `## local cloud` in docs/benchmarks.md (unless --no-write); with
+ * --json, prints one JSON document on stdout (samples and table on stderr).
  */
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -33,8 +34,11 @@ const opts = new Command()
     'kinesalite,kinesalite:as-shipped',
   )
   .option('--no-write', 'do not update docs/benchmarks.md')
+  .option('--json', 'print one JSON document on stdout (narration on stderr)')
   .parse(process.argv)
-  .opts<{ minutes: number; every: number; rate: string; clouds: string; write: boolean }>();
+  .opts<{ minutes: number; every: number; rate: string; clouds: string; write: boolean; json?: boolean }>();
+/** Report lines: stdout, or stderr when stdout holds the JSON document. */
+const out = (...a: unknown[]) => (opts.json ? console.error(...a) : console.log(...a));
 const variants = opts.clouds.split(',').map((c) => {
   const [engine, variant] = c.trim().split(':');
   if (variant !== undefined && variant !== 'as-shipped')
@@ -76,6 +80,7 @@ interface Cloud {
   engine: KinesisEngine;
   /** The engine, and whether dynalite runs as shipped. */
   label: string;
+  dynaliteAsShipped: boolean;
   child: ChildProcess;
   exited: Promise<void>;
   dataDir: string;
@@ -115,6 +120,7 @@ async function startCloud(engine: KinesisEngine, dynaliteAsShipped: boolean): Pr
   return {
     engine,
     label,
+    dynaliteAsShipped,
     child,
     exited,
     dataDir,
@@ -173,7 +179,7 @@ try {
     for (const c of clouds) {
       const x = await sample(c, t0, i);
       c.samples.push(x);
-      console.log(
+      out(
         `${x.minute.toFixed(1).padStart(6)} min  ${c.label.padEnd(34)} cloud ${x.cloudMb.toFixed(0)} MB  ` +
           `${c.engine} ${x.kinesisMb.toFixed(0)} MB (disk ${x.kinesisDiskMb.toFixed(0)} MB)  ` +
           `dynalite ${x.dynamoMb.toFixed(0)} MB (disk ${x.dynamoDiskMb.toFixed(0)} MB)  ` +
@@ -193,6 +199,24 @@ try {
 }
 
 const avg = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / Math.max(1, xs.length);
+/** Rounded for the JSON document; a ratio over a start of 0 stays null there (JSON has no Infinity or NaN). */
+const round1 = (x: number) => Number(x.toFixed(1));
+const round3 = (x: number) => Number(x.toFixed(3));
+interface Measure {
+  start: number;
+  end: number;
+  growthPerHour: number;
+  endOverStart: number;
+}
+const summaries: {
+  label: string;
+  engine: KinesisEngine;
+  dynaliteAsShipped: boolean;
+  sampleCount: number;
+  minutes: number;
+  measures: Record<string, Measure>;
+  eventsCounted: number;
+}[] = [];
 const sideBySide = `${clouds.length} \`tandem local\` side by side (${clouds.map((c) => c.label).join('; ')}),`;
 const lines = [
   '### long run',
@@ -215,23 +239,46 @@ for (const c of clouds) {
   const quarter = Math.max(1, Math.floor(samples.length / 4));
   const head = samples.slice(0, quarter);
   const tail = samples.slice(-quarter);
-  const row = (name: string, a: number, b: number, unit: string) =>
+  const measures: Record<string, Measure> = {};
+  /** `key` names the measure in the JSON document (its unit is in the key: Mb, Ms). */
+  const row = (key: string, name: string, a: number, b: number, unit: string) => {
+    measures[key] = { start: round1(a), end: round1(b), growthPerHour: round1((b - a) / hours), endOverStart: round3(b / a) };
     lines.push(
       `| ${c.label} | ${name} | ${a.toFixed(0)} ${unit} | ${b.toFixed(0)} ${unit} | ` +
         `${((b - a) / hours).toFixed(0)} ${unit}/h | ${(b / a).toFixed(2)}x |`,
     );
-  row(`${c.engine} RSS`, first.kinesisMb, last.kinesisMb, 'MB');
-  row(`${c.engine} data on disk`, first.kinesisDiskMb, last.kinesisDiskMb, 'MB');
-  row('local cloud process RSS (handlers, ESM, HTTP)', first.cloudMb, last.cloudMb, 'MB');
-  row('dynalite RSS', first.dynamoMb, last.dynamoMb, 'MB');
-  row('dynalite data on disk', first.dynamoDiskMb, last.dynamoDiskMb, 'MB');
-  row('s3rver RSS', first.s3Mb, last.s3Mb, 'MB');
-  row('POST /events of 1 event (ingest + PutRecords)', avg(head.map((s) => s.postMs)), avg(tail.map((s) => s.postMs)), 'ms');
-  row('GET /views/events_by_type', avg(head.map((s) => s.queryMs)), avg(tail.map((s) => s.queryMs)), 'ms');
-  row('speed-layer lag', avg(head.map((s) => s.speedLagMs)), avg(tail.map((s) => s.speedLagMs)), 'ms');
+  };
+  row('kinesisRssMb', `${c.engine} RSS`, first.kinesisMb, last.kinesisMb, 'MB');
+  row('kinesisDiskMb', `${c.engine} data on disk`, first.kinesisDiskMb, last.kinesisDiskMb, 'MB');
+  row('cloudRssMb', 'local cloud process RSS (handlers, ESM, HTTP)', first.cloudMb, last.cloudMb, 'MB');
+  row('dynaliteRssMb', 'dynalite RSS', first.dynamoMb, last.dynamoMb, 'MB');
+  row('dynaliteDiskMb', 'dynalite data on disk', first.dynamoDiskMb, last.dynamoDiskMb, 'MB');
+  row('s3rverRssMb', 's3rver RSS', first.s3Mb, last.s3Mb, 'MB');
+  row('postEventMs', 'POST /events of 1 event (ingest + PutRecords)', avg(head.map((s) => s.postMs)), avg(tail.map((s) => s.postMs)), 'ms');
+  row('queryMs', 'GET /views/events_by_type', avg(head.map((s) => s.queryMs)), avg(tail.map((s) => s.queryMs)), 'ms');
+  row('speedLagMs', 'speed-layer lag', avg(head.map((s) => s.speedLagMs)), avg(tail.map((s) => s.speedLagMs)), 'ms');
   lines.push(`| ${c.label} | events counted by the end | | ${last.events.toLocaleString('en-US')} | | |`);
+  summaries.push({
+    label: c.label,
+    engine: c.engine,
+    dynaliteAsShipped: c.dynaliteAsShipped,
+    sampleCount: samples.length,
+    minutes: round1(last.minute - first.minute),
+    measures,
+    eventsCounted: last.events,
+  });
 }
-console.log(lines.join('\n'));
+out(lines.join('\n'));
+if (opts.json)
+  console.log(
+    JSON.stringify({
+      minutes: opts.minutes,
+      everySeconds: opts.every,
+      rate: Number(opts.rate),
+      minutesRun: round1(clouds[0]!.samples.at(-1)!.minute),
+      clouds: summaries,
+    }),
+  );
 
 if (opts.write) {
   const path = join(dirname(fileURLToPath(import.meta.url)), '..', 'docs', 'benchmarks.md');

@@ -1,5 +1,6 @@
 /**
- * `npm run bench -- poller`: the local cloud's own costs.
+ * `npm run bench -- poller [--records 6000] [--rounds 3] [--sizes 100,1000] [--no-startup] [--no-write] [--json]`:
+ * the local cloud's own costs.
  *
  * 1. Read throughput from the Kinesis emulator: one shard poller of the event source
  *    mapping (local/esm.ts, with a no-op function) against a bare
@@ -8,7 +9,8 @@
  *    --no-demo` as a child process until GET /health answers 200, with an
  *    empty data dir and again with the data it left (a restart).
  *
- * Writes the summary into docs/benchmarks.md under `## local cloud` (unless --no-write).
+ * Writes the summary into docs/benchmarks.md under `## local cloud` (unless --no-write); with
+ * --json, prints one JSON document on stdout (the summary lines go to stderr).
  */
 
 import { spawn } from 'node:child_process';
@@ -34,8 +36,11 @@ const opts = new Command()
   .option('--sizes <list>', 'batch sizes of the poller', '100,1000')
   .option('--no-startup', 'skip the start-up measurements')
   .option('--no-write', 'do not update docs/benchmarks.md')
+  .option('--json', 'print one JSON document on stdout (narration on stderr)')
   .parse(process.argv)
-  .opts<{ records: number; rounds: number; sizes: string; startup: boolean; write: boolean }>();
+  .opts<{ records: number; rounds: number; sizes: string; startup: boolean; write: boolean; json?: boolean }>();
+/** Report lines: stdout, or stderr when stdout holds the JSON document. */
+const out = (...a: unknown[]) => (opts.json ? console.error(...a) : console.log(...a));
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 const int = (n: number) => Math.round(n).toLocaleString('en-US');
@@ -121,9 +126,8 @@ try {
   kinesis.destroy();
   await kinesisEmu.stop();
 }
-console.log(`bare GetRecords loop: ${int(bareRps)} records/s (baseline)`);
-for (const s of sizes)
-  console.log(`one shard poller, batchSize ${s}: ${int(pollerRps[s]!)} records/s (${(pollerRps[s]! / bareRps).toFixed(2)}x)`);
+out(`bare GetRecords loop: ${int(bareRps)} records/s (baseline)`);
+for (const s of sizes) out(`one shard poller, batchSize ${s}: ${int(pollerRps[s]!)} records/s (${(pollerRps[s]! / bareRps).toFixed(2)}x)`);
 
 // 2. Start-up.
 interface Startup {
@@ -187,10 +191,31 @@ if (opts.startup) {
     }
   }
   startup = { emulatorsMs: median(em), freshMs: median(fresh), restartMs: median(restart) };
-  console.log(`emulators + provisioning (in process): ${(startup.emulatorsMs / 1000).toFixed(1)} s`);
-  console.log(
+  out(`emulators + provisioning (in process): ${(startup.emulatorsMs / 1000).toFixed(1)} s`);
+  out(
     `tandem local --no-demo -> /health 200: ${(startup.freshMs / 1000).toFixed(1)} s with an empty data dir, ` +
       `${(startup.restartMs / 1000).toFixed(1)} s restarting on its data`,
+  );
+}
+
+if (opts.json) {
+  const round3 = (x: number) => Number(x.toFixed(3));
+  console.log(
+    JSON.stringify({
+      engine,
+      records: opts.records,
+      rounds: opts.rounds,
+      putRecordsPerSecond: Math.round(putRps),
+      bareRecordsPerSecond: Math.round(bareRps),
+      pollers: sizes.map((s) => ({
+        batchSize: s,
+        recordsPerSecond: Math.round(pollerRps[s]!),
+        vsBare: round3(pollerRps[s]! / bareRps),
+      })),
+      startup: startup
+        ? { emulatorsMs: Math.round(startup.emulatorsMs), freshMs: Math.round(startup.freshMs), restartMs: Math.round(startup.restartMs) }
+        : null,
+    }),
   );
 }
 
