@@ -30,15 +30,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Logger } from '@aws-lambda-powertools/logger';
 import { Metrics } from '@aws-lambda-powertools/metrics';
-import {
-  BatchWriteItemCommand,
-  CreateTableCommand,
-  DescribeTableCommand,
-  type DynamoDBClient,
-  PutItemCommand,
-  UpdateItemCommand,
-  type WriteRequest,
-} from '@aws-sdk/client-dynamodb';
+import { CreateTableCommand, DescribeTableCommand, type DynamoDBClient, PutItemCommand, UpdateItemCommand } from '@aws-sdk/client-dynamodb';
 import {
   CreateStreamCommand,
   DescribeStreamSummaryCommand,
@@ -49,6 +41,7 @@ import {
 } from '@aws-sdk/client-kinesis';
 import Table from 'cli-table3';
 import { Command } from 'commander';
+import { batchWriteAll } from '../functions/adapters/batch-items.ts';
 import { createClients } from '../functions/adapters/clients.ts';
 import type { StreamRecord } from '../functions/adapters/kinesis-event.ts';
 import { kinesisEventFactory, kinesisSource, kplAggregate } from '../functions/adapters/kinesis-records.ts';
@@ -59,7 +52,7 @@ import { decimalText } from '../functions/core/decimal.ts';
 import { DEMO_VIEWS } from '../functions/core/demo-views.ts';
 import { Sketch } from '../functions/core/hll.ts';
 import { cellAttribute, dimsKey, pad13, speedPk } from '../functions/core/keys.ts';
-import { chunks, mapLimit } from '../functions/core/limit.ts';
+import { mapLimit } from '../functions/core/limit.ts';
 import { combineViewStates, stateColumns, type ViewState } from '../functions/core/metrics.ts';
 import { DEFAULT_SETTINGS } from '../functions/core/settings.ts';
 import type { View } from '../functions/core/views.ts';
@@ -405,14 +398,7 @@ async function horizonRun(env: Record<string, string>, records: readonly StreamR
     const key = idSetKey(shard, bucket);
     return { PutRequest: { Item: { pk: { S: key.pk }, sk: { S: key.sk }, ids: { S: encodeIdSet(set) } } } };
   });
-  await mapLimit(chunks(puts, 25), 8, async (chunk) => {
-    let pending = chunk as WriteRequest[];
-    while (pending.length > 0)
-      pending =
-        (await within.dynamodb.send(new BatchWriteItemCommand({ RequestItems: { [tables.control]: pending } }))).UnprocessedItems?.[
-          tables.control
-        ] ?? [];
-  });
+  await batchWriteAll(within.dynamodb, tables.control, puts, { what: 'bench: id-set writes' });
   await within.dynamodb.send(
     new PutItemCommand({
       TableName: tables.control,

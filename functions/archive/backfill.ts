@@ -44,7 +44,6 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import {
-  BatchWriteItemCommand,
   ConditionalCheckFailedException,
   type DynamoDBClient,
   GetItemCommand,
@@ -53,10 +52,10 @@ import {
   type WriteRequest,
 } from '@aws-sdk/client-dynamodb';
 import type { S3Client } from '@aws-sdk/client-s3';
+import { batchWriteAll } from '../adapters/batch-items.ts';
 import { BACKFILL_LEAD_MS, encodeIdSet, idSetBucket, idSetBuckets, idSetKey } from '../core/backfill-ids.ts';
 import { validateEvent } from '../core/events.ts';
 import { POINTER_KEY } from '../core/keys.ts';
-import { backoff, chunks, mapLimit } from '../core/limit.ts';
 import { padSeq, type RawRecord, toRawRecord } from '../core/record.ts';
 import { DEFAULT_SETTINGS, dedupExpiry } from '../core/settings.ts';
 import type { View } from '../core/views.ts';
@@ -421,15 +420,7 @@ async function registerIds(
     });
     grouped.clear();
     items += puts.length;
-    await mapLimit(chunks(puts, 25), ID_SET_CONCURRENCY, async (chunk) => {
-      let pending = chunk;
-      for (let attempt = 0; pending.length > 0; attempt++) {
-        if (attempt >= 8) throw new Error(`backfill: ${pending.length} id-set writes still unprocessed after 8 attempts`);
-        if (attempt > 0) await backoff(attempt);
-        const res = await deps.ddb.send(new BatchWriteItemCommand({ RequestItems: { [deps.controlTable]: pending } }));
-        pending = res.UnprocessedItems?.[deps.controlTable] ?? [];
-      }
-    });
+    await batchWriteAll(deps.ddb, deps.controlTable, puts, { what: 'backfill: id-set writes', concurrency: ID_SET_CONCURRENCY });
   };
   if (parts === 1) await flush();
   for (const file of partFiles) {

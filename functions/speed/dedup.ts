@@ -110,26 +110,20 @@
  */
 import {
   type AttributeValue,
-  BatchGetItemCommand,
-  BatchWriteItemCommand,
   ConditionalCheckFailedException,
   type DynamoDBClient,
   GetItemCommand,
-  type KeysAndAttributes,
   PutItemCommand,
   type PutItemCommandInput,
-  type WriteRequest,
 } from '@aws-sdk/client-dynamodb';
-import { backoff, chunks, mapLimit } from '../core/limit.ts';
+import { batchGetAll, batchWriteAll } from '../adapters/batch-items.ts';
+import { mapLimit } from '../core/limit.ts';
 import type { RawRecord } from '../core/record.ts';
 import { dedupExpiry, type Settings } from '../core/settings.ts';
 import { TTL_ATTRIBUTE } from '../resources.ts';
 import type { OutsideCopy } from './outside.ts';
 
-/** DynamoDB's per-request limits. */
-export const BATCH_GET_MAX = 100;
-export const BATCH_WRITE_MAX = 25;
-/** Attempts at unprocessed keys/items before the batch fails (and is retried whole). */
+/** Attempts at a claim whose version changes under its writer before the batch fails (and is retried whole). */
 const MAX_ATTEMPTS = 8;
 
 export interface Claim {
@@ -241,30 +235,21 @@ export async function readClaims(
 ): Promise<ClaimsRead> {
   const claims = new Map<string, Claim>();
   let progress: string | undefined;
-  type Key = { table: string; key: Record<string, AttributeValue> };
-  const keys: Key[] = [...(opts.progress ? [opts.progress] : []), ...[...new Set(ids)].map((id) => ({ table, key: { id: { S: id } } }))];
-  await mapLimit(chunks(keys, BATCH_GET_MAX), opts.concurrency ?? 8, async (chunk) => {
-    let pending: Record<string, KeysAndAttributes> = {};
-    for (const k of chunk) {
-      // The whole item: a claim holds nothing else, so a projection reads no less
-      // (nor fewer read units) and only costs the emulator its evaluation per key.
-      pending[k.table] ??= { Keys: [], ConsistentRead: true };
-      pending[k.table]!.Keys!.push(k.key);
-    }
-    for (let attempt = 0; Object.keys(pending).length > 0; attempt++) {
-      if (attempt >= MAX_ATTEMPTS) throw new Error(`dedup: claim reads still unprocessed after ${MAX_ATTEMPTS} attempts`);
-      if (attempt > 0) await backoff(attempt);
-      io.requests++;
-      const res = await ddb.send(new BatchGetItemCommand({ RequestItems: pending }));
-      for (const item of res.Responses?.[table] ?? []) {
-        const claim = parseClaim(item, opts.horizonMs);
-        if (claim) claims.set(claim.id, claim);
+  // The whole item: a claim holds nothing else, so a projection reads no less (nor fewer read units) and only
+  // costs the emulator its evaluation per key.
+  const keys = [...(opts.progress ? [opts.progress] : []), ...[...new Set(ids)].map((id) => ({ table, key: { id: { S: id } } }))];
+  await batchGetAll(ddb, keys, {
+    what: 'dedup: claim reads',
+    concurrency: opts.concurrency ?? 8,
+    io,
+    onItems: (t, items) => {
+      for (const item of items) {
+        if (t === table) {
+          const claim = parseClaim(item, opts.horizonMs);
+          if (claim) claims.set(claim.id, claim);
+        } else if (opts.progress && t === opts.progress.table) progress = item.seq?.S ?? progress;
       }
-      if (opts.progress && opts.progress.table !== table) {
-        for (const item of res.Responses?.[opts.progress.table] ?? []) progress = item.seq?.S ?? progress;
-      }
-      pending = Object.fromEntries(Object.entries(res.UnprocessedKeys ?? {}).filter(([, k]) => (k.Keys?.length ?? 0) > 0));
-    }
+    },
   });
   return { claims, progress };
 }
@@ -417,17 +402,12 @@ export async function writeClaims(
   io: DedupIo,
   concurrency = 8,
 ): Promise<void> {
-  await mapLimit(chunks(claims, BATCH_WRITE_MAX), concurrency, async (chunk) => {
-    let requests: WriteRequest[] = chunk.map((c) => ({ PutRequest: { Item: claimItem(c, settings) } }));
-    for (let attempt = 0; requests.length > 0; attempt++) {
-      if (attempt >= MAX_ATTEMPTS)
-        throw new Error(`dedup: ${requests.length} claim writes still unprocessed after ${MAX_ATTEMPTS} attempts`);
-      if (attempt > 0) await backoff(attempt);
-      io.requests++;
-      const res = await ddb.send(new BatchWriteItemCommand({ RequestItems: { [table]: requests } }));
-      requests = res.UnprocessedItems?.[table] ?? [];
-    }
-  });
+  await batchWriteAll(
+    ddb,
+    table,
+    claims.map((c) => ({ PutRequest: { Item: claimItem(c, settings) } })),
+    { what: 'dedup: claim writes', concurrency, io },
+  );
 }
 
 /** The dedup table item of a claim. */

@@ -19,15 +19,14 @@
  * read of a few KB per bucket, sent beside the claims' reads, and cached for
  * the container's life (id sets never change once T is taken).
  */
-import { type AttributeValue, BatchGetItemCommand, type DynamoDBClient, QueryCommand } from '@aws-sdk/client-dynamodb';
+import { type AttributeValue, type DynamoDBClient, QueryCommand } from '@aws-sdk/client-dynamodb';
+import { batchGetAll } from '../adapters/batch-items.ts';
 import { BACKFILL_LIST_TTL_MS, decodeIdSet, ID_SET_SK, idSetBucket, idSetKey } from '../core/backfill-ids.ts';
-import { backoff, chunks, mapLimit } from '../core/limit.ts';
 import { padSeq, type RawRecord } from '../core/record.ts';
 import type { DedupIo } from './dedup.ts';
 
 /** Id sets a container keeps (a few KB each). */
 const MAX_CACHED_SETS = 8192;
-const MAX_ATTEMPTS = 8;
 
 /** The control-table partition key of backfill items (functions/archive/layout.ts BACKFILL_PK: speed may not import archive). */
 const BACKFILL_PK = 'backfill';
@@ -151,31 +150,31 @@ export class OutsideCopies {
       if (set) sets.set(k[0], set);
       else missing.push(k);
     }
-    await mapLimit(chunks(missing, 100), 8, async (chunk) => {
-      const found = new Map<string, ReadonlyMap<string, number>>();
-      let pending: Record<string, AttributeValue>[] = chunk.map(([, pk]) => ({ pk: { S: pk }, sk: { S: ID_SET_SK } }));
-      for (let attempt = 0; pending.length > 0; attempt++) {
-        if (attempt >= MAX_ATTEMPTS) throw new Error(`dedup: id-set reads still unprocessed after ${MAX_ATTEMPTS} attempts`);
-        if (attempt > 0) await backoff(attempt);
-        io.requests++;
-        const res = await ddb.send(new BatchGetItemCommand({ RequestItems: { [table]: { Keys: pending, ConsistentRead: true } } }));
-        for (const item of res.Responses?.[table] ?? []) {
-          const pk = item.pk?.S;
-          if (pk === undefined) continue;
-          const text = item.ids?.S ?? '{}';
-          found.set(pk, decodeIdSet(text));
-          this.stats.sets++;
-          // DynamoDB's item size: attribute names and values (UTF-8), one read unit per 4 KB.
-          this.stats.readUnits += Math.ceil((Buffer.byteLength(pk) + Buffer.byteLength(text) + 16) / 4096);
-        }
-        pending = res.UnprocessedKeys?.[table]?.Keys ?? [];
-      }
-      for (const [key, pk] of chunk) {
-        const set = found.get(pk) ?? new Map<string, number>();
-        sets.set(key, set);
-        this.remember(key, set);
-      }
-    });
+    const found = new Map<string, ReadonlyMap<string, number>>();
+    await batchGetAll(
+      ddb,
+      missing.map(([, pk]) => ({ table, key: { pk: { S: pk }, sk: { S: ID_SET_SK } } })),
+      {
+        what: 'dedup: id-set reads',
+        io,
+        onItems: (_, items) => {
+          for (const item of items) {
+            const pk = item.pk?.S;
+            if (pk === undefined) continue;
+            const text = item.ids?.S ?? '{}';
+            found.set(pk, decodeIdSet(text));
+            this.stats.sets++;
+            // DynamoDB's item size: attribute names and values (UTF-8), one read unit per 4 KB.
+            this.stats.readUnits += Math.ceil((Buffer.byteLength(pk) + Buffer.byteLength(text) + 16) / 4096);
+          }
+        },
+      },
+    );
+    for (const [key, pk] of missing) {
+      const set = found.get(pk) ?? new Map<string, number>();
+      sets.set(key, set);
+      this.remember(key, set);
+    }
     return sets;
   }
 
