@@ -624,22 +624,24 @@ export async function loadPartitions(
   version: number,
   writes: readonly PartitionWrite[],
 ): Promise<WriteStats & { rollups: number }> {
-  let rows = 0;
-  let rollups = 0;
+  const n = { rows: 0, rollups: 0 };
   // One partition at a time, as the requests reach it: its rollups (PartitionWrite.rollups may be computed on first
   // use) and blocks are made while the requests of the partitions before it are in flight.
   function* requests(): Generator<WriteRequest> {
-    for (const w of writes) {
-      rows += w.rows.length;
-      for (const Item of blockItems(view, version, w.rows)) yield { PutRequest: { Item } };
-      for (const [grain, rolled] of w.rollups) {
-        rollups += rolled.length;
-        for (const Item of blockItems(view, version, rolled, grain)) yield { PutRequest: { Item } };
-      }
-    }
+    for (const w of writes) yield* partitionRequests(view, version, w, n);
   }
   const stats = await writeAll(opts, requests());
-  return { ...stats, written: rows + rollups, rollups };
+  return { ...stats, written: n.rows + n.rollups, rollups: n.rollups };
+}
+
+/** The put requests of one partition write, its blocks then each rollup's, counting its rows and rollup rows into `n`. */
+function* partitionRequests(view: View, version: number, w: PartitionWrite, n: { rows: number; rollups: number }): Generator<WriteRequest> {
+  n.rows += w.rows.length;
+  for (const Item of blockItems(view, version, w.rows)) yield { PutRequest: { Item } };
+  for (const [grain, rolled] of w.rollups) {
+    n.rollups += rolled.length;
+    for (const Item of blockItems(view, version, rolled, grain)) yield { PutRequest: { Item } };
+  }
 }
 
 /**
@@ -655,24 +657,18 @@ export async function loadPartitionGroups(
   groups: AsyncIterable<readonly PartitionWrite[]>,
   hooks: { before?: (writes: readonly PartitionWrite[]) => Promise<void>; written?: (w: PartitionWrite) => void } = {},
 ): Promise<WriteStats & { rollups: number }> {
-  let rows = 0;
-  let rollups = 0;
+  const n = { rows: 0, rollups: 0 };
   async function* requests(): AsyncGenerator<WriteRequest> {
     for await (const writes of groups) {
       await hooks.before?.(writes);
       for (const w of writes) {
-        rows += w.rows.length;
-        for (const Item of blockItems(view, version, w.rows)) yield { PutRequest: { Item } };
-        for (const [grain, rolled] of w.rollups) {
-          rollups += rolled.length;
-          for (const Item of blockItems(view, version, rolled, grain)) yield { PutRequest: { Item } };
-        }
+        yield* partitionRequests(view, version, w, n);
         hooks.written?.(w);
       }
     }
   }
   const stats = await writeAll(opts, requests());
-  return { ...stats, written: rows + rollups, rollups };
+  return { ...stats, written: n.rows + n.rollups, rollups: n.rollups };
 }
 
 /** Deletes every item of the given batch-view partitions. Returns the number deleted. */
