@@ -13,14 +13,14 @@
  * after its id sets and one that crashes after an object are re-run to the
  * same id sets and T, and a re-run of the completed backfill adds nothing.
  */
-import { GetItemCommand } from '@aws-sdk/client-dynamodb';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type Clients, createClients } from '../../functions/adapters/clients.ts';
 import { BackfillValidator, readBackfill, runBackfill } from '../../functions/archive/backfill.ts';
 import { type Config, loadConfig } from '../../functions/config.ts';
-import { BACKFILL_LEAD_MS, decodeIdSet, idSetBuckets, idSetKey } from '../../functions/core/backfill-ids.ts';
+import { BACKFILL_LEAD_MS, idSetBuckets } from '../../functions/core/backfill-ids.ts';
 import { DEMO_VIEWS } from '../../functions/core/demo-views.ts';
 import { type LocalCloud, startLocalCloud } from '../../local/cloud.ts';
+import { allIds, readIdSets } from '../support/backfill.ts';
 import { oracleRows } from '../support/oracle.ts';
 
 const KEY = 'backfill-claims-key-0123456789';
@@ -126,17 +126,8 @@ async function expectMerged(events: readonly Record<string, unknown>[], step: st
 }
 
 /** The id sets of a backfill of `records` accepted events, as stored: id -> index of its first copy. */
-async function idSetsOf(shard: string, records: number): Promise<Map<string, number>> {
-  const out = new Map<string, number>();
-  for (let bucket = 0; bucket < idSetBuckets(records); bucket++) {
-    const key = idSetKey(shard, bucket);
-    const got = await clients.dynamodb.send(
-      new GetItemCommand({ TableName: config.tables.control, Key: { pk: { S: key.pk }, sk: { S: key.sk } }, ConsistentRead: true }),
-    );
-    if (got.Item?.ids?.S) for (const [id, index] of decodeIdSet(got.Item.ids.S)) out.set(id, index);
-  }
-  return out;
-}
+const idSetsOf = async (shard: string, records: number) =>
+  allIds(await readIdSets(clients.dynamodb, config.tables.control, shard, idSetBuckets(records)));
 
 describe('backfilled ids in the speed layer', () => {
   it('live copies are decided against the backfilled ones, by the dedup rule, at every step', async () => {

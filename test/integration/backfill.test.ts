@@ -13,7 +13,6 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
-import { GetItemCommand } from '@aws-sdk/client-dynamodb';
 import { ListObjectsV2Command } from '@aws-sdk/client-s3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type Clients, createClients } from '../../functions/adapters/clients.ts';
@@ -21,11 +20,12 @@ import { backfillId, objectRanges, readBackfill, runBackfill } from '../../funct
 import { OBJECT_MANIFEST_PK, objectManifestSk, rawObjectKey } from '../../functions/archive/layout.ts';
 import { computeCutoff, gatherArchiveProgress } from '../../functions/batch/planner.ts';
 import { type Config, loadConfig } from '../../functions/config.ts';
-import { decodeIdSet, idSetBucket, idSetBuckets, idSetKey } from '../../functions/core/backfill-ids.ts';
+import { idSetBucket, idSetBuckets } from '../../functions/core/backfill-ids.ts';
 import { DEMO_VIEWS } from '../../functions/core/demo-views.ts';
 import { padSeq } from '../../functions/core/record.ts';
 import { type LocalCloud, startLocalCloud } from '../../local/cloud.ts';
 import { REPO_ROOT } from '../../local/runtime.ts';
+import { allIds, readIdSets } from '../support/backfill.ts';
 import { oracleRows } from '../support/oracle.ts';
 
 const KEY = 'backfill-key-0123456789';
@@ -252,13 +252,7 @@ describe('tandem backfill', () => {
     expect(s).toMatchObject({ outcome: 'written', accepted: 40, claims: 0, objects: 1 });
     recordBackfill(events, String(s.shard));
     arrivals.push(Date.parse(String(s.arrival)));
-    const idSet = async (shard: string) => {
-      const key = idSetKey(shard, 0);
-      const got = await clients.dynamodb.send(
-        new GetItemCommand({ TableName: config.tables.control, Key: { pk: { S: key.pk }, sk: { S: key.sk } }, ConsistentRead: true }),
-      );
-      return got.Item?.ids?.S === undefined ? undefined : decodeIdSet(got.Item.ids.S);
-    };
+    const idSet = async (shard: string) => (await readIdSets(clients.dynamodb, config.tables.control, shard, 1)).get(0);
     expect(await readBackfill(clients.dynamodb, config.tables.control, String(s.shard))).toMatchObject({ buckets: undefined });
     expect(await idSet(String(s.shard))).toBeUndefined();
     // The same kind of file registered (without the flag) does get its id sets: the lookup above can see one.
@@ -294,19 +288,11 @@ describe('tandem backfill', () => {
     expect(buckets).toBe(4);
     expect(summary).toMatchObject({ outcome: 'written', accepted: 351, claims: 350, idSets: buckets });
     expect(await readBackfill(clients.dynamodb, config.tables.control, summary.shard!)).toMatchObject({ state: 'complete', buckets });
-    const stored = new Map<string, number>();
-    for (let bucket = 0; bucket < buckets; bucket++) {
-      const key = idSetKey(summary.shard!, bucket);
-      const got = await clients.dynamodb.send(
-        new GetItemCommand({ TableName: config.tables.control, Key: { pk: { S: key.pk }, sk: { S: key.sk } }, ConsistentRead: true }),
-      );
-      for (const [id, index] of decodeIdSet(got.Item!.ids!.S!)) {
-        expect(idSetBucket(id, buckets), id).toBe(bucket);
-        stored.set(id, index);
-      }
-    }
+    const sets = await readIdSets(clients.dynamodb, config.tables.control, summary.shard!, buckets);
+    expect(sets.size).toBe(buckets);
+    for (const [bucket, set] of sets) for (const id of set.keys()) expect(idSetBucket(id, buckets), id).toBe(bucket);
     // Each id once, at its first copy's index (the copy at index 350 is events[10]'s second).
-    expect(stored).toEqual(new Map(events.map((e, i) => [String(e.id), i])));
+    expect(allIds(sets)).toEqual(new Map(events.map((e, i) => [String(e.id), i])));
     recordBackfill(withCopy, summary.shard!);
     arrivals.push(summary.arrival!);
   });
