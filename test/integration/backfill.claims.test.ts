@@ -20,7 +20,7 @@ import { type Config, loadConfig } from '../../functions/config.ts';
 import { BACKFILL_LEAD_MS, idSetBuckets } from '../../functions/core/backfill-ids.ts';
 import { DEMO_VIEWS } from '../../functions/core/demo-views.ts';
 import { type LocalCloud, startLocalCloud } from '../../local/cloud.ts';
-import { allIds, readIdSets } from '../support/backfill.ts';
+import { allIds, backfillDeps, readIdSets } from '../support/backfill.ts';
 import { oracleRows } from '../support/oracle.ts';
 
 const KEY = 'backfill-claims-key-0123456789';
@@ -138,11 +138,7 @@ describe('backfilled ids in the speed layer', () => {
     const d = ids('d', 6, 300); // live only, after T: counts as usual
     const e = ids('e', 10, 400); // live while the backfill registers (no T yet), then backfilled
     const deps = {
-      s3: clients.s3,
-      ddb: clients.dynamodb,
-      rawBucket: config.buckets.raw,
-      controlTable: config.tables.control,
-      views: DEMO_VIEWS,
+      ...backfillDeps(clients, config),
       claims: true,
       dedupHorizonSeconds: H_SECONDS,
     };

@@ -25,7 +25,7 @@ import { DEMO_VIEWS } from '../../functions/core/demo-views.ts';
 import { padSeq } from '../../functions/core/record.ts';
 import { type LocalCloud, startLocalCloud } from '../../local/cloud.ts';
 import { REPO_ROOT } from '../../local/runtime.ts';
-import { allIds, readIdSets } from '../support/backfill.ts';
+import { allIds, backfillDeps, readIdSets } from '../support/backfill.ts';
 import { oracleRows } from '../support/oracle.ts';
 
 const KEY = 'backfill-key-0123456789';
@@ -274,11 +274,7 @@ describe('tandem backfill', () => {
     const summary = await runBackfill(
       withCopy.map((event, index) => ({ position: { index }, event })),
       {
-        s3: clients.s3,
-        ddb: clients.dynamodb,
-        rawBucket: config.buckets.raw,
-        controlTable: config.tables.control,
-        views: DEMO_VIEWS,
+        ...backfillDeps(clients, config),
         claims: true,
         // One bucket in memory at a time: 4 buckets, 4 parts through temp files.
         idSetBucketsInMemory: 1,
@@ -301,11 +297,7 @@ describe('tandem backfill', () => {
     const events = makeEvents(120, 'c', { withoutId: 10 });
     const input = () => events.map((event, index) => ({ position: { index }, event }));
     const deps = {
-      s3: clients.s3,
-      ddb: clients.dynamodb,
-      rawBucket: config.buckets.raw,
-      controlTable: config.tables.control,
-      views: DEMO_VIEWS,
+      ...backfillDeps(clients, config),
       objectLines: 25,
     };
     await expect(
@@ -381,11 +373,7 @@ describe('tandem backfill', () => {
     for (const e of live) copies.push({ id: String(e.id), event: e, backfill: null });
     const history = [...makeEvents(200, 'h', { withoutId: 30 }), ...live.slice(0, 15).map((e) => ({ ...e, country: 'BR' }))];
     const deps = {
-      s3: clients.s3,
-      ddb: clients.dynamodb,
-      rawBucket: config.buckets.raw,
-      controlTable: config.tables.control,
-      views: DEMO_VIEWS,
+      ...backfillDeps(clients, config),
     };
     const rejections: unknown[] = [];
     const bf = await runBackfill(

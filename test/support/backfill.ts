@@ -1,6 +1,20 @@
 /** A backfill's id sets as stored in the control table (functions/core/backfill-ids.ts), for the tests to compare. */
 import { type DynamoDBClient, GetItemCommand } from '@aws-sdk/client-dynamodb';
+import type { Clients } from '../../functions/adapters/clients.ts';
+import type { BackfillDeps } from '../../functions/archive/backfill.ts';
+import type { Config } from '../../functions/config.ts';
 import { decodeIdSet, idSetKey } from '../../functions/core/backfill-ids.ts';
+import { DEMO_VIEWS } from '../../functions/core/demo-views.ts';
+
+/** What every in-process backfill of the tests writes to: the running cloud's bucket and control table, the demo views. */
+export const backfillDeps = (clients: Pick<Clients, 's3' | 'dynamodb'>, config: Config) =>
+  ({
+    s3: clients.s3,
+    ddb: clients.dynamodb,
+    rawBucket: config.buckets.raw,
+    controlTable: config.tables.control,
+    views: DEMO_VIEWS,
+  }) satisfies BackfillDeps;
 
 /** Bucket -> (id -> index of its first copy) for buckets 0..buckets-1 of the backfill `shard`; absent buckets left out. */
 export async function readIdSets(
