@@ -1,5 +1,6 @@
 /**
- * `npm run bench -- batch-increment [--days 7,30,90] [--events-per-day 20000] [--increment-hours 1] [--json] [--no-write]`
+ * `npm run bench -- batch-increment [--days 7,30,90] [--events-per-day 20000] [--increment-hours 1] [--json] [--no-write]
+ *  [--cpu-profile DIR]`
  *
  * Does an incremental run cost what the new data costs, not what history costs?
  * For each history length D: demo-mix events (local/demo.ts; 1 % resent at
@@ -22,7 +23,8 @@
  * `## batch-increment` unless --no-write.
  */
 
-import { mkdtempSync, statSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, statSync, writeFileSync } from 'node:fs';
+import { Session } from 'node:inspector';
 import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Table from 'cli-table3';
@@ -55,8 +57,34 @@ const opts = new Command()
   .option('--increment-hours <n>', 'hours of new arrivals in the incremental run', (v) => Number(v), 1)
   .option('--json', 'print one JSON document on stdout (narration and the table on stderr)')
   .option('--no-write', 'do not update docs/benchmarks.md')
+  .option('--cpu-profile <dir>', 'write a V8 CPU profile of the main thread over each requested rebuild (rebuild-<days>d.cpuprofile)')
   .parse(process.argv)
-  .opts<{ days: string; eventsPerDay: number; incrementHours: number; json?: boolean; write: boolean }>();
+  .opts<{ days: string; eventsPerDay: number; incrementHours: number; json?: boolean; write: boolean; cpuProfile?: string }>();
+
+/**
+ * Profiles the main thread around `fn` when --cpu-profile is given (node:inspector, so only the span asked for is
+ * sampled, not the archive feeding before it): where a rebuild's JavaScript time goes, beside its CPU totals.
+ */
+async function profiled<T>(name: string, fn: () => Promise<T>): Promise<T> {
+  if (!opts.cpuProfile) return fn();
+  const session = new Session();
+  session.connect();
+  const post = (method: string, params?: object) =>
+    new Promise<unknown>((resolve, reject) => session.post(method, params, (e, r) => (e ? reject(e) : resolve(r))));
+  await post('Profiler.enable');
+  await post('Profiler.setSamplingInterval', { interval: 200 });
+  await post('Profiler.start');
+  try {
+    return await fn();
+  } finally {
+    const { profile } = (await post('Profiler.stop')) as { profile: unknown };
+    mkdirSync(opts.cpuProfile, { recursive: true });
+    const file = join(opts.cpuProfile, `${name}.cpuprofile`);
+    writeFileSync(file, JSON.stringify(profile));
+    session.disconnect();
+    log(`  CPU profile: ${file}`);
+  }
+}
 
 const days = opts.days.split(',').map((s) => Number(s.trim()));
 if (days.some((d) => !Number.isInteger(d) || d < 1)) throw new Error(`--days must be whole numbers >= 1, received "${opts.days}"`);
@@ -283,7 +311,9 @@ try {
     const tr2 = performance.now();
     const cpu0 = { own: process.cpuUsage(), ...emulators.cpuMs() };
     const again = succeeded(
-      await runBatchToCompletion(clients, config, { engine, now: () => T_END + incMs + 70_000, request: { rebuild: true } }),
+      await profiled(`rebuild-${d}d`, () =>
+        runBatchToCompletion(clients, config, { engine, now: () => T_END + incMs + 70_000, request: { rebuild: true } }),
+      ),
       'second rebuild',
     );
     const againMs = performance.now() - tr2;

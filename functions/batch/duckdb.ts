@@ -17,7 +17,17 @@ import { DuckDBInstance } from '@duckdb/node-api';
 import { HOUR_MS } from '../archive/layout.ts';
 import { BATCH_PARTITION_MS } from '../core/keys.ts';
 import { columnFromSql, stateColumns } from '../core/metrics.ts';
-import { COMPACT_COLUMNS, compileDropped, compileView, countedSource, duckdbParquetSource, duckdbSource, literal } from '../core/sql.ts';
+import {
+  COMPACT_COLUMNS,
+  compileDropped,
+  compileView,
+  countedSource,
+  duckdbParquetSource,
+  duckdbSource,
+  flatColumnItems,
+  flatColumns,
+  literal,
+} from '../core/sql.ts';
 import type { View } from '../core/views.ts';
 import { type CompactedShard, type CompactResult, compactObjectKey } from './compact.ts';
 import {
@@ -74,32 +84,37 @@ const ROWS_PART_MS = 86_400_000;
 
 /**
  * The batch rows of a compiled view statement (columns c0 = bucket, c1..c<dims> = dimension values, then the state
- * columns in stateColumns order), read as one JSON text per day of buckets that DuckDB builds, each row already in
- * the shape of a BatchRow (`[bucket, [dims...], {column: text}]`: dimension values through to_json, the rest numbers
- * and register lists that need no escaping, state column names plain identifiers), in no particular order. The
- * node API's conversion value by value, then a row object made from each array, took longer than the view's SQL
- * on a rebuild's million rows; JSON.parse makes the rows' objects in one native pass.
+ * columns in stateColumns order), in no particular order. DuckDB hands them over as one JSON text per day of buckets:
+ * the day's columns, each a JSON array (values as text, the dimension values escaped by to_json), which JSON.parse
+ * reads in one native pass. The node API's conversion value by value, then a row object made from each array, took
+ * longer than the view's SQL on a rebuild's million rows, and a JSON text per row built in SQL by concatenation took
+ * DuckDB longer than aggregating each column into one list (measured: 2x on page_views over 7 days).
  */
 export async function viewRows(db: DuckDb, sql: string, view: View): Promise<BatchRow[]> {
   const state = stateColumns(view);
   const nd = view.dimensions.length;
-  const text = (c: string) => `coalesce('"' || CAST(${c} AS VARCHAR) || '"', 'null')`;
-  const dims = Array.from({ length: nd }, (_, i) => `coalesce(CAST(to_json(c${1 + i}) AS VARCHAR), 'null')`);
-  const values = state.map((c, i) => `'${i === 0 ? '' : ','}"${c.column}":' || ${text(`c${1 + nd + i}`)}`);
-  const row = [`'[' || CAST(c0 AS VARCHAR) || ',['`, ...(dims.length > 0 ? [dims.join(" || ',' || ")] : []), `'],{'`, ...values, `'}]'`];
+  const width = 1 + nd + state.length;
+  const lists = Array.from({ length: width }, (_, i) => `list(CAST(c${i} AS VARCHAR))`);
   // Parts by day of bucket: a parallel hash aggregate (numbering rows for even parts was a serial window, 1 s more).
-  const parts = await db.query(
-    `SELECT string_agg(r, ',') FROM (\nSELECT ${row.join(' || ')} AS r, c0 // ${ROWS_PART_MS} AS part\nFROM (\n${sql}\n)\n) GROUP BY part`,
-  );
+  const parts = await db.query(`SELECT CAST(to_json([${lists.join(', ')}]) AS VARCHAR)\nFROM (\n${sql}\n)\nGROUP BY c0 // ${ROWS_PART_MS}`);
   const out: BatchRow[] = [];
   for (const [part] of parts) {
-    if (part === null) continue;
-    for (const r of JSON.parse(`[${part}]`) as [number, (string | null)[], Record<string, string | null>][]) {
-      const [bucket, d, v] = r;
-      if (!Number.isSafeInteger(bucket) || d.length !== nd)
-        throw new Error(`view ${view.name}: a result row is not [bucket, dims, values]`);
+    if (part === null || part === undefined) continue;
+    const columns = JSON.parse(part) as unknown;
+    if (!Array.isArray(columns) || columns.length !== width || !columns.every((c) => Array.isArray(c) && c.length === columns[0].length))
+      throw new Error(`view ${view.name}: a result part is not ${width} columns of equal length`);
+    const [buckets, ...rest] = columns as (string | null)[][];
+    const dims = rest.slice(0, nd);
+    const values = rest.slice(nd);
+    for (let i = 0; i < buckets!.length; i++) {
+      const text = buckets![i];
+      const bucket = text === null || text === undefined ? Number.NaN : Number(text);
+      if (!Number.isSafeInteger(bucket)) throw new Error(`view ${view.name}: a result row's bucket is ${JSON.stringify(text)}`);
+      const d = new Array<string | null>(nd);
+      for (let k = 0; k < nd; k++) d[k] = dims[k]![i] ?? null;
+      const v: Record<string, string | null> = {};
       // Decimals to plain text; a sketch's register list to its canonical text (core/hll.ts).
-      for (const c of state) v[c.column] = columnFromSql(c.component, v[c.column]);
+      for (let k = 0; k < state.length; k++) v[state[k]!.column] = columnFromSql(state[k]!.component, values[k]![i]);
       out.push({ bucket, dims: d, values: v });
     }
   }
@@ -272,8 +287,15 @@ export function duckDbEngine(opts: DuckDbEngineOptions): BatchEngine {
         p.catch(() => undefined);
         parses.push(p);
       };
-      const columns = LINE_COLUMNS.join(', ');
-      parse(`CREATE TEMP TABLE ${LINES_TABLE} (file_index INTEGER, ${COMPACT_COLUMNS.map((c) => `${c.name} ${c.duckdb}`).join(', ')})`);
+      // With the run's views known, the table keeps only the map entries they read, as columns of their own: building
+      // and storing two maps per line was most of the parse of a compacted hour's Parquet.
+      const flat = options.views ? flatColumns(options.views) : undefined;
+      const kept = flat ? COMPACT_COLUMNS.filter((c) => c.name !== 'fields' && c.name !== 'num') : COMPACT_COLUMNS;
+      const columns = [...kept.map((c) => c.name), ...(flat ? flatColumnItems(flat) : [])].join(', ');
+      const flatTypes = flat ? [...flat.fields.values(), ...flat.num.values()].map((c) => `${c} VARCHAR`) : [];
+      parse(
+        `CREATE TEMP TABLE ${LINES_TABLE} (${['file_index INTEGER', ...kept.map((c) => `${c.name} ${c.duckdb}`), ...flatTypes].join(', ')})`,
+      );
       let staged: Awaited<ReturnType<typeof stageObjects>>;
       try {
         staged = await stageObjects(opts.s3, opts.rawBucket, opts.stageDir, cutoff, {
@@ -320,6 +342,7 @@ export function duckDbEngine(opts: DuckDbEngineOptions): BatchEngine {
           cutoff,
           horizonMs: options.horizonMs,
           ...(options.since !== undefined && { since: options.since }),
+          ...(flat && { columns: flat }),
         } as const;
         const key = `${options.horizonMs}|${options.since ?? ''}`;
         let table = counted.get(key);
@@ -330,7 +353,7 @@ export function duckDbEngine(opts: DuckDbEngineOptions): BatchEngine {
             const name = `dropped_${counted.size}`;
             const of = { ...compile, source: LINES_TABLE };
             await db.query(`CREATE TEMP TABLE ${name} AS ${compileDropped(of)}`);
-            return countedSource(of, name);
+            return countedSource(of, name, flat);
           })();
           counted.set(key, table);
         }
@@ -387,7 +410,7 @@ export function duckDbEngine(opts: DuckDbEngineOptions): BatchEngine {
         },
         async runView(view: View, options: RunViewOptions) {
           const { compile, table } = await countedOf(view, options);
-          return viewRows(db, compileView(view, { ...compile, source: table, counted: true }), view);
+          return viewRows(db, compileView(view, { ...compile, source: table, counted: true, ordered: false }), view);
         },
         async *runViewParts(view: View, options: RunViewOptions): AsyncGenerator<ViewPart> {
           const { compile, table } = await countedOf(view, options);
@@ -395,7 +418,7 @@ export function duckDbEngine(opts: DuckDbEngineOptions): BatchEngine {
           const part = async (filter: string | undefined): Promise<ViewPart> => {
             const t = performance.now();
             const source = filter === undefined ? table : `(SELECT * FROM ${table} WHERE ${filter})`;
-            const rows = await viewRows(db, compileView(view, { ...compile, source, counted: true }), view);
+            const rows = await viewRows(db, compileView(view, { ...compile, source, counted: true, ordered: false }), view);
             return { rows, ms: performance.now() - t };
           };
           let next: Promise<ViewPart> | undefined = part(filters[0]);

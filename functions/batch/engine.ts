@@ -58,6 +58,11 @@ export interface OpenOptions {
    * reads their Parquet object instead of their raw objects. @default none
    */
   readonly compacted?: ReadonlyMap<number, CompactedHour>;
+  /**
+   * Every view the session will be asked for: an engine may then read only what they need of each line (DuckDB keeps
+   * the map entries they read as columns). @default any view (the whole lines)
+   */
+  readonly views?: readonly View[];
 }
 
 /** What the engine read of one compacted hour's Parquet object. */

@@ -312,7 +312,7 @@ export async function planStep(
   const from = readFrom(Object.values(plans), horizonMsOf(ctx));
   const expected = await readArchiveManifest(ctx.doc, ctx.tables.control, plan.cutoff, from);
   const compacted = await compactedHours(ctx, plan.cutoff, from);
-  const session = await ctx.engine.open(plan.cutoff, runId, { from, compacted });
+  const session = await ctx.engine.open(plan.cutoff, runId, { from, compacted, views: ctx.views });
   try {
     const verifyMs = await verifyArchive(ctx, runId, session, expected, compacted);
     await recordRunTimings(c, runId, { plan: planMs, stage: session.stats.stageMs, verify: verifyMs });
@@ -485,7 +485,7 @@ export async function viewStep(ctx: BatchContext, input: ViewStepInput, shared?:
   const from = readFrom([plan as ViewPlan], horizonMs);
   const expected = await readArchiveManifest(ctx.doc, ctx.tables.control, input.cutoff, from);
   const compacted = await compactedHours(ctx, input.cutoff, from);
-  const session = await ctx.engine.open(input.cutoff, input.runId, { from, compacted });
+  const session = await ctx.engine.open(input.cutoff, input.runId, { from, compacted, views: [view] });
   try {
     // A separate step stages its own copy of the objects: check that copy too (cheap on DuckDB).
     if (session.engine === 'duckdb') await verifyArchive(ctx, input.runId, session, expected, compacted);

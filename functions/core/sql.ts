@@ -212,6 +212,51 @@ export interface CompileOptions {
    * aggregates. @default false
    */
   readonly counted?: boolean;
+  /**
+   * Whether the rows come out ordered by bucket and dimension values. A reader that orders them itself, or needs no
+   * order (duckdb.ts viewRows), spares the engine the sort. @default true
+   */
+  readonly ordered?: boolean;
+  /**
+   * `source` holds the map entries the view reads as columns of their own (`flatColumns`, with `counted`): the
+   * statement reads those columns, not the maps. An engine that parses the lines once for several views keeps only
+   * the entries they read, as plain columns (no map per line to build and store). @default the maps `fields`, `num`
+   */
+  readonly columns?: FlatColumns;
+}
+
+/** Map entries held as columns of their own: field name -> column, for `fields` and for `num` (CompileOptions.columns). */
+export interface FlatColumns {
+  readonly fields: ReadonlyMap<string, string>;
+  readonly num: ReadonlyMap<string, string>;
+}
+
+/**
+ * The entries of `fields` and `num` that the views read (dimensions, filters and distinct fields of `fields`; metric
+ * fields of `num`), each as a column named by position (`f0`, `f1`, ... and `n0`, ...: names from views differ only in
+ * case sometimes, and engines fold the case of identifiers).
+ */
+export function flatColumns(views: readonly View[]): FlatColumns {
+  const fields = new Set<string>();
+  const num = new Set<string>();
+  for (const v of views) {
+    for (const d of v.dimensions) fields.add(viewName(d));
+    for (const f of Object.keys(v.filter ?? {})) fields.add(viewName(f));
+    for (const f of distinctFields(v)) fields.add(viewName(f));
+    for (const f of metricFields(v)) num.add(viewName(f));
+  }
+  return {
+    fields: new Map([...fields].map((f, i) => [f, `"f${i}"`])),
+    num: new Map([...num].map((f, i) => [f, `"n${i}"`])),
+  };
+}
+
+/** The select items making `flatColumns`' columns from lines with the maps (DuckDB SQL), in column order. */
+export function flatColumnItems(columns: FlatColumns): string[] {
+  return [
+    ...[...columns.fields].map(([name, column]) => `fields[${literal(name)}] AS ${column}`),
+    ...[...columns.num].map(([name, column]) => `num[${literal(name)}] AS ${column}`),
+  ];
 }
 
 /** Output column names of `compileView(view)`, in order: the logical names, by position (the SQL names them `c0`, `c1`, ...). */
@@ -370,10 +415,14 @@ export function compileDropped(options: Omit<CompileOptions, 'counted'>): string
   ].join('\n');
 }
 
-/** The counted copies of `options.source` (a table) given the table `dropped` of compileDropped with the same options. */
-export function countedSource(options: Omit<CompileOptions, 'counted'>, dropped: string): string {
+/**
+ * The counted copies of `options.source` (a table) given the table `dropped` of compileDropped with the same options:
+ * their `ts` and maps, or with `columns` their `ts` and those columns.
+ */
+export function countedSource(options: Omit<CompileOptions, 'counted'>, dropped: string, columns?: FlatColumns): string {
   const { read, counts } = dedupClauses(options);
-  return `(SELECT ts, fields, num FROM ${options.source} s ANTI JOIN ${dropped} d ON s.rowid = d.r WHERE ${[...read, ...counts.slice(1)].join(' AND ')})`;
+  const select = columns ? ['ts', ...columns.fields.values(), ...columns.num.values()].join(', ') : 'ts, fields, num';
+  return `(SELECT ${select} FROM ${options.source} s ANTI JOIN ${dropped} d ON s.rowid = d.r WHERE ${[...read, ...counts.slice(1)].join(' AND ')})`;
 }
 
 /**
@@ -404,12 +453,20 @@ function dedupClauses(options: Pick<CompileOptions, 'cutoff' | 'horizonMs' | 'si
 
 export function compileView(view: View, options: CompileOptions): string {
   const d = dialectOf(options.dialect);
+  if (options.columns && !options.counted)
+    throw new SqlCompileError('columns of map entries are read from counted copies only (counted: true)');
   const { read, counts } = dedupClauses(options);
   const grainMs = GRAIN_MS[view.grain];
   if (grainMs === undefined) throw new SqlCompileError(`unknown grain ${JSON.stringify(view.grain)}`);
 
-  // Map keys are field names: checked like identifiers, written as literals.
-  const field = (name: string) => d.mapGet('fields', literal(viewName(name)));
+  // Map keys are field names: checked like identifiers, written as literals (or the column holding the entry).
+  const entry = (map: 'fields' | 'num', name: string) => {
+    if (!options.columns) return d.mapGet(map, literal(name));
+    const column = options.columns[map].get(name);
+    if (column === undefined) throw new SqlCompileError(`the source has no column for ${map}[${JSON.stringify(name)}]`);
+    return column;
+  };
+  const field = (name: string) => entry('fields', viewName(name));
   // Every derived column is named by position (v0, v1, ... for the metric
   // values; c0, c1, ... for the output), never after a view's name: Trino folds
   // even quoted identifiers to lowercase, so `amount` and `Amount` would
@@ -429,8 +486,8 @@ export function compileView(view: View, options: CompileOptions): string {
   const keys = keyExpressions.map((_, i) => `"k${i}"`);
   const values: SelectItem[] = [
     ...keyExpressions.map((e, i) => ({ sql: `${e} AS ${keys[i]}` })),
-    ...fields.map((f) => ({ sql: `${d.toDecimal(d.mapGet('num', literal(f)))} AS ${valueColumn(f)}` })),
-    ...hashed.map((f) => ({ sql: `${d.md5Hex(d.mapGet('fields', literal(f)))} AS ${hashColumn(f)}` })),
+    ...fields.map((f) => ({ sql: `${d.toDecimal(entry('num', f))} AS ${valueColumn(f)}` })),
+    ...hashed.map((f) => ({ sql: `${d.md5Hex(entry('fields', f))} AS ${hashColumn(f)}` })),
   ];
 
   const state = stateColumns(view);
@@ -468,7 +525,7 @@ export function compileView(view: View, options: CompileOptions): string {
         ')',
       ];
   // Explicit NULLS FIRST (as query.ts sortRows): DuckDB's default null order is a setting.
-  const orderBy = `ORDER BY ${groups.map((p, i) => (i === 0 ? p : `${p} NULLS FIRST`)).join(', ')}`;
+  const orderBy = options.ordered === false ? [] : [`ORDER BY ${groups.map((p, i) => (i === 0 ? p : `${p} NULLS FIRST`)).join(', ')}`];
   const whereLines = (extra: readonly string[], indent: string) =>
     extra.length > 0 ? [`${indent}WHERE ${extra.join(`\n${indent}  AND `)}`] : [];
   if (hashed.length === 0) {
@@ -479,7 +536,7 @@ export function compileView(view: View, options: CompileOptions): string {
       'FROM events',
       ...whereLines([], ''),
       `GROUP BY ${groups.join(', ')}`,
-      orderBy,
+      ...orderBy,
     ].join('\n');
   }
 
@@ -562,7 +619,7 @@ export function compileView(view: View, options: CompileOptions): string {
     selectList(outer, '  '),
     'FROM aggregates g',
     ...joins,
-    orderBy,
+    ...orderBy,
   ].join('\n');
 }
 

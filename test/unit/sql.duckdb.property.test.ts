@@ -36,6 +36,8 @@ import {
   countedSource,
   countSql,
   duckdbSource,
+  flatColumnItems,
+  flatColumns,
   outputColumns,
   rawReadRange,
 } from '../../functions/core/sql.ts';
@@ -151,6 +153,15 @@ const genView: fc.Arbitrary<View> = fc
       ),
     }),
   );
+
+/** A second view of a run, reading other entries: the session's columns are those of all the run's views. */
+const OTHER_VIEW = view({
+  name: 'other',
+  dimensions: ['flag', 'Country'],
+  grain: 'hour',
+  filter: { order: '7' },
+  metrics: { s: sum('load_ms'), m: sum('Amount') },
+});
 
 // ------------------------------------------------------------------- oracle
 
@@ -379,6 +390,16 @@ async function runView(
   await db.run(`CREATE OR REPLACE TEMP TABLE lines_table AS SELECT * FROM ${options.source}`);
   await db.run(`CREATE OR REPLACE TEMP TABLE dropped_lines AS ${compileDropped(table)}`);
   expect(await rowsOf(compileView(v, { ...options, source: countedSource(table, 'dropped_lines'), counted: true }))).toEqual(rows);
+  // And when the table keeps only the map entries the view reads, as columns of their own (duckdb.ts, knowing the
+  // run's views): here of this view and another, so the columns are not the view's alone.
+  const flat = flatColumns([v, OTHER_VIEW]);
+  await db.run(
+    `CREATE OR REPLACE TEMP TABLE flat_lines AS SELECT id, ts, arrival, shard, seq, ${flatColumnItems(flat).join(', ')} FROM lines_table`,
+  );
+  const flatTable = { ...options, source: 'flat_lines' };
+  await db.run(`CREATE OR REPLACE TEMP TABLE flat_dropped AS ${compileDropped(flatTable)}`);
+  const source = countedSource(flatTable, 'flat_dropped', flat);
+  expect(await rowsOf(compileView(v, { ...options, source, counted: true, columns: flat }))).toEqual(rows);
   return rows;
 }
 
