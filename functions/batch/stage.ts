@@ -287,8 +287,8 @@ export async function stageObjects(
     pending = [];
     options.onStaged?.(batch);
   };
-  // The compacted hours' Parquet objects, listed and staged beside the raw listings (few: one per hour).
-  const stageParquet = async (): Promise<StagedObject[]> => {
+  // The compacted hours' Parquet objects, listed first (few: one per hour), then staged beside the raw listings.
+  const listParquet = async (): Promise<ListedObject[]> => {
     if (compacted.size === 0) return [];
     // A run over all history lists the whole compact/ prefix (one object per hour); an increment only the days of its
     // compacted hours, so its listings do not grow with history.
@@ -296,7 +296,12 @@ export async function stageObjects(
       first === null
         ? [COMPACT_PREFIX]
         : [...new Set([...compacted].filter(inRange).map((h) => `${COMPACT_PREFIX}dt=${arrivalPartition(h).dt}/`))].sort();
-    const listedParquet = (await mapLimit(compactDays, concurrency, (p) => listCompactObjects(s3, rawBucket, p))).flat();
+    return (await mapLimit(compactDays, concurrency, (p) => listCompactObjects(s3, rawBucket, p))).flat();
+  };
+  const parquetListed = listParquet();
+  parquetListed.catch(() => undefined);
+  const stageParquet = async (): Promise<StagedObject[]> => {
+    const listedParquet = await parquetListed;
     const wanted = listedParquet.filter((o) => inRange(o.hour) && compacted.has(o.hour)).map(staged);
     await fetchMissing(wanted);
     if (wanted.length > 0) options.onStagedParquet?.(wanted);
@@ -326,7 +331,9 @@ export async function stageObjects(
   let parquet: StagedObject[] = [];
   try {
     // Both ended before anything is saved or thrown: nothing is handed on after stageObjects settled.
-    const [raw, compact] = await Promise.allSettled([stageRaw().then(() => hand(true)), stageParquet()]);
+    // The raw listings once the Parquet objects are listed: their parse (the whole compacted history) then starts first.
+    const rawStaged = parquetListed.catch(() => undefined).then(() => stageRaw());
+    const [raw, compact] = await Promise.allSettled([rawStaged.then(() => hand(true)), stageParquet()]);
     if (raw.status === 'rejected') throw raw.reason;
     if (compact.status === 'rejected') throw compact.reason;
     parquet = compact.value;
