@@ -508,6 +508,7 @@ if (opts.write) {
     "`archive.rawRowsRead` / `rawBytesRead` (lines and stored gzip bytes of the objects of the arrival range [C - H, C')).",
     "Stages overlap: the parse runs while the staging lists (so verify is what is left of it), a view's SQL while the view",
     "before it loads, and the first view's later parts while its earlier parts load; SQL and load add up to more than the wall time.",
+    '`--cpu-profile DIR` writes a V8 CPU profile of the main thread over each requested rebuild (`rebuild-<days>d.cpuprofile`).',
     `Mean 1-minute load average while it ran: ${meanLoad.toFixed(1)} on ${availableParallelism()} cores.`,
     '',
     ...markdownTable(head, rows),
