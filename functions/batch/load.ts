@@ -111,7 +111,36 @@ export function rowsByPartition(view: View, rows: readonly BatchRow[]): Map<stri
  * everywhere else). In no particular order (encodeBlocks orders a block's rows).
  */
 export function rollupRows(view: View, grain: Grain, rows: readonly BatchRow[]): BatchRow[] {
-  return rollupKeyed(view, grain, keyed(rows)).map((k) => k.row);
+  // Grouped by bucket, then by dimension values (a rebuild rolls up every base row: a number and a small map per row
+  // instead of a key text per row), then each cell combined once on its texts (combineColumnTexts).
+  const buckets = new Map<number, Map<string, BatchRow[]>>();
+  for (const r of rows) {
+    const b = bucketStart(r.bucket, grain);
+    let cells = buckets.get(b);
+    if (!cells) {
+      cells = new Map();
+      buckets.set(b, cells);
+    }
+    const key = dimsKey(r.dims);
+    const list = cells.get(key);
+    if (list) list.push(r);
+    else cells.set(key, [r]);
+  }
+  const out: BatchRow[] = [];
+  for (const [bucket, cells] of buckets) {
+    for (const list of cells.values()) {
+      const first = list[0]!;
+      const values =
+        list.length === 1
+          ? first.values
+          : combineColumnTexts(
+              view,
+              list.map((r) => r.values),
+            );
+      out.push({ bucket, dims: first.dims, values });
+    }
+  }
+  return out;
 }
 
 /**
@@ -120,45 +149,10 @@ export function rollupRows(view: View, grain: Grain, rows: readonly BatchRow[]):
  */
 export function rollupAll(view: View, rows: readonly BatchRow[]): Map<Grain, readonly BatchRow[]> {
   const out = new Map<Grain, readonly BatchRow[]>();
-  let finer = keyed(rows);
+  let finer: readonly BatchRow[] = rows;
   for (const g of rollupGrains(view.grain)) {
-    finer = rollupKeyed(view, g, finer);
-    out.set(
-      g,
-      finer.map((k) => k.row),
-    );
-  }
-  return out;
-}
-
-/** A row with its dimension values' key (dimsKey), made once for every grain it is rolled up to. */
-interface Keyed {
-  readonly row: BatchRow;
-  readonly dims: string;
-}
-
-const keyed = (rows: readonly BatchRow[]): Keyed[] => rows.map((row) => ({ row, dims: dimsKey(row.dims) }));
-
-/** Grouped first, then each cell combined once on its texts (combineColumnTexts): a rebuild rolls up every base row. */
-function rollupKeyed(view: View, grain: Grain, rows: readonly Keyed[]): Keyed[] {
-  const cells = new Map<string, Keyed[]>();
-  for (const k of rows) {
-    const key = `${bucketStart(k.row.bucket, grain)}#${k.dims}`;
-    const list = cells.get(key);
-    if (list) list.push(k);
-    else cells.set(key, [k]);
-  }
-  const out: Keyed[] = [];
-  for (const list of cells.values()) {
-    const first = list[0]!;
-    const values =
-      list.length === 1
-        ? first.row.values
-        : combineColumnTexts(
-            view,
-            list.map((k) => k.row.values),
-          );
-    out.push({ row: { bucket: bucketStart(first.row.bucket, grain), dims: first.row.dims, values }, dims: first.dims });
+    finer = rollupRows(view, g, finer);
+    out.set(g, finer);
   }
   return out;
 }

@@ -142,7 +142,8 @@ export function encodeBlocks(
       for (let i = 0; i < columns.length; i++) {
         const value = row.values[columns[i]!] ?? null;
         if (!apart || sketch[i]! < 0) {
-          text += `,${JSON.stringify(value)}`;
+          // Quoted as it is unless JSON must escape something in it (decimal texts never have anything to escape).
+          text += value === null ? ',null' : NEEDS_ESCAPE.test(value) ? `,${JSON.stringify(value)}` : `,"${value}"`;
           continue;
         }
         const parsed = value === null ? null : parseSketch(value);
@@ -174,6 +175,9 @@ export function encodeBlocks(
   }
   return out;
 }
+
+/** A character JSON.stringify escapes: a quote, a backslash, a control character or a lone surrogate half. */
+const NEEDS_ESCAPE = /["\\\u0000-\u001f\ud800-\udfff]/;
 
 interface Entry {
   readonly bucket: number;

@@ -2,6 +2,7 @@
  * The packed form of batch-view rows (core/blocks.ts) and the block items the loader writes
  * (batch/load.ts): round trips, exact decimals, nulls, sketches, and chunks at the size limit.
  */
+import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { type BatchRead, batchQueries, batchReads } from '../../functions/api/read-view.ts';
 import { blockItems, partitionRefs, planDayBlocks, rollupsEntry, rowsOfItems } from '../../functions/batch/load.ts';
@@ -52,6 +53,30 @@ describe('blocks', () => {
     expect(back).toEqual(byKey(rows));
     expect(back[1]!.values.revenue__sum).toBe('12345678901234567890.123456789');
     expect(back[0]!.values.min_order__min).toBeNull();
+  });
+
+  it('writes any value text as JSON.stringify would (quotes, backslashes, control characters, surrogates)', () => {
+    // Values are decimal texts in practice, quoted as they are; anything else is escaped, so a block is JSON whatever it holds.
+    fc.assert(
+      fc.property(
+        fc.array(
+          fc.oneof(fc.string({ unit: 'binary' }), fc.constantFrom('"', '\\', '\n', '\u0001', '\ud800', '\udc00x', '😀', '1.5', '-0.5')),
+          {
+            minLength: 1,
+            maxLength: 6,
+          },
+        ),
+        (texts) => {
+          const rows = texts.map((t, i) => revenueRow(D + i * 60_000, 'DE', t, t));
+          for (const b of encodeBlocks(revenue, 'minute', rows)) {
+            const parsed = JSON.parse(b.rows) as unknown[][];
+            const expected = rows.slice(0, b.n).map((r) => [r.bucket - b.block, r.dims, ...Object.values(r.values)]);
+            expect(b.rows).toBe(JSON.stringify(expected));
+            expect(parsed).toEqual(expected);
+          }
+        },
+      ),
+    );
   });
 
   it('keeps sketches as their canonical text', () => {
