@@ -26,7 +26,7 @@ import {
   SqlCompileError,
   type SqlDialect,
 } from '../../functions/core/sql.ts';
-import { count, max, sum, type View, ViewValidationError, view } from '../../functions/core/views.ts';
+import { count, distinctFields, max, sum, type View, ViewValidationError, view } from '../../functions/core/views.ts';
 
 const { Parser } = nodeSqlParser;
 const parser = new Parser();
@@ -260,62 +260,39 @@ events AS (
   WHERE (prev_arrival IS NULL OR arrival - prev_arrival > 604800000)
     AND fields['type'] = 'page_view'
 ),
-aggregates AS (
+registers AS ( -- per row and register: the largest rank, and the aggregates of its events
   SELECT
-    "k0" AS "c0", -- bucket
-    "k1" AS "c1", -- page
-    "k2" AS "c2", -- country
-    COUNT(*) AS "c3", -- views__count
-    COALESCE(SUM("v0"), 0) AS "c4", -- load_ms__sum
-    COUNT("v0") AS "c5" -- load_ms__count
-  FROM events
-  GROUP BY 1, 2, 3
-),
-registers0 AS ( -- users__hll: the largest rank per row and register
-  SELECT
-    "c0", "c1", "c2", reg,
-    MAX(4 * (14 - length(tail)) + CASE WHEN tail >= '8' THEN 1 WHEN tail >= '4' THEN 2 WHEN tail >= '2' THEN 3 ELSE 4 END) AS rnk
+    "k0", "k1", "k2", reg,
+    MAX(4 * (14 - length(tail)) + CASE WHEN tail >= '8' THEN 1 WHEN tail >= '4' THEN 2 WHEN tail >= '2' THEN 3 ELSE 4 END) AS rnk,
+    COUNT(*) AS "p0", -- views__count
+    COALESCE(SUM("v0"), 0) AS "p1", -- load_ms__sum
+    COUNT("v0") AS "p2" -- load_ms__count
   FROM (
     SELECT
-      "k0" AS "c0", -- bucket
-      "k1" AS "c1", -- page
-      "k2" AS "c2", -- country
-      substr("h0", 1, 3) AS reg,
+      *, substr("h0", 1, 3) AS reg,
       regexp_replace(substr("h0", 4, 13) || '8', '^0+', '') AS tail
     FROM events
-    WHERE "h0" IS NOT NULL
   )
   GROUP BY 1, 2, 3, 4
-),
-sketch0 AS ( -- users__hll: the row's registers in index order
-  SELECT
-    "c0", "c1", "c2",
-    array_to_string(list_sort(list(reg || lpad(CAST(rnk AS VARCHAR), 2, '0'))), '') AS regs
-  FROM registers0
-  GROUP BY 1, 2, 3
 )
 SELECT
-  g."c0" AS "c0", -- bucket
-  g."c1" AS "c1", -- page
-  g."c2" AS "c2", -- country
-  g."c3" AS "c3", -- views__count
-  g."c4" AS "c4", -- load_ms__sum
-  g."c5" AS "c5", -- load_ms__count
-  s0.regs AS "c6" -- users__hll
-FROM aggregates g
-LEFT JOIN sketch0 s0
-  ON s0."c0" = g."c0"
-  AND COALESCE(s0."c1", '') = COALESCE(g."c1", '')
-  AND (s0."c1" IS NULL) = (g."c1" IS NULL)
-  AND COALESCE(s0."c2", '') = COALESCE(g."c2", '')
-  AND (s0."c2" IS NULL) = (g."c2" IS NULL)
+  "k0" AS "c0", -- bucket
+  "k1" AS "c1", -- page
+  "k2" AS "c2", -- country
+  SUM("p0") AS "c3", -- views__count
+  SUM("p1") AS "c4", -- load_ms__sum
+  SUM("p2") AS "c5", -- load_ms__count
+  NULLIF(array_to_string(list_sort(list(reg || lpad(CAST(rnk AS VARCHAR), 2, '0'))), ''), '') AS "c6" -- users__hll
+FROM registers
+GROUP BY 1, 2, 3
 ORDER BY 1, 2 NULLS FIRST, 3 NULLS FIRST
 `),
     );
   });
 
   it('the two dialects differ only in map access, the decimal cast, md5 and the concatenating aggregate', () => {
-    for (const v of DEMO_VIEWS) {
+    // Not a view counting one field's distinct values: DuckDB computes it in one pass (page_views, above).
+    for (const v of DEMO_VIEWS.filter((x) => distinctFields(x).length !== 1)) {
       const athena = compileView(v, { dialect: 'athena', cutoff: CUTOFF, horizonMs: H, since: CUTOFF - 3_600_000, source: 'SRC' });
       const duckdb = compileView(v, { dialect: 'duckdb', cutoff: CUTOFF, horizonMs: H, since: CUTOFF - 3_600_000, source: 'SRC' });
       expect(
