@@ -177,6 +177,7 @@ export function encodeBlocks(
 }
 
 /** A character JSON.stringify escapes: a quote, a backslash, a control character or a lone surrogate half. */
+// biome-ignore lint/suspicious/noControlCharactersInRegex: control characters are exactly what JSON must escape.
 const NEEDS_ESCAPE = /["\\\u0000-\u001f\ud800-\udfff]/;
 
 interface Entry {
