@@ -329,6 +329,16 @@ function metricExpression(component: Component, value: string | null): string {
  */
 const RANK_SQL = "4 * (14 - length(tail)) + CASE WHEN tail >= '8' THEN 1 WHEN tail >= '4' THEN 2 WHEN tail >= '2' THEN 3 ELSE 4 END";
 
+/** A hash's register index: its hex digits 1-3. */
+const registerOf = (hash: string) => `substr(${hash}, 1, 3)`;
+/**
+ * What RANK_SQL reads of a hash: its hex digits 4-16 with `8` appended, leading zeros trimmed (by regexp_replace, not
+ * trim(LEADING '0' FROM ...), which node-sql-parser's Trino grammar, sql.golden.test.ts, cannot read).
+ */
+const tailOf = (hash: string) => `regexp_replace(substr(${hash}, 4, 13) || '8', '^0+', '')`;
+/** A register's entry in a sketch's register list (hll.ts parseSqlSketch): `<reg><rank, 2 digits>`, sorted by reg. */
+const REGISTER_ENTRY = "reg || lpad(CAST(rnk AS VARCHAR), 2, '0')";
+
 /**
  * One SQL statement computing a view's batch rows over the archive lines with
  * arrival < cutoff: the copies that count under the dedup rule (a copy counts
@@ -567,7 +577,7 @@ export function compileView(view: View, options: CompileOptions): string {
         sql:
           c.component === 'hll'
             ? // A null register's entry is null (null || text), which array_to_string leaves out.
-              "NULLIF(array_to_string(list_sort(list(reg || lpad(CAST(rnk AS VARCHAR), 2, '0'))), ''), '')" + ` AS "c${keys.length + i}"`
+              `NULLIF(${d.concatAgg(REGISTER_ENTRY, 'reg')}, '') AS "c${keys.length + i}"`
             : `${rolledUp(`"p${i}"`, c.component)} AS "c${keys.length + i}"`,
         note: names[keys.length + i],
       })),
@@ -581,8 +591,8 @@ export function compileView(view: View, options: CompileOptions): string {
       selectList([{ sql: `MAX(${RANK_SQL}) AS rnk` }, ...partials], '    '),
       '  FROM (',
       '    SELECT',
-      `      *, substr(${h}, 1, 3) AS reg,`,
-      `      regexp_replace(substr(${h}, 4, 13) || '8', '^0+', '') AS tail`,
+      `      *, ${registerOf(h)} AS reg,`,
+      `      ${tailOf(h)} AS tail`,
       '    FROM events',
       '  )',
       `  GROUP BY ${[...groups, String(keys.length + 1)].join(', ')}`,
@@ -622,9 +632,8 @@ export function compileView(view: View, options: CompileOptions): string {
     const h = hashColumn(m.field);
     const perEvent: SelectItem[] = [
       ...keys.map((expression, j) => ({ sql: `${expression} AS "c${j}"`, note: names[j] })),
-      { sql: `substr(${h}, 1, 3) AS reg` },
-      // Not trim(LEADING '0' FROM ...): node-sql-parser's Trino grammar (sql.golden.test.ts) cannot read it.
-      { sql: `regexp_replace(substr(${h}, 4, 13) || '8', '^0+', '') AS tail` },
+      { sql: `${registerOf(h)} AS reg` },
+      { sql: `${tailOf(h)} AS tail` },
     ];
     blocks.push(
       [
@@ -645,7 +654,7 @@ export function compileView(view: View, options: CompileOptions): string {
         `sketch${k} AS ( -- ${c.column}: the row's registers in index order`,
         '  SELECT',
         `    ${keyNames.join(', ')},`,
-        `    ${d.concatAgg("reg || lpad(CAST(rnk AS VARCHAR), 2, '0')", 'reg')} AS regs`,
+        `    ${d.concatAgg(REGISTER_ENTRY, 'reg')} AS regs`,
         `  FROM registers${k}`,
         `  GROUP BY ${groups.join(', ')}`,
         ')',
