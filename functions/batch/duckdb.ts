@@ -301,6 +301,7 @@ export function duckDbEngine(opts: DuckDbEngineOptions): BatchEngine {
         staged = await stageObjects(opts.s3, opts.rawBucket, opts.stageDir, cutoff, {
           from,
           compacted: new Set(options.compacted?.keys() ?? []),
+          ...(options.recorded && { recorded: options.recorded }),
           ...(opts.concurrency !== undefined && { concurrency: opts.concurrency }),
           onStaged: (batch) => {
             const offset = objects.length;

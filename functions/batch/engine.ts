@@ -59,6 +59,11 @@ export interface OpenOptions {
    */
   readonly compacted?: ReadonlyMap<number, CompactedHour>;
   /**
+   * The arrival hours of the range the archive's manifest records objects in (verify.ts readArchiveManifest): an
+   * engine that lists objects lists only these hours (stage.ts StageOptions.recorded). @default every hour of the range
+   */
+  readonly recorded?: ReadonlySet<number>;
+  /**
    * Every view the session will be asked for: an engine may then read only what they need of each line (DuckDB keeps
    * the map entries they read as columns). @default any view (the whole lines)
    */

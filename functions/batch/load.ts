@@ -549,13 +549,21 @@ export async function writeAll(opts: WriteOptions, requests: Iterable<WriteReque
   // An async source (loadPartitionGroups) may wait for its next requests; the workers then wait with it.
   const source: Iterator<WriteRequest> | AsyncIterator<WriteRequest> =
     Symbol.iterator in requests ? requests[Symbol.iterator]() : requests[Symbol.asyncIterator]();
-  const take = async (): Promise<WriteRequest[]> => {
+  const fill = async (): Promise<WriteRequest[]> => {
     const chunk: WriteRequest[] = [];
     while (chunk.length < BATCH_WRITE_MAX) {
       const r = await source.next();
       if (r.done) break;
       chunk.push(r.value);
     }
+    return chunk;
+  };
+  // One worker fills its chunk at a time: workers pulling at once would deal the requests out one each, and with a
+  // lazy source none of their chunks would fill (and go out) before the source had made nearly all of them.
+  let filling: Promise<unknown> = Promise.resolve();
+  const take = (): Promise<WriteRequest[]> => {
+    const chunk = filling.then(fill);
+    filling = chunk.catch(() => undefined);
     return chunk;
   };
   let failure: { error: unknown } | undefined;

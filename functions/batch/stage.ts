@@ -33,27 +33,28 @@ const DAY_MS = 24 * HOUR_MS;
 
 /**
  * Key prefixes covering exactly the arrival hours `first`..`last` (hour starts,
- * inclusive): a whole day as `raw/dt=YYYY-MM-DD/`, the hours of a partly
- * covered day one by one (`raw/dt=YYYY-MM-DD/hr=HH/`). `first` null: all of
- * `raw/` (the caller keeps the hours up to `last`). No Delimiter: s3rver's
- * delimiter listing only finds one level (docs: shared DESIGN "Facts measured").
+ * inclusive) that `listed` keeps: a whole day as `raw/dt=YYYY-MM-DD/` when it
+ * keeps all of the day's hours, else the kept hours one by one
+ * (`raw/dt=YYYY-MM-DD/hr=HH/`). `first` null: all of `raw/` (the caller keeps
+ * the hours up to `last`). No Delimiter: s3rver's delimiter listing only finds
+ * one level (docs: shared DESIGN "Facts measured").
  */
-export function hourPrefixes(first: number | null, last: number, skip: ReadonlySet<number> = new Set()): string[] {
+export function hourPrefixes(first: number | null, last: number, listed: (hour: number) => boolean = () => true): string[] {
   if (first === null) return [RAW_PREFIX];
   const out: string[] = [];
-  const skipsIn = (day: number) => [...skip].some((h) => h >= day && h < day + DAY_MS);
+  const wholeDay = (day: number) => {
+    for (let h = day; h < day + DAY_MS; h += HOUR_MS) if (!listed(h)) return false;
+    return true;
+  };
   for (let h = first; h <= last; ) {
     const { dt, hr } = arrivalPartition(h);
-    if (skip.has(h)) {
-      // A compacted hour: read as Parquet, its raw objects are not listed.
-      h += HOUR_MS;
-    } else if (h % DAY_MS === 0 && h + DAY_MS - HOUR_MS <= last && !skipsIn(h)) {
+    if (h % DAY_MS === 0 && h + DAY_MS - HOUR_MS <= last && wholeDay(h)) {
       out.push(`${RAW_PREFIX}dt=${dt}/`);
       h += DAY_MS;
-    } else {
-      out.push(`${RAW_PREFIX}dt=${dt}/hr=${hr}/`);
-      h += HOUR_MS;
+      continue;
     }
+    if (listed(h)) out.push(`${RAW_PREFIX}dt=${dt}/hr=${hr}/`);
+    h += HOUR_MS;
   }
   return out;
 }
@@ -110,6 +111,14 @@ export interface StageOptions {
    * is simply not staged (the completeness check then fails it).
    */
   readonly compacted?: ReadonlySet<number>;
+  /**
+   * The arrival hours the archive's manifest records objects in (verify.ts readArchiveManifest, read before the
+   * listing): only these hours are listed, so a rebuild lists the few hours not compacted yet instead of every object
+   * under `raw/`. An hour without a manifest item holds no record the run must read: the cutoff never passes a record
+   * the archive has not recorded, and a crashed attempt's leftover object lies in the hour its retry records (arrival
+   * times are the stream's). @default every hour of the range (all of `raw/` for a run over all history)
+   */
+  readonly recorded?: ReadonlySet<number>;
   /**
    * Called with raw objects of the range as soon as they are staged (a listing page's, downloaded where needed),
    * while the listing goes on, so the engine parses them meanwhile: every object of the result's `objects` is passed
@@ -227,7 +236,16 @@ export async function stageObjects(
   const concurrency = options.concurrency ?? 16;
   const { first, last } = readHours(cutoff, options.from ?? null);
   const compacted = options.compacted ?? new Set<number>();
-  const prefixes = hourPrefixes(first, last, compacted);
+  const recorded = options.recorded;
+  // A run over all history starts at the first hour the archive recorded, when its record is at hand.
+  let start = first;
+  if (start === null && recorded) {
+    start = Number.POSITIVE_INFINITY;
+    for (const h of recorded) if (h < start) start = h;
+  }
+  // Compacted hours are read as Parquet: their raw objects are not listed.
+  const prefixes =
+    start === Number.POSITIVE_INFINITY ? [] : hourPrefixes(start, last, (h) => !compacted.has(h) && (!recorded || recorded.has(h)));
   const inRange = (hour: number) => hour <= last && (first === null || hour >= first);
   const staged = (o: ListedObject): StagedObject => ({ ...o, path: join(dir, ...o.key.split('/')) });
 
@@ -241,6 +259,8 @@ export async function stageObjects(
     }
     return index;
   };
+  // The compacted hours' indexes are read while their objects are listed (the hours are known before the listing).
+  for (const hour of compacted) if (inRange(hour)) void indexOf(hour);
   const saveIndexes = async () => {
     for (const hour of dirty) await writeAtomically(indexPath(dir, hour), JSON.stringify(await indexes.get(hour)));
     dirty.clear();

@@ -312,7 +312,7 @@ export async function planStep(
   const from = readFrom(Object.values(plans), horizonMsOf(ctx));
   const expected = await readArchiveManifest(ctx.doc, ctx.tables.control, plan.cutoff, from);
   const compacted = await compactedHours(ctx, plan.cutoff, from);
-  const session = await ctx.engine.open(plan.cutoff, runId, { from, compacted, views: ctx.views });
+  const session = await ctx.engine.open(plan.cutoff, runId, { from, compacted, recorded: recordedHours(expected), views: ctx.views });
   try {
     const verifyMs = await verifyArchive(ctx, runId, session, expected, compacted);
     await recordRunTimings(c, runId, { plan: planMs, stage: session.stats.stageMs, verify: verifyMs });
@@ -352,6 +352,9 @@ async function verifyArchive(
   await recordCompleteness(ctx, runId, await session.objectReads(), expected, { items: compacted, reads: compactedReads });
   return performance.now() - t;
 }
+
+/** The arrival hours the archive's manifest records objects in: the hours an engine lists (OpenOptions.recorded). */
+const recordedHours = (expected: readonly ExpectedObject[]): Set<number> => new Set(expected.map((e) => e.hour));
 
 /**
  * The compacted hours of a run's range (compact.ts), read after the manifest, for an engine that reads
@@ -485,7 +488,7 @@ export async function viewStep(ctx: BatchContext, input: ViewStepInput, shared?:
   const from = readFrom([plan as ViewPlan], horizonMs);
   const expected = await readArchiveManifest(ctx.doc, ctx.tables.control, input.cutoff, from);
   const compacted = await compactedHours(ctx, input.cutoff, from);
-  const session = await ctx.engine.open(input.cutoff, input.runId, { from, compacted, views: [view] });
+  const session = await ctx.engine.open(input.cutoff, input.runId, { from, compacted, recorded: recordedHours(expected), views: [view] });
   try {
     // A separate step stages its own copy of the objects: check that copy too (cheap on DuckDB).
     if (session.engine === 'duckdb') await verifyArchive(ctx, input.runId, session, expected, compacted);

@@ -5,8 +5,11 @@
  *
  * `rows` is the JSON text of an array of rows, each
  * `[bucket - block start (ms), [dims...], ...state column values in stateColumns(view) order]`.
- * A value is its decimal text or a sketch's canonical text (both JSON strings, so nothing passes
- * through a double), or null for an empty min/max/sketch.
+ * A value is its decimal text or a sketch's canonical text as a JSON string (so nothing passes
+ * through a double), or null for an empty min/max/sketch; a whole number of at most 15 digits in
+ * canonical form (WHOLE) is a JSON number instead, which JSON.parse reads exactly and `String` gives
+ * back as the same text: most values are counts, and their quotes (escaped again inside a request's
+ * JSON) were a fifth of the bytes a rebuild wrote, billed in write units.
  *
  * Two forms (BlockForm). `inline` (layouts blocks-1 and blocks-2): every value in `rows`, as above.
  * `apart` (blocks-3): a sketch column's value in `rows` is the sketch's estimate (hll.ts `estimate`, a
@@ -142,8 +145,11 @@ export function encodeBlocks(
       for (let i = 0; i < columns.length; i++) {
         const value = row.values[columns[i]!] ?? null;
         if (!apart || sketch[i]! < 0) {
-          // Quoted as it is unless JSON must escape something in it (decimal texts never have anything to escape).
-          text += value === null ? ',null' : NEEDS_ESCAPE.test(value) ? `,${JSON.stringify(value)}` : `,"${value}"`;
+          // A whole number bare (WHOLE; never a sketch's text: a number in a sketch column is an estimate); other text
+          // quoted as it is unless JSON must escape something in it (decimal texts never have anything to escape).
+          if (value === null) text += ',null';
+          else if (sketch[i]! < 0 && WHOLE.test(value)) text += `,${value}`;
+          else text += NEEDS_ESCAPE.test(value) ? `,${JSON.stringify(value)}` : `,"${value}"`;
           continue;
         }
         const parsed = value === null ? null : parseSketch(value);
@@ -175,6 +181,9 @@ export function encodeBlocks(
   }
   return out;
 }
+
+/** A whole number in canonical form (no sign on 0, no leading zero) of at most 15 digits: a JSON number reads it exactly. */
+const WHOLE = /^(?:0|-?[1-9]\d{0,14})$/;
 
 /** A character JSON.stringify escapes: a quote, a backslash, a control character or a lone surrogate half. */
 // biome-ignore lint/suspicious/noControlCharactersInRegex: control characters are exactly what JSON must escape.

@@ -3,7 +3,7 @@
  * `aborted`) is fetched again instead of failing the batch run (the simulation
  * campaign's seed 47, docs/reliability.md). The cut is
  * injected by a wrapper around the real S3 client (s3rver behind it). And a
- * run stages only the arrival hours of its range.
+ * run stages only the arrival hours of its range that the archive recorded.
  */
 
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
@@ -99,6 +99,23 @@ describe('stageObjects', () => {
       } finally {
         await cloud.clients.s3.send(new PutObjectCommand({ Bucket, Key: gone.key, Body: Buffer.from('object 1') }));
       }
+      // With the archive's record at hand, only the hours it records are listed (a rebuild: not the whole raw/ prefix),
+      // and of those not the compacted ones (read as Parquet).
+      const recorded = await stageObjects(cloud.clients.s3, Bucket, ranged, T0 + 3 * HOUR, { recorded: new Set([T0, T0 + 2 * HOUR]) });
+      expect(recorded).toMatchObject({ prefixes: 2, downloaded: 0, removed: 0 });
+      expect(recorded.objects.map((o) => o.hour)).toEqual([T0, T0 + 2 * HOUR]);
+      const notCompacted = await stageObjects(cloud.clients.s3, Bucket, ranged, T0 + 3 * HOUR, {
+        recorded: new Set([T0, T0 + HOUR, T0 + 2 * HOUR]),
+        compacted: new Set([T0, T0 + HOUR]),
+      });
+      expect(notCompacted).toMatchObject({ prefixes: 1, parquet: [] });
+      expect(notCompacted.objects.map((o) => o.hour)).toEqual([T0 + 2 * HOUR]);
+      const ranged1 = await stageObjects(cloud.clients.s3, Bucket, ranged, T0 + 3 * HOUR, { from: T0, recorded: new Set([T0 + HOUR]) });
+      expect(ranged1.objects.map((o) => o.hour)).toEqual([T0 + HOUR]);
+      expect(await stageObjects(cloud.clients.s3, Bucket, ranged, T0 + 3 * HOUR, { recorded: new Set() })).toMatchObject({
+        objects: [],
+        prefixes: 0,
+      });
       // An empty range (from = cutoff on an hour boundary) lists nothing.
       expect(await stageObjects(cloud.clients.s3, Bucket, ranged, T0 + HOUR, { from: T0 + HOUR })).toMatchObject({
         objects: [],

@@ -144,6 +144,16 @@ describe('read ranges', () => {
     ]);
     expect(hourPrefixes(day, day + 23 * H)).toEqual(['raw/dt=2030-01-02/']);
     expect(hourPrefixes(day + H, day)).toEqual([]);
+    // Only the hours `listed` keeps: a day with one hour left out is listed hour by hour.
+    const listed = (h: number) => h !== day + 5 * H && h < day + 25 * H;
+    expect(hourPrefixes(day - H, day + 26 * H, listed)).toEqual([
+      'raw/dt=2030-01-01/hr=23/',
+      ...Array.from({ length: 24 }, (_, i) => i)
+        .filter((i) => i !== 5)
+        .map((i) => `raw/dt=2030-01-02/hr=${String(i).padStart(2, '0')}/`),
+      'raw/dt=2030-01-03/hr=00/',
+    ]);
+    expect(hourPrefixes(day, day + 47 * H, (h) => h >= day + 24 * H)).toEqual(['raw/dt=2030-01-03/']);
   });
   it('a view that needs arrivals before the session range fails instead of reading less', () => {
     const session = { cutoff: day + 10 * H, from: day + 2 * H + 1800_000 };

@@ -55,12 +55,26 @@ describe('blocks', () => {
     expect(back[0]!.values.min_order__min).toBeNull();
   });
 
-  it('writes any value text as JSON.stringify would (quotes, backslashes, control characters, surrogates)', () => {
-    // Values are decimal texts in practice, quoted as they are; anything else is escaped, so a block is JSON whatever it holds.
+  it('writes any value text as JSON.stringify would (quotes, backslashes, control characters, surrogates), whole numbers bare', () => {
+    // Values are decimal texts in practice: a whole number of up to 15 digits in canonical form is a bare JSON number,
+    // other text quoted as it is; anything else is escaped, so a block is JSON whatever it holds, and reads back as written.
+    const stored = (t: string | null) => {
+      const n = Number(t);
+      return t !== null && Number.isSafeInteger(n) && String(n) === t && t.replace('-', '').length <= 15 ? n : t;
+    };
+    const whole = fc.oneof(
+      fc.integer().map(String),
+      fc.bigInt({ min: -(10n ** 17n), max: 10n ** 17n }).map(String),
+      fc.constantFrom('0', '-0', '007', '1e3', '1.0', '999999999999999', '-999999999999999', '1000000000000000', ' 1', '+1'),
+    );
     fc.assert(
       fc.property(
         fc.array(
-          fc.oneof(fc.string({ unit: 'binary' }), fc.constantFrom('"', '\\', '\n', '\u0001', '\ud800', '\udc00x', '😀', '1.5', '-0.5')),
+          fc.oneof(
+            fc.string({ unit: 'binary' }),
+            whole,
+            fc.constantFrom('"', '\\', '\n', '\u0001', '\ud800', '\udc00x', '😀', '1.5', '-0.5'),
+          ),
           {
             minLength: 1,
             maxLength: 6,
@@ -70,13 +84,25 @@ describe('blocks', () => {
           const rows = texts.map((t, i) => revenueRow(D + i * 60_000, 'DE', t, t));
           for (const b of encodeBlocks(revenue, 'minute', rows)) {
             const parsed = JSON.parse(b.rows) as unknown[][];
-            const expected = rows.slice(0, b.n).map((r) => [r.bucket - b.block, r.dims, ...Object.values(r.values)]);
+            const expected = rows.slice(0, b.n).map((r) => [r.bucket - b.block, r.dims, ...Object.values(r.values).map(stored)]);
             expect(b.rows).toBe(JSON.stringify(expected));
             expect(parsed).toEqual(expected);
+            expect(decodeBlock(revenue, b.block, b.rows)).toEqual(rows.slice(0, b.n));
           }
         },
       ),
     );
+  });
+
+  it('never writes a sketch text bare, whatever its characters (a number in a sketch column is an estimate)', () => {
+    const row: BlockRow = {
+      bucket: D,
+      dims: ['/', 'DE'],
+      values: { views__count: '12', load_ms__sum: '7', load_ms__count: '1', users__hll: '12' },
+    };
+    const [b] = encodeBlocks(pageViews, 'minute', [row], BLOCK_MAX_BYTES, 'inline');
+    expect(JSON.parse(b!.rows)).toEqual([[0, ['/', 'DE'], 12, 7, 1, '12']]);
+    expect(decodeBlock(pageViews, b!.block, b!.rows)).toEqual([row]);
   });
 
   it('keeps sketches as their canonical text', () => {

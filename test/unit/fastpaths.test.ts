@@ -392,7 +392,12 @@ describe('sketches kept as text', () => {
 
 /** encodeBlocks as it was before its fast path: a sort by text key, each row one JSON.stringify. */
 function slowEncode(view: typeof v, grain: 'minute' | 'hour' | 'day', rows: readonly BlockRow[]) {
-  const columns = stateColumns(view).map((c) => c.column);
+  const columns = stateColumns(view);
+  // A whole number of at most 15 digits, written as JSON writes that number, is stored bare; a sketch's text never is.
+  const stored = (text: string | null, sketch: boolean) => {
+    const n = Number(text);
+    return text !== null && !sketch && Number.isSafeInteger(n) && String(n) === text && text.replace('-', '').length <= 15 ? n : text;
+  };
   const byBlock = new Map<number, { key: string; row: BlockRow }[]>();
   for (const row of rows) {
     const start = blockStart(row.bucket, grain);
@@ -412,7 +417,11 @@ function slowEncode(view: typeof v, grain: 'minute' | 'hour' | 'day', rows: read
       bytes = 2;
     };
     for (const { row } of entries) {
-      const text = JSON.stringify([row.bucket - start, row.dims, ...columns.map((c) => row.values[c] ?? null)]);
+      const text = JSON.stringify([
+        row.bucket - start,
+        row.dims,
+        ...columns.map((c) => stored(row.values[c.column] ?? null, c.component === 'hll')),
+      ]);
       const size = Buffer.byteLength(text, 'utf8');
       if (parts.length > 0 && bytes + 1 + size > BLOCK_MAX_BYTES) flush();
       bytes += (parts.length > 0 ? 1 : 0) + size;
