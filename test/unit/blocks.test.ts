@@ -216,6 +216,37 @@ describe('blocks with sketches apart (blocks-3)', () => {
     expect(chunks.flatMap((c) => decodeBlock(pageViews, c.block, c.rows, { sketches: sketchesOf(c) }))).toEqual(byKey(many));
   });
 
+  it('leaves a block whole exactly when its rows and sketches fit, as the row-by-row cut counts them', () => {
+    // A block that fits is written by one stringify, one that does not is cut row by row: the limit where one turns into
+    // the other must be the same for both (every bucket here has a sketch, so each counts its attribute).
+    fc.assert(
+      fc.property(
+        fc.uniqueArray(
+          fc.record({
+            minute: fc.integer({ min: 0, max: 5 }),
+            page: fc.constantFrom('/a', '/b', '/c', '/d', '/"q"'),
+            users: fc.array(fc.string(), { minLength: 1, maxLength: 4 }),
+            views: fc.oneof(fc.integer({ min: 0, max: 10 ** 6 }).map(String), fc.constantFrom('0.5', '12345678901234567')),
+          }),
+          { selector: (r) => `${r.minute}#${r.page}`, minLength: 2, maxLength: 12 },
+        ),
+        (cells) => {
+          const rows = cells.map((c) => pv(D + c.minute * 60_000, c.page, sketchText(...c.users), c.views));
+          const whole = encodeBlocks(pageViews, 'minute', rows, BLOCK_MAX_BYTES, 'apart');
+          expect(whole).toHaveLength(1);
+          const b = whole[0]!;
+          // What the cut counts: the rows' text, and per bucket its attribute's name, brackets and slack, each text and a comma.
+          const need =
+            Buffer.byteLength(b.rows) + Object.entries(b.sketches ?? {}).reduce((n, [name, text]) => n + name.length + text.length + 3, 0);
+          expect(encodeBlocks(pageViews, 'minute', rows, need, 'apart')).toEqual(whole);
+          const cut = encodeBlocks(pageViews, 'minute', rows, need - 1, 'apart');
+          expect(cut.length).toBeGreaterThan(1);
+          expect(cut.flatMap((c) => decodeBlock(pageViews, c.block, c.rows, { sketches: sketchesOf(c) }))).toEqual(byKey(rows));
+        },
+      ),
+    );
+  });
+
   it('block items carry the sketch attributes, and rowsOfItems reads both forms', () => {
     const items = blockItems(pageViews, 3, rows, 'day');
     expect(items).toHaveLength(1);
