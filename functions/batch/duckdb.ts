@@ -98,6 +98,10 @@ export async function viewRows(db: DuckDb, sql: string, view: View): Promise<Bat
   // Parts by day of bucket: a parallel hash aggregate (numbering rows for even parts was a serial window, 1 s more).
   const parts = await db.query(`SELECT CAST(to_json([${lists.join(', ')}]) AS VARCHAR)\nFROM (\n${sql}\n)\nGROUP BY c0 // ${ROWS_PART_MS}`);
   const out: BatchRow[] = [];
+  // One dims array per distinct dimension values, shared by their rows: a rebuild's rows repeat a few thousand
+  // combinations at most, and the steps after this one key rows by their dims' JSON (keys.ts sharedDimsKey), made
+  // once per array. The key: each value as its length, a colon and itself, null as a NUL (no two lists share one).
+  const shared = new Map<string, (string | null)[]>();
   for (const [part] of parts) {
     if (part === null || part === undefined) continue;
     const columns = JSON.parse(part) as unknown;
@@ -110,8 +114,17 @@ export async function viewRows(db: DuckDb, sql: string, view: View): Promise<Bat
       const text = buckets![i];
       const bucket = text === null || text === undefined ? Number.NaN : Number(text);
       if (!Number.isSafeInteger(bucket)) throw new Error(`view ${view.name}: a result row's bucket is ${JSON.stringify(text)}`);
-      const d = new Array<string | null>(nd);
-      for (let k = 0; k < nd; k++) d[k] = dims[k]![i] ?? null;
+      let key = '';
+      for (let k = 0; k < nd; k++) {
+        const x = dims[k]![i] ?? null;
+        key += x === null ? '\u0000' : `${x.length}:${x}`;
+      }
+      let d = shared.get(key);
+      if (!d) {
+        d = new Array<string | null>(nd);
+        for (let k = 0; k < nd; k++) d[k] = dims[k]![i] ?? null;
+        shared.set(key, d);
+      }
       const v: Record<string, string | null> = {};
       // Decimals to plain text; a sketch's register list to its canonical text (core/hll.ts).
       for (let k = 0; k < state.length; k++) v[state[k]!.column] = columnFromSql(state[k]!.component, values[k]![i]);

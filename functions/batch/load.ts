@@ -21,6 +21,7 @@ import {
   keepsDayBlocks,
   pad13,
   rollupGrains,
+  sharedDimsKey,
 } from '../core/keys.ts';
 import { backoff, mapLimit } from '../core/limit.ts';
 import { combineColumnTexts, combineViewStates, stateFromColumns, stateToColumns } from '../core/metrics.ts';
@@ -121,7 +122,7 @@ export function rollupRows(view: View, grain: Grain, rows: readonly BatchRow[]):
       cells = new Map();
       buckets.set(b, cells);
     }
-    const key = dimsKey(r.dims);
+    const key = sharedDimsKey(r.dims);
     const list = cells.get(key);
     if (list) list.push(r);
     else cells.set(key, [r]);

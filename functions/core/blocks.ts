@@ -24,7 +24,7 @@
  */
 import { Buffer } from 'node:buffer';
 import { estimate, parseSketch } from './hll.ts';
-import { BLOCK_MAX_BYTES, blockStart, dimsKey, pad13 } from './keys.ts';
+import { BLOCK_MAX_BYTES, blockStart, dimsKey, pad13, sharedDimsKey } from './keys.ts';
 import { stateColumns } from './metrics.ts';
 import type { Grain } from './time.ts';
 import type { View } from './views.ts';
@@ -104,7 +104,7 @@ export function encodeBlocks(
   for (const row of rows) {
     const start = blockStart(row.bucket, grain);
     const list = byBlock.get(start);
-    const entry: Entry = { bucket: row.bucket, dims: dimsKey(row.dims), key: '', row };
+    const entry: Entry = { bucket: row.bucket, dims: sharedDimsKey(row.dims), key: '', row };
     if (!(Number.isInteger(row.bucket) && row.bucket >= 0 && row.bucket < 1e13)) numeric = false;
     if (list) list.push(entry);
     else byBlock.set(start, [entry]);

@@ -68,6 +68,20 @@ export const versionKey = (version: number) => ({ pk: 'version', sk: padVersion(
 /** Dimension values in view order, encoded for a sort key (self-delimiting JSON). */
 export const dimsKey = (dims: readonly (string | null)[]) => JSON.stringify(dims);
 
+const dimsKeys = new WeakMap<readonly (string | null)[], string>();
+/**
+ * `dimsKey`, kept per array: rows that share their dims array (a rebuild's, which viewRows makes one per distinct
+ * dimension values) have it made once, not once per row at each step (rollups, then blocks, at every grain).
+ */
+export function sharedDimsKey(dims: readonly (string | null)[]): string {
+  let key = dimsKeys.get(dims);
+  if (key === undefined) {
+    key = JSON.stringify(dims);
+    dimsKeys.set(dims, key);
+  }
+  return key;
+}
+
 /** FNV-1a, 32-bit: a stable, dependency-free spread of shard ids over write shards. */
 export function fnv1a(text: string): number {
   let h = 0x811c9dc5;
