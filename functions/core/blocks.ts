@@ -94,11 +94,10 @@ export function encodeBlocks(
   maxBytes = BLOCK_MAX_BYTES,
   form: BlockForm = 'inline',
 ): EncodedBlock[] {
-  const { names: columns, sketch } = columnsOf(view);
-  const apart = form === 'apart' && hasSketches(view);
-  // The batch encodes every row it writes: each row's dims are made JSON once (the sort key's part and the row's
-  // text), and rows are ordered by (bucket, that JSON), the order of rowOrder's text while every bucket is a
-  // whole number with 13 digits (pad13: 1970 to 2286); else by that text.
+  const cols = columnsOf(view);
+  const apart = form === 'apart' && cols.sketches > 0;
+  // Rows are ordered by (bucket, their dims' JSON: sharedDimsKey, once per dims array), the order of rowOrder's text
+  // while every bucket is a whole number with 13 digits (pad13: 1970 to 2286); else by that text.
   const byBlock = new Map<number, Entry[]>();
   let numeric = true;
   for (const row of rows) {
@@ -117,64 +116,36 @@ export function encodeBlocks(
       for (const e of entries) e.key = rowOrder(e.row);
       entries.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
     }
-    const whole = wholeChunk(start, entries, columnsOf(view), apart, maxBytes);
+    const whole = wholeChunk(start, entries, cols, apart, maxBytes);
     if (whole) {
       out.push(whole);
       continue;
     }
+    // Over the limit: cut row by row into chunks, each row's text made alone, counted as `wholeChunk` counts.
     let parts: string[] = [];
-    // Form `apart`: per bucket offset, its rows' sketch texts (JSON) in row order, and whether any is not empty.
-    let apartTexts = new Map<number, { texts: string[]; any: boolean }>();
+    // Form `apart`: per bucket offset, its rows' sketch texts in row order, and whether any is not empty.
+    let apartTexts = new Map<number, { texts: (string | null)[]; any: boolean }>();
     // The brackets of the array; each row then adds its text and a comma.
     let bytes = 2;
     let chunk = 0;
     const flush = () => {
-      let sketches: Record<string, string> | undefined;
-      for (const [offset, s] of apartTexts) {
-        if (!s.any) continue;
-        sketches ??= {};
-        sketches[sketchAttribute(offset)] = `[${s.texts.join(',')}]`;
-      }
-      out.push({ block: start, chunk: chunk++, n: parts.length, rows: `[${parts.join(',')}]`, ...(sketches && { sketches }) });
+      out.push({ block: start, chunk: chunk++, n: parts.length, rows: `[${parts.join(',')}]`, ...chunkSketches(apartTexts) });
       parts = [];
       apartTexts = new Map();
       bytes = 2;
     };
-    for (const { row, dims } of entries) {
+    for (const { row } of entries) {
       const offset = row.bucket - start;
-      // JSON.stringify of [offset, dims, ...values], piece by piece.
-      let text = `[${JSON.stringify(offset)},${dims}`;
-      let size = 0;
-      let mine: string[] | undefined;
-      let any = false;
-      for (let i = 0; i < columns.length; i++) {
-        const value = row.values[columns[i]!] ?? null;
-        if (!apart || sketch[i]! < 0) {
-          // A whole number bare (WHOLE; never a sketch's text: a number in a sketch column is an estimate); other text
-          // quoted as it is unless JSON must escape something in it (decimal texts never have anything to escape).
-          if (value === null) text += ',null';
-          else if (sketch[i]! < 0 && WHOLE.test(value)) text += `,${value}`;
-          else text += NEEDS_ESCAPE.test(value) ? `,${JSON.stringify(value)}` : `,"${value}"`;
-          continue;
-        }
-        const parsed = value === null ? null : parseSketch(value);
-        text += `,${parsed === null ? 'null' : estimate(parsed)}`;
-        // A canonical text is of the alphabet alone (hll.ts): quoted as it is, one byte a character.
-        const json = parsed === null ? 'null' : `"${parsed.toText()}"`;
-        mine ??= [];
-        mine.push(json);
-        any ||= parsed !== null;
-        // Its text and a comma.
-        size += json.length + 1;
-      }
-      text += ']';
-      size += Buffer.byteLength(text, 'utf8');
+      const mine: (string | null)[] | undefined = apart ? [] : undefined;
+      const text = JSON.stringify(rowArray(row, offset, cols, mine));
+      let size = Buffer.byteLength(text, 'utf8') + textsBytes(mine);
       // A bucket's first row of the chunk also adds its attribute: name, brackets and some slack.
       if (mine && !apartTexts.has(offset)) size += sketchAttribute(offset).length + 4;
       if (parts.length > 0 && bytes + 1 + size > maxBytes) flush();
       bytes += (parts.length > 0 ? 1 : 0) + size;
       parts.push(text);
       if (mine) {
+        const any = mine.some((t) => t !== null);
         const s = apartTexts.get(offset);
         if (s) {
           s.texts.push(...mine);
@@ -188,63 +159,89 @@ export function encodeBlocks(
 }
 
 /**
- * A block as one chunk, or undefined when it does not fit in `maxBytes` (then encodeBlocks cuts it row by row, to the
- * same text). Most blocks fit (an hour of a minute view's rows is ~25 KB): the text is then one JSON.stringify of the
- * block's rows as arrays, which costs a rebuild far less than making each row's text piece by piece. Counts the bytes
- * as the row-by-row cut does, so a block fits here exactly when that cut would leave it whole.
+ * A row as its block text holds it: `[offset, dims, ...values]`, a whole number bare (WHOLE; never a sketch's text:
+ * a number in a sketch column is an estimate). With `texts` (form `apart`), a sketch column holds the sketch's
+ * estimate and its canonical text (null when empty) is pushed onto `texts`.
  */
-function wholeChunk(start: number, entries: readonly Entry[], c: Columns, apart: boolean, maxBytes: number): EncodedBlock | undefined {
+function rowArray(row: BlockRow, offset: number, c: Columns, texts: (string | null)[] | undefined): unknown[] {
   const { names: columns, sketch } = c;
-  const rows: unknown[][] = new Array(entries.length);
-  let sketchBytes = 0;
-  let apartTexts: Map<number, { texts: (string | null)[]; any: boolean }> | undefined;
-  let bucket: { texts: (string | null)[]; any: boolean } | undefined;
-  let bucketOffset = Number.NaN;
-  for (let k = 0; k < entries.length; k++) {
-    const row = entries[k]!.row;
-    const offset = row.bucket - start;
-    const out: unknown[] = new Array(2 + columns.length);
-    out[0] = offset;
-    out[1] = row.dims;
-    for (let i = 0; i < columns.length; i++) {
-      const value = row.values[columns[i]!] ?? null;
-      if (!apart || sketch[i]! < 0) {
-        out[2 + i] = value !== null && sketch[i]! < 0 && WHOLE.test(value) ? Number(value) : value;
-        continue;
-      }
+  const out: unknown[] = new Array(2 + columns.length);
+  out[0] = offset;
+  out[1] = row.dims;
+  for (let i = 0; i < columns.length; i++) {
+    const value = row.values[columns[i]!] ?? null;
+    if (sketch[i]! < 0) out[2 + i] = value !== null && WHOLE.test(value) ? Number(value) : value;
+    else if (!texts) out[2 + i] = value;
+    else {
       const parsed = value === null ? null : parseSketch(value);
       out[2 + i] = parsed === null ? null : estimate(parsed);
-      const text = parsed === null ? null : parsed.toText();
-      if (offset !== bucketOffset || !bucket) {
-        bucketOffset = offset;
-        bucket = { texts: [], any: false };
-        apartTexts ??= new Map();
-        apartTexts.set(offset, bucket);
-        sketchBytes += sketchAttribute(offset).length + 4;
-      }
-      bucket.texts.push(text);
-      bucket.any ||= text !== null;
-      sketchBytes += (text === null ? 4 : text.length + 2) + 1;
+      texts.push(parsed === null ? null : parsed.toText());
     }
-    rows[k] = out;
   }
-  const text = JSON.stringify(rows);
-  if (Buffer.byteLength(text, 'utf8') + sketchBytes > maxBytes) return undefined;
+  return out;
+}
+
+/** What sketch texts add to a chunk: each one's JSON (a canonical text is of the alphabet alone, hll.ts) and a comma. */
+function textsBytes(texts: readonly (string | null)[] | undefined): number {
+  let n = 0;
+  for (const t of texts ?? []) n += (t === null ? 4 : t.length + 2) + 1;
+  return n;
+}
+
+/** The sketch attributes of a chunk (form `apart`): a bucket's texts as a JSON array, for the buckets with a sketch. */
+function chunkSketches(apartTexts: ReadonlyMap<number, { texts: readonly (string | null)[]; any: boolean }>): {
+  sketches?: Record<string, string>;
+} {
   let sketches: Record<string, string> | undefined;
-  for (const [offset, s] of apartTexts ?? []) {
+  for (const [offset, s] of apartTexts) {
     if (!s.any) continue;
     sketches ??= {};
     sketches[sketchAttribute(offset)] = JSON.stringify(s.texts);
   }
-  return { block: start, chunk: 0, n: rows.length, rows: text, ...(sketches && { sketches }) };
+  return sketches ? { sketches } : {};
+}
+
+/**
+ * A block as one chunk, or undefined when it does not fit in `maxBytes` (then encodeBlocks cuts it row by row, to the
+ * same text). Most blocks fit (an hour of a minute view's rows is ~25 KB): the text is then one JSON.stringify of the
+ * block's rows, which costs a rebuild far less than one per row. Counts the bytes as the row-by-row cut does, so a
+ * block fits here exactly when that cut would leave it whole.
+ */
+function wholeChunk(start: number, entries: readonly Entry[], c: Columns, apart: boolean, maxBytes: number): EncodedBlock | undefined {
+  const rows: unknown[][] = new Array(entries.length);
+  let sketchBytes = 0;
+  const apartTexts = new Map<number, { texts: (string | null)[]; any: boolean }>();
+  let bucket: { texts: (string | null)[]; any: boolean } | undefined;
+  let bucketOffset = Number.NaN;
+  const texts: (string | null)[] | undefined = apart ? [] : undefined;
+  for (let k = 0; k < entries.length; k++) {
+    const row = entries[k]!.row;
+    const offset = row.bucket - start;
+    if (texts && (offset !== bucketOffset || !bucket)) {
+      // A bucket's rows are next to each other (ordered by bucket): its texts are pushed onto one list.
+      bucketOffset = offset;
+      bucket = { texts: [], any: false };
+      apartTexts.set(offset, bucket);
+      sketchBytes += sketchAttribute(offset).length + 4;
+    }
+    const mine = bucket?.texts;
+    const before = mine?.length ?? 0;
+    rows[k] = rowArray(row, offset, c, mine);
+    if (mine && bucket) {
+      for (let i = before; i < mine.length; i++) {
+        const t = mine[i]!;
+        bucket.any ||= t !== null;
+        sketchBytes += (t === null ? 4 : t.length + 2) + 1;
+      }
+    }
+  }
+  const text = JSON.stringify(rows);
+  if (Buffer.byteLength(text, 'utf8') + sketchBytes > maxBytes) return undefined;
+  return { block: start, chunk: 0, n: rows.length, rows: text, ...chunkSketches(apartTexts) };
 }
 
 /** A whole number in canonical form (no sign on 0, no leading zero) of at most 15 digits: a JSON number reads it exactly. */
 const WHOLE = /^(?:0|-?[1-9]\d{0,14})$/;
-
-/** A character JSON.stringify escapes: a quote, a backslash, a control character or a lone surrogate half. */
-// biome-ignore lint/suspicious/noControlCharactersInRegex: control characters are exactly what JSON must escape.
-const NEEDS_ESCAPE = /["\\\u0000-\u001f\ud800-\udfff]/;
 
 interface Entry {
   readonly bucket: number;

@@ -223,8 +223,13 @@ describe('metric fast paths', () => {
   });
 
   it('combineAllViewStates equals the pairwise fold; finalizeNumber equals decimalToNumber(finalize)', () => {
+    // States as they exist: every value within DECIMAL(38, 9) (each was made by checked arithmetic). An input out of
+    // range alone is refused by the one and not by the other, as neither checks its inputs: not a case to compare.
+    const limit = new Decimal('1e29');
+    const valid = (s: ViewState) =>
+      Object.values(s).every((m) => Object.values(m).every((x) => !(x instanceof Decimal) || x.abs().lt(limit)));
     fc.assert(
-      fc.property(fc.array(stateArb, { minLength: 1, maxLength: 6 }), (states) => {
+      fc.property(fc.array(stateArb.filter(valid), { minLength: 1, maxLength: 6 }), (states) => {
         let pairwise: ViewState | 'overflow';
         try {
           pairwise = states.reduce((a, b) =>
